@@ -1,0 +1,28 @@
+"""qvtools: research toolkit for Qwen voice cloning and Qwen-Omni-Realtime."""
+
+import logging
+
+from . import audio
+from .config import REGIONS, TARGET_MODELS, Settings
+from .errors import (APIError, ConfigError, InvalidAudio, QVError, RealtimeError, SessionTimeout,
+                     TransportError, VoiceModelMismatch)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "audio",
+    "Settings",
+    "REGIONS",
+    "TARGET_MODELS",
+    "QVError",
+    "ConfigError",
+    "InvalidAudio",
+    "APIError",
+    "TransportError",
+    "RealtimeError",
+    "SessionTimeout",
+    "VoiceModelMismatch",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
