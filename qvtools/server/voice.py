@@ -1,0 +1,486 @@
+"""Voice profiles and voice conversion for the local service (WORLD vocoder via pyworld).
+
+The local service has no neural voice-cloning model. It speaks with one offline TTS
+voice (:mod:`qvtools.server.tts`) and moves that voice toward a *profile*:
+
+* :func:`analyze` measures a recording: F0 statistics (median, IQR, log-F0 mean/std),
+  formant estimates F1..F3 (LPC), the mean log spectral envelope of voiced frames on a
+  fixed coarse mel grid (:data:`ENVELOPE_GRID_HZ`), a speaking-rate estimate and the
+  source sample rate. The result is a JSON-safe :class:`VoiceProfile` that the voice
+  store keeps next to an enrolled voice.
+* :func:`builtin_profile` maps the built-in realtime voice names (Tina, Cherry, Ethan,
+  ...) to fixed, deterministic profiles so each built-in voice sounds different.
+* :func:`convert` re-synthesizes speech with the target's F0 level and spread (log
+  domain), its formant scale (frequency warp of the spectral envelope), its average
+  envelope (an average-envelope transfer: the difference between the target's and the
+  warped source's mean log envelopes is added to every frame) and its speaking rate.
+
+Audio is ``(float32 samples in [-1, 1], sample_rate)`` as everywhere in qvtools.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import MISSING, asdict, dataclass, fields
+
+import numpy as np
+
+from ..errors import ConfigError, InvalidAudio
+
+__all__ = [
+    "VoiceProfile",
+    "ENVELOPE_GRID_HZ",
+    "BUILTIN_VOICES",
+    "analyze",
+    "builtin_profile",
+    "convert",
+]
+
+log = logging.getLogger(__name__)
+
+#: Rate at which profiles are measured (the envelope grid stops below its Nyquist).
+ANALYSIS_SR = 16000
+_ANALYSIS_FRAME_MS = 10.0
+_CONVERT_FRAME_MS = 5.0
+_F0_FLOOR_HZ = 60.0
+_F0_CEIL_HZ = 500.0
+
+
+def _mel(f):
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def _imel(m):
+    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+
+
+#: Fixed coarse grid (Hz) of the mean log spectral envelope: 40 mel-spaced points, 80 Hz .. 7.6 kHz.
+ENVELOPE_GRID_HZ: tuple[float, ...] = tuple(float(round(f, 3)) for f in _imel(np.linspace(_mel(80.0), _mel(7600.0), 40)))
+_GRID = np.asarray(ENVELOPE_GRID_HZ)
+
+# Neutral formant frequencies (uniform 17.5 cm tube) used to express a formant scale.
+_NEUTRAL_FORMANTS_HZ = (500.0, 1500.0, 2500.0)
+
+PROFILE_VERSION = 1
+
+
+@dataclass
+class VoiceProfile:
+    """What :func:`convert` needs to know about a voice. JSON-safe through :meth:`to_dict`.
+
+    ``envelope_db`` is the mean log spectral envelope (dB, voiced frames, mean over the
+    grid removed so level does not matter) sampled at :data:`ENVELOPE_GRID_HZ`.
+    ``formant_scale`` is the geometric mean of ``formants_hz / (500, 1500, 2500)``; the
+    ratio of two voices' scales is the frequency warp factor between them.
+    """
+
+    f0_median_hz: float
+    f0_iqr_hz: float
+    logf0_mean: float
+    logf0_std: float
+    formants_hz: list[float]
+    formant_scale: float
+    envelope_db: list[float]
+    speaking_rate_hz: float  # syllable-like energy peaks per second of speech
+    sample_rate: int  # rate of the recording the profile was measured on
+    duration_s: float = 0.0
+    voiced_s: float = 0.0
+    origin: str = "analyzed"  # "analyzed" (from a recording) | "builtin"
+    name: str | None = None
+    version: int = PROFILE_VERSION
+
+    def to_dict(self) -> dict:
+        """A JSON-safe dict (plain floats, ints, strings and lists)."""
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, (np.floating, float)):
+                d[k] = float(v)
+            elif isinstance(v, (list, tuple, np.ndarray)):
+                d[k] = [float(e) for e in v]
+        d["sample_rate"] = int(self.sample_rate)
+        d["version"] = int(self.version)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VoiceProfile":
+        """Rebuild a profile from :meth:`to_dict` output; unknown keys are ignored."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a voice profile must be a dict, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        missing = sorted(required - set(d))
+        if missing:
+            raise ConfigError(f"voice profile is missing {', '.join(missing)}; re-create it with qvtools.server.voice.analyze()")
+        kw = {k: v for k, v in d.items() if k in names}
+        try:
+            prof = cls(**kw)
+            prof.formants_hz = [float(v) for v in prof.formants_hz]
+            prof.envelope_db = [float(v) for v in prof.envelope_db]
+            for k in ("f0_median_hz", "f0_iqr_hz", "logf0_mean", "logf0_std", "formant_scale",
+                      "speaking_rate_hz", "duration_s", "voiced_s"):
+                setattr(prof, k, float(getattr(prof, k)))
+            prof.sample_rate = int(prof.sample_rate)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid voice profile: {exc}") from None
+        if len(prof.envelope_db) != len(ENVELOPE_GRID_HZ):
+            raise ConfigError(f"voice profile envelope has {len(prof.envelope_db)} bands, expected {len(ENVELOPE_GRID_HZ)}")
+        if not prof.f0_median_hz > 0 or not prof.formant_scale > 0:
+            raise ConfigError("voice profile needs a positive f0_median_hz and formant_scale")
+        return prof
+
+
+
+# --------------------------------------------------------------------------- analysis helpers
+
+def _pw():
+    try:
+        import pyworld
+    except ImportError as exc:  # optional extra
+        raise ImportError("voice analysis/conversion needs pyworld: pip install 'qvtools[local]'") from exc
+    return pyworld
+
+
+def _prepare(x, sr) -> tuple[np.ndarray, int]:
+    x = np.asarray(x)
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    if x.ndim != 1:
+        raise InvalidAudio(f"audio must be 1-D mono (or (n, channels)), got shape {x.shape}")
+    if int(sr) <= 0:
+        raise InvalidAudio(f"sample rate must be positive, got {sr}")
+    if x.size == 0:
+        raise InvalidAudio("the audio holds no samples")
+    x = np.nan_to_num(x.astype(np.float64, copy=False))
+    return x, int(sr)
+
+
+def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    if sr_in == sr_out:
+        return x
+    import soxr
+
+    return soxr.resample(x, sr_in, sr_out).astype(np.float64)
+
+
+def _world_f0(pw, x, sr, frame_ms):
+    f0, t = pw.dio(x, sr, f0_floor=_F0_FLOOR_HZ, f0_ceil=_F0_CEIL_HZ, frame_period=frame_ms)
+    f0 = pw.stonemask(x, f0, t, sr)
+    return f0, t
+
+
+def _frame_energy_db(x: np.ndarray, sr: int, n_frames: int, frame_ms: float) -> np.ndarray:
+    hop = sr * frame_ms / 1000.0
+    win = int(round(0.025 * sr))
+    pad = np.pad(x, (win // 2, win))
+    starts = (np.arange(n_frames) * hop).astype(int)
+    idx = starts[:, None] + np.arange(win)[None, :]
+    frames = pad[np.minimum(idx, len(pad) - 1)]
+    return 10.0 * np.log10(np.mean(frames ** 2, axis=1) + 1e-10)
+
+
+def _speech_mask(energy_db: np.ndarray) -> np.ndarray:
+    if energy_db.size == 0:
+        return np.zeros(0, bool)
+    top = np.percentile(energy_db, 95)
+    return energy_db > max(top - 35.0, -75.0)
+
+
+def _envelope_on_grid(sp: np.ndarray, sr: int, frames: np.ndarray) -> np.ndarray:
+    """Mean over ``frames`` of the log (dB) envelope at the grid points, mean-removed."""
+    n_bins = sp.shape[1]
+    freqs = np.arange(n_bins) * sr / (2.0 * (n_bins - 1))
+    logsp = 10.0 * np.log10(sp[frames] + 1e-16)
+    mean = logsp.mean(axis=0)
+    env = np.interp(_GRID, freqs, mean)
+    return env - env.mean()
+
+
+def _lpc_formants(x16: np.ndarray, f0: np.ndarray, frame_ms: float, max_frames: int = 300) -> list[float]:
+    """Median F1..F3 (Hz) from LPC roots over voiced frames (speech resampled to 10 kHz)."""
+    from scipy.linalg import solve_toeplitz
+
+    fs = 10000
+    y = _resample(x16, ANALYSIS_SR, fs)
+    y = np.append(y[0], y[1:] - 0.97 * y[:-1])  # pre-emphasis
+    voiced = np.flatnonzero(f0 > 0)
+    if voiced.size == 0:
+        return list(_NEUTRAL_FORMANTS_HZ)
+    if voiced.size > max_frames:
+        voiced = voiced[np.linspace(0, voiced.size - 1, max_frames).astype(int)]
+    win = int(0.025 * fs)
+    hamming = np.hamming(win)
+    order = 12
+    tracks: list[list[float]] = [[], [], []]
+    for i in voiced:
+        c = int(i * frame_ms / 1000.0 * fs)
+        seg = y[max(0, c - win // 2): max(0, c - win // 2) + win]
+        if seg.size < win:
+            continue
+        seg = seg * hamming
+        r = np.correlate(seg, seg, "full")[win - 1: win + order]
+        if r[0] <= 1e-10:
+            continue
+        r[0] *= 1.0 + 1e-9
+        try:
+            a = solve_toeplitz(r[:order], r[1:order + 1])
+        except np.linalg.LinAlgError:
+            continue
+        roots = np.roots(np.concatenate(([1.0], -a)))
+        roots = roots[np.imag(roots) > 0]
+        freq = np.angle(roots) * fs / (2 * np.pi)
+        bw = -fs / np.pi * np.log(np.abs(roots) + 1e-12)
+        cand = np.sort(freq[(freq > 200) & (freq < 4500) & (bw < 500)])
+        if cand.size >= 3:
+            for k in range(3):
+                tracks[k].append(cand[k])
+    out = []
+    for k in range(3):
+        out.append(float(np.median(tracks[k])) if len(tracks[k]) >= 5 else _NEUTRAL_FORMANTS_HZ[k])
+    return out
+
+
+def _formant_scale(formants) -> float:
+    return float(math.exp(np.mean([math.log(f / n) for f, n in zip(formants, _NEUTRAL_FORMANTS_HZ)])))
+
+
+def _speaking_rate(energy_db: np.ndarray, speech: np.ndarray, frame_ms: float) -> float:
+    """Syllable-like rate: prominent peaks of the smoothed energy contour per second of speech."""
+    from scipy.signal import find_peaks
+
+    if speech.sum() < 10:
+        return 4.0
+    k = max(1, int(round(40.0 / frame_ms)))
+    smooth = np.convolve(energy_db, np.hanning(2 * k + 1) / np.hanning(2 * k + 1).sum(), mode="same")
+    peaks, _ = find_peaks(smooth, prominence=3.0, distance=max(1, int(round(100.0 / frame_ms))))
+    peaks = peaks[speech[peaks]]
+    seconds = speech.sum() * frame_ms / 1000.0
+    return float(np.clip(len(peaks) / max(seconds, 1e-3), 1.0, 10.0))
+
+
+def _profile_from_features(f0, sp, sr, energy_db, frame_ms, *, formants, duration_s, source_sr) -> VoiceProfile:
+    speech = _speech_mask(energy_db)
+    voiced = (f0 > 0) & speech
+    if voiced.sum() < 5:
+        voiced = f0 > 0
+    if voiced.sum() < 5:
+        raise InvalidAudio("no voiced speech found: cannot measure a voice profile (is the recording silent or unvoiced?)")
+    lf = np.log(f0[voiced])
+    q25, q50, q75 = np.percentile(f0[voiced], [25, 50, 75])
+    return VoiceProfile(
+        f0_median_hz=float(q50),
+        f0_iqr_hz=float(q75 - q25),
+        logf0_mean=float(lf.mean()),
+        logf0_std=float(max(lf.std(), 1e-3)),
+        formants_hz=[float(f) for f in formants],
+        formant_scale=_formant_scale(formants),
+        envelope_db=[float(v) for v in _envelope_on_grid(sp, sr, np.flatnonzero(voiced))],
+        speaking_rate_hz=_speaking_rate(energy_db, speech, frame_ms),
+        sample_rate=int(source_sr),
+        duration_s=float(duration_s),
+        voiced_s=float(voiced.sum() * frame_ms / 1000.0),
+    )
+
+
+def analyze(x, sr: int) -> VoiceProfile:
+    """Measure the :class:`VoiceProfile` of a (mono) speech recording.
+
+    Works on a 16 kHz copy with DIO + StoneMask (F0) and CheapTrick (envelope); about
+    0.3 s for 20 s of audio. Raises :class:`~qvtools.errors.InvalidAudio` when there is
+    no voiced speech.
+    """
+    pw = _pw()
+    x, sr = _prepare(x, sr)
+    duration = len(x) / sr
+    y = _resample(x, sr, ANALYSIS_SR)
+    if len(y) < ANALYSIS_SR * 0.1:
+        raise InvalidAudio(f"audio too short to analyze a voice ({duration:.2f} s); give at least 0.5 s of speech")
+    f0, t = _world_f0(pw, y, ANALYSIS_SR, _ANALYSIS_FRAME_MS)
+    sp = pw.cheaptrick(y, f0, t, ANALYSIS_SR)
+    energy = _frame_energy_db(y, ANALYSIS_SR, len(f0), _ANALYSIS_FRAME_MS)
+    formants = _lpc_formants(y, f0 * _speech_mask(energy), _ANALYSIS_FRAME_MS)
+    return _profile_from_features(f0, sp, ANALYSIS_SR, energy, _ANALYSIS_FRAME_MS,
+                                  formants=formants, duration_s=duration, source_sr=sr)
+
+
+# --------------------------------------------------------------------------- built-in voices
+
+#: Built-in realtime voice names (protocol reference §4.6) -> (gender, character index).
+BUILTIN_VOICES: dict[str, str] = {
+    # female-presenting
+    "Tina": "F", "Serena": "F", "Cherry": "F", "Chelsie": "F", "Maia": "F", "Momo": "F",
+    "Jennifer": "F", "Katerina": "F", "Mia": "F", "Vivian": "F", "Moon": "F", "Bella": "F",
+    "Mochi": "F", "Bellona": "F", "Liora Mira": "F", "Sunny": "F", "Kiki": "F", "Jada": "F",
+    # male-presenting
+    "Ethan": "M", "Ryan": "M", "Aiden": "M", "Kai": "M", "Nofish": "M", "Eldric Sage": "M",
+    "Theo Calm": "M", "Joseph Chen": "M", "Dylan": "M", "Eric": "M", "Peter": "M",
+    "Marcus": "M", "Li": "M", "Rocky": "M", "Elias": "M", "Roy": "M",
+}
+
+
+def _synthetic_envelope(formants, tilt_db_per_oct: float) -> list[float]:
+    """A smooth log envelope with resonances at ``formants`` and a spectral tilt (dB)."""
+    f = _GRID
+    env = tilt_db_per_oct * np.log2(np.maximum(f, 100.0) / 100.0)
+    for k, fk in enumerate(formants):
+        bw = 80.0 + 40.0 * k
+        env = env + (12.0 - 2.0 * k) / (1.0 + ((f - fk) / bw) ** 2)
+    env = env - env.mean()
+    return [float(v) for v in env]
+
+
+def builtin_profile(name: str) -> VoiceProfile:
+    """The fixed profile of a built-in realtime voice; ``KeyError`` for an unknown name.
+
+    Parameters are derived from a hash of the name, so they are deterministic across
+    runs and machines and differ between voices.
+    """
+    if name not in BUILTIN_VOICES:
+        raise KeyError(f"Voice '{name}' is not supported.")
+    gender = BUILTIN_VOICES[name]
+    h = hashlib.sha256(name.encode("utf-8")).digest()
+    u = [b / 255.0 for b in h[:6]]
+    if gender == "F":
+        f0 = 185.0 + 60.0 * u[0]
+        scale = 1.10 + 0.12 * u[1]
+    else:
+        f0 = 95.0 + 40.0 * u[0]
+        scale = 0.94 + 0.10 * u[1]
+    spread = 0.12 + 0.10 * u[2]  # log-F0 std (natural log units)
+    rate = 3.6 + 1.4 * u[3]
+    tilt = -4.0 - 4.0 * u[4]
+    formants = [n * scale for n in _NEUTRAL_FORMANTS_HZ]
+    return VoiceProfile(
+        f0_median_hz=float(f0),
+        f0_iqr_hz=float(f0 * (math.exp(0.674 * spread) - math.exp(-0.674 * spread))),
+        logf0_mean=float(math.log(f0)),
+        logf0_std=float(spread),
+        formants_hz=[float(v) for v in formants],
+        formant_scale=float(scale),
+        envelope_db=_synthetic_envelope(formants, tilt),
+        speaking_rate_hz=float(rate),
+        sample_rate=24000,
+        origin="builtin",
+        name=name,
+    )
+
+
+# --------------------------------------------------------------------------- conversion
+
+#: Default strength of the average-envelope transfer (0 = none, 1 = full) for analyzed targets.
+DEFAULT_ENVELOPE_STRENGTH = 1.0
+_MAX_WARP = 1.30
+_MAX_ENV_DB = 18.0
+_MAX_RATE_RATIO = 1.25
+
+
+def _warp_envelope(logsp: np.ndarray, alpha: float) -> np.ndarray:
+    """Move every spectral feature from frequency f to alpha*f (log-domain envelope, all frames)."""
+    if abs(alpha - 1.0) < 1e-4:
+        return logsp
+    n = logsp.shape[1]
+    src = np.clip(np.arange(n) / alpha, 0, n - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    w = src - lo
+    return logsp[:, lo] * (1.0 - w) + logsp[:, hi] * w
+
+
+def _time_scale(arr: np.ndarray, n_out: int, nearest: bool = False) -> np.ndarray:
+    n_in = arr.shape[0]
+    pos = np.linspace(0, n_in - 1, n_out)
+    if nearest:
+        return arr[np.rint(pos).astype(int)]
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    w = (pos - lo)[:, None] if arr.ndim == 2 else pos - lo
+    return arr[lo] * (1.0 - w) + arr[hi] * w
+
+
+def _rms_active(x: np.ndarray) -> float:
+    if x.size == 0:
+        return 0.0
+    frames = x[: len(x) // 256 * 256].reshape(-1, 256) if len(x) >= 256 else x[None, :]
+    e = np.sqrt(np.mean(frames ** 2, axis=1))
+    act = e[e > e.max() * 0.05] if e.max() > 0 else e
+    return float(np.sqrt(np.mean(act ** 2))) if act.size else 0.0
+
+
+def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None, *,
+            envelope_strength: float | None = None, warp_strength: float = 1.0,
+            rate_strength: float = 1.0) -> np.ndarray:
+    """Re-synthesize speech ``x`` (mono, rate ``sr``) in the voice described by ``target``.
+
+    ``source`` is the profile of the voice ``x`` is spoken in (the TTS voice; cache it —
+    :class:`qvtools.server.speech.SpeechPipeline` does). Without it the profile is measured
+    on ``x`` itself. Returns float32 samples at ``sr``; the length changes with the
+    speaking-rate ratio. Active-speech RMS is kept equal to the input's and peaks stay
+    below 0.99.
+    """
+    if not isinstance(target, VoiceProfile):
+        raise ConfigError(f"target must be a VoiceProfile, got {type(target).__name__}")
+    pw = _pw()
+    x, sr = _prepare(x, sr)
+    if len(x) < sr * 0.05 or not np.any(x):
+        return x.astype(np.float32)
+    frame_ms = _CONVERT_FRAME_MS
+    f0, t = _world_f0(pw, x, sr, frame_ms)
+    if not np.any(f0 > 0):
+        return x.astype(np.float32)
+    sp = pw.cheaptrick(x, f0, t, sr)
+    ap = pw.d4c(x, f0, t, sr)
+    if source is None:
+        energy = _frame_energy_db(x, sr, len(f0), frame_ms)
+        x16 = _resample(x, sr, ANALYSIS_SR)
+        formants = _lpc_formants(x16, f0 * _speech_mask(energy), frame_ms)
+        source = _profile_from_features(f0, sp, sr, energy, frame_ms, formants=formants,
+                                        duration_s=len(x) / sr, source_sr=sr)
+
+    # F0: map log-F0 mean and spread to the target's (spread ratio kept within [0.5, 2]).
+    voiced = f0 > 0
+    ratio = float(np.clip(target.logf0_std / max(source.logf0_std, 1e-3), 0.5, 2.0))
+    f0_new = np.zeros_like(f0)
+    f0_new[voiced] = np.exp((np.log(f0[voiced]) - source.logf0_mean) * ratio + target.logf0_mean)
+    f0_new[voiced] = np.clip(f0_new[voiced], 40.0, 800.0)
+
+    # Formants: warp the envelope by the ratio of formant scales.
+    alpha = (target.formant_scale / source.formant_scale) ** float(warp_strength)
+    alpha = float(np.clip(alpha, 1.0 / _MAX_WARP, _MAX_WARP))
+    logsp = _warp_envelope(np.log(sp + 1e-16), alpha)
+
+    # Average-envelope transfer: add (target mean - warped source mean) on the coarse grid.
+    strength = (DEFAULT_ENVELOPE_STRENGTH if target.origin == "analyzed" else 0.0) \
+        if envelope_strength is None else float(envelope_strength)
+    if strength > 0:
+        src_env = np.interp(_GRID / alpha, _GRID, np.asarray(source.envelope_db))
+        src_env -= src_env.mean()
+        diff = np.asarray(target.envelope_db) - src_env
+        diff = np.convolve(np.pad(diff, 1, mode="edge"), np.ones(3) / 3.0, mode="valid")
+        diff = np.clip(diff, -_MAX_ENV_DB, _MAX_ENV_DB) * strength
+        n_bins = sp.shape[1]
+        freqs = np.arange(n_bins) * sr / (2.0 * (n_bins - 1))
+        logsp = logsp + (np.interp(freqs, _GRID, diff) * (math.log(10.0) / 10.0))[None, :]
+    sp_new = np.exp(logsp)
+
+    # Speaking rate: time-scale the WORLD frames (ratio within [0.8, 1.25]).
+    rate = (target.speaking_rate_hz / max(source.speaking_rate_hz, 1e-3)) ** float(rate_strength)
+    rate = float(np.clip(rate, 1.0 / _MAX_RATE_RATIO, _MAX_RATE_RATIO))
+    n_out = max(2, int(round(len(f0) / rate)))
+    if n_out != len(f0):
+        f0_new = _time_scale(f0_new, n_out, nearest=True)
+        sp_new = np.exp(_time_scale(np.log(sp_new), n_out))
+        ap = _time_scale(ap, n_out)
+
+    y = pw.synthesize(np.ascontiguousarray(f0_new), np.ascontiguousarray(sp_new),
+                      np.ascontiguousarray(ap), sr, frame_ms)
+    # Loudness: keep the input's active-speech RMS, then keep peaks below 0.99.
+    rin, rout = _rms_active(x), _rms_active(y)
+    if rout > 0 and rin > 0:
+        y = y * (rin / rout)
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    if peak > 0.99:
+        y = y * (0.99 / peak)
+    log.debug("convert: f0 %.0f->%.0f Hz, warp %.3f, env %.2f, rate %.2f",
+              source.f0_median_hz, target.f0_median_hz, alpha, strength, rate)
+    return y.astype(np.float32)
