@@ -1,0 +1,486 @@
+"""Notebook widgets (the only module that imports ipywidgets).
+
+Every builder returns a widget and never calls ``display()``; the notebook shows
+it by leaving it as the last expression of a cell.
+
+- :func:`audio_player` plays audio exactly as recorded. ``IPython.display.Audio``
+  rescales every clip to full scale by default, which would hide the loudness
+  differences we measure, so the player embeds the unmodified 16-bit WAV as a
+  base64 data URL inside an ``<audio controls>`` element.
+- :class:`ComparisonGrid` lays out voice x prompt rows against the reference
+  recording and each target model's reply, with metric badges.
+- :class:`VoiceManager` lists, creates (with a preflight report) and deletes
+  voices of a workspace.
+- :func:`preflight_view` renders a :class:`~qvtools.preflight.PreflightReport`.
+- :class:`RunProgress` is a live progress bar a run updates through a callback.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import ipywidgets as widgets
+import numpy as np
+
+from . import audio as qaudio
+from .config import TARGET_MODELS
+from .errors import InvalidAudio, QVError
+
+__all__ = [
+    "audio_player",
+    "audio_html",
+    "metric_badge",
+    "ComparisonGrid",
+    "VoiceManager",
+    "preflight_view",
+    "RunProgress",
+    "BADGE_METRICS",
+]
+
+log = logging.getLogger(__name__)
+
+#: Metric columns shown as badges in the comparison grid: column -> (label, format, lower is better).
+BADGE_METRICS: dict[str, tuple[str, str, bool]] = {
+    "ttfa_ms": ("TTFA", "{:.0f} ms", True),
+    "e2e_ms": ("E2E", "{:.0f} ms", True),
+    "speaker_similarity": ("sim", "{:.2f}", False),
+    "wer": ("WER", "{:.0%}", True),
+    "loudness_lufs": ("", "{:.1f} LUFS", False),
+}
+
+_MIME_BY_CONTAINER = {"wav": "audio/wav", "mp3": "audio/mpeg", "m4a": "audio/mp4", "mp4": "audio/mp4",
+                      "ogg": "audio/ogg", "flac": "audio/flac"}
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def _encoded_audio(src: Any, sample_rate: int | None) -> tuple[bytes, str]:
+    """Encoded bytes + MIME type for a player. Arrays become 16-bit WAV, unscaled (clipped only)."""
+    if isinstance(src, tuple) and len(src) == 2 and sample_rate is None:
+        src, sample_rate = src
+    if isinstance(src, np.ndarray) or (isinstance(src, list) and src and not isinstance(src[0], (bytes, str))):
+        if sample_rate is None:
+            raise ValueError("audio_player: an array needs sample_rate=... (e.g. 24000)")
+        x = np.asarray(src)
+        if x.size == 0:
+            raise InvalidAudio("audio_player: the array holds no samples")
+        if np.issubdtype(x.dtype, np.integer):
+            x, _ = qaudio.load((x, int(sample_rate)))
+        # to_pcm16 clips to [-1, 1] and never rescales: the player keeps the recorded loudness.
+        return qaudio.wav_bytes(np.asarray(x, dtype=np.float32), int(sample_rate), "PCM_16"), "audio/wav"
+    if isinstance(src, (str, os.PathLike)):
+        data = qaudio.read_bytes(src)
+    elif isinstance(src, (bytes, bytearray, memoryview)) or hasattr(src, "read"):
+        data = qaudio.read_bytes(src)
+    else:
+        raise TypeError(f"audio_player: cannot play {type(src).__name__}; pass WAV bytes, a path, "
+                        "or a numpy array with sample_rate")
+    if not data:
+        raise InvalidAudio("audio_player: the audio is empty (0 bytes)")
+    info = qaudio.probe(data)
+    mime = _MIME_BY_CONTAINER.get(info.container)
+    if mime is None:  # a container browsers may not play: decode and re-encode as 16-bit WAV, unscaled
+        x, sr = qaudio.load(data)
+        return qaudio.wav_bytes(x, sr, "PCM_16"), "audio/wav"
+    return data, mime
+
+
+def audio_html(wav_bytes_or_array: Any, sample_rate: int | None = None, *, title: str | None = None) -> str:
+    """The ``<audio controls>`` element (data URL of the unmodified clip) as an HTML string."""
+    data, mime = _encoded_audio(wav_bytes_or_array, sample_rate)
+    b64 = base64.b64encode(data).decode("ascii")
+    title_attr = f' title="{html.escape(title, quote=True)}"' if title else ""
+    return (f'<audio class="qv-audio" controls preload="metadata"{title_attr} '
+            f'style="height:32px;max-width:220px" src="data:{mime};base64,{b64}"></audio>')
+
+
+def audio_player(wav_bytes_or_array: Any, sample_rate: int | None = None, *,
+                 title: str | None = None) -> widgets.HTML:
+    """A player for WAV/MP3/M4A bytes, a path, or a float/int16 array (with ``sample_rate``).
+
+    Unlike ``IPython.display.Audio`` the clip is NOT normalised: an array is written as
+    16-bit PCM as is (clipped to [-1, 1]), encoded bytes are embedded untouched.
+    """
+    return widgets.HTML(value=audio_html(wav_bytes_or_array, sample_rate, title=title))
+
+
+# --------------------------------------------------------------------------- badges
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def metric_badge(name: str, value: Any) -> str:
+    """A small HTML badge ``<span class="qv-badge" data-metric=name>label value</span>`` ('n/a' when missing)."""
+    label, fmt, _ = BADGE_METRICS.get(name, (name, "{}", True))
+    text = fmt.format(float(value)) if _finite(value) else "n/a"
+    label = f"{label} " if label else ""
+    return (f'<span class="qv-badge" data-metric="{html.escape(name)}" style="display:inline-block;'
+            f'margin:1px 2px;padding:0 5px;border-radius:8px;background:#eef;font-size:11px;'
+            f'font-family:monospace">{html.escape(label + text)}</span>')
+
+
+# --------------------------------------------------------------------------- comparison grid
+
+
+def _rows_of(df_or_rows: Any) -> list[dict]:
+    if hasattr(df_or_rows, "to_dict") and hasattr(df_or_rows, "columns"):
+        return [dict(r) for r in df_or_rows.to_dict(orient="records")]
+    rows = list(df_or_rows)
+    out = []
+    for r in rows:
+        if isinstance(r, Mapping):
+            out.append(dict(r))
+        elif hasattr(r, "__dataclass_fields__"):
+            out.append({k: getattr(r, k) for k in r.__dataclass_fields__})
+        else:
+            raise TypeError(f"ComparisonGrid: a row must be a mapping or a dataclass, got {type(r).__name__}")
+    return out
+
+
+def _first(row: Mapping, *keys: str) -> Any:
+    for k in keys:
+        v = row.get(k)
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            return v
+    return None
+
+
+class ComparisonGrid(widgets.VBox):
+    """Voice x prompt rows; columns: the reference recording and each target model's reply.
+
+    ``df_or_rows``: a results DataFrame or list of dicts with ``voice``, ``prompt`` (or
+    ``prompt_id``), ``model`` and a reply audio column (``audio_path``, ``reply_path``,
+    ``reply_wav`` or ``audio_file``; a relative path is resolved under ``audio_dir``), plus
+    metric columns (:data:`BADGE_METRICS`). When a voice x prompt x model has several
+    repeats, the first successful one is shown. ``references`` maps voice -> its
+    reference audio (path, bytes or ``(samples, sr)``). ``models`` fixes the column order
+    (default: :data:`~qvtools.config.TARGET_MODELS` first, then any other model seen).
+    """
+
+    AUDIO_KEYS = ("audio_path", "reply_path", "reply_wav", "audio_file", "wav_path")
+    VOICE_KEYS = ("voice_label", "voice_name", "voice_key", "voice")
+    PROMPT_KEYS = ("prompt_id", "prompt")
+
+    def __init__(self, df_or_rows: Any, references: Mapping[str, Any] | None = None,
+                 audio_dir: str | os.PathLike | None = None, *, models: Iterable[str] | None = None,
+                 metrics: Iterable[str] | None = None):
+        rows = _rows_of(df_or_rows)
+        self.references = dict(references or {})
+        self.audio_dir = Path(audio_dir) if audio_dir is not None else None
+        seen_models = []
+        for r in rows:
+            m = r.get("model")
+            if m is not None and m not in seen_models:
+                seen_models.append(m)
+        if models is None:
+            models = [m for m in TARGET_MODELS if m in seen_models] + [m for m in seen_models if m not in TARGET_MODELS]
+        self.models = list(models)
+        self.metrics = list(metrics) if metrics is not None else [
+            m for m in BADGE_METRICS if any(_finite(r.get(m)) for r in rows)]
+        # (voice, prompt) -> model -> chosen row (first completed repeat)
+        self.cells: dict[tuple[str, str], dict[str, dict]] = {}
+        for r in rows:
+            key = (str(_first(r, *self.VOICE_KEYS)), str(_first(r, *self.PROMPT_KEYS)))
+            per_model = self.cells.setdefault(key, {})
+            model = r.get("model")
+            ok = r.get("status", "completed") in ("completed", None)
+            if model not in per_model or (ok and per_model[model].get("status", "completed") != "completed"):
+                per_model[model] = r
+        self.header = widgets.HTML(value=self._header_html())
+        self.table = widgets.GridBox(children=self._build_children(), layout=widgets.Layout(
+            grid_template_columns=f"minmax(140px, max-content) repeat({1 + len(self.models)}, max-content)",
+            grid_gap="4px 12px", align_items="center"))
+        self.table.add_class("qv-comparison-grid")
+        super().__init__(children=[self.header, self.table])
+        self.add_class("qv-comparison")
+
+    def _header_html(self) -> str:
+        n = len(self.cells)
+        return (f"<b>{n} voice x prompt row{'s' if n != 1 else ''}</b>, models: "
+                + ", ".join(html.escape(m) for m in self.models))
+
+    def _resolve(self, value: Any) -> Any:
+        if isinstance(value, (str, os.PathLike)):
+            p = Path(value)
+            if not p.is_absolute() and self.audio_dir is not None:
+                p = self.audio_dir / p
+            return p
+        return value
+
+    def _cell(self, src: Any, badges: str, title: str) -> widgets.Widget:
+        parts = []
+        if src is not None:
+            try:
+                parts.append(audio_html(self._resolve(src), title=title))
+            except (QVError, ValueError, TypeError, OSError) as exc:
+                log.warning("cannot load audio for %s: %s", title, exc)
+                parts.append(f'<span class="qv-missing">audio unavailable: {html.escape(str(exc))}</span>')
+        else:
+            parts.append('<span class="qv-missing">no audio</span>')
+        if badges:
+            parts.append(f"<div>{badges}</div>")
+        out = widgets.HTML(value="".join(parts))
+        out.add_class("qv-cell")
+        return out
+
+    def _build_children(self) -> list[widgets.Widget]:
+        kids: list[widgets.Widget] = [widgets.HTML(value="<b>voice / prompt</b>"),
+                                      widgets.HTML(value="<b>reference</b>")]
+        kids += [widgets.HTML(value=f"<b>{html.escape(m)}</b>") for m in self.models]
+        for (voice, prompt), per_model in sorted(self.cells.items()):
+            kids.append(widgets.HTML(value=f"{html.escape(voice)}<br><small>{html.escape(prompt)}</small>"))
+            kids.append(self._cell(self.references.get(voice), "", f"{voice} reference"))
+            for m in self.models:
+                row = per_model.get(m)
+                if row is None:
+                    kids.append(widgets.HTML(value='<span class="qv-missing">not run</span>'))
+                    continue
+                badges = "".join(metric_badge(k, row.get(k)) for k in self.metrics)
+                status = row.get("status")
+                if status not in (None, "completed"):
+                    badges += f' <span class="qv-status">{html.escape(str(status))}</span>'
+                kids.append(self._cell(_first(row, *self.AUDIO_KEYS), badges, f"{voice} / {prompt} / {m}"))
+        return kids
+
+    @property
+    def players(self) -> int:
+        """How many ``<audio>`` players the grid holds."""
+        return sum(isinstance(w, widgets.HTML) and "<audio" in w.value for w in self.table.children)
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def preflight_view(report: Any) -> widgets.HTML:
+    """Render a preflight report (its ``_repr_html_``) as a widget."""
+    if report is None:
+        raise ValueError("preflight_view: no report (run qvtools.preflight.check(audio) first)")
+    if hasattr(report, "_repr_html_"):
+        body = report._repr_html_()
+    else:
+        body = f"<pre>{html.escape(repr(report))}</pre>"
+    out = widgets.HTML(value=body)
+    out.add_class("qv-preflight")
+    return out
+
+
+# --------------------------------------------------------------------------- voices
+
+
+def _voice_field(v: Any, name: str) -> Any:
+    return v.get(name) if isinstance(v, Mapping) else getattr(v, name, None)
+
+
+class VoiceManager(widgets.VBox):
+    """Voices of a workspace: a table, create from an upload (after preflight), delete with confirmation.
+
+    Uses ``workspace.voices.list()``, ``.create(audio, target_model=..., preferred_name=...,
+    language=...)`` and ``.delete(voice)``, and ``qvtools.preflight.check``.
+    """
+
+    def __init__(self, workspace: Any, *, target_models: Iterable[str] = TARGET_MODELS):
+        self.workspace = workspace
+        self.voices: list[Any] = []
+        self.report = None
+        self._pending_delete: list[str] = []
+        self.table = widgets.HTML()
+        self.table.add_class("qv-voice-table")
+        self.selector = widgets.SelectMultiple(options=[], description="select", rows=5,
+                                               layout=widgets.Layout(width="520px"))
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.delete_button = widgets.Button(description="Delete selected", button_style="warning", icon="trash")
+        self.confirm_label = widgets.HTML()
+        self.confirm_button = widgets.Button(description="Confirm delete", button_style="danger")
+        self.cancel_button = widgets.Button(description="Cancel")
+        self.confirm_box = widgets.HBox([self.confirm_label, self.confirm_button, self.cancel_button],
+                                        layout=widgets.Layout(display="none"))
+        self.upload = widgets.FileUpload(accept=".wav,.mp3,.m4a", multiple=False, description="Upload clip")
+        self.name = widgets.Text(description="name", placeholder="letters, digits, _ (<= 16)")
+        self.target_model = widgets.Dropdown(options=list(target_models), description="model")
+        self.language = widgets.Text(value="en", description="language")
+        self.create_button = widgets.Button(description="Create voice", button_style="success", disabled=True)
+        self.preflight = widgets.HTML()
+        self.status = widgets.HTML()
+        self.refresh_button.on_click(lambda _b: self.refresh())
+        self.delete_button.on_click(lambda _b: self.request_delete())
+        self.confirm_button.on_click(lambda _b: self.confirm_delete())
+        self.cancel_button.on_click(lambda _b: self.cancel_delete())
+        self.create_button.on_click(lambda _b: self.create())
+        self.upload.observe(self._on_upload, names="value")
+        super().__init__(children=[
+            widgets.HTML(value="<h4>Voices</h4>"), self.table, self.selector,
+            widgets.HBox([self.refresh_button, self.delete_button]), self.confirm_box,
+            widgets.HTML(value="<h4>Create a voice</h4>"), self.upload,
+            widgets.HBox([self.name, self.target_model, self.language]), self.preflight, self.create_button,
+            self.status])
+        self.add_class("qv-voice-manager")
+        self._clip: bytes | None = None
+        self._clip_name: str | None = None
+        self.refresh()
+
+    # -- listing
+    def refresh(self) -> list[Any]:
+        try:
+            self.voices = list(self.workspace.voices.list())
+        except QVError as exc:
+            self._say(f"cannot list voices: {exc}", error=True)
+            return self.voices
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(_voice_field(v, k) or ''))}</td>"
+                             for k in ("voice", "target_model", "language", "gmt_create")) + "</tr>"
+            for v in self.voices)
+        self.table.value = ("<table class='qv-voices'><tr><th>voice</th><th>target model</th><th>language</th>"
+                            f"<th>created</th></tr>{rows}</table>" if self.voices else "<i>no voices yet</i>")
+        self.selector.options = [str(_voice_field(v, "voice")) for v in self.voices]
+        return self.voices
+
+    # -- create
+    def _on_upload(self, change) -> None:
+        files = change["new"]
+        if not files:
+            return
+        f = files[0]
+        self.load_clip(bytes(f["content"]), f.get("name"))
+
+    def load_clip(self, data: bytes, name: str | None = None):
+        """Run preflight on an uploaded clip and show the report; enables Create when it passes."""
+        from . import preflight
+
+        self._clip, self._clip_name = bytes(data), name
+        self.create_button.disabled = True
+        try:
+            self.report = preflight.check(self._clip)
+        except InvalidAudio as exc:
+            self.report = None
+            self.preflight.value = f"<b style='color:#b00'>{html.escape(str(exc))}</b>"
+            return None
+        self.preflight.value = preflight_view(self.report).value
+        if not self.name.value and name:
+            stem = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in Path(name).stem)[:16]
+            self.name.value = stem
+        self.create_button.disabled = not bool(getattr(self.report, "ok", True))
+        return self.report
+
+    def create(self):
+        """Create a voice from the loaded clip (prepared by ``qvtools.preflight.prepare``)."""
+        from . import preflight
+
+        if self._clip is None:
+            self._say("upload a clip first", error=True)
+            return None
+        try:
+            prepared = preflight.prepare(self._clip)
+            voice = self.workspace.voices.create(prepared, target_model=self.target_model.value,
+                                                 preferred_name=self.name.value, language=self.language.value or None)
+        except (QVError, ValueError) as exc:
+            self._say(f"create failed: {exc}", error=True)
+            return None
+        self._say(f"created {_voice_field(voice, 'voice')}")
+        self.refresh()
+        return voice
+
+    # -- delete
+    def request_delete(self) -> list[str]:
+        """First step: ask for confirmation of deleting the selected voices."""
+        self._pending_delete = list(self.selector.value)
+        if not self._pending_delete:
+            self._say("select one or more voices first", error=True)
+            return []
+        n = len(self._pending_delete)
+        self.confirm_label.value = (f"Delete {n} voice{'s' if n != 1 else ''} "
+                                    f"({html.escape(', '.join(self._pending_delete))})? This cannot be undone.")
+        self.confirm_box.layout.display = "flex"
+        return self._pending_delete
+
+    def cancel_delete(self) -> None:
+        self._pending_delete = []
+        self.confirm_box.layout.display = "none"
+        self._say("delete cancelled")
+
+    def confirm_delete(self) -> list[str]:
+        """Second step: delete the voices named in :meth:`request_delete`."""
+        deleted = []
+        for name in self._pending_delete:
+            try:
+                self.workspace.voices.delete(name)
+                deleted.append(name)
+            except QVError as exc:
+                self._say(f"delete {name} failed: {exc}", error=True)
+        self._pending_delete = []
+        self.confirm_box.layout.display = "none"
+        if deleted:
+            self._say(f"deleted {', '.join(deleted)}")
+        self.refresh()
+        return deleted
+
+    def _say(self, text: str, error: bool = False) -> None:
+        colour = "#b00" if error else "#070"
+        self.status.value = f"<span style='color:{colour}'>{html.escape(text)}</span>"
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class RunProgress(widgets.VBox):
+    """Live progress of a run: an ``IntProgress`` and a label.
+
+    Pass the instance (it is callable) as a progress callback: ``progress(done, total, message)``
+    or ``progress(event_dict)`` with ``done``/``total``/``message`` keys. ``update`` does the same.
+    """
+
+    def __init__(self, total: int = 0, description: str = "run"):
+        self.bar = widgets.IntProgress(value=0, min=0, max=max(int(total), 1), description=description)
+        self.label = widgets.HTML(value=f"0 / {int(total)}")
+        self.failed = 0
+        super().__init__(children=[widgets.HBox([self.bar, self.label])])
+        self.add_class("qv-run-progress")
+
+    def update(self, done: int | None = None, total: int | None = None, message: str | None = None, *,
+               failed: bool = False) -> None:
+        if total is not None:
+            self.bar.max = max(int(total), 1)
+        if done is None:
+            done = self.bar.value + 1
+        if failed:
+            self.failed += 1
+        self.bar.value = min(int(done), self.bar.max)
+        text = f"{self.bar.value} / {self.bar.max}"
+        if self.failed:
+            text += f", {self.failed} failed"
+        if message:
+            text += f" &mdash; {html.escape(str(message))}"
+        self.label.value = text
+
+    def __call__(self, *args, **kwargs) -> None:
+        if len(args) == 1 and isinstance(args[0], Mapping):
+            ev = dict(args[0])
+            self.update(ev.get("done"), ev.get("total"), ev.get("message"),
+                        failed=ev.get("status") not in (None, "completed"))
+        else:
+            self.update(*args, **kwargs)
+
+    def finish(self, message: str = "done") -> None:
+        self.bar.value = self.bar.max
+        self.bar.bar_style = "success" if not self.failed else "warning"
+        self.update(self.bar.max, message=message)
+
+    @property
+    def done(self) -> int:
+        return self.bar.value
+
+    @property
+    def total(self) -> int:
+        return self.bar.max

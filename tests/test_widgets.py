@@ -1,0 +1,160 @@
+"""Widgets are built with real data and inspected through their children and values."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+widgets = pytest.importorskip("ipywidgets")
+
+from qvtools import audio as qaudio  # noqa: E402
+from qvtools.config import TARGET_MODELS  # noqa: E402
+from qvtools.errors import InvalidAudio  # noqa: E402
+from qvtools.widgets import (ComparisonGrid, RunProgress, audio_player, metric_badge,  # noqa: E402
+                             preflight_view)
+
+SR = 24000
+
+
+def tone(freq=220.0, amp=0.1, seconds=0.5, sr=SR):
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def decode_player(html_value: str) -> tuple[str, bytes]:
+    m = re.search(r'<audio[^>]*\bcontrols\b[^>]*src="data:([^;]+);base64,([^"]+)"', html_value)
+    assert m, html_value[:200]
+    return m.group(1), base64.b64decode(m.group(2))
+
+
+def test_audio_player_array_keeps_loudness():
+    x = tone(amp=0.1)
+    w = audio_player(x, SR)
+    assert isinstance(w, widgets.HTML)
+    mime, data = decode_player(w.value)
+    assert mime == "audio/wav"
+    y, sr = sf.read(io.BytesIO(data), dtype="float32")
+    info = sf.info(io.BytesIO(data))
+    assert sr == SR and info.subtype == "PCM_16"
+    # not normalised: the peak stays at 0.1 (to one PCM16 step), not 1.0 as IPython.display.Audio would make it
+    assert abs(np.max(np.abs(y)) - 0.1) < 2 / 32768
+    np.testing.assert_allclose(y, x, atol=1 / 32768)
+
+
+def test_audio_player_bytes_are_embedded_untouched():
+    wav = qaudio.wav_bytes(tone(amp=0.05), SR)
+    mime, data = decode_player(audio_player(wav).value)
+    assert mime == "audio/wav" and data == wav
+
+
+def test_audio_player_tuple_and_path(tmp_path):
+    x = tone(amp=0.2)
+    assert decode_player(audio_player((x, SR)).value)[0] == "audio/wav"
+    p = tmp_path / "clip.wav"
+    p.write_bytes(qaudio.wav_bytes(x, SR))
+    assert decode_player(audio_player(p).value)[1] == p.read_bytes()
+
+
+def test_audio_player_bad_input():
+    with pytest.raises(ValueError, match="sample_rate"):
+        audio_player(tone())
+    with pytest.raises(InvalidAudio):
+        audio_player(b"")
+    with pytest.raises(TypeError, match="cannot play"):
+        audio_player(3.5)
+
+
+def test_metric_badge_formats_and_missing():
+    assert "TTFA 412 ms" in metric_badge("ttfa_ms", 412.3)
+    assert "WER 25%" in metric_badge("wer", 0.25)
+    assert "n/a" in metric_badge("speaker_similarity", float("nan"))
+    assert 'data-metric="speaker_similarity"' in metric_badge("speaker_similarity", 0.81)
+
+
+@pytest.fixture
+def grid_data(tmp_path):
+    rows = []
+    refs = {}
+    for vi, voice in enumerate(["alice", "bob"]):
+        refs[voice] = (tone(180 + 40 * vi, 0.3), SR)
+        for prompt in ["p1", "p2"]:
+            for mi, model in enumerate(TARGET_MODELS):
+                rel = f"{voice}_{prompt}_{mi}.wav"
+                (tmp_path / rel).write_bytes(qaudio.wav_bytes(tone(300 + 10 * mi), SR))
+                rows.append({"voice": voice, "prompt_id": prompt, "model": model, "repeat": 0,
+                             "status": "completed", "audio_path": rel, "ttfa_ms": 300.0 + 100 * mi,
+                             "speaker_similarity": 0.8 - 0.1 * mi, "wer": 0.0 if mi == 0 else 0.5})
+    return rows, refs, tmp_path
+
+
+def test_comparison_grid_layout(grid_data):
+    rows, refs, audio_dir = grid_data
+    g = ComparisonGrid(rows, refs, audio_dir)
+    assert isinstance(g, widgets.VBox)
+    assert g.models == list(TARGET_MODELS)
+    n_cols = 2 + len(TARGET_MODELS)
+    assert len(g.table.children) == n_cols * (1 + 4)  # header row + 2 voices x 2 prompts
+    # every voice x prompt row: a reference player and one player per model
+    assert g.players == 4 * (1 + len(TARGET_MODELS))
+    cells = [w.value for w in g.table.children]
+    assert "alice" in cells[n_cols] and "p1" in cells[n_cols]
+    flash_cell = cells[n_cols + 3]
+    assert "TTFA 400 ms" in flash_cell and "WER 50%" in flash_cell and "sim 0.70" in flash_cell
+    assert set(g.metrics) == {"ttfa_ms", "speaker_similarity", "wer"}
+
+
+def test_comparison_grid_from_dataframe_with_missing_cells(grid_data):
+    pd = pytest.importorskip("pandas")
+    rows, refs, audio_dir = grid_data
+    rows = [r for r in rows if not (r["voice"] == "bob" and r["model"] == TARGET_MODELS[1])]
+    rows[0] = dict(rows[0], audio_path="missing.wav")
+    g = ComparisonGrid(pd.DataFrame(rows), {"alice": refs["alice"]}, audio_dir)
+    values = [w.value for w in g.table.children]
+    assert sum("not run" in v for v in values) == 2
+    assert sum("no audio" in v for v in values) == 2  # bob has no reference
+    assert any("audio unavailable" in v for v in values)
+
+
+def test_comparison_grid_prefers_completed_repeat(grid_data):
+    rows, refs, audio_dir = grid_data
+    failed = dict(rows[0], status="failed", repeat=0, audio_path=None, ttfa_ms=float("nan"))
+    ok = dict(rows[0], repeat=1)
+    g = ComparisonGrid([failed, ok] + rows[1:], refs, audio_dir)
+    assert g.cells[("alice", "p1")][TARGET_MODELS[0]]["repeat"] == 1
+
+
+def test_comparison_grid_rejects_bad_rows():
+    with pytest.raises(TypeError, match="mapping or a dataclass"):
+        ComparisonGrid([1, 2], {}, None)
+
+
+class _Report:
+    ok = True
+
+    def _repr_html_(self):
+        return "<table class='preflight'><tr><td>duration</td><td>12.0 s</td></tr></table>"
+
+
+def test_preflight_view_uses_repr_html():
+    w = preflight_view(_Report())
+    assert isinstance(w, widgets.HTML) and "12.0 s" in w.value
+    with pytest.raises(ValueError, match="no report"):
+        preflight_view(None)
+
+
+def test_run_progress_callback_forms():
+    p = RunProgress(total=4, description="compare")
+    assert p.bar.max == 4 and p.done == 0
+    p(1, 4, "alice/p1")
+    assert p.bar.value == 1 and "alice/p1" in p.label.value
+    p({"done": 2, "total": 4, "status": "failed", "message": "bob/p1"})
+    assert p.bar.value == 2 and "1 failed" in p.label.value
+    p.update()  # no numbers: one more done
+    assert p.done == 3
+    p.finish()
+    assert p.done == 4 and p.bar.bar_style == "warning"
