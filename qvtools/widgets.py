@@ -150,10 +150,15 @@ def _rows_of(df_or_rows: Any) -> list[dict]:
     return out
 
 
+def _missing(v: Any) -> bool:
+    """None, NaN or pandas' NA (without importing pandas here)."""
+    return v is None or type(v).__name__ == "NAType" or (isinstance(v, float) and math.isnan(v))
+
+
 def _first(row: Mapping, *keys: str) -> Any:
     for k in keys:
         v = row.get(k)
-        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+        if not _missing(v):
             return v
     return None
 
@@ -161,8 +166,9 @@ def _first(row: Mapping, *keys: str) -> Any:
 class ComparisonGrid(widgets.VBox):
     """Voice x prompt rows; columns: the reference recording and each target model's reply.
 
-    ``df_or_rows``: a results DataFrame or list of dicts with ``voice``, ``prompt`` (or
-    ``prompt_id``), ``model`` and a reply audio column (``audio_path``, ``reply_path``,
+    ``df_or_rows``: a results DataFrame (:func:`qvtools.results.to_frame`) or list of dicts with
+    the reference voice (``voice_ref``, else ``voice``), the prompt (``prompt_id``, else
+    ``prompt``), the model (``target_model``, else ``model``) and a reply audio column (``audio_path``, ``reply_path``,
     ``reply_wav`` or ``audio_file``; a relative path is resolved under ``audio_dir``), plus
     metric columns (:data:`BADGE_METRICS`). When a voice x prompt x model has several
     repeats, the first successful one is shown. ``references`` maps voice -> its
@@ -171,8 +177,9 @@ class ComparisonGrid(widgets.VBox):
     """
 
     AUDIO_KEYS = ("audio_path", "reply_path", "reply_wav", "audio_file", "wav_path")
-    VOICE_KEYS = ("voice_label", "voice_name", "voice_key", "voice")
+    VOICE_KEYS = ("voice_ref", "voice")
     PROMPT_KEYS = ("prompt_id", "prompt")
+    MODEL_KEYS = ("target_model", "model")
 
     def __init__(self, df_or_rows: Any, references: Mapping[str, Any] | None = None,
                  audio_dir: str | os.PathLike | None = None, *, models: Iterable[str] | None = None,
@@ -182,7 +189,7 @@ class ComparisonGrid(widgets.VBox):
         self.audio_dir = Path(audio_dir) if audio_dir is not None else None
         seen_models = []
         for r in rows:
-            m = r.get("model")
+            m = _first(r, *self.MODEL_KEYS)
             if m is not None and m not in seen_models:
                 seen_models.append(m)
         if models is None:
@@ -195,9 +202,10 @@ class ComparisonGrid(widgets.VBox):
         for r in rows:
             key = (str(_first(r, *self.VOICE_KEYS)), str(_first(r, *self.PROMPT_KEYS)))
             per_model = self.cells.setdefault(key, {})
-            model = r.get("model")
-            ok = r.get("status", "completed") in ("completed", None)
-            if model not in per_model or (ok and per_model[model].get("status", "completed") != "completed"):
+            model = _first(r, *self.MODEL_KEYS)
+            ok = _missing(r.get("status")) or r.get("status") == "completed"
+            prev = per_model.get(model)
+            if prev is None or (ok and not (_missing(prev.get("status")) or prev.get("status") == "completed")):
                 per_model[model] = r
         self.header = widgets.HTML(value=self._header_html())
         self.table = widgets.GridBox(children=self._build_children(), layout=widgets.Layout(
@@ -250,7 +258,7 @@ class ComparisonGrid(widgets.VBox):
                     continue
                 badges = "".join(metric_badge(k, row.get(k)) for k in self.metrics)
                 status = row.get("status")
-                if status not in (None, "completed"):
+                if not _missing(status) and status != "completed":
                     badges += f' <span class="qv-status">{html.escape(str(status))}</span>'
                 kids.append(self._cell(_first(row, *self.AUDIO_KEYS), badges, f"{voice} / {prompt} / {m}"))
         return kids
@@ -468,7 +476,7 @@ class RunProgress(widgets.VBox):
         if len(args) == 1 and isinstance(args[0], Mapping):
             ev = dict(args[0])
             self.update(ev.get("done"), ev.get("total"), ev.get("message"),
-                        failed=ev.get("status") not in (None, "completed"))
+                        failed=not _missing(ev.get("status")) and ev.get("status") != "completed")
         else:
             self.update(*args, **kwargs)
 

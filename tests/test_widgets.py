@@ -113,7 +113,12 @@ def test_comparison_grid_from_dataframe_with_missing_cells(grid_data):
     rows, refs, audio_dir = grid_data
     rows = [r for r in rows if not (r["voice"] == "bob" and r["model"] == TARGET_MODELS[1])]
     rows[0] = dict(rows[0], audio_path="missing.wav")
-    g = ComparisonGrid(pd.DataFrame(rows), {"alice": refs["alice"]}, audio_dir)
+    # the results schema: voice_ref / target_model / prompt_id, string columns holding <NA>
+    df = pd.DataFrame(rows).rename(columns={"voice": "voice_ref", "model": "target_model"})
+    df["voice"] = "qwen-omni-vc-x-voice"
+    df["error"] = pd.Series([None] * len(df), dtype="string")
+    g = ComparisonGrid(df, {"alice": refs["alice"]}, audio_dir)
+    assert g.models == list(TARGET_MODELS) and ("bob", "p2") in g.cells
     values = [w.value for w in g.table.children]
     assert sum("not run" in v for v in values) == 2
     assert sum("no audio" in v for v in values) == 2  # bob has no reference
