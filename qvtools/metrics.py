@@ -1,0 +1,662 @@
+"""Pure metric functions: latency from a :class:`~qvtools.realtime.turn.Turn`, audio and text metrics.
+
+Everything here takes plain values (arrays + sample rate, strings, a ``Turn``) and returns numbers
+or flat dicts whose keys carry their unit (``ttfa_ms``, ``duration_s``, ``loudness_lufs``); the
+column schema is documented in :mod:`qvtools.results`. Nothing here reads files, opens sockets or
+prints. Missing information gives ``NaN``, never an exception; *bad* input (a 3-D array, a
+non-positive sample rate, non-finite samples) raises :class:`~qvtools.errors.InvalidAudio`.
+
+Optional heavy parts are imported lazily: pyloudnorm (BS.1770 loudness), pyworld (F0),
+:mod:`qvtools.speaker` (speaker embeddings) and :mod:`qvtools.asr` (Whisper tiny.en). A missing one
+raises ``ImportError`` when that metric is asked for; there is no silent fallback.
+
+Levels: ``rms_dbfs`` and ``peak_dbfs`` are ``20*log10`` of the sample RMS / peak with full scale
+= 1.0, so a full-scale sine is -3.01 dBFS RMS (no AES17 +3 dB correction). Level values are floored
+at :data:`FLOOR_DB` (digital silence gives -120 dB, not ``-inf``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import unicodedata
+import warnings
+from collections import OrderedDict
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import InvalidAudio
+
+__all__ = [
+    "FLOOR_DB",
+    "END_OF_SPEECH_MARKS",
+    "latency_metrics",
+    "playback_underruns",
+    "usage_metrics",
+    "duration_s",
+    "rms_dbfs",
+    "peak_dbfs",
+    "clipping_ratio",
+    "loudness_lufs",
+    "snr_db",
+    "silence_ratio",
+    "f0_contour",
+    "f0_stats",
+    "f0_ratio",
+    "speaker_similarity",
+    "normalize_text",
+    "number_to_words",
+    "edit_distance",
+    "wer",
+    "cer",
+    "intelligibility",
+    "audio_metrics",
+    "clear_caches",
+]
+
+log = logging.getLogger(__name__)
+
+NAN = float("nan")
+
+#: Level floor in dB: digital silence reports this instead of ``-inf``.
+FLOOR_DB = -120.0
+
+#: Marks tried, in order, for "end of user speech" (docs/architecture.md, Turn contract:
+#: "End of user speech = last_audio_sent of the speech part ... mark speech_end_sent").
+END_OF_SPEECH_MARKS = ("speech_end_sent", "last_audio_sent")
+
+# Event types that stand in for a missing mark (protocol reference §5 server events).
+_MARK_EVENTS = {
+    "response_created": ("response.created",),
+    "first_audio_delta": ("response.audio.delta",),
+    "first_text_delta": ("response.audio_transcript.delta", "response.text.delta"),
+    "response_done": ("response.done",),
+    "speech_stopped": ("input_audio_buffer.speech_stopped",),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------
+
+def _check_sr(sr) -> int:
+    try:
+        sr_i = int(sr)
+    except (TypeError, ValueError):
+        raise InvalidAudio(f"sample rate must be a positive integer, got {sr!r}") from None
+    if sr_i <= 0 or sr_i != sr:
+        raise InvalidAudio(f"sample rate must be a positive integer, got {sr!r}")
+    return sr_i
+
+
+def _mono(x, sr) -> tuple[np.ndarray, int]:
+    """``(float64 mono array, int sr)``; multi-channel input is averaged to mono."""
+    sr = _check_sr(sr)
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiu":
+        raise InvalidAudio(f"audio must be a numeric array, got dtype {a.dtype}")
+    if a.ndim == 2:
+        # (n, channels) as in qvtools.audio; average the channels
+        a = a.mean(axis=1)
+    elif a.ndim != 1:
+        raise InvalidAudio(f"audio must be 1-D (n,) or 2-D (n, channels), got shape {a.shape}")
+    if a.dtype.kind in "iu":
+        raise InvalidAudio("audio must be float samples in [-1, 1]; convert PCM with qvtools.audio.from_pcm16")
+    a = a.astype(np.float64, copy=False)
+    if a.size and not np.all(np.isfinite(a)):
+        raise InvalidAudio("audio contains NaN or infinite samples")
+    return a, sr
+
+
+def _db(power: float) -> float:
+    """10*log10(power) floored at FLOOR_DB."""
+    if not np.isfinite(power):
+        return NAN
+    return max(FLOOR_DB, 10.0 * math.log10(power)) if power > 0 else FLOOR_DB
+
+
+# --------------------------------------------------------------------------------------------
+# latency (from a Turn)
+# --------------------------------------------------------------------------------------------
+
+def _mark(turn, name: str) -> float:
+    marks = getattr(turn, "marks", None) or {}
+    t = marks.get(name)
+    if t is not None:
+        try:
+            t = float(t)
+        except (TypeError, ValueError):
+            t = None
+        if t is not None and np.isfinite(t):
+            return t
+    for ev in getattr(turn, "events", None) or ():
+        if getattr(ev, "type", None) in _MARK_EVENTS.get(name, ()):
+            return float(ev.t)
+    return NAN
+
+
+def _ms(t1: float, t0: float) -> float:
+    return (t1 - t0) * 1000.0 if np.isfinite(t1) and np.isfinite(t0) else NAN
+
+
+def playback_underruns(chunks, sample_rate: int, *, jitter_buffer_ms: float = 0.0) -> tuple[int, float]:
+    """Simulate a player fed by ``chunks`` and return ``(underrun_count, underrun_ms)``.
+
+    ``chunks`` is a list of ``(receive_time_s, n_samples)``. The player starts playing the first
+    chunk ``jitter_buffer_ms`` after it arrives and then plays continuously; whenever the next chunk
+    arrives after the audio queued so far has run out, the listener hears a gap (an underrun) that
+    lasts until that chunk arrives. Chunks are taken in arrival order.
+    """
+    sr = _check_sr(sample_rate)
+    if not chunks:
+        return 0, NAN
+    items = sorted((float(t), int(n)) for t, n in chunks)
+    t0, n0 = items[0]
+    play_end = t0 + jitter_buffer_ms / 1000.0 + n0 / sr
+    count, total = 0, 0.0
+    for t, n in items[1:]:
+        if t > play_end + 1e-9:
+            count += 1
+            total += t - play_end
+            play_end = t
+        play_end += n / sr
+    return count, total * 1000.0
+
+
+def latency_metrics(turn, *, jitter_buffer_ms: float = 0.0) -> dict[str, float]:
+    """Latency and delivery metrics of one realtime turn (the ``Turn`` contract in docs/architecture.md).
+
+    Reference point "end of user speech" is the mark ``speech_end_sent`` (fallback ``last_audio_sent``).
+    A mark that is missing falls back to the first matching received event; if that is missing too the
+    metric is ``NaN``. Returned keys:
+
+    - ``ttfa_ms`` / ``ttft_ms``: end of speech -> first ``response.audio.delta`` / first text delta
+    - ``ttfa_created_ms`` / ``ttft_created_ms``: the same from ``response.created``
+    - ``response_created_ms``: end of speech -> ``response.created``;
+      ``speech_stopped_ms``: end of speech -> server VAD ``speech_stopped`` (its silence wait)
+    - ``e2e_ms``: end of speech -> ``response.done``
+    - ``reply_duration_s``: reply audio length; ``chunk_count``: audio deltas received
+    - ``delivery_rtf``: reply audio seconds per second of receiving (first to last chunk); > 1 is
+      faster than real time; NaN with fewer than two chunks
+    - ``gap_p95_ms`` / ``gap_max_ms``: inter-chunk arrival gaps
+    - ``underrun_count`` / ``underrun_ms``: audible gaps of a player starting at the first chunk
+      (+ ``jitter_buffer_ms``), see :func:`playback_underruns`
+    """
+    end = NAN
+    for name in END_OF_SPEECH_MARKS:
+        end = _mark(turn, name)
+        if np.isfinite(end):
+            break
+    created = _mark(turn, "response_created")
+    first_audio = _mark(turn, "first_audio_delta")
+    first_text = _mark(turn, "first_text_delta")
+    done = _mark(turn, "response_done")
+    stopped = _mark(turn, "speech_stopped")
+
+    sr = getattr(turn, "sample_rate", None) or 24000
+    chunks = sorted((float(t), int(n)) for t, n in (getattr(turn, "audio_chunks", None) or ()))
+    audio = getattr(turn, "audio", None)
+    n_audio = int(np.asarray(audio).shape[0]) if audio is not None and np.asarray(audio).ndim >= 1 else 0
+    if n_audio == 0 and chunks:
+        n_audio = sum(n for _, n in chunks)
+    reply_s = n_audio / sr
+
+    if len(chunks) >= 2:
+        times = np.array([t for t, _ in chunks])
+        gaps_ms = np.diff(times) * 1000.0
+        span = times[-1] - times[0]
+        chunk_s = sum(n for _, n in chunks) / sr
+        rtf = chunk_s / span if span > 0 else NAN
+        gap_p95, gap_max = float(np.percentile(gaps_ms, 95)), float(gaps_ms.max())
+    else:
+        rtf = gap_p95 = gap_max = NAN
+    under_n, under_ms = playback_underruns(chunks, sr, jitter_buffer_ms=jitter_buffer_ms)
+
+    return {
+        "ttfa_ms": _ms(first_audio, end),
+        "ttft_ms": _ms(first_text, end),
+        "ttfa_created_ms": _ms(first_audio, created),
+        "ttft_created_ms": _ms(first_text, created),
+        "response_created_ms": _ms(created, end),
+        "speech_stopped_ms": _ms(stopped, end),
+        "e2e_ms": _ms(done, end),
+        "reply_duration_s": float(reply_s),
+        "delivery_rtf": float(rtf),
+        "chunk_count": len(chunks),
+        "gap_p95_ms": gap_p95,
+        "gap_max_ms": gap_max,
+        "underrun_count": under_n if chunks else NAN,
+        "underrun_ms": under_ms,
+    }
+
+
+def usage_metrics(usage: Mapping | None) -> dict[str, float]:
+    """Token counts of ``response.done.response.usage`` (protocol reference §5) as flat columns."""
+    u = usage or {}
+    inp = u.get("input_tokens_details") or {}
+    out = u.get("output_tokens_details") or {}
+
+    def num(v):
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else NAN
+
+    return {
+        "input_tokens": num(u.get("input_tokens")),
+        "output_tokens": num(u.get("output_tokens")),
+        "total_tokens": num(u.get("total_tokens")),
+        "input_text_tokens": num(inp.get("text_tokens")),
+        "input_audio_tokens": num(inp.get("audio_tokens")),
+        "output_text_tokens": num(out.get("text_tokens")),
+        "output_audio_tokens": num(out.get("audio_tokens")),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# levels
+# --------------------------------------------------------------------------------------------
+
+def duration_s(x, sr) -> float:
+    """Length in seconds."""
+    a, sr = _mono(x, sr)
+    return a.shape[0] / sr
+
+
+def rms_dbfs(x, sr=None) -> float:
+    """RMS level in dBFS (full-scale sine = -3.01 dBFS), floored at :data:`FLOOR_DB`; NaN when empty."""
+    a, _ = _mono(x, 1 if sr is None else sr)
+    return _db(float(np.mean(a * a))) if a.size else NAN
+
+
+def peak_dbfs(x, sr=None) -> float:
+    """Sample peak in dBFS, floored at :data:`FLOOR_DB`; NaN when empty."""
+    a, _ = _mono(x, 1 if sr is None else sr)
+    return _db(float(np.max(np.abs(a))) ** 2) if a.size else NAN
+
+
+def clipping_ratio(x, sr=None, *, threshold: float = 0.999) -> float:
+    """Fraction of samples with ``|x| >= threshold`` (PCM16 full scale is 32767/32768 = 0.99997)."""
+    a, _ = _mono(x, 1 if sr is None else sr)
+    return float(np.mean(np.abs(a) >= threshold)) if a.size else NAN
+
+
+_METERS: dict[int, Any] = {}
+
+
+def loudness_lufs(x, sr) -> float:
+    """Integrated loudness (ITU-R BS.1770-4, gated) via pyloudnorm.
+
+    NaN when shorter than one 400 ms gating block (BS.1770 §2.8); the floor value when every block
+    is gated out (silence).
+    """
+    a, sr = _mono(x, sr)
+    if a.shape[0] < int(0.4 * sr):  # BS.1770: gating blocks of 400 ms
+        return NAN
+    meter = _METERS.get(sr)
+    if meter is None:
+        import pyloudnorm
+
+        meter = _METERS[sr] = pyloudnorm.Meter(sr)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore")
+        value = float(meter.integrated_loudness(a))
+    return value if np.isfinite(value) else FLOOR_DB
+
+
+def _frame_powers(a: np.ndarray, sr: int, frame_ms: float = 20.0, hop_ms: float = 10.0) -> np.ndarray:
+    n = max(1, int(round(sr * frame_ms / 1000)))
+    hop = max(1, int(round(sr * hop_ms / 1000)))
+    if a.shape[0] < n:
+        return np.array([np.mean(a * a)]) if a.size else np.zeros(0)
+    frames = np.lib.stride_tricks.sliding_window_view(a * a, n)[::hop]
+    return frames.mean(axis=1)
+
+
+def snr_db(x, sr, *, noise_percentile: float = 10.0, signal_percentile: float = 70.0) -> float:
+    """Energy-based SNR estimate in dB (no reference needed).
+
+    20 ms frames (10 ms hop): the noise power is the mean of the frames at or below the
+    ``noise_percentile`` frame power, the signal power the mean of the frames at or above
+    ``signal_percentile`` minus the noise power. Assumes the clip has pauses (speech does) and
+    stationary noise. Capped by the :data:`FLOOR_DB` noise floor (digital silence -> about 120 dB);
+    NaN for empty audio.
+    """
+    a, sr = _mono(x, sr)
+    p = _frame_powers(a, sr)
+    if p.size == 0:
+        return NAN
+    lo, hi = np.percentile(p, [noise_percentile, signal_percentile])
+    noise = max(float(p[p <= lo].mean()), 10 ** (FLOOR_DB / 10))
+    signal = float(p[p >= hi].mean()) - noise
+    if signal <= 0:
+        return 0.0
+    return 10.0 * math.log10(signal / noise)
+
+
+def silence_ratio(x, sr, *, threshold_dbfs: float = -50.0) -> float:
+    """Fraction of 20 ms frames (10 ms hop) whose RMS is below ``threshold_dbfs``; NaN when empty."""
+    a, sr = _mono(x, sr)
+    p = _frame_powers(a, sr)
+    if p.size == 0:
+        return NAN
+    return float(np.mean(p < 10 ** (threshold_dbfs / 10)))
+
+
+# --------------------------------------------------------------------------------------------
+# F0 (pyworld)
+# --------------------------------------------------------------------------------------------
+
+#: F0 analysis rate: pyworld's cost grows with the sample rate, and F0 <= 800 Hz needs far less.
+F0_SAMPLE_RATE = 16000
+
+
+def f0_contour(x, sr, *, f0_floor: float = 50.0, f0_ceil: float = 800.0, frame_period_ms: float = 5.0,
+               method: str = "dio") -> tuple[np.ndarray, np.ndarray]:
+    """F0 track ``(t_s, f0_hz)`` via WORLD (pyworld); unvoiced frames have ``f0 = 0``.
+
+    ``method="dio"`` runs DIO refined by StoneMask (fast); ``"harvest"`` is slower and more robust.
+    Audio above 16 kHz is resampled to 16 kHz first.
+    """
+    import pyworld
+
+    a, sr = _mono(x, sr)
+    if a.shape[0] < int(0.05 * sr):
+        return np.zeros(0), np.zeros(0)
+    if sr > F0_SAMPLE_RATE:
+        from .audio import resample
+
+        a = np.asarray(resample(a.astype(np.float32), sr, F0_SAMPLE_RATE), dtype=np.float64)
+        sr = F0_SAMPLE_RATE
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if method == "dio":
+        f0, t = pyworld.dio(a, sr, f0_floor=f0_floor, f0_ceil=f0_ceil, frame_period=frame_period_ms)
+        f0 = pyworld.stonemask(a, f0, t, sr)
+    elif method == "harvest":
+        f0, t = pyworld.harvest(a, sr, f0_floor=f0_floor, f0_ceil=f0_ceil, frame_period=frame_period_ms)
+    else:
+        raise ValueError(f"method must be 'dio' or 'harvest', got {method!r}")
+    return np.asarray(t), np.asarray(f0)
+
+
+def f0_stats(x, sr, **kwargs) -> tuple[float, float, float]:
+    """``(median_hz, iqr_hz, voiced_ratio)`` of the F0 track (voiced frames only for median/IQR).
+
+    ``voiced_ratio`` is voiced frames / all frames. Median and IQR are NaN when nothing is voiced.
+    Keyword arguments go to :func:`f0_contour`.
+    """
+    _, f0 = f0_contour(x, sr, **kwargs)
+    if f0.size == 0:
+        return NAN, NAN, NAN
+    voiced = f0[f0 > 0]
+    ratio = voiced.size / f0.size
+    if voiced.size == 0:
+        return NAN, NAN, float(ratio)
+    q25, q50, q75 = np.percentile(voiced, [25, 50, 75])
+    return float(q50), float(q75 - q25), float(ratio)
+
+
+def f0_ratio(x, sr, ref, ref_sr=None, **kwargs) -> float:
+    """Median F0 of ``x`` over median F0 of ``ref`` (1.0 = same pitch; 2.0 = one octave up).
+
+    ``ref`` is either audio (with ``ref_sr``) or an already measured median F0 in Hz.
+    """
+    med = f0_stats(x, sr, **kwargs)[0]
+    if isinstance(ref, (int, float, np.floating, np.integer)):
+        ref_med = float(ref)
+    else:
+        if ref_sr is None:
+            raise InvalidAudio("f0_ratio: ref_sr is required when ref is audio")
+        ref_med = f0_stats(ref, ref_sr, **kwargs)[0]
+    if not (np.isfinite(med) and np.isfinite(ref_med)) or ref_med <= 0:
+        return NAN
+    return med / ref_med
+
+
+# --------------------------------------------------------------------------------------------
+# speaker similarity (qvtools.speaker)
+# --------------------------------------------------------------------------------------------
+
+_REF_EMBEDDINGS: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_REF_CACHE_SIZE = 64
+
+
+def _audio_key(a: np.ndarray, sr: int) -> tuple:
+    h = hashlib.blake2b(np.ascontiguousarray(a, dtype=np.float32).tobytes(), digest_size=16)
+    return (sr, a.shape[0], h.hexdigest())
+
+
+def _reference_embedding(ref: np.ndarray, ref_sr: int) -> np.ndarray:
+    from . import speaker
+
+    key = (speaker.MODEL_NAME,) + _audio_key(ref, ref_sr)
+    emb = _REF_EMBEDDINGS.get(key)
+    if emb is None:
+        emb = speaker.embed(ref.astype(np.float32), ref_sr)
+        _REF_EMBEDDINGS[key] = emb
+        if len(_REF_EMBEDDINGS) > _REF_CACHE_SIZE:
+            _REF_EMBEDDINGS.popitem(last=False)
+    else:
+        _REF_EMBEDDINGS.move_to_end(key)
+    return emb
+
+
+def speaker_similarity(x, sr, ref, ref_sr) -> float:
+    """Cosine similarity of the speaker embeddings of ``x`` and ``ref`` (qvtools.speaker).
+
+    The reference embedding is cached by content hash, so scoring many replies against one
+    enrollment clip embeds it once. NaN when either clip is empty.
+    """
+    from . import speaker
+
+    a, sr = _mono(x, sr)
+    r, ref_sr = _mono(ref, ref_sr)
+    if a.size == 0 or r.size == 0:
+        return NAN
+    return float(speaker.similarity(speaker.embed(a.astype(np.float32), sr), _reference_embedding(r, ref_sr)))
+
+
+def clear_caches() -> None:
+    """Forget cached reference embeddings and loudness meters."""
+    _REF_EMBEDDINGS.clear()
+    _METERS.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# text: normalisation, WER / CER, intelligibility
+# --------------------------------------------------------------------------------------------
+
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+         "fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SCALES = ((10 ** 12, "trillion"), (10 ** 9, "billion"), (10 ** 6, "million"), (1000, "thousand"))
+_ORDINAL_IRREGULAR = {"one": "first", "two": "second", "three": "third", "five": "fifth",
+                      "eight": "eighth", "nine": "ninth", "twelve": "twelfth"}
+
+
+def _under_thousand(n: int) -> list[str]:
+    words: list[str] = []
+    if n >= 100:
+        words += [_ONES[n // 100], "hundred"]
+        n %= 100
+    if n >= 20:
+        words.append(_TENS[n // 10])
+        n %= 10
+        if n:
+            words.append(_ONES[n])
+    elif n or not words:
+        words.append(_ONES[n])
+    return words
+
+
+def number_to_words(n: int, *, ordinal: bool = False) -> str:
+    """English words for an integer: ``42 -> "forty two"``, ``105 -> "one hundred five"``,
+    ``-3 -> "minus three"``; ``ordinal=True``: ``21 -> "twenty first"``."""
+    n = int(n)
+    if n < 0:
+        return "minus " + number_to_words(-n, ordinal=ordinal)
+    if n >= 10 ** 15:
+        words = [_ONES[int(d)] for d in str(n)]  # read very long numbers digit by digit
+    else:
+        words = []
+        for value, name in _SCALES:
+            if n >= value:
+                words += _under_thousand(n // value) + [name]
+                n %= value
+        if n or not words:
+            words += _under_thousand(n)
+    if ordinal:
+        last = words[-1]
+        if last in _ORDINAL_IRREGULAR:
+            last = _ORDINAL_IRREGULAR[last]
+        elif last.endswith("y"):
+            last = last[:-1] + "ieth"
+        else:
+            last += "th"
+        words[-1] = last
+    return " ".join(words)
+
+
+_NUMBER_RE = re.compile(
+    r"(?<![\w.])(?P<sign>-)?(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?P<frac>\.\d+)?(?P<ord>st|nd|rd|th)?(?![\w])")
+
+
+def _number_sub(m: re.Match) -> str:
+    digits = m.group("int").replace(",", "")
+    words = number_to_words(int(digits), ordinal=bool(m.group("ord")) and not m.group("frac"))
+    if m.group("frac"):
+        words += " point " + " ".join(_ONES[int(d)] for d in m.group("frac")[1:])
+    if m.group("sign"):
+        words = "minus " + words
+    return f" {words} "
+
+
+def normalize_text(s: str) -> str:
+    """Normalise a transcript for WER/CER: NFKC, lower case, numbers to words (``"42"`` ->
+    ``"forty two"``, ``"3.5"`` -> ``"three point five"``, ``"1,000"`` -> ``"one thousand"``,
+    ``"2nd"`` -> ``"second"``), ``%`` -> ``percent``, ``&`` -> ``and``, apostrophes dropped
+    (``"don't"`` -> ``"dont"``), other punctuation to spaces, whitespace collapsed."""
+    if s is None:
+        return ""
+    if not isinstance(s, str):
+        raise TypeError(f"normalize_text expects a str, got {type(s).__name__}")
+    t = unicodedata.normalize("NFKC", s).lower()
+    t = t.replace("%", " percent ").replace("&", " and ")
+    t = _NUMBER_RE.sub(_number_sub, t)
+    t = re.sub(r"['\u2019\u2018`]", "", t)
+    t = re.sub(r"[^\w\s]|_", " ", t)
+    return " ".join(t.split())
+
+
+def edit_distance(ref, hyp) -> int:
+    """Levenshtein distance between two sequences (substitution, insertion, deletion cost 1)."""
+    ref, hyp = list(ref), list(hyp)
+    if len(ref) < len(hyp):
+        ref, hyp = hyp, ref
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def _rate(ref_units: list, hyp_units: list) -> float:
+    if not ref_units:
+        return 0.0 if not hyp_units else NAN
+    return edit_distance(ref_units, hyp_units) / len(ref_units)
+
+
+def wer(ref: str, hyp: str, *, normalize: bool = True) -> float:
+    """Word error rate = word edit distance / reference words (after :func:`normalize_text`).
+
+    0.0 when both are empty; NaN when only the reference is empty (undefined).
+    """
+    if normalize:
+        ref, hyp = normalize_text(ref), normalize_text(hyp)
+    return _rate((ref or "").split(), (hyp or "").split())
+
+
+def cer(ref: str, hyp: str, *, normalize: bool = True) -> float:
+    """Character error rate = character edit distance / reference characters (spaces included,
+    as jiwer counts them) after :func:`normalize_text`."""
+    if normalize:
+        ref, hyp = normalize_text(ref), normalize_text(hyp)
+    return _rate(list(ref or ""), list(hyp or ""))
+
+
+def intelligibility(x, sr, expected_text: str | None, *, language: str = "en") -> dict[str, Any]:
+    """Transcribe ``x`` with the offline ASR (:mod:`qvtools.asr`) and score it against ``expected_text``.
+
+    Returns ``{"asr_text", "wer", "cer", "asr_model"}``; ``wer``/``cer`` are NaN without an expected text.
+    """
+    from . import asr
+
+    a, sr = _mono(x, sr)
+    text = asr.transcribe(a.astype(np.float32), sr, language=language) if a.size else ""
+    if expected_text is None:
+        w = c = NAN
+    else:
+        w, c = wer(expected_text, text), cer(expected_text, text)
+    return {"asr_text": text, "wer": w, "cer": c, "asr_model": asr.MODEL_NAME}
+
+
+# --------------------------------------------------------------------------------------------
+# bundle
+# --------------------------------------------------------------------------------------------
+
+def _reference_audio(reference) -> tuple[np.ndarray, int]:
+    if isinstance(reference, tuple) and len(reference) == 2 and np.ndim(reference[0]) >= 1:
+        return _mono(reference[0], reference[1])
+    from .audio import load
+
+    x, sr = load(reference, mono=True)
+    return _mono(x, sr)
+
+
+def audio_metrics(x, sr, *, reference=None, expected_text: str | None = None, asr: bool = True,
+                  speaker: bool = True, language: str = "en") -> dict[str, Any]:
+    """All audio metrics of one clip as a flat dict of :mod:`qvtools.results` columns.
+
+    ``reference`` (the enrollment clip: ``(samples, sr)`` or anything :func:`qvtools.audio.load`
+    takes) enables ``f0_ratio`` and, with ``speaker=True``, ``speaker_similarity``.
+    ``asr=True`` transcribes the clip (``asr_text``) and, with ``expected_text``, scores ``wer``/``cer``.
+    Every key is always present; metrics not computed are NaN and model names None.
+    """
+    a, sr = _mono(x, sr)
+    med, iqr, voiced = f0_stats(a, sr)
+    out: dict[str, Any] = {
+        "duration_s": a.shape[0] / sr,
+        "rms_dbfs": rms_dbfs(a, sr),
+        "peak_dbfs": peak_dbfs(a, sr),
+        "clipping_ratio": clipping_ratio(a, sr),
+        "loudness_lufs": loudness_lufs(a, sr),
+        "snr_db": snr_db(a, sr),
+        "silence_ratio": silence_ratio(a, sr),
+        "f0_median_hz": med,
+        "f0_iqr_hz": iqr,
+        "voiced_ratio": voiced,
+        "ref_f0_median_hz": NAN,
+        "f0_ratio": NAN,
+        "speaker_similarity": NAN,
+        "speaker_model": None,
+        "asr_text": None,
+        "wer": NAN,
+        "cer": NAN,
+        "asr_model": None,
+    }
+    if reference is not None:
+        r, rsr = _reference_audio(reference)
+        ref_med = f0_stats(r, rsr)[0]
+        out["ref_f0_median_hz"] = ref_med
+        if np.isfinite(med) and np.isfinite(ref_med) and ref_med > 0:
+            out["f0_ratio"] = med / ref_med
+        if speaker:
+            from . import speaker as _speaker
+
+            out["speaker_similarity"] = speaker_similarity(a, sr, r, rsr)
+            out["speaker_model"] = _speaker.MODEL_NAME
+    if asr:
+        out.update(intelligibility(a, sr, expected_text, language=language))
+    return out

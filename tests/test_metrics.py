@@ -1,0 +1,333 @@
+"""Golden tests for qvtools.metrics: fixture signals made here, expected values with explicit tolerances."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+
+from qvtools import metrics
+from qvtools.errors import InvalidAudio
+
+
+# ---------------------------------------------------------------------------------------------
+# fixture signals
+# ---------------------------------------------------------------------------------------------
+
+def sine(freq, sr, dur, amp=1.0):
+    t = np.arange(int(sr * dur)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float64)
+
+
+def harmonic(f0, sr, dur, n_harm=8, amp=0.5):
+    """A voiced-like tone: f0 plus harmonics falling 6 dB/octave, peak-normalised to amp."""
+    t = np.arange(int(sr * dur)) / sr
+    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, n_harm + 1) if f0 * k < sr / 2)
+    return (amp * x / np.max(np.abs(x))).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Turn: the real dataclass once qvtools/realtime/turn.py exists
+# ---------------------------------------------------------------------------------------------
+
+def _make_turn(marks, chunks, sr=24000, events=()):
+    n = sum(k for _, k in chunks)
+    audio = np.zeros(n, dtype=np.float32)
+    try:
+        from qvtools.realtime.turn import TimedEvent, Turn
+    except ImportError:
+        # STAND-IN (qvtools/realtime/turn.py not committed yet): same attributes as the Turn contract
+        # in docs/architecture.md, used only by these unit tests of pure functions.
+        from types import SimpleNamespace as TimedEvent  # noqa: N813
+
+        def Turn(**kw):  # noqa: N802
+            from types import SimpleNamespace
+            return SimpleNamespace(**kw)
+
+    evs = [TimedEvent(t=t, type=ty, data={}) for t, ty in events]
+    return Turn(model="qwen3.5-omni-flash-realtime", voice="v", session_id="s", response_id="r",
+                status="completed", error=None, events=evs, marks=dict(marks), audio=audio,
+                sample_rate=sr, audio_chunks=list(chunks), user_transcript=None,
+                assistant_transcript=None, usage=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# latency
+# ---------------------------------------------------------------------------------------------
+
+MARKS = {
+    "connect": 100.0,
+    "first_audio_sent": 100.5,
+    "speech_end_sent": 102.0,
+    "last_audio_sent": 103.0,
+    "speech_stopped": 102.8,
+    "response_created": 103.1,
+    "first_text_delta": 103.25,
+    "first_audio_delta": 103.5,
+    "response_done": 106.0,
+}
+# 4 chunks of 0.5 s at 24 kHz, arriving at 103.5, 103.7, 104.5 and 105.6
+CHUNKS = [(103.5, 12000), (103.7, 12000), (104.5, 12000), (105.6, 12000)]
+
+
+def test_latency_metrics_from_known_marks():
+    m = metrics.latency_metrics(_make_turn(MARKS, CHUNKS))
+    assert m["ttfa_ms"] == pytest.approx(1500.0, abs=1e-6)
+    assert m["ttft_ms"] == pytest.approx(1250.0, abs=1e-6)
+    assert m["ttfa_created_ms"] == pytest.approx(400.0, abs=1e-6)
+    assert m["ttft_created_ms"] == pytest.approx(150.0, abs=1e-6)
+    assert m["response_created_ms"] == pytest.approx(1100.0, abs=1e-6)
+    assert m["speech_stopped_ms"] == pytest.approx(800.0, abs=1e-6)
+    assert m["e2e_ms"] == pytest.approx(4000.0, abs=1e-6)
+    assert m["reply_duration_s"] == pytest.approx(2.0)
+    assert m["chunk_count"] == 4
+    # 2.0 s of audio over a 2.1 s receive span
+    assert m["delivery_rtf"] == pytest.approx(2.0 / 2.1, rel=1e-9)
+    assert m["gap_max_ms"] == pytest.approx(1100.0, abs=1e-6)
+    assert m["gap_p95_ms"] == pytest.approx(np.percentile([200.0, 800.0, 1100.0], 95), abs=1e-6)
+    # player: 103.5-104.0, 104.0-104.5, 104.5-105.0, then waits 105.0 -> 105.6 (one 600 ms underrun)
+    assert m["underrun_count"] == 1
+    assert m["underrun_ms"] == pytest.approx(600.0, abs=1e-6)
+
+
+def test_latency_falls_back_to_last_audio_sent_and_events():
+    marks = {k: v for k, v in MARKS.items() if k not in ("speech_end_sent", "response_created")}
+    turn = _make_turn(marks, CHUNKS, events=[(103.2, "response.created"), (103.5, "response.audio.delta")])
+    m = metrics.latency_metrics(turn)
+    assert m["ttfa_ms"] == pytest.approx(500.0, abs=1e-6)   # from last_audio_sent = 103.0
+    assert m["ttfa_created_ms"] == pytest.approx(300.0, abs=1e-6)  # response.created event at 103.2
+
+
+def test_latency_missing_marks_are_nan_not_errors():
+    m = metrics.latency_metrics(_make_turn({}, []))
+    for key in ("ttfa_ms", "ttft_ms", "ttfa_created_ms", "ttft_created_ms", "e2e_ms", "delivery_rtf",
+                "gap_p95_ms", "gap_max_ms", "underrun_ms"):
+        assert math.isnan(m[key]), key
+    assert m["chunk_count"] == 0
+    assert m["reply_duration_s"] == 0.0
+
+
+def test_underrun_simulation_known_schedule():
+    sr = 1000
+    # chunks of 100 ms; arrivals at 0, 0.05, 0.30, 0.35, 0.70
+    chunks = [(0.0, 100), (0.05, 100), (0.30, 100), (0.35, 100), (0.70, 100)]
+    # no buffer: plays 0-0.1, 0.1-0.2, gap 0.2->0.3 (100 ms), 0.3-0.4, 0.4-0.5, gap 0.5->0.7 (200 ms)
+    assert metrics.playback_underruns(chunks, sr) == (2, pytest.approx(300.0))
+    # 150 ms jitter buffer: 0.15-0.25, 0.25-0.35, 0.35-0.45, 0.45-0.55, gap 0.55->0.70 (150 ms)
+    assert metrics.playback_underruns(chunks, sr, jitter_buffer_ms=150) == (1, pytest.approx(150.0))
+    # a large enough buffer hides every gap
+    assert metrics.playback_underruns(chunks, sr, jitter_buffer_ms=300) == (0, 0.0)
+    # arrival order is what counts, not list order
+    assert metrics.playback_underruns(chunks[::-1], sr) == (2, pytest.approx(300.0))
+
+
+def test_usage_metrics():
+    usage = {"total_tokens": 377, "input_tokens": 336, "output_tokens": 41,
+             "input_tokens_details": {"text_tokens": 228, "audio_tokens": 108},
+             "output_tokens_details": {"text_tokens": 9, "audio_tokens": 32}}
+    u = metrics.usage_metrics(usage)
+    assert u["total_tokens"] == 377 and u["input_audio_tokens"] == 108 and u["output_audio_tokens"] == 32
+    assert all(math.isnan(v) for v in metrics.usage_metrics(None).values())
+
+
+# ---------------------------------------------------------------------------------------------
+# levels and loudness
+# ---------------------------------------------------------------------------------------------
+
+def test_levels_of_full_scale_sine():
+    x = sine(1000, 48000, 1.0)
+    assert metrics.rms_dbfs(x, 48000) == pytest.approx(-3.0103, abs=0.01)
+    assert metrics.peak_dbfs(x, 48000) == pytest.approx(0.0, abs=0.01)
+    assert metrics.duration_s(x, 48000) == pytest.approx(1.0)
+    assert metrics.rms_dbfs(np.zeros(100), 8000) == metrics.FLOOR_DB
+
+
+def test_clipping_ratio():
+    x = np.full(1000, 0.5)
+    x[:25] = 1.0
+    x[25:50] = -1.0
+    assert metrics.clipping_ratio(x, 16000) == pytest.approx(0.05)
+
+
+# ITU-R BS.1770-4 §2 / pyloudnorm conformance: a 0 dBFS 997 Hz sine in one channel reads -3.01 LKFS;
+# the tolerance is the ±0.1 LU pyloudnorm uses against the ITU conformance files.
+@pytest.mark.parametrize("freq,amp_db,expected", [(997, 0.0, -3.01), (1000, -20.0, -23.01)])
+def test_loudness_bs1770_reference(freq, amp_db, expected):
+    sr = 48000
+    x = sine(freq, sr, 5.0, amp=10 ** (amp_db / 20))
+    assert metrics.loudness_lufs(x, sr) == pytest.approx(expected, abs=0.1)
+
+
+def test_loudness_short_and_silent():
+    assert math.isnan(metrics.loudness_lufs(np.zeros(1000), 16000))   # < 400 ms block
+    assert metrics.loudness_lufs(np.zeros(16000), 16000) == metrics.FLOOR_DB
+
+
+def test_snr_estimate_of_bursts_in_noise(rng):
+    sr = 16000
+    tone = sine(300, sr, 4.0, amp=0.3)                       # power 0.045
+    gate = (np.arange(tone.size) // (sr // 2)) % 2 == 0       # 0.5 s on / 0.5 s off
+    noise = rng.normal(0, 0.3 / math.sqrt(2) / 10 ** (20 / 20), tone.size)  # 20 dB below the tone
+    assert metrics.snr_db(tone * gate + noise, sr) == pytest.approx(20.0, abs=1.5)
+    assert metrics.snr_db(tone * gate, sr) > 90
+
+
+def test_silence_ratio():
+    sr = 16000
+    x = np.concatenate([sine(200, sr, 1.0, 0.5), np.zeros(sr)])
+    assert metrics.silence_ratio(x, sr) == pytest.approx(0.5, abs=0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# F0
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("f0,sr", [(150.0, 16000), (220.0, 24000)])
+def test_f0_of_harmonic_tone_within_2_percent(f0, sr):
+    med, iqr, voiced = metrics.f0_stats(harmonic(f0, sr, 1.5), sr)
+    assert med == pytest.approx(f0, rel=0.02)
+    assert iqr < 0.02 * f0
+    assert voiced > 0.9
+
+
+def test_f0_harvest_and_contour_shape():
+    sr = 16000
+    t, f0 = metrics.f0_contour(harmonic(150, sr, 1.0), sr, method="harvest")
+    assert t.shape == f0.shape and t.size > 150
+    assert np.median(f0[f0 > 0]) == pytest.approx(150, rel=0.02)
+    with pytest.raises(ValueError, match="dio"):
+        metrics.f0_contour(harmonic(150, sr, 0.2), sr, method="crepe")
+
+
+def test_f0_silence_is_unvoiced():
+    med, iqr, voiced = metrics.f0_stats(np.zeros(16000), 16000)
+    assert math.isnan(med) and math.isnan(iqr) and voiced == 0.0
+
+
+def test_f0_ratio_octave():
+    sr = 16000
+    assert metrics.f0_ratio(harmonic(240, sr, 1.0), sr, harmonic(120, sr, 1.0), sr) == pytest.approx(2.0, rel=0.02)
+    assert metrics.f0_ratio(harmonic(240, sr, 1.0), sr, 120.0) == pytest.approx(2.0, rel=0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# text
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ref,hyp,expected", [
+    ("the cat sat", "the cat sat down", 1 / 3),
+    ("the cat sat", "the cat sat", 0.0),
+    ("the cat sat on the mat", "the dog sat on mat", 2 / 6),
+    ("Hello, World!", "hello world", 0.0),
+    ("I have 42 apples", "i have forty-two apples", 0.0),
+    ("", "", 0.0),
+])
+def test_wer_known_pairs(ref, hyp, expected):
+    assert metrics.wer(ref, hyp) == pytest.approx(expected)
+
+
+def test_wer_empty_reference_is_nan_and_cer():
+    assert math.isnan(metrics.wer("", "something"))
+    assert metrics.cer("abcd", "abed") == pytest.approx(0.25)
+    assert metrics.cer("the cat", "the bat") == pytest.approx(1 / 7)
+    assert metrics.edit_distance("kitten", "sitting") == 3
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("42", "forty two"),
+    ("It costs 1,000 dollars.", "it costs one thousand dollars"),
+    ("Pi is 3.14", "pi is three point one four"),
+    ("The 2nd and 21st time", "the second and twenty first time"),
+    ("105 and 0 and -7", "one hundred five and zero and minus seven"),
+    ("1999", "one thousand nine hundred ninety nine"),
+    ("2,500,000", "two million five hundred thousand"),
+    ("Don't  STOP -- now!", "dont stop now"),
+    ("50% & more", "fifty percent and more"),
+    ("  Café\tnaïve ", "café naïve"),
+])
+def test_normalize_text(text, expected):
+    assert metrics.normalize_text(text) == expected
+
+
+def test_number_to_words_ordinals():
+    assert metrics.number_to_words(12, ordinal=True) == "twelfth"
+    assert metrics.number_to_words(40, ordinal=True) == "fortieth"
+    assert metrics.number_to_words(1_000_003) == "one million three"
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(InvalidAudio, match="sample rate"):
+        metrics.rms_dbfs(np.zeros(10), 0)
+    with pytest.raises(InvalidAudio, match="1-D"):
+        metrics.duration_s(np.zeros((2, 2, 2)), 16000)
+    with pytest.raises(InvalidAudio, match="NaN"):
+        metrics.loudness_lufs(np.array([0.0, np.nan]), 16000)
+    with pytest.raises(InvalidAudio, match="from_pcm16"):
+        metrics.rms_dbfs(np.zeros(10, dtype=np.int16), 16000)
+    assert math.isnan(metrics.rms_dbfs(np.zeros(0), 16000))
+
+
+# ---------------------------------------------------------------------------------------------
+# bundle, speaker, ASR (the models come from qvtools.speaker / qvtools.asr)
+# ---------------------------------------------------------------------------------------------
+
+needs_speaker = pytest.mark.skipif(importlib.util.find_spec("qvtools.speaker") is None,
+                                   reason="qvtools.speaker not available yet")
+needs_asr = pytest.mark.skipif(importlib.util.find_spec("qvtools.asr") is None,
+                               reason="qvtools.asr not available yet")
+
+
+def test_audio_metrics_without_models_has_every_column():
+    sr = 16000
+    m = metrics.audio_metrics(harmonic(150, sr, 1.0), sr, asr=False, speaker=False)
+    assert m["f0_median_hz"] == pytest.approx(150, rel=0.02)
+    assert math.isnan(m["speaker_similarity"]) and m["speaker_model"] is None and m["asr_model"] is None
+    from qvtools.results import COLUMNS
+    assert set(m) <= set(COLUMNS)
+
+
+def test_audio_metrics_with_reference_f0_ratio():
+    sr = 16000
+    m = metrics.audio_metrics(harmonic(300, sr, 1.0), sr, reference=(harmonic(150, 24000, 1.0), 24000),
+                              asr=False, speaker=False)
+    assert m["f0_ratio"] == pytest.approx(2.0, rel=0.02)
+    assert m["ref_f0_median_hz"] == pytest.approx(150, rel=0.02)
+
+
+@pytest.fixture(scope="module")
+def speech_clip(speech_data):
+    import csv
+
+    from qvtools.audio import load
+
+    with open(speech_data / "manifest.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "clean" and r["transcript"] and r["language"] == "en"]
+    row = rows[0]
+    x, sr = load(speech_data / row["path"], mono=True)
+    return x, sr, row["transcript"]
+
+
+@needs_speaker
+def test_speaker_similarity_identical_audio_is_one(speech_clip):
+    x, sr, _ = speech_clip
+    metrics.clear_caches()
+    assert metrics.speaker_similarity(x, sr, x, sr) == pytest.approx(1.0, abs=1e-3)
+    # the reference embedding is cached by content
+    assert len(metrics._REF_EMBEDDINGS) == 1
+    metrics.speaker_similarity(x[: sr * 4], sr, x, sr)
+    assert len(metrics._REF_EMBEDDINGS) == 1
+
+
+@needs_asr
+@pytest.mark.slow
+def test_intelligibility_of_real_speech(speech_clip):
+    x, sr, text = speech_clip
+    r = metrics.intelligibility(x, sr, text)
+    assert r["asr_model"] and isinstance(r["asr_text"], str)
+    assert r["wer"] < 0.35
