@@ -1,0 +1,7 @@
+"""Qwen-Omni-Realtime: the shared event model, turn tracking and the websocket-client session."""
+
+from . import events
+from .session import RealtimeSession
+from .turn import TimedEvent, Turn, TurnTracker
+
+__all__ = ["events", "RealtimeSession", "TimedEvent", "Turn", "TurnTracker"]

@@ -1,0 +1,184 @@
+"""qvtools.realtime.events: ids, builders, parsing and session validation, with literal JSON."""
+
+import base64
+import json
+import re
+
+import pytest
+
+from qvtools.errors import RealtimeError
+from qvtools.realtime import events as ev
+
+PLUS = "qwen3.5-omni-plus-realtime"
+FLASH = "qwen3.5-omni-flash-realtime"
+
+
+def test_ids_are_prefix_plus_21_base62():
+    for prefix in ("event", "sess", "item", "resp", "conv"):
+        assert re.fullmatch(prefix + r"_[0-9A-Za-z]{21}", ev.new_id(prefix))
+    assert len({ev.new_id() for _ in range(1000)}) == 1000
+
+
+def test_parse_literal_server_events():
+    e = ev.parse('{"event_id":"event_RoUu4T8yExPMI37GKwaOC","type":"error","error":{"type":"invalid_request_error",'
+                 '"code":"invalid_value","message":"Invalid modalities: [\'audio\'].","param":"session.modalities"}}')
+    assert e.type == "error" and e.event_id == "event_RoUu4T8yExPMI37GKwaOC"
+    assert e["error"]["param"] == "session.modalities"
+    r = ev.parse('{"type":"response.created","response":{"id":"resp_HaVOPdbmX6vifiV5pAfJY","status":"in_progress"}}')
+    assert r.response_id == "resp_HaVOPdbmX6vifiV5pAfJY"
+    d = ev.parse(b'{"type":"response.audio.delta","response_id":"resp_x","item_id":"item_y","delta":"AAA="}')
+    assert d.response_id == "resp_x"
+
+
+@pytest.mark.parametrize("text,code", [("{not json", "invalid_json"), ("[1,2]", "invalid_event"),
+                                       ('{"event_id":"e1"}', "invalid_event"), (b"\xff\xfe", "invalid_json")])
+def test_parse_rejects_bad_frames(text, code):
+    with pytest.raises(RealtimeError) as info:
+        ev.parse(text)
+    assert info.value.code == code
+
+
+def test_sdk_style_session_update_is_accepted():
+    # The SDK payload captured in dashscope-sdk-notes §1.2
+    update = json.loads('{"modalities":["audio","text"],"voice":null,"input_audio_format":"pcm16",'
+                        '"output_audio_format":"pcm16","input_audio_transcription":{"model":null},'
+                        '"turn_detection":{"type":"server_vad","threshold":0.2,"prefix_padding_ms":300,'
+                        '"silence_duration_ms":800}}')
+    new, err = ev.merge_session(ev.default_session(PLUS), update)
+    assert err is None
+    assert new["modalities"] == ["text", "audio"]
+    assert new["voice"] == "Tina"
+    assert new["input_audio_format"] == "pcm"
+    assert new["input_audio_transcription"] == {"model": "qwen3-asr-flash-realtime"}
+    assert new["turn_detection"]["threshold"] == 0.2
+    assert new["turn_detection"]["create_response"] is True
+
+
+def test_audio_only_modalities_gives_documented_message():
+    cur = ev.default_session(PLUS)
+    new, err = ev.merge_session(cur, {"modalities": ["audio"]})
+    assert new is cur
+    assert err == {"type": "invalid_request_error", "code": "invalid_value",
+                   "message": "Invalid modalities: ['audio']. Supported combinations are: ['text'] and "
+                              "['audio', 'text'].", "param": "session.modalities"}
+
+
+@pytest.mark.parametrize("update,param", [
+    ({"voice": ""}, "session.voice"),
+    ({"voice": "Nobody"}, "session.voice"),
+    ({"audio": {"input": {"format": {"type": "mp3", "sample_rate": 16000}}}}, "session.audio.input.format.type"),
+    ({"audio": {"output": {"format": {"type": "pcm", "sample_rate": 22050}}}}, "session.audio.output.format.sample_rate"),
+    ({"input_audio_format": "opus"}, "session.input_audio_format"),
+    ({"turn_detection": {"type": "push_to_talk"}}, "session.turn_detection.type"),
+    ({"turn_detection": {"type": "server_vad", "silence_duration_ms": 100}}, "session.turn_detection.silence_duration_ms"),
+    ({"turn_detection": {"type": "server_vad", "threshold": 1.5}}, "session.turn_detection.threshold"),
+    ({"temperature": 2.0}, "session.temperature"),
+    ({"top_p": 0}, "session.top_p"),
+    ({"seed": 2**31}, "session.seed"),
+    ({"presence_penalty": -3}, "session.presence_penalty"),
+    ({"max_tokens": 0}, "session.max_tokens"),
+    ({"input_audio_transcription": {"model": "whisper-1"}}, "session.input_audio_transcription.model"),
+])
+def test_invalid_updates_name_the_param(update, param):
+    _, err = ev.merge_session(ev.default_session(PLUS), update)
+    assert err is not None and err["param"] == param, err
+
+
+def test_formats_rates_and_nulls():
+    new, err = ev.merge_session(ev.default_session(FLASH), {
+        "audio": {"input": {"format": {"type": "wav", "sample_rate": 8000}},
+                  "output": {"format": {"type": "pcm", "sample_rate": 48000}}},
+        "input_audio_transcription": None, "turn_detection": None, "seed": 7})
+    assert err is None
+    assert ev.input_format(new) == ("wav", 8000) and ev.output_format(new) == ("pcm", 48000)
+    assert new["input_audio_transcription"] is None and new["turn_detection"] is None and new["seed"] == 7
+    for legacy in ("pcm", "pcm16", "pcm24"):
+        assert ev.merge_session(new, {"output_audio_format": legacy})[1] is None
+    # §4.2: the input format is fixed once audio has started
+    _, err = ev.merge_session(new, {"audio": {"input": {"format": {"type": "pcm", "sample_rate": 16000}}}},
+                              audio_started=True)
+    assert err["param"] == "session.audio.input.format"
+
+
+def test_cloned_voice_rules():
+    voice = "qwen-omni-vc-guanyu-voice-20250812105009984-838b"
+    lookup = {voice: PLUS}.get
+    ok, err = ev.merge_session(ev.default_session(PLUS + "-latest"), {"voice": voice}, voice_lookup=lookup)
+    assert err is None and ok["voice"] == voice
+    _, err = ev.merge_session(ev.default_session(FLASH), {"voice": voice}, voice_lookup=lookup)
+    assert err["param"] == "session.voice" and "target_model" in err["message"]
+    _, err = ev.merge_session(ev.default_session(PLUS), {"voice": voice}, voice_lookup=lambda v: None)
+    assert err["param"] == "session.voice" and "not found" in err["message"]
+    _, err = ev.merge_session(ev.default_session("qwen3-omni-flash-realtime"), {"voice": voice}, voice_lookup=lookup)
+    assert err["param"] == "session.voice"
+    _, err = ev.merge_session(ok, {"voice": "Tina"}, voice_locked=True)
+    assert err["code"] == "cannot_update_voice"
+    assert ev.merge_session(ok, {"voice": voice}, voice_locked=True, voice_lookup=lookup)[1] is None
+
+
+def test_model_defaults():
+    assert ev.default_session(PLUS)["voice"] == "Tina"
+    assert ev.default_session("qwen3-omni-flash-realtime")["voice"] == "Cherry"
+    turbo = ev.default_session("qwen-omni-turbo-realtime")
+    assert turbo["voice"] == "Chelsie" and turbo["temperature"] == 1.0 and "audio" not in turbo
+    assert ev.merge_session(turbo, {"temperature": 0.5})[1]["param"] == "session.temperature"
+    assert ev.is_known_model("qwen3.5-omni-flash-realtime-2026-03-15")
+    assert not ev.is_known_model("gpt-4o-realtime")
+
+
+def test_client_builders_literal_shapes():
+    u = ev.session_update(voice="Tina", turn_detection=None, transcription=False, input_format=("pcm", 16000),
+                          output_format=("pcm", 24000), temperature=0.9, seed=1314)
+    assert u["type"] == "session.update" and re.fullmatch(r"event_[0-9A-Za-z]{21}", u["event_id"])
+    assert u["session"] == {"modalities": ["text", "audio"], "voice": "Tina",
+                            "audio": {"input": {"format": {"type": "pcm", "sample_rate": 16000}},
+                                      "output": {"format": {"type": "pcm", "sample_rate": 24000}}},
+                            "input_audio_transcription": None, "turn_detection": None,
+                            "temperature": 0.9, "seed": 1314}
+    legacy = ev.session_config(legacy_formats="pcm16", threshold=0.2, silence_duration_ms=800, prefix_padding_ms=300)
+    assert legacy["input_audio_format"] == "pcm16" and "audio" not in legacy
+    assert legacy["turn_detection"] == {"type": "server_vad", "threshold": 0.2, "prefix_padding_ms": 300,
+                                        "silence_duration_ms": 800}
+    assert ev.session_config(turn_detection="semantic_vad")["turn_detection"] == {"type": "semantic_vad"}
+    a = ev.audio_append(b"\x01\x00\x02\x00")
+    assert a["type"] == "input_audio_buffer.append" and base64.b64decode(a["audio"]) == b"\x01\x00\x02\x00"
+    assert ev.response_create()["response"] == {"instructions": None}
+    assert ev.text_item_create("hi")["item"]["content"] == [{"type": "input_text", "text": "hi"}]
+    types = [f(event_id="event_x")["type"] for f in (ev.audio_commit, ev.audio_clear, ev.response_cancel,
+                                                    ev.session_finish)]
+    assert types == ["input_audio_buffer.commit", "input_audio_buffer.clear", "response.cancel", "session.finish"]
+    assert json.loads(ev.dumps(ev.session_finish(event_id="event_1"))) == {"event_id": "event_1",
+                                                                          "type": "session.finish"}
+
+
+def test_server_builders_cover_every_event_type():
+    r, i = "resp_1", "item_1"
+    built = [
+        ev.session_created(ev.default_session(PLUS)), ev.session_updated(ev.default_session(PLUS)),
+        ev.speech_started(3647, "item_u"), ev.speech_stopped(4453, "item_u"), ev.committed("item_u"), ev.cleared(),
+        ev.item_created(ev.user_item("item_u")), ev.transcription_delta("item_u", "Hel", "lo"),
+        ev.transcription_completed("item_u", "Hello."), ev.transcription_failed("item_u", "x", "y"),
+        ev.response_created(ev.response_object(r, "conv_1")),
+        ev.output_item_added(r, ev.assistant_item(i)), ev.content_part_added(r, i),
+        ev.audio_transcript_delta(r, i, "Hi"), ev.audio_delta(r, i, b"\x00\x00"), ev.text_delta(r, i, "Hi"),
+        ev.audio_transcript_done(r, i, "Hi"), ev.audio_done(r, i), ev.text_done(r, i, "Hi"),
+        ev.content_part_done(r, i, "Hi"), ev.output_item_done(r, ev.assistant_item(i, status="completed")),
+        ev.response_done(ev.response_object(r, "conv_1", status="completed", usage={})),
+        ev.error("bad", param="session.voice"), ev.session_finished(),
+    ]
+    assert {e["type"] for e in built} == set(ev.SERVER_EVENT_TYPES)
+    assert ev.speech_started(3647, "item_u")["audio_start_ms"] == 3647
+    p = ev.audio_delta(r, i, b"\x00\x00")
+    assert {k: p[k] for k in ("response_id", "item_id", "output_index", "content_index")} == \
+        {"response_id": r, "item_id": i, "output_index": 0, "content_index": 0}
+    assert ev.error("bad", param="session.voice")["error"] == {"type": "invalid_request_error", "code": "invalid_value",
+                                                               "message": "bad", "param": "session.voice"}
+
+
+def test_usage_rates():
+    # §4.6: qwen3.5 7 tokens/s in, 12.5 out; under 1 s counts as 1 s; totals = input + output
+    u = ev.compute_usage(PLUS, input_audio_s=2.0, output_audio_s=0.4, input_text="", output_text="Hello there")
+    assert u["input_tokens_details"]["audio_tokens"] == 14
+    assert u["output_tokens_details"]["audio_tokens"] == 13
+    assert u["total_tokens"] == u["input_tokens"] + u["output_tokens"]
+    assert ev.compute_usage("qwen-omni-turbo-realtime", input_audio_s=1.0, output_audio_s=1.0)["total_tokens"] == 50

@@ -1,0 +1,131 @@
+"""qvtools.realtime.turn: the tracker fed with literal event sequences and fixed receive times."""
+
+import base64
+
+import numpy as np
+import pytest
+
+from qvtools.realtime.turn import Turn, TurnTracker
+
+PCM = base64.b64encode(np.full(2400, 1000, dtype="<i2").tobytes()).decode()  # 100 ms at 24 kHz
+
+VAD_SEQUENCE = [
+    (1.00, '{"type":"input_audio_buffer.speech_started","audio_start_ms":0,"item_id":"item_u"}'),
+    (2.90, '{"type":"input_audio_buffer.speech_stopped","audio_end_ms":2000,"item_id":"item_u"}'),
+    (2.91, '{"type":"input_audio_buffer.committed","item_id":"item_u"}'),
+    (2.92, '{"type":"conversation.item.created","item":{"id":"item_u","role":"user"}}'),
+    (3.00, '{"type":"response.created","response":{"id":"resp_A","status":"in_progress"}}'),
+    (3.01, '{"type":"response.output_item.added","response_id":"resp_A","output_index":0,"item":{"id":"item_a"}}'),
+    (3.02, '{"type":"response.content_part.added","response_id":"resp_A","item_id":"item_a","part":{"type":"audio"}}'),
+    (3.40, '{"type":"response.audio_transcript.delta","response_id":"resp_A","item_id":"item_a","delta":"Hello "}'),
+    (3.50, '{"type":"response.audio.delta","response_id":"resp_A","item_id":"item_a","delta":"%s"}' % PCM),
+    (3.55, '{"type":"conversation.item.input_audio_transcription.completed","item_id":"item_u","transcript":"Hi."}'),
+    (3.60, '{"type":"response.audio_transcript.delta","response_id":"resp_A","item_id":"item_a","delta":"there."}'),
+    (3.61, '{"type":"response.audio.delta","response_id":"resp_A","item_id":"item_a","delta":"%s"}' % PCM),
+    (3.70, '{"type":"response.audio_transcript.done","response_id":"resp_A","item_id":"item_a","transcript":"Hello there."}'),
+    (3.71, '{"type":"response.audio.done","response_id":"resp_A","item_id":"item_a"}'),
+    (3.72, '{"type":"response.content_part.done","response_id":"resp_A","item_id":"item_a"}'),
+    (3.73, '{"type":"response.output_item.done","response_id":"resp_A","output_index":0,"item":{"id":"item_a"}}'),
+    (3.80, '{"type":"response.done","response":{"id":"resp_A","status":"completed","usage":{"total_tokens":42}}}'),
+]
+
+
+def feed_all(tracker, seq):
+    for t, text in seq:
+        tracker.feed(text, t)
+
+
+def test_vad_turn_marks_latency_and_audio():
+    tr = TurnTracker("qwen3.5-omni-plus-realtime", voice="Tina", session_id="sess_1",
+                     marks={"connect": 0.1, "session_ready": 0.2})
+    tr.mark("first_audio_sent", 0.5)
+    tr.mark("speech_end_sent", 2.5)
+    tr.mark("last_audio_sent", 3.7)
+    feed_all(tr, VAD_SEQUENCE)
+    assert tr.done
+    turn = tr.result()
+    assert turn.status == "completed" and turn.response_id == "resp_A"
+    assert turn.marks["speech_stopped"] == 2.90 and turn.marks["first_audio_delta"] == 3.50
+    lat = turn.latency()
+    assert lat["ttfa_ms"] == pytest.approx(1000.0)          # 3.50 - 2.50 (end of speech, not of silence)
+    assert lat["ttft_ms"] == pytest.approx(900.0)
+    assert lat["ttfa_from_created_ms"] == pytest.approx(500.0)
+    assert lat["ttft_from_created_ms"] == pytest.approx(400.0)
+    assert lat["e2e_ms"] == pytest.approx(1300.0)
+    assert turn.audio_chunks == [(3.50, 2400), (3.61, 2400)]
+    assert turn.audio.shape == (4800,) and turn.audio[0] == pytest.approx(1000 / 32768)
+    assert turn.user_transcript == "Hi." and turn.assistant_transcript == "Hello there."
+    assert turn.usage == {"total_tokens": 42}
+    deltas = [e for e in turn.events if e.type == "response.audio.delta"]
+    assert deltas[0].data["delta"] == 4800  # decoded byte count replaces the base64
+
+
+def test_speech_end_falls_back_to_last_audio_sent():
+    tr = TurnTracker("m")
+    tr.mark("last_audio_sent", 3.0)
+    feed_all(tr, VAD_SEQUENCE)
+    assert tr.result().latency()["ttfa_ms"] == pytest.approx(500.0)
+
+
+def test_events_of_other_responses_are_ignored():
+    tr = TurnTracker("m")
+    # tail of an earlier cancelled response arrives before this turn's response.created
+    tr.feed('{"type":"response.done","response":{"id":"resp_OLD","status":"incomplete"}}', 0.5)
+    assert not tr.done
+    feed_all(tr, VAD_SEQUENCE[:5])
+    tr.feed('{"type":"response.audio.delta","response_id":"resp_OLD","item_id":"x","delta":"%s"}' % PCM, 3.1)
+    assert "first_audio_delta" not in tr.turn.marks
+    feed_all(tr, VAD_SEQUENCE[5:])
+    assert tr.result().status == "completed" and len(tr.turn.audio_chunks) == 2
+
+
+def test_cancel_without_response_done_ends_at_output_item_done():
+    tr = TurnTracker("m")
+    feed_all(tr, VAD_SEQUENCE[:9])
+    tr.cancel_requested = True
+    tr.feed('{"type":"response.audio.done","response_id":"resp_A","item_id":"item_a"}', 3.6)
+    assert not tr.done
+    tr.feed('{"type":"response.output_item.done","response_id":"resp_A","item":{"id":"item_a"}}', 3.7)
+    assert tr.done and tr.turn.status == "cancelled" and len(tr.turn.audio) == 2400
+
+
+def test_cancel_with_incomplete_response_done():
+    tr = TurnTracker("m")
+    feed_all(tr, VAD_SEQUENCE[:9])
+    tr.cancel_requested = True
+    tr.feed('{"type":"response.done","response":{"id":"resp_A","status":"incomplete"}}', 3.7)
+    assert tr.turn.status == "cancelled"
+
+
+def test_failure_keeps_partial_reply_and_bad_frames():
+    tr = TurnTracker("m")
+    feed_all(tr, VAD_SEQUENCE[:9])
+    assert tr.feed("not json", 3.55) is None
+    assert tr.response_active
+    turn = tr.fail("connection lost")
+    assert turn.status == "failed" and turn.error == "connection lost"
+    assert len(turn.audio) == 2400 and turn.assistant_transcript == "Hello "
+    assert turn.events[-1].type == "invalid"
+    tr.feed(VAD_SEQUENCE[-1][1], 4.0)  # late events after the end do not resurrect the turn
+    assert turn.status == "failed"
+
+
+def test_error_event_is_recorded():
+    tr = TurnTracker("m")
+    tr.feed('{"type":"error","error":{"type":"invalid_request_error","code":"invalid_value","message":"empty"}}', 1.0)
+    assert tr.error_event is not None and tr.turn.error == "invalid_value: empty"
+
+
+def test_save_load_roundtrip(tmp_path):
+    tr = TurnTracker("qwen3.5-omni-flash-realtime", voice="Tina")
+    tr.mark("speech_end_sent", 2.5)
+    feed_all(tr, VAD_SEQUENCE)
+    turn = tr.result()
+    wav, js = turn.save(tmp_path / "turns" / "t0")
+    assert wav.name == "t0.wav" and js.name == "t0.json"
+    back = Turn.load(tmp_path / "turns" / "t0")
+    assert back.status == turn.status and back.marks == turn.marks and back.usage == turn.usage
+    assert back.audio_chunks == turn.audio_chunks and back.sample_rate == 24000
+    assert np.allclose(back.audio, turn.audio, atol=1 / 32768)
+    assert back.latency() == turn.latency()
+    assert [e.type for e in back.events] == [e.type for e in turn.events]
