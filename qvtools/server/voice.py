@@ -373,6 +373,7 @@ DEFAULT_ENVELOPE_STRENGTH = 1.0
 _MAX_WARP = 1.30
 _MAX_ENV_DB = 18.0
 _MAX_RATE_RATIO = 1.25
+_UTTERANCE_F0_WEIGHT = 0.75
 
 
 def _warp_envelope(logsp: np.ndarray, alpha: float) -> np.ndarray:
@@ -438,10 +439,14 @@ def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None
                                         duration_s=len(x) / sr, source_sr=sr)
 
     # F0: map log-F0 mean and spread to the target's (spread ratio kept within [0.5, 2]).
+    # Centre on log medians; the utterance's own median weighs in (_UTTERANCE_F0_WEIGHT) so a
+    # short sentence that sits low or high in the TTS voice's range still lands on the target median.
     voiced = f0 > 0
     ratio = float(np.clip(target.logf0_std / max(source.logf0_std, 1e-3), 0.5, 2.0))
+    centre = (_UTTERANCE_F0_WEIGHT * float(np.median(np.log(f0[voiced])))
+              + (1.0 - _UTTERANCE_F0_WEIGHT) * math.log(source.f0_median_hz))
     f0_new = np.zeros_like(f0)
-    f0_new[voiced] = np.exp((np.log(f0[voiced]) - source.logf0_mean) * ratio + target.logf0_mean)
+    f0_new[voiced] = np.exp((np.log(f0[voiced]) - centre) * ratio + math.log(target.f0_median_hz))
     f0_new[voiced] = np.clip(f0_new[voiced], 40.0, 800.0)
 
     # Formants: warp the envelope by the ratio of formant scales.

@@ -1,0 +1,157 @@
+"""The local service's speech path: user audio -> text -> reply text -> speech in the session voice.
+
+:class:`SpeechPipeline` strings together the offline engines:
+
+1. :func:`qvtools.asr.transcribe` (Whisper tiny.en) for the user's audio,
+2. :class:`qvtools.server.responder.Responder` for a deterministic reply text,
+3. :class:`qvtools.server.tts.Synthesizer` (Piper, one English voice) for speech,
+4. :func:`qvtools.server.voice.convert` to move that speech toward the session voice's
+   :class:`~qvtools.server.voice.VoiceProfile` (a built-in voice's fixed profile, or the
+   profile measured from a cloned voice's enrollment audio),
+5. resampling to the output rate (24 kHz, the realtime API's output format).
+
+Heavy models load once, on first use; the pipeline is safe to share between threads.
+The TTS voice's own profile (the conversion *source*) is measured once from a fixed
+calibration text and cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..audio import load, resample
+from ..errors import ConfigError
+from .responder import Responder
+from .voice import VoiceProfile, analyze, builtin_profile, convert
+
+__all__ = ["SpeechPipeline", "CALIBRATION_TEXT"]
+
+log = logging.getLogger(__name__)
+
+#: Text the TTS voice speaks once to measure its own profile (phonetically varied, ~15 s).
+CALIBRATION_TEXT = (
+    "The quick brown fox jumps over the lazy dog. "
+    "She sells sea shells by the sea shore, and the shells she sells are surely seashells. "
+    "How much wood would a woodchuck chuck if a woodchuck could chuck wood? "
+    "Peter and I went to the market this morning to buy fresh bread, apples and a little cheese. "
+    "Would you like to join us for dinner on Thursday evening?"
+)
+
+_CLONED_PREFIX = "qwen-omni-vc-"
+
+
+class SpeechPipeline:
+    """ASR, reply text, TTS and voice conversion for the local realtime service."""
+
+    def __init__(self, synthesizer=None):
+        self._synth = synthesizer
+        self._lock = threading.Lock()
+        self._source: VoiceProfile | None = None
+        self._responders: dict[tuple[str, int], Responder] = {}
+        self._profile_cache: dict[str, VoiceProfile] = {}
+
+    def __repr__(self) -> str:
+        return f"SpeechPipeline(tts_loaded={self._synth is not None}, source_profile={self._source is not None})"
+
+    # ---------------------------------------------------------------- engines
+
+    @property
+    def synthesizer(self):
+        if self._synth is None:
+            with self._lock:
+                if self._synth is None:
+                    from .tts import Synthesizer
+
+                    self._synth = Synthesizer()
+        return self._synth
+
+    def source_profile(self) -> VoiceProfile:
+        """The TTS voice's own profile (measured once from :data:`CALIBRATION_TEXT`)."""
+        if self._source is None:
+            synth = self.synthesizer
+            with self._lock:
+                if self._source is None:
+                    x, sr = synth.synthesize(CALIBRATION_TEXT)
+                    prof = analyze(x, sr)
+                    prof.name = "tts-source"
+                    self._source = prof
+                    log.info("TTS source profile: F0 %.0f Hz, formant scale %.3f, rate %.2f/s",
+                             prof.f0_median_hz, prof.formant_scale, prof.speaking_rate_hz)
+        return self._source
+
+    # ---------------------------------------------------------------- steps
+
+    def transcribe(self, x16k) -> str:
+        """Transcript of 16 kHz mono user audio (Whisper tiny.en)."""
+        from .. import asr
+
+        return asr.transcribe(x16k, 16000)
+
+    def reply_text(self, user_text: str, *, mode: str = "conversation", seed: int = 0, turn_index: int = 0,
+                   instructions: str | None = None) -> str:
+        """The deterministic reply to ``user_text`` (see :mod:`qvtools.server.responder`)."""
+        key = (mode, seed)
+        responder = self._responders.get(key)
+        if responder is None:
+            responder = Responder(mode=mode, seed=seed)
+            self._responders[key] = responder
+        return responder.reply(user_text, turn_index=turn_index, instructions=instructions)
+
+    def voice_profile(self, voice_name: str, record=None) -> VoiceProfile:
+        """Profile for a session voice.
+
+        A cloned ``qwen-omni-vc-*`` voice uses ``record.profile`` (the stored
+        ``VoiceProfile.to_dict()``; when absent the record's enrollment audio is analyzed).
+        Any other name is a built-in voice (:func:`builtin_profile`, ``KeyError`` if unknown).
+        """
+        if record is not None:
+            profile = getattr(record, "profile", None)
+            if isinstance(profile, VoiceProfile):
+                return profile
+            if isinstance(profile, dict):
+                return VoiceProfile.from_dict(profile)
+            audio = getattr(record, "audio", None)
+            if audio:
+                key = f"{getattr(record, 'voice', voice_name)}:{hash(bytes(audio))}"
+                cached = self._profile_cache.get(key)
+                if cached is None:
+                    x, sr = load(bytes(audio), mono=True)
+                    cached = analyze(x, sr)
+                    self._profile_cache[key] = cached
+                return cached
+            raise ConfigError(f"voice {voice_name!r} has neither a stored profile nor enrollment audio")
+        if isinstance(voice_name, str) and voice_name.startswith(_CLONED_PREFIX):
+            raise KeyError(f"Voice '{voice_name}' is not supported.")
+        return builtin_profile(voice_name)
+
+    def _convert(self, x: np.ndarray, sr: int, profile: VoiceProfile, sample_rate: int) -> np.ndarray:
+        if x.size == 0:
+            return np.zeros(0, np.float32)
+        y = convert(x, sr, profile, self.source_profile())
+        return resample(y, sr, int(sample_rate)).astype(np.float32, copy=False)
+
+    def synthesize(self, text: str, profile: VoiceProfile, sample_rate: int = 24000) -> np.ndarray:
+        """Speak ``text`` in ``profile``'s voice; float32 mono at ``sample_rate``."""
+        self._check(profile, sample_rate)
+        x, sr = self.synthesizer.synthesize(text)
+        return self._convert(x, sr, profile, sample_rate)
+
+    def stream_synthesize(self, text: str, profile: VoiceProfile,
+                          sample_rate: int = 24000) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(sentence, float32 audio at sample_rate)`` per sentence, converted to ``profile``."""
+        self._check(profile, sample_rate)
+        synth = self.synthesizer
+        self.source_profile()
+        for piece, x in synth.stream(text):
+            yield piece, self._convert(x, synth.sample_rate, profile, sample_rate)
+
+    @staticmethod
+    def _check(profile, sample_rate) -> None:
+        if not isinstance(profile, VoiceProfile):
+            raise ConfigError(f"profile must be a VoiceProfile, got {type(profile).__name__}")
+        if int(sample_rate) < 8000 or int(sample_rate) > 48000:
+            raise ConfigError(f"sample_rate must be within 8000..48000 Hz, got {sample_rate}")

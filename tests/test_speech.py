@@ -1,0 +1,90 @@
+"""SpeechPipeline end to end: profile choice, synthesis in the target voice, per-sentence streaming."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from qvtools.audio import load, wav_bytes
+from qvtools.errors import ConfigError
+from qvtools.server.speech import SpeechPipeline
+from qvtools.server.voice import VoiceProfile, analyze, builtin_profile
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return SpeechPipeline()
+
+
+def test_voice_profile_builtin_and_cloned(pipeline):
+    assert pipeline.voice_profile("Tina") == builtin_profile("Tina")
+    with pytest.raises(KeyError):
+        pipeline.voice_profile("NoSuchVoice")
+    with pytest.raises(KeyError):
+        pipeline.voice_profile("qwen-omni-vc-x-voice-20250101000000000-abcd")
+    prof = builtin_profile("Ethan")
+    rec = SimpleNamespace(voice="qwen-omni-vc-a", profile=prof.to_dict(), audio=b"")
+    assert pipeline.voice_profile(rec.voice, rec) == prof
+
+
+def test_voice_profile_from_enrollment_audio(pipeline, speech_data):
+    x, sr = load(speech_data / "clean" / "en_F_ljspeech_LJ001-0001.wav", mono=True)
+    rec = SimpleNamespace(voice="qwen-omni-vc-b", profile=None, audio=wav_bytes(x, sr))
+    prof = pipeline.voice_profile(rec.voice, rec)
+    assert prof.f0_median_hz == pytest.approx(analyze(x, sr).f0_median_hz, rel=0.02)
+
+
+def test_synthesize_speaks_text_in_the_target_pitch(pipeline):
+    from qvtools import asr
+
+    target = builtin_profile("Cherry")
+    y = pipeline.synthesize("Thank you for calling. How can I help you today?", target)
+    assert y.dtype == np.float32 and y.ndim == 1 and 1.0 < len(y) / 24000 < 6.0
+    assert analyze(y, 24000).f0_median_hz == pytest.approx(target.f0_median_hz, rel=0.08)
+    text = asr.transcribe(y, 24000).lower()
+    assert "thank you" in text and "help" in text
+
+
+def test_stream_synthesize_yields_sentences_at_rate(pipeline):
+    pieces = list(pipeline.stream_synthesize("First sentence here. And a second one!", builtin_profile("Ethan"),
+                                             sample_rate=16000))
+    assert [p for p, _ in pieces] == ["First sentence here.", "And a second one!"]
+    assert all(a.dtype == np.float32 and a.size > 8000 for _, a in pieces)
+
+
+def test_pipeline_is_thread_safe(pipeline):
+    out, errors = {}, []
+
+    def work(i):
+        try:
+            out[i] = pipeline.synthesize(f"Number {i}.", builtin_profile("Serena"), sample_rate=24000)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and sorted(out) == [0, 1, 2]
+
+
+def test_reply_and_transcribe(pipeline):
+    assert pipeline.reply_text("hello world", mode="echo") == "Hello world."
+    a = pipeline.reply_text("tell me about jazz music", seed=3, turn_index=1)
+    assert a == pipeline.reply_text("tell me about jazz music", seed=3, turn_index=1)
+    y = pipeline.synthesize("Open the window please.", builtin_profile("Ethan"), sample_rate=16000)
+    assert "window" in pipeline.transcribe(y).lower()
+
+
+def test_bad_arguments(pipeline):
+    with pytest.raises(ConfigError):
+        pipeline.synthesize("hi", {"f0_median_hz": 100})
+    with pytest.raises(ConfigError):
+        pipeline.synthesize("hi", builtin_profile("Tina"), sample_rate=100)
+    assert isinstance(pipeline.source_profile(), VoiceProfile)
