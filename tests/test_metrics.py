@@ -10,6 +10,7 @@ import pytest
 
 from qvtools import metrics
 from qvtools.errors import InvalidAudio
+from qvtools.realtime.turn import TimedEvent, Turn
 
 
 # ---------------------------------------------------------------------------------------------
@@ -28,29 +29,13 @@ def harmonic(f0, sr, dur, n_harm=8, amp=0.5):
     return (amp * x / np.max(np.abs(x))).astype(np.float32)
 
 
-# ---------------------------------------------------------------------------------------------
-# Turn: the real dataclass once qvtools/realtime/turn.py exists
-# ---------------------------------------------------------------------------------------------
-
 def _make_turn(marks, chunks, sr=24000, events=()):
+    """A hand-built Turn (the real dataclass) with known marks and chunk schedule."""
     n = sum(k for _, k in chunks)
-    audio = np.zeros(n, dtype=np.float32)
-    try:
-        from qvtools.realtime.turn import TimedEvent, Turn
-    except ImportError:
-        # STAND-IN (qvtools/realtime/turn.py not committed yet): same attributes as the Turn contract
-        # in docs/architecture.md, used only by these unit tests of pure functions.
-        from types import SimpleNamespace as TimedEvent  # noqa: N813
-
-        def Turn(**kw):  # noqa: N802
-            from types import SimpleNamespace
-            return SimpleNamespace(**kw)
-
-    evs = [TimedEvent(t=t, type=ty, data={}) for t, ty in events]
     return Turn(model="qwen3.5-omni-flash-realtime", voice="v", session_id="s", response_id="r",
-                status="completed", error=None, events=evs, marks=dict(marks), audio=audio,
-                sample_rate=sr, audio_chunks=list(chunks), user_transcript=None,
-                assistant_transcript=None, usage=None)
+                status="completed", error=None, events=[TimedEvent(t=t, type=ty, data={}) for t, ty in events],
+                marks=dict(marks), audio=np.zeros(n, dtype=np.float32), sample_rate=sr,
+                audio_chunks=list(chunks), user_transcript=None, assistant_transcript=None, usage=None)
 
 
 # ---------------------------------------------------------------------------------------------

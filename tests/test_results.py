@@ -22,8 +22,9 @@ def test_docstring_table_matches_columns():
 
 
 def test_metric_functions_produce_schema_columns():
-    lat = metrics.latency_metrics(type("T", (), {"marks": {}, "events": [], "audio_chunks": [],
-                                                 "audio": np.zeros(0), "sample_rate": 24000})())
+    from qvtools.realtime.turn import Turn
+
+    lat = metrics.latency_metrics(Turn(model=PLUS))
     assert set(lat) <= set(results.COLUMNS)
     assert set(metrics.usage_metrics(None)) <= set(results.COLUMNS)
 
