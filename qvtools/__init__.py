@@ -4,8 +4,11 @@ import logging
 
 from . import audio
 from .config import REGIONS, TARGET_MODELS, Settings
+from .enrollment import Voice, VoiceClient
 from .errors import (APIError, ConfigError, InvalidAudio, QVError, RealtimeError, SessionTimeout,
                      TransportError, VoiceModelMismatch)
+from .registry import VoiceRegistry
+from .workspace import Workspace, connect
 
 __version__ = "0.1.0"
 
@@ -23,6 +26,11 @@ __all__ = [
     "RealtimeError",
     "SessionTimeout",
     "VoiceModelMismatch",
+    "connect",
+    "Workspace",
+    "Voice",
+    "VoiceClient",
+    "VoiceRegistry",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -220,7 +220,7 @@ class VoiceClient:
         validate_create_args(target_model, preferred_name, language)
         from .preflight import check
 
-        report = check(audio)
+        report = check(audio, transcript=text)
         if not report.ok:
             if not force:
                 raise InvalidAudio(f"the recording fails the enrollment preflight ({report.status}); "

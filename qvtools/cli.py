@@ -1,0 +1,218 @@
+"""``qvtools`` command line: thin faces over the library, no logic of its own.
+
+``main(argv) -> int``; errors from qvtools are printed as one line on stderr with exit
+status 2 (never a traceback). Subcommands are registered in :data:`COMMANDS` (name ->
+builder adding its parser to the subparsers); other modules add ``talk``, ``compare``,
+``report`` the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from .errors import QVError
+
+__all__ = ["main", "run", "COMMANDS", "build_parser"]
+
+#: name -> builder(subparsers) that adds the subcommand and sets ``func(args) -> int`` as its default.
+COMMANDS: dict[str, Callable] = {}
+
+
+def command(name: str):
+    def deco(builder):
+        COMMANDS[name] = builder
+        return builder
+
+    return deco
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# -- check / prepare ---------------------------------------------------------------------------------
+@command("check")
+def _build_check(sub):
+    p = sub.add_parser("check", help="check recordings against the enrollment audio rules")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--text", help="transcript (adds a speaking-rate row)")
+    p.set_defaults(func=_check)
+
+
+def _check(args) -> int:
+    from .preflight import check
+
+    failed = False
+    for path in args.files:
+        report = check(path, transcript=args.text)
+        _out(f"== {path}: {report.status}")
+        _out(report.to_text())
+        failed = failed or not report.ok
+    return 1 if failed else 0
+
+
+@command("prepare")
+def _build_prepare(sub):
+    p = sub.add_parser("prepare", help="make an enrollment-ready 16-bit WAV from a recording")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.add_argument("--allow-upsample", action="store_true", help="upsample recordings below 24 kHz")
+    p.set_defaults(func=_prepare)
+
+
+def _prepare(args) -> int:
+    from pathlib import Path
+
+    from .preflight import prepare
+
+    clip = prepare(args.input, allow_upsample=args.allow_upsample)
+    Path(args.output).write_bytes(clip.wav)
+    for note in clip.notes:
+        _out(f"note: {note}")
+    _out(f"wrote {args.output} ({clip.duration_s:.1f} s at {clip.sample_rate} Hz): {clip.report.status}")
+    return 0 if clip.report.ok else 1
+
+
+# -- voices ------------------------------------------------------------------------------------------
+@command("voices")
+def _build_voices(sub):
+    from .config import TARGET_MODELS
+
+    p = sub.add_parser("voices", help="create, list and delete cloned voices")
+    vs = p.add_subparsers(dest="voices_cmd", required=True, metavar="{create,list,delete,purge}")
+    c = vs.add_parser("create", help="enroll a voice from a recording")
+    c.add_argument("file", metavar="FILE")
+    c.add_argument("--name", required=True, help="preferred_name: 1-16 letters, digits or _")
+    c.add_argument("--model", required=True, choices=TARGET_MODELS, help="target realtime model")
+    c.add_argument("--language", help="language code of the recording (en, zh, ...)")
+    c.add_argument("--text", help="transcript of the recording")
+    c.add_argument("--force", action="store_true", help="upload even when the preflight fails")
+    c.set_defaults(func=_voices_create)
+    ls = vs.add_parser("list", help="list every voice of the account")
+    ls.set_defaults(func=_voices_list)
+    d = vs.add_parser("delete", help="delete a voice")
+    d.add_argument("voice", metavar="VOICE")
+    d.set_defaults(func=_voices_delete)
+    pg = vs.add_parser("purge", help="delete every voice whose name starts with a prefix")
+    pg.add_argument("--prefix", required=True)
+    pg.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    pg.set_defaults(func=_voices_purge)
+
+
+def _workspace():
+    from .workspace import connect
+
+    return connect()
+
+
+def _voices_create(args) -> int:
+    with _workspace() as ws:
+        voice = ws.voices.create(args.file, args.model, args.name, language=args.language, text=args.text,
+                                 force=args.force)
+        _out(voice.voice)
+    return 0
+
+
+def _voices_list(args) -> int:
+    with _workspace() as ws:
+        n = 0
+        for v in ws.voices.list():
+            _out(f"{v.voice}\t{v.target_model}\t{v.gmt_create or ''}\t{v.language or ''}")
+            n += 1
+        print(f"{n} voice(s) — {ws.describe()}", file=sys.stderr, flush=True)
+    return 0
+
+
+def _voices_delete(args) -> int:
+    with _workspace() as ws:
+        ws.voices.delete(args.voice)
+        _out(f"deleted {args.voice}")
+    return 0
+
+
+def _voices_purge(args) -> int:
+    with _workspace() as ws:
+        if not args.yes:
+            matches = [v.voice for v in ws.voices.list()
+                       if v.voice.startswith(args.prefix) or (v.preferred_name or "").startswith(args.prefix)]
+            if not matches:
+                _out("no voice matches")
+                return 0
+            for name in matches:
+                _out(name)
+            answer = input(f"delete these {len(matches)} voice(s)? [y/N] ").strip().lower()
+            if answer not in ("y", "yes"):
+                _out("nothing deleted")
+                return 1
+        deleted = ws.voices.purge(args.prefix)
+        for name in deleted:
+            _out(f"deleted {name}")
+        _out(f"{len(deleted)} voice(s) deleted")
+    return 0
+
+
+# -- serve -------------------------------------------------------------------------------------------
+@command("serve")
+def _build_serve(sub):
+    p = sub.add_parser("serve", help="run the offline local service until Ctrl+C / SIGTERM")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")
+    p.add_argument("--data-dir", help="where voices are stored (default: the qvtools data dir)")
+    p.add_argument("--api-key", help="accept only this key (default: any non-empty Bearer key)")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args) -> int:
+    from pathlib import Path
+
+    from .config import Settings
+    from .server import serve_forever
+
+    data_dir = Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir / "service"
+    serve_forever(host=args.host, port=args.port, data_dir=data_dir, api_key=args.api_key,
+                  on_ready=lambda svc: _out(svc.url))
+    return 0
+
+
+# -- entry points --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="qvtools", description="Qwen voice cloning toolkit (offline local "
+                                     "service by default; set QVTOOLS_REGION for the real service)")
+    parser.add_argument("--version", action="version", version=f"qvtools {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    for builder in COMMANDS.values():
+        builder(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run one command; returns the exit status (0 ok, 1 check failed, 2 error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except QVError as exc:
+        from .config import redact
+
+        print(f"error: {redact(str(exc), _env_key())}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as exc:  # e.g. an output path that cannot be written
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _env_key() -> str | None:
+    import os
+
+    return os.environ.get("DASHSCOPE_API_KEY")
+
+
+def run() -> None:
+    """Console script entry point."""
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""One way in: :func:`connect` returns a :class:`Workspace` (voices, registry, realtime sessions).
+
+Used identically by the CLI, the notebooks and the tests. With the ``local`` region (the
+default) and no ``base_url``, the workspace starts an embedded :class:`~qvtools.server.LocalService`
+under ``settings.data_dir / "service"`` and points every client at it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from .config import Settings
+from .enrollment import VoiceClient
+from .registry import VoiceRegistry
+
+__all__ = ["connect", "Workspace"]
+
+log = logging.getLogger(__name__)
+
+REGISTRY_NAME = "registry.sqlite3"
+
+
+class Workspace:
+    """Settings plus the clients built from them; close it (or use ``with``) to stop a local service."""
+
+    def __init__(self, settings: Settings, service=None):
+        self.settings = settings
+        self.service = service
+        self.voices = VoiceClient(settings)
+        self.registry = VoiceRegistry(settings.data_dir / REGISTRY_NAME, self.voices)
+        self._closed = False
+
+    @property
+    def is_local(self) -> bool:
+        """True when talking to a local service (embedded or a ``qvtools serve`` at ``base_url``)."""
+        return self.service is not None or not self.settings.is_cloud
+
+    def describe(self) -> str:
+        """One line: where requests go."""
+        if self.service is not None:
+            return f"local service at {self.service.url} — latencies are simulated"
+        if self.settings.base_url:
+            return f"service at {self.settings.base_url} (local service — latencies are simulated)"
+        return f"{self.settings.region} region ({self.settings.http_base}) — real DashScope service, billable"
+
+    def realtime(self, model: str, **kw):
+        """A :class:`~qvtools.realtime.session.RealtimeSession` on this workspace's settings."""
+        from .realtime.session import RealtimeSession
+
+        return RealtimeSession(self.settings, model, **kw)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.registry.close()
+        self.voices.close()
+        if self.service is not None:
+            self.service.stop()
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Workspace({self.describe()})"
+
+
+def connect(settings: Settings | None = None, **overrides) -> Workspace:
+    """Open a workspace from ``settings`` (default :meth:`Settings.from_env`) with ``overrides`` applied.
+
+    Local region without ``base_url``: starts a local service (data under
+    ``settings.data_dir / "service"``) that accepts ``settings.api_key`` (or any key when unset).
+    """
+    if settings is None:
+        settings = Settings.from_env(**overrides)
+    elif overrides:
+        settings = replace(settings, **overrides)
+    service = None
+    if settings.region == "local" and not settings.base_url:
+        from .server import LocalService
+
+        service = LocalService(data_dir=settings.data_dir / "service", api_key=settings.api_key).start()
+        settings = settings.with_base_url(service.url, api_key=service.api_key)
+        settings = replace(settings, ws_url=service.ws_url)
+    try:
+        ws = Workspace(settings, service)
+    except BaseException:
+        if service is not None:
+            service.stop()
+        raise
+    log.info("connected: %s", ws.describe())
+    return ws
