@@ -391,9 +391,9 @@ class VoiceManager(widgets.VBox):
             return None
         try:
             prepared = preflight.prepare(self._clip)
-            voice = self.workspace.voices.create(prepared, target_model=self.target_model.value,
+            voice = self.workspace.voices.create(prepared.wav, target_model=self.target_model.value,
                                                  preferred_name=self.name.value, language=self.language.value or None)
-        except (QVError, ValueError) as exc:
+        except (QVError, ValueError) as exc:  # InvalidAudio / ConfigError / APIError all say what to fix
             self._say(f"create failed: {exc}", error=True)
             return None
         self._say(f"created {_voice_field(voice, 'voice')}")
