@@ -163,3 +163,71 @@ def test_run_progress_callback_forms():
     assert p.done == 3
     p.finish()
     assert p.done == 4 and p.bar.bar_style == "warning"
+
+
+# --------------------------------------------------------------------------- VoiceManager on the real local service
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    from qvtools.config import Settings
+    from qvtools.workspace import connect
+
+    ws = connect(Settings(region="local", data_dir=tmp_path_factory.mktemp("vm")))
+    try:
+        yield ws
+    finally:
+        ws.close()
+
+
+@pytest.fixture(scope="module")
+def sample_voice_bytes():
+    from pathlib import Path
+
+    voices = sorted((Path(__file__).resolve().parents[1] / "data" / "voices").glob("*.wav"))
+    if not voices:
+        pytest.skip("no sample voices in data/voices (run data/make_samples.py)")
+    return voices[0].name, voices[0].read_bytes()
+
+
+def test_voice_manager_create_and_delete_with_confirmation(workspace, sample_voice_bytes):
+    import datetime
+
+    from qvtools.widgets import VoiceManager
+
+    vm = VoiceManager(workspace)
+    assert vm.selector.options == () and "no voices yet" in vm.table.value
+    assert vm.create_button.disabled
+    name, data = sample_voice_bytes
+    # an upload through the FileUpload widget runs the preflight and shows its report
+    vm.upload.value = ({"name": name, "type": "audio/wav", "size": len(data), "content": memoryview(data),
+                        "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    assert vm.report is not None and vm.report.ok
+    assert "<table" in vm.preflight.value and not vm.create_button.disabled
+    assert vm.name.value == name.rsplit(".", 1)[0]
+    vm.target_model.value = TARGET_MODELS[1]
+    voice = vm.create()
+    assert voice is not None and voice.target_model == TARGET_MODELS[1]
+    assert vm.selector.options == (voice.voice,) and voice.voice in vm.table.value
+    # delete needs two steps: request (shows the confirmation) then confirm; cancel keeps the voice
+    vm.selector.value = (voice.voice,)
+    assert vm.request_delete() == [voice.voice]
+    assert vm.confirm_box.layout.display == "flex" and voice.voice in vm.confirm_label.value
+    vm.cancel_delete()
+    assert vm.confirm_box.layout.display == "none"
+    assert voice.voice in {v.voice for v in workspace.voices.list()}
+    vm.selector.value = (voice.voice,)
+    vm.request_delete()
+    assert vm.confirm_delete() == [voice.voice]
+    assert voice.voice not in {v.voice for v in workspace.voices.list()}
+    assert vm.selector.options == () and "deleted" in vm.status.value
+
+
+def test_voice_manager_rejects_bad_upload_and_empty_delete(workspace):
+    from qvtools.widgets import VoiceManager
+
+    vm = VoiceManager(workspace)
+    assert vm.load_clip(b"this is not audio", "notes.txt") is None
+    assert vm.create_button.disabled and "decode" in vm.preflight.value
+    assert vm.request_delete() == [] and "select one or more" in vm.status.value
+    assert vm.confirm_box.layout.display == "none"
