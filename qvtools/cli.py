@@ -216,3 +216,7 @@ def _env_key() -> str | None:
 def run() -> None:
     """Console script entry point."""
     sys.exit(main())
+
+
+if __name__ == "__main__":  # python -m qvtools.cli
+    run()

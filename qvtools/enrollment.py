@@ -223,8 +223,9 @@ class VoiceClient:
         report = check(audio, transcript=text)
         if not report.ok:
             if not force:
-                raise InvalidAudio(f"the recording fails the enrollment preflight ({report.status}); "
-                                   f"fix it (qvtools prepare) or pass force=True:\n{report.to_text()}", report)
+                failed = "; ".join(f"{r.name} {r.value} (limit {r.limit})" for r in report.failed)
+                raise InvalidAudio(f"the recording fails the enrollment preflight: {failed}. Fix it (qvtools "
+                                   "prepare) or pass force=True; .report has every row", report)
             log.warning("preflight failed (%s); uploading anyway because force=True", report.status)
         inp = {"action": "create", "target_model": target_model, "preferred_name": preferred_name,
                "audio": {"data": encode_for_upload(audio)}}

@@ -1,0 +1,124 @@
+"""The CLI: in-process ``main(argv)`` against a real local service, and ``qvtools serve`` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import requests
+
+from qvtools.audio import wav_bytes
+from qvtools.cli import COMMANDS, main
+from qvtools.config import ENROLLMENT_PATH
+from qvtools.server import LocalService
+
+PLUS = "qwen3.5-omni-plus-realtime"
+KEY = "sk-cli-secret-key"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    with LocalService(data_dir=tmp_path_factory.mktemp("svc")) as svc:
+        yield svc
+
+
+@pytest.fixture
+def env(service, monkeypatch, tmp_path):
+    for var in ("QVTOOLS_REGION", "QVTOOLS_WS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("QVTOOLS_BASE_URL", service.url)
+    monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
+    monkeypatch.setenv("QVTOOLS_DATA_DIR", str(tmp_path / "data"))
+    return service
+
+
+@pytest.fixture
+def files(tmp_path, enrollment_wav):
+    good = tmp_path / "good.wav"
+    good.write_bytes(enrollment_wav)
+    silent = tmp_path / "silent.wav"
+    silent.write_bytes(wav_bytes(np.zeros(12 * 24000, np.float32), 24000))
+    return good, silent
+
+
+def test_subcommands_registered():
+    assert {"check", "prepare", "voices", "serve"} <= set(COMMANDS)
+
+
+def test_voices_create_list_delete_purge(env, files, capsys):
+    good, _ = files
+    assert main(["voices", "create", str(good), "--name", "cli", "--model", PLUS, "--language", "en"]) == 0
+    voice = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"qwen-omni-vc-cli-voice-\d{17}-[0-9a-f]{4}", voice)
+    assert main(["voices", "list"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith(voice + "\t" + PLUS) and "1 voice(s)" in out.err
+    assert main(["voices", "delete", voice]) == 0
+    assert capsys.readouterr().out.strip() == f"deleted {voice}"
+    assert main(["voices", "create", str(good), "--name", "tmp1", "--model", PLUS]) == 0
+    capsys.readouterr()
+    assert main(["voices", "purge", "--prefix", "tmp", "--yes"]) == 0
+    assert "1 voice(s) deleted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["voices", "delete", "qwen-omni-vc-none-voice-20260101000000000-abcd"], "BadRequest.VoiceNotFound"),
+    (["voices", "create", "GOOD", "--name", "bad-name", "--model", PLUS], "preferred_name"),
+    (["voices", "create", "SILENT", "--name", "quiet", "--model", PLUS], "preflight"),
+    (["voices", "create", "/no/such/file.wav", "--name", "x", "--model", PLUS], "no such audio file"),
+])
+def test_errors_are_one_line_exit_2(env, files, capsys, argv, fragment):
+    good, silent = files
+    argv = [str(good) if a == "GOOD" else str(silent) if a == "SILENT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err
+    assert "Traceback" not in err and KEY not in err
+    assert err.count("\n") == 1
+
+
+def test_check_and_prepare(files, tmp_path, capsys):
+    good, silent = files
+    assert main(["check", str(good)]) == 0
+    assert "PASS" in capsys.readouterr().out.upper()
+    assert main(["check", str(good), str(silent)]) == 1
+    out = capsys.readouterr().out
+    assert f"== {silent}" in out
+    dest = tmp_path / "prepared.wav"
+    assert main(["prepare", str(good), str(dest)]) == 0
+    assert dest.read_bytes()[:4] == b"RIFF"
+
+
+def _read_line(stream, timeout: float) -> str:
+    q: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: q.put(stream.readline()), daemon=True).start()
+    return q.get(timeout=timeout)
+
+
+def test_serve_subprocess_prints_its_url(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "qvtools.cli", "serve", "--port", "0", "--data-dir",
+                             str(tmp_path), "--api-key", KEY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        line = _read_line(proc.stdout, timeout=60).strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", line), line
+        resp = requests.post(line + ENROLLMENT_PATH, json={"model": "qwen-voice-enrollment",
+                                                           "input": {"action": "list"}},
+                             headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+        assert resp.status_code == 200 and resp.json()["output"]["total_count"] == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
