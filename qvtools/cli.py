@@ -176,6 +176,67 @@ def _serve(args) -> int:
     return 0
 
 
+# -- compare / report --------------------------------------------------------------------------------
+@command("compare")
+def _build_compare(sub):
+    from .config import TARGET_MODELS
+
+    p = sub.add_parser("compare", help="compare target models on cloned voices; writes a run directory and "
+                       "an HTML report (re-run with the same --out to resume)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: reports/<UTC timestamp>/); "
+                   "an existing one is resumed, finished turns are not re-run")
+    p.add_argument("--repeats", type=int, default=1, help="turns per voice x model x prompt (default 1)")
+    p.add_argument("--voices", nargs="+", metavar="WAV", help="reference recordings or directories of WAVs "
+                   "(default: the sample voices in data/voices)")
+    p.add_argument("--prompts", nargs="+", metavar="FILE", help="spoken prompts (audio) or prompts.json "
+                   "manifests (default: data/prompts.json)")
+    p.add_argument("--models", nargs="+", choices=TARGET_MODELS, default=list(TARGET_MODELS),
+                   help="target models (default: both)")
+    p.add_argument("--workers", type=int, default=2, help="turns run in parallel (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the turn order (default 0)")
+    p.add_argument("--realtime", action="store_true", help="stream prompts at real-time pace (like a microphone)")
+    p.add_argument("--retry-failed", action="store_true", help="re-run turns recorded as failed")
+    p.add_argument("--no-report", action="store_true", help="do not build report.html at the end")
+    p.set_defaults(func=_compare)
+
+
+def _compare(args) -> int:
+    from . import experiment
+    from .report import build_report
+
+    run_dir = args.out or experiment.default_run_dir()
+    voices = experiment.resolve_voices(args.voices)
+    prompts = experiment.resolve_prompts(args.prompts)
+    _out(f"run directory: {run_dir}")
+    with _workspace() as ws:
+        print(ws.describe(), file=sys.stderr, flush=True)
+        exp = experiment.Experiment(ws, run_dir, voices=voices, prompts=prompts, models=args.models,
+                                    repeats=args.repeats, seed=args.seed, realtime=args.realtime,
+                                    workers=args.workers, retry_failed=args.retry_failed)
+        frame = exp.run()
+    n_ok = int((frame["status"] == "completed").fillna(False).sum())
+    _out(f"{n_ok} of {len(frame)} turns completed; results: {run_dir}/results.parquet")
+    if not args.no_report:
+        _out(f"report: {build_report(run_dir)}")
+    return 0 if n_ok == len(frame) else 1
+
+
+@command("report")
+def _build_report(sub):
+    p = sub.add_parser("report", help="(re)build RUN_DIR/report.html from a compare run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--sample-turns", type=int, default=6, help="turns with audio players (default 6)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per notebook cell (default 600)")
+    p.set_defaults(func=_report)
+
+
+def _report(args) -> int:
+    from .report import build_report
+
+    _out(str(build_report(args.run_dir, sample_turns=args.sample_turns, timeout=args.timeout)))
+    return 0
+
+
 # -- entry points --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__

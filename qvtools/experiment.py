@@ -54,6 +54,9 @@ __all__ = [
     "load_prompts",
     "sample_voices",
     "sample_prompts",
+    "resolve_voices",
+    "resolve_prompts",
+    "default_run_dir",
     "DATA_DIR",
     "DEFAULT_METRICS",
     "TURNS_FILE",
@@ -157,6 +160,33 @@ def sample_prompts(data_dir=None) -> list[PromptSpec]:
     """The sample prompts listed in ``data/prompts.json``."""
     root = Path(data_dir) if data_dir else DATA_DIR
     return load_prompts(root / "prompts.json")
+
+
+def resolve_voices(items=None) -> list[VoiceSpec]:
+    """Reference voices from paths (a directory means its ``*.wav``); None: the sample voices."""
+    if not items:
+        return sample_voices()
+    out = []
+    for item in items:
+        path = Path(item)
+        out += [VoiceSpec.from_path(p) for p in sorted(path.glob("*.wav"))] if path.is_dir() else [VoiceSpec.from_path(path)]
+    return out
+
+
+def resolve_prompts(items=None) -> list[PromptSpec]:
+    """Prompts from audio paths and/or ``.json`` manifests; None: the sample prompts."""
+    if not items:
+        return sample_prompts()
+    out = []
+    for item in items:
+        path = Path(item)
+        out += load_prompts(path) if path.suffix.lower() == ".json" else [PromptSpec.from_path(path)]
+    return out
+
+
+def default_run_dir(root="reports") -> Path:
+    """``reports/<UTC timestamp>/`` (not created)."""
+    return Path(root) / _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _as_voices(voices) -> list[VoiceSpec]:
@@ -586,10 +616,10 @@ class Experiment:
         ws = self.workspace
         settings = ws.settings
         is_local = self._simulated()
-        describe = {}
         try:
-            describe = dict(ws.describe())
+            describe = str(ws.describe())
         except Exception as exc:  # describe() is informative only
+            describe = None
             log.debug("workspace.describe() failed: %s", exc)
         meta.setdefault("created_at", _utcnow())
         meta.update({

@@ -1,0 +1,404 @@
+"""Run reports: execute ``notebooks/05_report.ipynb`` on a run directory and export one HTML file.
+
+:func:`build_report` injects the parameters (``run_dir``, ``quick``, ``sample_turns``) after the
+cell tagged ``parameters`` (papermill's convention, done here with nbclient alone), executes the
+notebook, and writes ``RUN_DIR/report.html`` with nbconvert's HTML exporter: code hidden
+(``exclude_input``), figures embedded as PNG, audio embedded as ``data:audio/wav;base64`` URLs and
+no external scripts (no require.js / MathJax from a CDN), so the file opens offline.
+
+The notebook stays thin; everything it shows comes from :class:`RunView` (``load_run(run_dir)``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import redact
+from .errors import ConfigError, QVError
+
+__all__ = [
+    "build_report",
+    "load_run",
+    "default_run",
+    "demo_run",
+    "RunView",
+    "audio_tag",
+    "NOTEBOOK",
+    "REPORT_FILE",
+    "SIMULATED_NOTE",
+]
+
+log = logging.getLogger(__name__)
+
+#: The parameterised report notebook.
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_report.ipynb"
+REPORT_FILE = "report.html"
+#: Shown at the top of every report of a run against the local service.
+SIMULATED_NOTE = ("Latencies in this report are SIMULATED: the run used the offline local service, whose "
+                  "per-model latency profiles are synthetic (qvtools.server.latency). They test the tooling, "
+                  "not Qwen-Omni-Realtime; do not quote them as model performance.")
+
+#: Rate and length of the audio embedded in the report (keeps report.html a few MB).
+EMBED_SR = 16000
+EMBED_REFERENCE_S = 8.0
+EMBED_REPLY_S = 20.0
+#: Columns summarised and paired in the report.
+LATENCY_COLUMNS = ("ttfa_ms", "ttft_ms", "e2e_ms", "response_created_ms", "delivery_rtf")
+QUALITY_COLUMNS = ("speaker_similarity", "wer", "f0_ratio", "loudness_lufs", "reply_duration_s")
+
+_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{#- qvtools report: the lab template without external scripts (require.js, MathJax, Mermaid CDNs). -#}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+"""
+_TEMPLATE_NAME = "qvtools_report.html.j2"
+
+
+# --------------------------------------------------------------------------- audio
+
+def audio_tag(x, sr: int, *, max_s: float | None = None, rate: int = EMBED_SR, label: str = "") -> str:
+    """An ``<audio controls>`` element with the clip embedded as a 16-bit WAV data URL."""
+    from .audio import resample, to_mono, wav_bytes
+
+    x = to_mono(np.asarray(x, dtype=np.float32))
+    if max_s is not None:
+        x = x[: int(max_s * sr)]
+    if rate and sr != rate:
+        x = resample(x, sr, rate)
+        sr = rate
+    b64 = base64.b64encode(wav_bytes(x, sr)).decode("ascii")
+    title = f' title="{html.escape(label)}"' if label else ""
+    return f'<audio controls preload="metadata"{title} src="data:audio/wav;base64,{b64}"></audio>'
+
+
+# --------------------------------------------------------------------------- the view of a run
+
+@dataclass
+class RunView:
+    """A finished (or partial) run, loaded for reporting."""
+
+    run_dir: Path
+    meta: dict
+    frame: "object"  # pandas.DataFrame (results.to_frame schema)
+    quick: bool = False
+    _refs: dict = field(default_factory=dict, repr=False)
+
+    # -- facts
+    @property
+    def simulated(self) -> bool:
+        """True when the latencies come from the local service's simulated profiles."""
+        if "simulated_latency" in self.meta:
+            return bool(self.meta["simulated_latency"])
+        return self.meta.get("region", "local") == "local"
+
+    @property
+    def ok(self):
+        """Rows of completed turns."""
+        if "status" not in self.frame:
+            return self.frame
+        return self.frame[(self.frame["status"] == "completed").fillna(False).astype(bool)]
+
+    # -- HTML blocks
+    def header_html(self) -> str:
+        m = self.meta
+        n = len(self.frame)
+        n_ok = len(self.ok)
+        models = ", ".join(self.models)
+        parts = [f"<h1>Voice-clone comparison: {html.escape(models)}</h1>",
+                 f"<p>Run <code>{html.escape(self.run_dir.name)}</code>: {n_ok} of {n} turns completed"
+                 f" ({len(m.get('voices') or {})} reference voices, {len(m.get('prompts') or {})} prompts, "
+                 f"{m.get('repeats', '?')} repeat(s)); region <b>{html.escape(str(m.get('region')))}</b>.</p>"]
+        if self.simulated:
+            parts.append('<div class="qv-simulated" style="border:2px solid #c00;background:#fee;padding:8px;'
+                         'margin:8px 0;font-weight:bold">&#9888; ' + html.escape(SIMULATED_NOTE) + "</div>")
+        if n_ok < n:
+            parts.append(f'<p style="color:#a40">{n - n_ok} turn(s) did not complete; see "Failed turns".</p>')
+        return "\n".join(parts)
+
+    def metadata_table(self):
+        """Run metadata as a two-column table (the API key never is in run.json; scrubbed again here)."""
+        import pandas as pd
+
+        m = self.meta
+        versions = m.get("versions") or {}
+        rows = [
+            ("region", m.get("region")), ("simulated latency", self.simulated),
+            ("models", ", ".join(m.get("models") or [])), ("repeats", m.get("repeats")),
+            ("seed", m.get("seed")), ("realtime pacing", m.get("realtime_pacing")),
+            ("started", m.get("created_at")), ("finished", m.get("finished_at")),
+            ("host", m.get("host")), ("git commit", m.get("git_commit")),
+            ("turns planned / recorded / completed",
+             f"{m.get('planned_turns')} / {len(self.frame)} / {len(self.ok)}"),
+        ]
+        rows += [(f"version: {k}", v) for k, v in versions.items()]
+        key = os.environ.get("DASHSCOPE_API_KEY")
+        return pd.DataFrame([(k, redact(str(v), key)) for k, v in rows], columns=["field", "value"]).set_index("field")
+
+    # -- tables
+    @property
+    def models(self) -> list[str]:
+        listed = list(self.meta.get("models") or [])
+        seen = [m for m in self.frame["target_model"].dropna().unique() if m not in listed]
+        return listed + sorted(seen)
+
+    def _metrics(self, names) -> list[str]:
+        ok = self.ok
+        return [m for m in names if m in ok and ok[m].notna().any()]
+
+    def summary_table(self):
+        """Per model and metric: n, success rate, mean and p50/p90/p95 with bootstrap CIs
+        (qvtools.results.summarize) for the latency and the voice-quality metrics."""
+        from . import results
+
+        metrics = self._metrics(LATENCY_COLUMNS + QUALITY_COLUMNS)
+        if not metrics:
+            return "No completed turn has metrics yet."
+        table = results.summarize(self.frame, metrics=metrics, **self._boot())
+        cols = ["n", "success_rate", "mean", "p50", "p50_lo", "p50_hi", "p95", "p95_lo", "p95_hi"]
+        return table.set_index(["target_model", "metric"])[cols].round(3)
+
+    def paired_table(self):
+        """First model minus second, paired on voice x prompt x repeat (qvtools.results.paired_differences)."""
+        import pandas as pd
+
+        from . import results
+
+        models = self.models
+        if len(models) < 2:
+            return "Only one model in this run: nothing to pair."
+        a, b = models[0], models[1]
+        rows = [results.paired_differences(self.frame, m, a, b, **self._boot()).to_dict()
+                for m in self._metrics(LATENCY_COLUMNS + QUALITY_COLUMNS)]
+        if not rows:
+            return "No paired metrics yet."
+        return pd.DataFrame(rows).set_index("metric").round(3)
+
+    def failures_table(self):
+        cols = [c for c in ("turn_id", "voice_ref", "target_model", "prompt_id", "repeat", "status", "error")
+                if c in self.frame]
+        bad = self.frame.drop(index=self.ok.index)
+        if bad.empty:
+            return "None: every turn completed."
+        return bad[cols].reset_index(drop=True)
+
+    def _boot(self) -> dict:
+        return {"n_boot": 200} if self.quick else {}
+
+    # -- figures (qvtools.plots draws; one figure per call, shown by the notebook's inline backend)
+    def plot_latency(self) -> list:
+        """ECDF of time-to-first-audio and box plots of TTFA / end-to-end latency per model."""
+        from . import plots
+
+        drawn = []
+        for fn, metric in ((plots.latency_ecdf, "ttfa_ms"), (plots.latency_box, "ttfa_ms"),
+                           (plots.latency_box, "e2e_ms")):
+            if metric in self._metrics([metric]):
+                drawn.append(fn(self.ok, metric))
+        return drawn
+
+    def similarity_matrix(self):
+        """Mean speaker similarity to the reference: reference voice x model."""
+        ok = self.ok
+        if "speaker_similarity" not in self._metrics(["speaker_similarity"]):
+            return None
+        m = ok.assign(speaker_similarity=ok["speaker_similarity"].astype("float64")).pivot_table(
+            index="voice_ref", columns="target_model", values="speaker_similarity", aggfunc="mean")
+        m.index.name, m.columns.name = "reference voice", "target model"
+        return m
+
+    def plot_quality(self) -> list:
+        """Speaker similarity per voice x model (heat map) and per model (box), WER per model."""
+        from . import plots
+
+        drawn = []
+        matrix = self.similarity_matrix()
+        if matrix is not None and not matrix.empty:
+            drawn.append(plots.similarity_heatmap(matrix, vmin=0.0, title="Speaker similarity to the reference"))
+        for metric in self._metrics(("speaker_similarity", "wer", "f0_ratio")):
+            drawn.append(plots.latency_box(self.ok, metric))
+        return drawn
+
+    # -- audio
+    def sample(self, n: int = 6):
+        """A deterministic sample of completed turns with audio, grouped so each (voice, prompt,
+        repeat) appears under every model next to each other, spread across voices."""
+        ok = self.ok
+        if "audio_path" in ok:
+            ok = ok[ok["audio_path"].notna()]
+        if ok.empty or n <= 0:
+            return ok.iloc[0:0]
+        ok = ok.sort_values(["voice_ref", "prompt_id", "repeat", "target_model"])
+        groups = {}
+        for key, g in ok.groupby(["voice_ref", "prompt_id", "repeat"], sort=True):
+            groups.setdefault(key[0], []).append(g)
+        picked, depth = [], 0
+        while sum(len(g) for g in picked) < n and any(depth < len(v) for v in groups.values()):
+            for voice in sorted(groups):
+                if depth < len(groups[voice]) and sum(len(g) for g in picked) < n:
+                    picked.append(groups[voice][depth])
+            depth += 1
+        import pandas as pd
+
+        return pd.concat(picked).head(n)
+
+    def reference(self, voice: str):
+        """The reference recording of a voice, (samples, sr), or None when it is not on disk."""
+        from .audio import load
+
+        if voice not in self._refs:
+            path = (self.meta.get("voices") or {}).get(voice)
+            try:
+                self._refs[voice] = load(path, mono=True) if path else None
+            except Exception as exc:
+                log.warning("reference of %s not readable: %s", voice, exc)
+                self._refs[voice] = None
+        return self._refs[voice]
+
+    def audio_html(self, n: int = 6) -> str:
+        """A table of ``n`` sample turns: reference player, reply player, transcript and scores."""
+        from .audio import load
+
+        sample = self.sample(n)
+        if sample.empty:
+            return "<p>No completed turn with audio to play.</p>"
+        rows = []
+        for _, r in sample.iterrows():
+            ref = self.reference(r["voice_ref"])
+            ref_tag = (audio_tag(*ref, max_s=EMBED_REFERENCE_S, label=f"reference {r['voice_ref']}")
+                       if ref else "(reference missing)")
+            try:
+                x, sr = load(self.run_dir / r["audio_path"], mono=True)
+                reply_tag = audio_tag(x, sr, max_s=EMBED_REPLY_S, label=f"reply {r['turn_id']}")
+            except Exception as exc:
+                reply_tag = f"(reply audio unreadable: {html.escape(str(exc))})"
+            scores = []
+            for col, fmt in (("speaker_similarity", "sim {:.2f}"), ("wer", "WER {:.2f}"),
+                             ("f0_ratio", "F0 ratio {:.2f}"), ("ttfa_ms", "TTFA {:.0f} ms")):
+                v = r.get(col)
+                if v is not None and np.isfinite(_num(v)):
+                    scores.append(fmt.format(_num(v)))
+            text = r.get("assistant_transcript") or ""
+            rows.append(
+                "<tr>"
+                f"<td>{html.escape(str(r['voice_ref']))}</td><td>{html.escape(str(r['target_model']))}</td>"
+                f"<td>{html.escape(str(r['prompt_id']))} #{int(r['repeat'])}</td>"
+                f"<td>{ref_tag}</td><td>{reply_tag}</td>"
+                f"<td>{html.escape(str(text))}</td><td>{html.escape(', '.join(scores))}</td>"
+                "</tr>")
+        head = ("<tr><th>voice</th><th>model</th><th>prompt</th><th>reference (first "
+                f"{EMBED_REFERENCE_S:.0f} s)</th><th>reply</th><th>assistant transcript</th><th>scores</th></tr>")
+        return f'<table class="qv-audio">{head}{"".join(rows)}</table>'
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def load_run(run_dir, *, quick: bool = False) -> RunView:
+    """Load ``run.json`` + the results (``results.parquet``, or ``turns.jsonl`` for a partial run)."""
+    import pandas as pd
+
+    from . import results
+    from .experiment import RESULTS_FILE, RUN_FILE, TURNS_FILE, read_turns
+
+    if run_dir is None:
+        raise ConfigError("run_dir is not set: pass the directory of a run (qvtools compare --out RUN_DIR)")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"no run directory {run_dir}")
+    meta_path = run_dir / RUN_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    parquet, turns = run_dir / RESULTS_FILE, run_dir / TURNS_FILE
+    if parquet.is_file() and (not turns.is_file() or parquet.stat().st_mtime >= turns.stat().st_mtime):
+        frame = pd.read_parquet(parquet)
+    elif turns.is_file():
+        frame = results.to_frame(read_turns(turns))
+    else:
+        raise ConfigError(f"{run_dir} holds no {TURNS_FILE} or {RESULTS_FILE}; is it a qvtools run directory?")
+    return RunView(run_dir, meta, frame, quick=quick)
+
+
+def default_run() -> Path:
+    """The newest run under ``./reports`` (or the checkout's ``reports/``); a fresh demo run if none."""
+    roots = [Path.cwd() / "reports", Path(__file__).resolve().parents[1] / "reports"]
+    runs = sorted({p.parent.resolve() for root in roots if root.is_dir() for p in root.glob("*/turns.jsonl")},
+                  key=lambda p: (p / "turns.jsonl").stat().st_mtime)
+    return runs[-1] if runs else demo_run()
+
+
+def demo_run(out=None) -> Path:
+    """A tiny run (one sample voice, one prompt, both target models) on the local service."""
+    import tempfile
+
+    from .experiment import Experiment, sample_prompts, sample_voices
+    from .workspace import connect
+
+    out = Path(out) if out else Path(tempfile.mkdtemp(prefix="qvtools-demo-run-"))
+    with connect(region="local") as ws:
+        Experiment(ws, out, voices=sample_voices()[:1], prompts=sample_prompts()[:1], progress=False).run()
+    return out
+
+
+# --------------------------------------------------------------------------- notebook -> HTML
+
+def _inject(nb, params: dict):
+    import nbformat
+
+    idx = next((i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if idx is None:
+        raise QVError("the report notebook has no cell tagged 'parameters'")
+    src = "# Parameters injected by qvtools.report.build_report\n" + "\n".join(
+        f"{k} = {v!r}" for k, v in params.items())
+    cell = nbformat.v4.new_code_cell(src, metadata={"tags": ["injected-parameters"]})
+    nb.cells.insert(idx + 1, cell)
+    return nb
+
+
+def build_report(run_dir, *, sample_turns: int = 6, timeout: float = 600, quick: bool = False,
+                 notebook=None, kernel_name: str = "python3") -> Path:
+    """Execute the report notebook on ``run_dir`` and write ``run_dir/report.html``; return its path.
+
+    ``timeout`` bounds each cell (seconds).
+    Raises :class:`~qvtools.errors.QVError` naming the failing cell when the notebook fails.
+    """
+    import jinja2
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    from nbconvert import HTMLExporter
+
+    run_dir = Path(run_dir).resolve()
+    if not run_dir.is_dir():
+        raise ConfigError(f"no run directory {run_dir}")
+    nb_path = Path(notebook) if notebook else NOTEBOOK
+    nb = nbformat.read(nb_path, as_version=4)
+    _inject(nb, {"run_dir": str(run_dir), "quick": bool(quick), "sample_turns": int(sample_turns)})
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
+                            resources={"metadata": {"path": str(run_dir)}})
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        raise QVError(f"the report notebook failed on {run_dir}: {str(exc)[-1500:]}") from None
+    key = os.environ.get("DASHSCOPE_API_KEY")
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True,
+                            extra_loaders=[jinja2.DictLoader({_TEMPLATE_NAME: _TEMPLATE})],
+                            template_file=_TEMPLATE_NAME)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": f"qvtools report {run_dir.name}"}})
+    out = run_dir / REPORT_FILE
+    out.write_text(redact(body, key), encoding="utf-8")
+    log.info("report written to %s", out)
+    return out
