@@ -84,6 +84,8 @@ class RealtimeSession:
         self.voice = voice
         self.timeout = float(timeout if timeout is not None else settings.timeout_s)
         self.response_timeout = float(response_timeout)
+        #: After a cancel ends a turn at ``output_item.done``, wait this long for a ``response.done``.
+        self.cancel_grace_s = 1.0
         fmt_in = ("pcm", int(input_sample_rate)) if input_sample_rate else None
         fmt_out = ("pcm", int(output_sample_rate)) if output_sample_rate else None
         self._initial = ev.session_config(
@@ -337,7 +339,38 @@ class RealtimeSession:
             tracker.fail(str(exc))
         return self._end(tracker.result())
 
+    def send_text(self, text: str, *, timeout: float | None = None, instructions: str | None = None,
+                  on_event: Callable[[ev.Event], None] | None = None) -> Turn:
+        """A text user turn: ``conversation.item.create`` (``input_text``, RT §4.3) then ``response.create``.
+
+        The end of user input (mark ``speech_end_sent``) is the moment ``response.create`` is sent.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError("text must be a non-empty string")
+        tracker = TurnTracker(self.model, voice=self.voice, session_id=self.session_id,
+                              sample_rate=self.output_sample_rate, marks=self.marks)
+        self._tracker = tracker
+        wait = float(timeout if timeout is not None else self.response_timeout)
+        try:
+            self._drain(tracker, on_event)
+            self._send(ev.text_item_create(text))
+            t = self._send(ev.response_create(instructions=instructions))
+            for name in ("response_create_sent", "speech_end_sent", "last_audio_sent"):
+                tracker.mark(name, t)
+            self._pump(tracker, on_event, until=time.perf_counter() + wait, stop_when_done=True)
+            if not tracker.done:
+                tracker.fail(f"no reply within {wait:.1f} s")
+        except TransportError as exc:
+            tracker.fail(str(exc))
+        return self._end(tracker.result())
+
     def _end(self, turn: Turn) -> Turn:
+        tracker = self._tracker
+        if tracker is not None and turn.status == "cancelled" and "response_done" not in turn.marks \
+                and self.connected:
+            # a server may follow the cancel's *.done events with response.done (§4.5 c); take it if quick
+            self._pump(tracker, None, until=time.perf_counter() + self.cancel_grace_s,
+                       stop=lambda: "response_done" in turn.marks)
         self._tracker = None
         self.turns.append(turn)
         if turn.status == "failed":
@@ -366,9 +399,9 @@ class RealtimeSession:
                 return
             self._handle(tracker, item, on_event)
 
-    def _pump(self, tracker, on_event, *, until: float, stop_when_done: bool = False) -> None:
+    def _pump(self, tracker, on_event, *, until: float, stop_when_done: bool = False, stop=None) -> None:
         while True:
-            if stop_when_done and tracker.done:
+            if (stop_when_done and tracker.done) or (stop is not None and stop()):
                 return
             remaining = until - time.perf_counter()
             if remaining <= 0:

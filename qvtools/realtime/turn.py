@@ -211,6 +211,11 @@ class TurnTracker:
             data["delta"] = len(pcm)
         self.turn.events.append(TimedEvent(t, typ, data))
         if self.done:
+            if (typ == "response.done" and self.turn.status == "cancelled" and self.turn.response_id
+                    and ev.response_id == self.turn.response_id and "response_done" not in self.turn.marks):
+                # the response.done that may follow the *.done events of a cancel (§4.5 c, §5.9)
+                self.turn.marks["response_done"] = t
+                self.turn.usage = (ev.get("response") or {}).get("usage")
             return
         rid = ev.response_id
         if rid is not None and typ != "response.created" and rid != self.turn.response_id:

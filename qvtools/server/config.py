@@ -34,3 +34,25 @@ class ServiceConfig:
     min_continuous_speech_s: float = 3.0
     #: MIME types accepted in the data URL (§2.1).
     allowed_mime: tuple = ("audio/wav", "audio/mpeg", "audio/mp4")
+
+    # --- realtime (qvtools/server/realtime.py; protocol reference §4, §5 items 4-10) ---------------
+    #: Reject a handshake for a model outside §4.1 with 404 ``ModelNotFound`` (§5.4 [guess]).
+    realtime_reject_unknown_model: bool = True
+    #: "simulated" adds per-model delays (qvtools/server/latency.py, SIMULATED numbers); "none" disables them.
+    realtime_latency: str = "simulated"
+    #: Multiplies every simulated delay (0 disables them).
+    realtime_latency_scale: float = 1.0
+    #: Per-profile field overrides, e.g. ``{"plus": {"first_audio_ms": 900}}``.
+    realtime_latency_profiles: dict | None = None
+    #: Reply text mode of the stand-in model: "conversation" or "echo".
+    realtime_reply_mode: str = "conversation"
+    #: Milliseconds of audio per ``response.audio.delta`` (§5.8 [guess] 100-200 ms).
+    realtime_audio_chunk_ms: int = 100
+    #: Send ``response.done`` (status "incomplete") after ``response.cancel`` (§5.9: the v2 SDK needs it).
+    realtime_response_done_on_cancel: bool = True
+    #: Answer ``session.finish`` with an I140-style ``error`` instead of ``session.finished`` (§4.3 [obs I140]).
+    realtime_finish_error: bool = False
+    #: Close a session after this many seconds without a client frame (§4.1 [obs RELAY] about 300 s).
+    realtime_idle_timeout_s: float = 300.0
+    #: Hard cap on a session's length (§4.1 "At most 120 min").
+    realtime_max_session_s: float = 7200.0

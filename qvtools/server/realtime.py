@@ -1,0 +1,729 @@
+"""The local service's Qwen-Omni-Realtime WebSocket: ``handle_realtime(request)``.
+
+One :class:`_Connection` per socket. It speaks the wire protocol through the shared event model
+(:mod:`qvtools.realtime.events`), so the client and the server cannot drift apart:
+
+- auth and model checks happen *before* the upgrade (401 ``InvalidApiKey``; 404 ``ModelNotFound``, §5.1, §5.4);
+- ``session.created`` is sent at once with the model defaults plus a ``qvtools`` metadata field that
+  says the latencies are SIMULATED (:mod:`qvtools.server.latency`);
+- ``session.update`` is merged and validated by :func:`~qvtools.realtime.events.merge_session`
+  (cloned voices are looked up in the caller's key scope, §5.6);
+- server VAD (:class:`qvtools.vad.StreamingVAD`) or manual commit; transcription and a response
+  in the §4.5 order, produced by :class:`qvtools.server.speech.SpeechPipeline` in an executor;
+- ``response.cancel``, ``session.finish``, the idle timeout and the 120-min cap (§5.9, §5.10);
+- every sent event is recorded in ``app["trace"]`` with ``time.perf_counter()`` right before sending.
+
+Bad input never ends a session: malformed JSON, unknown types, bad base64, odd-length audio and
+out-of-order events are answered with ``error`` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import threading
+import time
+import uuid
+import warnings
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from ..audio import from_pcm16, resample, to_pcm16
+from ..realtime import events as ev
+from .app import authenticate
+from .latency import NO_DELAYS, LatencySimulator, profile_for_model
+
+__all__ = ["handle_realtime", "get_speech"]
+
+log = logging.getLogger(__name__)
+
+_SPEECH_LOCK = threading.Lock()
+_MAX_MSG_BYTES = 16 * 1024 * 1024
+_MAX_IMAGE_B64 = 256 * 1024  # §4.3 "≤ 256 KB after base64"
+_TOKEN = re.compile(r"\S+\s*")
+
+
+def get_speech(app):
+    """The app's :class:`SpeechPipeline`, created once on first use (``app["speech"]``)."""
+    speech = app.get("speech")
+    if speech is None:
+        with _SPEECH_LOCK:
+            speech = app.get("speech")
+            if speech is None:
+                from .speech import SpeechPipeline
+
+                speech = SpeechPipeline()
+                with warnings.catch_warnings():  # the app is frozen once running; this key is lazy by contract
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    warnings.simplefilter("ignore", web.NotAppKeyWarning)
+                    app["speech"] = speech
+    return speech
+
+
+def _json_error(status: int, code: str, message: str) -> web.Response:
+    rid = str(uuid.uuid4())
+    return web.json_response({"request_id": rid, "code": code, "message": message}, status=status,
+                             headers={"x-request-id": rid})
+
+
+async def handle_realtime(request: web.Request):
+    """``GET /api-ws/v1/realtime?model=<m>``: auth, model check, upgrade, then run the session."""
+    key = authenticate(request)  # raises the documented 401 before any upgrade (§5.1)
+    config = request.app["config"]
+    model = request.query.get("model", "")
+    if not model or (config.realtime_reject_unknown_model and not ev.is_known_model(model)):
+        return _json_error(404, "ModelNotFound", "Model can not be found.")  # §5.4 [guess]
+    ws = web.WebSocketResponse(autoping=True, max_msg_size=_MAX_MSG_BYTES)
+    await ws.prepare(request)
+    conn = _Connection(request.app, ws, key, model)
+    try:
+        await conn.run()
+    finally:
+        await conn.shutdown()
+    return ws
+
+
+def _strip_wav(data: bytes) -> bytes:
+    """PCM payload of a WAV chunk (``audio.input.format.type = wav``); raw data passes through."""
+    if not data.startswith(b"RIFF") or len(data) < 12:
+        return data
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if cid == b"data":
+            return data[pos + 8:pos + 8 + size]
+        pos += 8 + size + (size & 1)
+    raise ValueError("the WAV chunk has no data chunk")
+
+
+class _Response:
+    def __init__(self, rid: str, item_id: str, modalities, user, instructions):
+        self.id = rid
+        self.item_id = item_id
+        self.modalities = list(modalities)
+        self.user = user  # _UserTurn or None
+        self.instructions = instructions
+        self.cancelled = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.created_sent = False
+        self.stage = "created"  # -> "item" (output_item.added sent) -> "part" (content_part.added sent) -> "done"
+        self.transcript: list[str] = []
+        self.audio_samples = 0
+
+
+class _UserTurn:
+    def __init__(self, item_id: str, audio: np.ndarray | None, rate: int, text: str | None = None):
+        self.item_id = item_id
+        self.audio = audio
+        self.rate = rate
+        self.audio_s = 0.0 if audio is None else len(audio) / float(rate)
+        self.text_future: asyncio.Future = asyncio.get_running_loop().create_future()
+        if text is not None:
+            self.text_future.set_result(text)
+
+
+class _Connection:
+    def __init__(self, app, ws: web.WebSocketResponse, key: str, model: str):
+        self.app = app
+        self.ws = ws
+        self.key = key
+        self.model = model
+        self.cfg = app["config"]
+        self.store = app["store"]
+        self.trace = app["trace"]
+        self.loop = asyncio.get_running_loop()
+        self.session = ev.default_session(model)
+        self.session_id = self.session["id"]
+        self.conversation_id = ev.new_id("conv")
+        prof = profile_for_model(model, self.cfg.realtime_latency_profiles)
+        self.session["qvtools"] = {
+            "server": "qvtools local service (offline stand-in)",
+            "latency": "simulated" if self.cfg.realtime_latency == "simulated" else "none",
+            "latency_profile": prof.name,
+            "note": "Latencies of this service are SIMULATED (qvtools.server.latency), not measurements "
+                    "of the cloud service.",
+        }
+        self._profile = prof
+        self.latency = self._make_latency()
+        self.send_lock = asyncio.Lock()
+        self.closed = False
+        self.buf = bytearray()
+        self.buf_start_ms = 0.0
+        self.vad = None
+        self.vad_item: str | None = None
+        self.vad_start_ms = 0
+        self.audio_started = False
+        self.audio_output_started = False
+        self.voice_record = None
+        self.response: _Response | None = None
+        self.pending_user: _UserTurn | None = None
+        self.last_item_id: str | None = None
+        self.turn_index = 0
+        self.history_tokens = 0
+        self.tasks: set[asyncio.Task] = set()
+        self.started = time.monotonic()
+        self._rebuild_vad()
+
+    # ------------------------------------------------------------------------------- plumbing
+    def _make_latency(self) -> LatencySimulator:
+        return LatencySimulator(self._profile, self.session.get("seed"), scale=self.cfg.realtime_latency_scale,
+                                enabled=self.cfg.realtime_latency == "simulated")
+
+    async def send(self, event: dict, response_id: str | None = None) -> bool:
+        if self.closed or self.ws.closed:
+            return False
+        text = ev.dumps(event)
+        rid = response_id or (event.response_id if isinstance(event, ev.Event) else None)
+        async with self.send_lock:
+            t = time.perf_counter()  # right before the send (ServerTrace contract)
+            self.trace.record(self.session_id, event["type"], rid, t)
+            try:
+                await self.ws.send_str(text)
+            except (ConnectionError, RuntimeError) as exc:
+                log.info("session %s: send failed (%s); client gone", self.session_id, type(exc).__name__)
+                self.closed = True
+                return False
+        return True
+
+    async def error(self, message: str, *, code: str = "invalid_value", param: str | None = None,
+                    event_id: str | None = None, type: str = "invalid_request_error") -> None:
+        await self.send(ev.error(message, code=code, param=param, event_id=event_id, type=type))
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def run_cpu(self, fn, *args, **kwargs):
+        return await self.loop.run_in_executor(None, lambda: fn(*args, **kwargs))
+
+    @property
+    def in_rate(self) -> int:
+        return ev.input_format(self.session)[1]
+
+    @property
+    def out_rate(self) -> int:
+        return ev.output_format(self.session)[1]
+
+    def _rebuild_vad(self) -> None:
+        td = self.session.get("turn_detection")
+        if td is None:
+            self.vad = None
+            return
+        from ..vad import StreamingVAD
+
+        # §4.2 / §5.7: the VAD honours threshold, prefix_padding_ms and silence_duration_ms
+        self.vad = StreamingVAD(threshold=max(float(td["threshold"]), 0.0), prefix_padding_ms=td["prefix_padding_ms"],
+                                silence_duration_ms=td["silence_duration_ms"], sample_rate=self.in_rate)
+        self.vad_item = None
+        self.buf_start_ms = -1000.0 * len(self.buf) / 2 / self.in_rate
+
+    # ------------------------------------------------------------------------------- main loop
+    async def run(self) -> None:
+        await self.send(ev.session_created(self.session))
+        idle = float(self.cfg.realtime_idle_timeout_s)
+        cap_deadline = self.started + float(self.cfg.realtime_max_session_s)
+        while not self.closed:
+            remaining_cap = cap_deadline - time.monotonic()
+            if remaining_cap <= 0:
+                await self._expire("session_expired", "The session reached its maximum duration of "
+                                   f"{self.cfg.realtime_max_session_s / 60:.0f} min (§4.1: at most 120 min).")
+                return
+            try:
+                msg = await self.ws.receive(timeout=min(idle, remaining_cap))
+            except asyncio.TimeoutError:
+                if time.monotonic() >= cap_deadline:
+                    continue
+                await self._expire("idle_timeout", f"No client event for {idle:.0f} s; closing the session.")
+                return
+            if msg.type == WSMsgType.TEXT:
+                await self._dispatch(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await self.error("Binary frames are not supported; send JSON text events (§4.1).",
+                                 code="invalid_event")
+            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return
+
+    async def _expire(self, code: str, message: str) -> None:
+        await self.error(message, code=code, type="server_error")
+        await self._close(1000, code)
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.closed = True
+        if not self.ws.closed:
+            try:
+                await self.ws.close(code=code, message=reason.encode()[:120])
+            except (ConnectionError, RuntimeError):
+                pass
+
+    async def shutdown(self) -> None:
+        """Stop background work when the socket is gone (abrupt closes are normal, §5.10)."""
+        self.closed = True
+        if self.response is not None:
+            self.response.cancelled.set()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _dispatch(self, text: str) -> None:
+        try:
+            event = ev.parse(text)
+        except Exception as exc:
+            code = getattr(exc, "code", "invalid_json")
+            await self.error(getattr(exc, "message", str(exc)), code=code or "invalid_json",
+                             param=getattr(exc, "param", None))
+            return
+        handler = self._HANDLERS.get(event.type)
+        if handler is None:
+            await self.error(f"Invalid event type: '{event.type}'.", code="invalid_event", param="type",
+                             event_id=event.event_id)
+            return
+        try:
+            await handler(self, event)
+        except Exception:  # a bug must not kill the session either
+            log.exception("session %s: handling %s failed", self.session_id, event.type)
+            await self.error(f"Internal error while handling '{event.type}'.", code="internal_error",
+                             event_id=event.event_id, type="server_error")
+
+    # ------------------------------------------------------------------------------- handlers
+    async def on_session_update(self, event) -> None:
+        def lookup(voice):
+            rec = self.store.get(self.key, voice)  # scoped to the caller's key (§5.6)
+            return None if rec is None else rec.target_model
+
+        new, err = ev.merge_session(self.session, event.get("session"), model=self.model, voice_lookup=lookup,
+                                    voice_locked=self.audio_output_started, audio_started=self.audio_started)
+        if err is not None:  # §4.5 d: a bad update gives error and no session.updated
+            await self.send(ev.error(err["message"], code=err["code"], param=err.get("param"),
+                                     event_id=event.event_id))
+            return
+        old = self.session
+        self.session = new
+        if ev.is_cloned_voice(new["voice"]):
+            self.voice_record = await self.run_cpu(self.store.get, self.key, new["voice"])
+        else:
+            self.voice_record = None
+        if new.get("turn_detection") != old.get("turn_detection") or ev.input_format(new) != ev.input_format(old):
+            self._rebuild_vad()
+        if new.get("seed") != old.get("seed"):
+            self.latency = self._make_latency()
+        await self.send(ev.session_updated(self.session))
+
+    async def on_append(self, event) -> None:
+        audio = event.get("audio")
+        if not isinstance(audio, str):
+            await self.error("'audio' must be a base64 string.", param="audio", event_id=event.event_id)
+            return
+        try:
+            data = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            await self.error("'audio' is not valid base64.", param="audio", event_id=event.event_id)
+            return
+        if ev.input_format(self.session)[0] == "wav":
+            try:
+                data = _strip_wav(data)
+            except ValueError as exc:
+                await self.error(str(exc), param="audio", event_id=event.event_id)
+                return
+        if len(data) % 2:
+            await self.error(f"PCM16 audio must have an even number of bytes, got {len(data)}.", param="audio",
+                             event_id=event.event_id)
+            return
+        if not data:
+            return
+        self.audio_started = True
+        self.buf.extend(data)
+        if self.vad is None:
+            return
+        for vev in self.vad.feed(from_pcm16(data)):
+            if vev.kind == "speech_started":
+                self.vad_item = ev.new_id("item")
+                self.vad_start_ms = int(vev.audio_ms)
+                await self.send(ev.speech_started(vev.audio_ms, self.vad_item))
+                td = self.session.get("turn_detection") or {}
+                if self.response is not None and td.get("interrupt_response", True):
+                    self._cancel_response()  # barge-in (§4.2 interrupt_response)
+            elif vev.kind == "speech_stopped" and self.vad_item is not None:
+                item = self.vad_item
+                self.vad_item = None
+                await self.send(ev.speech_stopped(vev.audio_ms, item))
+                await self._commit(item, self.vad_start_ms, int(vev.audio_ms), auto=True)
+
+    def _slice_ms(self, start_ms: float | None, end_ms: float | None) -> bytes:
+        if start_ms is None:
+            return bytes(self.buf)
+        rate = self.in_rate
+        a = max(0, int((start_ms - self.buf_start_ms) * rate / 1000.0)) * 2
+        b = len(self.buf) if end_ms is None else max(a, int((end_ms - self.buf_start_ms) * rate / 1000.0) * 2)
+        return bytes(self.buf[a:b])
+
+    async def _commit(self, item_id: str, start_ms=None, end_ms=None, *, auto: bool) -> None:
+        pcm = self._slice_ms(start_ms, end_ms)
+        self.buf.clear()
+        self.buf_start_ms = float(self.vad.position_ms) if self.vad is not None else 0.0
+        x = from_pcm16(pcm)
+        user = _UserTurn(item_id, x, self.in_rate)
+        prev, self.last_item_id = self.last_item_id, item_id
+        await self.send(ev.committed(item_id, prev))
+        await self.send(ev.item_created(ev.user_item(item_id), prev))
+        self.pending_user = user
+        self.spawn(self._transcribe(user))
+        td = self.session.get("turn_detection") or {}
+        if auto and td.get("create_response", True):
+            if self.response is not None:
+                self._cancel_response()
+                await self._wait_response_end()
+            self._start_response(None, None)
+
+    async def on_commit(self, event) -> None:
+        if not self.buf:
+            # §4.3: "An empty buffer gives an error"
+            await self.error("Error committing input audio buffer: the buffer is empty.",
+                             code="input_audio_buffer_commit_empty", event_id=event.event_id)
+            return
+        item = self.vad_item or ev.new_id("item")
+        self.vad_item = None
+        await self._commit(item, None, None, auto=False)
+
+    async def on_clear(self, event) -> None:
+        self.buf.clear()
+        self.vad_item = None
+        if self.vad is not None:
+            self.vad.reset()
+        self.buf_start_ms = 0.0
+        await self.send(ev.cleared())
+
+    async def on_image(self, event) -> None:
+        image = event.get("image")
+        if not self.audio_started:
+            await self.error("Error append image before append audio.", param="image", event_id=event.event_id)
+            return
+        if not isinstance(image, str) or len(image) > _MAX_IMAGE_B64:
+            await self.error("'image' must be base64 JPEG of at most 256 KB.", param="image",
+                             event_id=event.event_id)
+            return
+        try:
+            raw = base64.b64decode(image, validate=True)
+        except (binascii.Error, ValueError):
+            await self.error("'image' is not valid base64.", param="image", event_id=event.event_id)
+            return
+        if not raw.startswith(b"\xff\xd8\xff"):
+            await self.error("'image' must be a JPEG.", param="image", event_id=event.event_id)
+
+    async def on_response_create(self, event) -> None:
+        if self.response is not None:
+            await self.error("Conversation already has an active response.",
+                             code="conversation_already_has_active_response", event_id=event.event_id)
+            return
+        resp = event.get("response") or {}
+        if not isinstance(resp, dict):
+            await self.error("'response' must be an object.", param="response", event_id=event.event_id)
+            return
+        modalities = resp.get("modalities")
+        if modalities is not None:
+            _, err = ev.merge_session(self.session, {"modalities": modalities}, model=self.model)
+            if err is not None:
+                await self.error(err["message"], param="response.modalities", event_id=event.event_id)
+                return
+            modalities = ["text"] if modalities == ["text"] else ["text", "audio"]
+        instructions = resp.get("instructions")
+        self._start_response(modalities, instructions if isinstance(instructions, str) else None)
+
+    async def on_response_cancel(self, event) -> None:
+        if self.response is None:
+            await self.error("Cancellation failed: no active response found.", code="response_cancel_not_active",
+                             event_id=event.event_id)
+            return
+        self._cancel_response()
+
+    async def on_item_create(self, event) -> None:
+        item = event.get("item")
+        if not isinstance(item, dict):
+            await self.error("'item' must be an object.", param="item", event_id=event.event_id)
+            return
+        itype = item.get("type")
+        item_id = item.get("id") if isinstance(item.get("id"), str) else ev.new_id("item")
+        if itype == "message" and item.get("role", "user") == "user":
+            texts = [c.get("text", "") for c in item.get("content") or [] if isinstance(c, dict)
+                     and c.get("type") == "input_text"]
+            if not texts:
+                await self.error("A user message needs 'input_text' content.", param="item.content",
+                                 event_id=event.event_id)
+                return
+            text = " ".join(texts)
+            self.pending_user = _UserTurn(item_id, None, self.in_rate, text=text)
+            out = ev.user_item(item_id, text=text)
+        elif itype == "function_call_output":
+            if not item.get("call_id") or "output" not in item:
+                await self.error("function_call_output needs 'call_id' and 'output'.", param="item",
+                                 event_id=event.event_id)
+                return
+            out = dict(item, id=item_id, object="realtime.item", status="completed")
+        else:
+            await self.error(f"Unsupported item type {itype!r}.", param="item.type", event_id=event.event_id)
+            return
+        prev, self.last_item_id = self.last_item_id, item_id
+        await self.send(ev.item_created(out, prev))
+
+    async def on_finish(self, event) -> None:
+        if self.cfg.realtime_finish_error:
+            # [obs I140]: qwen3.5-omni-flash answered "invalid event type"
+            await self.error("Invalid event type: 'session.finish'.", code="invalid_event", param="type",
+                             event_id=event.event_id)
+            return
+        if self.response is not None:
+            self._cancel_response()
+            await self._wait_response_end()
+        await self.send(ev.session_finished())
+        await self._close(1000, "session finished")
+
+    _HANDLERS = {
+        "session.update": on_session_update,
+        "input_audio_buffer.append": on_append,
+        "input_audio_buffer.commit": on_commit,
+        "input_audio_buffer.clear": on_clear,
+        "input_image_buffer.append": on_image,
+        "response.create": on_response_create,
+        "response.cancel": on_response_cancel,
+        "conversation.item.create": on_item_create,
+        "session.finish": on_finish,
+    }
+
+    # ------------------------------------------------------------------------------- transcription
+    async def _transcribe(self, user: _UserTurn) -> None:
+        enabled = self.session.get("input_audio_transcription") is not None
+        text = ""
+        try:
+            x = user.audio
+            if x is not None and len(x):
+                x16 = resample(x, user.rate, 16000) if user.rate != 16000 else x
+                text = (await self.run_cpu(get_speech(self.app).transcribe, x16)).strip()
+            if enabled:
+                await self.send(ev.transcription_delta(user.item_id, text, ""))
+                await self.send(ev.transcription_completed(user.item_id, text))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("session %s: transcription failed", self.session_id)
+            if enabled:  # §4.5 d: transcription failures are .failed, not error
+                await self.send(ev.transcription_failed(user.item_id, "transcription_failed", str(exc)))
+        finally:
+            if not user.text_future.done():
+                user.text_future.set_result(text)
+
+    # ------------------------------------------------------------------------------- responses
+    def _start_response(self, modalities, instructions) -> None:
+        resp = _Response(ev.new_id("resp"), ev.new_id("item"), modalities or self.session["modalities"],
+                         self.pending_user, instructions)
+        self.pending_user = None
+        self.response = resp
+        resp.task = self.spawn(self._respond(resp))
+
+    def _cancel_response(self) -> None:
+        if self.response is not None:
+            self.response.cancelled.set()
+
+    async def _wait_response_end(self) -> None:
+        resp = self.response
+        if resp is not None and resp.task is not None:
+            await asyncio.wait({resp.task}, timeout=10.0)
+
+    async def _until(self, resp: _Response, deadline: float) -> bool:
+        """Sleep until ``deadline`` (perf_counter) unless cancelled; False when cancelled."""
+        remaining = deadline - time.perf_counter()
+        if remaining > 0:
+            try:
+                await asyncio.wait_for(resp.cancelled.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        return not resp.cancelled.is_set()
+
+    async def _guard(self, resp: _Response, aw):
+        """Await ``aw`` unless the response is cancelled first (then None)."""
+        fut = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(resp.cancelled.wait())
+        try:
+            await asyncio.wait({fut, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if fut.done():
+            return fut.result()
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return None
+
+    def _resp_obj(self, resp: _Response, status: str, *, output=None, usage=None, details=None) -> dict:
+        return ev.response_object(resp.id, self.conversation_id, status=status, modalities=resp.modalities,
+                                  voice=self.session.get("voice"), output=output, usage=usage,
+                                  status_details=details)
+
+    async def _respond(self, resp: _Response) -> None:
+        try:
+            await self._respond_inner(resp)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("session %s: response %s failed", self.session_id, resp.id)
+            await self.send(ev.error(f"The response failed: {type(exc).__name__}.", code="internal_error",
+                                     type="server_error"))
+            await self.send(ev.response_done(self._resp_obj(resp, "failed", details={
+                "type": "failed", "error": {"code": "internal_error", "message": str(exc)}})))
+        finally:
+            if self.response is resp:
+                self.response = None
+
+    async def _respond_inner(self, resp: _Response) -> None:
+        chunk_ms = int(self.cfg.realtime_audio_chunk_ms)
+        delays = self.latency.sample(self.turn_index, chunk_ms) if self.latency.enabled else NO_DELAYS
+        turn_index = self.turn_index
+        self.turn_index += 1
+        t0 = time.perf_counter()
+        if not await self._until(resp, t0 + delays.created_s):
+            await self._finish_cancelled(resp)
+            return
+        await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
+        resp.created_sent = True
+        t_created = time.perf_counter()
+        speech = get_speech(self.app)
+        user_text = ""
+        if resp.user is not None:
+            user_text = await self._guard(resp, asyncio.shield(resp.user.text_future))
+            if user_text is None:
+                await self._finish_cancelled(resp)
+                return
+        instructions = resp.instructions or self.session.get("instructions") or None
+        seed = self.session.get("seed", -1)
+        text = await self._guard(resp, self.run_cpu(
+            speech.reply_text, user_text, mode=self.cfg.realtime_reply_mode,
+            seed=int(seed) if seed is not None and seed >= 0 else 0, turn_index=turn_index,
+            instructions=instructions))
+        if text is None:
+            await self._finish_cancelled(resp)
+            return
+        voice = self.session.get("voice")
+        if self.voice_record is not None:
+            self.spawn(self.run_cpu(self.store.touch, self.key, voice))  # last_used (§2.4 auto-cleanup)
+        audio_on = "audio" in resp.modalities
+        profile = None
+        gen = None
+        if audio_on:
+            profile = await self._guard(resp, self.run_cpu(speech.voice_profile, voice, self.voice_record))
+            if profile is None:
+                await self._finish_cancelled(resp)
+                return
+            gen = speech.stream_synthesize(text, profile, sample_rate=self.out_rate)
+        tokens = _TOKEN.findall(text)
+        pieces = await self._next_piece(resp, gen) if audio_on else None
+        # simulated latency: the first audio is not sent before created + first_audio_s (a floor)
+        if not await self._until(resp, t_created + delays.first_audio_s):
+            await self._finish_cancelled(resp)
+            return
+        item = ev.assistant_item(resp.item_id)
+        await self.send(ev.output_item_added(resp.id, item), resp.id)
+        resp.stage = "item"
+        prev, self.last_item_id = self.last_item_id, resp.item_id
+        await self.send(ev.item_created(item, prev), resp.id)
+        part_type = "audio" if audio_on else "text"
+        await self.send(ev.content_part_added(resp.id, resp.item_id, part_type), resp.id)
+        resp.stage = "part"
+        if audio_on:
+            ok = await self._stream_audio(resp, gen, pieces, tokens, chunk_ms, delays.chunk_interval_s)
+        else:
+            ok = True
+            for tok in tokens:
+                if resp.cancelled.is_set():
+                    ok = False
+                    break
+                resp.transcript.append(tok)
+                await self.send(ev.text_delta(resp.id, resp.item_id, tok), resp.id)
+        if not ok:
+            await self._finish_cancelled(resp)
+            return
+        await self._send_dones(resp, "completed")
+        out_s = resp.audio_samples / float(self.out_rate)
+        usage = ev.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
+                                 output_audio_s=out_s, input_text=(instructions or "") + " " + user_text,
+                                 output_text=text, history_tokens=self.history_tokens)
+        self.history_tokens += ev.estimate_text_tokens(user_text) + ev.estimate_text_tokens(text)
+        await self.send(ev.response_done(self._resp_obj(resp, "completed", output=[self._final_item(resp, "completed")],
+                                                        usage=usage)), resp.id)
+
+    async def _next_piece(self, resp, gen):
+        """Next ``(sentence, audio)`` of the synthesis generator, run in the executor; None at the end."""
+        return await self._guard(resp, self.run_cpu(next, gen, None))
+
+    async def _stream_audio(self, resp, gen, piece, tokens, chunk_ms, interval) -> bool:
+        n = max(1, int(round(self.out_rate * chunk_ms / 1000.0)))
+        sent_tokens = 0
+        next_due = time.perf_counter()
+        while piece is not None:
+            sentence, x = piece
+            nxt_task = asyncio.ensure_future(self._next_piece(resp, gen))  # synthesize ahead
+            start = sent_tokens
+            want = min(len(tokens), start + max(1, len(sentence.split())))
+            pcm = to_pcm16(np.asarray(x, dtype=np.float32))
+            chunks = [pcm[i:i + 2 * n] for i in range(0, len(pcm), 2 * n)] or [b""]
+            for k, chunk in enumerate(chunks):
+                if resp.cancelled.is_set():
+                    nxt_task.cancel()
+                    return False
+                # interleave the transcript: this sentence's words spread over its chunks
+                due = start + -(-(want - start) * (k + 1) // len(chunks))
+                delta = "".join(tokens[sent_tokens:due])
+                if delta:
+                    resp.transcript.append(delta)
+                    sent_tokens = due
+                    await self.send(ev.audio_transcript_delta(resp.id, resp.item_id, delta), resp.id)
+                if chunk:
+                    if interval > 0 and not await self._until(resp, next_due):
+                        nxt_task.cancel()
+                        return False
+                    resp.audio_samples += len(chunk) // 2
+                    self.audio_output_started = True  # voice is now fixed (cannot_update_voice)
+                    await self.send(ev.audio_delta(resp.id, resp.item_id, chunk), resp.id)
+                    next_due = max(next_due, time.perf_counter() - interval) + interval
+            piece = await nxt_task
+            if resp.cancelled.is_set():
+                return False
+        rest = "".join(tokens[sent_tokens:])
+        if rest:
+            resp.transcript.append(rest)
+            await self.send(ev.audio_transcript_delta(resp.id, resp.item_id, rest), resp.id)
+        return True
+
+    def _final_item(self, resp: _Response, status: str) -> dict:
+        text = "".join(resp.transcript)
+        content = [{"type": "audio", "transcript": text}] if "audio" in resp.modalities else \
+            [{"type": "text", "text": text}]
+        return ev.assistant_item(resp.item_id, status=status, content=content)
+
+    async def _send_dones(self, resp: _Response, status: str) -> None:
+        text = "".join(resp.transcript)
+        if resp.stage == "part":
+            if "audio" in resp.modalities:
+                await self.send(ev.audio_transcript_done(resp.id, resp.item_id, text), resp.id)
+                await self.send(ev.audio_done(resp.id, resp.item_id), resp.id)
+                await self.send(ev.content_part_done(resp.id, resp.item_id, text, "audio"), resp.id)
+            else:
+                await self.send(ev.text_done(resp.id, resp.item_id, text), resp.id)
+                await self.send(ev.content_part_done(resp.id, resp.item_id, text, "text"), resp.id)
+        if resp.stage in ("item", "part"):
+            await self.send(ev.output_item_done(resp.id, self._final_item(resp, status)), resp.id)
+        resp.stage = "done"
+
+    async def _finish_cancelled(self, resp: _Response) -> None:
+        """§4.5 c / §5.9: the pending ``*.done`` events, then ``response.done`` (status incomplete) by flag."""
+        if self.closed:
+            return
+        await self._send_dones(resp, "incomplete")
+        if self.cfg.realtime_response_done_on_cancel:
+            if not resp.created_sent:
+                await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
+            out = [self._final_item(resp, "incomplete")] if resp.item_id and resp.transcript else []
+            await self.send(ev.response_done(self._resp_obj(resp, "incomplete", output=out, details={
+                "type": "incomplete", "reason": "client_cancelled"})), resp.id)
