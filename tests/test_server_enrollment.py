@@ -300,3 +300,27 @@ def test_list_pages_newest_first(service):
     assert empty["voice_list"] == [] and empty["total_count"] == 25
     defaults = post(service, {"model": "qwen-voice-enrollment", "input": {"action": "list"}}, key=key).json()
     assert len(defaults["output"]["voice_list"]) == 10 and defaults["output"]["page_index"] == 0
+
+
+def test_dashscope_sdk_base_api_call(service, enrollment_wav, monkeypatch):
+    """The SDK's generic BaseApi.call (sdk notes §3, §5 item 9) against the local service."""
+    dashscope = pytest.importorskip("dashscope")
+    from dashscope.client.base_api import BaseApi
+
+    monkeypatch.setattr(dashscope, "base_http_api_url", service.url + "/api/v1")
+
+    def call(**inp):
+        return BaseApi.call(model="qwen-voice-enrollment", task_group="audio", task="tts", function="customization",
+                            input=inp, api_protocol="http", http_method="POST", api_key="sk-sdk")
+
+    created = call(action="create", target_model=PLUS, preferred_name="sdk",
+                   audio={"data": data_url(enrollment_wav, "audio/wav")})
+    assert created.status_code == 200 and created.usage["count"] == 1
+    voice = created.output["voice"]
+    listed = call(action="list", page_index=0, page_size=10)
+    assert [v["voice"] for v in listed.output["voice_list"]] == [voice]
+    assert call(action="delete", voice=voice).status_code == 200
+    missing = call(action="delete", voice=voice)
+    assert (missing.status_code, missing.code, missing.message) == (400, "BadRequest.VoiceNotFound",
+                                                                     f"Voice '{voice}' not found.")
+    uuid.UUID(missing.request_id)
