@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import socket
 import uuid
@@ -324,3 +325,30 @@ def test_dashscope_sdk_base_api_call(service, enrollment_wav, monkeypatch):
     assert (missing.status_code, missing.code, missing.message) == (400, "BadRequest.VoiceNotFound",
                                                                      f"Voice '{voice}' not found.")
     uuid.UUID(missing.request_id)
+
+
+def test_random_bodies_never_cause_a_500(service):
+    """Client mistakes of any shape get a documented 4xx, never an InternalError."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2, 2_000_000), st.text(max_size=20),
+                        st.sampled_from(["create", "list", "delete", PLUS, "qwen-voice-enrollment", "en",
+                                         "data:audio/wav;base64,AAAA", "http://x/y.wav"]))
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                          | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
+    fields = st.fixed_dictionaries({}, optional={
+        "action": values, "target_model": values, "preferred_name": values, "language": values,
+        "audio": st.one_of(values, st.fixed_dictionaries({"data": values})), "voice": values,
+        "page_index": values, "page_size": values, "text": values})
+    bodies = st.one_of(values, st.fixed_dictionaries({"model": st.one_of(values, st.just("qwen-voice-enrollment")),
+                                                      "input": st.one_of(values, fields)}))
+
+    @hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
+    @hypothesis.given(bodies)
+    def check(body):
+        resp = post(service, data=json.dumps(body), key="sk-fuzz")
+        assert resp.status_code in (200, 400), resp.text
+        if resp.status_code == 400:
+            assert set(resp.json()) == {"request_id", "code", "message"}
+
+    check()
