@@ -91,3 +91,125 @@ def test_plan_is_seeded_complete_and_interleaved(tmp_path):
     assert len(plan) == len(set(plan)) == 2 * 2 * 2 * 2
     assert plan == ex.Experiment(None, tmp_path, voices=voices, prompts=prompts, repeats=2, seed=3).plan()
     assert plan != ex.Experiment(None, tmp_path, voices=voices, prompts=prompts, repeats=2, seed=4).plan()
+
+
+# --------------------------------------------------------------------------- real runs on the local service
+
+MODELS = ("qwen3.5-omni-plus-realtime", "qwen3.5-omni-flash-realtime")
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """2 voices x 2 models x 1 prompt on the real local service (real sockets, port 0)."""
+    from qvtools.config import Settings
+    from qvtools.workspace import connect
+
+    base = tmp_path_factory.mktemp("run")
+    settings = Settings(region="local", api_key=FAKE_KEY, data_dir=base / "data")
+    with connect(settings) as ws:
+        assert ws.is_local
+        exp = ex.Experiment(ws, base / "run", voices=ex.sample_voices()[:2], prompts=ex.sample_prompts()[2:3],
+                            models=MODELS, workers=2, progress=False)
+        frame = exp.run()
+        again = exp.run()  # everything done: nothing re-run, same table
+    return base / "run", frame, again
+
+
+def test_small_run_rows_and_metrics(small_run):
+    run_dir, frame, again = small_run
+    rows = ex.read_turns(run_dir / ex.TURNS_FILE)
+    assert len(rows) == len(frame) == 4
+    assert len({r["turn_id"] for r in rows}) == 4
+    import pandas as pd
+
+    parquet = pd.read_parquet(run_dir / ex.RESULTS_FILE)
+    assert len(parquet) == 4 and set(parquet["target_model"]) == set(MODELS)
+    assert len(again) == 4
+    ok = parquet[parquet["status"] == "completed"]
+    assert len(ok) == 4, parquet[["turn_id", "status", "error"]].to_string()
+    for col in ("ttfa_ms", "ttft_ms", "e2e_ms"):
+        assert ok[col].notna().all() and (ok[col] > 0).all(), col
+    assert ok["speaker_similarity"].between(-1, 1).all()
+    assert ok["f0_ratio"].notna().all() and ok["loudness_lufs"].notna().all() and ok["wer"].notna().all()
+    assert ok["simulated"].all() and set(ok["region"]) == {"local"}
+    for r in rows:
+        assert (run_dir / r["audio_path"]).is_file()
+        assert r["turn_wall_s"] >= r["session_s"] + r["metrics_s"] - 1e-6
+
+
+def test_one_enrollment_per_voice_and_model(small_run):
+    run_dir, frame, _ = small_run
+    voices = json.loads((run_dir / ex.VOICES_FILE).read_text())
+    assert len(voices) == 4 and len({v["voice_id"] for v in voices.values()}) == 4
+    per_pair = frame.groupby(["voice_ref", "target_model"])["voice"].nunique()
+    assert (per_pair == 1).all()
+
+
+def test_run_json_metadata_and_no_key(small_run):
+    run_dir, _, _ = small_run
+    text = (run_dir / ex.RUN_FILE).read_text()
+    assert FAKE_KEY not in text
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".jsonl"):
+            assert FAKE_KEY not in path.read_text(errors="replace"), path
+    meta = json.loads(text)
+    assert meta["simulated_latency"] is True and meta["region"] == "local"
+    assert meta["models"] == list(MODELS) and meta["seed"] == 0
+    assert meta["versions"]["qvtools"] and meta["host"] and meta["finished_at"]
+    assert len(meta["sessions"]) == 2 and meta["sessions"][1]["turns_to_run"] == 0
+    assert meta["turns_completed"] == 4
+
+
+def test_report_of_a_real_run(small_run):
+    from qvtools.report import build_report
+
+    run_dir, _, _ = small_run
+    out = build_report(run_dir, quick=True, sample_turns=4, timeout=300)
+    html = out.read_text()
+    assert out == run_dir / "report.html"
+    assert html.count("data:image/png;base64,") >= 3
+    assert html.count("<audio controls") == 8  # 4 turns: reply + its reference
+    assert "SIMULATED" in html
+    assert FAKE_KEY not in html
+
+
+def _compare_cmd(out: Path) -> list[str]:
+    return [sys.executable, "-m", "qvtools.cli", "compare", "--out", str(out),
+            "--voices", str(ex.DATA_DIR / "voices" / "ava.wav"), str(ex.DATA_DIR / "voices" / "dev.wav"),
+            "--prompts", str(ex.DATA_DIR / "prompts" / "math.wav"),
+            "--models", "qwen3.5-omni-flash-realtime", "--workers", "1", "--no-report"]
+
+
+def test_cli_compare_resumes_after_sigkill(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, QVTOOLS_DATA_DIR=str(tmp_path / "data"), DASHSCOPE_API_KEY=FAKE_KEY)
+    env.pop("QVTOOLS_REGION", None)
+    env.pop("QVTOOLS_BASE_URL", None)
+    turns = out / ex.TURNS_FILE
+    proc = subprocess.Popen(_compare_cmd(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 240
+        while not ex.read_turns(turns):  # poll for the first durable row (no sleep guess about timing)
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no turn row within 240 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    before = ex.read_turns(turns)
+    assert 1 <= len(before) <= 2
+    with open(turns, "ab") as fh:
+        fh.write(b'{"turn_id": "half-writ')  # as if killed mid-write
+    res = subprocess.run(_compare_cmd(out), env=env, capture_output=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr.decode()[-2000:]
+    after = ex.read_turns(turns)
+    ids = [r["turn_id"] for r in after]
+    assert len(ids) == len(set(ids)) == 2
+    assert after[: len(before)] == before  # finished turns were kept, not re-run
+    assert all(r["status"] == "completed" for r in after)
+    meta = json.loads((out / ex.RUN_FILE).read_text())
+    assert len(meta["sessions"]) == 2 and meta["sessions"][1]["turns_to_run"] == 2 - len(before)
+    assert FAKE_KEY not in (out / ex.RUN_FILE).read_text()
+    assert FAKE_KEY not in res.stdout.decode() + res.stderr.decode()
