@@ -125,7 +125,7 @@ def event_waterfall(turn, ax=None, *, origin: str = "connect", simulated: bool |
             types.append(e.type)
     for row, ty in enumerate(types):
         ts = np.array([(float(e.t) - t0) * 1000.0 for e in events if e.type == ty])
-        ax.plot(ts, np.full(ts.size, row), "|", ms=12, mew=1.5)
+        ax.plot(ts, np.full(ts.size, row), "|", ms=12, mew=1.5, color="C0")
         ax.annotate(f"{ts.size}", (ts.max(), row), xytext=(4, 0), textcoords="offset points",
                     va="center", fontsize="x-small", color="0.4")
     ax.set_yticks(range(len(types)))
@@ -133,9 +133,11 @@ def event_waterfall(turn, ax=None, *, origin: str = "connect", simulated: bool |
     ax.set_ylim(len(types) - 0.5 if types else 0.5, -0.5 if types else -0.5)
     for i, name in enumerate(m for m in WATERFALL_MARKS if m in marks):
         x = (float(marks[name]) - t0) * 1000.0
-        ax.axvline(x, ls="--", lw=0.8, color=f"C{i}", label=name)
+        ax.axvline(x, ls=(0, (4, 2 + i)), lw=0.9, color=plt.get_cmap("Dark2")(i), label=name)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", fontsize="x-small")
+        # outside the plot area, so it never hides the late (response) rows
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small", title="marks",
+                  title_fontsize="x-small")
     ax.set_xlabel(f"ms since {origin_label}")
     ax.set_ylabel("event type")
     ax.grid(True, axis="x", alpha=0.3)

@@ -316,3 +316,22 @@ def test_intelligibility_of_real_speech(speech_clip):
     r = metrics.intelligibility(x, sr, text)
     assert r["asr_model"] and isinstance(r["asr_text"], str)
     assert r["wer"] < 0.35
+
+
+def test_f0_median_agrees_with_praat_on_real_speech(speech_data):
+    """Cross-check against an independent pitch tracker (Praat autocorrelation via parselmouth)."""
+    import csv
+
+    parselmouth = pytest.importorskip("parselmouth")
+    from qvtools.audio import load
+
+    with open(speech_data / "manifest.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "clean"][:4]
+    for row in rows:
+        x, sr = load(speech_data / row["path"], mono=True)
+        pitch = parselmouth.Sound(x.astype(np.float64), sr).to_pitch(time_step=0.01, pitch_floor=60,
+                                                                     pitch_ceiling=600)
+        f = pitch.selected_array["frequency"]
+        med, _, voiced = metrics.f0_stats(x, sr)
+        assert med == pytest.approx(np.median(f[f > 0]), rel=0.06), row["path"]
+        assert 0.2 < voiced < 0.95
