@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 
 import numpy as np
 from aiohttp import WSMsgType, web
@@ -37,11 +38,12 @@ from ..realtime import events as ev
 from .app import authenticate
 from .latency import NO_DELAYS, LatencySimulator, profile_for_model
 
-__all__ = ["handle_realtime", "get_speech"]
+__all__ = ["handle_realtime", "get_speech", "close_sessions"]
 
 log = logging.getLogger(__name__)
 
 _SPEECH_LOCK = threading.Lock()
+_OPEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # app -> set of open _Connection
 _MAX_MSG_BYTES = 16 * 1024 * 1024
 _MAX_IMAGE_B64 = 256 * 1024  # §4.3 "≤ 256 KB after base64"
 _TOKEN = re.compile(r"\S+\s*")
@@ -80,11 +82,20 @@ async def handle_realtime(request: web.Request):
     ws = web.WebSocketResponse(autoping=True, max_msg_size=_MAX_MSG_BYTES)
     await ws.prepare(request)
     conn = _Connection(request.app, ws, key, model)
+    open_set = _OPEN.setdefault(request.app, set())
+    open_set.add(conn)
     try:
         await conn.run()
     finally:
+        open_set.discard(conn)
         await conn.shutdown()
     return ws
+
+
+async def close_sessions(app) -> None:
+    """Close every open realtime socket with 1001 (for ``app.on_shutdown``, so a stop never waits on them)."""
+    for conn in list(_OPEN.get(app, ())):
+        await conn._close(1001, "service shutting down")
 
 
 def _strip_wav(data: bytes) -> bytes:
@@ -440,7 +451,9 @@ class _Connection:
             await self.error("Cancellation failed: no active response found.", code="response_cancel_not_active",
                              event_id=event.event_id)
             return
+        # §4.5 c: stop and emit the pending *.done events before handling the next client event
         self._cancel_response()
+        await self._wait_response_end()
 
     async def on_item_create(self, event) -> None:
         item = event.get("item")
@@ -658,43 +671,51 @@ class _Connection:
         return await self._guard(resp, self.run_cpu(next, gen, None))
 
     async def _stream_audio(self, resp, gen, piece, tokens, chunk_ms, interval) -> bool:
-        n = max(1, int(round(self.out_rate * chunk_ms / 1000.0)))
+        """Send the synthesized audio in ``chunk_ms`` deltas (the remainder carried across sentences),
+        each sentence's transcript tokens spread over its chunks (§4.5 "interleaved")."""
+        step = 2 * max(1, int(round(self.out_rate * chunk_ms / 1000.0)))
+        carry = b""
         sent_tokens = 0
         next_due = time.perf_counter()
+
+        async def emit(chunk: bytes, text: str) -> bool:
+            nonlocal next_due
+            if resp.cancelled.is_set():
+                return False
+            if text:
+                resp.transcript.append(text)
+                await self.send(ev.audio_transcript_delta(resp.id, resp.item_id, text), resp.id)
+            if chunk:
+                if interval > 0 and not await self._until(resp, next_due):
+                    return False
+                resp.audio_samples += len(chunk) // 2
+                self.audio_output_started = True  # the voice is now fixed (cannot_update_voice, §5.6)
+                await self.send(ev.audio_delta(resp.id, resp.item_id, chunk), resp.id)
+                next_due = max(next_due, time.perf_counter() - interval) + interval
+            return True
+
         while piece is not None:
             sentence, x = piece
-            nxt_task = asyncio.ensure_future(self._next_piece(resp, gen))  # synthesize ahead
+            nxt_task = asyncio.ensure_future(self._next_piece(resp, gen))  # synthesize the next one meanwhile
             start = sent_tokens
             want = min(len(tokens), start + max(1, len(sentence.split())))
-            pcm = to_pcm16(np.asarray(x, dtype=np.float32))
-            chunks = [pcm[i:i + 2 * n] for i in range(0, len(pcm), 2 * n)] or [b""]
-            for k, chunk in enumerate(chunks):
-                if resp.cancelled.is_set():
+            pcm = carry + to_pcm16(np.asarray(x, dtype=np.float32))
+            n_full = len(pcm) // step
+            carry = pcm[n_full * step:]
+            if n_full == 0 and want > start:
+                resp.transcript.append("".join(tokens[start:want]))
+                await self.send(ev.audio_transcript_delta(resp.id, resp.item_id, resp.transcript[-1]), resp.id)
+                sent_tokens = want
+            for k in range(n_full):
+                due = start + -(-(want - start) * (k + 1) // n_full)
+                if not await emit(pcm[k * step:(k + 1) * step], "".join(tokens[sent_tokens:due])):
                     nxt_task.cancel()
                     return False
-                # interleave the transcript: this sentence's words spread over its chunks
-                due = start + -(-(want - start) * (k + 1) // len(chunks))
-                delta = "".join(tokens[sent_tokens:due])
-                if delta:
-                    resp.transcript.append(delta)
-                    sent_tokens = due
-                    await self.send(ev.audio_transcript_delta(resp.id, resp.item_id, delta), resp.id)
-                if chunk:
-                    if interval > 0 and not await self._until(resp, next_due):
-                        nxt_task.cancel()
-                        return False
-                    resp.audio_samples += len(chunk) // 2
-                    self.audio_output_started = True  # voice is now fixed (cannot_update_voice)
-                    await self.send(ev.audio_delta(resp.id, resp.item_id, chunk), resp.id)
-                    next_due = max(next_due, time.perf_counter() - interval) + interval
+                sent_tokens = max(sent_tokens, due)
             piece = await nxt_task
             if resp.cancelled.is_set():
                 return False
-        rest = "".join(tokens[sent_tokens:])
-        if rest:
-            resp.transcript.append(rest)
-            await self.send(ev.audio_transcript_delta(resp.id, resp.item_id, rest), resp.id)
-        return True
+        return await emit(carry, "".join(tokens[sent_tokens:]))
 
     def _final_item(self, resp: _Response, status: str) -> dict:
         text = "".join(resp.transcript)
