@@ -539,8 +539,11 @@ def number_to_words(n: int, *, ordinal: bool = False) -> str:
     return " ".join(words)
 
 
+# Digit runs are spelled out wherever they are, also inside words ("3pm" -> "three pm", "mp3" ->
+# "mp three"), so both sides of a WER comparison are treated alike. A "-" is a sign only at a word start.
 _NUMBER_RE = re.compile(
-    r"(?<![\w.])(?P<sign>-)?(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?P<frac>\.\d+)?(?P<ord>st|nd|rd|th)?(?![\w])")
+    r"(?P<sign>(?<!\S)-)?(?<!\d)(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?P<frac>\.\d+)?"
+    r"(?:(?P<ord>st|nd|rd|th)(?![a-z]))?")
 
 
 def _number_sub(m: re.Match) -> str:

@@ -231,6 +231,8 @@ def test_wer_empty_reference_is_nan_and_cer():
     ("Don't  STOP -- now!", "dont stop now"),
     ("50% & more", "fifty percent and more"),
     ("  Café\tnaïve ", "café naïve"),
+    ("at 3pm on mp3", "at three pm on mp three"),
+    ("pages 5-6, 4this", "pages five six four this"),
 ])
 def test_normalize_text(text, expected):
     assert metrics.normalize_text(text) == expected
@@ -335,3 +337,23 @@ def test_f0_median_agrees_with_praat_on_real_speech(speech_data):
         med, _, voiced = metrics.f0_stats(x, sr)
         assert med == pytest.approx(np.median(f[f > 0]), rel=0.06), row["path"]
         assert 0.2 < voiced < 0.95
+
+
+def test_text_properties():
+    import string
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(alphabet=string.printable, max_size=60), st.text(alphabet=string.ascii_lowercase + " ", max_size=40))
+    def check(s, t):
+        n = metrics.normalize_text(s)
+        assert metrics.normalize_text(n) == n          # idempotent
+        assert not any(c.isdigit() for c in n)          # numbers became words
+        assert metrics.wer(s, s) == 0.0 or n == ""
+        d = metrics.edit_distance(n.split(), t.split())
+        assert d == metrics.edit_distance(t.split(), n.split())
+        assert abs(len(n.split()) - len(t.split())) <= d <= max(len(n.split()), len(t.split()))
+
+    check()
