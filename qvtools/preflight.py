@@ -430,7 +430,7 @@ def _format_row(info: AudioInfo, is_array: bool) -> Row:
             return Row("format", "pass", value, limit)
         return Row("format", "fail", value, limit, _ADVICE_PREPARE,
                    f"WAV must be 16-bit PCM; this one is {info.codec}")
-    if c == "mp3" or (c == "mp3" and "MPEG" in codec):
+    if c == "mp3":
         return Row("format", "pass", value, limit)
     if c in ("m4a", "mp4"):
         if codec.lower() == "aac" or "aac" in codec.lower():
