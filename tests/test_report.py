@@ -1,0 +1,153 @@
+"""Report: RunView tables/sample, build_report's self-contained HTML, and the page in headless chromium.
+
+The run directory here is written by the test itself (rows in the results schema + WAVs made from
+the sample data), so the report is tested fast and deterministically; tests/test_experiment.py
+builds a report from a real run on the local service.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qvtools import experiment as ex
+from qvtools import report
+from qvtools.audio import load, wav_bytes
+from qvtools.errors import ConfigError
+
+MODELS = ("qwen3.5-omni-plus-realtime", "qwen3.5-omni-flash-realtime")
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _write_run(run_dir: Path, *, simulated: bool = True, failed: int = 1) -> Path:
+    rng = np.random.default_rng(7)
+    voices = ex.sample_voices()[:3]
+    (run_dir / "audio").mkdir(parents=True)
+    reply, sr = load(ex.DATA_DIR / "prompts" / "weather.wav", mono=True)
+    rows = []
+    for v in voices:
+        for m, base in zip(MODELS, (900.0, 400.0)):
+            for rep in range(2):
+                tid = ex.turn_id(v.name, m, "weather", rep)
+                (run_dir / "audio" / f"{tid}.wav").write_bytes(wav_bytes(reply, sr))
+                rows.append({"run_id": run_dir.name, "turn_id": tid, "voice_ref": v.name, "voice": f"vc-{v.name}",
+                             "target_model": m, "prompt_id": "weather", "repeat": rep, "status": "completed",
+                             "region": "local" if simulated else "singapore", "simulated": simulated,
+                             "ttfa_ms": base + rng.normal(0, 50), "ttft_ms": base - 20 + rng.normal(0, 50),
+                             "e2e_ms": base + 2000 + rng.normal(0, 100), "speaker_similarity": rng.uniform(.6, .9),
+                             "wer": rng.uniform(0, .2), "f0_ratio": rng.uniform(.9, 1.1),
+                             "loudness_lufs": -23 + rng.normal(), "assistant_transcript": "It is mild <and> sunny.",
+                             "audio_path": f"audio/{tid}.wav"})
+    for i in range(failed):
+        rows.append({"run_id": run_dir.name, "turn_id": f"failed-{i}", "voice_ref": voices[0].name,
+                     "target_model": MODELS[0], "prompt_id": "math", "repeat": 0, "status": "failed",
+                     "error": "TransportError: connection reset", "region": "local", "simulated": simulated})
+    with open(run_dir / ex.TURNS_FILE, "w") as fh:
+        for r in rows:
+            ex.append_row(fh, r)
+    meta = {"region": "local" if simulated else "singapore", "simulated_latency": simulated,
+            "models": list(MODELS), "repeats": 2, "seed": 0, "voices": {v.name: str(v.path) for v in voices},
+            "prompts": {"weather": {}}, "planned_turns": len(rows), "versions": {"qvtools": "0.1.0"}}
+    (run_dir / ex.RUN_FILE).write_text(json.dumps(meta))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    run_dir = _write_run(tmp_path_factory.mktemp("r") / "run")
+    return run_dir, report.build_report(run_dir, quick=True, sample_turns=4, timeout=300)
+
+
+def test_run_view_tables_and_sample(tmp_path):
+    view = report.load_run(_write_run(tmp_path / "run"), quick=True)
+    assert view.simulated and len(view.ok) == 12 and view.models == list(MODELS)
+    summary = view.summary_table()
+    assert set(summary.index.get_level_values("target_model")) == set(MODELS)
+    assert {"ttfa_ms", "speaker_similarity", "wer"} <= set(summary.index.get_level_values("metric"))
+    paired = view.paired_table()
+    assert paired.loc["ttfa_ms", "n_pairs"] == 6 and paired.loc["ttfa_ms", "median_diff"] > 300
+    sample = view.sample(4)
+    assert len(sample) == 4
+    # pairs of the same (voice, prompt, repeat) under both models, spread over voices
+    assert sample.groupby(["voice_ref", "prompt_id", "repeat"])["target_model"].nunique().eq(2).all()
+    assert sample["voice_ref"].nunique() == 2
+    assert len(view.failures_table()) == 1
+
+
+def test_load_run_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no run directory"):
+        report.load_run(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="turns.jsonl"):
+        report.load_run(tmp_path)
+
+
+def test_report_html_is_self_contained(built):
+    run_dir, out = built
+    html = out.read_text()
+    assert out == run_dir / "report.html"
+    assert html.count("data:image/png;base64,") >= 4
+    assert html.count('<audio controls') == 8
+    assert html.count("data:audio/wav;base64,") == 8
+    assert "SIMULATED" in html
+    assert not re.search(r'<(script|link|img|iframe)[^>]+(src|href)="https?:', html)  # nothing fetched
+    assert "def " not in html and "import " not in html  # code cells hidden
+    assert "It is mild &lt;and&gt; sunny." in html  # transcripts escaped
+    assert "connection reset" in html  # failed turns listed
+
+
+def test_no_simulated_note_for_cloud_runs(tmp_path):
+    view = report.load_run(_write_run(tmp_path / "run", simulated=False))
+    assert not view.simulated and "SIMULATED" not in view.header_html()
+
+
+def test_notebook_is_thin_and_parameterised():
+    import nbformat
+
+    nb = nbformat.read(report.NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+    for c in code:
+        assert "def " not in c.source and "class " not in c.source
+        assert not c.get("outputs")
+
+
+def test_missing_parameters_cell_is_an_error(tmp_path):
+    import nbformat
+
+    nb = nbformat.read(report.NOTEBOOK, as_version=4)
+    for c in nb.cells:
+        c.metadata.pop("tags", None)
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(Exception, match="parameters"):
+        report.build_report(_write_run(tmp_path / "run"), notebook=path)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (apt-get install chromium)")
+def test_report_in_headless_chromium(built):
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    _, out = built
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            problems = []
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url[:80]}"))
+            page.goto(out.as_uri(), wait_until="load", timeout=60_000)
+            images = page.evaluate("() => [...document.images].map(i => [i.complete, i.naturalWidth])")
+            assert len(images) >= 4 and all(ok and w > 100 for ok, w in images), images
+            durations = page.evaluate("""() => Promise.all([...document.querySelectorAll('audio')].map(a =>
+                a.readyState >= 1 ? a.duration : new Promise(r => {
+                    a.addEventListener('loadedmetadata', () => r(a.duration));
+                    a.addEventListener('error', () => r(-1)); a.load(); })))""")
+            assert len(durations) == 8 and all(d > 1.0 for d in durations), durations
+            assert page.get_by_text("SIMULATED", exact=False).first.is_visible()
+            assert problems == []
+        finally:
+            browser.close()
