@@ -115,8 +115,11 @@ def main(argv=None) -> int:
                 print(f"  {path}: wer={r['wer']:.3f} cer={r['cer']:.3f}")
 
     wall, cpu = results["audio_metrics(asr=False) ALL NON-ASR"]
-    verdict = "OK" if min(wall, cpu) >= 20 else "BELOW TARGET"
-    print(f"non-ASR bundle: {wall:.1f}x real time wall, {cpu:.1f}x per CPU second (target >= 20x): {verdict}")
+    # "compute" = process CPU seconds: on a shared, oversubscribed machine wall time mostly measures
+    # the wait for a core (the load average is printed above so the two can be read together).
+    verdict = "OK" if cpu >= 20 else "BELOW TARGET"
+    print(f"non-ASR bundle: {cpu:.1f}x real time per CPU second ({wall:.1f}x wall at load "
+          f"{os.getloadavg()[0]:.1f}); target >= 20x: {verdict}")
     return 0
 
 
