@@ -36,6 +36,7 @@ __all__ = [
     "analyze",
     "builtin_profile",
     "convert",
+    "estimate_warp",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class VoiceProfile:
     voiced_s: float = 0.0
     origin: str = "analyzed"  # "analyzed" (from a recording) | "builtin"
     name: str | None = None
+    envelope_std_db: list[float] | None = None  # per-band std of the voiced log envelope (dB)
     version: int = PROFILE_VERSION
 
     def to_dict(self) -> dict:
@@ -99,6 +101,8 @@ class VoiceProfile:
                 d[k] = float(v)
             elif isinstance(v, (list, tuple, np.ndarray)):
                 d[k] = [float(e) for e in v]
+            elif v is None:
+                d[k] = None
         d["sample_rate"] = int(self.sample_rate)
         d["version"] = int(self.version)
         return d
@@ -118,6 +122,10 @@ class VoiceProfile:
             prof = cls(**kw)
             prof.formants_hz = [float(v) for v in prof.formants_hz]
             prof.envelope_db = [float(v) for v in prof.envelope_db]
+            if prof.envelope_std_db is not None:
+                prof.envelope_std_db = [float(v) for v in prof.envelope_std_db]
+                if len(prof.envelope_std_db) != len(ENVELOPE_GRID_HZ):
+                    raise ValueError(f"envelope_std_db has {len(prof.envelope_std_db)} bands")
             for k in ("f0_median_hz", "f0_iqr_hz", "logf0_mean", "logf0_std", "formant_scale",
                       "speaking_rate_hz", "duration_s", "voiced_s"):
                 setattr(prof, k, float(getattr(prof, k)))
@@ -187,14 +195,17 @@ def _speech_mask(energy_db: np.ndarray) -> np.ndarray:
     return energy_db > max(top - 35.0, -75.0)
 
 
-def _envelope_on_grid(sp: np.ndarray, sr: int, frames: np.ndarray) -> np.ndarray:
-    """Mean over ``frames`` of the log (dB) envelope at the grid points, mean-removed."""
-    n_bins = sp.shape[1]
-    freqs = np.arange(n_bins) * sr / (2.0 * (n_bins - 1))
+def _bin_freqs(n_bins: int, sr: int) -> np.ndarray:
+    return np.arange(n_bins) * sr / (2.0 * (n_bins - 1))
+
+
+def _envelope_on_grid(sp: np.ndarray, sr: int, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (mean over the grid removed) and std over ``frames`` of the log (dB) envelope at the grid points."""
+    freqs = _bin_freqs(sp.shape[1], sr)
     logsp = 10.0 * np.log10(sp[frames] + 1e-16)
-    mean = logsp.mean(axis=0)
-    env = np.interp(_GRID, freqs, mean)
-    return env - env.mean()
+    env = np.interp(_GRID, freqs, logsp.mean(axis=0))
+    std = np.interp(_GRID, freqs, logsp.std(axis=0))
+    return env - env.mean(), std
 
 
 def _lpc_formants(x16: np.ndarray, f0: np.ndarray, frame_ms: float, max_frames: int = 300) -> list[float]:
@@ -267,6 +278,7 @@ def _profile_from_features(f0, sp, sr, energy_db, frame_ms, *, formants, duratio
     if voiced.sum() < 5:
         raise InvalidAudio("no voiced speech found: cannot measure a voice profile (is the recording silent or unvoiced?)")
     lf = np.log(f0[voiced])
+    env, env_std = _envelope_on_grid(sp, sr, np.flatnonzero(voiced))
     q25, q50, q75 = np.percentile(f0[voiced], [25, 50, 75])
     return VoiceProfile(
         f0_median_hz=float(q50),
@@ -275,7 +287,8 @@ def _profile_from_features(f0, sp, sr, energy_db, frame_ms, *, formants, duratio
         logf0_std=float(max(lf.std(), 1e-3)),
         formants_hz=[float(f) for f in formants],
         formant_scale=_formant_scale(formants),
-        envelope_db=[float(v) for v in _envelope_on_grid(sp, sr, np.flatnonzero(voiced))],
+        envelope_db=[float(v) for v in env],
+        envelope_std_db=[float(v) for v in env_std],
         speaking_rate_hz=_speaking_rate(energy_db, speech, frame_ms),
         sample_rate=int(source_sr),
         duration_s=float(duration_s),
@@ -369,7 +382,13 @@ def builtin_profile(name: str) -> VoiceProfile:
 # --------------------------------------------------------------------------- conversion
 
 #: Default strength of the average-envelope transfer (0 = none, 1 = full) for analyzed targets.
-DEFAULT_ENVELOPE_STRENGTH = 1.0
+DEFAULT_ENVELOPE_STRENGTH = 1.5
+#: Default strength of the per-band spread scaling for analyzed targets.
+DEFAULT_VARIANCE_STRENGTH = 1.0
+#: Default warp estimate for analyzed targets (see :func:`estimate_warp`).
+DEFAULT_WARP_METHOD = "mix"
+#: Which mean envelope the transfer subtracts: the cached source "profile" or the "utterance" itself.
+DEFAULT_ENVELOPE_REFERENCE = "profile"
 _MAX_WARP = 1.30
 _MAX_ENV_DB = 18.0
 _MAX_RATE_RATIO = 1.25
@@ -408,9 +427,42 @@ def _rms_active(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(act ** 2))) if act.size else 0.0
 
 
+def estimate_warp(source: VoiceProfile, target: VoiceProfile, method: str = "envelope") -> float:
+    """Frequency warp factor that moves ``source``'s formants onto ``target``'s.
+
+    ``"formants"``: ratio of the LPC formant scales. ``"envelope"``: the factor (0.77..1.3)
+    whose warped source mean envelope best matches the target's mean envelope between
+    200 Hz and 5 kHz once a level and a spectral tilt are allowed for (a VTLN-style
+    search on the long-term envelope, more robust than per-frame LPC on short clips).
+    ``"mix"``: geometric mean of the two.
+    """
+    by_formants = target.formant_scale / source.formant_scale
+    if method == "formants":
+        return float(by_formants)
+    band = (_GRID >= 200.0) & (_GRID <= 5000.0)
+    m = _mel(_GRID[band])
+    design = np.stack([np.ones_like(m), m - m.mean()], axis=1)
+    tgt = np.asarray(target.envelope_db)[band]
+    src = np.asarray(source.envelope_db)
+    best, best_err = 1.0, np.inf
+    for alpha in np.geomspace(1 / _MAX_WARP, _MAX_WARP, 61):
+        warped = np.interp(_GRID[band] / alpha, _GRID, src)
+        diff = tgt - warped
+        coef, *_ = np.linalg.lstsq(design, diff, rcond=None)
+        err = float(np.mean((diff - design @ coef) ** 2)) + 2.0 * math.log(alpha) ** 2  # mild prior toward 1
+        if err < best_err:
+            best, best_err = float(alpha), err
+    if method == "envelope":
+        return best
+    if method == "mix":
+        return float(math.sqrt(best * by_formants))
+    raise ConfigError(f"warp method must be 'formants', 'envelope' or 'mix', got {method!r}")
+
+
 def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None, *,
             envelope_strength: float | None = None, warp_strength: float = 1.0,
-            rate_strength: float = 1.0) -> np.ndarray:
+            rate_strength: float = 1.0, variance_strength: float | None = None,
+            warp_method: str | None = None, envelope_reference: str | None = None) -> np.ndarray:
     """Re-synthesize speech ``x`` (mono, rate ``sr``) in the voice described by ``target``.
 
     ``source`` is the profile of the voice ``x`` is spoken in (the TTS voice; cache it —
@@ -418,6 +470,17 @@ def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None
     on ``x`` itself. Returns float32 samples at ``sr``; the length changes with the
     speaking-rate ratio. Active-speech RMS is kept equal to the input's and peaks stay
     below 0.99.
+
+    Steps (WORLD: DIO+StoneMask, CheapTrick, D4C, 5 ms frames):
+    1. F0: log-F0 centred on the medians and scaled by the ratio of log-F0 spreads;
+    2. envelope warp by :func:`estimate_warp` (``warp_strength`` is an exponent on it);
+    3. average-envelope transfer: ``envelope_strength`` x (target mean - warped source mean)
+       on the coarse grid, added to every frame; with ``variance_strength`` the per-band
+       spread of voiced frames around their mean is scaled toward the target's;
+    4. speaking rate: WORLD frames time-scaled by the ratio of rates (``rate_strength``);
+    5. synthesis, then loudness matched to the input.
+    Strength defaults apply to analyzed targets; built-in profiles (synthetic envelopes)
+    get F0, warp and rate only unless strengths are given.
     """
     if not isinstance(target, VoiceProfile):
         raise ConfigError(f"target must be a VoiceProfile, got {type(target).__name__}")
@@ -437,9 +500,9 @@ def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None
         formants = _lpc_formants(x16, f0 * _speech_mask(energy), frame_ms)
         source = _profile_from_features(f0, sp, sr, energy, frame_ms, formants=formants,
                                         duration_s=len(x) / sr, source_sr=sr)
+    analyzed = target.origin == "analyzed"
 
-    # F0: map log-F0 mean and spread to the target's (spread ratio kept within [0.5, 2]).
-    # Centre on log medians; the utterance's own median weighs in (_UTTERANCE_F0_WEIGHT) so a
+    # 1. F0: centre on log medians; the utterance's own median weighs in (_UTTERANCE_F0_WEIGHT) so a
     # short sentence that sits low or high in the TTS voice's range still lands on the target median.
     voiced = f0 > 0
     ratio = float(np.clip(target.logf0_std / max(source.logf0_std, 1e-3), 0.5, 2.0))
@@ -449,26 +512,42 @@ def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None
     f0_new[voiced] = np.exp((np.log(f0[voiced]) - centre) * ratio + math.log(target.f0_median_hz))
     f0_new[voiced] = np.clip(f0_new[voiced], 40.0, 800.0)
 
-    # Formants: warp the envelope by the ratio of formant scales.
-    alpha = (target.formant_scale / source.formant_scale) ** float(warp_strength)
+    # 2. Formants: warp the envelope.
+    method = warp_method or (DEFAULT_WARP_METHOD if analyzed else "formants")
+    alpha = estimate_warp(source, target, method) ** float(warp_strength)
     alpha = float(np.clip(alpha, 1.0 / _MAX_WARP, _MAX_WARP))
     logsp = _warp_envelope(np.log(sp + 1e-16), alpha)
 
-    # Average-envelope transfer: add (target mean - warped source mean) on the coarse grid.
-    strength = (DEFAULT_ENVELOPE_STRENGTH if target.origin == "analyzed" else 0.0) \
-        if envelope_strength is None else float(envelope_strength)
+    # 3. Average-envelope transfer (+ optional spread scaling) on the coarse grid.
+    strength = (DEFAULT_ENVELOPE_STRENGTH if analyzed else 0.0) if envelope_strength is None else float(envelope_strength)
+    vstrength = (DEFAULT_VARIANCE_STRENGTH if analyzed else 0.0) if variance_strength is None else float(variance_strength)
+    freqs = _bin_freqs(sp.shape[1], sr)
+    db = math.log(10.0) / 10.0  # dB -> natural log of power
+    if vstrength > 0 and target.envelope_std_db is not None and source.envelope_std_db is not None:
+        src_std = np.interp(_GRID / alpha, _GRID, np.asarray(source.envelope_std_db))
+        k = np.clip((np.asarray(target.envelope_std_db) / np.maximum(src_std, 1e-3)) ** vstrength, 0.6, 1.6)
+        kb = np.interp(freqs, _GRID, k)[None, :]
+        vo = voiced & (_frame_energy_db(x, sr, len(f0), frame_ms) > -60.0)
+        if vo.sum() >= 5:
+            mu = logsp[vo].mean(axis=0, keepdims=True)
+            logsp[vo] = mu + (logsp[vo] - mu) * kb
     if strength > 0:
-        src_env = np.interp(_GRID / alpha, _GRID, np.asarray(source.envelope_db))
-        src_env -= src_env.mean()
+        ref = envelope_reference or DEFAULT_ENVELOPE_REFERENCE
+        if ref == "utterance" and voiced.sum() >= 20:
+            # The reply's own (warped) mean envelope: its voiced frames then average to the target's.
+            src_env = np.interp(_GRID, freqs, logsp[voiced].mean(axis=0) / db)
+        elif ref in ("utterance", "profile"):
+            src_env = np.interp(_GRID / alpha, _GRID, np.asarray(source.envelope_db))
+        else:
+            raise ConfigError(f"envelope_reference must be 'profile' or 'utterance', got {ref!r}")
+        src_env = src_env - src_env.mean()
         diff = np.asarray(target.envelope_db) - src_env
         diff = np.convolve(np.pad(diff, 1, mode="edge"), np.ones(3) / 3.0, mode="valid")
         diff = np.clip(diff, -_MAX_ENV_DB, _MAX_ENV_DB) * strength
-        n_bins = sp.shape[1]
-        freqs = np.arange(n_bins) * sr / (2.0 * (n_bins - 1))
-        logsp = logsp + (np.interp(freqs, _GRID, diff) * (math.log(10.0) / 10.0))[None, :]
+        logsp = logsp + (np.interp(freqs, _GRID, diff) * db)[None, :]
     sp_new = np.exp(logsp)
 
-    # Speaking rate: time-scale the WORLD frames (ratio within [0.8, 1.25]).
+    # 4. Speaking rate: time-scale the WORLD frames (ratio within [0.8, 1.25]).
     rate = (target.speaking_rate_hz / max(source.speaking_rate_hz, 1e-3)) ** float(rate_strength)
     rate = float(np.clip(rate, 1.0 / _MAX_RATE_RATIO, _MAX_RATE_RATIO))
     n_out = max(2, int(round(len(f0) / rate)))
@@ -477,15 +556,15 @@ def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None
         sp_new = np.exp(_time_scale(np.log(sp_new), n_out))
         ap = _time_scale(ap, n_out)
 
+    # 5. Synthesis; loudness: keep the input's active-speech RMS, then keep peaks below 0.99.
     y = pw.synthesize(np.ascontiguousarray(f0_new), np.ascontiguousarray(sp_new),
                       np.ascontiguousarray(ap), sr, frame_ms)
-    # Loudness: keep the input's active-speech RMS, then keep peaks below 0.99.
     rin, rout = _rms_active(x), _rms_active(y)
     if rout > 0 and rin > 0:
         y = y * (rin / rout)
     peak = float(np.max(np.abs(y))) if y.size else 0.0
     if peak > 0.99:
         y = y * (0.99 / peak)
-    log.debug("convert: f0 %.0f->%.0f Hz, warp %.3f, env %.2f, rate %.2f",
-              source.f0_median_hz, target.f0_median_hz, alpha, strength, rate)
+    log.debug("convert: f0 %.0f->%.0f Hz, warp %.3f (%s), env %.2f, var %.2f, rate %.2f",
+              source.f0_median_hz, target.f0_median_hz, alpha, method, strength, vstrength, rate)
     return y.astype(np.float32)
