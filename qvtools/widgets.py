@@ -42,11 +42,15 @@ __all__ = [
     "preflight_view",
     "RunProgress",
     "BADGE_METRICS",
+    "DEFAULT_BADGES",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Metric columns shown as badges in the comparison grid: column -> (label, format, lower is better).
+#: Badges shown by default in the comparison grid (when the table has values for them).
+DEFAULT_BADGES = ("ttfa_ms", "speaker_similarity", "wer")
+
+#: Metric columns that can be shown as badges: column -> (label, format, lower is better).
 BADGE_METRICS: dict[str, tuple[str, str, bool]] = {
     "ttfa_ms": ("TTFA", "{:.0f} ms", True),
     "e2e_ms": ("E2E", "{:.0f} ms", True),
@@ -173,7 +177,8 @@ class ComparisonGrid(widgets.VBox):
     metric columns (:data:`BADGE_METRICS`). When a voice x prompt x model has several
     repeats, the first successful one is shown. ``references`` maps voice -> its
     reference audio (path, bytes or ``(samples, sr)``). ``models`` fixes the column order
-    (default: :data:`~qvtools.config.TARGET_MODELS` first, then any other model seen).
+    (default: :data:`~qvtools.config.TARGET_MODELS` first, then any other model seen);
+    ``metrics`` the badges (default :data:`DEFAULT_BADGES`; any of :data:`BADGE_METRICS`).
     """
 
     AUDIO_KEYS = ("audio_path", "reply_path", "reply_wav", "audio_file", "wav_path")
@@ -196,7 +201,7 @@ class ComparisonGrid(widgets.VBox):
             models = [m for m in TARGET_MODELS if m in seen_models] + [m for m in seen_models if m not in TARGET_MODELS]
         self.models = list(models)
         self.metrics = list(metrics) if metrics is not None else [
-            m for m in BADGE_METRICS if any(_finite(r.get(m)) for r in rows)]
+            m for m in DEFAULT_BADGES if any(_finite(r.get(m)) for r in rows)]
         # (voice, prompt) -> model -> chosen row (first completed repeat)
         self.cells: dict[tuple[str, str], dict[str, dict]] = {}
         for r in rows:
@@ -239,7 +244,7 @@ class ComparisonGrid(widgets.VBox):
         else:
             parts.append('<span class="qv-missing">no audio</span>')
         if badges:
-            parts.append(f"<div>{badges}</div>")
+            parts.append(f'<div style="max-width:230px;white-space:normal">{badges}</div>')
         out = widgets.HTML(value="".join(parts))
         out.add_class("qv-cell")
         return out

@@ -231,3 +231,12 @@ def test_voice_manager_rejects_bad_upload_and_empty_delete(workspace):
     assert vm.create_button.disabled and "decode" in vm.preflight.value
     assert vm.request_delete() == [] and "select one or more" in vm.status.value
     assert vm.confirm_box.layout.display == "none"
+
+
+def test_comparison_grid_chosen_badges(grid_data):
+    rows, refs, audio_dir = grid_data
+    rows = [dict(r, e2e_ms=900.0) for r in rows]
+    g = ComparisonGrid(rows, refs, audio_dir, metrics=["e2e_ms"], models=[TARGET_MODELS[1]])
+    values = [w.value for w in g.table.children]
+    assert len(values) == 3 * 5 and g.players == 4 * 2
+    assert sum("E2E 900 ms" in v for v in values) == 4 and not any("TTFA" in v for v in values)
