@@ -370,6 +370,7 @@ def run_turn(task: TurnTask) -> dict:
         except Exception as exc:
             row["metrics_error"] = redact(f"{type(exc).__name__}: {exc}", *secrets)
             log.warning("scoring turn %s failed: %s", task.turn_id, row["metrics_error"])
+        row["metrics_s"] = time.perf_counter() - t_met
         if task.audio_dir:
             stem = Path(task.audio_dir) / task.turn_id
             try:
@@ -377,7 +378,7 @@ def run_turn(task: TurnTask) -> dict:
                 row["audio_path"] = f"{AUDIO_DIR}/{task.turn_id}.wav"
             except Exception as exc:
                 log.warning("saving turn %s failed: %s", task.turn_id, exc)
-    row["metrics_s"] = time.perf_counter() - t_met
+    row.setdefault("metrics_s", time.perf_counter() - t_met)
     row["finished_at"] = _utcnow()
     row["turn_wall_s"] = time.perf_counter() - t0
     return row
