@@ -88,3 +88,17 @@ def test_bad_arguments(pipeline):
     with pytest.raises(ConfigError):
         pipeline.synthesize("hi", builtin_profile("Tina"), sample_rate=100)
     assert isinstance(pipeline.source_profile(), VoiceProfile)
+
+
+def test_cloned_voice_moves_toward_the_reference_speaker(pipeline, speech_data):
+    from qvtools import asr, speaker
+
+    x, sr = load(speech_data / "clean" / "en_F_ljspeech_LJ001-0001.wav", mono=True)
+    ref = speaker.embed(x, sr)
+    text = "That sounds like a great plan. Let's meet on Thursday afternoon."
+    plain, tsr = pipeline.synthesizer.synthesize(text)
+    cloned = pipeline.synthesize(text, analyze(x, sr), sample_rate=24000)
+    before = speaker.similarity(ref, speaker.embed(plain, tsr))
+    after = speaker.similarity(ref, speaker.embed(cloned, 24000))
+    assert after > before + 0.2
+    assert "great plan" in asr.transcribe(cloned, 24000).lower()
