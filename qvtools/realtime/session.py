@@ -150,8 +150,10 @@ class RealtimeSession:
             raise RealtimeError("already_connected", "this session is already connected; open a new one")
         headers = [f"{k}: {v}" for k, v in self.settings.auth_headers().items()]
         try:
+            # skip_utf8_validation: websocket-client validates UTF-8 in pure Python (~1 ms per audio delta),
+            # which would sit between the frame's arrival and its receive timestamp; parse() rejects bad text.
             ws = websocket.create_connection(self.url, header=headers, timeout=self.timeout,
-                                             enable_multithread=True)
+                                             enable_multithread=True, skip_utf8_validation=True)
         except websocket.WebSocketBadStatusException as exc:
             raise self._handshake_error(exc) from None
         except (OSError, websocket.WebSocketException) as exc:
