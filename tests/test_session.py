@@ -45,7 +45,7 @@ def test_vad_turns_on_one_connection(svc, speech, tmp_path):
         m = turn.marks
         assert m["first_audio_sent"] < m["speech_end_sent"] < m["last_audio_sent"]
         assert m["speech_end_sent"] < m["speech_stopped"] < m["response_created"] <= m["first_audio_delta"]
-        assert 0 < lat["ttfa_from_created_ms"] < lat["ttfa_ms"] < lat["e2e_ms"]
+        assert 0 < lat["ttfa_created_ms"] < lat["ttfa_ms"] < lat["e2e_ms"]
         assert turn.usage["total_tokens"] == turn.usage["input_tokens"] + turn.usage["output_tokens"]
     assert turns[0].response_id != turns[1].response_id
     # history is re-fed every turn, so input tokens accumulate (§4.6)

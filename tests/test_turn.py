@@ -49,8 +49,8 @@ def test_vad_turn_marks_latency_and_audio():
     lat = turn.latency()
     assert lat["ttfa_ms"] == pytest.approx(1000.0)          # 3.50 - 2.50 (end of speech, not of silence)
     assert lat["ttft_ms"] == pytest.approx(900.0)
-    assert lat["ttfa_from_created_ms"] == pytest.approx(500.0)
-    assert lat["ttft_from_created_ms"] == pytest.approx(400.0)
+    assert lat["ttfa_created_ms"] == pytest.approx(500.0)
+    assert lat["ttft_created_ms"] == pytest.approx(400.0)
     assert lat["e2e_ms"] == pytest.approx(1300.0)
     assert turn.audio_chunks == [(3.50, 2400), (3.61, 2400)]
     assert turn.audio.shape == (4800,) and turn.audio[0] == pytest.approx(1000 / 32768)

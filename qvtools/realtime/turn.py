@@ -102,7 +102,7 @@ class Turn:
 
         - ``ttfa_ms`` / ``ttft_ms``: end of user speech -> first ``response.audio.delta`` / first
           transcript (or text) delta;
-        - ``ttfa_from_created_ms`` / ``ttft_from_created_ms``: the same from ``response.created``
+        - ``ttfa_created_ms`` / ``ttft_created_ms``: the same from ``response.created``
           (what the SDK's own metrics measure, SDK notes §1.3);
         - ``e2e_ms``: end of user speech -> ``response.done``;
         - ``vad_ms``: end of user speech -> ``speech_stopped``; ``created_ms``: -> ``response.created``.
@@ -111,8 +111,8 @@ class Turn:
         return {
             "ttfa_ms": _ms(end, m.get("first_audio_delta")),
             "ttft_ms": _ms(end, m.get("first_text_delta")),
-            "ttfa_from_created_ms": _ms(m.get("response_created"), m.get("first_audio_delta")),
-            "ttft_from_created_ms": _ms(m.get("response_created"), m.get("first_text_delta")),
+            "ttfa_created_ms": _ms(m.get("response_created"), m.get("first_audio_delta")),
+            "ttft_created_ms": _ms(m.get("response_created"), m.get("first_text_delta")),
             "e2e_ms": _ms(end, m.get("response_done")),
             "vad_ms": _ms(end, m.get("speech_stopped")),
             "created_ms": _ms(end, m.get("response_created")),
