@@ -180,6 +180,13 @@ async def _realtime(request: web.Request):
     return await handle_realtime(request)
 
 
+async def _on_shutdown(app: web.Application) -> None:
+    # Close open realtime sessions so a client that never hangs up cannot stall a stop.
+    from .realtime import close_sessions
+
+    await close_sessions(app)
+
+
 async def _on_cleanup(app: web.Application) -> None:
     app["store"].close()
 
@@ -206,5 +213,6 @@ def create_app(config: ServiceConfig | None = None, data_dir=None) -> web.Applic
         app["speech"] = None
     app.router.add_post(ENROLLMENT_PATH, handle_customization)
     app.router.add_get(REALTIME_PATH, _realtime)
+    app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     return app
