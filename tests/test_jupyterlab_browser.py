@@ -124,10 +124,21 @@ def test_compare_notebook_renders_grid_in_chromium(lab, playwright_api, tmp_path
                        return w && w.sessionContext && w.sessionContext.session &&
                               w.sessionContext.session.kernel &&
                               w.sessionContext.session.kernel.status === 'idle'; }""", timeout=90_000)
-        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        # done = the last cell got an execution count and the kernel is idle again
+        # stored outputs and execution counts go first, so "done" below cannot be a stale count
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
         page.wait_for_function(
-            """() => { const w = window.jupyterapp.shell.currentWidget;
+            """() => { const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+                       for (let i = 0; i < cells.length; i++) {
+                         const c = cells.get(i); if (c.type === 'code' && c.executionCount !== null) return false; }
+                       return true; }""", timeout=30_000)
+        # not awaited here: the bounded wait below decides when the run is over
+        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+        # done = the last cell got an execution count and the kernel is idle again, or a cell failed
+        # (run-all stops at an error, so the failure is reported now rather than at the timeout)
+        page.wait_for_function(
+            """() => { if (document.querySelector(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']"))
+                         return true;
+                       const w = window.jupyterapp.shell.currentWidget;
                        const cells = w.content.model.cells;
                        let last = null;
                        for (let i = 0; i < cells.length; i++) {
@@ -135,9 +146,8 @@ def test_compare_notebook_renders_grid_in_chromium(lab, playwright_api, tmp_path
                        return last && last.executionCount !== null &&
                               w.sessionContext.session.kernel.status === 'idle'; }""",
             timeout=RUN_ALL_TIMEOUT_S * 1000)
-        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] .ansi-red-fg,"
-                              " .jp-OutputArea-output .jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
-        assert errors.count() == 0, errors.first.inner_text()[:2000]
+        errors = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
+        assert errors.count() == 0, "a cell failed:\n" + errors.first.inner_text()[-3000:]
         grid = page.locator(".qv-comparison-grid").first
         grid.wait_for(state="visible", timeout=60_000)
         players = grid.locator("audio")
