@@ -24,7 +24,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import ipywidgets as widgets
 import numpy as np
