@@ -2,11 +2,14 @@
 
 import logging
 
-from . import audio
+from . import audio, metrics, preflight, results
 from .config import REGIONS, TARGET_MODELS, Settings
 from .enrollment import Voice, VoiceClient
 from .errors import (APIError, ConfigError, InvalidAudio, QVError, RealtimeError, SessionTimeout,
                      TransportError, VoiceModelMismatch)
+from .experiment import Experiment
+from .realtime.session import RealtimeSession
+from .realtime.turn import Turn
 from .registry import VoiceRegistry
 from .workspace import Workspace, connect
 
@@ -15,6 +18,9 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "audio",
+    "preflight",
+    "metrics",
+    "results",
     "Settings",
     "REGIONS",
     "TARGET_MODELS",
@@ -31,6 +37,9 @@ __all__ = [
     "Voice",
     "VoiceClient",
     "VoiceRegistry",
+    "RealtimeSession",
+    "Turn",
+    "Experiment",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
