@@ -102,3 +102,51 @@ def test_cloned_voice_moves_toward_the_reference_speaker(pipeline, speech_data):
     after = speaker.similarity(ref, speaker.embed(cloned, 24000))
     assert after > before + 0.2
     assert "great plan" in asr.transcribe(cloned, 24000).lower()
+
+
+# -- warm-up (SpeechPipeline.warm, ServiceConfig.warm_speech) ----------------------------------------
+def test_warm_loads_once_and_a_set_cancel_stops_it(pipeline):
+    fresh = SpeechPipeline()
+    cancel = threading.Event()
+    cancel.set()
+    assert fresh.warm(cancel) is False
+    assert not fresh.ready.is_set() and fresh._source is None and fresh.warm_error is None
+    assert pipeline.warm() is True and pipeline.wait_ready(0)
+    source = pipeline.source_profile()
+    assert pipeline.warm() is True and pipeline.source_profile() is source  # idempotent, nothing reloaded
+    assert "ready=True" in repr(pipeline)
+
+
+def test_service_warms_speech_in_the_background(tmp_path):
+    from qvtools.realtime.session import RealtimeSession
+    from qvtools.server import LocalService, ServiceConfig
+    from realtime_support import PLUS, settings_for, utterance
+
+    with LocalService(data_dir=tmp_path / "on", config=ServiceConfig(realtime_latency="none")) as svc:
+        speech = svc.app["speech"]
+        assert isinstance(speech, SpeechPipeline)
+        # readiness is not held back by the ~3 s of loading (the TTS source profile alone takes seconds)
+        assert not speech.ready.is_set()
+        assert speech.wait_ready(120), speech.warm_error
+        with RealtimeSession(settings_for(svc), PLUS, voice="Tina", turn_detection=None) as rt:
+            turn = rt.send_audio(utterance(), realtime=False, timeout=60)
+        assert turn.status == "completed", turn.error
+        assert turn.user_transcript and "weather" in turn.user_transcript.lower()
+        assert turn.audio.size > 24000 // 2
+
+
+def test_stopping_during_warm_up_cancels_it(tmp_path):
+    from qvtools.server import LocalService
+
+    svc = LocalService(data_dir=tmp_path / "stop").start()
+    speech = svc.app["speech"]
+    svc.stop()  # the loop thread waits for its executor, so the warm-up has returned by now
+    assert svc._stopped.is_set()
+    assert not speech.ready.is_set() and speech._source is None  # cancelled, not finished
+
+
+def test_warm_speech_off_loads_nothing(tmp_path):
+    from qvtools.server import LocalService, ServiceConfig
+
+    with LocalService(data_dir=tmp_path / "off", config=ServiceConfig(warm_speech=False)) as svc:
+        assert svc.app["speech"] is None

@@ -15,6 +15,7 @@ the unread rest of the body, so nothing past the limit is buffered.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -191,12 +192,40 @@ async def _on_cleanup(app: web.Application) -> None:
     app["store"].close()
 
 
+def _warm_speech(speech, cancel: threading.Event) -> None:
+    try:
+        if speech.warm(cancel):
+            log.info("speech engines loaded")
+    except Exception as exc:  # the first turn loads (and reports) it again; the service stays up
+        log.warning("speech warm-up failed (%s: %s); engines will load on the first turn", type(exc).__name__, exc)
+
+
+def _speech_warmup():
+    """``(on_startup, on_shutdown)`` handlers that load the speech engines in the background.
+
+    on_startup only *schedules* :meth:`SpeechPipeline.warm` in the default executor (readiness is
+    never delayed); on_shutdown cancels it between stages so stopping a fresh service stays quick.
+    """
+    cancel = threading.Event()
+
+    async def start(app: web.Application) -> None:
+        from .realtime import get_speech
+
+        speech = get_speech(app)
+        asyncio.get_running_loop().run_in_executor(None, _warm_speech, speech, cancel)
+
+    async def stop(app: web.Application) -> None:
+        cancel.set()
+
+    return start, stop
+
+
 def create_app(config: ServiceConfig | None = None, data_dir=None) -> web.Application:
     """The local service: ``POST`` enrollment (§2) and ``GET`` realtime WebSocket (§4).
 
     App keys: ``"config"`` (:class:`ServiceConfig`), ``"store"`` (:class:`VoiceStore` under
     ``data_dir``), ``"trace"`` (:class:`ServerTrace`), ``"speech"`` (None; created lazily by
-    the realtime half).
+    the realtime half, or on startup when ``config.warm_speech`` starts loading it in the background).
     """
     from .enrollment import handle_customization
 
@@ -215,4 +244,8 @@ def create_app(config: ServiceConfig | None = None, data_dir=None) -> web.Applic
     app.router.add_get(REALTIME_PATH, _realtime)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
+    if config.warm_speech:
+        start, stop = _speech_warmup()
+        app.on_startup.append(start)
+        app.on_shutdown.append(stop)
     return app

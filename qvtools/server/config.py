@@ -56,3 +56,6 @@ class ServiceConfig:
     realtime_idle_timeout_s: float = 300.0
     #: Hard cap on a session's length (§4.1 "At most 120 min").
     realtime_max_session_s: float = 7200.0
+    #: Load the speech engines (Whisper, Piper, the TTS source profile) in the background right after
+    #: startup, so the first realtime turn is not ~3 s slower. Never delays readiness; False: load on first use.
+    warm_speech: bool = True

@@ -12,13 +12,17 @@
 
 Heavy models load once, on first use; the pipeline is safe to share between threads.
 The TTS voice's own profile (the conversion *source*) is measured once from a fixed
-calibration text and cached.
+calibration text and cached. :meth:`SpeechPipeline.warm` loads all of it ahead of the
+first turn (the local service runs it in an executor right after startup,
+``ServiceConfig.warm_speech``); a turn arriving meanwhile waits only for what is still
+loading, on the same locks.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -53,9 +57,48 @@ class SpeechPipeline:
         self._source: VoiceProfile | None = None
         self._responders: dict[tuple[str, int], Responder] = {}
         self._profile_cache: dict[str, VoiceProfile] = {}
+        #: Set once :meth:`warm` has loaded ASR, TTS and the source profile.
+        self.ready = threading.Event()
+        #: Why the last :meth:`warm` failed (``None`` when it did not).
+        self.warm_error: BaseException | None = None
 
     def __repr__(self) -> str:
-        return f"SpeechPipeline(tts_loaded={self._synth is not None}, source_profile={self._source is not None})"
+        return (f"SpeechPipeline(tts_loaded={self._synth is not None}, source_profile={self._source is not None}, "
+                f"ready={self.ready.is_set()})")
+
+    def warm(self, cancel: threading.Event | None = None) -> bool:
+        """Load everything a first turn needs: Whisper (ASR), Piper (TTS) and the TTS source profile.
+
+        Idempotent and thread-safe (each engine loads under its own lock, so a concurrent turn
+        waits for the part still loading instead of loading it twice). ``cancel`` (set e.g. on
+        service shutdown) stops between stages and between calibration sentences. Returns True
+        and sets :attr:`ready` when everything is loaded, False when cancelled; a load error
+        (e.g. a missing engine package) is stored in :attr:`warm_error` and raised.
+        """
+        from .. import asr
+
+        stages = (("ASR", asr.load_model), ("TTS", lambda: self.synthesizer.sample_rate),
+                  ("TTS source profile", lambda: self._source_profile(cancel)))
+        try:
+            for name, load in stages:
+                if cancel is not None and cancel.is_set():
+                    log.info("speech warm-up cancelled before %s", name)
+                    return False
+                t0 = time.perf_counter()
+                if load() is None:  # the source profile stage returns None when cancelled
+                    log.info("speech warm-up cancelled during %s", name)
+                    return False
+                log.debug("speech warm-up: %s loaded in %.2f s", name, time.perf_counter() - t0)
+        except BaseException as exc:
+            self.warm_error = exc
+            raise
+        self.warm_error = None
+        self.ready.set()
+        return True
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for :meth:`warm` to finish; True when ready."""
+        return self.ready.wait(timeout)
 
     # ---------------------------------------------------------------- engines
 
@@ -71,11 +114,21 @@ class SpeechPipeline:
 
     def source_profile(self) -> VoiceProfile:
         """The TTS voice's own profile (measured once from :data:`CALIBRATION_TEXT`)."""
+        return self._source_profile(None)
+
+    def _source_profile(self, cancel: threading.Event | None) -> VoiceProfile | None:
+        # Same samples as synth.synthesize(CALIBRATION_TEXT) (which concatenates stream()), but
+        # sentence by sentence so a cancelled warm-up stops early; None when cancelled.
         if self._source is None:
             synth = self.synthesizer
             with self._lock:
                 if self._source is None:
-                    x, sr = synth.synthesize(CALIBRATION_TEXT)
+                    parts = []
+                    for _piece, part in synth.stream(CALIBRATION_TEXT):
+                        if cancel is not None and cancel.is_set():
+                            return None
+                        parts.append(part)
+                    x, sr = np.concatenate(parts).astype(np.float32, copy=False), synth.sample_rate
                     prof = analyze(x, sr)
                     prof.name = "tts-source"
                     self._source = prof
