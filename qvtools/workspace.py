@@ -11,7 +11,8 @@ import logging
 from dataclasses import replace
 
 from .config import Settings
-from .enrollment import VoiceClient
+from .enrollment import Voice, VoiceClient
+from .errors import ConfigError
 from .registry import VoiceRegistry
 
 __all__ = ["connect", "Workspace"]
@@ -44,11 +45,30 @@ class Workspace:
             return f"service at {self.settings.base_url} (local service — latencies are simulated)"
         return f"{self.settings.region} region ({self.settings.http_base}) — real DashScope service, billable"
 
-    def realtime(self, model: str, **kw):
-        """A :class:`~qvtools.realtime.session.RealtimeSession` on this workspace's settings."""
+    def realtime(self, model: str, *, voice=None, **kw):
+        """A :class:`~qvtools.realtime.session.RealtimeSession` on this workspace's settings, not yet
+        connected: use it as a context manager (``with ws.realtime(model, voice=v) as rt:``) or call
+        ``connect()``. ``kw`` are the session options (``instructions``, ``turn_detection``, ...).
+
+        ``voice`` is a built-in voice name, a cloned voice name or a :class:`~qvtools.enrollment.Voice`.
+        A cloned voice's ``target_model`` (the Voice's own, else looked up with :meth:`find_voice`)
+        must match ``model``, so a mismatch raises :class:`~qvtools.errors.VoiceModelMismatch`
+        before any connection (SEED §2.1: target_model "must equal the later realtime ?model=").
+        """
+        from .realtime.events import is_cloned_voice
         from .realtime.session import RealtimeSession
 
-        return RealtimeSession(self.settings, model, **kw)
+        if isinstance(voice, str) and is_cloned_voice(voice) and kw.get("voice_target_model") is None:
+            voice = self.find_voice(voice)
+        return RealtimeSession(self.settings, model, voice=voice, **kw)
+
+    def find_voice(self, name: str) -> Voice:
+        """The account's cloned voice called ``name`` (one ``list`` pass over ``self.voices``)."""
+        for v in self.voices.list():
+            if v.voice == name:
+                return v
+        raise ConfigError(f"voice {name!r} is not in this account; "
+                          "see `qvtools voices list` for the voices you have")
 
     def close(self) -> None:
         if self._closed:

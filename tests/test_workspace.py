@@ -7,7 +7,7 @@ import requests
 
 import qvtools
 from qvtools.config import Settings
-from qvtools.errors import ConfigError
+from qvtools.errors import ConfigError, VoiceModelMismatch
 from qvtools.server import LocalService
 
 
@@ -52,3 +52,61 @@ def test_cloud_describe_without_network(tmp_path):
         assert "sk-never-shown" not in repr(ws) and "sk-never-shown" not in repr(ws.settings)
     finally:
         ws.close()
+
+
+# -- Workspace.realtime (a real turn through the embedded local service) -------------------------------
+PLUS = "qwen3.5-omni-plus-realtime"
+FLASH = "qwen3.5-omni-flash-realtime"
+
+
+@pytest.fixture(scope="module")
+def local_ws(tmp_path_factory):
+    """One workspace with its embedded local service for the realtime tests (explicit settings, no env)."""
+    with qvtools.connect(Settings(region="local", data_dir=tmp_path_factory.mktemp("ws"))) as ws:
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def plus_voice(local_ws, enrollment_wav):
+    return local_ws.voices.create(enrollment_wav, PLUS, "wsplus", language="en")
+
+
+def _sessions(ws) -> set:
+    return {r[0] for r in ws.service.trace.records()}
+
+
+def test_realtime_turn_through_the_workspace(local_ws):
+    from realtime_support import utterance
+
+    with local_ws.realtime(PLUS, voice="Tina", turn_detection=None, instructions="Answer briefly.") as rt:
+        assert rt.connected and rt.settings is local_ws.settings
+        turn = rt.send_audio(utterance(), realtime=False, timeout=60)
+    assert not rt.connected
+    assert turn.status == "completed", turn.error
+    assert turn.model == PLUS and turn.voice == "Tina" and turn.session_id in _sessions(local_ws)
+    assert "weather" in (turn.user_transcript or "").lower() and turn.assistant_transcript
+    assert turn.audio.size > 12000 and turn.sample_rate == 24000
+    lat = turn.latency()
+    assert 0 < lat["ttfa_created_ms"] < lat["ttfa_ms"] < 60_000
+
+
+def test_cloned_voice_object_mismatch_refused_before_connecting(local_ws, plus_voice):
+    assert plus_voice.target_model == PLUS
+    before = _sessions(local_ws)
+    with pytest.raises(VoiceModelMismatch, match="enrolled for target_model"):
+        local_ws.realtime(FLASH, voice=plus_voice)
+    # by name: the target model is looked up through ws.voices, same refusal
+    with pytest.raises(VoiceModelMismatch, match=FLASH):
+        local_ws.realtime(FLASH, voice=plus_voice.voice)
+    assert _sessions(local_ws) == before  # no connection was made
+
+
+def test_cloned_voice_by_name_connects_for_its_model(local_ws, plus_voice):
+    with local_ws.realtime(PLUS, voice=plus_voice.voice) as rt:
+        assert rt.config["voice"] == plus_voice.voice
+
+
+def test_unknown_cloned_voice_name_is_a_clear_error(local_ws):
+    missing = "qwen-omni-vc-nobody-voice-20260101000000000-abcd"
+    with pytest.raises(ConfigError, match="not in this account.*qvtools voices list"):
+        local_ws.realtime(PLUS, voice=missing)
