@@ -8,10 +8,15 @@ hop 160, no centre padding, 40 Slaney mel bands (librosa's default basis), ``log
 80-frame windows with a 40-frame stride; each window's embedding is L2-normalized, the
 windows are averaged and the mean is L2-normalized again.
 
-One deliberate addition: frames more than 40 dB below the loud frames (pauses) are dropped
-before windowing, so the embedding averages over windows of *speech*.
+One deliberate addition in :func:`embed`: frames more than 40 dB below the loud frames
+(pauses) are dropped before windowing, so the embedding averages over windows of *speech*.
 
-The ONNX session is created once per process, on first use, with two threads.
+:func:`embed_windows` gives one embedding per time window (same features and 80-frame
+sub-windows, no pause dropping: the caller picks the windows); preflight's second-voice check
+compares them.
+
+The ONNX session is created once per process, on first use, with two threads, and shared by
+every caller (nothing is loaded at import time).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import numpy as np
 
 from .errors import InvalidAudio
 
-__all__ = ["MODEL_NAME", "EMBEDDING_DIM", "embed", "similarity", "similarity_audio", "log_mel"]
+__all__ = ["MODEL_NAME", "EMBEDDING_DIM", "embed", "embed_windows", "similarity", "similarity_audio",
+           "log_mel"]
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +121,23 @@ def log_mel(x, sr: int) -> np.ndarray:
     return np.log10(spec @ basis.T + 1e-10).astype(np.float32)
 
 
+def _embed_subwindows(feat: np.ndarray, starts) -> np.ndarray:
+    """Unit-norm embeddings ``(len(starts), 256)`` of the 80-frame sub-windows of ``feat``
+    beginning at the frame indices ``starts``."""
+    session, _ = _load()
+    idx = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(_WINDOW_FRAMES)[None, :]
+    windows = np.ascontiguousarray(feat[idx], dtype=np.float32)  # (n, 80, 40)
+    emb = session.run(None, {"mel_window": windows})[0].astype(np.float64)
+    return emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
+
+
+def _mean_unit(emb: np.ndarray, axis: int) -> np.ndarray:
+    mean = emb.mean(axis=axis)
+    return mean / (np.linalg.norm(mean, axis=-1, keepdims=True) + 1e-12)
+
+
 def embed(x, sr: int) -> np.ndarray:
     """Unit-norm 256-d speaker embedding of mono speech ``x`` at rate ``sr``."""
-    session, _ = _load()
     feat = log_mel(x, sr)
     power_db = 10.0 * np.log10(np.sum(10.0 ** feat.astype(np.float64), axis=1) + 1e-10)
     if power_db.size:
@@ -127,12 +147,41 @@ def embed(x, sr: int) -> np.ndarray:
     if feat.shape[0] < _WINDOW_FRAMES:  # pad short clips to one window, as the package does
         feat = np.concatenate([feat, np.zeros((_WINDOW_FRAMES - feat.shape[0], _N_MELS), np.float32)])
     n_win = 1 + (feat.shape[0] - _WINDOW_FRAMES) // _STRIDE_FRAMES
-    idx = np.arange(n_win)[:, None] * _STRIDE_FRAMES + np.arange(_WINDOW_FRAMES)[None, :]
-    windows = np.ascontiguousarray(feat[idx], dtype=np.float32)  # (n_win, 80, 40)
-    emb = session.run(None, {"mel_window": windows})[0].astype(np.float64)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12
-    mean = emb.mean(axis=0)
-    return (mean / (np.linalg.norm(mean) + 1e-12)).astype(np.float32)
+    emb = _embed_subwindows(feat, np.arange(n_win) * _STRIDE_FRAMES)
+    return _mean_unit(emb, axis=0).astype(np.float32)
+
+
+def embed_windows(x, sr: int, window_s: float = 1.5, hop_s: float = 0.75, *,
+                  starts_s=None) -> np.ndarray:
+    """Unit-norm speaker embeddings ``(n, 256)`` of ``window_s``-long windows of ``x``.
+
+    Windows start every ``hop_s`` seconds (those that fit entirely), or at the times
+    ``starts_s`` (seconds) when given. Each window is embedded like :func:`embed` (unit-norm
+    mean of unit-norm 80-frame sub-window embeddings), but with the fewest sub-windows that
+    cover it (two for 1.5 s) and without dropping pauses: the caller picks the windows.
+    ``window_s`` must be at least 0.8 s, the embedder's own window.
+    """
+    n_frames = int(round(window_s * _SR / _HOP))
+    if n_frames < _WINDOW_FRAMES:
+        raise ValueError(f"window_s must be >= {_WINDOW_FRAMES * _HOP / _SR:g} s, got {window_s}")
+    feat = log_mel(x, sr)
+    last = feat.shape[0] - n_frames  # the last start frame that fits
+    if starts_s is None:
+        if hop_s <= 0:
+            raise ValueError(f"hop_s must be positive, got {hop_s}")
+        starts = np.arange(0, last + 1, max(1, int(round(hop_s * _SR / _HOP))))
+    else:
+        starts = np.round(np.asarray(starts_s, dtype=np.float64).ravel() * _SR / _HOP).astype(np.int64)
+        if starts.size and (starts.min() < 0 or starts.max() > last):
+            raise ValueError(f"window starts must lie in [0, {max(last, 0) * _HOP / _SR:.2f}] s for "
+                             f"{window_s} s windows of this {feat.shape[0] * _HOP / _SR:.2f} s clip")
+    if starts.size == 0:
+        return np.zeros((0, EMBEDDING_DIM), np.float32)
+    # the fewest 80-frame sub-windows that cover the window, evenly spaced (1.5 s: two)
+    n_sub = 1 + -(-(n_frames - _WINDOW_FRAMES) // _WINDOW_FRAMES)
+    offsets = np.round(np.linspace(0, n_frames - _WINDOW_FRAMES, n_sub)).astype(np.int64)
+    emb = _embed_subwindows(feat, (starts[:, None] + offsets[None, :]).ravel())
+    return _mean_unit(emb.reshape(len(starts), len(offsets), -1), axis=1).astype(np.float32)
 
 
 def similarity(a, b) -> float:

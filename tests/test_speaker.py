@@ -72,3 +72,36 @@ def test_bad_input():
     with pytest.raises(ValueError):
         speaker.similarity(np.ones(3), np.ones(4))
     assert isinstance(speaker.MODEL_NAME, str) and "256" in speaker.MODEL_NAME
+
+
+def test_embed_windows_shapes_and_speakers():
+    a = buzz(110, (550, 1100, 2400), seconds=3.0, seed=1)
+    b = buzz(230, (850, 1900, 3100), seconds=3.0, seed=3)
+    x = np.concatenate([a, b])  # 6 s: speaker A, then speaker B
+    grid = speaker.embed_windows(x, 16000, 1.5, 0.75)
+    # starts 0, 0.75, ..., 3.75 s; a window at 4.5 s would need the last 512-sample STFT frame past 6 s
+    assert grid.shape == (6, speaker.EMBEDDING_DIM)
+    np.testing.assert_allclose(np.linalg.norm(grid, axis=1), 1.0, atol=1e-5)
+    emb = speaker.embed_windows(x, 16000, 1.5, starts_s=[0.0, 1.0, 3.2, 4.4])
+    same_a, same_b = emb[0] @ emb[1], emb[2] @ emb[3]
+    across = max(emb[i] @ emb[j] for i in (0, 1) for j in (2, 3))
+    assert min(same_a, same_b) > across + 0.05, (same_a, same_b, across)
+    # the same window at another sample rate embeds (nearly) the same
+    x24 = speaker._prepare(x, 16000)  # float64 16 kHz
+    from qvtools.audio import resample
+
+    e24 = speaker.embed_windows(resample(x24.astype(np.float32), 16000, 24000), 24000, 1.5, starts_s=[0.0])
+    assert float(e24[0] @ emb[0]) > 0.95
+
+
+def test_embed_windows_bad_input():
+    x = buzz(120, (600, 1200, 2500), seconds=2.0)
+    assert speaker.embed_windows(x[:8000], 16000, 1.5).shape == (0, speaker.EMBEDDING_DIM)  # 0.5 s: no window fits
+    with pytest.raises(ValueError, match="window_s"):
+        speaker.embed_windows(x, 16000, 0.5)
+    with pytest.raises(ValueError, match="window starts"):
+        speaker.embed_windows(x, 16000, 1.5, starts_s=[1.0])
+    with pytest.raises(ValueError, match="hop_s"):
+        speaker.embed_windows(x, 16000, 1.5, 0.0)
+    with pytest.raises(InvalidAudio):
+        speaker.embed_windows(np.zeros(0, np.float32), 16000)
