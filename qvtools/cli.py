@@ -2,8 +2,7 @@
 
 ``main(argv) -> int``; errors from qvtools are printed as one line on stderr with exit
 status 2 (never a traceback). Subcommands are registered in :data:`COMMANDS` (name ->
-builder adding its parser to the subparsers); other modules add ``talk``, ``compare``,
-``report`` the same way.
+builder adding its parser to the subparsers).
 """
 
 from __future__ import annotations
@@ -173,6 +172,69 @@ def _serve(args) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir / "service"
     serve_forever(host=args.host, port=args.port, data_dir=data_dir, api_key=args.api_key,
                   on_ready=lambda svc: _out(svc.url))
+    return 0
+
+
+# -- talk --------------------------------------------------------------------------------------------
+@command("talk")
+def _build_talk(sub):
+    p = sub.add_parser("talk", help="one realtime turn: send a recorded utterance, save the spoken reply "
+                       "(WAV + turn JSON) and print transcripts and latencies")
+    p.add_argument("--voice", required=True, help="a built-in voice (e.g. Tina) or a cloned voice name")
+    p.add_argument("--model", required=True, help="realtime model, e.g. qwen3.5-omni-plus-realtime")
+    p.add_argument("--input", required=True, metavar="AUDIO", help="the user's utterance (WAV/MP3/... file)")
+    p.add_argument("--out", required=True, metavar="REPLY.wav",
+                   help="where the reply audio goes; the turn JSON is written next to it (REPLY.json)")
+    p.add_argument("--manual", action="store_true",
+                   help="no server VAD: commit and request the response right after the audio")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
+                      help="stream the audio at real-time pace, like a microphone (default)")
+    pace.add_argument("--fast", dest="realtime", action="store_false", help="send the audio as fast as possible")
+    p.add_argument("--instructions", help="system instructions for the session")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply (default 60)")
+    p.set_defaults(func=_talk)
+
+
+def _fmt_ms(value) -> str:
+    return "n/a" if value is None else f"{value:.0f} ms"
+
+
+def _talk(args) -> int:
+    from pathlib import Path
+
+    from .audio import load
+    from .config import redact
+    from .errors import ConfigError
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".wav":
+        raise ConfigError(f"--out must name a .wav file (the turn JSON goes next to it), got {args.out!r}")
+    if not args.timeout > 0:
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    clip = load(args.input, mono=True)  # bad input fails here, before connecting
+    with _workspace() as ws:
+        print(ws.describe(), file=sys.stderr, flush=True)
+        turn_detection = None if args.manual else "server_vad"
+        with ws.realtime(args.model, voice=args.voice, instructions=args.instructions,
+                         turn_detection=turn_detection) as rt:
+            turn = rt.send_audio(clip, realtime=args.realtime, manual=args.manual, timeout=args.timeout)
+        simulated = ws.is_local
+    wav, js = turn.save(out.with_suffix(""))
+    lat = turn.latency()
+    _out(f"user:      {turn.user_transcript or '(no transcript)'}")
+    _out(f"assistant: {turn.assistant_transcript or '(no transcript)'}")
+    _out(f"latency from end of user speech: first audio {_fmt_ms(lat['ttfa_ms'])}, "
+         f"first text {_fmt_ms(lat['ttft_ms'])}, response.done {_fmt_ms(lat['e2e_ms'])}")
+    _out(f"latency from response.created:   first audio {_fmt_ms(lat['ttfa_created_ms'])}, "
+         f"first text {_fmt_ms(lat['ttft_created_ms'])}")
+    if simulated:
+        _out("note: local service -- these latencies are SIMULATED, not measurements of the real models")
+    _out(f"wrote {wav} ({turn.duration_s:.1f} s) and {js}")
+    if turn.status != "completed":
+        error = redact(turn.error, _env_key()) if turn.error else "no error message"
+        print(f"turn {turn.status}: {error}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

@@ -122,3 +122,102 @@ def test_serve_subprocess_prints_its_url(tmp_path):
             proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+# -- talk ----------------------------------------------------------------------------------------------
+FLASH = "qwen3.5-omni-flash-realtime"
+
+
+@pytest.fixture(scope="module")
+def prompt_wav(tmp_path_factory):
+    from realtime_support import utterance
+
+    path = tmp_path_factory.mktemp("talk") / "prompt.wav"
+    path.write_bytes(wav_bytes(*utterance()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cloned_plus(service, enrollment_wav):
+    from realtime_support import create_voice
+
+    return create_voice(service, enrollment_wav, target=PLUS, name="talkcli", key=KEY)
+
+
+def _sessions(service) -> set:
+    return {r[0] for r in service.trace.records()}
+
+
+def test_talk_is_registered():
+    assert "talk" in COMMANDS
+
+
+def test_talk_builtin_voice_manual(env, prompt_wav, tmp_path, capsys):
+    from qvtools.realtime.turn import Turn
+
+    out = tmp_path / "reply.wav"
+    assert main(["talk", "--voice", "Tina", "--model", PLUS, "--input", str(prompt_wav), "--out", str(out),
+                 "--manual", "--fast", "--instructions", "Answer briefly.", "--timeout", "60"]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert lines[0].startswith("user:") and "weather" in lines[0].lower()
+    assert lines[1].startswith("assistant: ") and len(lines[1]) > len("assistant: ") + 3
+    assert re.search(r"^latency from end of user speech: first audio \d+ ms, first text \d+ ms, "
+                     r"response\.done \d+ ms$", text, re.M)
+    assert re.search(r"^latency from response\.created: +first audio \d+ ms, first text \d+ ms$", text, re.M)
+    assert "latencies are SIMULATED" in text
+    turn = Turn.load(tmp_path / "reply")
+    assert turn.status == "completed" and turn.voice == "Tina" and turn.model == PLUS
+    assert turn.audio.size > 12000 and out.read_bytes()[:4] == b"RIFF"
+    assert f"wrote {out} ({turn.duration_s:.1f} s) and {tmp_path / 'reply.json'}" in text
+
+
+def test_talk_cloned_voice_server_vad(env, prompt_wav, cloned_plus, tmp_path, capsys):
+    from qvtools.realtime.turn import Turn
+
+    assert main(["talk", "--voice", cloned_plus, "--model", PLUS, "--input", str(prompt_wav),
+                 "--out", str(tmp_path / "cloned.wav"), "--fast"]) == 0
+    assert "weather" in capsys.readouterr().out.lower()
+    turn = Turn.load(tmp_path / "cloned")
+    assert turn.status == "completed" and turn.voice == cloned_plus
+    assert "speech_stopped" in turn.marks and turn.session_id in _sessions(env)  # server VAD ended the turn
+
+
+def test_talk_mismatched_cloned_voice_refused_without_connecting(env, prompt_wav, cloned_plus, tmp_path,
+                                                                    capsys):
+    before = _sessions(env)
+    assert main(["talk", "--voice", cloned_plus, "--model", FLASH, "--input", str(prompt_wav),
+                 "--out", str(tmp_path / "never.wav")]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: ") and "enrolled for target_model" in err and FLASH in err
+    assert _sessions(env) == before  # no realtime connection was opened
+    assert not (tmp_path / "never.wav").exists() and not (tmp_path / "never.json").exists()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--out", "reply.mp3"], "--out must name a .wav file"),
+    (["--input", "/no/such/prompt.wav"], "no such audio file"),
+    (["--voice", "qwen-omni-vc-ghost-voice-20260101000000000-abcd"], "not in this account"),
+])
+def test_talk_bad_arguments_are_one_line_errors(env, prompt_wav, tmp_path, capsys, argv, fragment):
+    base = {"--voice": "Tina", "--model": PLUS, "--input": str(prompt_wav), "--out": str(tmp_path / "r.wav")}
+    base.update(dict(zip(argv[::2], argv[1::2])))
+    before = _sessions(env)
+    assert main(["talk", *[x for kv in base.items() for x in kv]]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("error: ") and fragment in err[-1] and KEY not in "\n".join(err)
+    assert _sessions(env) == before
+
+
+def test_talk_failed_turn_exits_1_and_keeps_the_record(env, tmp_path, capsys):
+    from qvtools.realtime.turn import Turn
+
+    silence = tmp_path / "silence.wav"
+    silence.write_bytes(wav_bytes(np.zeros(16000, np.float32), 16000))
+    # server VAD never hears speech, so no reply comes within the timeout
+    assert main(["talk", "--voice", "Tina", "--model", PLUS, "--input", str(silence),
+                 "--out", str(tmp_path / "none.wav"), "--fast", "--timeout", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "user:      (no transcript)" in captured.out
+    assert captured.err.splitlines()[-1].startswith("turn failed: no reply within 1.0 s")
+    assert Turn.load(tmp_path / "none").status == "failed"
