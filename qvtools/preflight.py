@@ -108,7 +108,7 @@ THRESHOLDS = {
     "singing_held_ratio": 0.055,
     # second voice: 5th percentile of pairwise cosine similarity between d-vectors of 1.5 s
     # speech windows (at most 16, evenly spread; qvtools.speaker.embed_windows); measured: clean
-    # min 0.504 (en_M librivox), two speakers 0.281; threshold about midway (0.10 / 0.12 margins)
+    # min 0.521 (de_M thorsten), two speakers 0.282; threshold midway (0.12 margin either side)
     "second_voice_similarity": 0.40,
     # transcript: plausible speaking rate, words/s (space-separated scripts) or chars/s (CJK)
     "words_per_s": (1.0, 5.0),

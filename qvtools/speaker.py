@@ -110,16 +110,24 @@ def _prepare(x, sr) -> np.ndarray:
     return x
 
 
+def _frames_log_mel(y: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Log-mel rows for the STFT frame indices ``frames`` of prepared 16 kHz audio ``y``."""
+    _, basis = _load()
+    idx = frames[:, None] * _HOP + np.arange(_N_FFT)[None, :]
+    spec = np.abs(np.fft.rfft(y[idx] * _WINDOW[None, :], axis=1)) ** 2  # (frames, 257)
+    return np.log10(spec @ basis.T + 1e-10).astype(np.float32)
+
+
+def _n_frames(y: np.ndarray) -> int:
+    return 1 + (len(y) - _N_FFT) // _HOP
+
+
 def log_mel(x, sr: int) -> np.ndarray:
     """``(frames, 40)`` log10 mel power features exactly as the embedder was trained on."""
-    _, basis = _load()
     y = _prepare(x, sr)
     if len(y) < _N_FFT:
         y = np.pad(y, (0, _N_FFT - len(y)))
-    n = 1 + (len(y) - _N_FFT) // _HOP
-    idx = np.arange(n)[:, None] * _HOP + np.arange(_N_FFT)[None, :]
-    spec = np.abs(np.fft.rfft(y[idx] * _WINDOW[None, :], axis=1)) ** 2  # (frames, 257)
-    return np.log10(spec @ basis.T + 1e-10).astype(np.float32)
+    return _frames_log_mel(y, np.arange(_n_frames(y)))
 
 
 def _embed_subwindows(feat: np.ndarray, starts) -> np.ndarray:
@@ -165,8 +173,9 @@ def embed_windows(x, sr: int, window_s: float = 1.5, hop_s: float = 0.75, *,
     n_frames = int(round(window_s * _SR / _HOP))
     if n_frames < _WINDOW_FRAMES:
         raise ValueError(f"window_s must be >= {_WINDOW_FRAMES * _HOP / _SR:g} s, got {window_s}")
-    feat = log_mel(x, sr)
-    last = feat.shape[0] - n_frames  # the last start frame that fits
+    y = _prepare(x, sr)
+    total = max(_n_frames(y), 0)
+    last = total - n_frames  # the last start frame that fits
     if starts_s is None:
         if hop_s <= 0:
             raise ValueError(f"hop_s must be positive, got {hop_s}")
@@ -175,13 +184,16 @@ def embed_windows(x, sr: int, window_s: float = 1.5, hop_s: float = 0.75, *,
         starts = np.round(np.asarray(starts_s, dtype=np.float64).ravel() * _SR / _HOP).astype(np.int64)
         if starts.size and (starts.min() < 0 or starts.max() > last):
             raise ValueError(f"window starts must lie in [0, {max(last, 0) * _HOP / _SR:.2f}] s for "
-                             f"{window_s} s windows of this {feat.shape[0] * _HOP / _SR:.2f} s clip")
+                             f"{window_s} s windows of this {len(y) / _SR:.2f} s clip")
     if starts.size == 0:
         return np.zeros((0, EMBEDDING_DIM), np.float32)
     # the fewest 80-frame sub-windows that cover the window, evenly spaced (1.5 s: two)
     n_sub = 1 + -(-(n_frames - _WINDOW_FRAMES) // _WINDOW_FRAMES)
     offsets = np.round(np.linspace(0, n_frames - _WINDOW_FRAMES, n_sub)).astype(np.int64)
-    emb = _embed_subwindows(feat, (starts[:, None] + offsets[None, :]).ravel())
+    # features only for the frames the windows cover (preflight picks 16 windows of a 60 s clip)
+    needed = np.unique((starts[:, None] + np.arange(n_frames)[None, :]).ravel())
+    feat = _frames_log_mel(y, needed)
+    emb = _embed_subwindows(feat, np.searchsorted(needed, (starts[:, None] + offsets[None, :]).ravel()))
     return _mean_unit(emb.reshape(len(starts), len(offsets), -1), axis=1).astype(np.float32)
 
 
