@@ -453,13 +453,19 @@ class Experiment:
     default a ``ThreadPoolExecutor(workers)``. ``seed`` fixes the (shuffled, interleaved) turn order.
     ``retry_failed`` re-runs turns whose recorded status is not ``completed`` (their old rows are
     removed first, so each turn still appears once).
+
+    ``progress``: ``None`` (default) shows a tqdm bar; ``False`` hides it; a callable
+    ``progress(done, total, message)`` is also called (in the calling thread) after each turn is
+    journaled, e.g. a :class:`qvtools.widgets.RunProgress` -- ``done``/``total`` count the whole
+    plan (turns finished by an earlier run included), ``message`` names the turn and its status.
+    An exception raised by the callback stops the run (finished turns stay in the journal).
     """
 
     def __init__(self, workspace, run_dir, *, voices: Iterable, prompts: Iterable,
                  models: Sequence[str] = TARGET_MODELS, repeats: int = 1, seed: int = 0,
                  realtime: bool = False, executor: Executor | None = None, workers: int = 2,
                  metrics: Sequence[str] = DEFAULT_METRICS, retry_failed: bool = False,
-                 progress: bool = True):
+                 progress=None):
         self.workspace = workspace
         self.run_dir = Path(run_dir)
         self.voices = _as_voices(voices)
@@ -480,7 +486,13 @@ class Experiment:
         self.workers = int(workers)
         self.metrics = tuple(metrics)
         self.retry_failed = bool(retry_failed)
-        self.progress = progress
+        if not (progress is None or isinstance(progress, bool) or callable(progress)):
+            raise ConfigError("progress must be None, True/False (the tqdm bar) or a callable "
+                              f"progress(done, total, message); got {type(progress).__name__}")
+        #: Show the tqdm bar (``progress`` is not False).
+        self.show_bar = progress is not False
+        #: The ``progress(done, total, message)`` callback, or None.
+        self.progress = progress if callable(progress) else None
 
     # -- plan
     def plan(self) -> list[tuple[str, str, str, int]]:
@@ -525,7 +537,7 @@ class Experiment:
         try:
             if todo:
                 voice_ids = self._enroll({(v, m) for v, m, _, _ in todo})
-                self._execute([self._task(k, voice_ids) for k in todo])
+                self._execute([self._task(k, voice_ids) for k in todo], total=len(self.plan()))
         finally:
             self._finish_meta(meta)
         frame = results.to_frame(read_turns(self.turns_path))
@@ -570,13 +582,15 @@ class Experiment:
                         realtime=self.realtime, metrics=self.metrics, enroll_error=err,
                         simulated=self._simulated())
 
-    def _execute(self, tasks: list[TurnTask]) -> None:
+    def _execute(self, tasks: list[TurnTask], total: int | None = None) -> None:
         from tqdm.auto import tqdm
 
         own = self.executor is None
         executor = ThreadPoolExecutor(self.workers, thread_name_prefix="qvtools-turn") if own else self.executor
         futures = {}
-        bar = tqdm(total=len(tasks), desc="turns", unit="turn", disable=not self.progress)
+        total = len(tasks) if total is None else int(total)
+        done = total - len(tasks)  # finished by earlier runs
+        bar = tqdm(total=len(tasks), desc="turns", unit="turn", disable=not self.show_bar)
         try:
             with open(self.turns_path, "a", encoding="utf-8") as fh:
                 futures = {executor.submit(run_turn, t): t for t in tasks}
@@ -591,6 +605,10 @@ class Experiment:
                     append_row(fh, row)
                     bar.update(1)
                     bar.set_postfix_str(f"{task.model} {row.get('status')}", refresh=False)
+                    done += 1
+                    if self.progress is not None:
+                        self.progress(done, total, f"{task.voice} / {task.model} / {task.prompt} "
+                                                   f"#{task.repeat}: {row.get('status')}")
         except BaseException:
             for fut in futures:
                 fut.cancel()

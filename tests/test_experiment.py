@@ -213,3 +213,48 @@ def test_cli_compare_resumes_after_sigkill(tmp_path):
     assert len(meta["sessions"]) == 2 and meta["sessions"][1]["turns_to_run"] == 2 - len(before)
     assert FAKE_KEY not in (out / ex.RUN_FILE).read_text()
     assert FAKE_KEY not in res.stdout.decode() + res.stderr.decode()
+
+
+# --------------------------------------------------------------------------- progress callback
+
+def test_progress_must_be_a_callable_or_bool(tmp_path):
+    voices, prompts = ex.sample_voices()[:1], ex.sample_prompts()[:1]
+    with pytest.raises(ConfigError, match=r"progress\(done, total, message\)"):
+        ex.Experiment(None, tmp_path, voices=voices, prompts=prompts, progress="yes")
+    quiet = ex.Experiment(None, tmp_path, voices=voices, prompts=prompts, progress=False)
+    assert not quiet.show_bar and quiet.progress is None
+    default = ex.Experiment(None, tmp_path, voices=voices, prompts=prompts)
+    assert default.show_bar and default.progress is None
+
+
+def test_progress_callback_after_each_turn_of_a_resumed_run(small_run, tmp_path):
+    """Two of the four turns dropped from a copy of the journal: the resumed run reports 3/4 then 4/4."""
+    import shutil
+
+    from qvtools.config import Settings
+    from qvtools.widgets import RunProgress
+    from qvtools.workspace import connect
+
+    src, _, _ = small_run
+    run_dir = tmp_path / src.name
+    shutil.copytree(src, run_dir)
+    rows = ex.read_turns(run_dir / ex.TURNS_FILE)
+    ex._rewrite_rows(run_dir / ex.TURNS_FILE, rows[:2])
+    dropped = {r["turn_id"] for r in rows[2:]}
+    widget, calls = RunProgress(total=4), []
+
+    def progress(done, total, message):
+        calls.append((done, total, message))
+        widget(done, total, message)
+
+    settings = Settings(region="local", api_key=FAKE_KEY, data_dir=src.parent / "data")  # same voices
+    with connect(settings) as ws:
+        frame = ex.Experiment(ws, run_dir, voices=ex.sample_voices()[:2], prompts=ex.sample_prompts()[2:3],
+                              models=MODELS, workers=2, metrics=(), progress=progress).run()
+    assert [(d, t) for d, t, _ in calls] == [(3, 4), (4, 4)]
+    assert len(frame) == 4 and (frame["status"] == "completed").all()
+    redone = {r["turn_id"]: r for r in ex.read_turns(run_dir / ex.TURNS_FILE)[2:]}
+    assert set(redone) == dropped
+    for _, _, message in calls:
+        assert message.endswith(": completed") and any(m in message for m in MODELS)
+    assert widget.done == 4 and widget.total == 4 and "4 / 4" in widget.label.value
