@@ -216,8 +216,10 @@ def _talk(args) -> int:
     with _workspace() as ws:
         print(ws.describe(), file=sys.stderr, flush=True)
         turn_detection = None if args.manual else "server_vad"
-        with ws.realtime(args.model, voice=args.voice, instructions=args.instructions,
-                         turn_detection=turn_detection) as rt:
+        session = ws.realtime(args.model, voice=args.voice, instructions=args.instructions,
+                              turn_detection=turn_detection)  # a voice/model mismatch stops here
+        ws.wait_ready()  # a fresh embedded service: keep its one-time model loading out of the latencies
+        with session as rt:
             turn = rt.send_audio(clip, realtime=args.realtime, manual=args.manual, timeout=args.timeout)
         simulated = ws.is_local
     wav, js = turn.save(out.with_suffix(""))

@@ -45,6 +45,12 @@ class Workspace:
             return f"service at {self.settings.base_url} (local service — latencies are simulated)"
         return f"{self.settings.region} region ({self.settings.http_base}) — real DashScope service, billable"
 
+    def wait_ready(self, timeout: float = 120.0) -> bool:
+        """Wait (up to ``timeout`` s) until an embedded local service has loaded its speech engines,
+        so a first turn's latency does not include the one-time model loading. True when ready;
+        False otherwise (and at once without an embedded service)."""
+        return self.service is not None and self.service.wait_speech_ready(timeout)
+
     def realtime(self, model: str, *, voice=None, **kw):
         """A :class:`~qvtools.realtime.session.RealtimeSession` on this workspace's settings, not yet
         connected: use it as a context manager (``with ws.realtime(model, voice=v) as rt:``) or call

@@ -127,7 +127,8 @@ def test_service_warms_speech_in_the_background(tmp_path):
         assert isinstance(speech, SpeechPipeline)
         # readiness is not held back by the ~3 s of loading (the TTS source profile alone takes seconds)
         assert not speech.ready.is_set()
-        assert speech.wait_ready(120), speech.warm_error
+        assert svc.wait_speech_ready(120), speech.warm_error
+        assert speech.ready.is_set()
         with RealtimeSession(settings_for(svc), PLUS, voice="Tina", turn_detection=None) as rt:
             turn = rt.send_audio(utterance(), realtime=False, timeout=60)
         assert turn.status == "completed", turn.error
@@ -150,3 +151,4 @@ def test_warm_speech_off_loads_nothing(tmp_path):
 
     with LocalService(data_dir=tmp_path / "off", config=ServiceConfig(warm_speech=False)) as svc:
         assert svc.app["speech"] is None
+        assert svc.wait_speech_ready(30) is False  # at once: nothing is warming

@@ -34,6 +34,7 @@ def test_connect_to_a_running_service(tmp_path):
         settings = Settings(base_url=svc.url, api_key=svc.api_key, data_dir=tmp_path)
         with qvtools.connect(settings) as ws:
             assert ws.service is None and ws.is_local
+            assert ws.wait_ready(30) is False  # not our service to wait for
             assert "latencies are simulated" in ws.describe()
             assert ws.voices.count() == 0
 
@@ -78,6 +79,7 @@ def _sessions(ws) -> set:
 def test_realtime_turn_through_the_workspace(local_ws):
     from realtime_support import utterance
 
+    assert local_ws.wait_ready(120)  # the embedded service warmed its speech engines in the background
     with local_ws.realtime(PLUS, voice="Tina", turn_detection=None, instructions="Answer briefly.") as rt:
         assert rt.connected and rt.settings is local_ws.settings
         turn = rt.send_audio(utterance(), realtime=False, timeout=60)

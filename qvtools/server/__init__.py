@@ -12,6 +12,7 @@ import logging
 import signal
 import tempfile
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,9 +86,44 @@ class LocalService:
         return self.app["trace"]
 
     @property
+    def faults(self):
+        """The :class:`~qvtools.server.faults.FaultInjector` (plans and the log of faults fired)."""
+        self._require_started()
+        return self.app["faults"]
+
+    def set_faults(self, target: str, plan) -> None:
+        """Install a :class:`~qvtools.server.faults.FaultPlan` (or a dict of its fields; None removes it)
+        for ``target``: ``"*"`` (every key), an API key, or an open realtime session id (``sess_...``).
+        Thread-safe; a session takes the key/``"*"`` plan when it opens."""
+        try:
+            self.faults.set(target, plan)
+        except (TypeError, ValueError) as exc:
+            raise QVError(f"cannot set faults: {exc}") from None
+
+    def clear_faults(self) -> None:
+        """Remove every fault plan."""
+        self.faults.clear()
+
+    @property
     def store(self):
         self._require_started()
         return self.app["store"]
+
+    def wait_speech_ready(self, timeout: float = 120.0) -> bool:
+        """Wait until the background warm-up (``ServiceConfig.warm_speech``) has loaded the speech engines.
+
+        True when they are loaded; False after ``timeout``, or at once when warm-up is off or failed
+        (the engines then load on the first realtime turn).
+        """
+        self._require_started()
+        speech = self.app.get("speech")
+        if speech is None or not self.config.warm_speech:
+            return False
+        deadline = time.monotonic() + float(timeout)
+        while not speech.wait_ready(min(0.5, max(0.0, deadline - time.monotonic()))):
+            if speech.warm_error is not None or time.monotonic() >= deadline or self._thread is None:
+                return False
+        return True
 
     def _require_started(self) -> None:
         if self.port is None:
