@@ -150,7 +150,7 @@ def _check_tuple(src) -> tuple[np.ndarray, int]:
     return x.astype(np.float32, copy=False), int(sr)
 
 
-def _decode_av(data: bytes) -> tuple[np.ndarray, int]:
+def _decode_av(data: bytes, limit_s: float | None = None) -> tuple[np.ndarray, int]:
     import av
 
     try:
@@ -163,9 +163,14 @@ def _decode_av(data: bytes) -> tuple[np.ndarray, int]:
             layout = "mono" if channels == 1 else "stereo"
             resampler = av.AudioResampler(format="flt", layout=layout, rate=rate)
             chunks = []
+            wanted = None if limit_s is None else int(limit_s * rate) + 1
+            got = 0
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1, 1 if channels == 1 else 2))
+                    got += len(chunks[-1])
+                if wanted is not None and got >= wanted:
+                    break
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1, 1 if channels == 1 else 2))
     except InvalidAudio:
@@ -175,14 +180,19 @@ def _decode_av(data: bytes) -> tuple[np.ndarray, int]:
     if not chunks:
         raise InvalidAudio("the audio stream decoded to no samples")
     x = np.concatenate(chunks).astype(np.float32)
+    if limit_s is not None:
+        x = x[:int(limit_s * rate) + 1]
     return (x[:, 0] if x.shape[1] == 1 else x), int(rate)
 
 
-def load(src: AudioSource, *, mono: bool = False, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+def load(src: AudioSource, *, mono: bool = False, sample_rate: int | None = None,
+         limit_s: float | None = None) -> tuple[np.ndarray, int]:
     """Decode audio to float32 in [-1, 1].
 
     WAV/FLAC/OGG/MP3 go through libsndfile; M4A/AAC (and anything libsndfile
     refuses) through PyAV. ``mono`` averages channels; ``sample_rate`` resamples.
+    ``limit_s`` stops decoding one sample past that many seconds, so a caller enforcing a
+    duration limit sees ``len(x) > limit_s * sr`` without decoding (or holding) the rest.
     """
     if isinstance(src, tuple):
         x, sr = _check_tuple(src)
@@ -191,9 +201,12 @@ def load(src: AudioSource, *, mono: bool = False, sample_rate: int | None = None
         if not data:
             raise InvalidAudio("the audio is empty (0 bytes)")
         try:
-            x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+            with sf.SoundFile(io.BytesIO(data)) as f:
+                sr = f.samplerate
+                frames = -1 if limit_s is None else int(limit_s * sr) + 1
+                x = f.read(frames=frames, dtype="float32", always_2d=False)
         except (sf.LibsndfileError, RuntimeError, TypeError):
-            x, sr = _decode_av(data)
+            x, sr = _decode_av(data, limit_s)
         if x.size == 0:
             raise InvalidAudio("the audio holds no samples")
     if mono:

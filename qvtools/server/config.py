@@ -2,6 +2,30 @@
 
 A plain dataclass with defaults, so other parts of the service (the realtime half)
 can add their own fields here without touching the enrollment code.
+
+Limits (each enforced while the data streams in, never after buffering everything):
+
+=============================  =========================  ====================================================
+limit                          field (default)            over it
+=============================  =========================  ====================================================
+request body                   ``max_body_bytes``         400 ``InvalidParameter`` "Exceeded limit on max bytes
+                               (10 MiB + 64 KiB)          per data-uri item"; read in 64 KiB chunks, refused
+                                                          on the chunk that passes it (or on Content-Length)
+data URL length                ``max_data_uri_bytes``     400 ``InvalidParameter`` (same message, §2.1 < 10 MB)
+                               (10,485,760)
+decoded audio duration         ``max_audio_s`` (60 s)     400 ``Audio.DurationLimitError``; checked on the
+                                                          header, and decoding stops one sample past 60 s
+concurrent realtime sessions   ``max_sessions_per_key``   HTTP 429 ``Throttling.RateQuota`` before the upgrade
+per API key                    (8)
+WebSocket message size         ``realtime_max_frame_      close 1009 (message too big)
+                               bytes`` (16 MiB)
+appended-audio buffer          ``realtime_max_buffer_s``  ``error`` event ``input_audio_buffer_limit_exceeded``,
+                               (60 s)                     buffer dropped, session continues
+idle session                   ``realtime_idle_timeout_   ``error`` event ``idle_timeout``, close 1000
+                               s`` (300 s)
+session length                 ``realtime_max_session_s`` ``error`` event ``session_expired``, close 1000
+                               (7200 s)
+=============================  =========================  ====================================================
 """
 
 from __future__ import annotations
@@ -56,6 +80,19 @@ class ServiceConfig:
     realtime_idle_timeout_s: float = 300.0
     #: Hard cap on a session's length (§4.1 "At most 120 min").
     realtime_max_session_s: float = 7200.0
+    #: Concurrent realtime sessions per API key; the handshake beyond it is refused *before the upgrade*
+    #: with HTTP 429 ``Throttling.RateQuota`` (§3 429 codes) and ``Retry-After: 1``; the client raises
+    #: ``APIError(429, "Throttling.RateQuota")`` (``retryable``). 0 disables the limit. The default is
+    #: what a 2-core machine holds with every session talking at once (benchmarks/bench_load.py).
+    max_sessions_per_key: int = 8
+    #: Largest WebSocket message accepted from a client (bytes). A bigger frame closes the socket with
+    #: 1009 "message too big" (RFC 6455 §7.4.1); a 60 s PCM16 append at 24 kHz is ~3.9 MB of base64.
+    realtime_max_frame_bytes: int = 16 * 1024 * 1024
+    #: Most audio the ``input_audio_buffer`` holds (seconds at the input rate). An append past it is
+    #: answered by an ``error`` event (code ``input_audio_buffer_limit_exceeded``), the buffer is dropped
+    #: (as by ``input_audio_buffer.clear``) and the session continues. With server VAD, audio outside
+    #: speech is trimmed to the prefix padding, so only one utterance (or one manual turn) counts.
+    realtime_max_buffer_s: float = 60.0
     #: Load the speech engines (Whisper, Piper, the TTS source profile) in the background right after
     #: startup, so the first realtime turn is not ~3 s slower. Never delays readiness; False: load on first use.
     warm_speech: bool = True

@@ -70,7 +70,9 @@ def process_enrollment_audio(raw: bytes, config: ServiceConfig) -> EnrolledAudio
     if info.sample_rate < config.min_sample_rate:
         raise ServiceError(400, "Audio.AudioRateError", "File sample rate unsupported.")
     try:
-        x, sr = audio.load(raw, mono=True)
+        # decoding stops one sample past max_audio_s: a header that understates the length cannot make
+        # the service decode (and hold) more than that
+        x, sr = audio.load(raw, mono=True, limit_s=config.max_audio_s)
     except InvalidAudio:
         raise decoder_error from None
     duration = len(x) / sr

@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 _SPEECH_LOCK = threading.Lock()
 _OPEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # app -> set of open _Connection
-_MAX_MSG_BYTES = 16 * 1024 * 1024
+_ACTIVE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # app -> {api key: open sessions}
+_VAD_KEEP_MS = 500  # audio kept before the prefix padding while no speech is detected (VAD look-ahead)
 _MAX_IMAGE_B64 = 256 * 1024  # §4.3 "≤ 256 KB after base64"
 _TOKEN = re.compile(r"\S+\s*")
 
@@ -66,10 +67,10 @@ def get_speech(app):
     return speech
 
 
-def _json_error(status: int, code: str, message: str) -> web.Response:
+def _json_error(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
     rid = str(uuid.uuid4())
     return web.json_response({"request_id": rid, "code": code, "message": message}, status=status,
-                             headers={"x-request-id": rid})
+                             headers={"x-request-id": rid, **(headers or {})})
 
 
 async def handle_realtime(request: web.Request):
@@ -79,16 +80,30 @@ async def handle_realtime(request: web.Request):
     model = request.query.get("model", "")
     if not model or (config.realtime_reject_unknown_model and not ev.is_known_model(model)):
         return _json_error(404, "ModelNotFound", "Model can not be found.")  # §5.4 [guess]
-    ws = web.WebSocketResponse(autoping=True, max_msg_size=_MAX_MSG_BYTES)
-    await ws.prepare(request)
-    conn = _Connection(request.app, ws, key, model)
-    open_set = _OPEN.setdefault(request.app, set())
-    open_set.add(conn)
+    limit = int(config.max_sessions_per_key or 0)
+    active = _ACTIVE.setdefault(request.app, {})
+    if limit > 0 and active.get(key, 0) >= limit:
+        # ServiceConfig.max_sessions_per_key: refused before the upgrade with a §3 429 code, never a crash
+        log.info("realtime handshake refused: %d concurrent sessions for this key", limit)
+        return _json_error(429, "Throttling.RateQuota",
+                           f"Requests rate limit exceeded, try again later: at most {limit} concurrent realtime "
+                           "sessions per API key.", headers={"Retry-After": "1"})
+    active[key] = active.get(key, 0) + 1  # reserved before any await, so racing handshakes count too
     try:
-        await conn.run()
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=int(config.realtime_max_frame_bytes))
+        await ws.prepare(request)
+        conn = _Connection(request.app, ws, key, model)
+        open_set = _OPEN.setdefault(request.app, set())
+        open_set.add(conn)
+        try:
+            await conn.run()
+        finally:
+            open_set.discard(conn)
+            await conn.shutdown()
     finally:
-        open_set.discard(conn)
-        await conn.shutdown()
+        active[key] -= 1
+        if active[key] <= 0:
+            del active[key]
     return ws
 
 
@@ -250,7 +265,7 @@ class _Connection:
             except asyncio.TimeoutError:
                 if time.monotonic() >= cap_deadline:
                     continue
-                await self._expire("idle_timeout", f"No client event for {idle:.0f} s; closing the session.")
+                await self._expire("idle_timeout", f"No client event for {idle:g} s; closing the session.")
                 return
             if msg.type == WSMsgType.TEXT:
                 await self._dispatch(msg.data)
@@ -349,6 +364,15 @@ class _Connection:
         if not data:
             return
         self.audio_started = True
+        cap = int(float(self.cfg.realtime_max_buffer_s) * self.in_rate) * 2
+        if len(self.buf) + len(data) > cap:
+            # ServiceConfig.realtime_max_buffer_s: error event, the buffer dropped (as by clear), session goes on
+            self._drop_buffer()
+            await self.error(f"The input audio buffer would exceed {self.cfg.realtime_max_buffer_s:g} s of audio; "
+                             "it was cleared. Commit more often, or keep sending silence so the server VAD "
+                             "can end the turn.", code="input_audio_buffer_limit_exceeded", param="audio",
+                             event_id=event.event_id)
+            return
         self.buf.extend(data)
         if self.vad is None:
             return
@@ -365,6 +389,25 @@ class _Connection:
                 self.vad_item = None
                 await self.send(ev.speech_stopped(vev.audio_ms, item))
                 await self._commit(item, self.vad_start_ms, int(vev.audio_ms), auto=True)
+        if self.vad_item is None:
+            self._trim_buffer()
+
+    def _trim_buffer(self) -> None:
+        """Server VAD outside speech: keep only what a next ``speech_started`` can reach back to
+        (prefix_padding_ms, §4.2, plus the VAD look-ahead), so silence never fills the buffer."""
+        td = self.session.get("turn_detection") or {}
+        keep = 2 * int((int(td.get("prefix_padding_ms", 300)) + _VAD_KEEP_MS) * self.in_rate / 1000.0)
+        extra = len(self.buf) - keep
+        if extra > 0:
+            del self.buf[:extra]
+            self.buf_start_ms += 1000.0 * (extra // 2) / self.in_rate
+
+    def _drop_buffer(self) -> None:
+        self.buf.clear()
+        self.vad_item = None
+        if self.vad is not None:
+            self.vad.reset()
+        self.buf_start_ms = 0.0
 
     def _slice_ms(self, start_ms: float | None, end_ms: float | None) -> bytes:
         if start_ms is None:
@@ -403,11 +446,7 @@ class _Connection:
         await self._commit(item, None, None, auto=False)
 
     async def on_clear(self, event) -> None:
-        self.buf.clear()
-        self.vad_item = None
-        if self.vad is not None:
-            self.vad.reset()
-        self.buf_start_ms = 0.0
+        self._drop_buffer()
         await self.send(ev.cleared())
 
     async def on_image(self, event) -> None:

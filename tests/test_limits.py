@@ -1,0 +1,328 @@
+"""Every documented limit of the local service (qvtools/server/config.py), enforced while the data
+streams in and answered with its documented error, over real sockets on 127.0.0.1.
+
+Limits are set tiny here so each test is quick: a real turn is never needed (no speech engines)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+
+import numpy as np
+import pytest
+import requests
+
+from qvtools import audio
+from qvtools.config import ENROLLMENT_PATH, Settings
+from qvtools.errors import APIError
+from qvtools.realtime.session import RealtimeSession
+from qvtools.server import LocalService, ServiceConfig
+from qvtools.server.app import ServiceError
+from qvtools.server.enrollment import process_enrollment_audio
+
+TIMEOUT = 30
+FLASH = "qwen3.5-omni-flash-realtime"
+RATE = 16000  # default session input rate
+CHUNK = bytes(2 * RATE // 10)  # 100 ms of PCM16 silence
+
+
+def _cfg(**kw) -> ServiceConfig:
+    base = dict(realtime_latency="none", warm_speech=False, max_sessions_per_key=2, realtime_max_buffer_s=1.0,
+                realtime_max_frame_bytes=64 * 1024, max_data_uri_bytes=4096, max_body_bytes=8192)
+    base.update(kw)
+    return ServiceConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory):
+    with LocalService(data_dir=tmp_path_factory.mktemp("limits"), config=_cfg()) as service:
+        yield service
+
+
+class Client:
+    """A bare websocket-client connection (events in, events out), every wait bounded."""
+
+    def __init__(self, svc, key="sk-limits", model=FLASH):
+        import websocket
+
+        self.ws = websocket.create_connection(f"{svc.ws_url}/api-ws/v1/realtime?model={model}", timeout=TIMEOUT,
+                                              header=[f"Authorization: Bearer {key}"])
+        assert self.recv()["type"] == "session.created"
+
+    def send(self, event) -> None:
+        self.ws.send(event if isinstance(event, str) else json.dumps(event))
+
+    def recv(self) -> dict:
+        return json.loads(self.ws.recv())
+
+    def update(self, **session) -> dict:
+        self.send({"type": "session.update", "session": session})
+        return self.until("session.updated")[-1]
+
+    def until(self, *types) -> list[dict]:
+        out = []
+        while True:  # each recv is bounded by the socket timeout
+            e = self.recv()
+            out.append(e)
+            if e["type"] in types:
+                return out
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def append(n_chunks: int, chunk: bytes = CHUNK) -> list[str]:
+    b64 = base64.b64encode(chunk).decode()
+    return [json.dumps({"type": "input_audio_buffer.append", "audio": b64})] * n_chunks
+
+
+def handshake_status(svc, key: str) -> tuple[int, dict, dict]:
+    """Status, JSON body and headers of a refused (or accepted: 101) handshake."""
+    import websocket
+
+    try:
+        ws = websocket.create_connection(f"{svc.ws_url}/api-ws/v1/realtime?model={FLASH}", timeout=TIMEOUT,
+                                         header=[f"Authorization: Bearer {key}"])
+    except websocket.WebSocketBadStatusException as exc:
+        return exc.status_code, json.loads(exc.resp_body), dict(exc.resp_headers or {})
+    ws.close()
+    return 101, {}, {}
+
+
+def connect_when_free(svc, key: str) -> Client:
+    """Connect once the server has released a slot (it does so when it sees the close); bounded."""
+    import time
+
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            return Client(svc, key)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            threading.Event().wait(0.05)
+
+
+# -- concurrent sessions per key ---------------------------------------------------------------------------
+def test_session_limit_per_key_is_a_429_before_the_upgrade(svc):
+    a, b = Client(svc, "sk-alice"), Client(svc, "sk-alice")
+    try:
+        status, body, headers = handshake_status(svc, "sk-alice")
+        assert status == 429
+        assert body["code"] == "Throttling.RateQuota" and "at most 2 concurrent realtime sessions" in body["message"]
+        assert set(body) == {"request_id", "code", "message"}
+        assert {k.lower(): v for k, v in headers.items()}["retry-after"] == "1"
+        # the client maps it to a typed, retryable APIError
+        settings = Settings(region="local", base_url=svc.url, api_key="sk-alice")
+        with pytest.raises(APIError) as info:
+            RealtimeSession(settings, FLASH, timeout=TIMEOUT).connect()
+        assert info.value.status == 429 and info.value.code == "Throttling.RateQuota" and info.value.retryable
+        # other keys are not affected, and the open sessions keep working
+        other = Client(svc, "sk-bob")
+        other.close()
+        a.send({"type": "input_audio_buffer.clear"})
+        assert a.until("input_audio_buffer.cleared")
+    finally:
+        a.close()
+    c = connect_when_free(svc, "sk-alice")  # a closed session frees its slot
+    c.close()
+    b.close()
+
+
+def test_racing_handshakes_never_exceed_the_limit(svc):
+    results: list[int] = []
+    lock = threading.Lock()
+    clients: list = []
+
+    def one():
+        import websocket
+
+        try:
+            ws = websocket.create_connection(f"{svc.ws_url}/api-ws/v1/realtime?model={FLASH}", timeout=TIMEOUT,
+                                             header=["Authorization: Bearer sk-race"])
+            with lock:
+                results.append(101)
+                clients.append(ws)
+        except websocket.WebSocketBadStatusException as exc:
+            with lock:
+                results.append(exc.status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    try:
+        assert sorted(results) == [101, 101] + [429] * 8
+    finally:
+        for ws in clients:
+            ws.close()
+    assert requests.post(svc.url + ENROLLMENT_PATH, json={}, timeout=TIMEOUT,
+                         headers={"Authorization": "Bearer sk-race"}).status_code == 400  # still answering
+
+
+# -- appended-audio buffer ------------------------------------------------------------------------------------
+def test_buffer_cap_gives_an_error_drops_the_buffer_and_the_session_continues(svc):
+    c = Client(svc, "sk-buffer")
+    try:
+        c.update(turn_detection=None)
+        for frame in append(10):  # exactly the 1 s cap: accepted
+            c.send(frame)
+        c.send(append(1)[0])  # one chunk more: refused
+        err = c.until("error")[-1]["error"]
+        assert err["code"] == "input_audio_buffer_limit_exceeded" and err["param"] == "audio"
+        c.send({"type": "input_audio_buffer.commit"})  # the buffer was dropped
+        assert c.until("error")[-1]["error"]["code"] == "input_audio_buffer_commit_empty"
+        for frame in append(3):  # and fills again
+            c.send(frame)
+        c.send({"type": "input_audio_buffer.clear"})
+        assert c.until("input_audio_buffer.cleared")
+    finally:
+        c.close()
+
+
+def test_silence_under_server_vad_never_fills_the_buffer(svc):
+    c = Client(svc, "sk-vad")
+    try:
+        c.update(turn_detection={"type": "server_vad"})
+        for frame in append(40):  # 4 s of silence against a 1 s cap: trimmed to the prefix padding
+            c.send(frame)
+        c.send({"type": "input_audio_buffer.clear"})
+        events = c.until("input_audio_buffer.cleared")
+        assert [e["type"] for e in events] == ["input_audio_buffer.cleared"]
+    finally:
+        c.close()
+
+
+# -- WebSocket message size -----------------------------------------------------------------------------------
+def test_oversized_frame_closes_with_1009_and_the_service_goes_on(svc):
+    import websocket
+
+    c = Client(svc, "sk-frame")
+    try:
+        try:
+            c.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (70 * 1024)}))
+            op, frame = c.ws.recv_data_frame(True)
+        except ConnectionError:  # the server may close (1009) while the client is still writing the frame
+            pass
+        else:
+            assert op == websocket.ABNF.OPCODE_CLOSE and int.from_bytes(frame.data[:2], "big") == 1009
+        with pytest.raises((ConnectionError, websocket.WebSocketException)):  # the connection is over
+            c.send({"type": "input_audio_buffer.clear"})
+            c.recv()
+    finally:
+        c.close()
+    c = connect_when_free(svc, "sk-frame")
+    c.close()
+
+
+# -- idle timeout and session length, seen from RealtimeSession ---------------------------------------------
+@pytest.mark.parametrize("field, code", [("realtime_idle_timeout_s", "idle_timeout"),
+                                         ("realtime_max_session_s", "session_expired")])
+def test_server_closing_gives_the_client_a_clear_error(tmp_path, field, code):
+    with LocalService(data_dir=tmp_path, config=_cfg(**{field: 0.5})) as service:
+        settings = Settings(region="local", base_url=service.url, api_key="sk-timeout")
+        sess = RealtimeSession(settings, FLASH, turn_detection=None, timeout=TIMEOUT)
+        sess.connect()
+        try:
+            if code == "idle_timeout":
+                assert sess._closed.wait(TIMEOUT), "the server did not close the idle session"
+                turn = sess.send_audio((np.zeros(RATE, np.float32), RATE), realtime=False, timeout=TIMEOUT)
+            else:  # the client stays active (appends every 100 ms); the cap still ends the session
+                turn = sess.send_audio((np.zeros(5 * RATE, np.float32), RATE), realtime=True, timeout=TIMEOUT)
+        finally:
+            sess.close()
+        assert turn.status == "failed"
+        assert code in turn.error or "closed" in turn.error, turn.error
+
+
+# -- enrollment: body, data URL, decoded duration -------------------------------------------------------------
+def _post(svc, body: dict) -> requests.Response:
+    return requests.post(svc.url + ENROLLMENT_PATH, json=body, timeout=TIMEOUT,
+                         headers={"Authorization": "Bearer sk-enroll"})
+
+
+def _create(data: str) -> dict:
+    return {"model": "qwen-voice-enrollment", "input": {"action": "create", "target_model": FLASH,
+                                                        "preferred_name": "limits", "audio": {"data": data}}}
+
+
+def test_data_url_length_limit(svc):
+    resp = _post(svc, _create("data:audio/wav;base64," + "A" * 4096))
+    assert resp.status_code == 400
+    assert resp.json()["code"] == "InvalidParameter"
+    assert resp.json()["message"] == "Exceeded limit on max bytes per data-uri item : 4096"
+
+
+def test_body_limit_is_enforced_while_streaming(svc):
+    """A chunked body that never ends: the 400 must come once the limit is passed, not at the end."""
+    host, port = svc.url.rsplit("/", 1)[-1].split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+        sock.sendall((f"POST {ENROLLMENT_PATH} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer sk-enroll\r\n"
+                      "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+        piece = b"x" * 4096
+        for _ in range(4):  # 16 KiB > the 8 KiB limit; the terminating 0-chunk is never sent
+            sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            part = sock.recv(65536)
+            if not part:
+                break
+            data += part
+    head, _, payload = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"Exceeded limit on max bytes per data-uri item : 4096" in payload
+
+
+def _adts(x: np.ndarray, sr: int) -> bytes:
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="adts") as container:
+        stream = container.add_stream("aac", rate=sr)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(x[None, :], format="flt", layout="mono")
+        frame.sample_rate = sr
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def long_aac_understated():
+    """70 s of AAC (ADTS) whose estimated duration is far below 60 s: loud noise first, then silence,
+    so the bitrate-based estimate of the header check is fooled and only the decode bound catches it."""
+    sr = 24000
+    rng = np.random.default_rng(0)
+    x = np.concatenate([0.5 * rng.standard_normal(10 * sr), np.zeros(60 * sr)]).astype(np.float32)
+    data = _adts(x, sr)
+    assert audio.probe(data).duration_s < 30
+    return data
+
+
+def test_decoded_duration_limit_without_decoding_everything(long_aac_understated):
+    x, sr = audio.load(long_aac_understated, mono=True, limit_s=60.0)
+    assert len(x) == 60 * sr + 1  # decoding stopped one sample past the limit
+    with pytest.raises(ServiceError) as info:
+        process_enrollment_audio(long_aac_understated, ServiceConfig())
+    assert info.value.code == "Audio.DurationLimitError"
+
+
+def test_decoded_duration_limit_over_http(tmp_path, long_aac_understated):
+    with LocalService(data_dir=tmp_path, config=_cfg(max_data_uri_bytes=10_485_760,
+                                                     max_body_bytes=11_000_000)) as service:
+        resp = _post(service, _create(audio.data_url(long_aac_understated, "audio/mp4")))
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["code"] == "Audio.DurationLimitError"
+
+
+def test_header_duration_over_60s_is_refused():
+    wav = audio.wav_bytes(np.zeros(61 * 24000, np.float32), 24000)
+    with pytest.raises(ServiceError) as info:
+        process_enrollment_audio(wav, ServiceConfig())
+    assert info.value.code == "Audio.DurationLimitError"
