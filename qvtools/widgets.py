@@ -126,10 +126,18 @@ def _finite(value: Any) -> bool:
         return False
 
 
-def metric_badge(name: str, value: Any) -> str:
-    """A small HTML badge ``<span class="qv-badge" data-metric=name>label value</span>`` ('n/a' when missing)."""
+#: Latency badges: their values are simulated on the local service and are labelled so.
+_LATENCY_BADGES = frozenset({"ttfa_ms", "e2e_ms"})
+
+
+def metric_badge(name: str, value: Any, *, simulated: bool = False) -> str:
+    """A small HTML badge ``<span class="qv-badge" data-metric=name>label value</span>`` ('n/a' when missing).
+
+    ``simulated=True`` marks a latency badge "(simulated)" (local service latency profiles)."""
     label, fmt, _ = BADGE_METRICS.get(name, (name, "{}", True))
     text = fmt.format(float(value)) if _finite(value) else "n/a"
+    if simulated and name in _LATENCY_BADGES and _finite(value):
+        text += " (simulated)"
     label = f"{label} " if label else ""
     return (f'<span class="qv-badge" data-metric="{html.escape(name)}" style="display:inline-block;'
             f'margin:1px 2px;padding:0 5px;border-radius:8px;background:#eef;font-size:11px;'
@@ -261,7 +269,8 @@ class ComparisonGrid(widgets.VBox):
                 if row is None:
                     kids.append(widgets.HTML(value='<span class="qv-missing">not run</span>'))
                     continue
-                badges = "".join(metric_badge(k, row.get(k)) for k in self.metrics)
+                sim = row.get("simulated") is True or str(row.get("simulated")).lower() == "true"
+                badges = "".join(metric_badge(k, row.get(k), simulated=sim) for k in self.metrics)
                 status = row.get("status")
                 if not _missing(status) and status != "completed":
                     badges += f' <span class="qv-status">{html.escape(str(status))}</span>'

@@ -240,3 +240,13 @@ def test_comparison_grid_chosen_badges(grid_data):
     values = [w.value for w in g.table.children]
     assert len(values) == 3 * 5 and g.players == 4 * 2
     assert sum("E2E 900 ms" in v for v in values) == 4 and not any("TTFA" in v for v in values)
+
+
+def test_latency_badge_is_labelled_simulated_only_for_simulated_rows():
+    from qvtools.widgets import metric_badge
+
+    assert "(simulated)" in metric_badge("ttfa_ms", 812.0, simulated=True)
+    assert "(simulated)" not in metric_badge("ttfa_ms", 812.0, simulated=False)
+    # a non-latency metric is never labelled, a missing value stays "n/a"
+    assert "(simulated)" not in metric_badge("speaker_similarity", 0.8, simulated=True)
+    assert "n/a" in metric_badge("ttfa_ms", float("nan"), simulated=True)
