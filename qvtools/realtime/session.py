@@ -73,6 +73,10 @@ class RealtimeSession:
         if not model or not isinstance(model, str):
             raise ConfigError("model must be a realtime model name, e.g. 'qwen3.5-omni-plus-realtime'")
         voice, voice_target_model = _voice_name_and_target(voice, voice_target_model)
+        if settings.is_cloud and isinstance(session_extra, dict) and "qvtools" in session_extra:
+            # the qvtools session extension (fault injection) exists only on the local service
+            raise ConfigError("session_extra['qvtools'] (fault injection) is for the qvtools local service only; "
+                              f"remove it for the {settings.region} region")
         if ev.is_cloned_voice(voice) and voice_target_model is not None \
                 and ev.base_model(voice_target_model) != ev.base_model(model):
             # SEED §2.1: "Must equal the later realtime ?model=, otherwise synthesis fails".

@@ -86,6 +86,25 @@ class LocalService:
         return self.app["trace"]
 
     @property
+    def faults(self):
+        """The :class:`~qvtools.server.faults.FaultInjector` (plans and the log of faults fired)."""
+        self._require_started()
+        return self.app["faults"]
+
+    def set_faults(self, target: str, plan) -> None:
+        """Install a :class:`~qvtools.server.faults.FaultPlan` (or a dict of its fields; None removes it)
+        for ``target``: ``"*"`` (every key), an API key, or an open realtime session id (``sess_...``).
+        Thread-safe; a session takes the key/``"*"`` plan when it opens."""
+        try:
+            self.faults.set(target, plan)
+        except (TypeError, ValueError) as exc:
+            raise QVError(f"cannot set faults: {exc}") from None
+
+    def clear_faults(self) -> None:
+        """Remove every fault plan."""
+        self.faults.clear()
+
+    @property
     def store(self):
         self._require_started()
         return self.app["store"]

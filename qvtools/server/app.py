@@ -29,6 +29,7 @@ from aiohttp import web
 
 from ..config import ENROLLMENT_PATH, REALTIME_PATH
 from .config import ServiceConfig
+from .faults import FaultInjector
 from .store import VoiceStore
 
 __all__ = ["create_app", "authenticate", "error_response", "read_json", "ServerTrace", "ServiceError",
@@ -225,7 +226,8 @@ def create_app(config: ServiceConfig | None = None, data_dir=None) -> web.Applic
 
     App keys: ``"config"`` (:class:`ServiceConfig`), ``"store"`` (:class:`VoiceStore` under
     ``data_dir``), ``"trace"`` (:class:`ServerTrace`), ``"speech"`` (None; created lazily by
-    the realtime half, or on startup when ``config.warm_speech`` starts loading it in the background).
+    the realtime half, or on startup when ``config.warm_speech`` starts loading it in the background),
+    ``"faults"`` (:class:`FaultInjector`; no plans unless ``config.faults``).
     """
     from .enrollment import handle_customization
 
@@ -240,7 +242,10 @@ def create_app(config: ServiceConfig | None = None, data_dir=None) -> web.Applic
         app["store"] = VoiceStore(Path(data_dir))
         app["trace"] = ServerTrace()
         app["speech"] = None
+        app["faults"] = FaultInjector(config.faults)  # off (no plans) by default; qvtools/server/faults.py
     app.router.add_post(ENROLLMENT_PATH, handle_customization)
+    if config.fault_control:  # opt-in control endpoint, never a DashScope path
+        app["faults"].add_routes(app)
     app.router.add_get(REALTIME_PATH, _realtime)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)

@@ -96,3 +96,14 @@ class ServiceConfig:
     #: Load the speech engines (Whisper, Piper, the TTS source profile) in the background right after
     #: startup, so the first realtime turn is not ~3 s slower. Never delays readiness; False: load on first use.
     warm_speech: bool = True
+
+    # --- fault injection (qvtools/server/faults.py; README "Fault injection"); all off by default ------
+    #: Fault plans by target: an API key or ``"*"`` (every key) -> ``FaultPlan`` or a dict of its fields.
+    faults: dict | None = None
+    #: Route ``GET/POST /qvtools/faults`` (set plans on the running service over HTTP). Local service only.
+    fault_control: bool = False
+    #: Honour a client's ``session.update`` ``{"qvtools": {"faults": {...}}}`` for its own session.
+    allow_client_faults: bool = False
+    #: Longest a realtime send may block (a client that stops reading fills the socket buffers); then
+    #: the connection is aborted and "slow reader" logged, instead of buffering for it without bound.
+    realtime_send_timeout_s: float = 10.0

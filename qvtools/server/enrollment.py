@@ -221,4 +221,7 @@ async def handle_customization(request: web.Request) -> web.Response:
     handler = _ACTIONS.get(action) if isinstance(action, str) else None
     if handler is None:
         raise _param_error("input.action")
+    faults = request.app.get("faults")  # injected faults (qvtools/server/faults.py), off by default
+    if faults is not None:
+        return await faults.enrollment(request, scope, action, handler(request, scope, inp))
     return await handler(request, scope, inp)

@@ -36,6 +36,7 @@ from aiohttp import WSMsgType, web
 from ..audio import from_pcm16, resample, to_pcm16
 from ..realtime import events as ev
 from .app import authenticate
+from .faults import client_faults
 from .latency import NO_DELAYS, LatencySimulator, profile_for_model
 
 __all__ = ["handle_realtime", "get_speech", "close_sessions"]
@@ -93,6 +94,8 @@ async def handle_realtime(request: web.Request):
         ws = web.WebSocketResponse(autoping=True, max_msg_size=int(config.realtime_max_frame_bytes))
         await ws.prepare(request)
         conn = _Connection(request.app, ws, key, model)
+        # fault injection (qvtools/server/faults.py): off unless a plan is configured; also bounds slow readers
+        conn.faults = request.app["faults"].open_session(key, conn.session_id, request.transport)
         open_set = _OPEN.setdefault(request.app, set())
         open_set.add(conn)
         try:
@@ -161,6 +164,7 @@ class _Connection:
         self.cfg = app["config"]
         self.store = app["store"]
         self.trace = app["trace"]
+        self.faults = None  # SessionFaults (qvtools/server/faults.py), set by handle_realtime
         self.loop = asyncio.get_running_loop()
         self.session = ev.default_session(model)
         self.session_id = self.session["id"]
@@ -202,17 +206,30 @@ class _Connection:
     async def send(self, event: dict, response_id: str | None = None) -> bool:
         if self.closed or self.ws.closed:
             return False
+        faults = self.faults
+        if faults is not None and not await faults.before_send(self, event):
+            return False  # a stalled stream (injected fault)
         text = ev.dumps(event)
         rid = response_id or (event.response_id if isinstance(event, ev.Event) else None)
+        timeout = float(self.cfg.realtime_send_timeout_s)
         async with self.send_lock:
             t = time.perf_counter()  # right before the send (ServerTrace contract)
             self.trace.record(self.session_id, event["type"], rid, t)
             try:
-                await self.ws.send_str(text)
+                # bounded send: a client that stops reading is closed, never buffered for (slow reader)
+                async with asyncio.timeout(timeout):
+                    await self.ws.send_str(text)
+            except TimeoutError:
+                if faults is not None:
+                    await faults.slow_reader(self, timeout)
+                self.closed = True
+                return False
             except (ConnectionError, RuntimeError) as exc:
                 log.info("session %s: send failed (%s); client gone", self.session_id, type(exc).__name__)
                 self.closed = True
                 return False
+        if faults is not None:
+            await faults.after_send(self, event)
         return True
 
     async def error(self, message: str, *, code: str = "invalid_value", param: str | None = None,
@@ -290,6 +307,8 @@ class _Connection:
     async def shutdown(self) -> None:
         """Stop background work when the socket is gone (abrupt closes are normal, §5.10)."""
         self.closed = True
+        if self.faults is not None:
+            self.faults.injector.close_session(self.session_id)
         if self.response is not None:
             self.response.cancelled.set()
         for task in list(self.tasks):
@@ -323,14 +342,19 @@ class _Connection:
             rec = self.store.get(self.key, voice)  # scoped to the caller's key (§5.6)
             return None if rec is None else rec.target_model
 
-        new, err = ev.merge_session(self.session, event.get("session"), model=self.model, voice_lookup=lookup,
-                                    voice_locked=self.audio_output_started, audio_started=self.audio_started)
+        asked, plan, err = client_faults(self.cfg, event.get("session"))  # the qvtools.faults extension
+        if err is None:
+            new, err = ev.merge_session(self.session, event.get("session"), model=self.model, voice_lookup=lookup,
+                                        voice_locked=self.audio_output_started, audio_started=self.audio_started)
         if err is not None:  # §4.5 d: a bad update gives error and no session.updated
             await self.send(ev.error(err["message"], code=err["code"], param=err.get("param"),
                                      event_id=event.event_id))
             return
         old = self.session
         self.session = new
+        if asked and self.faults is not None:
+            self.faults.set_plan(plan)
+            new["qvtools"] = dict(new.get("qvtools") or {}, faults=None if plan is None else plan.to_dict())
         if ev.is_cloned_voice(new["voice"]):
             self.voice_record = await self.run_cpu(self.store.get, self.key, new["voice"])
         else:
