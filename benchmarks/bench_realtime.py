@@ -111,7 +111,7 @@ def main(argv=None) -> int:
 
     x, sr = Synthesizer().synthesize("What is the weather like today?")
     speech = (np.concatenate([np.zeros(int(0.3 * sr), np.float32), x]), sr)
-    cfg = ServiceConfig(realtime_latency="none", realtime_reply_mode="echo")
+    cfg = ServiceConfig(realtime_latency="none", realtime_reply_mode="echo", max_sessions_per_key=0)  # no limit
     with LocalService(config=cfg) as svc:
         settings = Settings(region="local", base_url=svc.url, api_key=svc.api_key)
         bench_timing(svc, settings, args.turns)

@@ -16,7 +16,7 @@ data URL length                ``max_data_uri_bytes``     400 ``InvalidParameter
 decoded audio duration         ``max_audio_s`` (60 s)     400 ``Audio.DurationLimitError``; checked on the
                                                           header, and decoding stops one sample past 60 s
 concurrent realtime sessions   ``max_sessions_per_key``   HTTP 429 ``Throttling.RateQuota`` before the upgrade
-per API key                    (8)
+per API key                    (4)
 WebSocket message size         ``realtime_max_frame_      close 1009 (message too big)
                                bytes`` (16 MiB)
 appended-audio buffer          ``realtime_max_buffer_s``  ``error`` event ``input_audio_buffer_limit_exceeded``,
@@ -30,7 +30,7 @@ session length                 ``realtime_max_session_s`` ``error`` event ``sess
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["ServiceConfig", "MAX_DATA_URI_BYTES"]
 
@@ -43,7 +43,7 @@ class ServiceConfig:
     """Knobs of the local service. Defaults follow the documented limits (protocol reference §2.4)."""
 
     #: None: any non-empty ``Authorization: Bearer <key>`` is accepted (each key is its own voice scope).
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a repr (a secret)
     #: "1,000 voices per account" (§2.4); exceeding it gives ``Throttling.AllocationQuota``.
     voice_quota: int = 1000
     #: Largest data URL accepted in ``input.audio.data`` (encoded length, §2.1 "< 10 MB").
@@ -83,8 +83,9 @@ class ServiceConfig:
     #: Concurrent realtime sessions per API key; the handshake beyond it is refused *before the upgrade*
     #: with HTTP 429 ``Throttling.RateQuota`` (§3 429 codes) and ``Retry-After: 1``; the client raises
     #: ``APIError(429, "Throttling.RateQuota")`` (``retryable``). 0 disables the limit. The default is
-    #: what a 2-core machine holds with every session talking at once (benchmarks/bench_load.py).
-    max_sessions_per_key: int = 8
+    #: what a 2-core machine holds with every session talking at once (benchmarks/bench_load.py: at 4
+    #: sessions TTFA p95 < 2x that of 2 and no errors; at 8 TTFA p95 ~5x, at 16 turns time out).
+    max_sessions_per_key: int = 4
     #: Largest WebSocket message accepted from a client (bytes). A bigger frame closes the socket with
     #: 1009 "message too big" (RFC 6455 §7.4.1); a 60 s PCM16 append at 24 kHz is ~3.9 MB of base64.
     realtime_max_frame_bytes: int = 16 * 1024 * 1024
