@@ -252,15 +252,18 @@ def test_create_is_never_retried_blindly(tmp_path, enrollment_speech):
 
 
 def test_create_without_answer_is_reconciled_with_list(tmp_path, enrollment_speech):
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%f")[:17]
-    made = f"qwen-omni-vc-lost-voice-{stamp}-beef"
+    made = []
 
     def fn(action, n, body):
-        return None if action == "create" else _list_answer([{"voice": made, "target_model": PLUS}])
+        if action == "create":  # the service makes the voice when the request arrives, then the answer is lost
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%f")[:17]
+            made.append(f"qwen-omni-vc-lost-voice-{stamp}-beef")
+            return None
+        return _list_answer([{"voice": made[0], "target_model": PLUS}])
 
     with Stub(fn) as stub:
         voice = VoiceClient(settings_for(stub.url, tmp_path)).create(enrollment_speech, PLUS, "lost")
-        assert voice.voice == made and stub.calls == ["create", "list"]
+        assert voice.voice == made[0] and stub.calls == ["create", "list"]
 
 
 def test_create_without_answer_and_no_voice_is_transport_error(tmp_path, enrollment_speech):
