@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 
-import numpy as np
 
-from .errors import ConfigError, InvalidAudio
+from .audio import as_mono
+from .errors import ConfigError
 
 __all__ = ["MODEL_NAME", "transcribe", "load_model"]
 
@@ -54,20 +54,9 @@ def transcribe(x, sr: int, *, language: str = "en") -> str:
     """
     if language != "en":
         raise ConfigError(f"the offline ASR model ({MODEL_NAME}) is English-only; got language={language!r}")
-    x = np.asarray(x)
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    if x.ndim != 1:
-        raise InvalidAudio(f"audio must be 1-D mono, got shape {x.shape}")
-    if int(sr) <= 0:
-        raise InvalidAudio(f"sample rate must be positive, got {sr}")
+    x = as_mono(x, sr, _SR)
     if x.size == 0:
         return ""
-    x = np.nan_to_num(x.astype(np.float32, copy=False))
-    if int(sr) != _SR:
-        import soxr
-
-        x = soxr.resample(x, int(sr), _SR).astype(np.float32)
     model = load_model()
     with _run_lock:
         segments, _info = model.transcribe(x, language="en", beam_size=1, vad_filter=False,

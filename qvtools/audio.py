@@ -23,6 +23,8 @@ from .errors import InvalidAudio
 __all__ = [
     "AudioInfo",
     "AudioSource",
+    "as_array",
+    "as_mono",
     "load",
     "probe",
     "read_bytes",
@@ -139,7 +141,12 @@ def probe(src: AudioSource) -> AudioInfo:
 def _check_tuple(src) -> tuple[np.ndarray, int]:
     if len(src) != 2:
         raise TypeError("an in-memory audio source is a (samples, sample_rate) tuple")
-    x, sr = src
+    return as_array(*src)
+
+
+def as_array(x, sr) -> tuple[np.ndarray, int]:
+    """Validate in-memory samples: 1-D or ``(n, channels)``, a positive rate; integer PCM is scaled
+    to float32 in [-1, 1]. Raises :class:`InvalidAudio` with what was wrong."""
     x = np.asarray(x)
     if x.ndim not in (1, 2):
         raise InvalidAudio(f"samples must be 1-D or (n, channels), got shape {x.shape}")
@@ -148,6 +155,15 @@ def _check_tuple(src) -> tuple[np.ndarray, int]:
     if np.issubdtype(x.dtype, np.integer):
         x = from_pcm16(x.astype(np.int16)) if x.dtype == np.int16 else x.astype(np.float32) / np.iinfo(x.dtype).max
     return x.astype(np.float32, copy=False), int(sr)
+
+
+def as_mono(x, sr, sample_rate: int | None = None) -> np.ndarray:
+    """Validated mono float32 samples (NaN/inf zeroed), resampled to ``sample_rate`` when given."""
+    x, sr = as_array(x, sr)
+    x = np.nan_to_num(to_mono(x))
+    if sample_rate is not None and int(sample_rate) != sr:
+        x = resample(x, sr, int(sample_rate))
+    return x
 
 
 def _decode_av(data: bytes, limit_s: float | None = None) -> tuple[np.ndarray, int]:

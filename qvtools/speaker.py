@@ -26,6 +26,7 @@ import threading
 
 import numpy as np
 
+from .audio import as_mono
 from .errors import InvalidAudio
 
 __all__ = ["MODEL_NAME", "EMBEDDING_DIM", "embed", "embed_windows", "similarity", "similarity_audio",
@@ -93,16 +94,10 @@ _WINDOW = _window()
 
 
 def _prepare(x, sr) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    if x.ndim != 1:
-        raise InvalidAudio(f"audio must be 1-D mono, got shape {x.shape}")
-    if int(sr) <= 0:
-        raise InvalidAudio(f"sample rate must be positive, got {sr}")
+    x = as_mono(x, sr)
     if x.size == 0:
         raise InvalidAudio("cannot embed empty audio")
-    x = np.nan_to_num(x.astype(np.float64, copy=False))
+    x = x.astype(np.float64)
     if int(sr) != _SR:
         import soxr
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import from_pcm16, resample, to_mono
-from .errors import ConfigError, InvalidAudio
+from .audio import as_mono, from_pcm16
+from .errors import ConfigError
 
 __all__ = [
     "FRAME_S",
@@ -116,15 +116,7 @@ class _Runner:
 
 
 def _to_16k(x, sr) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim not in (1, 2):
-        raise InvalidAudio(f"samples must be 1-D or (n, channels), got shape {x.shape}")
-    if int(sr) <= 0:
-        raise InvalidAudio(f"sample rate must be positive, got {sr}")
-    if np.issubdtype(x.dtype, np.integer):
-        x = from_pcm16(x.astype(np.int16)) if x.dtype == np.int16 else x.astype(np.float32) / np.iinfo(x.dtype).max
-    x = to_mono(x)
-    return resample(x, int(sr), SAMPLE_RATE)
+    return as_mono(x, sr, SAMPLE_RATE)
 
 
 def speech_probabilities(x: np.ndarray, sr: int) -> np.ndarray:
