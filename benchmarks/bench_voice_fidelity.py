@@ -12,8 +12,13 @@ Printed:
   other reference. "by file" demands the exact file; "by speaker" accepts another file of
   the same speaker (LJ001-0001/0003 and SSB0005 0001/0007 are the same people).
 
+Also printed: ``analyze`` time per reference and the real-time factor of ``convert``
+(conversion seconds / reply seconds; the service converts sentence by sentence).
+Piper's noise is seeded (onnxruntime) so runs are repeatable on the same machine.
+
 Data: QVTOOLS_SPEECH_DIR, else ../shared/data/speech beside the checkout.
-Usage: python benchmarks/bench_voice_fidelity.py [--env 1.0] [--warp 1.0] [--rate 1.0]
+Usage: python benchmarks/bench_voice_fidelity.py [--env 1.5] [--warp 1.0] [--rate 1.0]
+       [--codebook 0.7] [--k 2] [--replies 3]
 """
 
 from __future__ import annotations
@@ -52,9 +57,15 @@ def main(argv=None) -> int:
     ap.add_argument("--env", type=float, default=None, help="envelope transfer strength (default: convert's)")
     ap.add_argument("--warp", type=float, default=1.0, help="formant warp strength")
     ap.add_argument("--rate", type=float, default=1.0, help="speaking-rate strength")
+    ap.add_argument("--codebook", type=float, default=None, help="codebook mapping strength (default: convert's)")
+    ap.add_argument("--k", type=int, default=None, help="codebook neighbours averaged (default: convert's)")
     ap.add_argument("--replies", type=int, default=len(REPLIES))
+    ap.add_argument("--seed", type=int, default=1234, help="onnxruntime seed for Piper's noise")
     args = ap.parse_args(argv)
 
+    import onnxruntime
+
+    onnxruntime.set_seed(args.seed)  # before the Piper session exists
     root = speech_dir()
     with open(root / "manifest.csv", newline="", encoding="utf-8") as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == "clean"]
@@ -63,7 +74,13 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     refs = [load(root / r["path"], mono=True) for r in rows]
-    profiles = [voice.analyze(x, sr) for x, sr in refs]
+    voice.analyze(*refs[0])  # warm up
+    analyze_s = []
+    profiles = []
+    for x, sr in refs:
+        ta = time.perf_counter()
+        profiles.append(voice.analyze(x, sr))
+        analyze_s.append((time.perf_counter() - ta, len(x) / sr))
     ref_emb = np.stack([speaker.embed(x, sr) for x, sr in refs])
     pipe = SpeechPipeline()
     synth = pipe.synthesizer
@@ -76,18 +93,24 @@ def main(argv=None) -> int:
     base_sim = base @ ref_emb.T  # (replies, refs)
 
     t1 = time.perf_counter()
+    conv_cpu = 0.0
     sims = np.zeros((len(rows), len(tts), len(rows)))
     for i, prof in enumerate(profiles):
         for j, (x, sr) in enumerate(tts):
+            tc = time.process_time()
             y = voice.convert(x, sr, prof, source, envelope_strength=args.env, warp_strength=args.warp,
-                              rate_strength=args.rate)
+                              rate_strength=args.rate, codebook_strength=args.codebook, codebook_k=args.k)
+            conv_cpu += time.process_time() - tc
             sims[i, j] = ref_emb @ speaker.embed(y, sr)
     conv_s = time.perf_counter() - t1
+    audio_s = len(rows) * sum(len(x) / sr for x, sr in tts)
 
     np.set_printoptions(precision=2, suppress=True, linewidth=250)
     print(f"\nspeaker model: {speaker.MODEL_NAME}")
     print(f"settings: env={args.env if args.env is not None else voice.DEFAULT_ENVELOPE_STRENGTH} "
-          f"warp={args.warp} rate={args.rate}; {len(tts)} replies x {len(rows)} references")
+          f"warp={args.warp} rate={args.rate} "
+          f"codebook={args.codebook if args.codebook is not None else voice.DEFAULT_CODEBOOK_STRENGTH} "
+          f"k={args.k or voice.DEFAULT_CODEBOOK_K}; {len(tts)} replies x {len(rows)} references")
     print("\nsimilarity (rows: replies converted toward reference i, mean over replies; cols: references)")
     print(" " * 24 + " ".join(f"{k:>5d}" for k in range(len(rows))))
     mean = sims.mean(axis=1)
@@ -112,7 +135,13 @@ def main(argv=None) -> int:
           f"{np.mean([base_sim[:, i].mean() for i in range(len(rows))]):.3f}")
     print(f"identification rate by file:    {by_file}/{total} = {by_file / total:.1%}")
     print(f"identification rate by speaker: {by_speaker}/{total} = {by_speaker / total:.1%}")
-    print(f"conversion+embedding time: {conv_s:.1f} s for {total} replies")
+    spk_ok = sum(all(spk[int(np.argmax(sims[i, j]))] == spk[i] for j in range(len(tts))) for i in range(len(rows)))
+    print(f"references whose every reply is identified (by speaker): {spk_ok}/{len(rows)}")
+    worst = max(analyze_s, key=lambda p: p[0])
+    print(f"analyze: {sum(a for a, _ in analyze_s) / sum(d for _, d in analyze_s) * 20:.2f} s per 20 s of audio "
+          f"(slowest {worst[0]:.2f} s for {worst[1]:.1f} s)")
+    print(f"convert: real-time factor {conv_cpu / audio_s:.3f} (CPU s per audio s, {audio_s:.0f} s converted); "
+          f"conversion+embedding wall time {conv_s:.1f} s for {total} replies")
     return 0
 
 

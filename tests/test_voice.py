@@ -117,3 +117,62 @@ def test_builtin_profile_unknown_name():
     with pytest.raises(KeyError, match="not supported"):
         builtin_profile("NoSuchVoice")
     assert "Tina" in voice.BUILTIN_VOICES
+
+
+def test_profile_has_envelope_codebook(high_profile):
+    cb = np.asarray(high_profile.codebook_db)
+    assert cb.ndim == 2 and 8 <= cb.shape[0] <= voice.CODEBOOK_SIZE and cb.shape[1] == len(ENVELOPE_GRID_HZ)
+    assert np.allclose(cb.mean(axis=1), 0.0, atol=1e-6)  # shapes: frame level removed
+    back = VoiceProfile.from_dict(json.loads(json.dumps(high_profile.to_dict())))
+    assert np.allclose(back.codebook_db, cb)
+
+
+def test_stored_profile_without_new_fields_still_works(low_voice, high_profile):
+    old = high_profile.to_dict()
+    for key in ("codebook_db", "envelope_std_db"):  # fields added after profiles were first stored
+        old.pop(key)
+    prof = VoiceProfile.from_dict(old)
+    assert prof.codebook_db is None and prof.envelope_std_db is None
+    y = convert(low_voice, SR, prof)
+    assert np.all(np.isfinite(y)) and analyze(y, SR).f0_median_hz == pytest.approx(prof.f0_median_hz, rel=0.05)
+
+
+def test_from_dict_rejects_malformed_codebook(high_profile):
+    d = high_profile.to_dict()
+    d["codebook_db"] = [[0.0, 1.0]]
+    with pytest.raises(ConfigError, match="codebook"):
+        VoiceProfile.from_dict(d)
+
+
+def _shape_distance(prof: VoiceProfile, target: VoiceProfile) -> float:
+    """Mean distance (dB) from each of prof's envelope shapes to the nearest of target's."""
+    a, b = np.asarray(prof.codebook_db), np.asarray(target.codebook_db)
+    d = np.sqrt(((a[:, None, :] - b[None]) ** 2).mean(-1))
+    return float(d.min(axis=1).mean())
+
+
+def test_codebook_moves_envelope_shapes_toward_the_target(low_voice, high_profile):
+    without = analyze(convert(low_voice, SR, high_profile, codebook_strength=0.0), SR)
+    with_cb = analyze(convert(low_voice, SR, high_profile, codebook_strength=1.0, codebook_k=1), SR)
+    assert _shape_distance(with_cb, high_profile) < _shape_distance(without, high_profile)
+
+
+def test_apply_codebook_maps_frames_onto_their_nearest_centroid():
+    rng = np.random.default_rng(1)
+    grid = np.asarray(ENVELOPE_GRID_HZ)
+    codebook = rng.normal(0.0, 8.0, (6, grid.size))
+    codebook -= codebook.mean(axis=1, keepdims=True)
+    n_bins, sr = 513, SR
+    freqs = np.arange(n_bins) * sr / (2.0 * (n_bins - 1))
+    truth = np.repeat(np.arange(6), 20)  # 120 frames, 20 per centroid
+    noisy = codebook[truth] + rng.normal(0.0, 2.0, (truth.size, grid.size))
+    db = np.log(10.0) / 10.0
+    logsp = np.stack([np.interp(freqs, grid, row) for row in noisy]) * db - 3.0  # frame level is kept
+    frames = np.ones(truth.size, bool)
+    out = voice._apply_codebook(logsp, sr, frames, codebook, 1.0, 1)
+    env = np.stack([np.interp(grid, freqs, row) for row in out / db])
+    err_before = np.sqrt(((noisy - noisy.mean(1, keepdims=True) - codebook[truth]) ** 2).mean())
+    err_after = np.sqrt(((env - env.mean(1, keepdims=True) - codebook[truth]) ** 2).mean())
+    assert err_after < 0.8 * err_before  # smoothing over ~25 ms blurs the 5 block boundaries a little
+    untouched = voice._apply_codebook(logsp, sr, np.zeros(truth.size, bool), codebook, 1.0, 1)
+    assert np.array_equal(untouched, logsp)

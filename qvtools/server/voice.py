@@ -5,15 +5,19 @@ voice (:mod:`qvtools.server.tts`) and moves that voice toward a *profile*:
 
 * :func:`analyze` measures a recording: F0 statistics (median, IQR, log-F0 mean/std),
   formant estimates F1..F3 (LPC), the mean log spectral envelope of voiced frames on a
-  fixed coarse mel grid (:data:`ENVELOPE_GRID_HZ`), a speaking-rate estimate and the
-  source sample rate. The result is a JSON-safe :class:`VoiceProfile` that the voice
+  fixed coarse mel grid (:data:`ENVELOPE_GRID_HZ`), a small codebook of the voice's
+  envelope *shapes* (k-means centroids of voiced frames on the same grid), a
+  speaking-rate estimate and the source sample rate. The result is a JSON-safe :class:`VoiceProfile` that the voice
   store keeps next to an enrolled voice.
 * :func:`builtin_profile` maps the built-in realtime voice names (Tina, Cherry, Ethan,
   ...) to fixed, deterministic profiles so each built-in voice sounds different.
 * :func:`convert` re-synthesizes speech with the target's F0 level and spread (log
   domain), its formant scale (frequency warp of the spectral envelope), its average
   envelope (an average-envelope transfer: the difference between the target's and the
-  warped source's mean log envelopes is added to every frame) and its speaking rate.
+  warped source's mean log envelopes is added to every frame), its envelope shapes (each
+  voiced frame moves part of the way to its nearest target centroids: codebook mapping,
+  the classic VQ voice-conversion idea with the target's own spectra as the codebook) and
+  its speaking rate.
 
 Audio is ``(float32 samples in [-1, 1], sample_rate)`` as everywhere in qvtools.
 """
@@ -61,6 +65,7 @@ def _imel(m):
 ENVELOPE_GRID_HZ: tuple[float, ...] = tuple(float(round(f, 3)) for f in _imel(np.linspace(_mel(80.0), _mel(7600.0), 40)))
 _GRID = np.asarray(ENVELOPE_GRID_HZ)
 
+
 # Neutral formant frequencies (uniform 17.5 cm tube) used to express a formant scale.
 _NEUTRAL_FORMANTS_HZ = (500.0, 1500.0, 2500.0)
 
@@ -91,6 +96,7 @@ class VoiceProfile:
     origin: str = "analyzed"  # "analyzed" (from a recording) | "builtin"
     name: str | None = None
     envelope_std_db: list[float] | None = None  # per-band std of the voiced log envelope (dB)
+    codebook_db: list[list[float]] | None = None  # k-means centroids of voiced envelope shapes (dB, ENVELOPE_GRID_HZ)
     version: int = PROFILE_VERSION
 
     def to_dict(self) -> dict:
@@ -99,6 +105,8 @@ class VoiceProfile:
         for k, v in d.items():
             if isinstance(v, (np.floating, float)):
                 d[k] = float(v)
+            elif k == "codebook_db" and v is not None:
+                d[k] = [[float(e) for e in row] for row in v]
             elif isinstance(v, (list, tuple, np.ndarray)):
                 d[k] = [float(e) for e in v]
             elif v is None:
@@ -126,6 +134,10 @@ class VoiceProfile:
                 prof.envelope_std_db = [float(v) for v in prof.envelope_std_db]
                 if len(prof.envelope_std_db) != len(ENVELOPE_GRID_HZ):
                     raise ValueError(f"envelope_std_db has {len(prof.envelope_std_db)} bands")
+            if prof.codebook_db is not None:
+                prof.codebook_db = [[float(e) for e in row] for row in prof.codebook_db]
+                if any(len(row) != len(ENVELOPE_GRID_HZ) for row in prof.codebook_db):
+                    raise ValueError("codebook_db rows must have one value per envelope grid point")
             for k in ("f0_median_hz", "f0_iqr_hz", "logf0_mean", "logf0_std", "formant_scale",
                       "speaking_rate_hz", "duration_s", "voiced_s"):
                 setattr(prof, k, float(getattr(prof, k)))
@@ -206,6 +218,48 @@ def _envelope_on_grid(sp: np.ndarray, sr: int, frames: np.ndarray) -> tuple[np.n
     env = np.interp(_GRID, freqs, logsp.mean(axis=0))
     std = np.interp(_GRID, freqs, logsp.std(axis=0))
     return env - env.mean(), std
+
+
+def _interp_matrix(x_from: np.ndarray, x_to: np.ndarray) -> np.ndarray:
+    """``(len(x_to), len(x_from))`` linear-interpolation weights (edges held), so ``v @ M.T`` interpolates rows."""
+    x_to = np.clip(x_to, x_from[0], x_from[-1])
+    hi = np.clip(np.searchsorted(x_from, x_to, side="right"), 1, len(x_from) - 1)
+    lo = hi - 1
+    w = (x_to - x_from[lo]) / np.maximum(x_from[hi] - x_from[lo], 1e-12)
+    m = np.zeros((len(x_to), len(x_from)))
+    rows = np.arange(len(x_to))
+    m[rows, lo] += 1.0 - w
+    m[rows, hi] += w
+    return m
+
+
+def _kmeans(data: np.ndarray, k: int, iters: int = 20) -> np.ndarray:
+    """Deterministic k-means (k-means++ seeding from a fixed seed)."""
+    rng = np.random.default_rng(0)
+    cent = [data[rng.integers(len(data))]]
+    d2 = np.sum((data - cent[0]) ** 2, axis=1)
+    for _ in range(1, k):
+        cent.append(data[rng.choice(len(data), p=d2 / d2.sum())] if d2.sum() > 0 else data[rng.integers(len(data))])
+        d2 = np.minimum(d2, np.sum((data - cent[-1]) ** 2, axis=1))
+    c = np.stack(cent)
+    for _ in range(iters):
+        lab = np.argmin(((data[:, None, :] - c[None]) ** 2).sum(-1), axis=1)
+        for j in range(k):
+            members = data[lab == j]
+            if len(members):
+                c[j] = members.mean(axis=0)
+    return c
+
+
+def _envelope_codebook(sp: np.ndarray, sr: int, frames: np.ndarray, size: int) -> list[list[float]] | None:
+    """k-means centroids of the voiced frames' envelope shapes (dB on the grid, frame mean removed)."""
+    if frames.size < 4 * 8:
+        return None
+    m = _interp_matrix(_bin_freqs(sp.shape[1], sr), _GRID)
+    env = (10.0 * np.log10(sp[frames] + 1e-16)) @ m.T
+    env -= env.mean(axis=1, keepdims=True)
+    c = _kmeans(env, int(min(size, frames.size // 4)))
+    return [[float(v) for v in row] for row in c]
 
 
 def _lpc_formants(x16: np.ndarray, f0: np.ndarray, frame_ms: float, max_frames: int = 300) -> list[float]:
@@ -313,8 +367,11 @@ def analyze(x, sr: int) -> VoiceProfile:
     sp = pw.cheaptrick(y, f0, t, ANALYSIS_SR)
     energy = _frame_energy_db(y, ANALYSIS_SR, len(f0), _ANALYSIS_FRAME_MS)
     formants = _lpc_formants(y, f0 * _speech_mask(energy), _ANALYSIS_FRAME_MS)
-    return _profile_from_features(f0, sp, ANALYSIS_SR, energy, _ANALYSIS_FRAME_MS,
+    prof = _profile_from_features(f0, sp, ANALYSIS_SR, energy, _ANALYSIS_FRAME_MS,
                                   formants=formants, duration_s=duration, source_sr=sr)
+    vo = np.flatnonzero((f0 > 0) & _speech_mask(energy))
+    prof.codebook_db = _envelope_codebook(sp, ANALYSIS_SR, vo, CODEBOOK_SIZE)
+    return prof
 
 
 # --------------------------------------------------------------------------- built-in voices
@@ -389,6 +446,11 @@ DEFAULT_VARIANCE_STRENGTH = 1.0
 DEFAULT_WARP_METHOD = "mix"
 #: Which mean envelope the transfer subtracts: the cached source "profile" or the "utterance" itself.
 DEFAULT_ENVELOPE_REFERENCE = "profile"
+#: Envelope codebook: centroids kept in a profile, neighbours averaged, strength, time smoothing (frames).
+CODEBOOK_SIZE = 64
+DEFAULT_CODEBOOK_K = 2
+DEFAULT_CODEBOOK_STRENGTH = 0.7
+_CODEBOOK_SMOOTH = 5
 _MAX_WARP = 1.30
 _MAX_ENV_DB = 18.0
 _MAX_RATE_RATIO = 1.25
@@ -427,6 +489,34 @@ def _rms_active(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(act ** 2))) if act.size else 0.0
 
 
+def _apply_codebook(logsp: np.ndarray, sr: int, frames: np.ndarray, codebook: np.ndarray,
+                    strength: float, k: int) -> np.ndarray:
+    """Move each voiced frame's envelope shape toward the mean of its ``k`` nearest target centroids."""
+    idx = np.flatnonzero(frames)
+    if idx.size == 0 or codebook.size == 0:
+        return logsp
+    freqs = _bin_freqs(logsp.shape[1], sr)
+    to_grid = _interp_matrix(freqs, _GRID)
+    db = math.log(10.0) / 10.0
+    env = (logsp[idx] / db) @ to_grid.T
+    env -= env.mean(axis=1, keepdims=True)
+    d2 = ((env[:, None, :] - codebook[None]) ** 2).sum(-1)
+    k = max(1, min(k, len(codebook)))
+    near = np.argpartition(d2, k - 1, axis=1)[:, :k]
+    mapped = codebook[near].mean(axis=1)
+    delta = np.zeros((logsp.shape[0], len(_GRID)))
+    delta[idx] = mapped - env
+    if _CODEBOOK_SMOOTH > 1:
+        ker = np.hanning(_CODEBOOK_SMOOTH + 2)[1:-1]
+        ker /= ker.sum()
+        from scipy.ndimage import convolve1d
+
+        wsum = convolve1d(frames.astype(float), ker, mode="nearest")
+        delta = convolve1d(delta, ker, axis=0, mode="nearest") / np.maximum(wsum, 1e-3)[:, None]
+        delta[~frames] = 0.0
+    return logsp + strength * (delta @ _interp_matrix(_GRID, freqs).T) * db
+
+
 def estimate_warp(source: VoiceProfile, target: VoiceProfile, method: str = "envelope") -> float:
     """Frequency warp factor that moves ``source``'s formants onto ``target``'s.
 
@@ -462,7 +552,9 @@ def estimate_warp(source: VoiceProfile, target: VoiceProfile, method: str = "env
 def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None, *,
             envelope_strength: float | None = None, warp_strength: float = 1.0,
             rate_strength: float = 1.0, variance_strength: float | None = None,
-            warp_method: str | None = None, envelope_reference: str | None = None) -> np.ndarray:
+            warp_method: str | None = None, envelope_reference: str | None = None,
+            codebook_strength: float | None = None,
+            codebook_k: int | None = None) -> np.ndarray:
     """Re-synthesize speech ``x`` (mono, rate ``sr``) in the voice described by ``target``.
 
     ``source`` is the profile of the voice ``x`` is spoken in (the TTS voice; cache it —
@@ -477,6 +569,9 @@ def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None
     3. average-envelope transfer: ``envelope_strength`` x (target mean - warped source mean)
        on the coarse grid, added to every frame; with ``variance_strength`` the per-band
        spread of voiced frames around their mean is scaled toward the target's;
+    3b. codebook mapping (profiles with ``codebook_db``): each voiced frame's envelope shape
+       moves ``codebook_strength`` of the way to the mean of its ``codebook_k`` nearest target
+       centroids (the correction is smoothed over ~25 ms);
     4. speaking rate: WORLD frames time-scaled by the ratio of rates (``rate_strength``);
     5. synthesis, then loudness matched to the input.
     Strength defaults apply to analyzed targets; built-in profiles (synthetic envelopes)
@@ -545,6 +640,10 @@ def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None
         diff = np.convolve(np.pad(diff, 1, mode="edge"), np.ones(3) / 3.0, mode="valid")
         diff = np.clip(diff, -_MAX_ENV_DB, _MAX_ENV_DB) * strength
         logsp = logsp + (np.interp(freqs, _GRID, diff) * db)[None, :]
+    cstrength = (DEFAULT_CODEBOOK_STRENGTH if analyzed else 0.0) if codebook_strength is None else float(codebook_strength)
+    if cstrength > 0 and target.codebook_db is not None:
+        logsp = _apply_codebook(logsp, sr, voiced & (_frame_energy_db(x, sr, len(f0), frame_ms) > -60.0),
+                                np.asarray(target.codebook_db), cstrength, int(codebook_k or DEFAULT_CODEBOOK_K))
     sp_new = np.exp(logsp)
 
     # 4. Speaking rate: time-scale the WORLD frames (ratio within [0.8, 1.25]).
