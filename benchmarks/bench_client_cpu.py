@@ -36,8 +36,6 @@ from __future__ import annotations
 import argparse
 import base64
 import gc
-import json
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,49 +50,12 @@ sys.path.insert(0, str(ROOT))
 from qvtools import audio  # noqa: E402
 from qvtools.config import Settings  # noqa: E402
 from qvtools.realtime import RealtimeSession  # noqa: E402
+from _service import ServiceProcess  # noqa: E402
 
 MODEL = "qwen3.5-omni-plus-realtime"
 KEY = "sk-client-cpu-bench"
 IN_RATE, OUT_RATE = 16000, 24000
 CHUNK_BYTES = 2 * IN_RATE // 10  # 100 ms of 16 kHz PCM16 per append
-
-# The service: echo replies, no simulated latency, speech engines loaded before the URL is printed.
-_SERVER = r"""
-import json, sys
-from qvtools.server import ServiceConfig, serve_forever
-cfg = ServiceConfig(**json.loads(sys.argv[2]))
-def ready(svc):
-    svc.wait_speech_ready(120)
-    print(svc.url, flush=True)
-serve_forever(port=0, data_dir=sys.argv[1], config=cfg, on_ready=ready)
-"""
-
-
-class Service:
-    """The local service in a subprocess; ``url`` once it printed it (bounded wait)."""
-
-    def __init__(self, data_dir: Path, config: dict, timeout: float = 150.0):
-        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(data_dir), json.dumps(config)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not line or not line[0].startswith("http"):
-            self.stop()
-            raise RuntimeError(f"the service did not print its URL within {timeout:.0f} s")
-        self.url = line[0].strip()
-        self.ws_url = "ws" + self.url[len("http"):]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
 
 def long_prompt(names: list[str]) -> np.ndarray:
     """The prompts of data/prompts joined with 0.4 s pauses, float32 at 16 kHz."""
@@ -118,7 +79,7 @@ class Measure:
 
 
 # ------------------------------------------------------------------------------------------- qvtools
-def qvtools_turns(svc: Service, clip: np.ndarray, voice: str, seed: int, turns: int, timeout: float):
+def qvtools_turns(svc: ServiceProcess, clip: np.ndarray, voice: str, seed: int, turns: int, timeout: float):
     settings = Settings(region="local", base_url=svc.url, api_key=KEY)
     out = []
     with RealtimeSession(settings, MODEL, voice=voice, turn_detection=None, seed=seed,
@@ -144,7 +105,7 @@ def qvtools_turns(svc: Service, clip: np.ndarray, voice: str, seed: int, turns: 
 
 
 # ----------------------------------------------------------------------------------------------- SDK
-def sdk_turns(svc: Service, clip: np.ndarray, voice: str, seed: int, turns: int, timeout: float,
+def sdk_turns(svc: ServiceProcess, clip: np.ndarray, voice: str, seed: int, turns: int, timeout: float,
               skip_utf8: bool = False):
     from dashscope.audio.qwen_omni import (AudioFormat, MultiModality, OmniRealtimeCallback,
                                            OmniRealtimeConversation)
@@ -251,7 +212,7 @@ def main(argv=None) -> int:
     cfg = {"realtime_latency": "none", "realtime_reply_mode": "echo", "max_sessions_per_key": 0}
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="qvtools-bench-cpu-") as tmp:
-        svc = Service(Path(tmp), cfg)
+        svc = ServiceProcess(Path(tmp), cfg, warm=True)
         try:
             print(f"service {svc.url} (subprocess pid {svc.proc.pid}); user turn {len(clip) / IN_RATE:.1f} s, "
                   f"{(len(clip) * 2 + CHUNK_BYTES - 1) // CHUNK_BYTES} appends; voice {args.voice}, seed {args.seed}",

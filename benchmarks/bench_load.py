@@ -30,7 +30,6 @@ import argparse
 import collections
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,50 +45,21 @@ from qvtools import audio  # noqa: E402
 from qvtools.config import ENROLLMENT_PATH, Settings  # noqa: E402
 from qvtools.errors import APIError, QVError  # noqa: E402
 from qvtools.realtime import RealtimeSession  # noqa: E402
+from _service import ServiceProcess  # noqa: E402
 
 MODEL = "qwen3.5-omni-flash-realtime"
 KEY = "sk-load-test"
 SILENCE_MS = 800  # turn_detection.silence_duration_ms (the documented default, §4.2)
 
-_SERVER = r"""
-import json, sys
-from qvtools.server import ServiceConfig, serve_forever
-cfg = ServiceConfig(**json.loads(sys.argv[2]))
-serve_forever(port=0, data_dir=sys.argv[1], config=cfg, on_ready=lambda s: print(s.url, flush=True))
-"""
-
-
-class Service:
-    """The local service in a subprocess; ``url`` once it printed it; RSS / CPU sampled from /proc."""
+class Service(ServiceProcess):
+    """The service subprocess with its RSS peak sampled every 250 ms."""
 
     def __init__(self, data_dir: Path, config: dict, timeout: float = 60.0):
-        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(data_dir), json.dumps(config)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not line or not line[0].startswith("http"):
-            self.stop()
-            raise RuntimeError(f"the service did not start within {timeout:.0f} s")
-        self.url = line[0].strip()
+        super().__init__(data_dir, config, timeout=timeout)
         self.rss_peak_mb = 0.0
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
-
-    def rss_mb(self) -> float:
-        try:
-            for row in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if row.startswith("VmRSS:"):
-                    return int(row.split()[1]) / 1024.0
-        except OSError:
-            pass
-        return float("nan")
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def _sample(self) -> None:
         while not self._stop.wait(0.25):
@@ -103,13 +73,7 @@ class Service:
     def stop(self) -> None:
         self._stop = getattr(self, "_stop", threading.Event())
         self._stop.set()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        super().stop()
 
 
 class Stats:
