@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     print(f"settings: env={args.env if args.env is not None else voice.DEFAULT_ENVELOPE_STRENGTH} "
           f"warp={args.warp} rate={args.rate} "
           f"codebook={args.codebook if args.codebook is not None else voice.DEFAULT_CODEBOOK_STRENGTH} "
-          f"k={args.k or voice.DEFAULT_CODEBOOK_K}; {len(tts)} replies x {len(rows)} references")
+          f"k={args.k or voice.DEFAULT_CODEBOOK_K} warp-method={voice.DEFAULT_WARP_METHOD}; "
+          f"{len(tts)} replies x {len(rows)} references")
     print("\nsimilarity (rows: replies converted toward reference i, mean over replies; cols: references)")
     print(" " * 24 + " ".join(f"{k:>5d}" for k in range(len(rows))))
     mean = sims.mean(axis=1)
@@ -123,6 +124,7 @@ def main(argv=None) -> int:
     print(" " * 24 + " ".join(f"{v:5.2f}" for v in base_sim.mean(axis=0)))
 
     by_file = by_speaker = total = 0
+    missed = []
     for i in range(len(rows)):
         for j in range(len(tts)):
             row = sims[i, j]
@@ -130,11 +132,15 @@ def main(argv=None) -> int:
             by_file += best == i
             by_speaker += spk[best] == spk[i]
             total += 1
+            if spk[best] != spk[i]:
+                missed.append(f"{names[i]} reply {j} -> {names[best]} ({row[best]:.2f} vs own {row[i]:.2f})")
     own = np.array([mean[i, i] for i in range(len(rows))])
     print(f"\nmean own-reference similarity: converted {own.mean():.3f} vs unconverted TTS "
           f"{np.mean([base_sim[:, i].mean() for i in range(len(rows))]):.3f}")
     print(f"identification rate by file:    {by_file}/{total} = {by_file / total:.1%}")
     print(f"identification rate by speaker: {by_speaker}/{total} = {by_speaker / total:.1%}")
+    for m in missed:
+        print(f"  missed: {m}")
     spk_ok = sum(all(spk[int(np.argmax(sims[i, j]))] == spk[i] for j in range(len(tts))) for i in range(len(rows)))
     print(f"references whose every reply is identified (by speaker): {spk_ok}/{len(rows)}")
     worst = max(analyze_s, key=lambda p: p[0])

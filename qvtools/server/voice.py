@@ -443,7 +443,7 @@ DEFAULT_ENVELOPE_STRENGTH = 1.5
 #: Default strength of the per-band spread scaling for analyzed targets.
 DEFAULT_VARIANCE_STRENGTH = 1.0
 #: Default warp estimate for analyzed targets (see :func:`estimate_warp`).
-DEFAULT_WARP_METHOD = "mix"
+DEFAULT_WARP_METHOD = "mix3"
 #: Which mean envelope the transfer subtracts: the cached source "profile" or the "utterance" itself.
 DEFAULT_ENVELOPE_REFERENCE = "profile"
 #: Envelope codebook: centroids kept in a profile, neighbours averaged, strength, time smoothing (frames).
@@ -546,7 +546,29 @@ def estimate_warp(source: VoiceProfile, target: VoiceProfile, method: str = "env
         return best
     if method == "mix":
         return float(math.sqrt(best * by_formants))
-    raise ConfigError(f"warp method must be 'formants', 'envelope' or 'mix', got {method!r}")
+    if method in ("codebook", "mix3"):
+        if source.codebook_db is None or target.codebook_db is None:
+            return float(math.sqrt(best * by_formants))
+        cb = _codebook_warp(np.asarray(source.codebook_db), np.asarray(target.codebook_db))
+        return cb if method == "codebook" else float((best * by_formants * cb) ** (1.0 / 3.0))
+    raise ConfigError(f"warp method must be 'formants', 'envelope', 'mix', 'codebook' or 'mix3', got {method!r}")
+
+
+def _codebook_warp(src: np.ndarray, tgt: np.ndarray) -> float:
+    """VTLN-style warp: the factor whose warped source shapes lie closest to the target's shapes (200 Hz..5 kHz)."""
+    band = (_GRID >= 200.0) & (_GRID <= 5000.0)
+    t = tgt[:, band]
+    best, best_err = 1.0, np.inf
+    for alpha in np.geomspace(1 / _MAX_WARP, _MAX_WARP, 41):
+        m = _interp_matrix(_GRID, _GRID[band] / alpha)
+        w = src @ m.T
+        w = w - w.mean(axis=1, keepdims=True)
+        tt = t - t.mean(axis=1, keepdims=True)
+        d2 = ((w[:, None, :] - tt[None]) ** 2).mean(-1)
+        err = float(d2.min(axis=1).mean() + d2.min(axis=0).mean()) / 2.0 + 10.0 * math.log(alpha) ** 2
+        if err < best_err:
+            best, best_err = float(alpha), err
+    return best
 
 
 def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None, *,
