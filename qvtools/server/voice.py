@@ -448,7 +448,7 @@ DEFAULT_WARP_METHOD = "mix3"
 DEFAULT_ENVELOPE_REFERENCE = "profile"
 #: Envelope codebook: centroids kept in a profile, neighbours averaged, strength, time smoothing (frames).
 CODEBOOK_SIZE = 64
-DEFAULT_CODEBOOK_K = 2
+DEFAULT_CODEBOOK_K = 1
 DEFAULT_CODEBOOK_STRENGTH = 0.7
 _CODEBOOK_SMOOTH = 5
 _MAX_WARP = 1.30
