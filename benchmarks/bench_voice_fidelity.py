@@ -41,6 +41,9 @@ REPLIES = (
     "Thanks for calling. I can help you with that right away.",
     "That sounds like a great plan. Let's meet on Thursday afternoon.",
     "The weather should be sunny tomorrow, with a light breeze in the evening.",
+    "I have booked a table for two at seven, near the window.",
+    "Please remember to bring your passport and a warm jacket.",
+    "The museum opens at ten, and the guided tour takes about an hour.",
 )
 
 
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=1.0, help="speaking-rate strength")
     ap.add_argument("--codebook", type=float, default=None, help="codebook mapping strength (default: convert's)")
     ap.add_argument("--k", type=int, default=None, help="codebook neighbours averaged (default: convert's)")
-    ap.add_argument("--replies", type=int, default=len(REPLIES))
+    ap.add_argument("--replies", type=int, default=len(REPLIES), help="how many of the 6 replies (3: the original set)")
     ap.add_argument("--seed", type=int, default=1234, help="onnxruntime seed for Piper's noise")
     args = ap.parse_args(argv)
 

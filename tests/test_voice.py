@@ -129,19 +129,20 @@ def test_profile_has_envelope_codebook(high_profile):
 
 def test_stored_profile_without_new_fields_still_works(low_voice, high_profile):
     old = high_profile.to_dict()
-    for key in ("codebook_db", "envelope_std_db"):  # fields added after profiles were first stored
+    for key in ("codebook_db", "codebook_unvoiced_db", "envelope_std_db"):  # added after profiles were first stored
         old.pop(key)
     prof = VoiceProfile.from_dict(old)
-    assert prof.codebook_db is None and prof.envelope_std_db is None
+    assert prof.codebook_db is None and prof.codebook_unvoiced_db is None and prof.envelope_std_db is None
     y = convert(low_voice, SR, prof)
     assert np.all(np.isfinite(y)) and analyze(y, SR).f0_median_hz == pytest.approx(prof.f0_median_hz, rel=0.05)
 
 
 def test_from_dict_rejects_malformed_codebook(high_profile):
     d = high_profile.to_dict()
-    d["codebook_db"] = [[0.0, 1.0]]
-    with pytest.raises(ConfigError, match="codebook"):
-        VoiceProfile.from_dict(d)
+    for key in ("codebook_db", "codebook_unvoiced_db"):
+        bad = dict(d, **{key: [[0.0, 1.0]]})
+        with pytest.raises(ConfigError, match=key):
+            VoiceProfile.from_dict(bad)
 
 
 def _shape_distance(prof: VoiceProfile, target: VoiceProfile) -> float:
@@ -176,3 +177,20 @@ def test_apply_codebook_maps_frames_onto_their_nearest_centroid():
     assert err_after < 0.8 * err_before  # smoothing over ~25 ms blurs the 5 block boundaries a little
     untouched = voice._apply_codebook(logsp, sr, np.zeros(truth.size, bool), codebook, 1.0, 1)
     assert np.array_equal(untouched, logsp)
+
+
+def test_unvoiced_codebook_from_noise_bursts():
+    rng = np.random.default_rng(3)
+    x = harmonic(140.0, seconds=3.0, vibrato=0.04).copy()
+    hiss = np.convolve(rng.standard_normal(x.size), [1.0, -0.9], mode="same").astype(np.float32)
+    for start in np.arange(0.2, 2.8, 0.5):  # 120 ms fricative-like bursts in gaps of the vowel
+        a, b = int(start * SR), int((start + 0.12) * SR)
+        x[a:b] = 0.08 * hiss[a:b]
+    prof = analyze(x, SR)
+    assert prof.codebook_unvoiced_db is not None
+    cb = np.asarray(prof.codebook_unvoiced_db)
+    assert cb.shape[1] == len(ENVELOPE_GRID_HZ) and cb.shape[0] <= voice.CODEBOOK_UNVOICED_SIZE
+    back = VoiceProfile.from_dict(json.loads(json.dumps(prof.to_dict())))
+    assert np.allclose(back.codebook_unvoiced_db, cb)
+    y = convert(x, SR, prof)
+    assert np.all(np.isfinite(y)) and np.max(np.abs(y)) <= 0.99
