@@ -39,6 +39,19 @@ def test_voice_profile_from_enrollment_audio(pipeline, speech_data):
     assert prof.f0_median_hz == pytest.approx(analyze(x, sr).f0_median_hz, rel=0.02)
 
 
+def test_profile_stored_without_codebooks_is_reanalyzed_from_the_audio(pipeline, speech_data):
+    x, sr = load(speech_data / "clean" / "en_F_ljspeech_LJ001-0003.wav", mono=True)
+    old = analyze(x, sr).to_dict()
+    old.pop("codebook_db", None)
+    old.pop("codebook_unvoiced_db", None)  # as stored before the codebooks existed
+    rec = SimpleNamespace(voice="qwen-omni-vc-c", profile=old, audio=wav_bytes(x, sr))
+    prof = pipeline.voice_profile(rec.voice, rec)
+    assert prof.codebook_db is not None
+    # without enrollment audio the stored profile is used as it is
+    rec_no_audio = SimpleNamespace(voice="qwen-omni-vc-d", profile=old, audio=b"")
+    assert pipeline.voice_profile(rec_no_audio.voice, rec_no_audio).codebook_db is None
+
+
 def test_synthesize_speaks_text_in_the_target_pitch(pipeline):
     from qvtools import asr
 

@@ -163,11 +163,13 @@ class SpeechPipeline:
         """
         if record is not None:
             profile = getattr(record, "profile", None)
-            if isinstance(profile, VoiceProfile):
-                return profile
-            if isinstance(profile, dict):
-                return VoiceProfile.from_dict(profile)
             audio = getattr(record, "audio", None)
+            if isinstance(profile, dict):
+                profile = VoiceProfile.from_dict(profile)
+            # A profile stored before the envelope codebooks existed is re-analyzed from the
+            # enrollment audio (cached), so older voices get the same conversion as new ones.
+            if isinstance(profile, VoiceProfile) and (profile.codebook_db is not None or not audio):
+                return profile
             if audio:
                 key = f"{getattr(record, 'voice', voice_name)}:{hash(bytes(audio))}"
                 cached = self._profile_cache.get(key)
