@@ -83,9 +83,10 @@ class ServiceConfig:
     #: Concurrent realtime sessions per API key; the handshake beyond it is refused *before the upgrade*
     #: with HTTP 429 ``Throttling.RateQuota`` (§3 429 codes) and ``Retry-After: 1``; the client raises
     #: ``APIError(429, "Throttling.RateQuota")`` (``retryable``). 0 disables the limit. The default is
-    #: what a 2-core machine holds with every session talking at once (benchmarks/bench_load.py: at 4
-    #: sessions TTFA p95 < 2x that of 2 and no errors; at 8 TTFA p95 ~5x, at 16 turns time out).
-    max_sessions_per_key: int = 4
+    #: what an otherwise idle 2-core machine holds with every session talking at once
+    #: (benchmarks/bench_load.py, 1 min per step: 8 sessions 91 turns/min, TTFA p95 2.7 s, no errors;
+    #: 12 sessions saturated, TTFA p95 5.6 s). A busy machine saturates earlier (4 on a loaded one).
+    max_sessions_per_key: int = 8
     #: Largest WebSocket message accepted from a client (bytes). A bigger frame closes the socket with
     #: 1009 "message too big" (RFC 6455 §7.4.1); a 60 s PCM16 append at 24 kHz is ~3.9 MB of base64.
     realtime_max_frame_bytes: int = 16 * 1024 * 1024
