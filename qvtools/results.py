@@ -246,8 +246,10 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = ("target_model"
               seed: int = 0) -> pd.DataFrame:
     """Per group and metric: n, success rate, p50/p90/p95 with percentile-bootstrap CIs.
 
-    Returns one row per (group, metric) with columns ``*by, metric, n, n_completed, n_valid,
-    success_rate, mean, p50, p50_lo, p50_hi, p90, p90_lo, p90_hi, p95, p95_lo, p95_hi``.
+    Returns one row per (group, metric) with columns ``*by, metric, [simulated,] n, n_completed, n_valid,
+    success_rate, mean, p50, p50_lo, p50_hi, p90, p90_lo, p90_hi, p95, p95_lo, p95_hi``; ``simulated``
+    (present when ``df`` has that column) is True for a latency metric (``*_ms``) of a group with
+    simulated rows, so a table of summaries labels simulated latencies itself.
     ``n`` counts all turns of the group, ``success_rate`` is the share with ``status == "completed"``
     (NaN without a status column); the percentiles are over completed turns with a finite value
     (``n_valid``). Resampling is seeded, so the same input gives the same CIs.
@@ -260,17 +262,22 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = ("target_model"
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     _check_columns(df, by + metrics, "summarize")
     has_status = "status" in df.columns
+    has_simulated = "simulated" in df.columns
     groups = df.groupby(by, dropna=False, sort=True) if by else [((), df)]
     records = []
     for gi, (key, g) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
         ok = (g["status"] == "completed").fillna(False).to_numpy(dtype=bool) if has_status else np.ones(len(g), bool)
         success = float(ok.mean()) if has_status and len(g) else float("nan")
+        sim = g["simulated"].fillna(False).astype(bool).to_numpy() if has_simulated else None
         for mi, metric in enumerate(metrics):
             v = pd.to_numeric(g[metric], errors="coerce").astype("float64").to_numpy()[ok]
             v = v[np.isfinite(v)]
             rec = dict(zip(by, key))
-            rec.update(metric=metric, n=len(g), n_completed=int(ok.sum()), n_valid=int(v.size),
+            rec["metric"] = metric
+            if has_simulated:  # latency figures from the local service's simulated profiles say so
+                rec["simulated"] = bool(metric.endswith("_ms") and sim.any())
+            rec.update(n=len(g), n_completed=int(ok.sum()), n_valid=int(v.size),
                        success_rate=success, mean=float(v.mean()) if v.size else float("nan"))
             if v.size:
                 rng = np.random.default_rng([seed, gi, mi])
@@ -302,10 +309,11 @@ class PairedDifferences:
     a_lower_ratio: float  # share of pairs where a's value is below b's
     ci: float = 0.95
     pairs: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    simulated: bool = False  # a latency metric (``*_ms``) measured on simulated latency profiles
 
     def to_dict(self) -> dict[str, Any]:
         """The summary fields (without the pairs table)."""
-        return {k: getattr(self, k) for k in ("metric", "a", "b", "n_pairs", "median_diff", "ci_low",
+        return {k: getattr(self, k) for k in ("metric", "simulated", "a", "b", "n_pairs", "median_diff", "ci_low",
                                               "ci_high", "mean_diff", "a_lower_ratio", "ci")}
 
 
@@ -345,5 +353,8 @@ def paired_differences(df: pd.DataFrame, metric: str, a: str = "qwen3.5-omni-plu
         med, mean, lower = float(np.median(diff)), float(diff.mean()), float(np.mean(diff < 0))
     else:
         lo = hi = med = mean = lower = nan
+    simulated = bool(metric.endswith("_ms") and "simulated" in df.columns
+                     and df["simulated"].fillna(False).astype(bool).any())
     return PairedDifferences(metric=metric, a=a, b=b, n_pairs=int(diff.size), median_diff=med, ci_low=lo,
-                             ci_high=hi, mean_diff=mean, a_lower_ratio=lower, ci=ci, pairs=pairs)
+                             ci_high=hi, mean_diff=mean, a_lower_ratio=lower, ci=ci, pairs=pairs,
+                             simulated=simulated)

@@ -105,6 +105,22 @@ def test_summarize_overall_and_empty_groups():
         results.summarize(df, ci=1.5)
 
 
+def test_summarize_labels_simulated_latency_metrics():
+    rows = [{"target_model": FLASH, "status": "completed", "simulated": True, "ttfa_ms": 800.0 + i,
+             "speaker_similarity": 0.8} for i in range(3)]
+    rows += [{"target_model": PLUS, "status": "completed", "simulated": False, "ttfa_ms": 900.0,
+              "speaker_similarity": 0.7}]
+    s = results.summarize(results.to_frame(rows), metrics=("ttfa_ms", "speaker_similarity"), n_boot=20)
+    flags = {(r.target_model, r.metric): r.simulated for r in s.itertuples()}
+    assert flags == {(FLASH, "ttfa_ms"): True, (FLASH, "speaker_similarity"): False,
+                     (PLUS, "ttfa_ms"): False, (PLUS, "speaker_similarity"): False}
+    assert results.paired_differences(results.to_frame(rows), "ttfa_ms").simulated is True
+    assert results.paired_differences(results.to_frame(rows), "speaker_similarity").simulated is False
+    # no simulated column in the input: no column in the output
+    plain = results.summarize(pd.DataFrame({"target_model": [FLASH], "ttfa_ms": [1.0]}), metrics="ttfa_ms", n_boot=5)
+    assert "simulated" not in plain.columns
+
+
 def test_paired_differences(rng):
     df = _synthetic(rng)
     r = results.paired_differences(df, "ttfa_ms", n_boot=500)
