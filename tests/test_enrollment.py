@@ -1,13 +1,11 @@
-"""VoiceClient against the real local service over HTTP, plus its transport rules (retries,
-no blind create retry, key never in errors) against tiny stub HTTP servers on port 0."""
+"""VoiceClient against the real local service over HTTP (its transport rules under injected faults
+are in tests/test_faults.py)."""
 
 from __future__ import annotations
 
 import io
 import json
-import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -167,110 +165,6 @@ def test_raise_for_response_literal():
     assert info.value.code == "Unknown"
 
 
-# -- stub servers for the transport rules -------------------------------------------------------------------
-class Stub:
-    """A throwaway HTTP server on 127.0.0.1:0 answering from a script ``fn(action, n) -> (status, body, headers)``;
-    ``None`` drops the connection without an answer."""
-
-    def __init__(self, fn):
-        self.calls: list[str] = []
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                action = body["input"]["action"]
-                stub.calls.append(action)
-                answer = fn(action, len(stub.calls), body)
-                if answer is None:
-                    self.close_connection = True
-                    return
-                status, payload, headers = answer
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)),
-                             **headers}.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
-
-
-def _list_answer(voices=()):
-    return 200, {"output": {"voice_list": list(voices), "total_count": len(voices)}, "usage": {"count": 0},
-                 "request_id": "r"}, {}
-
-
-def test_list_retries_on_503_with_retry_after(tmp_path):
-    def fn(action, n, body):
-        if n <= 2:
-            return 503, {"code": "ModelUnavailable", "message": "Model is unavailable, try again later.",
-                         "request_id": f"r{n}"}, {"Retry-After": "0"}
-        return _list_answer([{"voice": "v1", "target_model": PLUS}])
-
-    with Stub(fn) as stub:
-        c = VoiceClient(settings_for(stub.url, tmp_path), backoff_s=0.01)
-        assert [v.voice for v in c.list()] == ["v1"]
-        assert stub.calls == ["list", "list", "list"]
-
-
-def test_delete_retry_that_finds_the_voice_gone_is_success(tmp_path):
-    def fn(action, n, body):
-        if n == 1:
-            return None  # the first delete went through but its answer was lost
-        return 400, {"code": "BadRequest.VoiceNotFound", "message": "Voice 'v' not found.", "request_id": "r"}, {}
-
-    with Stub(fn) as stub:
-        VoiceClient(settings_for(stub.url, tmp_path), backoff_s=0.01).delete("v")
-        assert stub.calls == ["delete", "delete"]
-
-
-def test_create_is_never_retried_blindly(tmp_path, enrollment_speech):
-    def fn(action, n, body):
-        return 503, {"code": "ModelUnavailable", "message": "Model is unavailable, try again later.",
-                     "request_id": "r"}, {}
-
-    with Stub(fn) as stub:
-        with pytest.raises(APIError) as info:
-            VoiceClient(settings_for(stub.url, tmp_path), backoff_s=0.01).create(enrollment_speech, PLUS, "once")
-        assert info.value.status == 503 and stub.calls == ["create"]
-
-
-def test_create_without_answer_is_reconciled_with_list(tmp_path, enrollment_speech):
-    made = []
-
-    def fn(action, n, body):
-        if action == "create":  # the service makes the voice when the request arrives, then the answer is lost
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%f")[:17]
-            made.append(f"qwen-omni-vc-lost-voice-{stamp}-beef")
-            return None
-        return _list_answer([{"voice": made[0], "target_model": PLUS}])
-
-    with Stub(fn) as stub:
-        voice = VoiceClient(settings_for(stub.url, tmp_path)).create(enrollment_speech, PLUS, "lost")
-        assert voice.voice == made[0] and stub.calls == ["create", "list"]
-
-
-def test_create_without_answer_and_no_voice_is_transport_error(tmp_path, enrollment_speech):
-    def fn(action, n, body):
-        return None if action == "create" else _list_answer()
-
-    with Stub(fn) as stub:
-        with pytest.raises(TransportError, match="check `qvtools voices list`") as info:
-            VoiceClient(settings_for(stub.url, tmp_path)).create(enrollment_speech, PLUS, "lost")
-        assert stub.calls == ["create", "list"] and KEY not in str(info.value)
+# The transport rules (retries on 429/5xx honouring Retry-After, a lost delete answer counting as deleted,
+# create never retried blindly, a lost create answer reconciled with list) run against the real local
+# service with fault injection in tests/test_faults.py.
