@@ -68,3 +68,16 @@ def enrollment_wav(enrollment_speech) -> bytes:
     from qvtools.audio import wav_bytes
 
     return wav_bytes(*enrollment_speech)
+
+
+def read_http_answer(sock) -> tuple[bytes, bytes]:
+    """Read a raw HTTP answer with a JSON body from ``sock`` (its own timeout bounds every recv);
+    returns ``(head, payload)``."""
+    data = b""
+    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+        part = sock.recv(65536)
+        if not part:
+            break
+        data += part
+    head, _, payload = data.partition(b"\r\n\r\n")
+    return head, payload

@@ -22,6 +22,7 @@ from qvtools.realtime.session import RealtimeSession
 from qvtools.server import LocalService, ServiceConfig
 from qvtools.server.app import ServiceError
 from qvtools.server.enrollment import process_enrollment_audio
+from conftest import read_http_answer
 
 TIMEOUT = 30
 FLASH = "qwen3.5-omni-flash-realtime"
@@ -266,13 +267,7 @@ def test_body_limit_is_enforced_while_streaming(svc):
         piece = b"x" * 4096
         for _ in range(4):  # 16 KiB > the 8 KiB limit; the terminating 0-chunk is never sent
             sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
-        data = b""
-        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
-            part = sock.recv(65536)
-            if not part:
-                break
-            data += part
-    head, _, payload = data.partition(b"\r\n\r\n")
+        head, payload = read_http_answer(sock)
     assert head.startswith(b"HTTP/1.1 400"), head
     assert b"Exceeded limit on max bytes per data-uri item : 4096" in payload
 

@@ -18,6 +18,7 @@ from qvtools.audio import data_url, resample, wav_bytes
 from qvtools.config import ENROLLMENT_PATH
 from qvtools.server import LocalService, ServiceConfig
 from qvtools.server.store import VoiceRecord
+from conftest import read_http_answer
 
 TIMEOUT = 60
 PLUS, FLASH = "qwen3.5-omni-plus-realtime", "qwen3.5-omni-flash-realtime"
@@ -251,13 +252,7 @@ def test_declared_100mb_body_is_refused_before_reading(service):
     with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
         sock.sendall((f"POST {ENROLLMENT_PATH} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer sk-alice\r\n"
                       "Content-Type: application/json\r\nContent-Length: 104857600\r\n\r\n{").encode())
-        data = b""
-        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
-            part = sock.recv(65536)
-            if not part:
-                break
-            data += part
-    head, _, payload = data.partition(b"\r\n\r\n")
+        head, payload = read_http_answer(sock)
     assert head.startswith(b"HTTP/1.1 400")
     assert TOO_BIG.encode() in payload and b'"InvalidParameter"' in payload
 
