@@ -161,6 +161,13 @@ class LocalService:
             loop.run_forever()
         finally:
             loop.run_until_complete(self._cleanup())
+            # handler tasks of connections a client left half-open: cancel and await them, so closing
+            # the loop never destroys a pending task
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
             self._stopped.set()
