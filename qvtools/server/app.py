@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiohttp import web
@@ -190,6 +191,7 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 async def _on_cleanup(app: web.Application) -> None:
+    app["enroll_executor"].shutdown(wait=True, cancel_futures=True)
     app["store"].close()
 
 
@@ -227,7 +229,8 @@ def create_app(config: ServiceConfig | None = None, data_dir=None) -> web.Applic
     App keys: ``"config"`` (:class:`ServiceConfig`), ``"store"`` (:class:`VoiceStore` under
     ``data_dir``), ``"trace"`` (:class:`ServerTrace`), ``"speech"`` (None; created lazily by
     the realtime half, or on startup when ``config.warm_speech`` starts loading it in the background),
-    ``"faults"`` (:class:`FaultInjector`; no plans unless ``config.faults``).
+    ``"faults"`` (:class:`FaultInjector`; no plans unless ``config.faults``), ``"enroll_executor"``
+    (the enrollment handlers' own thread pool).
     """
     from .enrollment import handle_customization
 
@@ -243,6 +246,9 @@ def create_app(config: ServiceConfig | None = None, data_dir=None) -> web.Applic
         app["trace"] = ServerTrace()
         app["speech"] = None
         app["faults"] = FaultInjector(config.faults)  # off (no plans) by default; qvtools/server/faults.py
+        # Enrollment's decode / VAD / analysis get their own threads, so they do not queue behind the
+        # realtime sessions' speech work in the default executor (bench_load: list p95 grew to seconds).
+        app["enroll_executor"] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qv-enroll")
     app.router.add_post(ENROLLMENT_PATH, handle_customization)
     if config.fault_control:  # opt-in control endpoint, never a DashScope path
         app["faults"].add_routes(app)

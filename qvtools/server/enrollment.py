@@ -3,7 +3,7 @@
 Implements protocol reference §2 (request and response bodies), §3 (error shape and
 codes) and §5 items 1–3. Where the documentation leaves the error code open (bad
 ``action``, ``preferred_name``, ``target_model``) it is ``400 InvalidParameter`` (§3 [guess]).
-CPU-heavy work (decode, VAD, voice analysis) runs in the default executor, not on the loop.
+CPU-heavy work (decode, VAD, voice analysis) runs in the app's ``enroll_executor``, not on the loop.
 """
 
 from __future__ import annotations
@@ -159,13 +159,13 @@ async def _create(request: web.Request, scope: str, inp: dict) -> web.Response:
     if store.count(scope) >= config.voice_quota:
         raise _quota_error()
     loop = asyncio.get_running_loop()
-    enrolled = await loop.run_in_executor(None, process_enrollment_audio, raw, config)
+    enrolled = await loop.run_in_executor(request.app["enroll_executor"], process_enrollment_audio, raw, config)
     now, stamp = _now_strings()
     record = VoiceRecord(voice=voice_name(name, now), target_model=target_model, language=language,
                          preferred_name=name, gmt_create=stamp, gmt_modified=stamp, last_used=None,
                          sha256=enrolled.sha256, profile=enrolled.profile, audio=enrolled.wav)
     try:
-        await loop.run_in_executor(None, lambda: store.add(scope, record, quota=config.voice_quota))
+        await loop.run_in_executor(request.app["enroll_executor"], lambda: store.add(scope, record, quota=config.voice_quota))
     except QuotaExceeded:
         raise _quota_error() from None
     log.info("created voice %s (%s, %.1f s at %d Hz)", record.voice, target_model, enrolled.duration_s,
@@ -183,7 +183,7 @@ async def _list(request: web.Request, scope: str, inp: dict) -> web.Response:
     page_size = _page_arg(inp, "page_size", 10)
     store: VoiceStore = request.app["store"]
     loop = asyncio.get_running_loop()
-    items, total = await loop.run_in_executor(None, store.list, scope, page_index, page_size)
+    items, total = await loop.run_in_executor(request.app["enroll_executor"], store.list, scope, page_index, page_size)
     output = {"voice_list": [r.to_list_item() for r in items], "total_count": total,
               "page_index": page_index, "page_size": page_size}
     return _ok(output, 0, new_request_id())
@@ -195,7 +195,7 @@ async def _delete(request: web.Request, scope: str, inp: dict) -> web.Response:
         raise _param_error("input.voice")
     store: VoiceStore = request.app["store"]
     loop = asyncio.get_running_loop()
-    if not await loop.run_in_executor(None, store.delete, scope, voice):
+    if not await loop.run_in_executor(request.app["enroll_executor"], store.delete, scope, voice):
         raise ServiceError(400, "BadRequest.VoiceNotFound", f"Voice '{voice}' not found.")  # §2.3, ERR
     log.info("deleted voice %s", voice)
     return _ok({"voice": voice}, 0, new_request_id())
