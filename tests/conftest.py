@@ -81,3 +81,20 @@ def read_http_answer(sock) -> tuple[bytes, bytes]:
         data += part
     head, _, payload = data.partition(b"\r\n\r\n")
     return head, payload
+
+
+def adts_bytes(x: np.ndarray, sr: int) -> bytes:
+    """Mono float audio encoded as AAC in an ADTS stream (PyAV), as an M4A-family upload."""
+    import io
+
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="adts") as container:
+        stream = container.add_stream("aac", rate=sr)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.asarray(x, np.float32)[None, :], format="flt", layout="mono")
+        frame.sample_rate = sr
+        for packet in list(stream.encode(frame)) + list(stream.encode(None)):
+            container.mux(packet)
+    return out.getvalue()

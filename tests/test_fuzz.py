@@ -32,6 +32,7 @@ from qvtools import audio  # noqa: E402
 from qvtools.config import ENROLLMENT_PATH, REALTIME_PATH, Settings  # noqa: E402
 from qvtools.realtime.session import RealtimeSession  # noqa: E402
 from qvtools.server import LocalService, ServiceConfig  # noqa: E402
+from conftest import adts_bytes  # noqa: E402
 
 
 TIMEOUT = 30
@@ -224,7 +225,6 @@ def test_random_handshakes_get_a_4xx_never_a_5xx(svc):
 
 # -- enrollment audio payloads ----------------------------------------------------------------------------
 def _seed_files() -> list[bytes]:
-    import av
     import soundfile as sf
 
     sr = 24000
@@ -232,15 +232,7 @@ def _seed_files() -> list[bytes]:
     wav = audio.wav_bytes(x, sr)
     buf = io.BytesIO()
     sf.write(buf, x, sr, format="MP3")
-    out = io.BytesIO()
-    with av.open(out, "w", format="adts") as c:
-        stream = c.add_stream("aac", rate=sr)
-        stream.layout = "mono"
-        fr = av.AudioFrame.from_ndarray(x[None, :], format="flt", layout="mono")
-        fr.sample_rate = sr
-        for p in list(stream.encode(fr)) + list(stream.encode(None)):
-            c.mux(p)
-    return [wav, buf.getvalue(), out.getvalue()]
+    return [wav, buf.getvalue(), adts_bytes(x, sr)]
 
 
 def test_random_and_mutated_audio_never_cause_a_500(svc):

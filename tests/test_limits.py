@@ -6,7 +6,6 @@ Limits are set tiny here so each test is quick: a real turn is never needed (no 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import socket
 import threading
@@ -22,7 +21,7 @@ from qvtools.realtime.session import RealtimeSession
 from qvtools.server import LocalService, ServiceConfig
 from qvtools.server.app import ServiceError
 from qvtools.server.enrollment import process_enrollment_audio
-from conftest import read_http_answer
+from conftest import adts_bytes, read_http_answer
 
 TIMEOUT = 30
 FLASH = "qwen3.5-omni-flash-realtime"
@@ -272,22 +271,6 @@ def test_body_limit_is_enforced_while_streaming(svc):
     assert b"Exceeded limit on max bytes per data-uri item : 4096" in payload
 
 
-def _adts(x: np.ndarray, sr: int) -> bytes:
-    import av
-
-    out = io.BytesIO()
-    with av.open(out, "w", format="adts") as container:
-        stream = container.add_stream("aac", rate=sr)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(x[None, :], format="flt", layout="mono")
-        frame.sample_rate = sr
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def long_aac_understated():
     """70 s of AAC (ADTS) whose estimated duration is far below 60 s: loud noise first, then silence,
@@ -295,7 +278,7 @@ def long_aac_understated():
     sr = 24000
     rng = np.random.default_rng(0)
     x = np.concatenate([0.5 * rng.standard_normal(10 * sr), np.zeros(60 * sr)]).astype(np.float32)
-    data = _adts(x, sr)
+    data = adts_bytes(x, sr)
     assert audio.probe(data).duration_s < 30
     return data
 
