@@ -347,3 +347,30 @@ def test_random_bodies_never_cause_a_500(service):
             assert set(resp.json()) == {"request_id", "code", "message"}
 
     check()
+
+
+def test_enrollment_answers_while_the_default_executor_is_saturated(tmp_path):
+    """Enrollment work has its own thread pool: realtime speech work filling the loop's default
+    executor (simulated here by blocked tasks) must not queue create/list/delete behind it."""
+    import asyncio
+    import threading
+
+    from qvtools.server import ServiceConfig
+
+    release = threading.Event()
+    with LocalService(data_dir=tmp_path, config=ServiceConfig(warm_speech=False)) as svc:
+        loop = svc._loop
+        blockers = [asyncio.run_coroutine_threadsafe(_block_default_executor(release), loop) for _ in range(64)]
+        try:
+            r = post(svc, {"model": "qwen-voice-enrollment", "input": {"action": "list"}})
+            assert r.status_code == 200 and r.json()["output"]["total_count"] == 0
+        finally:
+            release.set()
+            for b in blockers:
+                b.result(timeout=10)
+
+
+async def _block_default_executor(release):
+    import asyncio
+
+    await asyncio.get_running_loop().run_in_executor(None, release.wait, 30)
