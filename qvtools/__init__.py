@@ -2,7 +2,7 @@
 
 import logging
 
-from . import audio, metrics, preflight, results
+from . import audio, catalog, metrics, preflight, results
 from .config import REGIONS, TARGET_MODELS, Settings
 from .enrollment import Voice, VoiceClient
 from .errors import (APIError, ConfigError, InvalidAudio, QVError, RealtimeError, SessionTimeout,
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "audio",
+    "catalog",
     "preflight",
     "metrics",
     "results",

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .catalog import DEFAULT_COMPARE_MODELS
 from .errors import ConfigError
 
 __all__ = ["Settings", "REGIONS", "TARGET_MODELS", "ENROLLMENT_MODEL", "ENROLLMENT_PATH",
@@ -24,8 +25,9 @@ REGIONS = {
 _REGION_ALIASES = {"cn": "beijing", "cn-beijing": "beijing", "intl": "singapore",
                    "ap-southeast-1": "singapore", "sg": "singapore"}
 
-#: The two target models a cloned voice can be enrolled for (SEED §2.1).
-TARGET_MODELS = ("qwen3.5-omni-plus-realtime", "qwen3.5-omni-flash-realtime")
+#: The two realtime target models a cloned voice is enrolled for by default (SEED §2.1); the full
+#: catalog of model families lives in :mod:`qvtools.catalog`.
+TARGET_MODELS = DEFAULT_COMPARE_MODELS
 ENROLLMENT_MODEL = "qwen-voice-enrollment"
 ENROLLMENT_PATH = "/api/v1/services/audio/tts/customization"
 REALTIME_PATH = "/api-ws/v1/realtime"

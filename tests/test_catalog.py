@@ -1,0 +1,59 @@
+"""The model catalog (qvtools.catalog): one table of families, names outside it accepted with a warning."""
+
+import pytest
+
+from qvtools import catalog
+
+
+@pytest.mark.parametrize("model, fam, fmt_in, fmt_out, voice, asr", [
+    ("qwen3.5-omni-plus-realtime", "qwen3.5-omni-plus", "pcm", "pcm", "Tina", "qwen3-asr-flash-realtime"),
+    ("qwen3.5-omni-flash-realtime-2026-03-15", "qwen3.5-omni-flash", "pcm", "pcm", "Tina",
+     "qwen3-asr-flash-realtime"),
+    ("qwen3-omni-flash-realtime-latest", "qwen3-omni-flash", "pcm16", "pcm24", "Cherry", "gummy-realtime-v1"),
+    ("qwen3.8-omni-flash-realtime", "qwen3.8-omni-flash", "pcm16", "pcm24", "Chelsie", "gummy-realtime-v1"),
+    ("qwen-omni-turbo-realtime", "qwen-omni-turbo", "pcm", "pcm", "Chelsie", "qwen3-asr-flash-realtime"),
+])
+def test_families_follow_observed_shapes(model, fam, fmt_in, fmt_out, voice, asr):
+    f = catalog.family(model)
+    assert (f.name, f.input_audio_format, f.output_audio_format, f.default_voice, f.transcription_model) == (
+        fam, fmt_in, fmt_out, voice, asr)
+    assert f.known and catalog.is_known_model(model) and catalog.check_model(model) == []
+    assert f.default_voice in f.voices
+
+
+def test_qwen35_voices_exclude_the_observed_failures():
+    # §7.11: Cherry and Chelsie fail on qwen3.5-omni-flash; Tina fails on qwen3-omni-flash.
+    assert "Cherry" not in catalog.family("qwen3.5-omni-flash-realtime").voices
+    assert "Chelsie" not in catalog.family("qwen3.5-omni-plus-realtime").voices
+    assert "Tina" not in catalog.family("qwen3-omni-flash-realtime").voices
+
+
+def test_unknown_omni_realtime_names_are_accepted_with_a_warning():
+    f = catalog.family("qwen3.9-omni-plus-realtime")
+    assert not f.known and f.tier == "plus" and f.name == "qwen3.9-omni-plus"
+    assert catalog.is_realtime_model("qwen3.9-omni-plus-realtime")
+    warnings = catalog.check_model("qwen3.9-omni-plus-realtime")
+    assert len(warnings) == 1 and "not in the qvtools model catalog" in warnings[0]
+    assert "does not look like" in catalog.check_model("gpt-4o-realtime")[0]
+    assert catalog.check_model("") == ["the model name is empty"]
+
+
+def test_base_model_strips_snapshots():
+    assert catalog.base_model("qwen3.5-omni-flash-realtime-2026-03-15") == "qwen3.5-omni-flash-realtime"
+    assert catalog.base_model("qwen3.5-omni-flash-realtime-latest") == "qwen3.5-omni-flash-realtime"
+    assert catalog.base_model("qwen3.5-omni-flash-realtime") == "qwen3.5-omni-flash-realtime"
+
+
+def test_voice_kinds():
+    assert catalog.voice_kind("qwen-omni-vc-a-voice-20260101000000000-abcd") == "omni"
+    assert catalog.voice_kind("qwen-tts-vc-a-voice-20260101000000000-abcd") == "tts"
+    assert catalog.voice_kind("custom", "qwen3-tts-vc-realtime-2026-01-15") == "tts"
+    assert catalog.voice_kind("custom", "qwen3.5-omni-plus-realtime") == "omni"
+    assert catalog.voice_kind("custom", None) == "unknown"
+    assert catalog.is_cloned_voice("qwen-omni-vc-x") and not catalog.is_cloned_voice("qwen-tts-vc-x")
+
+
+def test_enrollment_targets():
+    assert catalog.check_target_model("qwen3.5-omni-plus-realtime") == []
+    assert catalog.check_target_model("qwen3.5-omni-flash") == []
+    assert "not one of the documented" in catalog.check_target_model("qwen3.8-omni-flash-realtime")[0]
