@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
+from .catalog import voice_kind
 from .config import ENROLLMENT_MODEL, TARGET_MODELS, Settings, redact
-from .errors import APIError, ConfigError, InvalidAudio, TransportError
+from .errors import APIError, ConfigError, InvalidAudio, TransportError, api_error_from_http
 
 __all__ = ["Voice", "VoiceClient", "raise_for_response", "LANGUAGES", "DIALECTS", "NAME_PATTERN",
            "validate_create_args", "encode_for_upload"]
@@ -49,12 +50,25 @@ class Voice:
     gmt_create: str | None = None
     gmt_modified: str | None = None
     language: str | None = None
+    #: ``output.fallback_mode`` of the create answer (QC-VC, §7.9): True when the clone was made in degraded
+    #: mode (poor audio or a text mismatch); None when the service did not say (list items, older answers).
+    fallback_mode: bool | None = None
+    fallback_reason: str | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def kind(self) -> str:
+        """``omni``, ``tts`` or ``unknown``: the enrollment list mixes Omni and TTS clones (§7.9)."""
+        return voice_kind(self.voice, self.target_model)
 
     @classmethod
     def from_item(cls, item: dict) -> "Voice":
+        fb = item.get("fallback_mode")
         return cls(voice=item["voice"], target_model=item.get("target_model"), gmt_create=item.get("gmt_create"),
-                   gmt_modified=item.get("gmt_modified"), language=item.get("language"), raw=dict(item))
+                   gmt_modified=item.get("gmt_modified"), language=item.get("language"),
+                   fallback_mode=fb if isinstance(fb, bool) else None,
+                   fallback_reason=item.get("fallback_reason") if isinstance(item.get("fallback_reason"), str)
+                   else None, raw=dict(item))
 
     @property
     def preferred_name(self) -> str | None:
@@ -75,39 +89,16 @@ class Voice:
         return self.voice
 
 
-def raise_for_response(resp) -> dict:
-    """The JSON body of a 200 answer, else :class:`APIError` (status, code, message, request_id).
-
-    Follows the SDK's parsing (§3): ``code``, ``message`` (or ``msg``), ``request_id`` from the
-    body; a non-JSON body gives code ``"Unknown"``; ``request_id`` falls back to ``x-request-id``.
-    """
-    header_rid = resp.headers.get("x-request-id") if resp.headers is not None else None
+def raise_for_response(resp, *, secrets=()) -> dict:
+    """The JSON body of a 200 answer, else :class:`APIError` built by the one HTTP error mapper
+    (:func:`qvtools.errors.api_error_from_http`: code, message, request_id, Retry-After, redacted)."""
     try:
         body = resp.json()
     except ValueError:
         body = None
     if resp.status_code == 200 and isinstance(body, dict):
         return body
-    if isinstance(body, dict):
-        code = body.get("code") or "Unknown"
-        message = body.get("message") or body.get("msg") or (resp.reason or "")
-        rid = body.get("request_id") or header_rid
-    else:
-        code = "Unknown"
-        text = (resp.text or "").strip()
-        message = (text[:200] if text else resp.reason) or f"HTTP {resp.status_code} with a non-JSON body"
-        rid = header_rid
-    exc = APIError(resp.status_code, str(code), str(message), rid)
-    exc.retry_after = _retry_after(resp.headers.get("Retry-After") if resp.headers is not None else None)
-    raise exc
-
-
-def _retry_after(value) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds form; HTTP dates are ignored)."""
-    try:
-        return max(0.0, min(float(value), 60.0)) if value is not None else None
-    except ValueError:
-        return None
+    raise api_error_from_http(resp.status_code, resp.text, resp.headers, resp.reason, secrets=secrets)
 
 
 def validate_create_args(target_model: str, preferred_name: str, language: str | None = None) -> None:
@@ -178,7 +169,7 @@ class VoiceClient:
             resp = self._session.post(self.url, json=payload, timeout=self.settings.timeout_s)
         except requests.RequestException as exc:
             raise TransportError(self._redact(f"no answer from {self.url}: {type(exc).__name__}: {exc}")) from None
-        return raise_for_response(resp)
+        return raise_for_response(resp, secrets=(self.settings.api_key,))
 
     def _redact(self, text: str) -> str:
         return redact(text, self.settings.api_key)

@@ -17,7 +17,22 @@ __all__ = [
     "RealtimeError",
     "SessionTimeout",
     "VoiceModelMismatch",
+    "api_error_from_http",
+    "redact_text",
+    "RETRY_AFTER_CAP_S",
 ]
+
+import json
+import re
+from typing import Mapping
+
+#: Longest ``Retry-After`` a client honours (seconds); a longer one is capped (a server asking for an hour
+#: must not freeze a notebook for an hour).
+RETRY_AFTER_CAP_S = 60.0
+#: Longest server text kept in an error message (characters).
+_MAX_SERVER_TEXT = 300
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"'<>,;]+")
+_KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
 
 
 class QVError(Exception):
@@ -39,11 +54,14 @@ class InvalidAudio(QVError, ValueError):
 class APIError(QVError):
     """The service answered with an error (HTTP status + DashScope ``code``)."""
 
-    def __init__(self, status: int, code: str, message: str, request_id: str | None = None):
+    def __init__(self, status: int, code: str, message: str, request_id: str | None = None,
+                 retry_after: float | None = None):
         self.status = int(status)
         self.code = code
         self.message = message
         self.request_id = request_id
+        #: Seconds the service asked to wait (``Retry-After``, capped at :data:`RETRY_AFTER_CAP_S`), or None.
+        self.retry_after = retry_after
         super().__init__(f"{status} {code}: {message} (request_id={request_id})")
 
     @property
@@ -52,7 +70,7 @@ class APIError(QVError):
         return self.status == 429 or self.status >= 500
 
     def __reduce__(self):
-        return (type(self), (self.status, self.code, self.message, self.request_id))
+        return (type(self), (self.status, self.code, self.message, self.request_id, self.retry_after))
 
 
 class TransportError(QVError):
@@ -90,3 +108,65 @@ def _rebuild_realtime_error(code, message, type_, param, event_id):
 
 class VoiceModelMismatch(ConfigError):
     """A cloned voice was enrolled for another target model than the session model."""
+
+
+def redact_text(text, *secrets: str | None) -> str:
+    """Server-supplied text made safe to log, raise or save: each secret (the API key) and anything that
+    looks like a key (``Bearer …``, ``sk-…``) is masked, control characters are dropped, length is capped."""
+    out = str(text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            out = out.replace(secret, "***")
+    out = _BEARER.sub(lambda m: m.group(1) + "***", out)
+    out = _KEYLIKE.sub("***", out)
+    out = "".join(ch if ch.isprintable() or ch in " \t" else " " for ch in out)
+    if len(out) > _MAX_SERVER_TEXT:
+        out = out[:_MAX_SERVER_TEXT] + "…"
+    return out
+
+
+def _retry_after_s(value) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form; HTTP dates are ignored), capped."""
+    try:
+        v = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    if v is None or v != v:  # NaN
+        return None
+    return max(0.0, min(v, RETRY_AFTER_CAP_S))
+
+
+def api_error_from_http(status: int, body, headers: Mapping | None = None, reason: str | None = None, *,
+                        secrets=()) -> APIError:
+    """The one mapping of a non-200 HTTP answer (an enrollment call or a refused realtime handshake) to
+    :class:`APIError`. Follows the SDK's parsing (protocol reference §3): ``code``, ``message`` (or ``msg``),
+    ``request_id`` from a JSON body; a non-JSON body gives code ``"Unknown"``; ``request_id`` falls back to the
+    ``x-request-id`` header; ``Retry-After`` is kept (capped). Server text is redacted (:func:`redact_text`)."""
+    def header(name):
+        if headers is None:
+            return None
+        try:
+            return headers.get(name) or headers.get(name.lower())
+        except AttributeError:
+            return None
+
+    if isinstance(body, (bytes, bytearray)):
+        body = bytes(body).decode("utf-8", "replace")
+    obj = None
+    if isinstance(body, str) and body.strip():
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            obj = None
+    if isinstance(obj, dict):
+        code = obj.get("code") or "Unknown"
+        message = obj.get("message") or obj.get("msg") or reason or f"HTTP {status}"
+        rid = obj.get("request_id") or header("x-request-id")
+    else:
+        code = "Unknown"
+        text = (body or "").strip() if isinstance(body, str) else ""
+        message = (text[:200] if text else reason) or f"HTTP {status} with a non-JSON body"
+        rid = header("x-request-id")
+    rid = rid if isinstance(rid, str) else None
+    return APIError(int(status or 0), redact_text(code, *secrets), redact_text(message, *secrets),
+                    redact_text(rid, *secrets) if rid else None, _retry_after_s(header("Retry-After")))

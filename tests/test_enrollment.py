@@ -168,3 +168,21 @@ def test_raise_for_response_literal():
 # The transport rules (retries on 429/5xx honouring Retry-After, a lost delete answer counting as deleted,
 # create never retried blindly, a lost create answer reconciled with list) run against the real local
 # service with fault injection in tests/test_faults.py.
+
+
+def test_http_error_mapper_keeps_retry_after_redacts_and_pickles():
+    import pickle
+
+    from qvtools.errors import RETRY_AFTER_CAP_S, api_error_from_http
+
+    key = "sk-" + "t3st" * 6
+    body = '{"code":"Throttling","message":"slow down, Authorization: Bearer ' + key + '","request_id":"r1"}'
+    err = api_error_from_http(429, body, {"Retry-After": "3600"}, secrets=(key,))
+    assert (err.status, err.code, err.request_id) == (429, "Throttling", "r1")
+    assert key not in str(err) and "***" in err.message
+    assert err.retry_after == RETRY_AFTER_CAP_S
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.status, back.code, back.message, back.request_id, back.retry_after) == (
+        429, "Throttling", err.message, "r1", RETRY_AFTER_CAP_S)
+    html = api_error_from_http(502, "<html>Bearer " + key + " bad gateway</html>", {"x-request-id": "h1"})
+    assert html.code == "Unknown" and html.request_id == "h1" and key not in html.message

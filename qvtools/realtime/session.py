@@ -26,7 +26,8 @@ from urllib.parse import quote
 
 from .. import audio as _audio
 from ..config import Settings, redact
-from ..errors import APIError, ConfigError, RealtimeError, SessionTimeout, TransportError, VoiceModelMismatch
+from ..errors import (APIError, ConfigError, RealtimeError, SessionTimeout, TransportError, VoiceModelMismatch,
+                      api_error_from_http)
 from . import events as ev
 from .turn import Turn, TurnTracker
 
@@ -177,19 +178,11 @@ class RealtimeSession:
         return self
 
     def _handshake_error(self, exc) -> APIError:
-        import json
-
+        """A refused upgrade (plain HTTP before the WebSocket, §4.5 d) through the one HTTP error mapper."""
         status = int(getattr(exc, "status_code", 0) or 0)
-        body = getattr(exc, "resp_body", None) or b""
-        code, message, request_id = "Unknown", f"handshake refused with HTTP {status}", None
-        try:
-            obj = json.loads(body)
-            code = obj.get("code", code)
-            message = obj.get("message", message)
-            request_id = obj.get("request_id")
-        except (ValueError, TypeError):
-            pass
-        return APIError(status, code, redact(message, self.settings.api_key), request_id)
+        return api_error_from_http(status, getattr(exc, "resp_body", None) or b"",
+                                   getattr(exc, "resp_headers", None), f"handshake refused with HTTP {status}",
+                                   secrets=(self.settings.api_key,))
 
     def _read_loop(self) -> None:
         import websocket
