@@ -99,7 +99,7 @@ def test_delete_unknown_is_an_api_error(client):
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    ({"target_model": "qwen-omni-turbo-realtime"}, "target_model"),
+    ({"target_model": ""}, "target_model"),
     ({"preferred_name": "has-dash"}, "preferred_name"),
     ({"preferred_name": "x" * 17}, "preferred_name"),
     ({"language": "klingon"}, "language"),
@@ -111,6 +111,20 @@ def test_local_validation_before_any_request(tmp_path, enrollment_speech, kwargs
     language = args.pop("language", None)
     with pytest.raises(ConfigError, match=fragment):
         c.create(enrollment_speech, args["target_model"], args["preferred_name"], language=language)
+
+
+def test_target_model_outside_the_catalog_is_a_warning_not_a_refusal(tmp_path, enrollment_speech, caplog):
+    """Issue 9 item 2: the service decides which target models it takes (§7.8, §7.19); qvtools warns."""
+    from enrollment_support import ReplayServer, load_fixture
+
+    fx = load_fixture("enrollment_create_fallback.json")
+    with ReplayServer(fx["exchanges"]) as srv, VoiceClient(settings_for(srv.url, tmp_path)) as c:
+        with caplog.at_level("WARNING", logger="qvtools.enrollment"):
+            c.create(enrollment_speech, "qwen4-omni-ultra-realtime", "ok")
+        sent = [r.input.get("target_model") for r in srv.requests if r.action == "create"]
+    assert sent == ["qwen4-omni-ultra-realtime"]
+    assert any("qwen4-omni-ultra-realtime" in r.getMessage() and "documented enrollment targets" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_preflight_failure_and_force(client):
