@@ -363,7 +363,12 @@ def test_answers_larger_than_the_cap_are_refused(tmp_path, monkeypatch):
         h.end_headers()
         h.wfile.write(big)
 
-    for respond in (announced, unannounced):
+    def gzip_bomb(req, stub):  # 50 kB on the wire, 20 MB decoded
+        import gzip
+
+        req.send(200, gzip.compress(b" " * 20_000_000, 9), {"Content-Encoding": "gzip"})
+
+    for respond in (announced, unannounced, gzip_bomb):
         with HTTPStub(respond) as stub, VoiceClient(settings_for(stub.url, tmp_path)) as c:
             with pytest.raises(APIError, match="100000") as info:
                 list(c.list())
