@@ -73,8 +73,9 @@ _CHUNK = 65536
 #: Seconds after the deadline before the watchdog shuts a socket down (the per-read timeout, cut to the
 #: time left, normally ends a silent wait first and names it a ReadTimeout).
 _WATCHDOG_GRACE_S = 0.25
-#: Tolerated clock difference between this machine and the service when deciding whether a voice found
-#: after a lost create answer predates the request (the name carries the service's UTC stamp, §2.1).
+#: Tolerance when deciding whether a voice found after a lost create answer predates the request (the name
+#: carries the service's stamp, §2.1). The request's start is moved onto the service's clock first, using
+#: the HTTP ``Date`` header of its last answer (RFC 9110 §6.6.1, whole seconds), when there was one.
 _CLOCK_SKEW_S = 2.0
 
 
@@ -338,6 +339,8 @@ class VoiceClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update({"Content-Type": "application/json", **settings.auth_headers()})
+        #: Service clock minus this machine's clock (seconds), from the last answer's ``Date`` header.
+        self.server_clock_offset_s: float | None = None
 
     def __repr__(self) -> str:
         return f"VoiceClient({self.url!r})"
@@ -376,7 +379,9 @@ class VoiceClient:
         complete = False
         try:
             t = max(0.001, min(self.settings.timeout_s, remaining))
+            sent = time.time()
             resp = self._session.post(self.url, json=payload, timeout=(t, t), stream=True)
+            self._note_server_date(resp.headers.get("Date"), sent, time.time())
             body = self._read_body(resp, deadline, action)
             complete = True
         except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
@@ -396,6 +401,15 @@ class VoiceClient:
                 else:
                     resp.close()
         return _check_answer(resp.status_code, body, resp.headers, resp.reason, (self.settings.api_key,))
+
+    def _note_server_date(self, value, sent: float, received: float) -> None:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            server = parsedate_to_datetime(value).timestamp() + 0.5  # whole seconds: the middle of that second
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        self.server_clock_offset_s = server - (sent + received) / 2
 
     def _read_body(self, resp, deadline: _Deadline, action: str) -> bytes:
         """The body, read in chunks against the deadline and capped at :data:`MAX_RESPONSE_BYTES`."""
@@ -511,7 +525,8 @@ class VoiceClient:
             raise TransportError(f"create of {name!r} got no answer ({exc}) and the check with list failed "
                                  f"({lexc}); the voice may exist: check `qvtools voices list` before creating "
                                  "again") from None
-        since = started - timedelta(seconds=_CLOCK_SKEW_S)
+        offset = self.server_clock_offset_s or 0.0
+        since = started + timedelta(seconds=offset - _CLOCK_SKEW_S)
         fresh = [v for v in same if v.voice not in before and v.created_utc is not None and v.created_utc >= since]
         others = [v for v in same if v not in fresh]
         if len(fresh) == 1:

@@ -453,3 +453,33 @@ def test_lost_create_answer_never_adopts_a_voice_older_than_the_request(tmp_path
                 _create(stub, tmp_path, enrollment_speech)
             assert "delete" not in stub.actions(), what
         assert "nothing was deleted" in str(info.value), what
+
+
+def test_lost_create_answer_judges_age_on_the_service_clock(tmp_path, enrollment_speech):
+    """A service whose clock is an hour behind ours stamps our new voice an hour 'before' the request by our
+    clock: its Date header puts the request's start on its clock, so the voice is adopted; a voice five
+    minutes older than that on the service's clock still is not."""
+    from email.utils import formatdate
+
+    behind = timedelta(hours=1)
+
+    def service_now():
+        return datetime.now(timezone.utc) - behind
+
+    for extra_age, adopted in ((timedelta(0), True), (timedelta(minutes=5), False)):
+        def made(voices, req, extra_age=extra_age):
+            voices.insert(0, _item("dup", stamp=service_now() - extra_age))
+
+        lost = _LostCreate([], made)
+
+        def respond(req, stub, lost=lost):
+            req.handler.date_time_string = lambda timestamp=None: formatdate(
+                (datetime.now(timezone.utc) - behind).timestamp(), usegmt=True)
+            lost(req, stub)
+
+        with HTTPStub(respond) as stub:
+            if adopted:
+                assert _create(stub, tmp_path, enrollment_speech).voice == lost.voices[0]["voice"]
+            else:
+                with pytest.raises(TransportError, match="predate the request"):
+                    _create(stub, tmp_path, enrollment_speech)
