@@ -322,7 +322,9 @@ class VoiceClient:
     """Create, list and delete cloned voices on one ``requests.Session``.
 
     Every API call ends within ``settings.timeout_s`` (plus a fraction of a second to close a socket):
-    retries, backoff and ``Retry-After`` waits included. ``list()`` makes one call per page.
+    retries, backoff and ``Retry-After`` waits included. ``list()`` makes one call per page. The watchdog
+    that cuts a dripped answer short works on the client's own connection pools; through an HTTP proxy
+    (``HTTPS_PROXY``) a dripped body is still cut at the deadline, dripped headers only by the per-read timeout.
     """
 
     def __init__(self, settings: Settings, *, session=None, max_retries: int = 3, backoff_s: float = 0.5,
@@ -406,9 +408,12 @@ class VoiceClient:
         from email.utils import parsedate_to_datetime
 
         try:
-            server = parsedate_to_datetime(value).timestamp() + 0.5  # whole seconds: the middle of that second
+            date = parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError, OverflowError):
             return
+        if date.tzinfo is None:  # not the GMT form HTTP requires: no clock to compare with
+            return
+        server = date.timestamp() + 0.5  # whole seconds: the middle of that second
         self.server_clock_offset_s = server - (sent + received) / 2
 
     def _read_body(self, resp, deadline: _Deadline, action: str) -> bytes:
