@@ -67,7 +67,6 @@ FALLBACK_ADVICE = ("the service made it in degraded mode (poor audio or a transc
                    "(qvtools check / qvtools prepare) or fix the transcript, then delete this voice and create "
                    "it again")
 
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_DATA_URI = 10_485_760  # "Exceeded limit on max bytes per data-uri item : 10485760" (§3)
 _CHUNK = 65536
 #: Seconds after the deadline before the watchdog shuts a socket down (the per-read timeout, cut to the

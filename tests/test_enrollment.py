@@ -1,10 +1,12 @@
 """VoiceClient against the real local service over HTTP (its transport rules under injected faults
-are in tests/test_faults.py)."""
+are in tests/test_faults.py), and against misbehaving stdlib servers on 127.0.0.1:0 for the issue 13
+hardening: total deadlines, redaction, paging limits, answer-size cap, safe reconciliation of a lost create."""
 
 from __future__ import annotations
 
 import io
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -12,6 +14,8 @@ import pytest
 import requests
 import soundfile as sf
 
+from enrollment_support import HTTPStub
+from qvtools import enrollment as enrollment_module
 from qvtools.config import Settings
 from qvtools.enrollment import Voice, VoiceClient, encode_for_upload, raise_for_response
 from qvtools.errors import APIError, ConfigError, InvalidAudio, TransportError
@@ -203,12 +207,6 @@ def test_http_error_mapper_keeps_retry_after_redacts_and_pickles():
 
 
 # -- hardening (issue 13): real sockets, misbehaving stdlib servers on 127.0.0.1:0 ------------------------
-import time  # noqa: E402
-
-from enrollment_support import HTTPStub  # noqa: E402
-
-from qvtools import enrollment as enrollment_module  # noqa: E402
-
 DEADLINE_S = 2.0
 
 
