@@ -522,7 +522,9 @@ class VoiceClient:
 
         Adopted only when exactly one voice of this ``preferred_name`` and ``target_model`` is new since
         just before the request and its stamp does not predate the request; otherwise nothing is adopted
-        and nothing is deleted (another client may own the candidates)."""
+        and nothing is deleted (another client may own the candidates). What this cannot tell apart: our
+        create never happened while another client made exactly one voice of the same name and model in the
+        same seconds; ``preferred_name`` is the user's, so no per-request marker is added to it."""
         try:
             same = [v for v in self.list() if v.preferred_name == name and v.target_model == target_model]
         except (APIError, TransportError) as lexc:
