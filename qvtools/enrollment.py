@@ -630,7 +630,12 @@ class VoiceClient:
             raise ConfigError("purge needs a non-empty prefix (refusing to delete every voice)")
         wanted = _kind_set(kinds, all_kinds)
         if voices is None:
-            chosen = self.select(prefix, kinds=wanted)
+            matching = [v for v in self.list() if _matches(v, prefix)]
+            chosen = [v for v in matching if v.kind in wanted]
+            kept = len(matching) - len(chosen)
+            if kept:
+                log.info("purge %r: keeping %d matching voice(s) of other kinds (%s); pass kinds= to include them",
+                         prefix, kept, ", ".join(sorted({v.kind for v in matching if v.kind not in wanted})))
         else:
             chosen = [v if isinstance(v, Voice) else Voice(voice=str(v)) for v in voices]
             chosen = [v for v in chosen if _matches(v, prefix) and v.kind in wanted]
