@@ -77,25 +77,31 @@ def _prepare(args) -> int:
 # -- voices ------------------------------------------------------------------------------------------
 @command("voices")
 def _build_voices(sub):
-    from .config import TARGET_MODELS
+    from .catalog import ENROLLMENT_TARGET_MODELS, VOICE_KINDS
 
     p = sub.add_parser("voices", help="create, list and delete cloned voices")
     vs = p.add_subparsers(dest="voices_cmd", required=True, metavar="{create,list,delete,purge}")
     c = vs.add_parser("create", help="enroll a voice from a recording")
     c.add_argument("file", metavar="FILE")
     c.add_argument("--name", required=True, help="preferred_name: 1-16 letters, digits or _")
-    c.add_argument("--model", required=True, choices=TARGET_MODELS, help="target realtime model")
+    c.add_argument("--model", required=True, metavar="TARGET_MODEL",
+                   help=f"target realtime model ({', '.join(ENROLLMENT_TARGET_MODELS)}; other names are sent "
+                   "with a warning: the service decides)")
     c.add_argument("--language", help="language code of the recording (en, zh, ...)")
     c.add_argument("--text", help="transcript of the recording")
     c.add_argument("--force", action="store_true", help="upload even when the preflight fails")
     c.set_defaults(func=_voices_create)
-    ls = vs.add_parser("list", help="list every voice of the account")
+    ls = vs.add_parser("list", help="list every voice of the account (Omni and TTS clones, with their kind)")
     ls.set_defaults(func=_voices_list)
     d = vs.add_parser("delete", help="delete a voice")
     d.add_argument("voice", metavar="VOICE")
     d.set_defaults(func=_voices_delete)
-    pg = vs.add_parser("purge", help="delete every voice whose name starts with a prefix")
+    pg = vs.add_parser("purge", help="delete the Omni clones whose name starts with a prefix (asks first)")
     pg.add_argument("--prefix", required=True)
+    pg.add_argument("--kind", dest="kinds", action="append", choices=VOICE_KINDS, metavar="KIND",
+                    help=f"voice kind to delete ({', '.join(VOICE_KINDS)}; repeatable; default omni). TTS clones "
+                    "share the enrollment list and are never deleted unless named here")
+    pg.add_argument("--all-kinds", action="store_true", help="delete matching voices of every kind")
     pg.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     pg.set_defaults(func=_voices_purge)
 
@@ -106,21 +112,37 @@ def _workspace():
     return connect()
 
 
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _kind_counts(voices) -> str:
+    from collections import Counter
+
+    counts = Counter(v.kind for v in voices)
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) or "none"
+
+
 def _voices_create(args) -> int:
+    from .enrollment import FALLBACK_ADVICE
+
     with _workspace() as ws:
         voice = ws.voices.create(args.file, args.model, args.name, language=args.language, text=args.text,
                                  force=args.force)
         _out(voice.voice)
+        if voice.fallback_mode:
+            _err(f"warning: {voice.voice} is a degraded clone (fallback_mode, reason "
+                 f"{voice.fallback_reason or 'not given'}): {FALLBACK_ADVICE}")
     return 0
 
 
 def _voices_list(args) -> int:
     with _workspace() as ws:
-        n = 0
+        voices = []
         for v in ws.voices.list():
-            _out(f"{v.voice}\t{v.target_model}\t{v.gmt_create or ''}\t{v.language or ''}")
-            n += 1
-        print(f"{n} voice(s) — {ws.describe()}", file=sys.stderr, flush=True)
+            _out(f"{v.voice}\t{v.target_model or ''}\t{v.kind}\t{v.gmt_create or ''}\t{v.language or ''}")
+            voices.append(v)
+        _err(f"{len(voices)} voice(s) ({_kind_counts(voices)}) — {ws.describe()}")
     return 0
 
 
@@ -132,20 +154,32 @@ def _voices_delete(args) -> int:
 
 
 def _voices_purge(args) -> int:
+    from .catalog import VOICE_KINDS
+
+    kinds = tuple(VOICE_KINDS) if args.all_kinds else tuple(dict.fromkeys(args.kinds or ("omni",)))
     with _workspace() as ws:
+        matches = ws.voices.select(args.prefix, all_kinds=True)
+        chosen = [v for v in matches if v.kind in kinds]
+        kept = [v for v in matches if v.kind not in kinds]
+        if kept:
+            _out(f"keeping {len(kept)} matching voice(s) of other kinds ({_kind_counts(kept)}); "
+                 "name them with --kind to delete them too")
+        if not chosen:
+            _out("no voice to delete")
+            return 0
+        for v in chosen:
+            _out(f"{v.voice}\t{v.kind}\t{v.target_model or ''}")
+        _out(f"{len(chosen)} voice(s) to delete ({_kind_counts(chosen)})")
         if not args.yes:
-            matches = [v.voice for v in ws.voices.list()
-                       if v.voice.startswith(args.prefix) or (v.preferred_name or "").startswith(args.prefix)]
-            if not matches:
-                _out("no voice matches")
-                return 0
-            for name in matches:
-                _out(name)
-            answer = input(f"delete these {len(matches)} voice(s)? [y/N] ").strip().lower()
+            try:
+                answer = input(f"delete these {len(chosen)} voice(s)? [y/N] ").strip().lower()
+            except (EOFError, OSError, RuntimeError):  # no stdin to ask on
+                _out("no answer (stdin closed): nothing deleted; pass --yes to delete without asking")
+                return 1
             if answer not in ("y", "yes"):
                 _out("nothing deleted")
                 return 1
-        deleted = ws.voices.purge(args.prefix)
+        deleted = ws.voices.purge(args.prefix, kinds=kinds, voices=chosen)
         for name in deleted:
             _out(f"deleted {name}")
         _out(f"{len(deleted)} voice(s) deleted")

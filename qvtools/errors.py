@@ -156,7 +156,7 @@ def api_error_from_http(status: int, body, headers: Mapping | None = None, reaso
     if isinstance(body, str) and body.strip():
         try:
             obj = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             obj = None
     if isinstance(obj, dict):
         code = obj.get("code") or "Unknown"

@@ -6,7 +6,8 @@ PCM16 samples and rate (the same speech in WAV or FLAC hashes alike), falling ba
 SHA-256 of the bytes when it cannot be decoded. Only a short SHA-256 fingerprint of the API
 key is stored, never the key. Creation for one key is serialised across threads and processes
 (an ``IMMEDIATE`` SQLite transaction held around the create), so concurrent ``ensure`` calls
-for the same recording enrol it once.
+for the same recording enrol it once. A degraded clone's ``fallback_mode``/``fallback_reason``
+(§7.9) are kept with it and returned by :meth:`VoiceRegistry.lookup`, ``ensure`` and ``voices``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from .enrollment import Voice, VoiceClient
+from .enrollment import FALLBACK_ADVICE, Voice, VoiceClient
 
 __all__ = ["VoiceRegistry", "content_hash", "key_fingerprint"]
 
@@ -35,9 +36,15 @@ CREATE TABLE IF NOT EXISTS voices (
     preferred_name TEXT,
     created_at REAL NOT NULL,
     raw TEXT,
+    fallback_mode INTEGER,
+    fallback_reason TEXT,
     PRIMARY KEY (content_sha, target_model, base_url, key_fp)
 );
 """
+#: Columns added after the first schema, with their types: a registry file written by an older qvtools is
+#: migrated in place (``ALTER TABLE … ADD COLUMN``), its rows kept with NULL in the new columns.
+_ADDED_COLUMNS = (("fallback_mode", "INTEGER"), ("fallback_reason", "TEXT"))
+_COLUMNS = "voice, target_model, raw, fallback_mode, fallback_reason"
 
 
 def content_hash(src) -> str:
@@ -62,6 +69,18 @@ def key_fingerprint(api_key: str | None) -> str:
     return hashlib.sha256((api_key or "").encode("utf-8")).hexdigest()[:16]
 
 
+def _voice_from_row(row) -> Voice:
+    voice, target_model, raw_text, fallback, reason = row
+    try:
+        raw = json.loads(raw_text) if raw_text else {}
+    except ValueError:
+        raw = {}
+    raw = raw if isinstance(raw, dict) else {}
+    return Voice(voice=voice, target_model=target_model, gmt_create=raw.get("gmt_create"),
+                 gmt_modified=raw.get("gmt_modified"), language=raw.get("language"),
+                 fallback_mode=None if fallback is None else bool(fallback), fallback_reason=reason, raw=raw)
+
+
 class VoiceRegistry:
     """Content-addressed cache of enrolled voices in front of a :class:`VoiceClient`."""
 
@@ -74,6 +93,18 @@ class VoiceRegistry:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(voices)")}
+        for name, sqltype in _ADDED_COLUMNS:
+            if name not in have:
+                try:
+                    self._db.execute(f"ALTER TABLE voices ADD COLUMN {name} {sqltype}")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
+                log.info("registry %s: added column %s", self.path, name)
 
     def __repr__(self) -> str:
         return f"VoiceRegistry({str(self.path)!r})"
@@ -95,13 +126,9 @@ class VoiceRegistry:
         base_url, fp = self._scope
         with self._lock:
             row = self._db.execute(
-                "SELECT voice, raw FROM voices WHERE content_sha=? AND target_model=? AND base_url=? AND key_fp=?",
+                f"SELECT {_COLUMNS} FROM voices WHERE content_sha=? AND target_model=? AND base_url=? AND key_fp=?",
                 (sha, target_model, base_url, fp)).fetchone()
-        if row is None:
-            return None
-        raw = json.loads(row[1]) if row[1] else {}
-        return Voice(voice=row[0], target_model=target_model, gmt_create=raw.get("gmt_create"),
-                     gmt_modified=raw.get("gmt_modified"), language=raw.get("language"), raw=raw)
+        return None if row is None else _voice_from_row(row)
 
     def ensure(self, audio, target_model: str, preferred_name: str, **kw) -> Voice:
         """The voice for this recording + target model on this service and key; created only if new.
@@ -112,6 +139,9 @@ class VoiceRegistry:
         found = self._get(sha, target_model)
         if found is not None:
             log.info("reusing voice %s for the same recording", found.voice)
+            if found.fallback_mode:
+                log.warning("reusing voice %s, a degraded clone (fallback_mode, reason %s): %s", found.voice,
+                            found.fallback_reason or "not given", FALLBACK_ADVICE)
             return found
         base_url, fp = self._scope
         with self._lock:
@@ -124,9 +154,12 @@ class VoiceRegistry:
                     voice = self.client.create(audio, target_model, preferred_name, **kw)
                     raw = {"gmt_create": voice.gmt_create, "gmt_modified": voice.gmt_modified,
                            "language": voice.language or kw.get("language")}
-                    self._db.execute("INSERT INTO voices VALUES (?,?,?,?,?,?,?,?)",
-                                     (sha, target_model, base_url, fp, voice.voice, preferred_name, time.time(),
-                                      json.dumps(raw)))
+                    fallback = None if voice.fallback_mode is None else int(voice.fallback_mode)
+                    self._db.execute(
+                        "INSERT INTO voices (content_sha, target_model, base_url, key_fp, voice, preferred_name, "
+                        "created_at, raw, fallback_mode, fallback_reason) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (sha, target_model, base_url, fp, voice.voice, preferred_name, time.time(),
+                         json.dumps(raw), fallback, voice.fallback_reason))
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -137,9 +170,9 @@ class VoiceRegistry:
         """Every voice registered for this service and key, newest first."""
         base_url, fp = self._scope
         with self._lock:
-            rows = self._db.execute("SELECT voice, target_model FROM voices WHERE base_url=? AND key_fp=? "
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM voices WHERE base_url=? AND key_fp=? "
                                     "ORDER BY created_at DESC", (base_url, fp)).fetchall()
-        return [Voice(voice=v, target_model=m) for v, m in rows]
+        return [_voice_from_row(row) for row in rows]
 
     def forget(self, voice) -> bool:
         name = voice.voice if isinstance(voice, Voice) else str(voice)

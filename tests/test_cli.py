@@ -68,6 +68,81 @@ def test_voices_create_list_delete_purge(env, files, capsys):
     assert "1 voice(s) deleted" in capsys.readouterr().out
 
 
+@pytest.fixture
+def replay_env(monkeypatch, tmp_path):
+    """The CLI pointed at a replay of tests/fixtures/cloud/enrollment_list_mixed.json (Omni + TTS clones)."""
+    from enrollment_support import ReplayServer, load_fixture
+
+    fx = load_fixture("enrollment_list_mixed.json")
+    for var in ("QVTOOLS_REGION", "QVTOOLS_WS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    with ReplayServer(fx["exchanges"]) as srv:
+        monkeypatch.setenv("QVTOOLS_BASE_URL", srv.url)
+        monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
+        monkeypatch.setenv("QVTOOLS_DATA_DIR", str(tmp_path / "data"))
+        yield srv
+
+
+def _deleted(srv) -> list:
+    return [r.input["voice"] for r in srv.requests if r.action == "delete"]
+
+
+def test_voices_list_shows_the_kind(replay_env, capsys):
+    assert main(["voices", "list"]) == 0
+    out = capsys.readouterr()
+    rows = [line.split("\t") for line in out.out.splitlines()]
+    assert len(rows) == 5 and all(len(r) == 5 for r in rows)
+    assert {r[0]: r[2] for r in rows}["qwen-tts-vc-exp1-voice-20260215093000456-9c1d"] == "tts"
+    assert sorted(r[2] for r in rows) == ["omni", "omni", "omni", "tts", "tts"]
+    assert "5 voice(s) (omni 3, tts 2)" in out.err
+
+
+def test_voices_purge_without_stdin_refuses_and_deletes_nothing(replay_env, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # EOF at the prompt
+    assert main(["voices", "purge", "--prefix", "exp"]) == 1
+    out = capsys.readouterr().out
+    assert "qwen-omni-vc-exp1-voice-20260301101500123-3f2a\tomni" in out
+    assert "2 voice(s) to delete (omni 2)" in out
+    assert "keeping 2 matching voice(s) of other kinds (tts 2)" in out
+    assert "nothing deleted" in out and _deleted(replay_env) == []
+
+
+def test_voices_purge_confirmed_deletes_omni_clones_only(replay_env, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
+    assert main(["voices", "purge", "--prefix", "exp"]) == 0
+    assert "2 voice(s) deleted" in capsys.readouterr().out
+    assert _deleted(replay_env) == ["qwen-omni-vc-exp1-voice-20260301101500123-3f2a",
+                                    "qwen-omni-vc-exp2-voice-20260228120000789-ab12"]
+
+
+def test_voices_purge_tts_only_when_named(replay_env, capsys):
+    assert main(["voices", "purge", "--prefix", "exp", "--kind", "tts", "--yes"]) == 0
+    assert "keeping 2 matching voice(s) of other kinds (omni 2)" in capsys.readouterr().out
+    assert sorted(_deleted(replay_env)) == ["qwen-tts-vc-exp1-voice-20260215093000456-9c1d",
+                                            "qwen-tts-vc-exp_tts-voice-20260110080000000-0e0e"]
+
+
+def test_voices_create_warns_about_a_degraded_clone(monkeypatch, tmp_path, files, capsys):
+    from enrollment_support import ReplayServer, load_fixture
+
+    good, _ = files
+    fx = load_fixture("enrollment_create_fallback.json")
+    for var in ("QVTOOLS_REGION", "QVTOOLS_WS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    with ReplayServer(fx["exchanges"]) as srv:
+        monkeypatch.setenv("QVTOOLS_BASE_URL", srv.url)
+        monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
+        monkeypatch.setenv("QVTOOLS_DATA_DIR", str(tmp_path / "data"))
+        assert main(["voices", "create", str(good), "--name", "degraded", "--model", PLUS]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == fx["expect"]["voice"]
+    assert "degraded clone" in out.err and "no_valid_asr_segments" in out.err and KEY not in out.err
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["voices", "delete", "qwen-omni-vc-none-voice-20260101000000000-abcd"], "BadRequest.VoiceNotFound"),
     (["voices", "create", "GOOD", "--name", "bad-name", "--model", PLUS], "preferred_name"),

@@ -80,3 +80,63 @@ def test_concurrent_ensure_creates_once(service, tmp_path, enrollment_wav):
         t.join(120)
     assert not errors and len(results) == 3 and len(set(results)) == 1
     assert regs[0].client.count() == 1
+
+
+OLD_SCHEMA = """
+CREATE TABLE voices (
+    content_sha TEXT NOT NULL, target_model TEXT NOT NULL, base_url TEXT NOT NULL, key_fp TEXT NOT NULL,
+    voice TEXT NOT NULL, preferred_name TEXT, created_at REAL NOT NULL, raw TEXT,
+    PRIMARY KEY (content_sha, target_model, base_url, key_fp)
+);
+"""
+
+
+def test_old_registry_file_is_migrated_keeping_its_rows(tmp_path, enrollment_wav):
+    """A registry written before fallback_mode/fallback_reason existed keeps its rows (NULL = not said)."""
+    import sqlite3
+
+    from enrollment_support import ReplayServer, load_fixture
+
+    path = tmp_path / "registry.sqlite3"
+    fx = load_fixture("enrollment_create_fallback.json")
+    with ReplayServer(fx["exchanges"]) as srv:
+        client = VoiceClient(Settings(region="local", base_url=srv.url, api_key="sk-old", data_dir=tmp_path))
+        db = sqlite3.connect(path)
+        db.executescript(OLD_SCHEMA)
+        db.execute("INSERT INTO voices VALUES (?,?,?,?,?,?,?,?)",
+                   (content_hash(enrollment_wav), PLUS, srv.url, key_fingerprint("sk-old"),
+                    "qwen-omni-vc-old-voice-20250101000000000-0000", "old", 1.0, '{"language": "en"}'))
+        db.commit()
+        db.close()
+        reg = VoiceRegistry(path, client)
+        kept = reg.lookup(enrollment_wav, PLUS)
+        assert kept.voice == "qwen-omni-vc-old-voice-20250101000000000-0000" and kept.language == "en"
+        assert kept.fallback_mode is None and kept.fallback_reason is None
+        assert reg.ensure(enrollment_wav, PLUS, "old").voice == kept.voice and srv.requests == []  # reused
+        reg.close()
+        reg = VoiceRegistry(path, client)  # opening a migrated file again is a no-op
+        assert [v.voice for v in reg.voices()] == [kept.voice]
+        reg.close()
+    cols = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(voices)")]
+    assert cols[-2:] == ["fallback_mode", "fallback_reason"]
+
+
+def test_registry_keeps_a_degraded_clones_fallback_mode(tmp_path, enrollment_wav, caplog):
+    from enrollment_support import ReplayServer, load_fixture
+
+    fx = load_fixture("enrollment_create_fallback.json")
+    with ReplayServer(fx["exchanges"]) as srv:
+        reg = VoiceRegistry(tmp_path / "r.sqlite3", VoiceClient(Settings(region="local", base_url=srv.url,
+                                                                          api_key="sk-fb", data_dir=tmp_path)))
+        made = reg.ensure(enrollment_wav, PLUS, "degraded")
+        assert (made.fallback_mode, made.fallback_reason) == (True, "no_valid_asr_segments")
+        reg.close()
+        reg = VoiceRegistry(tmp_path / "r.sqlite3", reg.client)  # read back from the file
+        with caplog.at_level("WARNING", logger="qvtools.registry"):
+            again = reg.ensure(enrollment_wav, PLUS, "degraded")
+        assert srv.actions() == ["list", "create"]  # created once
+        assert (again.voice, again.fallback_mode, again.fallback_reason) == (
+            made.voice, True, "no_valid_asr_segments")
+        assert [(v.voice, v.fallback_mode) for v in reg.voices()] == [(made.voice, True)]
+        assert any("degraded clone" in r.getMessage() for r in caplog.records)
+        reg.close()
