@@ -31,7 +31,7 @@ __all__ = [
     "SAMPLE_RATES", "default_session", "merge_session", "input_format", "output_format",
     "compute_usage", "estimate_text_tokens",
     # client events
-    "session_config", "session_update", "audio_append", "audio_commit", "audio_clear", "image_append",
+    "default_turn_detection", "session_config", "session_update", "audio_append", "audio_commit", "audio_clear", "image_append",
     "response_create", "response_cancel", "item_create", "text_item_create", "session_finish",
     # server events
     "session_created", "session_updated", "speech_started", "speech_stopped", "committed", "cleared",
@@ -533,6 +533,13 @@ def compute_usage(model: str, *, input_audio_s: float, output_audio_s: float, in
 # ---------------------------------------------------------------------------------- client events
 
 _TD_DEFAULT = object()
+
+
+def default_turn_detection() -> dict:
+    """The §4.2 ``turn_detection`` a session has when the client does not send one (server VAD,
+    threshold 0.5, ``silence_duration_ms`` 800, ``prefix_padding_ms`` 300; the same object the local
+    service starts with)."""
+    return _default_turn_detection()
 
 
 def session_config(*, modalities=("text", "audio"), voice: str | None = None, instructions: str | None = None,
