@@ -211,8 +211,8 @@ class ReplayServer:
                 if "raw" in line:
                     text = line["raw"]
                 elif "big" in line:
-                    pad = "x" * max(0, int(line["big"]) - 60)
-                    text = json.dumps({"type": "response.text.delta", "delta": pad})
+                    head, tail = '{"type":"response.text.delta","delta":"', '"}'
+                    text = head + "x" * max(0, int(line["big"]) - len(head) - len(tail)) + tail
                 else:
                     event = dict(line["event"])
                     if event.get("type") == "input_audio_buffer.speech_started" and vad.start_ms is not None:
@@ -259,7 +259,10 @@ class ReplayServer:
                                              "silence_ms": vad.silence_ms, "start_ms": vad.start_ms,
                                              "end_ms": vad.end_ms})
                     state["i"] += 1
-                    ok = await play()
+                    try:
+                        ok = await play()
+                    except ConnectionError:  # the client went away mid-send (e.g. it refused a big frame)
+                        break
                     if when == "speech_end":
                         vad.reset()
                     if not ok:
@@ -269,3 +272,20 @@ class ReplayServer:
             self.close_codes.append(ws.close_code)
             self.disconnected.set()
         return ws
+
+
+def main(argv=None) -> int:
+    """``python tests/replay_server.py SCRIPT.jsonl``: serve in a separate process (so a test can measure
+    the client's memory alone); prints ``PORT <n>`` once listening and stops when stdin closes."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    srv = ReplayServer(args[0]).start()
+    print(f"PORT {srv.port}", flush=True)
+    sys.stdin.read()
+    srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -249,6 +249,11 @@ class RealtimeSession:
         return self._ws is not None and not self._closed.is_set()
 
     @property
+    def closed_because(self) -> str | None:
+        """Why the connection ended (close code and redacted reason, a lost socket, an oversized frame)."""
+        return self._close_info
+
+    @property
     def config(self) -> dict:
         """The server's last echo (same as :attr:`echo`; kept for compatibility). Inspection only."""
         return self.echo

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..audio import from_pcm16, wav_bytes
 from ..errors import redact_text
-from .events import Event, parse
+from .events import SERVER_EVENT_TYPES, Event, parse
 
 __all__ = ["TimedEvent", "Turn", "TurnTracker", "MARKS", "TURN_STATUSES"]
 
@@ -167,6 +167,23 @@ def _obj(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+_REDACTED_TYPES = frozenset({"error", "conversation.item.input_audio_transcription.failed"})
+_KNOWN_TYPES = frozenset(SERVER_EVENT_TYPES)
+
+
+def _redact_tree(value, secrets, depth: int = 0):
+    """``value`` with every string passed through :func:`~qvtools.errors.redact_text` (keys included)."""
+    if depth > 20:
+        return "…"
+    if isinstance(value, str):
+        return redact_text(value, *secrets)
+    if isinstance(value, dict):
+        return {redact_text(k, *secrets): _redact_tree(v, secrets, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_tree(v, secrets, depth + 1) for v in value]
+    return value
+
+
 def _str(value) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -262,6 +279,9 @@ class TurnTracker:
             except (ValueError, TypeError):
                 pcm = b""
             data["delta"] = len(pcm)
+        elif typ in _REDACTED_TYPES or typ not in _KNOWN_TYPES:
+            # server text that is saved with the turn: errors (and anything unexpected) are redacted
+            data = _redact_tree(data, self._secrets)
         self.turn.events.append(TimedEvent(t, typ, data))
         rid = self._rid(ev)
         if self.done:
