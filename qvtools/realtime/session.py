@@ -133,6 +133,27 @@ def _capped_frame_buffer(ws, max_bytes: int):
     ws.frame_buffer = capped
 
 
+# session_config keyword -> the session keys it produces
+_KW_KEYS = {"input_format": ("audio",), "output_format": ("audio",),
+            "legacy_formats": ("input_audio_format", "output_audio_format"),
+            "turn_detection": ("turn_detection",), "threshold": ("turn_detection",),
+            "prefix_padding_ms": ("turn_detection",), "silence_duration_ms": ("turn_detection",),
+            "transcription": ("input_audio_transcription",)}
+
+
+def _only_given(config: dict) -> dict:
+    """The ``session`` object for ``update(**config)`` holding only what the caller named.
+
+    :func:`~qvtools.realtime.events.session_config` fills in ``modalities``, ``turn_detection`` and
+    ``input_audio_transcription`` defaults; re-sending those in a later update would silently switch a
+    manual session back to server VAD."""
+    full = ev.session_config(**config)
+    keep = set()
+    for kw in config:
+        keep.update(_KW_KEYS.get(kw, (kw,)))
+    return {k: v for k, v in full.items() if k in keep}
+
+
 class _FrameTooLarge(Exception):
     def __init__(self, size: int, limit: int):
         self.size, self.limit = size, limit
@@ -479,7 +500,12 @@ class RealtimeSession:
         once, saying the session must be reopened.
         """
         self._check_usable()
-        event = ev.session_update(session) if session is not None else ev.session_update(**config)
+        if session is not None:
+            if config:
+                raise ConfigError("pass either a session dict or keyword arguments to update(), not both")
+            event = ev.session_update(session)
+        else:
+            event = ev.session_update(_only_given(config))
         request = event["session"]
         self._send(event)
         updated = self._wait_for(("session.updated",), self.timeout, what="session.updated")
