@@ -259,6 +259,29 @@ def test_idle_close_while_updating(replay):
             rt.send_audio(tone(), realtime=False)
 
 
+def test_idle_close_between_turns_gives_a_failed_turn_naming_it(replay):
+    text = "Your session was closed because no response was generated for 300 seconds."
+    srv = replay([{"meta": {"model": "qwen3.5-omni-flash-realtime"}}, CREATED, UPDATE, UPDATED,
+                  _ev({"type": "error", "error": {"code": "response_idle_timeout", "message": text}}),
+                  {"dir": "server", "close": {"code": 1007, "reason": text}}])
+    with open_session(srv, turn_detection=None) as rt:
+        assert srv.disconnected.wait(5)
+        turn = rt.send_text("still there?")
+        assert turn.status == "failed" and "response_idle_timeout" in turn.error and "1007" in turn.error
+        with pytest.raises(RealtimeError, match="idle"):
+            rt.send_text("hello?")
+
+
+def test_response_done_failed_carries_the_reason(replay):
+    srv = replay([{"meta": {"model": "qwen3.5-omni-flash-realtime"}}, CREATED, UPDATE, UPDATED, ITEM,
+                  _ev({"type": "response.created", "response": RESP}),
+                  _ev({"type": "response.done", "response": {"id": "resp_m", "status": "failed", "status_details": {
+                      "type": "failed", "error": {"code": "server_error", "message": "model overloaded"}}}})])
+    with open_session(srv, turn_detection=None) as rt:
+        turn = rt.send_text("hi")
+    assert turn.status == "failed" and "model overloaded" in turn.error
+
+
 def test_text_items_with_server_made_ids(replay):
     srv = replay("text_item_replaced_id.jsonl")
     acks = [e["item"]["id"] for e in server_lines(srv.script, "conversation.item.created")

@@ -350,6 +350,10 @@ class TurnTracker:
             if status not in TURN_STATUSES:
                 self.turn.error = self._join(f"response.done with status {self._redact(status)!r}")
                 status = "failed"
+            elif status == "failed":
+                err = _obj(_obj(resp.get("status_details")).get("error"))
+                detail = err.get("message") or err.get("code") or "no details"
+                self.turn.error = self._join(f"response.done with status 'failed': {self._redact(detail)}")
             self._finish(status)
         elif typ == "error":
             self._on_error(ev)
