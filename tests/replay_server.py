@@ -8,6 +8,7 @@ Beyond the fixture format, a script line may be
 
 - ``{"dir": "server", "raw": "<text>"}``: a text frame sent verbatim (non-JSON or non-object JSON);
 - ``{"dir": "server", "big": N}``: a text frame of N bytes (a JSON event padded with a long string);
+- ``{"dir": "server", "claim": N}``: a bare frame header announcing N bytes (then only 64 are sent);
 - ``{"dir": "server", "close": {"code": C, "reason": R}}``: close the WebSocket.
 
 ``{auth}`` inside any server text is replaced by the ``Authorization`` header the client sent (to test that
@@ -208,6 +209,11 @@ class ReplayServer:
                     await ws.close(code=int(line["close"]["code"]),
                                    message=str(line["close"].get("reason", "")).encode("utf-8"))
                     return False
+                if "claim" in line:
+                    # a text frame header announcing ``claim`` bytes, followed by a few: the payload never comes
+                    import struct
+                    request.transport.write(b"\x81\x7f" + struct.pack("!Q", int(line["claim"])) + b"x" * 64)
+                    continue
                 if "raw" in line:
                     text = line["raw"]
                 elif "big" in line:

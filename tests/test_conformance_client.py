@@ -494,6 +494,17 @@ def test_oversized_frame_fails_the_turn_and_closes(tmp_path):
         proc.wait(20)
 
 
+def test_frame_claiming_a_terabyte_fails_at_once(replay):
+    # issue 13: "a frame claiming 1 TB streams until the response timeout"
+    srv = replay([{"meta": {"model": "qwen3.5-omni-flash-realtime"}}, CREATED, UPDATE, UPDATED, ITEM,
+                  {"dir": "server", "claim": 1 << 40}])
+    with open_session(srv, turn_detection=None, response_timeout=30.0) as rt:
+        t0 = time.monotonic()
+        turn = rt.send_text("hi")
+        assert time.monotonic() - t0 < 5.0
+    assert turn.status == "failed" and "1,099,511,627,776 bytes" in turn.error
+
+
 def test_max_frame_bytes_is_configurable(replay):
     srv = replay([{"meta": {"model": "qwen3.5-omni-flash-realtime"}}, CREATED, UPDATE, UPDATED, ITEM,
                   {"dir": "server", "big": 200_000},

@@ -6,6 +6,12 @@ The calling thread sends events and feeds the queue into a :class:`~qvtools.real
 Every wait has a timeout; a dropped connection ends the turn with status ``"failed"`` and whatever was
 received so far -- it never hangs.
 
+The client trusts what it sent (issue 9; protocol reference §4.2, §7.2): turn mode, rates and format
+strings come from :attr:`RealtimeSession.effective` (the request merged with :mod:`qvtools.catalog`
+family defaults); ``session.created``/``session.updated`` are kept in :attr:`RealtimeSession.echo` only.
+Server text is redacted before it reaches an exception, a log line or a saved turn; a received message
+larger than ``max_frame_bytes`` is refused from its frame header.
+
 Usage::
 
     with RealtimeSession(settings, "qwen3.5-omni-plus-realtime", voice=voice) as rt:
@@ -110,7 +116,16 @@ def _capped_frame_buffer(ws, max_bytes: int):
     """Replace websocket-client's frame reader with one that refuses a message longer than ``max_bytes``
     as soon as the frame header announces it (before the payload is read or allocated)."""
     import websocket
-    from websocket._abnf import frame_buffer
+
+    try:
+        from websocket._abnf import frame_buffer
+
+        old = ws.frame_buffer
+        recv, skip = old.recv, old.skip_utf8_validation
+    except (ImportError, AttributeError) as exc:  # websocket-client internals changed
+        log.warning("cannot cap received frame sizes with this websocket-client (%s); max_frame_bytes is not "
+                    "enforced", exc)
+        return
 
     class _Capped(frame_buffer):
         total = 0
@@ -127,8 +142,7 @@ def _capped_frame_buffer(ws, max_bytes: int):
             if self.total > max_bytes:
                 raise _FrameTooLarge(self.total, max_bytes)
 
-    old = ws.frame_buffer
-    capped = _Capped(old.recv, old.skip_utf8_validation)
+    capped = _Capped(recv, skip)
     capped.recv_buffer = old.recv_buffer
     ws.frame_buffer = capped
 
@@ -357,7 +371,6 @@ class RealtimeSession:
             sid = session.get("id")
             self.session_id = sid if isinstance(sid, str) else None
             self.marks["session_ready"] = time.perf_counter()
-            self._log_disagreements("session.created", session, initial=True)
             if self._initial:
                 self.update(self._initial)
         except BaseException:
@@ -465,25 +478,23 @@ class RealtimeSession:
                                          "idle (§7.12); open a new session", type=exc.type)
         return exc
 
-    def _log_disagreements(self, what: str, echo: dict, *, initial: bool = False) -> None:
-        """DEBUG-log where the echo disagrees with what the client relies on (the echo is not trusted)."""
+    def _log_disagreements(self, what: str, echo: dict) -> None:
+        """DEBUG-log where the echo disagrees with what the client relies on (the echo is not trusted, §7.2)."""
         if not log.isEnabledFor(logging.DEBUG):
             return
         mine = self.effective
         for key in ("voice", "input_audio_format", "output_audio_format", "turn_detection", "modalities"):
-            if key in echo and echo[key] != mine.get(key) and not (initial and key in self._initial):
-                log.debug("%s says %s=%r; the client keeps %r (what it requested / the family default)",
+            if key in echo and echo[key] != mine.get(key):
+                log.debug("%s says %s=%r; the client keeps %r (its request / the family default)",
                           what, key, echo[key], mine.get(key))
-            elif key in echo and echo[key] != mine.get(key):
-                log.debug("%s says %s=%r before the update; requested %r", what, key, echo[key], mine.get(key))
         if "audio" in echo:
-            for side, mine_fmt in (("input", ev.input_format(mine)), ("output", ev.output_format(mine))):
+            for side, fmt_of in (("input", ev.input_format), ("output", ev.output_format)):
                 try:
-                    theirs = (ev.input_format if side == "input" else ev.output_format)(echo)
+                    theirs = fmt_of(echo)
                 except (TypeError, ValueError, AttributeError):
                     theirs = None
-                if theirs != mine_fmt:
-                    log.debug("%s says audio.%s format %r; the client uses %r", what, side, theirs, mine_fmt)
+                if theirs != fmt_of(mine):
+                    log.debug("%s says audio.%s format %r; the client uses %r", what, side, theirs, fmt_of(mine))
 
     # ------------------------------------------------------------------------------- operations
     def _check_usable(self) -> None:
