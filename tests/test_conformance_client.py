@@ -235,6 +235,20 @@ def test_idle_close_is_a_clear_outcome(replay):
             rt.send_text("hello?")
 
 
+def test_a_refused_request_naming_its_param_leaves_the_session_usable(replay):
+    # §7.18: "Cannot create response while user is speaking." (param response.create) refuses one request
+    srv = replay([{"meta": {"model": "qwen3.5-omni-flash-realtime"}}, CREATED, UPDATE, UPDATED, ITEM,
+                  _ev({"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_value",
+                                                 "message": "Cannot create response while user is speaking.",
+                                                 "param": "response.create"}}),
+                  UPDATE, UPDATED])
+    with open_session(srv, turn_detection=None) as rt:
+        turn = rt.send_text("hi")
+        assert turn.status == "failed" and "user is speaking" in turn.error
+        rt.update(voice="Ethan")  # answered: no reopen needed
+        assert rt.voice == "Ethan"
+
+
 IDLE_DURING_UPDATE = [
     {"meta": {"scenario": "idle_update", "model": "qwen3.5-omni-flash-realtime", "sources": ["§7.12"],
               "client": {"turn_detection": None}}},

@@ -654,9 +654,11 @@ class RealtimeSession:
         if tracker is not None and tracker.ended_by_error and self._reopen is None:
             m = turn.marks
             triggered = any(k in m for k in ("response_create_sent", "commit_sent", "speech_stopped", "committed"))
-            if triggered:
-                # §7.3: the response trigger was answered by a lone error; the service then ignores a
-                # session.update on this connection, so the connection is not used again.
+            if triggered and not tracker.error_param:
+                # §7.3: the response trigger was answered by a lone error (no param named); the service then
+                # ignores a session.update on this connection, so the connection is not used again. An error
+                # naming the offending field (``param``, e.g. "response.create" for "Cannot create response
+                # while user is speaking", §7.18) is a refused request and leaves the session usable.
                 self._reopen = RealtimeError(
                     tracker.error_code, f"the service answered the response with an error ({turn.error}); it does "
                     "not answer on this connection afterwards (§7.3) -- close this session and open a new one")

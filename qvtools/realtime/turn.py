@@ -228,6 +228,7 @@ class TurnTracker:
         self.armed = True
         self.error_event: Event | None = None
         self.error_code: str | None = None
+        self.error_param: str | None = None
         self.ended_by_error = False
         self._early_error: str | None = None
 
@@ -362,8 +363,10 @@ class TurnTracker:
         err = ev.get("error")
         if isinstance(err, dict):
             code, message = err.get("code"), err.get("message")
+            self.error_param = _str(err.get("param")) or None
         else:  # a string (or anything else) where the object should be
             code, message = None, err
+            self.error_param = None
         self.error_event = ev
         self.error_code = self._redact(code) if code is not None else None
         text = f"{self.error_code}: {self._redact(message) if message is not None else ''}"
