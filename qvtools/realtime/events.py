@@ -31,7 +31,7 @@ __all__ = [
     "SAMPLE_RATES", "default_session", "merge_session", "input_format", "output_format",
     "compute_usage", "estimate_text_tokens",
     # client events
-    "default_turn_detection", "session_config", "session_update", "audio_append", "audio_commit", "audio_clear", "image_append",
+    "session_config", "session_update", "audio_append", "audio_commit", "audio_clear", "image_append",
     "response_create", "response_cancel", "item_create", "text_item_create", "session_finish",
     # server events
     "session_created", "session_updated", "speech_started", "speech_stopped", "committed", "cleared",
@@ -540,6 +540,9 @@ def default_turn_detection() -> dict:
     threshold 0.5, ``silence_duration_ms`` 800, ``prefix_padding_ms`` 300; the same object the local
     service starts with)."""
     return _default_turn_detection()
+
+
+__all__ += ["default_turn_detection"]  # the client's view of the §4.2 default (qvtools.realtime.session)
 
 
 def session_config(*, modalities=("text", "audio"), voice: str | None = None, instructions: str | None = None,
