@@ -129,3 +129,81 @@ def test_save_load_roundtrip(tmp_path):
     assert np.allclose(back.audio, turn.audio, atol=1 / 32768)
     assert back.latency() == turn.latency()
     assert [e.type for e in back.events] == [e.type for e in turn.events]
+
+
+def test_error_in_place_of_a_response_ends_the_turn():
+    tr = TurnTracker("m")
+    tr.mark("response_create_sent", 1.0)
+    tr.feed('{"type":"input_audio_buffer.committed","item_id":"item_u"}', 1.1)
+    assert not tr.done
+    tr.feed('{"type":"error","error":{"code":"InternalError.Algo.InvalidParameter",'
+            '"message":"<400> Voice \'Chelsie\' is not supported."}}', 1.2)  # §7.3
+    assert tr.done and tr.ended_by_error and tr.turn.status == "failed"
+    assert tr.error_code == "InternalError.Algo.InvalidParameter"
+    assert tr.turn.error == "InternalError.Algo.InvalidParameter: <400> Voice 'Chelsie' is not supported."
+
+
+def test_error_left_over_from_before_the_turn_does_not_end_it():
+    tr = TurnTracker("m")
+    tr.armed = False  # the driver drains events of an earlier turn
+    tr.feed('{"type":"error","error":{"code":"invalid_value","message":"Conversation has no active response."}}', 0.5)
+    tr.armed = True
+    assert not tr.done
+    feed_all(tr, VAD_SEQUENCE)
+    assert tr.turn.status == "completed" and tr.turn.error is None
+
+
+def test_user_transcript_from_stash_when_completed_is_empty():
+    # §7.14: text empty, the sentence in stash; completed empty and after response.created
+    tr = TurnTracker("m")
+    seq = list(VAD_SEQUENCE)
+    seq[9] = (3.55, '{"type":"conversation.item.input_audio_transcription.completed","item_id":"item_u","transcript":""}')
+    seq.insert(4, (2.95, '{"type":"conversation.item.input_audio_transcription.delta","item_id":"item_u",'
+                         '"text":"","stash":"What is the"}'))
+    seq.insert(5, (2.96, '{"type":"conversation.item.input_audio_transcription.delta","item_id":"item_u",'
+                         '"text":"","stash":"What is the weather?"}'))
+    feed_all(tr, seq)
+    assert tr.turn.status == "completed" and tr.turn.user_transcript == "What is the weather?"
+    assert tr.turn.user_item_id == "item_u"
+
+
+def test_confirmed_text_pieces_and_stash_are_joined():
+    tr = TurnTracker("m")
+    tr.feed('{"type":"conversation.item.input_audio_transcription.delta","item_id":"i","text":"Hello","stash":" wor"}', 1)
+    tr.feed('{"type":"conversation.item.input_audio_transcription.delta","item_id":"i","text":"Hello world","stash":" and"}', 2)
+    assert tr.result().user_transcript == "Hello world and"
+
+
+def test_transcription_of_an_earlier_turns_item_is_ignored():
+    tr = TurnTracker("m", ignore_items={"item_old"})
+    tr.feed('{"type":"conversation.item.input_audio_transcription.completed","item_id":"item_old","transcript":"Old."}', 0.4)
+    feed_all(tr, VAD_SEQUENCE)
+    assert tr.turn.user_transcript == "Hi." and tr.turn.user_item_id == "item_u"
+
+
+@pytest.mark.parametrize("frame", [
+    '{"type":"error","error":"plain string"}',
+    '{"type":"error","error":null}',
+    '{"type":"response.created","response":"x"}',
+])
+def test_malformed_events_fail_the_turn_without_raising(frame):
+    tr = TurnTracker("m")
+    tr.feed(frame, 1.0)
+    assert tr.done and tr.turn.status == "failed" and tr.turn.error
+
+
+def test_malformed_response_done_fails_the_turn():
+    tr = TurnTracker("m")
+    feed_all(tr, VAD_SEQUENCE[:9])
+    tr.feed('{"type":"response.done","response_id":"resp_A","response":["not","an","object"]}', 4.0)
+    assert tr.done and tr.turn.status == "failed" and "malformed response.done" in tr.turn.error
+    assert len(tr.turn.audio) == 2400  # the partial reply is kept
+
+
+def test_server_text_is_redacted_in_error_and_saved_events(tmp_path):
+    key = "sk-abcdef0123456789"
+    tr = TurnTracker("m", secrets=(key,))
+    tr.feed('{"type":"error","error":{"code":"x","message":"header was Bearer %s"}}' % key, 1.0)
+    assert key not in tr.turn.error and "***" in tr.turn.error
+    tr.turn.save(tmp_path / "t")
+    assert key not in (tmp_path / "t.json").read_text()

@@ -535,6 +535,16 @@ def compute_usage(model: str, *, input_audio_s: float, output_audio_s: float, in
 _TD_DEFAULT = object()
 
 
+def default_turn_detection() -> dict:
+    """The §4.2 ``turn_detection`` a session has when the client does not send one (server VAD,
+    threshold 0.5, ``silence_duration_ms`` 800, ``prefix_padding_ms`` 300; the same object the local
+    service starts with)."""
+    return _default_turn_detection()
+
+
+__all__ += ["default_turn_detection"]  # the client's view of the §4.2 default (qvtools.realtime.session)
+
+
 def session_config(*, modalities=("text", "audio"), voice: str | None = None, instructions: str | None = None,
                    input_format: tuple[str, int] | None = None, output_format: tuple[str, int] | None = None,
                    legacy_formats: str | None = None, turn_detection: Any = _TD_DEFAULT,

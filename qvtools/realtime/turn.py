@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import from_pcm16, wav_bytes
-from .events import Event, parse
+from ..errors import redact_text
+from .events import SERVER_EVENT_TYPES, Event, parse
 
 __all__ = ["TimedEvent", "Turn", "TurnTracker", "MARKS", "TURN_STATUSES"]
 
@@ -87,6 +88,9 @@ class Turn:
     user_transcript: str | None = None
     assistant_transcript: str | None = None
     usage: dict | None = None
+    #: Id of the user item the server created for this turn (for a text turn: the server-made id of the
+    #: acknowledged item, §7.13 -- a client-chosen id is not kept).
+    user_item_id: str | None = None
 
     @property
     def speech_end(self) -> float | None:
@@ -127,7 +131,7 @@ class Turn:
             "marks": dict(self.marks), "sample_rate": self.sample_rate,
             "audio_chunks": [list(c) for c in self.audio_chunks],
             "user_transcript": self.user_transcript, "assistant_transcript": self.assistant_transcript,
-            "usage": self.usage, "latency": self.latency(),
+            "usage": self.usage, "user_item_id": self.user_item_id, "latency": self.latency(),
             "events": [e.to_dict() for e in self.events],
         }
 
@@ -155,7 +159,33 @@ class Turn:
                    audio=np.asarray(x, dtype=np.float32), sample_rate=int(sr),
                    audio_chunks=[(float(t), int(n)) for t, n in meta.get("audio_chunks", [])],
                    user_transcript=meta.get("user_transcript"),
-                   assistant_transcript=meta.get("assistant_transcript"), usage=meta.get("usage"))
+                   assistant_transcript=meta.get("assistant_transcript"), usage=meta.get("usage"),
+                   user_item_id=meta.get("user_item_id"))
+
+
+def _obj(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+_REDACTED_TYPES = frozenset({"error", "conversation.item.input_audio_transcription.failed"})
+_KNOWN_TYPES = frozenset(SERVER_EVENT_TYPES)
+
+
+def _redact_tree(value, secrets, depth: int = 0):
+    """``value`` with every string passed through :func:`~qvtools.errors.redact_text` (keys included)."""
+    if depth > 20:
+        return "…"
+    if isinstance(value, str):
+        return redact_text(value, *secrets)
+    if isinstance(value, dict):
+        return {redact_text(k, *secrets): _redact_tree(v, secrets, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_tree(v, secrets, depth + 1) for v in value]
+    return value
+
+
+def _str(value) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 class TurnTracker:
@@ -165,19 +195,42 @@ class TurnTracker:
     that is not valid JSON, recorded as an ``invalid`` event). Once a ``response.created`` has been
     seen, events of other responses (late events of an earlier, cancelled reply) are recorded but do
     not change this turn. ``done`` becomes True at ``response.done``, at the pending ``*.done`` events
-    after a cancel (a real server may omit ``response.done`` then, §4.5 c), or on :meth:`fail`.
+    after a cancel (a real server may omit ``response.done`` then, §4.5 c), at an ``error`` that arrives
+    instead of a response (§7.3; ``ended_by_error``), or on :meth:`fail`.
+
+    Every field is read defensively: a malformed event (an ``error`` whose ``error`` is a string, a
+    ``response.done`` whose ``response`` is not an object, ...) ends the turn ``failed`` or is recorded,
+    never raises. Server text that reaches ``Turn.error`` is redacted (``secrets``: the API key).
+
+    The user transcript follows §7.14: input-transcription deltas carry confirmed ``text`` and tentative
+    ``stash`` (on qwen3.5 ``text`` stays empty); ``…transcription.completed`` may be empty and may come
+    after ``response.created``. The turn keeps the completed transcript when it is non-empty, else the
+    last preview (text + stash). Transcription events of ``ignore_items`` (earlier turns' user items)
+    are recorded but ignored.
     """
 
     def __init__(self, model: str, *, voice: str | None = None, session_id: str | None = None,
-                 sample_rate: int = 24000, marks: dict | None = None):
+                 sample_rate: int = 24000, marks: dict | None = None, secrets=(), ignore_items=()):
         self.turn = Turn(model=model, voice=voice, session_id=session_id, sample_rate=int(sample_rate),
                          marks=dict(marks or {}))
         self._pcm: list[bytes] = []
         self._transcript: list[str] = []
         self._text: list[str] = []
+        self._asr_text = ""
+        self._asr_stash = ""
+        self._asr_completed: str | None = None
+        self._secrets = tuple(secrets)
+        self._ignore_items = ignore_items
         self.done = False
         self.cancel_requested = False
+        #: False while the driver drains events left over from before this turn: an ``error`` among
+        #: them is recorded but does not end the turn.
+        self.armed = True
         self.error_event: Event | None = None
+        self.error_code: str | None = None
+        self.error_param: str | None = None
+        self.ended_by_error = False
+        self._early_error: str | None = None
 
     # client side --------------------------------------------------------------------------------
     def mark(self, name: str, t: float, *, overwrite: bool = True) -> None:
@@ -189,18 +242,36 @@ class TurnTracker:
     def response_active(self) -> bool:
         return self.turn.response_id is not None and not self.done
 
+    def _redact(self, text) -> str:
+        return redact_text(text, *self._secrets)
+
     # server side --------------------------------------------------------------------------------
     def feed(self, text: str | bytes, t: float) -> Event | None:
         try:
             ev = parse(text)
         except Exception as exc:  # a non-JSON frame must not break the turn
-            self.turn.events.append(TimedEvent(t, "invalid", {"error": str(exc)}))
+            self.turn.events.append(TimedEvent(t, "invalid", {"error": self._redact(exc)}))
             return None
         self.feed_event(ev, t)
         return ev
 
+    @staticmethod
+    def _rid(ev: Event) -> str | None:
+        rid = ev.get("response_id")
+        if rid is None:
+            rid = _obj(ev.get("response")).get("id")
+        return rid if isinstance(rid, str) else None
+
+    def _user_item(self, item_id) -> bool:
+        """True when a user-item event belongs to this turn (adopting the first id seen)."""
+        if not isinstance(item_id, str) or item_id in self._ignore_items:
+            return False
+        if self.turn.user_item_id is None:
+            self.turn.user_item_id = item_id
+        return item_id == self.turn.user_item_id
+
     def feed_event(self, ev: Event, t: float) -> None:
-        typ = ev.type
+        typ = ev.type if isinstance(ev.get("type"), str) else ""
         data = dict(ev)
         pcm = None
         if typ == "response.audio.delta" and isinstance(ev.get("delta"), str):
@@ -209,59 +280,114 @@ class TurnTracker:
             except (ValueError, TypeError):
                 pcm = b""
             data["delta"] = len(pcm)
+        elif typ in _REDACTED_TYPES or typ not in _KNOWN_TYPES:
+            # server text that is saved with the turn: errors (and anything unexpected) are redacted
+            data = _redact_tree(data, self._secrets)
         self.turn.events.append(TimedEvent(t, typ, data))
+        rid = self._rid(ev)
         if self.done:
             if (typ == "response.done" and self.turn.status == "cancelled" and self.turn.response_id
-                    and ev.response_id == self.turn.response_id and "response_done" not in self.turn.marks):
+                    and rid == self.turn.response_id and "response_done" not in self.turn.marks):
                 # the response.done that may follow the *.done events of a cancel (§4.5 c, §5.9)
                 self.turn.marks["response_done"] = t
-                self.turn.usage = (ev.get("response") or {}).get("usage")
+                self.turn.usage = _obj(ev.get("response")).get("usage")
             return
-        rid = ev.response_id
         if rid is not None and typ != "response.created" and rid != self.turn.response_id:
             return  # another response's event (e.g. the tail of a cancelled earlier reply)
         if typ == "response.created":
             if self.turn.response_id is not None:
+                return
+            if rid is None:
+                self.fail("the service sent a malformed response.created (no response id)")
                 return
             self.turn.response_id = rid
         mark = _EVENT_MARKS.get(typ)
         if mark and mark not in self.turn.marks:
             self.turn.marks[mark] = t
         if typ == "session.created" or typ == "session.updated":
-            self.turn.session_id = self.turn.session_id or (ev.get("session") or {}).get("id")
+            self.turn.session_id = self.turn.session_id or _str(_obj(ev.get("session")).get("id"))
+        elif typ in ("input_audio_buffer.speech_started", "input_audio_buffer.committed"):
+            self._user_item(ev.get("item_id"))
+        elif typ == "conversation.item.created":
+            item = _obj(ev.get("item"))
+            if item.get("role") == "user":
+                self._user_item(item.get("id"))
+        elif typ == "conversation.item.input_audio_transcription.delta":
+            if self._user_item(ev.get("item_id")):
+                text, stash = _str(ev.get("text")) or "", _str(ev.get("stash")) or ""
+                # ``text`` is confirmed text: cumulative when it extends what we have, else a new piece
+                self._asr_text = text if text.startswith(self._asr_text) else self._asr_text + text
+                self._asr_stash = stash
         elif typ == "conversation.item.input_audio_transcription.completed":
-            self.turn.user_transcript = ev.get("transcript")
+            if self._user_item(ev.get("item_id")):
+                self._asr_completed = _str(ev.get("transcript"))
+                self._set_user_transcript()
         elif typ == "response.audio.delta" and pcm is not None:
             usable = pcm[: len(pcm) - (len(pcm) % 2)]
             self._pcm.append(usable)
             self.turn.audio_chunks.append((t, len(usable) // 2))
         elif typ == "response.audio_transcript.delta":
-            self._transcript.append(str(ev.get("delta", "")))
+            self._transcript.append(_str(ev.get("delta")) or "")
         elif typ == "response.text.delta":
-            self._text.append(str(ev.get("delta", "")))
+            self._text.append(_str(ev.get("delta")) or "")
         elif typ == "response.audio_transcript.done":
-            self.turn.assistant_transcript = ev.get("transcript")
+            self.turn.assistant_transcript = _str(ev.get("transcript"))
         elif typ == "response.text.done":
-            self.turn.assistant_transcript = ev.get("text")
+            self.turn.assistant_transcript = _str(ev.get("text"))
         elif typ == "response.output_item.done" and self.cancel_requested:
             # §4.5 c [obs]: after a cancel the real server may stop at output_item.done (no response.done)
             self._finish("cancelled")
         elif typ == "response.done":
-            resp = ev.get("response") or {}
-            self.turn.usage = resp.get("usage")
+            resp = ev.get("response")
+            if not isinstance(resp, dict):
+                self.fail(f"the service sent a malformed response.done ('response' is {type(resp).__name__}, "
+                          "not an object)")
+                return
+            usage = resp.get("usage")
+            self.turn.usage = usage if isinstance(usage, dict) else None
             status = resp.get("status", "completed")
             if self.cancel_requested and status in ("incomplete", "cancelled"):
                 status = "cancelled"
-            self._finish(status if status in TURN_STATUSES else "failed")
+            if status not in TURN_STATUSES:
+                self.turn.error = self._join(f"response.done with status {self._redact(status)!r}")
+                status = "failed"
+            elif status == "failed":
+                err = _obj(_obj(resp.get("status_details")).get("error"))
+                detail = err.get("message") or err.get("code") or "no details"
+                self.turn.error = self._join(f"response.done with status 'failed': {self._redact(detail)}")
+            self._finish(status)
         elif typ == "error":
-            err = ev.get("error") or {}
-            self.error_event = ev
-            self.turn.error = f"{err.get('code')}: {err.get('message')}"
+            self._on_error(ev)
+
+    def _on_error(self, ev: Event) -> None:
+        err = ev.get("error")
+        if isinstance(err, dict):
+            code, message = err.get("code"), err.get("message")
+            self.error_param = _str(err.get("param")) or None
+        else:  # a string (or anything else) where the object should be
+            code, message = None, err
+            self.error_param = None
+        self.error_event = ev
+        self.error_code = self._redact(code) if code is not None else None
+        text = f"{self.error_code}: {self._redact(message) if message is not None else ''}"
+        if not self.armed:
+            self._early_error = text
+            return
+        self.turn.error = self._join(text)
+        if not self.response_active and not self.cancel_requested:
+            # an error in place of a response ends the turn at once, in both modes (§7.3)
+            self.ended_by_error = True
+            self._finish("failed")
+
+    def _join(self, text: str) -> str:
+        return text if self.turn.error is None else f"{self.turn.error}; {text}"
 
     def fail(self, error: str, status: str = "failed") -> Turn:
         """End the turn early (dropped connection, timeout, error event); keeps what was received."""
         if not self.done:
-            self.turn.error = error if self.turn.error is None else f"{self.turn.error}; {error}"
+            if self._early_error is not None and self.turn.error is None:
+                self.turn.error = self._early_error
+            self.turn.error = self._join(self._redact(error))
             self._finish(status)
         return self.turn
 
@@ -270,11 +396,21 @@ class TurnTracker:
         self.done = True
         self._assemble()
 
+    def _set_user_transcript(self) -> None:
+        preview = (self._asr_text + self._asr_stash).strip()
+        if self._asr_completed:
+            self.turn.user_transcript = self._asr_completed
+        elif preview:
+            self.turn.user_transcript = preview  # §7.14: completed may be empty; the stash holds the sentence
+        elif self._asr_completed is not None:
+            self.turn.user_transcript = self._asr_completed
+
     def _assemble(self) -> None:
         raw = b"".join(self._pcm)
         self.turn.audio = from_pcm16(raw) if raw else np.zeros(0, dtype=np.float32)
         if self.turn.assistant_transcript is None and (self._transcript or self._text):
             self.turn.assistant_transcript = "".join(self._transcript or self._text)
+        self._set_user_transcript()
 
     def result(self) -> Turn:
         """The turn so far (assembles audio even when not done)."""
