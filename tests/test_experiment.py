@@ -376,3 +376,41 @@ def test_replay_keeps_reference_metrics_when_the_reference_is_gone(small_run, tm
                     again[again.columns.intersection(frame.columns)].drop(columns=["wer", "cer", "asr_text", "asr_model"]))
     with pytest.raises(ConfigError, match="turns.jsonl"):
         ex.replay(tmp_path)
+
+
+def test_degraded_clone_is_carried_into_every_row(tmp_path, caplog):
+    """A create answered with fallback_mode (§7.9): the run warns and each of the voice's turns says so."""
+    import dataclasses
+
+    from qvtools.config import Settings
+    from qvtools.workspace import connect
+
+    class DegradingRegistry:  # the real registry (real service), its answers marked as degraded clones
+        def __init__(self, inner):
+            self.inner = inner
+
+        def lookup(self, audio, target_model):
+            return self.inner.lookup(audio, target_model)
+
+        def ensure(self, *args, **kwargs):
+            voice = self.inner.ensure(*args, **kwargs)
+            return dataclasses.replace(voice, fallback_mode=True, fallback_reason="text mismatch")
+
+        def close(self):
+            self.inner.close()
+
+    settings = Settings(region="local", api_key=FAKE_KEY, data_dir=tmp_path / "data")
+    with connect(settings) as ws:
+        ws.registry = DegradingRegistry(ws.registry)
+        with caplog.at_level("WARNING", logger="qvtools.experiment"):
+            frame = ex.Experiment(ws, tmp_path / "run", voices=ex.sample_voices()[:1],
+                                  prompts=ex.sample_prompts()[2:3], models=MODELS[1:], metrics=(),
+                                  progress=False).run()
+    assert frame["voice_fallback_mode"].tolist() == [True]
+    assert frame["voice_fallback_reason"].tolist() == ["text mismatch"]
+    assert frame["status"].tolist() == ["completed"]
+    assert any("DEGRADED clone" in r.getMessage() for r in caplog.records)
+    record = json.loads((tmp_path / "run" / ex.VOICES_FILE).read_text())
+    assert [v["fallback_mode"] for v in record.values()] == [True]
+    meta = json.loads((tmp_path / "run" / ex.RUN_FILE).read_text())
+    assert meta["voices_created"] == 1
