@@ -767,6 +767,7 @@ class Experiment:
         """Run the missing turns, consolidate ``results.parquet`` and return the DataFrame."""
         from . import results
 
+        self._created_now = 0  # voices this call enrolls (run.json voices_created adds them up)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / AUDIO_DIR).mkdir(exist_ok=True)
         _repair_tail(self.turns_path)

@@ -339,3 +339,20 @@ def test_compare_bad_options_are_one_line_errors(env, tmp_path, capsys, argv, fr
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("error: ") and fragment in err[-1] and not any("Traceback" in e for e in err)
     assert not (tmp_path / "run").exists()
+
+
+def test_talk_warns_about_a_model_outside_the_catalog(env, prompt_wav, tmp_path, capsys):
+    odd = "qwen9-omni-giga-realtime"
+    code = main(["talk", "--voice", "Tina", "--model", odd, "--input", str(prompt_wav),
+                 "--out", str(tmp_path / "odd.wav"), "--fast", "--timeout", "30"])
+    err = capsys.readouterr().err
+    assert f"warning: '{odd}' is not in the qvtools model catalog" in err  # said, not refused by qvtools
+    assert code in (0, 1, 2) and KEY not in err
+
+
+def test_talk_says_how_latencies_were_measured(env, prompt_wav, tmp_path, capsys):
+    assert main(["talk", "--voice", "Tina", "--model", PLUS, "--input", str(prompt_wav),
+                 "--out", str(tmp_path / "r.wav"), "--fast"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^measured on this client from the last audio chunk holding speech; audio sent as fast as "
+                     r"possible; server VAD ended the turn: the latencies from end of user speech INCLUDE", text, re.M)

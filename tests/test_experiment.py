@@ -162,6 +162,7 @@ def test_run_json_metadata_and_no_key(small_run):
     assert meta["versions"]["qvtools"] and meta["host"] and meta["finished_at"]
     assert len(meta["sessions"]) == 2 and meta["sessions"][1]["turns_to_run"] == 0
     assert meta["turns_completed"] == 4
+    assert meta["voices_created"] == 4  # 2 voices x 2 models, once (the second run created none)
 
 
 def test_report_of_a_real_run(small_run):
