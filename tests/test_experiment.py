@@ -354,7 +354,17 @@ def test_replay_recomputes_results_offline(small_run, tmp_path, monkeypatch):
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     for k, v in {"QVTOOLS_BASE_URL": dead, "QVTOOLS_REGION": "singapore", "DASHSCOPE_API_KEY": FAKE_KEY}.items():
         monkeypatch.setenv(k, v)
+    (run_dir / "report.html").unlink(missing_ok=True)
+    attempts = []
+
+    def no_network(sock, address):
+        attempts.append(address)
+        raise OSError(f"network blocked by the test: {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     assert main(["replay", str(run_dir), "--no-report"]) == 0
+    monkeypatch.undo()
+    assert attempts == []
     replayed = pd.read_parquet(run_dir / ex.RESULTS_FILE)
     assert (replayed["ttfa_ms"] > 0).all() and replayed["speaker_similarity"].between(0, 1).all()
     _compare_frames(original, replayed)
