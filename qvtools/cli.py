@@ -379,7 +379,8 @@ def _replay(args) -> int:
     _out(f"{len(frame)} turns replayed ({n_ok} completed); results: "
          f"{Path(args.run_dir) / experiment.RESULTS_FILE}")
     if not args.no_report:
-        _out(f"report: {build_report(args.run_dir, sample_turns=args.sample_turns, timeout=args.timeout, prices=args.prices)}")
+        out = build_report(args.run_dir, sample_turns=args.sample_turns, timeout=args.timeout, prices=args.prices)
+        _out(f"report: {out}")
     return 0
 
 
