@@ -247,6 +247,7 @@ def _talk(args) -> int:
     if not args.timeout > 0:
         raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     clip = load(args.input, mono=True)  # bad input fails here, before connecting
+    _warn_models([args.model])
     with _workspace() as ws:
         print(ws.describe(), file=sys.stderr, flush=True)
         turn_detection = None if args.manual else "server_vad"
@@ -264,6 +265,13 @@ def _talk(args) -> int:
          f"first text {_fmt_ms(lat['ttft_ms'])}, response.done {_fmt_ms(lat['e2e_ms'])}")
     _out(f"latency from response.created:   first audio {_fmt_ms(lat['ttfa_created_ms'])}, "
          f"first text {_fmt_ms(lat['ttft_created_ms'])}")
+    pacing = "at real-time pace (like a microphone)" if args.realtime else "as fast as possible"
+    if args.manual:
+        how = "manual turn (commit + response.create right after the audio): no VAD wait included"
+    else:
+        how = ("server VAD ended the turn: the latencies from end of user speech INCLUDE its silence window "
+               "(the response.created figures do not)")
+    _out(f"measured on this client from the last audio chunk holding speech; audio sent {pacing}; {how}")
     if simulated:
         _out("note: local service -- these latencies are SIMULATED, not measurements of the real models")
     _out(f"wrote {wav} ({turn.duration_s:.1f} s) and {js}")
@@ -274,10 +282,33 @@ def _talk(args) -> int:
     return 0
 
 
-# -- compare / report --------------------------------------------------------------------------------
+# -- compare / report / replay -----------------------------------------------------------------------
+def _warn_models(models) -> None:
+    """Print catalog warnings for model names (never a refusal: the service decides, §7.8)."""
+    from .catalog import check_model
+
+    for model in models:
+        for warning in check_model(model):
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+
+
+def _confirm(question: str) -> bool:
+    """Ask on stdin; no answer possible (EOF, no stdin) is a refusal with a clear error (exit 2)."""
+    from .errors import ConfigError
+
+    print(question, end=" ", flush=True)
+    try:
+        answer = input()
+    except (EOFError, OSError, RuntimeError):
+        print(flush=True)
+        raise ConfigError("no answer on stdin to the billing confirmation; nothing was created or run "
+                          "(pass --yes to confirm non-interactively)") from None
+    return answer.strip().lower() in ("y", "yes")
+
+
 @command("compare")
 def _build_compare(sub):
-    from .config import TARGET_MODELS
+    from .catalog import DEFAULT_COMPARE_MODELS
 
     p = sub.add_parser("compare", help="compare target models on cloned voices; writes a run directory and "
                        "an HTML report (re-run with the same --out to resume)")
@@ -288,12 +319,21 @@ def _build_compare(sub):
                    "(default: the sample voices in data/voices)")
     p.add_argument("--prompts", nargs="+", metavar="FILE", help="spoken prompts (audio) or prompts.json "
                    "manifests (default: data/prompts.json)")
-    p.add_argument("--models", nargs="+", choices=TARGET_MODELS, default=list(TARGET_MODELS),
-                   help="target models (default: both)")
+    p.add_argument("--models", nargs="+", metavar="MODEL", default=list(DEFAULT_COMPARE_MODELS),
+                   help="realtime models, any names (default: " + " ".join(DEFAULT_COMPARE_MODELS) + "); names "
+                   "outside the model catalog are warned about, not refused")
     p.add_argument("--workers", type=int, default=2, help="turns run in parallel (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the turn order (default 0)")
     p.add_argument("--realtime", action="store_true", help="stream prompts at real-time pace (like a microphone)")
     p.add_argument("--retry-failed", action="store_true", help="re-run turns recorded as failed")
+    p.add_argument("--manual", action="store_true",
+                   help="no server VAD: commit and request the response right after the audio")
+    p.add_argument("--silence-ms", type=int, metavar="MS",
+                   help="server VAD silence_duration_ms, 200-6000 (default: the service's)")
+    p.add_argument("--prices", metavar="PRICES.json", help="your price table, for a cost estimate in the report "
+                   "(format: qvtools.results.PRICES_FORMAT; qvtools ships no prices)")
+    p.add_argument("--yes", action="store_true",
+                   help="do not ask before creating voices and running turns on the billed cloud service")
     p.add_argument("--no-report", action="store_true", help="do not build report.html at the end")
     p.set_defaults(func=_compare)
 
@@ -305,12 +345,22 @@ def _compare(args) -> int:
     run_dir = args.out or experiment.default_run_dir()
     voices = experiment.resolve_voices(args.voices)
     prompts = experiment.resolve_prompts(args.prompts)
+    _warn_models(args.models)
     _out(f"run directory: {run_dir}")
     with _workspace() as ws:
         print(ws.describe(), file=sys.stderr, flush=True)
         exp = experiment.Experiment(ws, run_dir, voices=voices, prompts=prompts, models=args.models,
                                     repeats=args.repeats, seed=args.seed, realtime=args.realtime,
-                                    workers=args.workers, retry_failed=args.retry_failed)
+                                    workers=args.workers, retry_failed=args.retry_failed,
+                                    turn_detection=None if args.manual else "server_vad",
+                                    silence_duration_ms=args.silence_ms, prices=args.prices)
+        if ws.settings.is_cloud:  # the local service never asks (it bills nothing)
+            plan = exp.billing_plan()
+            _out(plan.text())
+            if plan.needs_confirmation and not args.yes:
+                if not _confirm("Go ahead? [y/N]"):
+                    _out("nothing created or run")
+                    return 1
         frame = exp.run()
     n_ok = int((frame["status"] == "completed").fillna(False).sum())
     _out(f"{n_ok} of {len(frame)} turns completed; results: {run_dir}/results.parquet")
@@ -325,13 +375,46 @@ def _build_report(sub):
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--sample-turns", type=int, default=6, help="turns with audio players (default 6)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per notebook cell (default 600)")
+    p.add_argument("--prices", metavar="PRICES.json", help="your price table for the cost estimate "
+                   "(default: RUN_DIR/prices.json when the run was given one)")
     p.set_defaults(func=_report)
 
 
 def _report(args) -> int:
     from .report import build_report
 
-    _out(str(build_report(args.run_dir, sample_turns=args.sample_turns, timeout=args.timeout)))
+    _out(str(build_report(args.run_dir, sample_turns=args.sample_turns, timeout=args.timeout,
+                          prices=args.prices)))
+    return 0
+
+
+@command("replay")
+def _build_replay(sub):
+    p = sub.add_parser("replay", help="recompute RUN_DIR/results.parquet and report.html from the saved turns "
+                       "(turns.jsonl + reply WAVs), with no network -- e.g. to rebuild a cloud run's report")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--reference", nargs=2, action="append", metavar=("VOICE", "WAV"), default=[],
+                   help="where the reference recording of VOICE is now (default: the path in run.json)")
+    p.add_argument("--prices", metavar="PRICES.json", help="your price table for the cost estimate")
+    p.add_argument("--sample-turns", type=int, default=6, help="turns with audio players (default 6)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per notebook cell (default 600)")
+    p.add_argument("--no-report", action="store_true", help="only recompute results.parquet")
+    p.set_defaults(func=_replay)
+
+
+def _replay(args) -> int:
+    from pathlib import Path
+
+    from . import experiment
+    from .report import build_report
+
+    frame = experiment.replay(args.run_dir, references=dict(args.reference))
+    n_ok = int((frame["status"] == "completed").fillna(False).sum())
+    _out(f"{len(frame)} turns replayed ({n_ok} completed); results: "
+         f"{Path(args.run_dir) / experiment.RESULTS_FILE}")
+    if not args.no_report:
+        out = build_report(args.run_dir, sample_turns=args.sample_turns, timeout=args.timeout, prices=args.prices)
+        _out(f"report: {out}")
     return 0
 
 

@@ -7,6 +7,14 @@ A run lives in one directory (``RUN_DIR``)::
     RUN_DIR/turns.jsonl     ONE JSON row per finished turn, appended + fsync'd as each completes
     RUN_DIR/audio/<turn_id>.wav/.json   the reply audio and the whole Turn (Turn.save)
     RUN_DIR/results.parquet the consolidated table (qvtools.results.to_frame), written at the end
+    RUN_DIR/prices.json     the price table the user supplied (optional; qvtools ships no prices)
+
+:func:`replay` recomputes ``results.parquet`` from ``turns.jsonl`` and the saved turns (``audio/*.json``
++ ``.wav``) with no network, so a report of a cloud run can be rebuilt (``qvtools replay RUN_DIR``).
+Nothing under RUN_DIR holds the API key.
+
+Before a run against the cloud, :meth:`Experiment.billing_plan` says how many voices it will create (not
+already in the registry) and how many turns it will run; ``qvtools compare`` asks for confirmation with it.
 
 Resuming: every turn has a deterministic ``turn_id`` (voice, model, prompt, repeat). Re-running on the
 same ``RUN_DIR`` reads ``turns.jsonl`` (a truncated last line -- a crash mid-write -- is dropped), skips
@@ -39,7 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from .config import TARGET_MODELS, Settings, redact
+from .catalog import DEFAULT_COMPARE_MODELS, check_model
+from .config import Settings, redact
 from .errors import ConfigError, QVError
 
 __all__ = [
@@ -57,6 +66,10 @@ __all__ = [
     "resolve_voices",
     "resolve_prompts",
     "default_run_dir",
+    "replay",
+    "BillingPlan",
+    "BILLING_RULE",
+    "PRICES_FILE",
     "DATA_DIR",
     "DEFAULT_METRICS",
     "TURNS_FILE",
@@ -74,9 +87,16 @@ TURNS_FILE = "turns.jsonl"
 RUN_FILE = "run.json"
 VOICES_FILE = "voices.json"
 RESULTS_FILE = "results.parquet"
+PRICES_FILE = "prices.json"
 AUDIO_DIR = "audio"
 #: Audio metrics computed for each reply (names understood by :func:`run_turn`).
 DEFAULT_METRICS = ("speaker_similarity", "intelligibility", "f0_ratio", "loudness")
+
+#: The billing rule of voice enrollment as documented (SEED §2.4, protocol reference §2.4).
+BILLING_RULE = ("Voice creation is billed at $0.01 per created voice after a free quota of 1,000 creations "
+                "within 90 days of activation (failed creations are not billed; deleting a voice does not "
+                "restore the quota); realtime conversations are billed as normal realtime tokens "
+                "(SEED §2.4). Check your region's price page.")
 
 #: Packages whose versions are recorded in run.json.
 _VERSIONED = ("numpy", "scipy", "pandas", "pyarrow", "soundfile", "soxr", "websocket-client", "aiohttp",
@@ -324,6 +344,10 @@ class TurnTask:
     metrics: tuple = DEFAULT_METRICS
     enroll_error: str | None = None
     simulated: bool = False
+    voice_fallback_mode: bool | None = None
+    voice_fallback_reason: str | None = None
+    turn_detection: str | None = "server_vad"
+    silence_duration_ms: int | None = None
 
     def __repr__(self):  # settings carries the key; keep the repr short and key-free
         return f"TurnTask({self.turn_id!r})"
@@ -349,13 +373,17 @@ def run_turn(task: TurnTask) -> dict:
         row.update(finished_at=_utcnow(), session_s=0.0, metrics_s=0.0, turn_wall_s=time.perf_counter() - t0)
         return row
     turn = None
+    session_cfg: dict = {}
     t_sess = time.perf_counter()
     try:
         from .realtime.session import RealtimeSession
 
         with RealtimeSession(task.settings, task.model, voice=task.voice_id,
-                             voice_target_model=task.voice_target_model) as session:
-            turn = session.send_audio(task.prompt_path, realtime=task.realtime)
+                             voice_target_model=task.voice_target_model, turn_detection=task.turn_detection,
+                             silence_duration_ms=task.silence_duration_ms) as session:
+            turn = session.send_audio(task.prompt_path, realtime=task.realtime,
+                                      manual=task.turn_detection is None)
+            session_cfg = dict(getattr(session, "config", None) or {})
     except Exception as exc:  # a failed turn is a row, not a crash
         row["error"] = redact(f"{type(exc).__name__}: {exc}", *secrets)
         log.warning("turn %s failed: %s", task.turn_id, row["error"])
@@ -365,19 +393,22 @@ def run_turn(task: TurnTask) -> dict:
         row.update(status=turn.status, error=redact(turn.error, *secrets) if turn.error else None,
                    session_id=turn.session_id, response_id=turn.response_id,
                    user_transcript=turn.user_transcript, assistant_transcript=turn.assistant_transcript)
+        row.update(_provenance(turn, task.turn_detection, task.silence_duration_ms, session_cfg))
+        if task.audio_dir:
+            # saved first and scored as saved, so `qvtools replay` recomputes the same numbers from the WAV
+            stem = Path(task.audio_dir) / task.turn_id
+            try:
+                turn = _saved(turn, stem)
+                row["audio_path"] = f"{AUDIO_DIR}/{task.turn_id}.wav"
+            except Exception as exc:
+                log.warning("saving turn %s failed: %s", task.turn_id, exc)
+        t_met = time.perf_counter()
         try:
-            row.update(_score(turn, task))
+            row.update(_score(turn, task.metrics, task.reference_path))
         except Exception as exc:
             row["metrics_error"] = redact(f"{type(exc).__name__}: {exc}", *secrets)
             log.warning("scoring turn %s failed: %s", task.turn_id, row["metrics_error"])
         row["metrics_s"] = time.perf_counter() - t_met
-        if task.audio_dir:
-            stem = Path(task.audio_dir) / task.turn_id
-            try:
-                turn.save(stem)
-                row["audio_path"] = f"{AUDIO_DIR}/{task.turn_id}.wav"
-            except Exception as exc:
-                log.warning("saving turn %s failed: %s", task.turn_id, exc)
     row.setdefault("metrics_s", time.perf_counter() - t_met)
     row["finished_at"] = _utcnow()
     row["turn_wall_s"] = time.perf_counter() - t0
@@ -389,10 +420,38 @@ def _base_row(task: TurnTask) -> dict:
     return {"run_id": task.run_id, "turn_id": task.turn_id, "voice_ref": task.voice, "voice": task.voice_id,
             "target_model": task.model, "prompt_id": task.prompt, "repeat": int(task.repeat),
             "status": "failed", "error": None, "region": task.settings.region, "simulated": task.simulated,
+            "voice_fallback_mode": task.voice_fallback_mode, "voice_fallback_reason": task.voice_fallback_reason,
+            "audio_pacing": "realtime" if task.realtime else "fast",
+            "turn_detection": "manual" if task.turn_detection is None else str(task.turn_detection),
             "started_at": _utcnow()}
 
 
-def _score(turn, task: TurnTask) -> dict:
+def _provenance(turn, turn_detection, silence_ms, session_cfg=None) -> dict:
+    """What the turn's latencies start at and whether the VAD silence wait is inside them
+    (qvtools.results: latency_origin, turn_detection, vad_silence_ms, vad_window_included)."""
+    from .metrics import END_OF_SPEECH_MARKS
+
+    marks = getattr(turn, "marks", None) or {}
+    if "response_create_sent" in marks and "first_audio_sent" not in marks:
+        origin = "response_create_sent"  # a text turn: send_text marks speech end at response.create
+    else:
+        origin = next((m for m in END_OF_SPEECH_MARKS if m in marks), None)
+    mode = "manual" if turn_detection is None or turn_detection == "manual" else str(turn_detection)
+    if silence_ms is None and mode != "manual":
+        td = (session_cfg or {}).get("turn_detection")
+        silence_ms = td.get("silence_duration_ms") if isinstance(td, dict) else None
+    return {"latency_origin": origin, "turn_detection": mode,
+            "vad_silence_ms": float(silence_ms) if mode != "manual" and silence_ms is not None else None,
+            "vad_window_included": bool(mode != "manual" and origin == "speech_end_sent")}
+
+
+def _saved(turn, stem: Path):
+    """Save the turn and return it with the reply as read back from the WAV (PCM16 rounding included)."""
+    turn.save(stem)
+    return _reloaded(turn, stem)
+
+
+def _score(turn, wanted: Sequence[str], reference_path) -> dict:
     from . import metrics
 
     out = dict(metrics.latency_metrics(turn))
@@ -400,10 +459,10 @@ def _score(turn, task: TurnTask) -> dict:
     audio = getattr(turn, "audio", None)
     if audio is None or len(audio) == 0:
         return out
-    want = set(task.metrics)
+    want = set(wanted)
     reference = None
-    if want & {"speaker_similarity", "f0_ratio"}:
-        reference = _reference_audio(task.reference_path)
+    if want & {"speaker_similarity", "f0_ratio"} and reference_path:
+        reference = _reference_audio(str(reference_path))
     # intelligibility: the reply is transcribed and scored against what the model said it said
     # (the assistant transcript), so WER measures the synthesis, not the dialogue.
     out.update(metrics.audio_metrics(turn.audio, turn.sample_rate, reference=reference,
@@ -411,6 +470,138 @@ def _score(turn, task: TurnTask) -> dict:
                                      asr="intelligibility" in want,
                                      speaker="speaker_similarity" in want))
     return out
+
+
+# --------------------------------------------------------------------------- billing (SEED §2.4)
+
+@dataclass(frozen=True)
+class BillingPlan:
+    """What a run would do now: voices to create (registry misses) and turns to run.
+
+    ``billable``: the workspace talks to the cloud (``settings.is_cloud``); the local service is free."""
+
+    billable: bool
+    region: str
+    turns_to_run: int
+    turns_planned: int
+    voices_to_create: tuple = ()
+    voices_reused: tuple = ()
+    models: tuple = ()
+
+    def text(self) -> str:
+        """The notice shown before a billable run (the billing rule cited, no price invented)."""
+        n_new = len(self.voices_to_create)
+        where = f"the {self.region} region (real DashScope service, billed)" if self.billable \
+            else "the local service (free, simulated latencies)"
+        lines = [f"This run talks to {where}.",
+                 f"It will create {n_new} voice(s) not already in the registry"
+                 + (" (" + ", ".join(f"{v} for {m}" for v, m in self.voices_to_create) + ")" if n_new else "")
+                 + f", reuse {len(self.voices_reused)}, and run {self.turns_to_run} realtime turn(s) "
+                 f"({self.turns_planned} planned in all) on {', '.join(self.models)}."]
+        if self.billable:
+            lines.append(BILLING_RULE)
+        return "\n".join(lines)
+
+    @property
+    def needs_confirmation(self) -> bool:
+        """True when the run would spend money: billable and something to create or run."""
+        return self.billable and (self.turns_to_run > 0 or bool(self.voices_to_create))
+
+
+# --------------------------------------------------------------------------- replay (no network)
+
+def _write_parquet(frame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, doc) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+#: Metrics that need the reference recording (kept from the journal when it is not on disk).
+_REFERENCE_COLUMNS = ("speaker_similarity", "speaker_model", "ref_f0_median_hz", "f0_ratio")
+
+
+def replay(run_dir, *, metrics: Sequence[str] | None = None, references: Mapping[str, str] | None = None,
+           write: bool = True):
+    """Recompute the results table of a run from its saved turns, with no network; returns the DataFrame.
+
+    For every journaled row whose turn was saved (``audio/<turn_id>.json`` + ``.wav``), the latency,
+    usage and provenance columns are recomputed from the saved marks and events, and the audio metrics
+    (``metrics``, default: the run's) from the saved reply; identifiers, status and errors come from
+    ``turns.jsonl``. The reference recordings are the run's (``run.json``) or ``references``
+    (voice -> path); a missing one keeps the journaled reference-based columns (a warning says so).
+    Rows without a saved turn (failed before any reply) are kept as journaled. ``write``: also write
+    ``results.parquet`` (atomically).
+    """
+    from . import results
+    from .realtime.turn import Turn
+
+    run_dir = Path(run_dir)
+    turns_path = run_dir / TURNS_FILE
+    if not turns_path.is_file():
+        raise ConfigError(f"{run_dir} holds no {TURNS_FILE}; is it a qvtools run directory?")
+    meta_path = run_dir / RUN_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{meta_path} is not valid JSON: {exc}") from None
+    wanted = tuple(metrics) if metrics is not None else tuple(meta.get("metrics") or DEFAULT_METRICS)
+    unknown = set(wanted) - set(DEFAULT_METRICS)
+    if unknown:
+        raise ConfigError(f"unknown metrics {sorted(unknown)}; choose from {DEFAULT_METRICS}")
+    refs = {k: str(v) for k, v in (meta.get("voices") or {}).items()}
+    refs.update({k: str(v) for k, v in (references or {}).items()})
+    missing_refs: set[str] = set()
+    out = []
+    for row in read_turns(turns_path):
+        stem = run_dir / AUDIO_DIR / str(row["turn_id"])
+        if not (stem.with_name(stem.name + ".json").is_file() and stem.with_name(stem.name + ".wav").is_file()):
+            out.append(dict(row))
+            continue
+        turn = _reloaded(Turn.load(stem), stem)
+        new = dict(row)
+        mode = row.get("turn_detection")
+        if mode is None:  # a run from before the column: manual turns sent commit
+            mode = "manual" if "commit_sent" in turn.marks else "server_vad"
+        silence = row.get("vad_silence_ms")
+        silence = silence if isinstance(silence, (int, float)) and silence == silence else None
+        new.update(_provenance(turn, None if mode == "manual" else mode, silence))
+        if row.get("audio_pacing") is None and "realtime_pacing" in meta:
+            new["audio_pacing"] = "realtime" if meta["realtime_pacing"] else "fast"
+        ref = refs.get(str(row.get("voice_ref")))
+        if ref and not Path(ref).is_file():
+            missing_refs.add(str(row.get("voice_ref")))
+            ref = None
+        try:
+            scored = _score(turn, wanted, ref)
+        except Exception as exc:
+            new["metrics_error"] = f"{type(exc).__name__}: {exc}"
+            log.warning("replay: scoring %s failed: %s", row["turn_id"], new["metrics_error"])
+        else:
+            if ref is None:
+                scored = {k: v for k, v in scored.items() if k not in _REFERENCE_COLUMNS}
+            new.update(scored)
+            new.pop("metrics_error", None)
+        out.append(new)
+    for name in sorted(missing_refs):
+        log.warning("replay: reference of %s not on disk (%s); its similarity / F0 ratio are kept as "
+                    "recorded (pass references= to recompute them)", name, refs.get(name))
+    frame = results.to_frame(out)
+    if write:
+        _write_parquet(frame, run_dir / RESULTS_FILE)
+    return frame
+
+
+def _reloaded(turn, stem: Path):
+    from .audio import load
+
+    x, sr = load(stem.with_name(stem.name + ".wav"), mono=True)
+    return dataclasses.replace(turn, audio=x, sample_rate=int(sr))
 
 
 # --------------------------------------------------------------------------- the runner
@@ -459,19 +650,46 @@ class Experiment:
     journaled, e.g. a :class:`qvtools.widgets.RunProgress` -- ``done``/``total`` count the whole
     plan (turns finished by an earlier run included), ``message`` names the turn and its status.
     An exception raised by the callback stops the run (finished turns stay in the journal).
+
+    ``models``: any realtime model names (default :data:`qvtools.catalog.DEFAULT_COMPARE_MODELS`); a name
+    outside the catalog is logged as a warning (``model_warnings``), not refused: the service decides.
+    ``turn_detection``: ``"server_vad"`` (default; the server ends each turn after ``silence_duration_ms``
+    of silence, None = the service default) or ``None`` (manual: commit + response.create after the audio).
+    ``prices``: a price table (path or dict, :data:`qvtools.results.PRICES_FORMAT`), copied to
+    ``RUN_DIR/prices.json`` so the report estimates costs; qvtools ships no prices.
     """
 
     def __init__(self, workspace, run_dir, *, voices: Iterable, prompts: Iterable,
-                 models: Sequence[str] = TARGET_MODELS, repeats: int = 1, seed: int = 0,
+                 models: Sequence[str] = DEFAULT_COMPARE_MODELS, repeats: int = 1, seed: int = 0,
                  realtime: bool = False, executor: Executor | None = None, workers: int = 2,
                  metrics: Sequence[str] = DEFAULT_METRICS, retry_failed: bool = False,
-                 progress=None):
+                 progress=None, turn_detection: str | None = "server_vad",
+                 silence_duration_ms: int | None = None, prices=None):
         self.workspace = workspace
         self.run_dir = Path(run_dir)
         self.voices = _as_voices(voices)
         self.prompts = _as_prompts(prompts)
-        self.models = tuple(models)
+        if isinstance(models, str):
+            models = [models]
+        self.models = tuple(str(m).strip() for m in models)
         _check_unique("model", list(self.models))
+        if any(not m for m in self.models):
+            raise ConfigError("a model name is empty")
+        #: Warnings about model names (outside the catalog, unusual shape); the run goes ahead.
+        self.model_warnings = [w for m in self.models for w in check_model(m)]
+        for w in self.model_warnings:
+            log.warning("%s", w)
+        if turn_detection not in (None, "server_vad", "semantic_vad"):
+            raise ConfigError(f"turn_detection must be 'server_vad', 'semantic_vad' or None (manual), "
+                              f"got {turn_detection!r}")
+        if silence_duration_ms is not None and not 200 <= int(silence_duration_ms) <= 6000:
+            # §4.2: silence_duration_ms 200-6000
+            raise ConfigError(f"silence_duration_ms must be 200-6000 ms, got {silence_duration_ms}")
+        self.turn_detection = turn_detection
+        self.silence_duration_ms = int(silence_duration_ms) if silence_duration_ms is not None else None
+        from . import results as _results
+
+        self.prices = _results.load_prices(prices) if prices is not None else None
         if int(repeats) < 1:
             raise ConfigError(f"repeats must be >= 1, got {repeats}")
         if int(workers) < 1:
@@ -514,11 +732,42 @@ class Experiment:
         """turn_id -> row of the turns already in ``turns.jsonl``."""
         return {row["turn_id"]: row for row in read_turns(self.turns_path)}
 
+    def todo(self) -> list[tuple[str, str, str, int]]:
+        """The planned turns :meth:`run` would run now (not journaled yet, or failed with ``retry_failed``)."""
+        rows = read_turns(self.turns_path)
+        if self.retry_failed:
+            rows = [r for r in rows if r.get("status") == "completed"]
+        done = {r["turn_id"] for r in rows}
+        return [k for k in self.plan() if turn_id(*k) not in done]
+
+    def billing_plan(self) -> "BillingPlan":
+        """What :meth:`run` would create and run now, without creating or running anything (no network:
+        the voice registry is local). ``billable`` is True against the cloud (``settings.is_cloud``)."""
+        todo = self.todo()
+        pairs = sorted({(v, m) for v, m, _, _ in todo})
+        by_name = {v.name: v for v in self.voices}
+        create, reuse = [], []
+        registry = getattr(self.workspace, "registry", None)
+        for vname, model in pairs:
+            found = None
+            if registry is not None:
+                try:
+                    found = registry.lookup(str(by_name[vname].path), model)
+                except QVError as exc:  # an unreadable reference: its create would fail, nothing billed
+                    log.debug("registry lookup of %s failed: %s", vname, exc)
+            (reuse if found is not None else create).append((vname, model))
+        settings = self.workspace.settings
+        return BillingPlan(billable=bool(settings.is_cloud), region=settings.region,
+                           turns_to_run=len(todo), turns_planned=len(self.plan()),
+                           voices_to_create=tuple(create), voices_reused=tuple(reuse),
+                           models=self.models)
+
     # -- run
     def run(self):
         """Run the missing turns, consolidate ``results.parquet`` and return the DataFrame."""
         from . import results
 
+        self._created_now = 0  # voices this call enrolls (run.json voices_created adds them up)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / AUDIO_DIR).mkdir(exist_ok=True)
         _repair_tail(self.turns_path)
@@ -533,6 +782,8 @@ class Experiment:
         todo = [k for k in self.plan() if turn_id(*k) not in done]
         log.info("%s: %d turns planned, %d already done, %d to run", self.run_dir,
                  len(self.plan()), len(done), len(todo))
+        if self.prices is not None:
+            _write_json(self.run_dir / PRICES_FILE, self.prices)
         meta = self._start_meta(len(todo))
         try:
             if todo:
@@ -541,7 +792,7 @@ class Experiment:
         finally:
             self._finish_meta(meta)
         frame = results.to_frame(read_turns(self.turns_path))
-        frame.to_parquet(self.run_dir / RESULTS_FILE, index=False)
+        _write_parquet(frame, self.run_dir / RESULTS_FILE)
         return frame
 
     def _enroll(self, pairs) -> dict:
@@ -554,16 +805,26 @@ class Experiment:
         except json.JSONDecodeError:
             record = {}
         out = {}
+        self._created_now = 0
         for vname, model in sorted(pairs):
             spec = by_name[vname]
             try:
+                known = self.workspace.registry.lookup(str(spec.path), model)
                 voice = self.workspace.registry.ensure(str(spec.path), model, _preferred_name(vname))
-                out[(vname, model)] = (voice.voice, getattr(voice, "target_model", model) or model, None)
+                fb = getattr(voice, "fallback_mode", None)
+                reason = getattr(voice, "fallback_reason", None)
+                fb = fb if isinstance(fb, bool) else None
+                out[(vname, model)] = (voice.voice, getattr(voice, "target_model", model) or model, None, fb, reason)
                 record[f"{vname}|{model}"] = {"voice": vname, "target_model": model, "voice_id": voice.voice,
-                                              "reference": str(spec.path)}
+                                              "reference": str(spec.path), "fallback_mode": fb,
+                                              "fallback_reason": reason}
+                self._created_now += known is None
+                if fb:  # §7.9: the clone was made in degraded mode; its turns carry voice_fallback_mode
+                    log.warning("voice %s (%s for %s) is a DEGRADED clone (fallback_mode): %s", voice.voice,
+                                vname, model, reason or "no reason given")
             except Exception as exc:  # every turn of this pair becomes a failed row
                 err = f"enrollment failed: {type(exc).__name__}: {exc}"
-                out[(vname, model)] = (None, model, redact(err, self._api_key()))
+                out[(vname, model)] = (None, model, redact(err, self._api_key()), None, None)
                 log.warning("%s for %s/%s", out[(vname, model)][2], vname, model)
         tmp = record_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
@@ -574,13 +835,14 @@ class Experiment:
         vname, model, pname, repeat = key
         voice = next(v for v in self.voices if v.name == vname)
         prompt = next(p for p in self.prompts if p.name == pname)
-        vid, target, err = voice_ids[(vname, model)]
-        return TurnTask(turn_id=turn_id(*key), run_id=self.run_dir.name, voice=vname, model=model, prompt=pname, repeat=repeat,
-                        settings=self.workspace.settings, voice_id=vid, voice_target_model=target,
+        vid, target, err, fb, reason = voice_ids[(vname, model)]
+        return TurnTask(turn_id=turn_id(*key), run_id=self.run_dir.name, voice=vname, model=model, prompt=pname,
+                        repeat=repeat, settings=self.workspace.settings, voice_id=vid, voice_target_model=target,
                         prompt_path=str(prompt.path), prompt_text=prompt.text,
                         reference_path=str(voice.path), audio_dir=str(self.run_dir / AUDIO_DIR),
                         realtime=self.realtime, metrics=self.metrics, enroll_error=err,
-                        simulated=self._simulated())
+                        simulated=self._simulated(), voice_fallback_mode=fb, voice_fallback_reason=reason,
+                        turn_detection=self.turn_detection, silence_duration_ms=self.silence_duration_ms)
 
     def _execute(self, tasks: list[TurnTask], total: int | None = None) -> None:
         from tqdm.auto import tqdm
@@ -657,6 +919,11 @@ class Experiment:
             "repeats": self.repeats,
             "seed": self.seed,
             "realtime_pacing": self.realtime,
+            "audio_pacing": "realtime" if self.realtime else "fast",
+            "turn_detection": self.turn_detection or "manual",
+            "silence_duration_ms": self.silence_duration_ms,
+            "model_warnings": self.model_warnings,
+            "prices": PRICES_FILE if self.prices is not None else meta.get("prices"),
             "metrics": list(self.metrics),
             "planned_turns": len(self.plan()),
             "started_at": _utcnow(),
@@ -674,7 +941,12 @@ class Experiment:
         meta["sessions"][-1]["finished_at"] = meta["finished_at"]
         meta["turns_recorded"] = len(rows)
         meta["turns_completed"] = sum(1 for r in rows if r.get("status") == "completed")
+        meta["voices_created"] = self._voices_created(meta)
         self._write_meta(meta)
+
+    def _voices_created(self, meta: dict) -> int:
+        """Voices enrolled by this run directory so far (registry misses, for the cost estimate)."""
+        return int(meta.get("voices_created") or 0) + int(getattr(self, "_created_now", 0))
 
     def _write_meta(self, meta: dict) -> None:
         # The key never reaches disk: scrub the serialised text, whatever field it might hide in.

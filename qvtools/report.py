@@ -1,6 +1,6 @@
 """Run reports: execute ``notebooks/05_report.ipynb`` on a run directory and export one HTML file.
 
-:func:`build_report` injects the parameters (``run_dir``, ``quick``, ``sample_turns``) after the
+:func:`build_report` injects the parameters (``run_dir``, ``quick``, ``sample_turns``, ``prices``) after the
 cell tagged ``parameters`` (papermill's convention, done here with nbclient alone), executes the
 notebook, and writes ``RUN_DIR/report.html`` with nbconvert's HTML exporter: code hidden
 (``exclude_input``), figures embedded as PNG, audio embedded as ``data:audio/wav;base64`` URLs and
@@ -34,6 +34,7 @@ __all__ = [
     "NOTEBOOK",
     "REPORT_FILE",
     "SIMULATED_NOTE",
+    "FALLBACK_NOTE",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ REPORT_FILE = "report.html"
 SIMULATED_NOTE = ("Latencies in this report are SIMULATED: the run used the offline local service, whose "
                   "per-model latency profiles are synthetic (qvtools.server.latency). They test the tooling, "
                   "not Qwen-Omni-Realtime; do not quote them as model performance.")
+
+#: Shown when a run used degraded clones (create answered ``fallback_mode: true``, §7.9).
+FALLBACK_NOTE = ("Some cloned voices were made in DEGRADED mode (the enrollment answered fallback_mode: true, "
+                 "e.g. poor audio or a text mismatch, §7.9): their turns measure a fallback voice, not a faithful "
+                 "clone. They are listed under \"Degraded clones\" and flagged per turn (voice_fallback_mode).")
 
 #: Rate and length of the audio embedded in the report (keeps report.html a few MB).
 EMBED_SR = 16000
@@ -91,6 +97,8 @@ class RunView:
     meta: dict
     frame: "object"  # pandas.DataFrame (results.to_frame schema)
     quick: bool = False
+    #: The user's price table (:func:`qvtools.results.load_prices`), or None: no cost estimate.
+    prices: dict | None = None
     _refs: dict = field(default_factory=dict, repr=False)
 
     # -- facts
@@ -121,6 +129,12 @@ class RunView:
         if self.simulated:
             parts.append('<div class="qv-simulated" style="border:2px solid #c00;background:#fee;padding:8px;'
                          'margin:8px 0;font-weight:bold">&#9888; ' + html.escape(SIMULATED_NOTE) + "</div>")
+        parts.append('<p class="qv-latency-origin"><b>How latencies were measured.</b> '
+                     + html.escape(self.latency_note()) + "</p>")
+        if self.degraded_voices:
+            parts.append('<div class="qv-fallback" style="border:2px solid #c60;background:#fff3e0;padding:8px;'
+                         'margin:8px 0;font-weight:bold">&#9888; ' + html.escape(FALLBACK_NOTE) + " ("
+                         + html.escape(", ".join(f"{v} for {m}" for v, m in self.degraded_voices)) + ")</div>")
         if n_ok < n:
             parts.append(f'<p style="color:#a40">{n - n_ok} turn(s) did not complete; see "Failed turns".</p>')
         return "\n".join(parts)
@@ -144,12 +158,74 @@ class RunView:
         key = os.environ.get("DASHSCOPE_API_KEY")
         return pd.DataFrame([(k, redact(str(v), key)) for k, v in rows], columns=["field", "value"]).set_index("field")
 
+    def latency_note(self) -> str:
+        """What the latencies are measured from and how the audio was sent (results.latency_provenance);
+        a run from before the provenance columns falls back to run.json."""
+        from . import results
+
+        frame = self.frame
+        if "audio_pacing" not in frame or frame["audio_pacing"].isna().all():
+            pacing = self.meta.get("audio_pacing") or (
+                None if "realtime_pacing" not in self.meta else "realtime" if self.meta["realtime_pacing"] else "fast")
+            frame = frame.assign(audio_pacing=pacing)
+        return results.latency_provenance(frame)
+
+    # -- degraded clones (§7.9)
+    @property
+    def degraded_voices(self) -> list[tuple[str, str]]:
+        """(reference voice, model) pairs whose clone was made in fallback (degraded) mode."""
+        t = self.fallback_frame()
+        return [] if t is None else list(zip(t["voice_ref"], t["target_model"]))
+
+    def fallback_frame(self):
+        if "voice_fallback_mode" not in self.frame:
+            return None
+        bad = self.frame[self.frame["voice_fallback_mode"].fillna(False).astype(bool)]
+        if bad.empty:
+            return None
+        cols = ["voice_ref", "target_model", "voice", "voice_fallback_reason"]
+        g = bad.groupby(cols[:3], dropna=False, sort=True)
+        out = g.size().rename("turns").reset_index()
+        reasons = g["voice_fallback_reason"].first().reset_index(drop=True)
+        out.insert(3, "fallback_reason", reasons.astype("object").where(reasons.notna(), "(no reason given)"))
+        return out
+
+    def fallback_table(self):
+        """Voices cloned in degraded mode (voice_fallback_mode), with the service's reason and turn count."""
+        t = self.fallback_frame()
+        if t is None:
+            return "None: every clone used in this run was made normally (or the service did not say)."
+        return t
+
+    # -- tokens and cost
+    def usage_table(self):
+        """Token totals per model (qvtools.results.token_totals): input/output, text/audio."""
+        from . import results
+
+        totals = results.token_totals(self.frame)
+        if totals.empty or not totals["turns_with_usage"].any():
+            return "No turn reported token usage."
+        return totals
+
+    def cost_table(self):
+        """Estimated cost per model, ONLY from the price table the user supplied (none ships with qvtools)."""
+        from . import results
+
+        if self.prices is None:
+            return ("No price table was given, so no cost is estimated (qvtools ships no prices). Pass "
+                    "--prices prices.json to qvtools compare / report / replay; the format is in "
+                    "qvtools.results.PRICES_FORMAT.")
+        return results.estimate_cost(self.frame, self.prices, voices_created=int(self.meta.get("voices_created") or 0))
+
     # -- tables
     @property
     def models(self) -> list[str]:
+        """The run's models as given (run.json), then any other model in the table in catalog order."""
+        from . import results
+
         listed = list(self.meta.get("models") or [])
-        seen = [m for m in self.frame["target_model"].dropna().unique() if m not in listed]
-        return listed + sorted(seen)
+        seen = [m for m in results.model_order(self.frame["target_model"].dropna().astype(str)) if m not in listed]
+        return listed + seen
 
     def _metrics(self, names) -> list[str]:
         ok = self.ok
@@ -168,20 +244,22 @@ class RunView:
         return table.set_index(["target_model", "metric"])[cols].round(3)
 
     def paired_table(self):
-        """First model minus second, paired on voice x prompt x repeat (qvtools.results.paired_differences)."""
+        """The first model minus each other model, paired on voice x prompt x repeat
+        (qvtools.results.paired_differences); any model names, in the run's order."""
         import pandas as pd
 
         from . import results
 
-        models = self.models
+        models = [m for m in self.models if m in set(self.frame["target_model"].dropna())]
         if len(models) < 2:
             return "Only one model in this run: nothing to pair."
-        a, b = models[0], models[1]
+        a = models[0]
         rows = [results.paired_differences(self.frame, m, a, b, **self._boot()).to_dict()
-                for m in self._metrics(LATENCY_COLUMNS + QUALITY_COLUMNS)]
+                for b in models[1:] for m in self._metrics(LATENCY_COLUMNS + QUALITY_COLUMNS)]
         if not rows:
             return "No paired metrics yet."
-        return pd.DataFrame(rows).set_index("metric").round(3)
+        index = ["metric"] if len(models) == 2 else ["b", "metric"]
+        return pd.DataFrame(rows).set_index(index).round(3)
 
     def failures_table(self):
         cols = [c for c in ("turn_id", "voice_ref", "target_model", "prompt_id", "repeat", "status", "error")
@@ -288,6 +366,8 @@ class RunView:
                 if v is not None and np.isfinite(_num(v)):
                     scores.append(fmt.format(_num(v)))
             text = r.get("assistant_transcript") or ""
+            if _flag(r.get("voice_fallback_mode")):
+                scores.append("DEGRADED clone (fallback_mode)")
             rows.append(
                 "<tr>"
                 f"<td>{html.escape(str(r['voice_ref']))}</td><td>{html.escape(str(r['target_model']))}</td>"
@@ -300,6 +380,10 @@ class RunView:
         return f'<table class="qv-audio">{head}{"".join(rows)}</table>'
 
 
+def _flag(v) -> bool:
+    return v is True or (v is not None and not isinstance(v, float) and str(v).lower() == "true")
+
+
 def _num(v) -> float:
     try:
         return float(v)
@@ -307,12 +391,15 @@ def _num(v) -> float:
         return float("nan")
 
 
-def load_run(run_dir, *, quick: bool = False) -> RunView:
-    """Load ``run.json`` + the results (``results.parquet``, or ``turns.jsonl`` for a partial run)."""
+def load_run(run_dir, *, quick: bool = False, prices=None) -> RunView:
+    """Load ``run.json`` + the results (``results.parquet``, or ``turns.jsonl`` for a partial run).
+
+    ``prices``: a price table (path or dict, :data:`qvtools.results.PRICES_FORMAT`); default the run's
+    ``prices.json`` when it has one. Without one the report estimates no cost."""
     import pandas as pd
 
     from . import results
-    from .experiment import RESULTS_FILE, RUN_FILE, TURNS_FILE, read_turns
+    from .experiment import PRICES_FILE, RESULTS_FILE, RUN_FILE, TURNS_FILE, read_turns
 
     if run_dir is None:
         raise ConfigError("run_dir is not set: pass the directory of a run (qvtools compare --out RUN_DIR)")
@@ -328,7 +415,10 @@ def load_run(run_dir, *, quick: bool = False) -> RunView:
         frame = results.to_frame(read_turns(turns))
     else:
         raise ConfigError(f"{run_dir} holds no {TURNS_FILE} or {RESULTS_FILE}; is it a qvtools run directory?")
-    return RunView(run_dir, meta, frame, quick=quick)
+    if prices is None and (run_dir / PRICES_FILE).is_file():
+        prices = run_dir / PRICES_FILE
+    return RunView(run_dir, meta, results.to_frame(frame), quick=quick,
+                   prices=results.load_prices(prices) if prices is not None else None)
 
 
 def default_run() -> Path:
@@ -368,10 +458,11 @@ def _inject(nb, params: dict):
 
 
 def build_report(run_dir, *, sample_turns: int = 6, timeout: float = 600, quick: bool = False,
-                 notebook=None, kernel_name: str = "python3") -> Path:
+                 notebook=None, kernel_name: str = "python3", prices=None) -> Path:
     """Execute the report notebook on ``run_dir`` and write ``run_dir/report.html``; return its path.
 
-    ``timeout`` bounds each cell (seconds).
+    ``timeout`` bounds each cell (seconds). ``prices``: the user's price table (path) for the cost
+    estimate (default: ``run_dir/prices.json`` if present); it is validated before the notebook runs.
     Raises :class:`~qvtools.errors.QVError` naming the failing cell when the notebook fails.
     """
     import jinja2
@@ -383,9 +474,17 @@ def build_report(run_dir, *, sample_turns: int = 6, timeout: float = 600, quick:
     run_dir = Path(run_dir).resolve()
     if not run_dir.is_dir():
         raise ConfigError(f"no run directory {run_dir}")
+    if prices is not None:
+        from collections.abc import Mapping
+
+        from .results import load_prices
+
+        checked = load_prices(prices)  # a bad table is a clear error here, not a failed notebook cell
+        prices = checked if isinstance(prices, Mapping) else str(Path(prices).resolve())
     nb_path = Path(notebook) if notebook else NOTEBOOK
     nb = nbformat.read(nb_path, as_version=4)
-    _inject(nb, {"run_dir": str(run_dir), "quick": bool(quick), "sample_turns": int(sample_turns)})
+    _inject(nb, {"run_dir": str(run_dir), "quick": bool(quick), "sample_turns": int(sample_turns),
+                 "prices": prices})
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
                             resources={"metadata": {"path": str(run_dir)}})
     try:

@@ -6,6 +6,16 @@ identifiers, :func:`qvtools.metrics.latency_metrics`, :func:`qvtools.metrics.usa
 dtypes below; unknown columns are kept after these; missing values are ``NaN`` for numbers and
 ``<NA>`` for strings/booleans). Units are in the column names.
 
+Latency provenance: every ``*_ms`` column measured "from end of user speech" starts at the client mark named
+in ``latency_origin``; ``audio_pacing`` says whether the prompt was streamed at microphone pace or as fast as
+possible, and ``turn_detection`` / ``vad_silence_ms`` / ``vad_window_included`` whether the server's VAD
+silence wait is inside the figure (with server VAD it is: the server must hear ``silence_duration_ms`` of
+silence before it answers; ``ttfa_created_ms`` / ``ttft_created_ms`` exclude it).
+
+Token usage and cost: :func:`token_totals` sums the ``*_tokens`` columns per model; :func:`estimate_cost`
+prices them with a table the USER supplies (:func:`load_prices`, format in :data:`PRICES_FORMAT`) -- no
+price is written into qvtools.
+
 Schema
 ------
 
@@ -22,6 +32,13 @@ Schema
 | `error` | string | error message of a failed turn |
 | `region` | string | `beijing` / `singapore` / `local` |
 | `simulated` | boolean | True when latencies come from the local service's simulated profiles |
+| `voice_fallback_mode` | boolean | the enrollment answered `fallback_mode: true`: a DEGRADED clone (§7.9); `<NA>` when the service did not say |
+| `voice_fallback_reason` | string | the service's `fallback_reason` for a degraded clone |
+| `latency_origin` | string | client mark every `*_ms` "end of user speech" figure starts at: `speech_end_sent` (last audio chunk holding speech sent, before any trailing silence), `last_audio_sent` or `response_create_sent` (text turns) |
+| `audio_pacing` | string | how the prompt audio was sent: `realtime` (100 ms chunks at microphone pace) or `fast` (as fast as possible) |
+| `turn_detection` | string | `server_vad` (the server ended the turn) or `manual` (client `commit` + `response.create`) |
+| `vad_silence_ms` | float64 | ms, the server VAD `silence_duration_ms` requested for the turn (NaN: manual, or the service default, not known to the client) |
+| `vad_window_included` | boolean | True when the latencies from end of user speech include the server VAD silence window (server VAD + `speech_end_sent` origin) |
 | `session_id` | string | realtime session id |
 | `response_id` | string | realtime response id |
 | `user_transcript` | string | server transcript of the user audio |
@@ -76,6 +93,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .catalog import DEFAULT_COMPARE_MODELS, FAMILIES, base_model, family
 from .errors import ConfigError
 
 __all__ = [
@@ -87,6 +105,15 @@ __all__ = [
     "bootstrap_ci",
     "paired_differences",
     "PairedDifferences",
+    "model_order",
+    "pick_pair",
+    "TOKEN_COLUMNS",
+    "PRICE_KEYS",
+    "PRICES_FORMAT",
+    "load_prices",
+    "token_totals",
+    "estimate_cost",
+    "latency_provenance",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,6 +132,17 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "error": ("string", "error message of a failed turn"),
     "region": ("string", "beijing / singapore / local"),
     "simulated": ("boolean", "latencies come from the local service's simulated profiles"),
+    # the cloned voice (qvtools.enrollment.Voice, §7.9 fallback_mode)
+    "voice_fallback_mode": ("boolean", "True: the clone was made in DEGRADED mode (create answered "
+                                       "fallback_mode: true, §7.9); <NA>: the service did not say"),
+    "voice_fallback_reason": ("string", "the service's fallback_reason for a degraded clone"),
+    # latency provenance (how the turn was driven; see the module docstring)
+    "latency_origin": ("string", "client mark the end-of-speech latencies start at: speech_end_sent (last chunk "
+                                 "holding speech sent) / last_audio_sent / response_create_sent"),
+    "audio_pacing": ("string", "realtime (microphone-paced 100 ms chunks) / fast (as fast as possible)"),
+    "turn_detection": ("string", "server_vad (the server ended the turn) / manual (commit + response.create)"),
+    "vad_silence_ms": ("float64", "ms, server VAD silence_duration_ms requested (NaN: manual or service default)"),
+    "vad_window_included": ("boolean", "latencies from end of speech include the server VAD silence window"),
     "session_id": ("string", "realtime session id"),
     "response_id": ("string", "realtime response id"),
     "user_transcript": ("string", "server transcript of the user audio"),
@@ -317,18 +355,56 @@ class PairedDifferences:
                                               "ci_high", "mean_diff", "a_lower_ratio", "ci")}
 
 
-def paired_differences(df: pd.DataFrame, metric: str, a: str = "qwen3.5-omni-plus-realtime",
-                       b: str = "qwen3.5-omni-flash-realtime", *, on: Sequence[str] = PAIR_KEYS,
-                       model_col: str = "target_model", completed_only: bool = True, ci: float = 0.95,
-                       n_boot: int = 1000, seed: int = 0) -> PairedDifferences:
+def model_order(models: Iterable[str]) -> list[str]:
+    """Distinct model names in catalog order (:data:`qvtools.catalog.FAMILIES`; a dated snapshot or
+    ``-latest`` sorts with its family), names outside the catalog after them in the order given."""
+    seen = list(dict.fromkeys(m for m in models if isinstance(m, str) and m))
+    rank = {name: i for i, name in enumerate(FAMILIES)}
+
+    def key(item):
+        i, m = item
+        fam = family(m)
+        return (rank.get(fam.name, len(rank)) if fam.known else len(rank), i)
+
+    return [m for _, m in sorted(enumerate(seen), key=key)]
+
+
+def pick_pair(df: pd.DataFrame, model_col: str = "target_model") -> tuple[str, str]:
+    """The default ``(a, b)`` of :func:`paired_differences`: the first two models present in catalog
+    order; with fewer than two present, completed from :data:`~qvtools.catalog.DEFAULT_COMPARE_MODELS`
+    (so the comparison comes back empty rather than failing)."""
+    present = model_order(df[model_col].dropna().astype(str)) if model_col in df.columns else []
+    for m in DEFAULT_COMPARE_MODELS:
+        if len(present) >= 2:
+            break
+        if m not in present:
+            present.append(m)
+    return present[0], present[1]
+
+
+def paired_differences(df: pd.DataFrame, metric: str, a: str | None = None, b: str | None = None, *,
+                       on: Sequence[str] = PAIR_KEYS, model_col: str = "target_model",
+                       completed_only: bool = True, ci: float = 0.95, n_boot: int = 1000,
+                       seed: int = 0) -> PairedDifferences:
     """Median of the per-pair differences ``a - b`` of ``metric`` with a bootstrap CI.
 
-    A pair is the same ``on`` key (voice_ref, prompt_id, repeat) measured with both models; keys with
-    only one model (or a non-finite value) are dropped. Several rows for one key and model are
-    averaged. ``pairs`` holds the table ``*on, a, b, diff``.
+    ``a``/``b`` are any two model names of the table; by default the first two present in catalog
+    order (:func:`pick_pair`). A pair is the same ``on`` key (voice_ref, prompt_id, repeat) measured
+    with both models; keys with only one model (or a non-finite value) are dropped. Several rows for
+    one key and model are averaged. ``pairs`` holds the table ``*on, a, b, diff``.
     """
     on = list(on)
     _check_columns(df, on + [metric, model_col], "paired_differences")
+    if a is None or b is None:
+        da, db = pick_pair(df, model_col)
+        if a is None and b is None:
+            a, b = da, db
+        elif a is None:
+            a = da if da != b else db
+        else:
+            b = db if db != a else da
+    if a == b:
+        raise ConfigError(f"paired_differences needs two different models, got {a!r} twice")
     d = df
     if completed_only and "status" in d.columns:
         d = d[(d["status"] == "completed").fillna(False)]
@@ -358,3 +434,174 @@ def paired_differences(df: pd.DataFrame, metric: str, a: str = "qwen3.5-omni-plu
     return PairedDifferences(metric=metric, a=a, b=b, n_pairs=int(diff.size), median_diff=med, ci_low=lo,
                              ci_high=hi, mean_diff=mean, a_lower_ratio=lower, ci=ci, pairs=pairs,
                              simulated=simulated)
+
+
+# --------------------------------------------------------------------------- latency provenance
+
+def latency_provenance(df: pd.DataFrame) -> str:
+    """One sentence saying what the table's latencies are measured from and how the audio was sent
+    (from the ``latency_origin`` / ``audio_pacing`` / ``turn_detection`` / ``vad_*`` columns)."""
+    def values(col):
+        if col not in df.columns:
+            return []
+        return sorted({str(v) for v in df[col].dropna().tolist()})
+
+    origin = {"speech_end_sent": "the moment the last audio chunk holding speech was sent (client clock, "
+                                 "before any trailing silence)",
+              "last_audio_sent": "the moment the last audio chunk was sent (client clock)",
+              "response_create_sent": "the moment response.create was sent (client clock)"}
+    pacing = {"realtime": "streamed at microphone pace (100 ms chunks in real time)",
+              "fast": "sent as fast as possible"}
+    parts = []
+    origins = values("latency_origin")
+    parts.append("Latencies 'from end of user speech' start at "
+                 + ("; ".join(origin.get(o, o) for o in origins) if origins else "an unrecorded mark") + ".")
+    paces = values("audio_pacing")
+    parts.append("Prompt audio was " + (" / ".join(pacing.get(p, p) for p in paces) if paces
+                                         else "sent with unrecorded pacing") + ".")
+    modes = values("turn_detection")
+    if "server_vad" in modes:
+        sil = sorted({float(v) for v in pd.to_numeric(df.get("vad_silence_ms"), errors="coerce").dropna()}) \
+            if "vad_silence_ms" in df.columns else []
+        window = (", ".join(f"{v:.0f} ms" for v in sil) if sil else "the service default (not echoed, §7.2)")
+        parts.append("With server VAD (silence_duration_ms " + window + ") the figures from end of speech INCLUDE "
+                     "the server's silence wait; the 'from response.created' figures exclude it.")
+    if "manual" in modes:
+        parts.append("Manual turns (commit + response.create right after the audio) include no VAD wait.")
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- tokens and (user-priced) cost
+
+#: Token columns summed by :func:`token_totals` (from the service's ``usage``, §4.4 response.done).
+TOKEN_COLUMNS = ("input_tokens", "output_tokens", "total_tokens", "input_text_tokens", "input_audio_tokens",
+                 "output_text_tokens", "output_audio_tokens")
+#: Priced token kinds: price key -> token column.
+PRICE_KEYS = {"input_text": "input_text_tokens", "input_audio": "input_audio_tokens",
+              "output_text": "output_text_tokens", "output_audio": "output_audio_tokens"}
+
+PRICES_FORMAT = """A price table is a JSON file YOU write from the price page of your region and account
+(qvtools ships no prices: they differ per region, change over time and are not in our sources):
+
+{
+  "currency": "USD",
+  "source": "where and when you read these prices",
+  "per_tokens": 1000000,
+  "models": {
+    "qwen3.5-omni-plus-realtime": {"input_text": 0.0, "input_audio": 0.0, "output_text": 0.0, "output_audio": 0.0},
+    "qwen3.5-omni-flash-realtime": {"input_text": 0.0, "input_audio": 0.0, "output_text": 0.0, "output_audio": 0.0}
+  },
+  "voice_creation": 0.0
+}
+
+Token prices are per ``per_tokens`` tokens (default 1,000,000) of each kind (usage.*_tokens_details); a model
+is matched by its exact name, else without a dated / -latest suffix. ``voice_creation`` (optional) prices
+each voice created by the run (SEED §2.4 bills creations after a free quota). Models without a price get no
+estimate."""
+
+
+def _price(v, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+        raise ConfigError(f"price table: {where} must be a non-negative number, got {v!r}")
+    return float(v)
+
+
+def load_prices(src) -> dict:
+    """Validate a user-supplied price table (a path to JSON, or a dict); returns a normalised dict
+    ``{currency, source, per_tokens, models: {name: {input_text, input_audio, output_text, output_audio}},
+    voice_creation}``. Format: :data:`PRICES_FORMAT`."""
+    import json
+    from pathlib import Path
+
+    if src is None:
+        raise ConfigError("no price table given")
+    if isinstance(src, Mapping):
+        doc = dict(src)
+        where = "price table"
+    else:
+        path = Path(src)
+        where = str(path)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"price table not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"price table {path} is not readable JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict) or not doc["models"]:
+        raise ConfigError(f"{where} needs a non-empty 'models' object (format: qvtools.results.PRICES_FORMAT)")
+    currency = doc.get("currency")
+    if not isinstance(currency, str) or not currency.strip():
+        raise ConfigError(f"{where} needs a 'currency' (e.g. \"USD\")")
+    per = doc.get("per_tokens", 1_000_000)
+    if isinstance(per, bool) or not isinstance(per, (int, float)) or per <= 0:
+        raise ConfigError(f"{where}: per_tokens must be a positive number, got {per!r}")
+    models = {}
+    for name, table in doc["models"].items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: models[{name!r}] must be an object of prices")
+        unknown = set(table) - set(PRICE_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: models[{name!r}] has unknown keys {sorted(unknown)}; "
+                              f"use {', '.join(PRICE_KEYS)}")
+        models[str(name)] = {k: _price(table[k], f"models[{name!r}].{k}") for k in PRICE_KEYS if k in table}
+    out = {"currency": currency.strip(), "source": str(doc.get("source") or ""), "per_tokens": float(per),
+           "models": models}
+    if doc.get("voice_creation") is not None:
+        out["voice_creation"] = _price(doc["voice_creation"], "voice_creation")
+    return out
+
+
+def token_totals(df: pd.DataFrame, by: str = "target_model") -> pd.DataFrame:
+    """Per model: turns, turns with usage, and the sum of every token column (all turns, failed ones
+    included: a failed turn may still have been billed)."""
+    cols = [c for c in TOKEN_COLUMNS if c in df.columns]
+    _check_columns(df, [by], "token_totals")
+    rows = []
+    for model in model_order(df[by].dropna().astype(str)):
+        g = df[df[by] == model]
+        rec = {by: model, "turns": len(g)}
+        nums = {c: pd.to_numeric(g[c], errors="coerce") for c in cols}
+        rec["turns_with_usage"] = int(pd.concat(nums.values(), axis=1).notna().any(axis=1).sum()) if cols else 0
+        for c in cols:
+            rec[c] = int(nums[c].fillna(0).sum())
+        rows.append(rec)
+    return pd.DataFrame(rows, columns=[by, "turns", "turns_with_usage", *cols]).set_index(by)
+
+
+def _model_prices(prices: dict, model: str) -> dict | None:
+    models = prices["models"]
+    if model in models:
+        return models[model]
+    return models.get(base_model(model))
+
+
+def estimate_cost(df: pd.DataFrame, prices, *, voices_created: int = 0, by: str = "target_model") -> pd.DataFrame:
+    """Estimated cost per model from the token totals and a USER-supplied price table (:func:`load_prices`).
+
+    Columns: the four priced token sums, ``cost`` (in ``currency``; NaN when the table has no price for
+    the model, or lacks a price for a token kind the model used), ``currency`` and ``priced_by``
+    (the table's ``source``). ``voices_created`` adds a ``voice creation`` row when the table prices it."""
+    prices = load_prices(prices)
+    totals = token_totals(df, by)
+    rows = []
+    for model, t in totals.iterrows():
+        table = _model_prices(prices, str(model))
+        rec = {by: model}
+        cost = 0.0 if table is not None else float("nan")
+        for key, col in PRICE_KEYS.items():
+            n = int(t.get(col, 0) or 0)
+            rec[col] = n
+            if table is None:
+                continue
+            if key in table:
+                cost += n * table[key] / prices["per_tokens"]
+            elif n:
+                cost = float("nan")  # tokens of a kind the table does not price
+        rec["cost"] = cost
+        rows.append(rec)
+    if voices_created and "voice_creation" in prices:
+        rows.append({by: "voice creation", "cost": voices_created * prices["voice_creation"]})
+    out = pd.DataFrame(rows).set_index(by)
+    out["currency"] = prices["currency"]
+    out["priced_by"] = prices["source"]
+    return out

@@ -37,6 +37,7 @@ __all__ = [
     "audio_player",
     "audio_html",
     "metric_badge",
+    "fallback_badge",
     "ComparisonGrid",
     "VoiceManager",
     "preflight_view",
@@ -167,6 +168,19 @@ def _missing(v: Any) -> bool:
     return v is None or type(v).__name__ == "NAType" or (isinstance(v, float) and math.isnan(v))
 
 
+def _truthy(v: Any) -> bool:
+    return not _missing(v) and (v is True or str(v).lower() in ("true", "1"))
+
+
+def fallback_badge(reason: Any = None) -> str:
+    """The badge of a turn whose voice is a degraded clone (enrollment ``fallback_mode: true``, §7.9)."""
+    why = "" if _missing(reason) or not str(reason).strip() else str(reason)
+    title = "the service made this clone in fallback (degraded) mode" + (f": {why}" if why else "")
+    return (f'<span class="qv-badge qv-fallback" data-metric="voice_fallback_mode" title="{html.escape(title)}" '
+            'style="display:inline-block;margin:1px 2px;padding:0 5px;border-radius:8px;background:#fd8;'
+            'color:#630;font-size:11px;font-weight:bold">&#9888; DEGRADED clone</span>')
+
+
 def _first(row: Mapping, *keys: str) -> Any:
     for k in keys:
         v = row.get(k)
@@ -185,8 +199,10 @@ class ComparisonGrid(widgets.VBox):
     metric columns (:data:`BADGE_METRICS`). When a voice x prompt x model has several
     repeats, the first successful one is shown. ``references`` maps voice -> its
     reference audio (path, bytes or ``(samples, sr)``). ``models`` fixes the column order
-    (default: :data:`~qvtools.config.TARGET_MODELS` first, then any other model seen);
+    (default: the models seen, in catalog order -- :func:`qvtools.results.model_order`; any names);
     ``metrics`` the badges (default :data:`DEFAULT_BADGES`; any of :data:`BADGE_METRICS`).
+    A cell whose voice was cloned in degraded mode (``voice_fallback_mode`` true, §7.9) carries a
+    "DEGRADED clone" badge (:func:`fallback_badge`) with the service's ``voice_fallback_reason``.
     """
 
     AUDIO_KEYS = ("audio_path", "reply_path", "reply_wav", "audio_file", "wav_path")
@@ -206,7 +222,9 @@ class ComparisonGrid(widgets.VBox):
             if m is not None and m not in seen_models:
                 seen_models.append(m)
         if models is None:
-            models = [m for m in TARGET_MODELS if m in seen_models] + [m for m in seen_models if m not in TARGET_MODELS]
+            from .results import model_order
+
+            models = model_order(seen_models)
         self.models = list(models)
         self.metrics = list(metrics) if metrics is not None else [
             m for m in DEFAULT_BADGES if any(_finite(r.get(m)) for r in rows)]
@@ -274,6 +292,8 @@ class ComparisonGrid(widgets.VBox):
                 status = row.get("status")
                 if not _missing(status) and status != "completed":
                     badges += f' <span class="qv-status">{html.escape(str(status))}</span>'
+                if _truthy(row.get("voice_fallback_mode")):
+                    badges += fallback_badge(row.get("voice_fallback_reason"))
                 kids.append(self._cell(_first(row, *self.AUDIO_KEYS), badges, f"{voice} / {prompt} / {m}"))
         return kids
 

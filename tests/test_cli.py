@@ -296,3 +296,138 @@ def test_talk_failed_turn_exits_1_and_keeps_the_record(env, tmp_path, capsys):
     assert "user:      (no transcript)" in captured.out
     assert captured.err.splitlines()[-1].startswith("turn failed: no reply within 1.0 s")
     assert Turn.load(tmp_path / "none").status == "failed"
+
+
+# -- compare: models by name, billing confirmation (issue 9 items 2 and 6) ------------------------------
+import dataclasses  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from qvtools.config import Settings  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudLike(Settings):
+    """Billed like the cloud (``is_cloud``), but base_url points at the local service: no network needed."""
+
+    @property
+    def is_cloud(self):
+        return True
+
+
+@pytest.fixture
+def fake_cloud(service, monkeypatch, tmp_path):
+    from qvtools import cli
+    from qvtools.workspace import connect
+
+    for var in ("QVTOOLS_REGION", "QVTOOLS_BASE_URL", "QVTOOLS_WS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
+    settings = CloudLike(region="singapore", base_url=service.url, api_key=KEY, data_dir=tmp_path / "data")
+    monkeypatch.setattr(cli, "_workspace", lambda: connect(settings))
+    return settings
+
+
+def _compare_argv(out, *extra, models=(FLASH,)):
+    return ["compare", "--out", str(out), "--voices", str(DATA / "voices" / "ava.wav"), "--prompts",
+            str(DATA / "prompts" / "math.wav"), "--models", *models, "--workers", "1", "--no-report", *extra]
+
+
+def _listed(service) -> list[str]:
+    resp = requests.post(service.url + ENROLLMENT_PATH, json={"model": "qwen-voice-enrollment",
+                                                              "input": {"action": "list", "page_size": 100}},
+                         headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    return [v["voice"] for v in resp.json()["output"]["voice_list"]]
+
+
+def test_compare_on_the_cloud_refuses_without_an_answer(fake_cloud, service, tmp_path, monkeypatch, capsys):
+    before = _listed(service)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no stdin: EOF
+    assert main(_compare_argv(tmp_path / "run")) == 2
+    out = capsys.readouterr()
+    assert "create 1 voice(s)" in out.out and "run 1 realtime turn(s)" in out.out
+    assert "$0.01 per created voice" in out.out and "SEED §2.4" in out.out
+    assert out.err.splitlines()[-1].startswith("error: no answer on stdin") and "--yes" in out.err
+    assert KEY not in out.out + out.err
+    assert _listed(service) == before  # nothing created
+    assert not (tmp_path / "run" / "turns.jsonl").exists()  # nothing run
+    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    assert main(_compare_argv(tmp_path / "run")) == 1
+    assert "nothing created or run" in capsys.readouterr().out
+    assert _listed(service) == before
+
+
+def test_compare_on_the_cloud_with_yes_then_nothing_left_to_bill(fake_cloud, service, tmp_path, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # --yes never reads stdin
+    out_dir = tmp_path / "run"
+    assert main(_compare_argv(out_dir, "--yes")) == 0
+    text = capsys.readouterr().out
+    assert "create 1 voice(s)" in text and "Go ahead" not in text
+    rows = [json.loads(line) for line in (out_dir / "turns.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["status"] == "completed"
+    assert rows[0]["voice"] in _listed(service)
+    # resumed: the voice is in the registry and the turn is journaled -> nothing billable, no question
+    assert main(_compare_argv(out_dir)) == 0
+    text = capsys.readouterr().out
+    assert "create 0 voice(s)" in text and "run 0 realtime turn(s)" in text and "Go ahead" not in text
+    meta = json.loads((out_dir / "run.json").read_text())
+    assert meta["voices_created"] == 1 and meta["models"] == [FLASH]
+
+
+def test_compare_on_the_local_service_never_asks(env, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(_compare_argv(tmp_path / "run", "--manual", "--prices", str(_prices(tmp_path)))) == 0
+    text = capsys.readouterr().out
+    assert "Go ahead" not in text and "$0.01" not in text
+    rows = [json.loads(line) for line in (tmp_path / "run" / "turns.jsonl").read_text().splitlines()]
+    assert rows[0]["turn_detection"] == "manual" and rows[0]["vad_window_included"] is False
+    assert json.loads((tmp_path / "run" / "prices.json").read_text())["currency"] == "XYZ"
+
+
+def _prices(tmp_path) -> Path:
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps({"currency": "XYZ", "source": "test", "models": {FLASH: {"input_audio": 1.0}}}))
+    return path
+
+
+def test_compare_accepts_any_model_name_with_a_warning(env, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    odd = "qwen9-omni-giga-realtime"
+    code = main(_compare_argv(tmp_path / "run", models=[odd]))
+    out = capsys.readouterr()
+    assert f"warning: '{odd}' is not in the qvtools model catalog" in out.err
+    assert code in (0, 1)  # the service decides; the run went ahead and recorded the turn
+    rows = [json.loads(line) for line in (tmp_path / "run" / "turns.jsonl").read_text().splitlines()]
+    assert [r["target_model"] for r in rows] == [odd]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--prices", "/no/such/prices.json"], "price table not found"),
+    (["--silence-ms", "50"], "silence_duration_ms must be 200-6000"),
+])
+def test_compare_bad_options_are_one_line_errors(env, tmp_path, capsys, argv, fragment):
+    assert main(_compare_argv(tmp_path / "run", *argv)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("error: ") and fragment in err[-1] and not any("Traceback" in e for e in err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_talk_warns_about_a_model_outside_the_catalog(env, prompt_wav, tmp_path, capsys):
+    odd = "qwen9-omni-giga-realtime"
+    code = main(["talk", "--voice", "Tina", "--model", odd, "--input", str(prompt_wav),
+                 "--out", str(tmp_path / "odd.wav"), "--fast", "--timeout", "30"])
+    err = capsys.readouterr().err
+    assert f"warning: '{odd}' is not in the qvtools model catalog" in err  # said, not refused by qvtools
+    assert code in (0, 1, 2) and KEY not in err
+
+
+def test_talk_says_how_latencies_were_measured(env, prompt_wav, tmp_path, capsys):
+    assert main(["talk", "--voice", "Tina", "--model", PLUS, "--input", str(prompt_wav),
+                 "--out", str(tmp_path / "r.wav"), "--fast"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^measured on this client from the last audio chunk holding speech; audio sent as fast as "
+                     r"possible; server VAD ended the turn: the latencies from end of user speech INCLUDE", text, re.M)

@@ -132,6 +132,10 @@ def test_small_run_rows_and_metrics(small_run):
     assert ok["speaker_similarity"].between(-1, 1).all()
     assert ok["f0_ratio"].notna().all() and ok["loudness_lufs"].notna().all() and ok["wer"].notna().all()
     assert ok["simulated"].all() and set(ok["region"]) == {"local"}
+    # every latency says what it starts at and how the audio was sent (issue 9 item 5)
+    assert set(ok["latency_origin"]) == {"speech_end_sent"} and set(ok["audio_pacing"]) == {"fast"}
+    assert set(ok["turn_detection"]) == {"server_vad"} and ok["vad_window_included"].all()
+    assert not ok["voice_fallback_mode"].fillna(False).any()
     for r in rows:
         assert (run_dir / r["audio_path"]).is_file()
         assert r["turn_wall_s"] >= r["session_s"] + r["metrics_s"] - 1e-6
@@ -158,6 +162,7 @@ def test_run_json_metadata_and_no_key(small_run):
     assert meta["versions"]["qvtools"] and meta["host"] and meta["finished_at"]
     assert len(meta["sessions"]) == 2 and meta["sessions"][1]["turns_to_run"] == 0
     assert meta["turns_completed"] == 4
+    assert meta["voices_created"] == 4  # 2 voices x 2 models, once (the second run created none)
 
 
 def test_report_of_a_real_run(small_run):
@@ -258,3 +263,165 @@ def test_progress_callback_after_each_turn_of_a_resumed_run(small_run, tmp_path)
     for _, _, message in calls:
         assert message.endswith(": completed") and any(m in message for m in MODELS)
     assert widget.done == 4 and widget.total == 4 and "4 / 4" in widget.label.value
+
+
+# --------------------------------------------------------------------------- models by name, billing plan, replay
+
+def test_any_model_name_is_accepted_with_a_warning(tmp_path, caplog):
+    voices, prompts = ex.sample_voices()[:1], ex.sample_prompts()[:1]
+    with caplog.at_level("WARNING", logger="qvtools.experiment"):
+        e = ex.Experiment(None, tmp_path, voices=voices, prompts=prompts,
+                          models=["qwen9-omni-giga-realtime", "qwen3.8-omni-flash-realtime", "gpt-voice"])
+    assert e.models == ("qwen9-omni-giga-realtime", "qwen3.8-omni-flash-realtime", "gpt-voice")
+    assert len(e.model_warnings) == 2 and "not in the qvtools model catalog" in e.model_warnings[0]
+    assert "does not look like" in e.model_warnings[1]
+    assert sum("qwen9-omni-giga-realtime" in r.getMessage() for r in caplog.records) == 1
+    assert ex.Experiment(None, tmp_path, voices=voices, prompts=prompts).models == MODELS  # catalog default
+    with pytest.raises(ConfigError, match="silence_duration_ms"):
+        ex.Experiment(None, tmp_path, voices=voices, prompts=prompts, silence_duration_ms=100)
+    with pytest.raises(ConfigError, match="turn_detection"):
+        ex.Experiment(None, tmp_path, voices=voices, prompts=prompts, turn_detection="push_to_talk")
+
+
+def test_billing_plan_counts_new_voices_and_turns(small_run, tmp_path):
+    """Offline: a fresh registry means every (voice, model) is a creation; journaled turns are not re-run."""
+    import dataclasses
+    import shutil
+
+    from qvtools.config import Settings
+    from qvtools.workspace import connect
+
+    src, _, _ = small_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(src, run_dir)
+    rows = ex.read_turns(run_dir / ex.TURNS_FILE)
+    ex._rewrite_rows(run_dir / ex.TURNS_FILE, rows[:1])
+
+    @dataclasses.dataclass(frozen=True)
+    class CloudLike(Settings):  # billed as the cloud, but nothing is contacted here
+        @property
+        def is_cloud(self):
+            return True
+
+    settings = CloudLike(region="singapore", base_url="http://127.0.0.1:9", api_key=FAKE_KEY,
+                         data_dir=tmp_path / "data")
+    with connect(settings) as ws:
+        e = ex.Experiment(ws, run_dir, voices=ex.sample_voices()[:2], prompts=ex.sample_prompts()[2:3],
+                          models=MODELS, progress=False)
+        plan = e.billing_plan()
+    assert plan.billable and plan.needs_confirmation
+    assert plan.turns_to_run == 3 and plan.turns_planned == 4
+    assert len(plan.voices_to_create) == 3 and not plan.voices_reused  # the pair of the kept turn is not needed
+    text = plan.text()
+    assert "create 3 voice(s)" in text and "run 3 realtime turn(s)" in text
+    assert "$0.01 per created voice" in text and "1,000 creations" in text and "SEED §2.4" in text
+    assert FAKE_KEY not in text
+    local = ex.BillingPlan(billable=False, region="local", turns_to_run=3, turns_planned=4,
+                           voices_to_create=(("a", "m"),))
+    assert not local.needs_confirmation and "$0.01" not in local.text()
+
+
+def _compare_frames(a, b):
+    import pandas as pd
+
+    assert list(a.columns) == list(b.columns)
+    a = a.sort_values("turn_id").reset_index(drop=True)
+    b = b.sort_values("turn_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-9)
+
+
+def test_replay_recomputes_results_offline(small_run, tmp_path, monkeypatch):
+    """The service of the run is stopped and the settings point at an unused port: replay needs no network
+    and recomputes the same table (metrics re-scored from the saved turns and reply WAVs)."""
+    import shutil
+    import socket
+
+    import pandas as pd
+
+    from qvtools.cli import main
+
+    src, _, _ = small_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(src, run_dir)
+    original = pd.read_parquet(run_dir / ex.RESULTS_FILE)
+    (run_dir / ex.RESULTS_FILE).unlink()
+    rows = ex.read_turns(run_dir / ex.TURNS_FILE)
+    # the journal's metric values are not what replay returns: spoil them and expect them recomputed
+    spoiled = [dict(r, ttfa_ms=-1.0, speaker_similarity=-1.0, wer=99.0) for r in rows]
+    ex._rewrite_rows(run_dir / ex.TURNS_FILE, spoiled)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    for k, v in {"QVTOOLS_BASE_URL": dead, "QVTOOLS_REGION": "singapore", "DASHSCOPE_API_KEY": FAKE_KEY}.items():
+        monkeypatch.setenv(k, v)
+    (run_dir / "report.html").unlink(missing_ok=True)
+    attempts = []
+
+    def no_network(sock, address):
+        attempts.append(address)
+        raise OSError(f"network blocked by the test: {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    assert main(["replay", str(run_dir), "--no-report"]) == 0
+    monkeypatch.undo()
+    assert attempts == []
+    replayed = pd.read_parquet(run_dir / ex.RESULTS_FILE)
+    assert (replayed["ttfa_ms"] > 0).all() and replayed["speaker_similarity"].between(0, 1).all()
+    _compare_frames(original, replayed)
+    assert FAKE_KEY.encode() not in (run_dir / ex.RESULTS_FILE).read_bytes()
+
+
+def test_replay_keeps_reference_metrics_when_the_reference_is_gone(small_run, tmp_path, caplog):
+    import shutil
+
+    src, frame, _ = small_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(src, run_dir)
+    meta = json.loads((run_dir / ex.RUN_FILE).read_text())
+    meta["voices"] = {k: str(tmp_path / "moved" / Path(v).name) for k, v in meta["voices"].items()}
+    (run_dir / ex.RUN_FILE).write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="qvtools.experiment"):
+        again = ex.replay(run_dir, metrics=("speaker_similarity", "f0_ratio"), write=False)
+    assert any("not on disk" in r.getMessage() for r in caplog.records)
+    _compare_frames(frame[again.columns.intersection(frame.columns)].drop(columns=["wer", "cer", "asr_text", "asr_model"]),
+                    again[again.columns.intersection(frame.columns)].drop(columns=["wer", "cer", "asr_text", "asr_model"]))
+    with pytest.raises(ConfigError, match="turns.jsonl"):
+        ex.replay(tmp_path)
+
+
+def test_degraded_clone_is_carried_into_every_row(tmp_path, caplog):
+    """A create answered with fallback_mode (§7.9): the run warns and each of the voice's turns says so."""
+    import dataclasses
+
+    from qvtools.config import Settings
+    from qvtools.workspace import connect
+
+    class DegradingRegistry:  # the real registry (real service), its answers marked as degraded clones
+        def __init__(self, inner):
+            self.inner = inner
+
+        def lookup(self, audio, target_model):
+            return self.inner.lookup(audio, target_model)
+
+        def ensure(self, *args, **kwargs):
+            voice = self.inner.ensure(*args, **kwargs)
+            return dataclasses.replace(voice, fallback_mode=True, fallback_reason="text mismatch")
+
+        def close(self):
+            self.inner.close()
+
+    settings = Settings(region="local", api_key=FAKE_KEY, data_dir=tmp_path / "data")
+    with connect(settings) as ws:
+        ws.registry = DegradingRegistry(ws.registry)
+        with caplog.at_level("WARNING", logger="qvtools.experiment"):
+            frame = ex.Experiment(ws, tmp_path / "run", voices=ex.sample_voices()[:1],
+                                  prompts=ex.sample_prompts()[2:3], models=MODELS[1:], metrics=(),
+                                  progress=False).run()
+    assert frame["voice_fallback_mode"].tolist() == [True]
+    assert frame["voice_fallback_reason"].tolist() == ["text mismatch"]
+    assert frame["status"].tolist() == ["completed"]
+    assert any("DEGRADED clone" in r.getMessage() for r in caplog.records)
+    record = json.loads((tmp_path / "run" / ex.VOICES_FILE).read_text())
+    assert [v["fallback_mode"] for v in record.values()] == [True]
+    meta = json.loads((tmp_path / "run" / ex.RUN_FILE).read_text())
+    assert meta["voices_created"] == 1

@@ -23,14 +23,15 @@ MODELS = ("qwen3.5-omni-plus-realtime", "qwen3.5-omni-flash-realtime")
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def _write_run(run_dir: Path, *, simulated: bool = True, failed: int = 1) -> Path:
+def _write_run(run_dir: Path, *, simulated: bool = True, failed: int = 1, models=MODELS,
+               degraded: str | None = None) -> Path:
     rng = np.random.default_rng(7)
     voices = ex.sample_voices()[:3]
     (run_dir / "audio").mkdir(parents=True)
     reply, sr = load(ex.DATA_DIR / "prompts" / "weather.wav", mono=True)
     rows = []
     for v in voices:
-        for m, base in zip(MODELS, (900.0, 400.0)):
+        for m, base in zip(models, (900.0, 400.0)):
             for rep in range(2):
                 tid = ex.turn_id(v.name, m, "weather", rep)
                 (run_dir / "audio" / f"{tid}.wav").write_bytes(wav_bytes(reply, sr))
@@ -41,16 +42,22 @@ def _write_run(run_dir: Path, *, simulated: bool = True, failed: int = 1) -> Pat
                              "e2e_ms": base + 2000 + rng.normal(0, 100), "speaker_similarity": rng.uniform(.6, .9),
                              "wer": rng.uniform(0, .2), "f0_ratio": rng.uniform(.9, 1.1),
                              "loudness_lufs": -23 + rng.normal(), "assistant_transcript": "It is mild <and> sunny.",
-                             "audio_path": f"audio/{tid}.wav"})
+                             "audio_path": f"audio/{tid}.wav", "audio_pacing": "realtime",
+                             "turn_detection": "server_vad", "vad_silence_ms": 800.0,
+                             "latency_origin": "speech_end_sent", "vad_window_included": True,
+                             "voice_fallback_mode": True if v.name == degraded and m == models[0] else None,
+                             "voice_fallback_reason": "text mismatch" if v.name == degraded else None,
+                             "input_text_tokens": 10, "input_audio_tokens": 40, "output_text_tokens": 5,
+                             "output_audio_tokens": 60, "input_tokens": 50, "output_tokens": 65})
     for i in range(failed):
         rows.append({"run_id": run_dir.name, "turn_id": f"failed-{i}", "voice_ref": voices[0].name,
-                     "target_model": MODELS[0], "prompt_id": "math", "repeat": 0, "status": "failed",
+                     "target_model": models[0], "prompt_id": "math", "repeat": 0, "status": "failed",
                      "error": "TransportError: connection reset", "region": "local", "simulated": simulated})
     with open(run_dir / ex.TURNS_FILE, "w") as fh:
         for r in rows:
             ex.append_row(fh, r)
     meta = {"region": "local" if simulated else "singapore", "simulated_latency": simulated,
-            "models": list(MODELS), "repeats": 2, "seed": 0, "voices": {v.name: str(v.path) for v in voices},
+            "models": list(models), "repeats": 2, "seed": 0, "voices": {v.name: str(v.path) for v in voices},
             "prompts": {"weather": {}}, "planned_turns": len(rows), "versions": {"qvtools": "0.1.0"}}
     (run_dir / ex.RUN_FILE).write_text(json.dumps(meta))
     return run_dir
@@ -97,6 +104,8 @@ def test_report_html_is_self_contained(built):
     assert "def " not in html and "import " not in html  # code cells hidden
     assert "It is mild &lt;and&gt; sunny." in html  # transcripts escaped
     assert "connection reset" in html  # failed turns listed
+    assert "How latencies were measured." in html and "microphone pace" in html
+    assert "No price table was given" in html  # no cost estimate without the user's table
 
 
 def test_no_simulated_note_for_cloud_runs(tmp_path):
@@ -151,3 +160,60 @@ def test_report_in_headless_chromium(built):
             assert problems == []
         finally:
             browser.close()
+
+
+# --------------------------------------------------------------------------- issue 9: models, degraded clones, cost
+
+OTHER = ("qwen3-omni-flash-realtime", "qwen9-omni-giga-realtime")
+
+
+def test_report_pairs_any_model_names(tmp_path):
+    view = report.load_run(_write_run(tmp_path / "run", models=OTHER), quick=True)
+    assert view.models == list(OTHER)
+    paired = view.paired_table()
+    row = paired.loc["ttfa_ms"]
+    assert (row["a"], row["b"]) == OTHER and row["n_pairs"] == 6 and row["median_diff"] > 300
+
+
+def test_degraded_clones_are_listed_and_flagged(tmp_path):
+    name = ex.sample_voices()[1].name
+    view = report.load_run(_write_run(tmp_path / "run", degraded=name), quick=True)
+    table = view.fallback_table()
+    assert list(zip(table["voice_ref"], table["target_model"])) == [(name, MODELS[0])]
+    assert table["turns"].tolist() == [2] and table["fallback_reason"].tolist() == ["text mismatch"]
+    header = view.header_html()
+    assert "DEGRADED" in header and f"{name} for {MODELS[0]}" in header
+    assert "DEGRADED clone" in view.audio_html(12)
+    clean = report.load_run(_write_run(tmp_path / "clean"), quick=True)
+    assert isinstance(clean.fallback_table(), str) and "DEGRADED" not in clean.header_html()
+
+
+def test_header_says_what_latencies_are_measured_from(tmp_path):
+    view = report.load_run(_write_run(tmp_path / "run"))
+    note = view.latency_note()
+    assert "last audio chunk holding speech" in note and "microphone pace" in note
+    assert "800 ms" in note and "INCLUDE" in note
+    assert html_escape(note) in view.header_html()
+
+
+def html_escape(text):
+    import html
+
+    return html.escape(text)
+
+
+def test_token_totals_and_user_priced_cost(tmp_path):
+    run_dir = _write_run(tmp_path / "run")
+    view = report.load_run(run_dir)
+    usage = view.usage_table()
+    assert usage.loc[MODELS[0], "input_audio_tokens"] == 6 * 40 and usage.loc[MODELS[1], "output_audio_tokens"] == 6 * 60
+    assert isinstance(view.cost_table(), str)  # no table, no estimate
+    prices = {"currency": "XYZ", "source": "unit test", "per_tokens": 1000,
+              "models": {m: {"input_text": 1, "input_audio": 1, "output_text": 1, "output_audio": 1} for m in MODELS}}
+    (run_dir / ex.PRICES_FILE).write_text(json.dumps(prices))
+    cost = report.load_run(run_dir).cost_table()
+    assert cost.loc[MODELS[0], "cost"] == pytest.approx(6 * (10 + 40 + 5 + 60) / 1000)
+    with pytest.raises(ConfigError, match="currency"):
+        report.load_run(run_dir, prices={"models": {MODELS[0]: {}}})
+    with pytest.raises(ConfigError, match="price table not found"):
+        report.build_report(run_dir, prices=tmp_path / "none.json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -153,3 +154,114 @@ def test_bootstrap_ci_contains_median(rng):
     v = rng.normal(10, 1, 200)
     lo, hi = results.bootstrap_ci(v, n_boot=500)
     assert lo < np.median(v) < hi and hi - lo < 0.6
+
+
+# --------------------------------------------------------------------------- any model names (issue 9 item 2)
+
+Q3, Q38, NEW = "qwen3-omni-flash-realtime", "qwen3.8-omni-flash-realtime", "qwen9-omni-giga-realtime"
+
+
+def test_model_order_is_catalog_order_then_as_given():
+    assert results.model_order([NEW, Q38, FLASH + "-2026-03-15", "zz-custom", PLUS, FLASH + "-2026-03-15"]) == \
+        [PLUS, FLASH + "-2026-03-15", Q38, NEW, "zz-custom"]
+
+
+def test_paired_differences_pairs_any_two_models_present():
+    rows = []
+    for p in range(5):
+        for m, base in ((NEW, 300.0), (Q3, 500.0), (Q38, 800.0)):
+            rows.append({"target_model": m, "voice_ref": "v", "prompt_id": f"p{p}", "repeat": 0,
+                         "status": "completed", "ttfa_ms": base + p})
+    df = results.to_frame(rows)
+    r = results.paired_differences(df, "ttfa_ms", n_boot=50)  # default: first two in catalog order
+    assert (r.a, r.b) == (Q3, Q38) and r.n_pairs == 5 and r.median_diff == pytest.approx(-300.0)
+    r = results.paired_differences(df, "ttfa_ms", NEW, Q3, n_boot=50)
+    assert r.n_pairs == 5 and r.median_diff == pytest.approx(-200.0)
+    r = results.paired_differences(df, "ttfa_ms", b=NEW, n_boot=50)
+    assert (r.a, r.b) == (Q3, NEW)
+    with pytest.raises(ConfigError, match="two different models"):
+        results.paired_differences(df, "ttfa_ms", Q3, Q3)
+
+
+# --------------------------------------------------------------------------- degraded clones and latency provenance
+
+def test_fallback_and_provenance_columns_typed():
+    df = results.to_frame([
+        {"target_model": PLUS, "voice_fallback_mode": True, "voice_fallback_reason": "text mismatch",
+         "audio_pacing": "realtime", "turn_detection": "server_vad", "vad_silence_ms": 800,
+         "latency_origin": "speech_end_sent", "vad_window_included": True},
+        {"target_model": FLASH, "audio_pacing": "fast", "turn_detection": "manual",
+         "latency_origin": "speech_end_sent", "vad_window_included": False}])
+    assert df["voice_fallback_mode"].tolist()[0] is True and pd.isna(df.loc[1, "voice_fallback_mode"])
+    assert str(df["vad_silence_ms"].dtype) == "float64" and df.loc[0, "vad_silence_ms"] == 800.0
+    note = results.latency_provenance(df)
+    assert "last audio chunk holding speech" in note
+    assert "microphone pace" in note and "as fast as possible" in note
+    assert "800 ms" in note and "INCLUDE" in note and "Manual turns" in note
+    assert "unrecorded" in results.latency_provenance(results.to_frame([{"target_model": PLUS}]))
+
+
+# --------------------------------------------------------------------------- tokens and user-supplied prices
+
+def _usage_rows():
+    return results.to_frame([
+        {"target_model": PLUS, "status": "completed", "input_tokens": 120, "output_tokens": 300,
+         "input_text_tokens": 20, "input_audio_tokens": 100, "output_text_tokens": 50, "output_audio_tokens": 250},
+        {"target_model": PLUS, "status": "failed", "input_tokens": 10, "input_text_tokens": 10},
+        {"target_model": FLASH + "-2026-03-15", "status": "completed", "input_tokens": 60, "output_tokens": 100,
+         "input_text_tokens": 10, "input_audio_tokens": 50, "output_text_tokens": 20, "output_audio_tokens": 80},
+        {"target_model": NEW, "status": "completed"}])
+
+
+def test_token_totals_per_model():
+    t = results.token_totals(_usage_rows())
+    assert list(t.index) == [PLUS, FLASH + "-2026-03-15", NEW]
+    assert t.loc[PLUS, "input_text_tokens"] == 30 and t.loc[PLUS, "output_audio_tokens"] == 250
+    assert t.loc[PLUS, "turns"] == 2 and t.loc[PLUS, "turns_with_usage"] == 2
+    assert t.loc[NEW, "turns_with_usage"] == 0 and t.loc[NEW, "input_tokens"] == 0
+
+
+def test_estimate_cost_only_from_the_users_table(tmp_path):
+    table = {"currency": "XYZ", "source": "my test table", "per_tokens": 1000,
+             "models": {PLUS: {"input_text": 1.0, "input_audio": 2.0, "output_text": 3.0, "output_audio": 4.0},
+                        FLASH: {"input_text": 0.5, "input_audio": 0.5, "output_text": 0.5}},
+             "voice_creation": 0.25}
+    path = tmp_path / "prices.json"
+    path.write_text(__import__("json").dumps(table))
+    cost = results.estimate_cost(_usage_rows(), path, voices_created=4)
+    assert cost.loc[PLUS, "cost"] == pytest.approx((30 * 1 + 100 * 2 + 50 * 3 + 250 * 4) / 1000)
+    # the dated snapshot is priced by its base name; it used output audio, which the table does not price
+    assert math.isnan(cost.loc[FLASH + "-2026-03-15", "cost"])
+    assert math.isnan(cost.loc[NEW, "cost"])  # no price for this model: no estimate
+    assert cost.loc["voice creation", "cost"] == pytest.approx(1.0)
+    assert set(cost["currency"]) == {"XYZ"} and set(cost["priced_by"]) == {"my test table"}
+
+
+@pytest.mark.parametrize("doc, fragment", [
+    ({"models": {PLUS: {"input_text": 1}}}, "currency"),
+    ({"currency": "USD", "models": {}}, "non-empty 'models'"),
+    ({"currency": "USD", "models": {PLUS: {"input_txt": 1}}}, "unknown keys"),
+    ({"currency": "USD", "models": {PLUS: {"input_text": -1}}}, "non-negative"),
+    ({"currency": "USD", "models": {PLUS: {"input_text": "cheap"}}}, "non-negative"),
+    ({"currency": "USD", "per_tokens": 0, "models": {PLUS: {"input_text": 1}}}, "per_tokens"),
+])
+def test_bad_price_tables_are_clear_errors(doc, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        results.load_prices(doc)
+
+
+def test_price_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        results.load_prices(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="not readable JSON"):
+        results.load_prices(tmp_path / "bad.json")
+
+
+def test_no_price_is_written_into_qvtools():
+    """Item 6: prices come only from the user's table; qvtools' sources define none."""
+    prices_in_format = {float(x) for x in re.findall(r'"(?:input|output)_(?:text|audio)": ([0-9.]+)',
+                                                     results.PRICES_FORMAT)}
+    assert prices_in_format == {0.0}  # the documented example holds placeholders only
+    source = Path(results.__file__).read_text()
+    assert not re.search(r'"(?:input|output)_(?:text|audio)":\s*[1-9]', source)

@@ -145,3 +145,36 @@ def test_errors_raised_while_the_key_is_in_use_do_not_carry_it(tmp_path):
         assert not _leaks(_all_text(exc).encode()), _all_text(exc)
     for line in records:
         assert not _leaks(line.encode()), line
+
+
+@pytest.fixture(scope="module")
+def replayed(compare_run):
+    """``qvtools replay`` of that run with the key in the environment, the service gone and the settings
+    pointing at a closed port (no network): results.parquet and report.html are rebuilt."""
+    import socket
+
+    base, proc = compare_run
+    assert proc.returncode == 0
+    run_dir, log = base / "run", base / "replay-debug.log"
+    (run_dir / "results.parquet").unlink()
+    (run_dir / "report.html").unlink()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DASHSCOPE_", "QVTOOLS_"))}
+    env.update(DASHSCOPE_API_KEY=FAKE_KEY, QVTOOLS_DATA_DIR=str(base / "data"), QVTOOLS_BASE_URL=dead,
+               PYTHONUNBUFFERED="1")
+    rep = subprocess.run([sys.executable, "-c", _DRIVER, str(log), "replay", str(run_dir), "--timeout", "300"],
+                         env=env, cwd=base, capture_output=True, timeout=900)
+    return base, rep
+
+
+def test_replay_artifacts_do_not_hold_the_key(replayed):
+    base, rep = replayed
+    assert rep.returncode == 0, rep.stderr.decode(errors="replace")[-3000:]
+    run_dir = base / "run"
+    assert (run_dir / "results.parquet").is_file() and (run_dir / "report.html").is_file()
+    assert not _leaks(rep.stdout) and not _leaks(rep.stderr)
+    files = [p for p in run_dir.rglob("*") if p.is_file()] + [base / "replay-debug.log"]
+    leaks = {str(p.relative_to(base)): _leaks(p.read_bytes()) for p in files}
+    assert not {k: v for k, v in leaks.items() if v}

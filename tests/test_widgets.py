@@ -250,3 +250,23 @@ def test_latency_badge_is_labelled_simulated_only_for_simulated_rows():
     # a non-latency metric is never labelled, a missing value stays "n/a"
     assert "(simulated)" not in metric_badge("speaker_similarity", 0.8, simulated=True)
     assert "n/a" in metric_badge("ttfa_ms", float("nan"), simulated=True)
+
+
+def test_comparison_grid_badges_degraded_clones_and_orders_any_models(grid_data):
+    pd = pytest.importorskip("pandas")
+    rows, refs, audio_dir = grid_data
+    other = {TARGET_MODELS[0]: "qwen9-omni-giga-realtime", TARGET_MODELS[1]: "qwen3-omni-flash-realtime"}
+    rows = [dict(r, model=other[r["model"]]) for r in rows]
+    for r in rows:  # alice's clone for the qwen3 model was made in fallback mode (§7.9)
+        if r["voice"] == "alice" and r["model"] == "qwen3-omni-flash-realtime":
+            r.update(voice_fallback_mode=True, voice_fallback_reason="noisy <reference>")
+    df = pd.DataFrame(rows)
+    df["voice_fallback_mode"] = df["voice_fallback_mode"].astype("boolean")  # <NA> elsewhere, as in results
+    g = ComparisonGrid(df, refs, audio_dir)
+    assert g.models == ["qwen3-omni-flash-realtime", "qwen9-omni-giga-realtime"]  # catalog first, then others
+    values = [w.value for w in g.table.children]
+    flagged = [v for v in values if "DEGRADED clone" in v]
+    assert len(flagged) == 2 and all('data-metric="voice_fallback_mode"' in v for v in flagged)
+    assert all("noisy &lt;reference&gt;" in v for v in flagged)
+    n_cols = 2 + len(g.models)
+    assert "DEGRADED" in values[n_cols + 2] and "DEGRADED" not in values[n_cols + 3]
