@@ -383,7 +383,8 @@ def run_turn(task: TurnTask) -> dict:
                              silence_duration_ms=task.silence_duration_ms) as session:
             turn = session.send_audio(task.prompt_path, realtime=task.realtime,
                                       manual=task.turn_detection is None)
-            session_cfg = dict(getattr(session, "config", None) or {})
+            # what the client requested merged with the family defaults -- never the echo (§7.2)
+            session_cfg = dict(getattr(session, "effective", None) or {})
     except Exception as exc:  # a failed turn is a row, not a crash
         row["error"] = redact(f"{type(exc).__name__}: {exc}", *secrets)
         log.warning("turn %s failed: %s", task.turn_id, row["error"])

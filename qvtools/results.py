@@ -37,7 +37,7 @@ Schema
 | `latency_origin` | string | client mark every `*_ms` "end of user speech" figure starts at: `speech_end_sent` (last audio chunk holding speech sent, before any trailing silence), `last_audio_sent` or `response_create_sent` (text turns) |
 | `audio_pacing` | string | how the prompt audio was sent: `realtime` (100 ms chunks at microphone pace) or `fast` (as fast as possible) |
 | `turn_detection` | string | `server_vad` (the server ended the turn) or `manual` (client `commit` + `response.create`) |
-| `vad_silence_ms` | float64 | ms, the server VAD `silence_duration_ms` requested for the turn (NaN: manual, or the service default, not known to the client) |
+| `vad_silence_ms` | float64 | ms, the server VAD `silence_duration_ms` in effect for the turn: the value requested, else the documented default of the model family (§4.2); NaN in manual mode |
 | `vad_window_included` | boolean | True when the latencies from end of user speech include the server VAD silence window (server VAD + `speech_end_sent` origin) |
 | `session_id` | string | realtime session id |
 | `response_id` | string | realtime response id |
@@ -141,7 +141,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
                                  "holding speech sent) / last_audio_sent / response_create_sent"),
     "audio_pacing": ("string", "realtime (microphone-paced 100 ms chunks) / fast (as fast as possible)"),
     "turn_detection": ("string", "server_vad (the server ended the turn) / manual (commit + response.create)"),
-    "vad_silence_ms": ("float64", "ms, server VAD silence_duration_ms requested (NaN: manual or service default)"),
+    "vad_silence_ms": ("float64", "ms, server VAD silence_duration_ms in effect: requested, else the family default (NaN: manual)"),
     "vad_window_included": ("boolean", "latencies from end of speech include the server VAD silence window"),
     "session_id": ("string", "realtime session id"),
     "response_id": ("string", "realtime response id"),

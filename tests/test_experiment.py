@@ -425,3 +425,22 @@ def test_degraded_clone_is_carried_into_every_row(tmp_path, caplog):
     assert [v["fallback_mode"] for v in record.values()] == [True]
     meta = json.loads((tmp_path / "run" / ex.RUN_FILE).read_text())
     assert meta["voices_created"] == 1
+
+
+def test_provenance_reads_the_silence_window_from_the_effective_config_not_the_echo():
+    """§7.2: the real echo has no turn_detection, so the row's VAD window comes from what the client sent
+    merged with the family default (800 ms, §4.2), not from session.updated."""
+    from types import SimpleNamespace
+
+    from qvtools.experiment import _provenance
+    from qvtools.realtime.session import effective_session
+
+    turn = SimpleNamespace(marks={"speech_end_sent": 1.0, "speech_stopped": 1.9})
+    eff = effective_session("qwen3.5-omni-flash-realtime", {"turn_detection": {"type": "server_vad"}})
+    row = _provenance(turn, "server_vad", None, eff)
+    assert row["vad_silence_ms"] == 800.0 and row["vad_window_included"] is True
+    eff = effective_session("qwen3.5-omni-flash-realtime",
+                            {"turn_detection": {"type": "server_vad", "silence_duration_ms": 2000}})
+    assert _provenance(turn, "server_vad", None, eff)["vad_silence_ms"] == 2000.0
+    echo_only = {"voice": "Tina", "input_audio_format": "pcm"}  # what session.updated carries (§7.2)
+    assert _provenance(turn, "server_vad", None, echo_only)["vad_silence_ms"] is None
