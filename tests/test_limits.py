@@ -286,17 +286,19 @@ def long_aac_understated():
 def test_decoded_duration_limit_without_decoding_everything(long_aac_understated):
     x, sr = audio.load(long_aac_understated, mono=True, limit_s=60.0)
     assert len(x) == 60 * sr + 1  # decoding stopped one sample past the limit
+
+
+def test_raw_aac_is_not_m4a(tmp_path, long_aac_understated):
+    """ADTS (raw AAC) is not the documented M4A container (SEED §2.4), whatever the label says."""
     with pytest.raises(ServiceError) as info:
-        process_enrollment_audio(long_aac_understated, ServiceConfig())
-    assert info.value.code == "Audio.DurationLimitError"
-
-
-def test_decoded_duration_limit_over_http(tmp_path, long_aac_understated):
+        process_enrollment_audio(long_aac_understated, ServiceConfig(), "audio/mp4")
+    assert info.value.code == "Audio.DecoderError" and "ADTS" in info.value.message
     with LocalService(data_dir=tmp_path, config=_cfg(max_data_uri_bytes=10_485_760,
                                                      max_body_bytes=11_000_000)) as service:
         resp = _post(service, _create(audio.data_url(long_aac_understated, "audio/mp4")))
     assert resp.status_code == 400, resp.text
-    assert resp.json()["code"] == "Audio.DurationLimitError"
+    assert resp.json()["code"] == "Audio.DecoderError"
+    assert resp.json()["message"].startswith("Decoder audio file failed: the content is raw AAC (ADTS)")
 
 
 def test_header_duration_over_60s_is_refused():
