@@ -287,7 +287,9 @@ def redact(text: str) -> str:
 def _exc_summary(exc: BaseException | None) -> str:
     if exc is None:
         return "-"
-    text = getattr(exc, "message", None) or str(exc)
+    # aiohttp's parser messages quote the offending bytes after a colon ("Invalid header value char:
+    # b'Authorization: …'"): only the part before it is kept
+    text = str(getattr(exc, "message", None) or exc).split(":", 1)[0]
     return f"{type(exc).__name__}: {redact(text)}"
 
 
