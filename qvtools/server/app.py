@@ -192,8 +192,12 @@ async def _errors(request: web.Request, handler):
     except ServiceError as exc:
         _log_request_error(request, exc.status, exc.code, exc.message)
         resp = error_response(exc.status, exc.code, exc.message, headers=exc.headers)
-        if getattr(exc, "close", False):
+        if getattr(exc, "close", False):  # answer, then close at once (no lingering read of a stalled body)
             resp.force_close()
+            await resp.prepare(request)
+            await resp.write_eof()
+            if request.protocol is not None:
+                request.protocol.force_close()
         return resp
     except web.HTTPException as exc:
         if exc.status < 400:
