@@ -645,3 +645,56 @@ def test_list_latency_during_a_burst_of_12_creates(tmp_path, enrollment_wav):
             assert all(c.result().status_code == 200 for c in creates)
         p95 = float(np.percentile(lat, 95))
         assert p95 < 0.5, f"list p95 {p95:.3f} s over {len(lat)} lists"
+
+
+# -- issue 13: qvtools serve logging -----------------------------------------------------------------------------
+def test_serve_logs_one_line_per_request_error_and_never_the_key(tmp_path):
+    import os
+    import queue
+    import signal
+    import struct
+    import subprocess
+    import sys
+    import threading
+
+    secret = "sk-configured-secret"
+    proc = subprocess.Popen([sys.executable, "-m", "qvtools.cli", "serve", "--port", "0", "--data-dir", str(tmp_path),
+                             "--api-key", secret, "--log-level", "info"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
+        url = lines.get(timeout=60).strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        host, port = url.rsplit("/", 1)[-1].split(":")
+        wrong = requests.post(url + ENROLLMENT_PATH, json=list_body(), timeout=TIMEOUT,
+                              headers={"Authorization": "Bearer sk-wrong-key"})
+        assert wrong.status_code == 401
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+            sock.sendall(f"POST {ENROLLMENT_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\x01\r\n\r\n"
+                         .encode())
+            head, _ = read_http_answer(sock)
+        assert b" 400 " in head.split(b"\r\n")[0]
+        for _ in range(50):  # clients that vanish mid-body (RST): no traceback, no line above DEBUG each
+            sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+            sock.sendall(f"POST {ENROLLMENT_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"model\": ".encode())
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        ok = requests.post(url + ENROLLMENT_PATH, json=list_body(), timeout=TIMEOUT,
+                           headers={"Authorization": f"Bearer {secret}"})
+        assert ok.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert secret not in err and "sk-wrong-key" not in err
+    assert "Traceback" not in err
+    assert len([ln for ln in err.splitlines() if "-> 401 InvalidApiKey" in ln]) == 1, err
+    assert len([ln for ln in err.splitlines() if "malformed HTTP request -> 400" in ln]) == 1, err
+    assert len(err.splitlines()) < 20, err

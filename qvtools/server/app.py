@@ -202,8 +202,12 @@ async def _errors(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        if exc.content_type == "application/json":
-            _log_request_error(request, exc.status, "", "")
+        if exc.content_type == "application/json":  # ours (_http_error): already in the §3 shape
+            try:
+                answer = json.loads(exc.text or "{}")
+            except ValueError:
+                answer = {}
+            _log_request_error(request, exc.status, str(answer.get("code", "")), str(answer.get("message", "")))
             raise
         code = {404: "NotFound", 405: "MethodNotAllowed", 413: "InvalidParameter"}.get(exc.status, "InvalidParameter")
         message = {404: f"Resource {_safe_path(request)} not found.",
@@ -303,7 +307,10 @@ class _GuardedHandler(RequestHandler):
 
     def handle_error(self, request, status: int = 500, exc: BaseException | None = None, message=None):
         # a malformed request line / header block (400), a head too large (431/413), a handler timeout (504)
-        if status >= 500:
+        if isinstance(exc, ConnectionError):  # the client went away mid-request: nothing to answer
+            log.debug("%s %s: client disconnected (%s)", request.method, _safe_path(request), _exc_summary(exc))
+            code, text = "InternalError", "Connection lost."
+        elif status >= 500:
             log.warning("%s %s -> %d (%s)", request.method, _safe_path(request), status, _exc_summary(exc))
             code, text = "InternalError", "An internal error has occured, try again later or contact service support."
         else:
@@ -320,7 +327,9 @@ class _GuardedHandler(RequestHandler):
 
     def log_exception(self, *args, **kw) -> None:
         exc = kw.get("exc_info")
-        log.info("connection error (%s)", _exc_summary(exc if isinstance(exc, BaseException) else None))
+        exc = exc if isinstance(exc, BaseException) else None
+        log.log(logging.DEBUG if isinstance(exc, ConnectionError) else logging.INFO, "connection error (%s)",
+                _exc_summary(exc))
 
 
 class _GuardedServer(Server):
