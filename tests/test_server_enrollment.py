@@ -623,6 +623,28 @@ def test_full_decode_queue_is_a_429_with_retry_after(tmp_path, enrollment_wav):
         assert total(svc) == 1
 
 
+def test_list_and_delete_never_wait_behind_decode_work(tmp_path):
+    """The decode threads all busy (blocked here): list and delete are answered from their own pool."""
+    import threading
+    import time
+
+    release = threading.Event()
+    with LocalService(data_dir=tmp_path, config=ServiceConfig(warm_speech=False)) as svc:
+        pool = svc.app["enroll_executor"]
+        blockers = [pool.submit(release.wait, 30) for _ in range(8)]
+        try:
+            t0 = time.perf_counter()
+            assert post(svc, list_body()).status_code == 200
+            missing = {"model": "qwen-voice-enrollment", "input": {"action": "delete", "voice": "qwen-omni-vc-x"}}
+            assert_error(post(svc, missing), 400, "BadRequest.VoiceNotFound")
+            assert time.perf_counter() - t0 < 5.0
+        finally:
+            release.set()
+            for b in blockers:
+                b.result(timeout=30)
+
+
+@pytest.mark.slow
 def test_list_latency_during_a_burst_of_12_creates(tmp_path, enrollment_wav):
     """issue 13: a list during 12 concurrent creates waited ~1.8 s; target p95 < 0.5 s."""
     import concurrent.futures

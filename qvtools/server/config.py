@@ -67,7 +67,7 @@ __all__ = ["ServiceConfig", "MAX_DATA_URI_BYTES", "REQUEST_MEMORY_BUDGET_MB"]
 MAX_DATA_URI_BYTES = 10_485_760
 #: Peak memory growth one create may cause (MB), for the largest accepted upload or a hostile one
 #: (README "Reliability"); the bounds above are chosen so that it holds.
-REQUEST_MEMORY_BUDGET_MB = 160
+REQUEST_MEMORY_BUDGET_MB = 128
 
 
 @dataclass
@@ -104,6 +104,9 @@ class ServiceConfig:
     #: Rate the voice's audio is stored at (mono 16-bit WAV): a 384 kHz upload is kept as 24 kHz, so a
     #: stored blob is at most ``max_audio_s`` × 48 KB/s (2.9 MB).
     store_sample_rate: int = 24000
+    #: Seconds of speech (from the first speech onward) the voice profile is measured on (SEED §2.4 recommends
+    #: 10-20 s); bounds the analysis memory (pyworld spectra: ~110 MB for 60 s). None: the whole clip.
+    analysis_max_s: float | None = 20.0
     #: Longest ``input.text`` (transcript) accepted, in characters; longer: 400 ``InvalidParameter``.
     max_text_chars: int = 4000
     #: Threads decoding/analysing enrollment audio (the ``enroll_executor``).

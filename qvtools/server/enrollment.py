@@ -177,7 +177,14 @@ def process_enrollment_audio(raw: bytes, config: ServiceConfig, mime: str | None
         fallback = config.fallback_reason
     from .voice import analyze
 
-    profile = analyze(x, store_sr).to_dict()
+    # the profile is measured on at most analysis_max_s from the first speech (SEED §2.4 recommends 10-20 s):
+    # a 60 s clip cost +110 MB and ~8 s of analysis, 20 s a third of that
+    first = int(segments[0][0] * store_sr)
+    span = x[first:first + int(config.analysis_max_s * store_sr)] if config.analysis_max_s else x
+    try:
+        profile = analyze(span, store_sr).to_dict()
+    except InvalidAudio:  # no voiced speech to measure -> Audio.PreprocessError (§3)
+        raise ServiceError(400, "Audio.PreprocessError", "Audio preprocess error.") from None
     return EnrolledAudio(audio.wav_bytes(x, store_sr), sha, profile, duration, sr, fallback, snr)
 
 
