@@ -421,11 +421,13 @@ def mislabelled(enrollment_speech):
         "adpcm_wav": ("audio/wav", _encode(x, sr, "WAV", "IMA_ADPCM"), "WAV with IMA_ADPCM coding is not supported"),
         "eight_channels": ("audio/wav", wav_bytes(np.tile(one[:, None], (1, 8)), sr), "the audio has 8 channels"),
         "video": ("audio/mp4", _mp4_with_video(), "the file holds a video track"),
+        "id3_then_flac": ("audio/mpeg", b"ID3\x04\x00\x00\x00\x00\x00\x00" + _encode(x, sr, "FLAC"),
+                          "Decoder audio file failed"),
     }
 
 
 @pytest.mark.parametrize("which", ["flac_as_wav", "ogg_as_mpeg", "wav_as_mpeg", "mp3_as_mp4", "adpcm_wav",
-                                   "eight_channels", "video"])
+                                   "eight_channels", "video", "id3_then_flac"])
 def test_content_must_be_the_labelled_documented_container(service, mislabelled, which):
     """SEED §2.4: WAV (16-bit), MP3, M4A; the sniffed container must match the data-URL label (issue 13)."""
     mime, data, detail = mislabelled[which]

@@ -108,6 +108,8 @@ def check_upload_header(raw: bytes, config: ServiceConfig, mime: str | None = No
         info = audio.probe(raw)  # header only (sf.info / PyAV's container header)
     except InvalidAudio:
         raise _decoder_error() from None
+    if info.container not in expected:  # e.g. an ID3 tag in front of FLAC: the decoder has the last word
+        raise _decoder_error(f"the content is {_CONTAINER_NAMES.get(info.container, info.container)}; {_FORMATS_HINT}.")
     if container == "wav" and info.codec not in audio.WAV_SUBTYPES:
         raise _decoder_error(f"WAV with {info.codec} coding is not supported; {_FORMATS_HINT}.")
     if info.video_streams:
