@@ -140,6 +140,7 @@ def _param(name):
     (create_body("data:audio/wav;base64,AAAA", name="bad-name"), "InvalidParameter", "preferred_name is invalid"),
     (create_body("data:audio/wav;base64,AAAA", name="x" * 17), "InvalidParameter", "preferred_name is invalid"),
     (create_body("data:audio/wav;base64,AAAA", language="xx"), "InvalidParameter", _param("input.language")),
+    (create_body("data:audio/wav;base64,AAAA", text="x" * 4001), "InvalidParameter", _param("input.text")),
     ({"model": "qwen-voice-enrollment", "input": {"action": "create", "target_model": PLUS,
                                                   "preferred_name": "a"}}, "InvalidParameter",
      _param("input.audio.data")),
