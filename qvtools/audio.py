@@ -36,13 +36,22 @@ __all__ = [
     "data_url",
     "parse_data_url",
     "mime_for",
+    "sniff_container",
     "ALLOWED_MIME",
+    "MIME_CONTAINERS",
+    "WAV_SUBTYPES",
 ]
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, io.IOBase, tuple]
 
 #: MIME types the enrollment API accepts in a data URL (protocol reference §2.1).
 ALLOWED_MIME = ("audio/wav", "audio/mpeg", "audio/mp4")
+#: The container each data-URL label stands for (SEED §2.4 "Format: WAV (16-bit), MP3, M4A"), as
+#: :func:`sniff_container` names it. The local service refuses content that does not match its label.
+MIME_CONTAINERS = {"audio/wav": ("wav",), "audio/mpeg": ("mp3",), "audio/mp4": ("m4a",)}
+#: Uncompressed WAV sample formats (soundfile subtypes). SEED §2.4 documents 16-bit; the other linear
+#: PCM/float widths decode to at most 4x their size as float32. Compressed WAV codecs (ADPCM, GSM, …) are not.
+WAV_SUBTYPES = ("PCM_16", "PCM_24", "PCM_32", "PCM_U8", "FLOAT", "DOUBLE")
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,13 @@ class AudioInfo:
     channels: int
     duration_s: float
     size_bytes: int | None  # None for in-memory arrays
+    video_streams: int = 0  # video tracks beside the audio (an MP4 film, a cover-art stream)
+
+    @property
+    def frames(self) -> int:
+        """Sample frames per channel the header announces (0 when the duration is unknown)."""
+        d = self.duration_s
+        return int(round(d * self.sample_rate)) if d == d and d > 0 else 0
 
     @property
     def mime(self) -> str | None:
@@ -69,6 +85,39 @@ def mime_for(info: AudioInfo) -> str | None:
         return "audio/mpeg"
     if info.container in ("m4a", "mp4"):
         return "audio/mp4"
+    return None
+
+
+def sniff_container(data: bytes) -> str | None:
+    """The container named by the first bytes (magic numbers), never by a label or a file name.
+
+    ``wav`` (RIFF/RIFX/RF64 … WAVE), ``mp3`` (ID3 tag or an MPEG layer III frame), ``aac`` (ADTS),
+    ``m4a`` (ISO-BMFF ``ftyp``: MP4/M4A/MOV), ``flac``, ``ogg``, ``aiff``, ``caf``; None when unknown.
+    """
+    head = bytes(data[:16])
+    if len(head) < 4:
+        return None
+    if head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    if head[:4] == b"caff":
+        return "caf"
+    if head[4:8] == b"ftyp":
+        return "m4a"
+    if head[:3] == b"ID3":
+        return "mp3"
+    if head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        layer = (head[1] >> 1) & 0x3
+        if layer == 0 and head[1] & 0xF0 == 0xF0:
+            return "aac"  # ADTS: MPEG sync with layer bits 00
+        if layer == 1:
+            return "mp3"  # MPEG-1/2/2.5 layer III
+        return "mpeg"  # layer I/II
     return None
 
 
@@ -106,6 +155,7 @@ def _probe_av(data: bytes) -> AudioInfo:
             if not streams:
                 raise InvalidAudio("the file holds no audio stream")
             st = streams[0]
+            video = sum(1 for s in container.streams if s.type == "video")
             ctx = st.codec_context
             if st.duration is not None and st.time_base is not None:
                 duration = float(st.duration * st.time_base)
@@ -115,7 +165,7 @@ def _probe_av(data: bytes) -> AudioInfo:
                 duration = float("nan")
             fmt = container.format.name
             name = "m4a" if "mp4" in fmt or "m4a" in fmt or "mov" in fmt else fmt.split(",")[0]
-            return AudioInfo(name, ctx.name, int(ctx.sample_rate), int(ctx.channels), duration, len(data))
+            return AudioInfo(name, ctx.name, int(ctx.sample_rate), int(ctx.channels), duration, len(data), video)
     except InvalidAudio:
         raise
     except Exception as exc:  # PyAV raises many types (av.error.InvalidDataError, ...)

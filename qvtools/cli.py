@@ -194,7 +194,24 @@ def _build_serve(sub):
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")
     p.add_argument("--data-dir", help="where voices are stored (default: the qvtools data dir)")
     p.add_argument("--api-key", help="accept only this key (default: any non-empty Bearer key)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                   help="service log level on stderr (default info: one line per request error)")
     p.set_defaults(func=_serve)
+
+
+def _configure_service_logging(level_name: str) -> None:
+    """Service logs on stderr, one line per record (issue 13: warnings were invisible while aiohttp
+    tracebacks flooded stderr). aiohttp's own loggers stay at WARNING unless ``debug`` is asked for."""
+    import logging
+
+    level = getattr(logging, level_name.upper())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("aiohttp", "asyncio"):
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
 
 
 def _serve(args) -> int:
@@ -203,6 +220,7 @@ def _serve(args) -> int:
     from .config import Settings
     from .server import serve_forever
 
+    _configure_service_logging(args.log_level)
     data_dir = Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir / "service"
     serve_forever(host=args.host, port=args.port, data_dir=data_dir, api_key=args.api_key,
                   on_ready=lambda svc: _out(svc.url))

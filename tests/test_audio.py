@@ -74,8 +74,30 @@ def test_m4a_decodes_through_pyav():
             out.mux(pkt)
     info = audio.probe(buf.getvalue())
     assert info.container == "m4a" and info.codec == "aac" and info.mime == "audio/mp4"
+    assert info.video_streams == 0 and abs(info.frames - sr) < 3000
+    assert audio.sniff_container(buf.getvalue()) == "m4a"
     y, rate = audio.load(buf.getvalue())
     assert rate == sr and abs(len(y) - sr) < 3000
+
+
+def test_sniff_container_reads_the_content_not_the_label():
+    """The local service matches the sniffed container to the data-URL label (SEED §2.4, issue 13)."""
+    x = tone(seconds=0.5, sr=24000)
+    assert audio.sniff_container(encode(x, 24000)) == "wav"
+    assert audio.sniff_container(encode(x, 24000, "FLAC", "PCM_16")) == "flac"
+    assert audio.sniff_container(encode(x, 24000, "OGG", "VORBIS")) == "ogg"
+    assert audio.sniff_container(encode(x, 24000, "MP3", "MPEG_LAYER_III")) == "mp3"
+    assert audio.sniff_container(b"\xff\xfb\x90\x00" + bytes(100)) == "mp3"  # a bare MPEG-1 layer III frame
+    assert audio.sniff_container(b"\xff\xf1\x50\x80" + bytes(100)) == "aac"  # ADTS
+    assert audio.sniff_container(encode(x, 24000, "AIFF", "PCM_16")) == "aiff"
+    assert audio.sniff_container(b"RIFF\x00\x00\x00\x00AVI LIST") is None
+    assert audio.sniff_container(b"") is None and audio.sniff_container(b"\x00" * 64) is None
+    assert set(audio.MIME_CONTAINERS) == set(audio.ALLOWED_MIME)
+
+
+def test_probe_frames_of_a_wav():
+    info = audio.probe(encode(np.zeros((4800, 2), np.float32), 48000))
+    assert (info.frames, info.channels, info.video_streams) == (4800, 2, 0)
 
 
 def test_mono_and_resample():

@@ -5,6 +5,8 @@
   must be answered (the session keeps answering), no ``internal_error`` may come back (the analogue of a
   5xx), and the service logs no error. Afterwards the service still serves a normal spoken turn.
 - the realtime handshake: random models, headers and methods get a 4xx (or the upgrade), never a 5xx;
+- enrollment text with lone surrogates, and header-level junk over raw sockets (issue 13): documented
+  4xx answers in the ``{"request_id","code","message"}`` shape, never a 5xx;
 - enrollment: random and mutated audio payloads (truncated / byte-flipped WAV, MP3 and AAC, random bytes)
   and mistyped data URLs reach the decoders and come back as documented 400s, never a 500
   (random *bodies* are fuzzed in tests/test_server_enrollment.py).
@@ -19,6 +21,7 @@ import io
 import itertools
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +267,68 @@ def test_random_and_mutated_audio_never_cause_a_500(svc):
         assert r.status_code == 400, r.text
         assert r.json()["code"] in {"InvalidParameter", "Audio.DecoderError", "Audio.PreprocessError",
                                     "Audio.AudioRateError", "Audio.DurationLimitError"}, r.text
+
+    check()
+    assert not svc.errors.records, [r.getMessage() for r in svc.errors.records]
+
+
+# -- enrollment over HTTP: surrogates and header-level junk (issue 13) --------------------------------------------
+def test_enrollment_text_with_surrogates_never_causes_a_500(svc):
+    """Lone surrogates are valid JSON escapes (``"\\ud800"``): every field that carries text gets a
+    documented 4xx for them, never an InternalError (delete of such a name was a 500)."""
+    text = st.text(alphabet=st.characters(codec=None, categories=["Cs", "Lu", "Ll", "Nd", "Pc"]), max_size=12)
+    fields = st.fixed_dictionaries({"action": st.sampled_from(["create", "list", "delete"])}, optional={
+        "voice": text, "target_model": st.one_of(text, st.just(FLASH)), "preferred_name": text,
+        "language": text, "text": text, "audio": st.fixed_dictionaries({"data": text})})
+
+    surrogates = []
+
+    @hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
+    @hypothesis.given(fields)
+    def check(inp):
+        raw = json.dumps({"model": "qwen-voice-enrollment", "input": inp}, ensure_ascii=True)
+        surrogates.append(re.search(r"\\ud[89a-f]", raw) is not None)
+        r = requests.post(svc.url + ENROLLMENT_PATH, data=raw, timeout=TIMEOUT,
+                          headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        assert r.status_code in (200, 400), r.text
+        if r.status_code == 400:
+            assert set(r.json()) == {"request_id", "code", "message"}
+
+    check()
+    assert sum(surrogates) >= 10  # the strategy did send lone surrogates
+    assert not svc.errors.records, [r.getMessage() for r in svc.errors.records]
+
+
+def test_header_level_junk_gets_a_4xx_in_the_error_shape(svc):
+    """Random request lines, header names and values (control bytes, non-UTF-8, CR/LF injection, huge
+    lines) over a raw socket: a 4xx ``{"request_id","code","message"}`` answer or a 200, never a 5xx."""
+    import socket
+
+    from conftest import read_http_answer
+
+    host, port = svc.url.rsplit("/", 1)[-1].split(":")
+    token = st.binary(min_size=0, max_size=40)
+    line = st.one_of(st.just(f"POST {ENROLLMENT_PATH} HTTP/1.1".encode()), token,
+                     st.tuples(st.sampled_from([b"POST", b"GET", b"P\x00ST", b"\xff"]), token).map(
+                         lambda t: t[0] + b" " + t[1] + b" HTTP/1.1"))
+    header = st.tuples(st.one_of(st.sampled_from([b"Authorization", b"Content-Length", b"Transfer-Encoding",
+                                                  b"Content-Type", b"Host"]), token),
+                       st.one_of(token, st.just(b"Bearer sk-\xff\xfe"), st.just(b"a" * 9000)))
+
+    @hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
+    @hypothesis.given(line, st.lists(header, max_size=5))
+    def check(request_line, headers):
+        head = request_line + b"\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in headers) + b"\r\n"
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+            sock.sendall(head + b'{"model": "qwen-voice-enrollment", "input": {"action": "list"}}')
+            sock.shutdown(socket.SHUT_WR)
+            status, payload = read_http_answer(sock)
+        if not status:  # closed without an answer (e.g. a body the parser still waits for): not a 5xx
+            return
+        code = int(status.split(b" ", 2)[1])
+        assert code < 500, status
+        if code >= 400:
+            assert set(json.loads(payload)) == {"request_id", "code", "message"}, payload
 
     check()
     assert not svc.errors.records, [r.getMessage() for r in svc.errors.records]

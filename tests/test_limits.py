@@ -286,17 +286,19 @@ def long_aac_understated():
 def test_decoded_duration_limit_without_decoding_everything(long_aac_understated):
     x, sr = audio.load(long_aac_understated, mono=True, limit_s=60.0)
     assert len(x) == 60 * sr + 1  # decoding stopped one sample past the limit
+
+
+def test_raw_aac_is_not_m4a(tmp_path, long_aac_understated):
+    """ADTS (raw AAC) is not the documented M4A container (SEED §2.4), whatever the label says."""
     with pytest.raises(ServiceError) as info:
-        process_enrollment_audio(long_aac_understated, ServiceConfig())
-    assert info.value.code == "Audio.DurationLimitError"
-
-
-def test_decoded_duration_limit_over_http(tmp_path, long_aac_understated):
+        process_enrollment_audio(long_aac_understated, ServiceConfig(), "audio/mp4")
+    assert info.value.code == "Audio.DecoderError" and "ADTS" in info.value.message
     with LocalService(data_dir=tmp_path, config=_cfg(max_data_uri_bytes=10_485_760,
                                                      max_body_bytes=11_000_000)) as service:
         resp = _post(service, _create(audio.data_url(long_aac_understated, "audio/mp4")))
     assert resp.status_code == 400, resp.text
-    assert resp.json()["code"] == "Audio.DurationLimitError"
+    assert resp.json()["code"] == "Audio.DecoderError"
+    assert resp.json()["message"].startswith("Decoder audio file failed: the content is raw AAC (ADTS)")
 
 
 def test_header_duration_over_60s_is_refused():
@@ -304,3 +306,179 @@ def test_header_duration_over_60s_is_refused():
     with pytest.raises(ServiceError) as info:
         process_enrollment_audio(wav, ServiceConfig())
     assert info.value.code == "Audio.DurationLimitError"
+
+
+# -- HTTP read timeouts, stalled connections (issue 13) -------------------------------------------------------
+def _http_cfg(**kw) -> ServiceConfig:
+    return _cfg(**{"http_header_timeout_s": 0.5, "http_body_timeout_s": 1.5, **kw})
+
+
+def _open(svc) -> socket.socket:
+    host, port = svc.url.rsplit("/", 1)[-1].split(":")
+    return socket.create_connection((host, int(port)), timeout=TIMEOUT)
+
+
+def _seconds_until_closed(sock: socket.socket, limit: float = 10.0, since: float | None = None) -> float:
+    """Read (and drop) until the server closes; the seconds since ``since`` (default: now) that took.
+    Every recv is bounded."""
+    import time
+
+    t0 = time.monotonic() if since is None else since
+    sock.settimeout(limit)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        return float("inf")
+    return time.monotonic() - t0
+
+
+_LIST = json.dumps({"model": "qwen-voice-enrollment", "input": {"action": "list"}}).encode()
+
+
+def _list_head(length: int = len(_LIST)) -> bytes:
+    return (f"POST {ENROLLMENT_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-enroll\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+def test_stalled_heads_and_idle_keepalive_are_closed(tmp_path):
+    import time
+
+    with LocalService(data_dir=tmp_path, config=_http_cfg()) as svc:
+        t0 = time.monotonic()
+        silent, partial, idle = _open(svc), _open(svc), _open(svc)
+        partial.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nAuthoriz")
+        idle.sendall(_list_head() + _LIST)
+        head, payload = read_http_answer(idle)
+        t_answer = time.monotonic()
+        assert head.startswith(b"HTTP/1.1 200")  # HTTP/1.1: the connection stays open for the next request
+        for sock, since in ((silent, t0), (partial, t0), (idle, t_answer)):
+            with sock:
+                assert 0.45 < _seconds_until_closed(sock, since=since) < 5.0
+        assert svc.connections == 0
+
+
+def test_stalled_body_gets_408_and_the_connection_is_closed(tmp_path):
+    with LocalService(data_dir=tmp_path, config=_http_cfg()) as svc, _open(svc) as sock:
+        sock.sendall(_list_head(len(_LIST) + 100) + _LIST[:10])
+        head, payload = read_http_answer(sock)
+        assert head.split(b"\r\n", 1)[0] == b"HTTP/1.1 408 Request Timeout", head
+        answer = json.loads(payload)
+        assert answer["code"] == "RequestTimeOut" and set(answer) == {"request_id", "code", "message"}
+        assert _seconds_until_closed(sock) < 5.0
+
+
+def test_a_slow_but_progressing_upload_succeeds(tmp_path):
+    """About 2.5 s of upload, one piece every 0.25 s: longer than the 1.5 s body timeout in all, but each
+    pause is well under it."""
+    body = _LIST[:-1] + b" " * 80 + b"}"
+    pieces = [body[i:i + 10] for i in range(0, len(body), 10)]
+    assert len(pieces) * 0.25 > 1.5 + 0.5
+    pace = threading.Event()
+    with LocalService(data_dir=tmp_path, config=_http_cfg()) as svc, _open(svc) as sock:
+        sock.sendall(_list_head(len(body)))
+        for piece in pieces:
+            pace.wait(0.25)  # pacing the upload (the behaviour under test), not waiting for readiness
+            sock.sendall(piece)
+        head, payload = read_http_answer(sock)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(payload)["output"]["total_count"] == 0
+
+
+def test_stalled_clients_do_not_starve_a_legitimate_request(tmp_path):
+    """200 clients stalled mid-headers against a cap of 64 connections: the oldest stalled ones are
+    closed to make room, a real request is served at once, and after the header timeout none is held
+    (benchmarks/bench_service_limits.py does 1,000)."""
+    cfg = _http_cfg(http_header_timeout_s=2.0, http_max_connections=64)
+    with LocalService(data_dir=tmp_path, config=cfg) as svc:
+        stalled = []
+        try:
+            for _ in range(200):
+                sock = _open(svc)
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                stalled.append(sock)
+            resp = requests.post(svc.url + ENROLLMENT_PATH, data=_LIST, timeout=TIMEOUT,
+                                 headers={"Authorization": "Bearer sk-enroll", "Connection": "close"})
+            assert resp.status_code == 200
+            assert svc.connections <= 64
+            closed = [_seconds_until_closed(s) for s in stalled]
+            assert all(c < 10 for c in closed)
+            assert svc.connections == 0
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+# -- memory per create (issue 13: a 0.5 MB FLAC labelled audio/wav cost +1.3 GB) ---------------------------------
+def _rss_kb(field: str) -> int:
+    import re
+
+    with open("/proc/self/status") as fh:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", fh.read(), re.M).group(1))
+
+
+def _peak_growth_mb(fn) -> float:
+    """Peak resident-memory growth of this process (client + in-process service) while ``fn`` runs."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # resets VmHWM to the current RSS (Linux ≥ 4.0)
+    except OSError:
+        pytest.skip("cannot reset the peak RSS counter (/proc/self/clear_refs)")
+    base = _rss_kb("VmRSS")
+    fn()
+    return (_rss_kb("VmHWM") - base) / 1024.0
+
+
+def hostile_flac() -> bytes:
+    """60 s of 8-channel 192 kHz FLAC (silence compresses to well under 1 MB) that decodes to 92 M samples."""
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", samplerate=192000, channels=8, format="FLAC", subtype="PCM_16") as f:
+        block = np.zeros((192000, 8), np.float32)
+        for _ in range(60):
+            f.write(block)
+    return buf.getvalue()
+
+
+def test_memory_budget_per_create(tmp_path, enrollment_speech):
+    import io
+
+    import soundfile as sf
+
+    from qvtools.server.config import REQUEST_MEMORY_BUDGET_MB
+
+    x, sr = enrollment_speech
+    big = audio.wav_bytes(audio.resample(x[: 10 * sr], sr, 384000), 384000)  # the largest body accepted
+    stereo = io.BytesIO()  # the most samples accepted: 59 s of 48 kHz stereo MP3
+    long = np.tile(x, 4)[: 59 * sr]
+    sf.write(stereo, np.stack([audio.resample(long, sr, 48000)] * 2, axis=1), 48000, format="MP3")
+    hostile = hostile_flac()
+    assert len(hostile) < 2_000_000
+
+    def body(data, mime):
+        return json.dumps(_create(audio.data_url(data, mime))).encode()
+
+    bodies = {"384k_wav": body(big, "audio/wav"), "48k_stereo_mp3": body(stereo.getvalue(), "audio/mpeg"),
+              "flac_as_wav": body(hostile, "audio/wav")}
+    assert len(bodies["384k_wav"]) > 10_000_000
+    cfg = ServiceConfig(warm_speech=False)
+    with LocalService(data_dir=tmp_path, config=cfg) as svc:
+        def send(name):
+            resp = requests.post(svc.url + ENROLLMENT_PATH, data=bodies[name], timeout=TIMEOUT * 4,
+                                 headers={"Authorization": "Bearer sk-mem", "Content-Type": "application/json"})
+            results[name] = resp
+
+        results: dict = {}
+        send("384k_wav")  # loads VAD and analysis once, outside the measurement
+        growth = {name: _peak_growth_mb(lambda n=name: send(n)) for name in bodies}
+    assert results["384k_wav"].status_code == 200, results["384k_wav"].text
+    assert results["48k_stereo_mp3"].status_code == 200, results["48k_stereo_mp3"].text
+    assert results["flac_as_wav"].json()["code"] == "Audio.DecoderError"
+    for name, mb in growth.items():
+        assert mb < REQUEST_MEMORY_BUDGET_MB, f"{name}: +{mb:.0f} MB"
+    assert growth["flac_as_wav"] < 40, growth

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..config import LOCAL_API_KEY
 from ..errors import QVError
-from .app import ServerTrace, create_app
+from .app import ServerTrace, ServiceRunner, create_app
 from .config import ServiceConfig
 
 __all__ = ["LocalService", "ServiceConfig", "ServerTrace", "create_app", "serve_forever"]
@@ -109,6 +109,16 @@ class LocalService:
         self._require_started()
         return self.app["store"]
 
+    @property
+    def connections(self) -> int:
+        """HTTP connections open right now (realtime sessions included); read on the service's loop."""
+        self._require_started()
+        fut = asyncio.run_coroutine_threadsafe(self._count_connections(), self._loop)
+        return fut.result(timeout=_STOP_TIMEOUT_S)
+
+    async def _count_connections(self) -> int:
+        return self._runner.connections if self._runner is not None else 0
+
     def wait_speech_ready(self, timeout: float = 120.0) -> bool:
         """Wait until the background warm-up (``ServiceConfig.warm_speech``) has loaded the speech engines.
 
@@ -176,7 +186,8 @@ class LocalService:
         from aiohttp import web
 
         self.app = create_app(self.config, self.data_dir)
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        # read timeouts, a connection cap and aiohttp's own errors in the §3 shape (issue 13)
+        self._runner = ServiceRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._port)
         await site.start()

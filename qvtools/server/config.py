@@ -26,16 +26,48 @@ idle session                   ``realtime_idle_timeout_   ``error`` event ``idle
 session length                 ``realtime_max_session_s`` ``error`` event ``session_expired``, close 1000
                                (7200 s)
 =============================  =========================  ====================================================
+
+Enrollment input bounds (issue 13; checked on the container header *before* decoding):
+
+=============================  =========================  ====================================================
+rule                           field (default)            over it
+=============================  =========================  ====================================================
+container matches the label    ``allowed_mime``           400 ``Audio.DecoderError`` "Decoder audio file failed:
+(WAV/MP3/M4A, SEED §2.4)       + ``audio.MIME_CONTAINERS``  … is FLAC, labelled audio/wav …" (also FLAC/OGG,
+                                                          MP4 with a video track, compressed WAV)
+channels                       ``max_channels`` (2)       400 ``Audio.DecoderError``
+frames × channels              ``max_decoded_samples``    400 ``Audio.DecoderError``; decoding also stops there
+                               (5,760,000)
+stored audio                   ``store_sample_rate``      resampled down (never a 384 kHz blob)
+                               (24 kHz)
+``input.text``                 ``max_text_chars`` (4000)  400 ``InvalidParameter``
+creates decoding or queued     ``enroll_queue_limit`` (8) HTTP 429 ``Throttling.RateQuota``, ``Retry-After``
+request head / idle            ``http_header_timeout_s``  connection closed
+keep-alive                     (10 s)
+pause inside a body            ``http_body_timeout_s``    408 ``RequestTimeOut``, connection closed
+                               (30 s)
+open connections               ``http_max_connections``   oldest stalled/idle connections closed
+                               (512)
+=============================  =========================  ====================================================
+
+With these bounds one create holds at most about :data:`REQUEST_MEMORY_BUDGET_MB` MB (body, data URL,
+encoded bytes, decoded float32 samples and the work copies), measured by
+``tests/test_limits.py::test_memory_budget_per_create`` and ``benchmarks/bench_service_limits.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ServiceConfig", "MAX_DATA_URI_BYTES"]
+from ..catalog import ENROLLMENT_TARGET_MODELS
+
+__all__ = ["ServiceConfig", "MAX_DATA_URI_BYTES", "REQUEST_MEMORY_BUDGET_MB"]
 
 #: "Exceeded limit on max bytes per data-uri item : 10485760" (protocol reference §3, §2.1: < 10 MB encoded).
 MAX_DATA_URI_BYTES = 10_485_760
+#: Peak memory growth one create may cause (MB), for the largest accepted upload or a hostile one
+#: (README "Reliability"); the bounds above are chosen so that it holds.
+REQUEST_MEMORY_BUDGET_MB = 128
 
 
 @dataclass
@@ -58,6 +90,49 @@ class ServiceConfig:
     min_continuous_speech_s: float = 3.0
     #: MIME types accepted in the data URL (§2.1).
     allowed_mime: tuple = ("audio/wav", "audio/mpeg", "audio/mp4")
+
+    # --- enrollment HTTP: input bounds, resources, target models, degraded clones (issue 13 items 2-4,
+    # --- issue 9; qvtools/server/app.py, enrollment.py; README "Reliability") ---------------------------
+    #: ``input.target_model`` values a create accepts (SEED §2.1 + §7.19 non-realtime names); a dated or
+    #: ``-latest`` form of one of them is accepted too. Anything else: 400 ``InvalidParameter``.
+    enrollment_target_models: tuple = ENROLLMENT_TARGET_MODELS
+    #: Most channels an upload may have (SEED §2.4 says mono; stereo is downmixed). More: ``Audio.DecoderError``.
+    max_channels: int = 2
+    #: Cap on decoded samples (frames × channels), checked on the header before decoding and enforced while
+    #: decoding: 60 s of 48 kHz stereo (the top MP3 rate), 23 MB as float32. Over it: ``Audio.DecoderError``.
+    max_decoded_samples: int = 60 * 48000 * 2
+    #: Rate the voice's audio is stored at (mono 16-bit WAV): a 384 kHz upload is kept as 24 kHz, so a
+    #: stored blob is at most ``max_audio_s`` × 48 KB/s (2.9 MB).
+    store_sample_rate: int = 24000
+    #: Seconds of speech (from the first speech onward) the voice profile is measured on (SEED §2.4 recommends
+    #: 10-20 s); bounds the analysis memory (pyworld spectra: ~110 MB for 60 s). None: the whole clip.
+    analysis_max_s: float | None = 20.0
+    #: Longest ``input.text`` (transcript) accepted, in characters; longer: 400 ``InvalidParameter``.
+    max_text_chars: int = 4000
+    #: Threads decoding/analysing enrollment audio (the ``enroll_executor``).
+    enroll_workers: int = 2
+    #: Creates running or waiting for those threads; one more is refused at once with HTTP 429
+    #: ``Throttling.RateQuota`` and ``Retry-After: enroll_retry_after_s`` (§3 429 codes; §7.17 reports
+    #: 10 requests/s for the cloud). Each waiting create holds its body (≤ 10 MB), so this bounds memory too.
+    enroll_queue_limit: int = 8
+    enroll_retry_after_s: int = 1
+    #: Degraded clones (QC-VC ``output.fallback_mode``/``fallback_reason``, §2.1, §7.9): a create whose
+    #: estimated SNR (:func:`qvtools.metrics.snr_db`, dB) is below this (12 dB: preflight's ``snr_warn_db``)
+    #: succeeds with ``fallback_mode: true`` and ``fallback_reason`` below. None: never degraded.
+    fallback_min_snr_db: float | None = 12.0
+    fallback_reason: str = "no_valid_asr_segments"
+    #: Seconds a connection may take to send a complete request head (request line and headers); also
+    #: how long an idle keep-alive connection, or one that never sends a byte, is kept (aiohttp's
+    #: ``keepalive_timeout``). Then it is closed.
+    http_header_timeout_s: float = 10.0
+    #: Longest pause between two pieces of a request body; a body that stops arriving gets 408
+    #: ``RequestTimeOut`` and the connection is closed. A slow upload that keeps moving is never cut.
+    http_body_timeout_s: float = 30.0
+    #: Open HTTP connections kept at most: beyond it, the oldest connections that have not sent a
+    #: complete request (stalled, or idle keep-alive) are closed to make room, so stalled clients
+    #: cannot exhaust file descriptors (a process limit of 1,024 is common). Active requests and
+    #: realtime sessions are never closed for this.
+    http_max_connections: int = 512
 
     # --- realtime (qvtools/server/realtime.py; protocol reference §4, §5 items 4-10) ---------------
     #: Reject a handshake for a model outside §4.1 with 404 ``ModelNotFound`` (§5.4 [guess]).

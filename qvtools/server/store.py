@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["VoiceStore", "VoiceRecord", "QuotaExceeded", "scope_hash", "DB_NAME"]
+__all__ = ["VoiceStore", "VoiceRecord", "QuotaExceeded", "scope_hash", "DB_NAME", "accepts_target_model",
+           "clone_target_realtime_model", "clone_usable_with"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,33 @@ CREATE TABLE IF NOT EXISTS voices (
 );
 CREATE INDEX IF NOT EXISTS voices_scope_created ON voices (key_scope, created_ts DESC);
 """
+
+
+def accepts_target_model(target_model: str, accepted) -> bool:
+    """True when an enrollment ``target_model`` (or its dated / ``-latest`` form) is in ``accepted``
+    (``ServiceConfig.enrollment_target_models``, by default ``catalog.ENROLLMENT_TARGET_MODELS``)."""
+    from ..catalog import base_model
+
+    return isinstance(target_model, str) and (target_model in accepted or base_model(target_model) in accepted)
+
+
+def clone_target_realtime_model(target_model: str) -> str:
+    """The realtime model a clone enrolled for ``target_model`` is used with: §7.19 lets a create name the
+    non-realtime ``qwen3.5-omni-plus``, whose clone serves ``qwen3.5-omni-plus-realtime``. Dated and
+    ``-latest`` suffixes are dropped (§5.6 [guess])."""
+    from ..catalog import base_model
+
+    base = base_model(target_model)
+    return base if base.endswith("-realtime") else base + "-realtime"
+
+
+def clone_usable_with(target_model: str, session_model: str) -> bool:
+    """True when a clone enrolled for ``target_model`` may speak in a realtime session of ``session_model``
+    (SEED §2.1: "Must equal the later realtime ?model="; ``qwen3.5-omni-plus`` ↔ ``qwen3.5-omni-plus-realtime``,
+    §7.19). The realtime half (``server/realtime.py``) decides voice usability with it."""
+    if not isinstance(target_model, str) or not isinstance(session_model, str):
+        return False
+    return clone_target_realtime_model(target_model) == clone_target_realtime_model(session_model)
 
 
 def scope_hash(scope: str) -> str:
