@@ -303,7 +303,7 @@ def _report(args) -> int:
 
 # -- entry points --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="qvtools", description="Qwen voice cloning toolkit (offline local "
                                      "service by default; set QVTOOLS_REGION for the real service)")

@@ -418,9 +418,9 @@ def _score(turn, task: TurnTask) -> dict:
 def _versions() -> dict:
     from importlib import metadata
 
-    import qvtools
+    from ._version import __version__
 
-    out = {"qvtools": qvtools.__version__, "python": platform.python_version()}
+    out = {"qvtools": __version__, "python": platform.python_version()}
     for name in _VERSIONED:
         try:
             out[name] = metadata.version(name)
