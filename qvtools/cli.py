@@ -251,9 +251,9 @@ def _build_compare(sub):
                    "an existing one is resumed, finished turns are not re-run")
     p.add_argument("--repeats", type=int, default=1, help="turns per voice x model x prompt (default 1)")
     p.add_argument("--voices", nargs="+", metavar="WAV", help="reference recordings or directories of WAVs "
-                   "(default: the sample voices in data/voices)")
+                   "(default: the packaged sample voices, qvtools/samples/voices)")
     p.add_argument("--prompts", nargs="+", metavar="FILE", help="spoken prompts (audio) or prompts.json "
-                   "manifests (default: data/prompts.json)")
+                   "manifests (default: the packaged sample prompts)")
     p.add_argument("--models", nargs="+", choices=TARGET_MODELS, default=list(TARGET_MODELS),
                    help="target models (default: both)")
     p.add_argument("--workers", type=int, default=2, help="turns run in parallel (default 2)")
