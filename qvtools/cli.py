@@ -8,6 +8,7 @@ builder adding its parser to the subparsers).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Callable
 
@@ -257,6 +258,10 @@ def _build_compare(sub):
     p.add_argument("--models", nargs="+", choices=TARGET_MODELS, default=list(TARGET_MODELS),
                    help="target models (default: both)")
     p.add_argument("--workers", type=int, default=2, help="turns run in parallel (default 2)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run the turns on the workers of this Dask scheduler "
+                   "(e.g. tcp://host:8786; needs qvtools[dask]); this process still writes RUN_DIR alone")
+    p.add_argument("--quick", action="store_true", help="a short run: only the first voice and the first "
+                   "prompt (of the samples, or of those given), on every model")
     p.add_argument("--seed", type=int, default=0, help="seed of the turn order (default 0)")
     p.add_argument("--realtime", action="store_true", help="stream prompts at real-time pace (like a microphone)")
     p.add_argument("--retry-failed", action="store_true", help="re-run turns recorded as failed")
@@ -271,12 +276,20 @@ def _compare(args) -> int:
     run_dir = args.out or experiment.default_run_dir()
     voices = experiment.resolve_voices(args.voices)
     prompts = experiment.resolve_prompts(args.prompts)
+    if args.quick:
+        voices, prompts = voices[:1], prompts[:1]
     _out(f"run directory: {run_dir}")
-    with _workspace() as ws:
+    with _workspace() as ws, contextlib.ExitStack() as stack:
         print(ws.describe(), file=sys.stderr, flush=True)
+        executor = None
+        if args.scheduler:
+            from .cluster import dask_executor
+
+            executor = stack.enter_context(dask_executor(args.scheduler, timeout=ws.settings.timeout_s,
+                                                         base_url=ws.settings.base_url))
         exp = experiment.Experiment(ws, run_dir, voices=voices, prompts=prompts, models=args.models,
                                     repeats=args.repeats, seed=args.seed, realtime=args.realtime,
-                                    workers=args.workers, retry_failed=args.retry_failed)
+                                    workers=args.workers, retry_failed=args.retry_failed, executor=executor)
         frame = exp.run()
     n_ok = int((frame["status"] == "completed").fillna(False).sum())
     _out(f"{n_ok} of {len(frame)} turns completed; results: {run_dir}/results.parquet")

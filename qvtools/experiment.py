@@ -13,10 +13,13 @@ same ``RUN_DIR`` reads ``turns.jsonl`` (a truncated last line -- a crash mid-wri
 the turns already present and runs only the rest, so each turn appears exactly once. A crash or
 Ctrl-C loses at most the turns in flight.
 
-The per-turn work is the plain, picklable function :func:`run_turn` on a :class:`TurnTask`, so any
-``concurrent.futures.Executor`` can run it (the default is a ``ThreadPoolExecutor``; a Dask
-``distributed.Client.get_executor()`` works the same way). Only the coordinating process writes files
-under ``RUN_DIR`` other than the per-turn audio.
+The per-turn work is the plain, picklable function :func:`run_turn_detached` on a :class:`TurnTask`, so
+any ``concurrent.futures.Executor`` can run it (the default is a ``ThreadPoolExecutor``; a Dask
+``distributed.Client.get_executor()`` runs turns on cluster workers, see :mod:`qvtools.cluster`). The task
+carries the prompt and reference audio as bytes and the workers RETURN the row and the :class:`Turn`;
+only the coordinating process writes under ``RUN_DIR`` (reply WAV + turn JSON first, then the journal row),
+so workers need no access to the coordinator's files and the journal has one writer: each turn is recorded
+exactly once, resume included, whatever the executor.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +54,8 @@ __all__ = [
     "TurnTask",
     "turn_id",
     "run_turn",
+    "run_turn_detached",
+    "save_turn",
     "read_turns",
     "append_row",
     "load_prompts",
@@ -326,22 +332,53 @@ class TurnTask:
     metrics: tuple = DEFAULT_METRICS
     enroll_error: str | None = None
     simulated: bool = False
+    #: The prompt and reference recordings themselves (read by the coordinator), so a worker on
+    #: another machine needs none of the coordinator's files; None: read ``*_path`` (same machine).
+    prompt_audio: bytes | None = None
+    reference_audio: bytes | None = None
+    #: Distinguishes submissions of the same turn (one per :meth:`Experiment.run`): Dask keys tasks by
+    #: content, so without it a retry on the same executor could be answered with the old result.
+    attempt: str = ""
 
     def __repr__(self):  # settings carries the key; keep the repr short and key-free
         return f"TurnTask({self.turn_id!r})"
 
 
-def _reference_audio(path: str):
+def _reference_audio(task: TurnTask):
     from .audio import load
 
-    return load(path, mono=True)
+    return load(task.reference_audio if task.reference_audio is not None else task.reference_path, mono=True)
 
 
 def run_turn(task: TurnTask) -> dict:
     """Run one turn and score it. Never raises for a failed turn: the row says ``status``/``error``.
 
     Row timings: ``session_s`` (connect + turn + close), ``metrics_s`` (scoring), ``turn_wall_s``
-    (the whole call), so runner overhead = wall - session - metrics.
+    (the whole call), so runner overhead = wall - session - metrics. With ``task.audio_dir`` the reply
+    is saved there (``<turn_id>.wav`` + ``.json``) by this call, wherever it runs.
+    """
+    row, turn = run_turn_detached(task)
+    if turn is not None and task.audio_dir:
+        save_turn(turn, row, task.audio_dir)
+    return row
+
+
+def save_turn(turn, row: dict, audio_dir) -> None:
+    """Write the reply of ``row``'s turn under ``audio_dir`` and set ``row["audio_path"]`` (relative to
+    the run directory); a failure to save is logged and leaves the row without ``audio_path``."""
+    try:
+        turn.save(Path(audio_dir) / row["turn_id"])
+        row["audio_path"] = f"{AUDIO_DIR}/{row['turn_id']}.wav"
+    except Exception as exc:
+        log.warning("saving turn %s failed: %s", row["turn_id"], exc)
+
+
+def run_turn_detached(task: TurnTask) -> tuple[dict, object]:
+    """Run one turn and score it, writing nothing: returns ``(row, turn)`` (``turn`` is the
+    :class:`~qvtools.realtime.turn.Turn`, or None when no session happened) for the caller to save.
+
+    This is what :class:`Experiment` submits to its executor: on a Dask worker it needs only the task
+    (audio included) and the service named by ``task.settings``; the coordinator writes the files.
     """
     t0 = time.perf_counter()
     row = _base_row(task)
@@ -349,7 +386,7 @@ def run_turn(task: TurnTask) -> dict:
     if task.enroll_error:
         row["error"] = task.enroll_error
         row.update(finished_at=_utcnow(), session_s=0.0, metrics_s=0.0, turn_wall_s=time.perf_counter() - t0)
-        return row
+        return row, None
     turn = None
     t_sess = time.perf_counter()
     try:
@@ -357,7 +394,8 @@ def run_turn(task: TurnTask) -> dict:
 
         with RealtimeSession(task.settings, task.model, voice=task.voice_id,
                              voice_target_model=task.voice_target_model) as session:
-            turn = session.send_audio(task.prompt_path, realtime=task.realtime)
+            turn = session.send_audio(task.prompt_audio if task.prompt_audio is not None else task.prompt_path,
+                                      realtime=task.realtime)
     except Exception as exc:  # a failed turn is a row, not a crash
         row["error"] = redact(f"{type(exc).__name__}: {exc}", *secrets)
         log.warning("turn %s failed: %s", task.turn_id, row["error"])
@@ -373,17 +411,10 @@ def run_turn(task: TurnTask) -> dict:
             row["metrics_error"] = redact(f"{type(exc).__name__}: {exc}", *secrets)
             log.warning("scoring turn %s failed: %s", task.turn_id, row["metrics_error"])
         row["metrics_s"] = time.perf_counter() - t_met
-        if task.audio_dir:
-            stem = Path(task.audio_dir) / task.turn_id
-            try:
-                turn.save(stem)
-                row["audio_path"] = f"{AUDIO_DIR}/{task.turn_id}.wav"
-            except Exception as exc:
-                log.warning("saving turn %s failed: %s", task.turn_id, exc)
     row.setdefault("metrics_s", time.perf_counter() - t_met)
     row["finished_at"] = _utcnow()
     row["turn_wall_s"] = time.perf_counter() - t0
-    return row
+    return row, turn
 
 
 def _base_row(task: TurnTask) -> dict:
@@ -405,7 +436,7 @@ def _score(turn, task: TurnTask) -> dict:
     want = set(task.metrics)
     reference = None
     if want & {"speaker_similarity", "f0_ratio"}:
-        reference = _reference_audio(task.reference_path)
+        reference = _reference_audio(task)
     # intelligibility: the reply is transcribed and scored against what the model said it said
     # (the assistant transcript), so WER measures the synthesis, not the dialogue.
     out.update(metrics.audio_metrics(turn.audio, turn.sample_rate, reference=reference,
@@ -452,7 +483,9 @@ class Experiment:
 
     ``voices``: :class:`VoiceSpec` or paths of reference recordings; ``prompts``: :class:`PromptSpec`
     or paths of spoken prompts. ``executor``: any ``concurrent.futures.Executor`` (not shut down here);
-    default a ``ThreadPoolExecutor(workers)``. ``seed`` fixes the (shuffled, interleaved) turn order.
+    default a ``ThreadPoolExecutor(workers)``; ``client.get_executor()`` of a Dask ``distributed.Client``
+    runs the turns on the cluster's workers (they return rows and replies; this process writes them,
+    see :func:`run_turn_detached`). ``seed`` fixes the (shuffled, interleaved) turn order.
     ``retry_failed`` re-runs turns whose recorded status is not ``completed`` (their old rows are
     removed first, so each turn still appears once).
 
@@ -539,7 +572,9 @@ class Experiment:
         try:
             if todo:
                 voice_ids = self._enroll({(v, m) for v, m, _, _ in todo})
-                self._execute([self._task(k, voice_ids) for k in todo], total=len(self.plan()))
+                attempt, audio = uuid.uuid4().hex, {}
+                self._execute([self._task(k, voice_ids, attempt=attempt, audio=audio) for k in todo],
+                              total=len(self.plan()))
         finally:
             self._finish_meta(meta)
         frame = results.to_frame(read_turns(self.turns_path))
@@ -572,17 +607,24 @@ class Experiment:
         os.replace(tmp, record_path)
         return out
 
-    def _task(self, key, voice_ids) -> TurnTask:
+    def _task(self, key, voice_ids, *, attempt: str = "", audio: dict | None = None) -> TurnTask:
+        """The task of one turn. ``audio`` caches file bytes by path, so every task of a run shares one
+        ``bytes`` object per recording."""
         vname, model, pname, repeat = key
         voice = next(v for v in self.voices if v.name == vname)
         prompt = next(p for p in self.prompts if p.name == pname)
         vid, target, err = voice_ids[(vname, model)]
+        audio = {} if audio is None else audio
+        for path in (prompt.path, voice.path):
+            if path not in audio:
+                audio[path] = path.read_bytes()
         return TurnTask(turn_id=turn_id(*key), run_id=self.run_dir.name, voice=vname, model=model, prompt=pname, repeat=repeat,
                         settings=self.workspace.settings, voice_id=vid, voice_target_model=target,
                         prompt_path=str(prompt.path), prompt_text=prompt.text,
                         reference_path=str(voice.path), audio_dir=str(self.run_dir / AUDIO_DIR),
                         realtime=self.realtime, metrics=self.metrics, enroll_error=err,
-                        simulated=self._simulated())
+                        simulated=self._simulated(), prompt_audio=audio[prompt.path],
+                        reference_audio=audio[voice.path], attempt=attempt)
 
     def _execute(self, tasks: list[TurnTask], total: int | None = None) -> None:
         from tqdm.auto import tqdm
@@ -595,15 +637,17 @@ class Experiment:
         bar = tqdm(total=len(tasks), desc="turns", unit="turn", disable=not self.show_bar)
         try:
             with open(self.turns_path, "a", encoding="utf-8") as fh:
-                futures = {executor.submit(run_turn, t): t for t in tasks}
+                futures = {executor.submit(run_turn_detached, t): t for t in tasks}
                 for fut in as_completed(futures):
                     task = futures[fut]
                     try:
-                        row = fut.result()
+                        row, turn = fut.result()
                     except Exception as exc:  # an executor-level failure (e.g. a dead worker)
-                        row = _base_row(task)
+                        row, turn = _base_row(task), None
                         row.update(error=redact(f"{type(exc).__name__}: {exc}", self._api_key()),
                                    finished_at=_utcnow())
+                    if turn is not None:  # the reply's files first, then the row that points at them
+                        save_turn(turn, row, task.audio_dir)
                     append_row(fh, row)
                     bar.update(1)
                     bar.set_postfix_str(f"{task.model} {row.get('status')}", refresh=False)
