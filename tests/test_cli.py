@@ -152,6 +152,7 @@ def test_talk_is_registered():
     assert "talk" in COMMANDS
 
 
+@pytest.mark.slow
 def test_talk_builtin_voice_manual(env, prompt_wav, tmp_path, capsys):
     from qvtools.realtime.turn import Turn
 
@@ -172,6 +173,7 @@ def test_talk_builtin_voice_manual(env, prompt_wav, tmp_path, capsys):
     assert f"wrote {out} ({turn.duration_s:.1f} s) and {tmp_path / 'reply.json'}" in text
 
 
+@pytest.mark.slow
 def test_talk_cloned_voice_server_vad(env, prompt_wav, cloned_plus, tmp_path, capsys):
     from qvtools.realtime.turn import Turn
 

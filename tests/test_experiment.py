@@ -115,6 +115,7 @@ def small_run(tmp_path_factory):
     return base / "run", frame, again
 
 
+@pytest.mark.slow
 def test_small_run_rows_and_metrics(small_run):
     run_dir, frame, again = small_run
     rows = ex.read_turns(run_dir / ex.TURNS_FILE)
@@ -160,6 +161,7 @@ def test_run_json_metadata_and_no_key(small_run):
     assert meta["turns_completed"] == 4
 
 
+@pytest.mark.slow
 def test_report_of_a_real_run(small_run):
     from qvtools.report import build_report
 
@@ -180,6 +182,7 @@ def _compare_cmd(out: Path) -> list[str]:
             "--models", "qwen3.5-omni-flash-realtime", "--workers", "1", "--no-report"]
 
 
+@pytest.mark.slow
 def test_cli_compare_resumes_after_sigkill(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, QVTOOLS_DATA_DIR=str(tmp_path / "data"), DASHSCOPE_API_KEY=FAKE_KEY)
@@ -227,6 +230,7 @@ def test_progress_must_be_a_callable_or_bool(tmp_path):
     assert default.show_bar and default.progress is None
 
 
+@pytest.mark.slow
 def test_progress_callback_after_each_turn_of_a_resumed_run(small_run, tmp_path):
     """Two of the four turns dropped from a copy of the journal: the resumed run reports 3/4 then 4/4."""
     import shutil

@@ -315,6 +315,7 @@ def test_slow_reader_is_closed_with_a_reason_not_buffered(svc):
 
 # --------------------------------------------------------------------------- the comparison runner
 
+@pytest.mark.slow
 def test_runner_records_the_failed_turn_continues_and_retry_completes_it_once(svc, tmp_path):
     from qvtools.workspace import Workspace
 

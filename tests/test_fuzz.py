@@ -34,6 +34,8 @@ from qvtools.resources import samples_dir  # noqa: E402
 from qvtools.server import LocalService, ServiceConfig  # noqa: E402
 from conftest import adts_bytes  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 
 TIMEOUT = 30
 FLASH = "qwen3.5-omni-flash-realtime"

@@ -53,6 +53,7 @@ def compare_run(tmp_path_factory):
     return base, proc
 
 
+@pytest.mark.slow
 def test_the_compare_run_worked(compare_run):
     base, proc = compare_run
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
@@ -61,6 +62,7 @@ def test_the_compare_run_worked(compare_run):
     assert (base / "debug.log").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_no_artifact_holds_the_key(compare_run):
     base, proc = compare_run
     assert not _leaks(proc.stdout) and not _leaks(proc.stderr)

@@ -270,6 +270,7 @@ def test_keys_are_isolated(service, enrollment_wav):
     assert b"sk-owner" not in raw  # only the SHA-256 of the key is stored
 
 
+@pytest.mark.slow
 def test_quota(tmp_path, enrollment_wav):
     with LocalService(data_dir=tmp_path, config=ServiceConfig(voice_quota=1)) as svc:
         body = create_body(data_url(enrollment_wav, "audio/wav"), name="q")

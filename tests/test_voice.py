@@ -69,6 +69,7 @@ def test_analyze_rejects_silence():
         analyze(np.zeros(0, np.float32), SR)
 
 
+@pytest.mark.slow
 def test_analyze_is_fast_on_20_seconds():
     import time
 

@@ -190,6 +190,7 @@ def sample_voice_bytes():
     return voices[0].name, voices[0].read_bytes()
 
 
+@pytest.mark.slow
 def test_voice_manager_create_and_delete_with_confirmation(workspace, sample_voice_bytes):
     import datetime
 
