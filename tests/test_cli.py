@@ -52,6 +52,7 @@ def test_subcommands_registered():
     assert {"check", "prepare", "voices", "serve"} <= set(COMMANDS)
 
 
+@pytest.mark.slow
 def test_voices_create_list_delete_purge(env, files, capsys):
     good, _ = files
     assert main(["voices", "create", str(good), "--name", "cli", "--model", PLUS, "--language", "en"]) == 0
@@ -102,6 +103,7 @@ def _read_line(stream, timeout: float) -> str:
     return q.get(timeout=timeout)
 
 
+@pytest.mark.slow
 def test_serve_subprocess_prints_its_url(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "qvtools.cli", "serve", "--port", "0", "--data-dir",
@@ -185,6 +187,7 @@ def test_talk_cloned_voice_server_vad(env, prompt_wav, cloned_plus, tmp_path, ca
     assert "speech_stopped" in turn.marks and turn.session_id in _sessions(env)  # server VAD ended the turn
 
 
+@pytest.mark.slow
 def test_talk_mismatched_cloned_voice_refused_without_connecting(env, prompt_wav, cloned_plus, tmp_path,
                                                                     capsys):
     before = _sessions(env)

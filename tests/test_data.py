@@ -27,6 +27,7 @@ def test_voice_manifest_matches_files(voices_doc):
     assert 4 <= len(listed) <= 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", sorted((DATA / "voices").glob("*.wav")), ids=lambda p: p.stem)
 def test_reference_voice_passes_preflight(path):
     info = sf.info(path)

@@ -138,6 +138,7 @@ def test_small_run_rows_and_metrics(small_run):
         assert r["turn_wall_s"] >= r["session_s"] + r["metrics_s"] - 1e-6
 
 
+@pytest.mark.slow
 def test_one_enrollment_per_voice_and_model(small_run):
     run_dir, frame, _ = small_run
     voices = json.loads((run_dir / ex.VOICES_FILE).read_text())
@@ -146,6 +147,7 @@ def test_one_enrollment_per_voice_and_model(small_run):
     assert (per_pair == 1).all()
 
 
+@pytest.mark.slow
 def test_run_json_metadata_and_no_key(small_run):
     run_dir, _, _ = small_run
     text = (run_dir / ex.RUN_FILE).read_text()

@@ -163,6 +163,7 @@ def test_update_errors_raise_and_session_continues(svc):
         assert rt.input_sample_rate == 24000
 
 
+@pytest.mark.slow
 def test_handshake_errors(tmp_path):
     from qvtools.server import LocalService
 
