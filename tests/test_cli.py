@@ -85,6 +85,7 @@ def test_errors_are_one_line_exit_2(env, files, capsys, argv, fragment):
     assert err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_check_and_prepare(files, tmp_path, capsys):
     good, silent = files
     assert main(["check", str(good)]) == 0

@@ -169,5 +169,6 @@ def test_dask_executor_without_distributed_names_the_extra(monkeypatch):
 def test_loopback_urls():
     from qvtools.cluster import loopback_url
 
-    assert loopback_url("http://127.0.0.1:8765") and loopback_url("http://localhost:1") and loopback_url("http://[::1]:2")
+    assert loopback_url("http://127.0.0.1:8765") and loopback_url("http://localhost:1")
+    assert loopback_url("http://[::1]:2")
     assert not loopback_url("http://10.0.0.5:8765") and not loopback_url(None) and not loopback_url("http://svc.lan")

@@ -180,6 +180,7 @@ def test_create_dropped_before_the_work_raises_transport_error(svc, enrollment_w
 
 # --------------------------------------------------------------------------- realtime faults
 
+@pytest.mark.slow
 def test_dropped_connection_keeps_the_partial_turn_failed_and_saveable(svc, tmp_path):
     key = "sk-faults-drop"
     svc.set_faults(key, FaultPlan(drop_after_audio_deltas=3))
