@@ -9,6 +9,8 @@ import os
 import socket
 import sys
 
+from concurrent.futures import Executor
+
 import pytest
 
 from qvtools import experiment as ex
@@ -44,6 +46,19 @@ def workspace(tmp_path_factory):
     with connect(settings) as ws:
         ws.wait_ready()
         yield ws
+
+
+class KeepingExecutor(Executor):
+    """Hands out the cluster's futures and keeps every one alive (as a notebook holding an earlier run's
+    futures, or the traceback of an interrupted run, would): their Dask keys stay on the cluster."""
+
+    def __init__(self, inner):
+        self.inner, self.kept = inner, []
+
+    def submit(self, fn, /, *args, **kwargs):
+        fut = self.inner.submit(fn, *args, **kwargs)
+        self.kept.append(fut)
+        return fut
 
 
 def _turn_tasks(stream) -> list[dict]:
@@ -91,15 +106,15 @@ def test_turns_run_on_two_worker_processes_each_once_and_resume_adds_nothing(cli
 
 @pytest.mark.slow
 def test_a_failed_turn_is_retried_on_the_same_executor_and_recorded_once(client, workspace, tmp_path):
-    """Dask keys tasks by their content: without the per-run attempt token the retry of the same task
-    would be answered with the first (failed) result still held by the executor."""
+    """Dask keys tasks by their content: while the first run's futures are still held, the retry of the
+    same task without the per-run attempt token would be answered with the first (failed) result."""
     from qvtools.server.faults import FaultPlan
 
     svc = workspace.service
     svc.set_faults(KEY, FaultPlan(drop_after_audio_deltas=2, times=1))  # only the next session drops
     try:
         run_dir = tmp_path / "run"
-        executor = client.get_executor()
+        executor = KeepingExecutor(client.get_executor())
         kw = dict(voices=ex.sample_voices()[1:2], prompts=ex.sample_prompts()[:2], models=(FLASH,),
                   metrics=(), progress=False, executor=executor)
         exp = ex.Experiment(workspace, run_dir, **kw)
@@ -112,6 +127,7 @@ def test_a_failed_turn_is_retried_on_the_same_executor_and_recorded_once(client,
         rows = _check_run_dir(run_dir, exp)
         assert len(rows) == len(retried) == 2
         assert all(r["status"] == "completed" for r in rows), [(r["turn_id"], r["error"]) for r in rows]
+        assert len(executor.kept) == 3  # two turns, then the one retried
     finally:
         svc.clear_faults()
 
