@@ -337,7 +337,8 @@ class TurnTask:
     prompt_audio: bytes | None = None
     reference_audio: bytes | None = None
     #: Distinguishes submissions of the same turn (one per :meth:`Experiment.run`): Dask keys tasks by
-    #: content, so without it a retry on the same executor could be answered with the old result.
+    #: content, so while an earlier run's futures are still held (a notebook, an interrupted run's
+    #: traceback) a retry could otherwise be answered with the old result (tests/test_dask.py).
     attempt: str = ""
 
     def __repr__(self):  # settings carries the key; keep the repr short and key-free

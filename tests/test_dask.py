@@ -105,6 +105,30 @@ def test_turns_run_on_two_worker_processes_each_once_and_resume_adds_nothing(cli
 
 
 @pytest.mark.slow
+def test_a_detached_turn_writes_nothing_and_travels_as_data(workspace, tmp_path):
+    """What a worker runs: the task carries the audio (the files may be absent where it runs), the result is
+    plain picklable data, and only the coordinator's save_turn writes the reply."""
+    import dataclasses
+    import pickle
+
+    exp = ex.Experiment(workspace, tmp_path / "run", voices=ex.sample_voices()[:1], prompts=ex.sample_prompts()[:1],
+                        models=(FLASH,), metrics=("loudness", "f0_ratio"), progress=False)
+    key = exp.plan()[0]
+    exp.run_dir.mkdir()
+    task = exp._task(key, exp._enroll({key[:2]}), attempt="t1")
+    assert task.prompt_audio == ex.sample_prompts()[0].path.read_bytes()
+    elsewhere = dataclasses.replace(task, prompt_path=str(tmp_path / "absent.wav"),
+                                    reference_path=str(tmp_path / "absent-too.wav"),
+                                    audio_dir=str(tmp_path / "not-written"))
+    row, turn = pickle.loads(pickle.dumps(ex.run_turn_detached(pickle.loads(pickle.dumps(elsewhere)))))
+    assert row["status"] == "completed" and row["f0_ratio"] > 0, row  # the reference came from the task
+    assert not (tmp_path / "not-written").exists() and "audio_path" not in row
+    ex.save_turn(turn, row, tmp_path / "run" / ex.AUDIO_DIR)
+    assert (tmp_path / "run" / row["audio_path"]).is_file()
+    assert workspace.settings.api_key not in repr(task)
+
+
+@pytest.mark.slow
 def test_a_failed_turn_is_retried_on_the_same_executor_and_recorded_once(client, workspace, tmp_path):
     """Dask keys tasks by their content: while the first run's futures are still held, the retry of the
     same task without the per-run attempt token would be answered with the first (failed) result."""
