@@ -198,3 +198,13 @@ def test_wheel_in_a_fresh_venv_runs_compare_and_report_outside_the_checkout(whee
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     html = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "SIMULATED" in html and "data:audio/wav;base64," in html
+
+
+@pytest.mark.slow
+def test_make_samples_regenerates_the_packaged_copy_byte_for_byte():
+    pytest.importorskip("piper", reason="the sample generator needs piper-tts (qvtools[local])")
+    env = _clean_env(PYTHONPATH=str(ROOT))
+    proc = _run([sys.executable, ROOT / "data" / "make_samples.py", "--check"], cwd=ROOT, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    lines = proc.stdout.split("\n")
+    assert sum(line.startswith("same ") for line in lines) == len(list(resources.samples_dir().rglob("*.wav"))) + 2
