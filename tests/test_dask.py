@@ -212,3 +212,14 @@ def test_loopback_urls():
     assert loopback_url("http://127.0.0.1:8765") and loopback_url("http://localhost:1")
     assert loopback_url("http://[::1]:2")
     assert not loopback_url("http://10.0.0.5:8765") and not loopback_url(None) and not loopback_url("http://svc.lan")
+
+
+def test_remote_worker_hosts_leave_out_this_machine():
+    from qvtools.cluster import remote_worker_hosts
+
+    class Scheduler:  # what Client.scheduler_info() answers, for a cluster spanning two other machines
+        def scheduler_info(self):
+            return {"workers": {"tcp://127.0.0.1:40001": {}, f"tcp://{socket.gethostname()}:40002": {},
+                                "tcp://192.0.2.7:40003": {}, "tls://192.0.2.8:40004": {}}}
+
+    assert remote_worker_hosts(Scheduler()) == ["192.0.2.7", "192.0.2.8"]
