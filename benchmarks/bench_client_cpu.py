@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from qvtools import audio  # noqa: E402
 from qvtools.config import Settings  # noqa: E402
 from qvtools.realtime import RealtimeSession  # noqa: E402
+from qvtools.resources import samples_dir  # noqa: E402
 from _service import ServiceProcess  # noqa: E402
 
 MODEL = "qwen3.5-omni-plus-realtime"
@@ -58,11 +59,11 @@ IN_RATE, OUT_RATE = 16000, 24000
 CHUNK_BYTES = 2 * IN_RATE // 10  # 100 ms of 16 kHz PCM16 per append
 
 def long_prompt(names: list[str]) -> np.ndarray:
-    """The prompts of data/prompts joined with 0.4 s pauses, float32 at 16 kHz."""
+    """The sample prompts (qvtools/samples/prompts) joined with 0.4 s pauses, float32 at 16 kHz."""
     gap = np.zeros(int(0.4 * IN_RATE), np.float32)
     parts = []
     for name in names:
-        x, _ = audio.load(ROOT / "data" / "prompts" / f"{name}.wav", mono=True, sample_rate=IN_RATE)
+        x, _ = audio.load(samples_dir() / "prompts" / f"{name}.wav", mono=True, sample_rate=IN_RATE)
         parts += [x.astype(np.float32), gap]
     return np.concatenate(parts)
 
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
     ap.add_argument("--voice", default="Tina", help="built-in voice of both sessions")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--prompts", nargs="+", default=["weather", "dinner", "math", "travel"],
-                    help="data/prompts clips joined into the one user utterance")
+                    help="sample prompt clips joined into the one user utterance")
     ap.add_argument("--no-diagnostic", dest="diagnostic", action="store_false",
                     help="skip the third row (the SDK with websocket-client's UTF-8 validation switched off)")
     ap.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for each response.done")

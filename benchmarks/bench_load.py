@@ -5,10 +5,10 @@ memory (RSS, from ``/proc/PID/status``) and CPU time (``/proc/PID/stat``) can be
 sweep, for ``--minutes`` minutes:
 
 - N realtime sessions (one API key, websocket-client ``RealtimeSession``), server VAD, each streaming a
-  spoken prompt from ``data/prompts`` paced like a microphone (100 ms appends, then 1.2 s of silence) and
+  spoken sample prompt (``qvtools/samples/prompts``) paced like a microphone (100 ms appends, then 1.2 s of silence) and
   waiting for the reply, turn after turn;
 - one enrollment client doing ``list`` every ``--enroll-interval`` s, and every ``--create-every``-th
-  request a ``create`` (a voice from ``data/voices``) followed by its ``delete``.
+  request a ``create`` (a sample voice, ``qvtools/samples/voices``) followed by its ``delete``.
 
 Reported per step: turns/min, TTFA percentiles (end of user speech -> first audio delta, ms), the VAD
 lag (the time from sending the last chunk of a prompt to receiving ``speech_stopped``, minus the first
@@ -45,6 +45,7 @@ from qvtools import audio  # noqa: E402
 from qvtools.config import ENROLLMENT_PATH, Settings  # noqa: E402
 from qvtools.errors import APIError, QVError  # noqa: E402
 from qvtools.realtime import RealtimeSession  # noqa: E402
+from qvtools.resources import samples_dir  # noqa: E402
 from _service import ServiceProcess  # noqa: E402
 
 MODEL = "qwen3.5-omni-flash-realtime"
@@ -219,10 +220,11 @@ def main(argv=None) -> int:
     if args.minutes <= 0 or args.minutes > 30 or min(args.sessions) < 1 or max(args.sessions) > 64:
         p.error("bounded: 0 < --minutes <= 30 and 1 <= N <= 64")
 
-    meta = json.loads((ROOT / "data" / "prompts.json").read_text())
-    prompts = [audio.load(ROOT / "data" / x["file"], mono=True) for x in meta["prompts"]]
-    voices = [audio.data_url((ROOT / "data" / "voices" / f).read_bytes(), "audio/wav")
-              for f in sorted(os.listdir(ROOT / "data" / "voices")) if f.endswith(".wav")]
+    samples = samples_dir()
+    meta = json.loads((samples / "prompts.json").read_text())
+    prompts = [audio.load(samples / x["file"], mono=True) for x in meta["prompts"]]
+    voices = [audio.data_url((samples / "voices" / f).read_bytes(), "audio/wav")
+              for f in sorted(os.listdir(samples / "voices")) if f.endswith(".wav")]
     config = {"realtime_latency": args.latency, "max_sessions_per_key": args.limit, "warm_speech": True}
     print(f"load test: {os.cpu_count()} cores, steps N={args.sessions}, {args.minutes:g} min each, "
           f"latency={args.latency}, limit={args.limit or 'none'}", flush=True)

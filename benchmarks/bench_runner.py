@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     print(f"turns: {n} ({(frame['status'] == 'completed').sum()} completed), workers=1, metrics off")
     print(f"run() wall {wall:.2f} s; sessions {session:.2f} s; metrics {metrics:.3f} s")
     print(f"runner overhead per turn (wall - session - metrics) / n: {1000 * overhead:.1f} ms")
-    print(f"  of which inside run_turn (turn save etc.): median {1000 * statistics.median(inside):.1f} ms")
+    print(f"  of which in the turn call, outside session/metrics: median {1000 * statistics.median(inside):.1f} ms")
     print(f"journal append_row (write+flush+fsync): {1000 * t_append:.3f} ms/row; "
           f"read_turns of 1000 rows: {1000 * t_read:.1f} ms")
     return 0

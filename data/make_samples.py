@@ -1,7 +1,10 @@
-"""Generate the sample data in ``data/`` with qvtools' own speech engines (deterministic, seeded).
+"""Generate the packaged sample data with qvtools' own speech engines (deterministic, seeded).
 
-    /work/venv/bin/python data/make_samples.py            # rewrite data/voices, data/prompts, manifests
-    /work/venv/bin/python data/make_samples.py --check    # regenerate in memory, report differences
+The samples ship inside the package, in ``qvtools/samples/`` (found at run time with
+``qvtools.resources.samples_dir()``); this script, in the checkout's ``data/``, writes that single copy::
+
+    python data/make_samples.py            # rewrite qvtools/samples/{voices,prompts}/*.wav and the manifests
+    python data/make_samples.py --check    # regenerate in memory, compare byte for byte, write nothing
 
 Reference speakers (``voices/*.wav``, 24 kHz 16-bit mono, 10-20 s): English text written for this
 project is spoken by Piper (``qvtools.server.tts``, voice en_US-joe-medium) one sentence at a time,
@@ -29,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+#: The packaged samples of THIS checkout (not of whatever qvtools is installed): the single copy.
+SAMPLES = HERE.parent / "qvtools" / "samples"
 SEED = 20240611
 VOICE_SR = 24000
 PROMPT_SR = 16000
@@ -141,36 +146,48 @@ def generate():
         files.append((meta["file"], y, PROMPT_SR))
         prompts.append(meta)
     common = {"generator": "data/make_samples.py", "seed": SEED, "tts": VOICE_NAME,
-              "licence": "see data/README.md"}
+              "licence": "see README.md (qvtools/samples/README.md)"}
     return files, {**common, "voices": voices}, {**common, "prompts": prompts}
+
+
+def _wav_bytes(y, sr) -> bytes:
+    """The exact bytes ``soundfile`` writes for a 16-bit PCM WAV (what lands on disk)."""
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _json_bytes(doc) -> bytes:
+    return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=HERE, help="output directory (default: data/)")
-    ap.add_argument("--check", action="store_true", help="compare with the files on disk, write nothing")
+    ap.add_argument("--out", type=Path, default=SAMPLES, help="output directory (default: qvtools/samples/)")
+    ap.add_argument("--check", action="store_true", help="compare with the files on disk byte for byte, write nothing")
     args = ap.parse_args(argv)
-    import soundfile as sf
 
     files, voices_doc, prompts_doc = generate()
+    outputs = [(rel, _wav_bytes(y, sr), f"{len(y) / sr:.2f} s @ {sr} Hz") for rel, y, sr in files]
+    outputs += [("voices.json", _json_bytes(voices_doc), "manifest"),
+                ("prompts.json", _json_bytes(prompts_doc), "manifest")]
     if args.check:
         bad = 0
-        for rel, y, sr in files:
+        for rel, data, _ in outputs:
             path = args.out / rel
-            old, old_sr = sf.read(path, dtype="float32") if path.is_file() else (None, None)
-            # identical up to the 16-bit quantisation of the file (1 LSB = 1/32768)
-            same = old is not None and old_sr == sr and old.shape == y.shape and \
-                float(np.max(np.abs(old - y))) <= 1.5 / 32768
+            same = path.is_file() and path.read_bytes() == data
             print(f"{'same' if same else 'DIFFERENT'}  {rel}")
             bad += not same
         return 1 if bad else 0
-    for rel, y, sr in files:
+    for rel, data, what in outputs:
         path = args.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, y, sr, subtype="PCM_16")
-        print(f"{rel}: {len(y) / sr:.2f} s @ {sr} Hz")
-    (args.out / "voices.json").write_text(json.dumps(voices_doc, indent=2) + "\n", encoding="utf-8")
-    (args.out / "prompts.json").write_text(json.dumps(prompts_doc, indent=2) + "\n", encoding="utf-8")
+        path.write_bytes(data)
+        print(f"{rel}: {what}")
     return 0
 
 

@@ -3,6 +3,7 @@
 import logging
 
 from . import audio, catalog, metrics, preflight, results
+from ._version import __version__
 from .config import REGIONS, TARGET_MODELS, Settings
 from .enrollment import Voice, VoiceClient
 from .errors import (APIError, ConfigError, InvalidAudio, QVError, RealtimeError, SessionTimeout,
@@ -12,8 +13,6 @@ from .realtime.session import RealtimeSession
 from .realtime.turn import Turn
 from .registry import VoiceRegistry
 from .workspace import Workspace, connect
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

@@ -8,6 +8,7 @@ builder adding its parser to the subparsers).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Callable
 
@@ -334,13 +335,17 @@ def _build_compare(sub):
                    "an existing one is resumed, finished turns are not re-run")
     p.add_argument("--repeats", type=int, default=1, help="turns per voice x model x prompt (default 1)")
     p.add_argument("--voices", nargs="+", metavar="WAV", help="reference recordings or directories of WAVs "
-                   "(default: the sample voices in data/voices)")
+                   "(default: the packaged sample voices, qvtools/samples/voices)")
     p.add_argument("--prompts", nargs="+", metavar="FILE", help="spoken prompts (audio) or prompts.json "
-                   "manifests (default: data/prompts.json)")
+                   "manifests (default: the packaged sample prompts)")
     p.add_argument("--models", nargs="+", metavar="MODEL", default=list(DEFAULT_COMPARE_MODELS),
                    help="realtime models, any names (default: " + " ".join(DEFAULT_COMPARE_MODELS) + "); names "
                    "outside the model catalog are warned about, not refused")
     p.add_argument("--workers", type=int, default=2, help="turns run in parallel (default 2)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run the turns on the workers of this Dask scheduler "
+                   "(e.g. tcp://host:8786; needs qvtools[dask]); this process still writes RUN_DIR alone")
+    p.add_argument("--quick", action="store_true", help="a short run: only the first voice and the first "
+                   "prompt (of the samples, or of those given), on every model")
     p.add_argument("--seed", type=int, default=0, help="seed of the turn order (default 0)")
     p.add_argument("--realtime", action="store_true", help="stream prompts at real-time pace (like a microphone)")
     p.add_argument("--retry-failed", action="store_true", help="re-run turns recorded as failed")
@@ -364,14 +369,23 @@ def _compare(args) -> int:
     voices = experiment.resolve_voices(args.voices)
     prompts = experiment.resolve_prompts(args.prompts)
     _warn_models(args.models)
+    if args.quick:
+        voices, prompts = voices[:1], prompts[:1]
     _out(f"run directory: {run_dir}")
-    with _workspace() as ws:
+    with _workspace() as ws, contextlib.ExitStack() as stack:
         print(ws.describe(), file=sys.stderr, flush=True)
+        executor = None
+        if args.scheduler:
+            from .cluster import dask_executor
+
+            executor = stack.enter_context(dask_executor(args.scheduler, timeout=ws.settings.timeout_s,
+                                                         base_url=ws.settings.base_url))
         exp = experiment.Experiment(ws, run_dir, voices=voices, prompts=prompts, models=args.models,
                                     repeats=args.repeats, seed=args.seed, realtime=args.realtime,
                                     workers=args.workers, retry_failed=args.retry_failed,
                                     turn_detection=None if args.manual else "server_vad",
-                                    silence_duration_ms=args.silence_ms, prices=args.prices)
+                                    silence_duration_ms=args.silence_ms, prices=args.prices,
+                                    executor=executor)
         if ws.settings.is_cloud:  # the local service never asks (it bills nothing)
             plan = exp.billing_plan()
             _out(plan.text())
@@ -438,7 +452,7 @@ def _replay(args) -> int:
 
 # -- entry points --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="qvtools", description="Qwen voice cloning toolkit (offline local "
                                      "service by default; set QVTOOLS_REGION for the real service)")

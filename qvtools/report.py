@@ -1,4 +1,4 @@
-"""Run reports: execute ``notebooks/05_report.ipynb`` on a run directory and export one HTML file.
+"""Run reports: execute the packaged ``05_report.ipynb`` notebook on a run directory and export one HTML file.
 
 :func:`build_report` injects the parameters (``run_dir``, ``quick``, ``sample_turns``, ``prices``) after the
 cell tagged ``parameters`` (papermill's convention, done here with nbclient alone), executes the
@@ -23,6 +23,7 @@ import numpy as np
 
 from .config import redact
 from .errors import ConfigError, QVError
+from .resources import report_notebook
 
 __all__ = [
     "build_report",
@@ -39,8 +40,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The parameterised report notebook.
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_report.ipynb"
+#: The parameterised report notebook, shipped inside the package (``qvtools/notebooks/05_report.ipynb``;
+#: ``notebooks/05_report.ipynb`` of a checkout is a symbolic link to it).
+NOTEBOOK = report_notebook()
 REPORT_FILE = "report.html"
 #: Shown at the top of every report of a run against the local service.
 SIMULATED_NOTE = ("Latencies in this report are SIMULATED: the run used the offline local service, whose "

@@ -13,6 +13,8 @@ import pytest
 
 from qvtools import preflight
 
+pytestmark = pytest.mark.slow
+
 # defect (file-name prefix in bad/) -> rows of which at least one must warn or fail
 EXPECTED = {
     "two_speakers": {"second_voice"},

@@ -52,6 +52,7 @@ def test_subcommands_registered():
     assert {"check", "prepare", "voices", "serve"} <= set(COMMANDS)
 
 
+@pytest.mark.slow
 def test_voices_create_list_delete_purge(env, files, capsys):
     good, _ = files
     assert main(["voices", "create", str(good), "--name", "cli", "--model", PLUS, "--language", "en"]) == 0
@@ -159,6 +160,7 @@ def test_errors_are_one_line_exit_2(env, files, capsys, argv, fragment):
     assert err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_check_and_prepare(files, tmp_path, capsys):
     good, silent = files
     assert main(["check", str(good)]) == 0
@@ -177,6 +179,7 @@ def _read_line(stream, timeout: float) -> str:
     return q.get(timeout=timeout)
 
 
+@pytest.mark.slow
 def test_serve_subprocess_prints_its_url(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "qvtools.cli", "serve", "--port", "0", "--data-dir",
@@ -227,6 +230,7 @@ def test_talk_is_registered():
     assert "talk" in COMMANDS
 
 
+@pytest.mark.slow
 def test_talk_builtin_voice_manual(env, prompt_wav, tmp_path, capsys):
     from qvtools.realtime.turn import Turn
 
@@ -247,6 +251,7 @@ def test_talk_builtin_voice_manual(env, prompt_wav, tmp_path, capsys):
     assert f"wrote {out} ({turn.duration_s:.1f} s) and {tmp_path / 'reply.json'}" in text
 
 
+@pytest.mark.slow
 def test_talk_cloned_voice_server_vad(env, prompt_wav, cloned_plus, tmp_path, capsys):
     from qvtools.realtime.turn import Turn
 
@@ -258,6 +263,7 @@ def test_talk_cloned_voice_server_vad(env, prompt_wav, cloned_plus, tmp_path, ca
     assert "speech_stopped" in turn.marks and turn.session_id in _sessions(env)  # server VAD ended the turn
 
 
+@pytest.mark.slow
 def test_talk_mismatched_cloned_voice_refused_without_connecting(env, prompt_wav, cloned_plus, tmp_path,
                                                                     capsys):
     before = _sessions(env)

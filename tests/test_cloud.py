@@ -8,16 +8,15 @@ Creating a voice is billed ($0.01, SEED §2.4), so the create/delete round trip 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 import qvtools
 from qvtools.config import TARGET_MODELS
+from qvtools.resources import samples_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-PROMPT = ROOT / "data" / "prompts" / "weather.wav"
-VOICE = ROOT / "data" / "voices" / "ava.wav"
+PROMPT = samples_dir() / "prompts" / "weather.wav"
+VOICE = samples_dir() / "voices" / "ava.wav"
 
 pytestmark = [
     pytest.mark.cloud,

@@ -1,4 +1,5 @@
-"""The sample data in data/: every reference voice passes preflight, the manifests match the files."""
+"""The packaged sample data (qvtools/samples, made by data/make_samples.py): every reference voice passes
+preflight, the manifests match the files."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 import soundfile as sf
 
 from qvtools import experiment, preflight
+from qvtools.resources import samples_dir
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = samples_dir()
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +27,7 @@ def test_voice_manifest_matches_files(voices_doc):
     assert 4 <= len(listed) <= 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", sorted((DATA / "voices").glob("*.wav")), ids=lambda p: p.stem)
 def test_reference_voice_passes_preflight(path):
     info = sf.info(path)

@@ -43,6 +43,7 @@ def client(service, tmp_path):
     c.close()
 
 
+@pytest.mark.slow
 def test_create_list_count_delete(client, enrollment_wav, tmp_path):
     path = tmp_path / "speech.wav"
     path.write_bytes(enrollment_wav)
@@ -58,6 +59,7 @@ def test_create_list_count_delete(client, enrollment_wav, tmp_path):
     assert client.count() == 0
 
 
+@pytest.mark.slow
 def test_create_from_array_and_mp3(client, enrollment_speech):
     v1 = client.create(enrollment_speech, FLASH, "arr")
     buf = io.BytesIO()

@@ -115,6 +115,7 @@ def small_run(tmp_path_factory):
     return base / "run", frame, again
 
 
+@pytest.mark.slow
 def test_small_run_rows_and_metrics(small_run):
     run_dir, frame, again = small_run
     rows = ex.read_turns(run_dir / ex.TURNS_FILE)
@@ -141,6 +142,7 @@ def test_small_run_rows_and_metrics(small_run):
         assert r["turn_wall_s"] >= r["session_s"] + r["metrics_s"] - 1e-6
 
 
+@pytest.mark.slow
 def test_one_enrollment_per_voice_and_model(small_run):
     run_dir, frame, _ = small_run
     voices = json.loads((run_dir / ex.VOICES_FILE).read_text())
@@ -149,6 +151,7 @@ def test_one_enrollment_per_voice_and_model(small_run):
     assert (per_pair == 1).all()
 
 
+@pytest.mark.slow
 def test_run_json_metadata_and_no_key(small_run):
     run_dir, _, _ = small_run
     text = (run_dir / ex.RUN_FILE).read_text()
@@ -165,6 +168,7 @@ def test_run_json_metadata_and_no_key(small_run):
     assert meta["voices_created"] == 4  # 2 voices x 2 models, once (the second run created none)
 
 
+@pytest.mark.slow
 def test_report_of_a_real_run(small_run):
     from qvtools.report import build_report
 
@@ -185,6 +189,7 @@ def _compare_cmd(out: Path) -> list[str]:
             "--models", "qwen3.5-omni-flash-realtime", "--workers", "1", "--no-report"]
 
 
+@pytest.mark.slow
 def test_cli_compare_resumes_after_sigkill(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, QVTOOLS_DATA_DIR=str(tmp_path / "data"), DASHSCOPE_API_KEY=FAKE_KEY)
@@ -232,6 +237,7 @@ def test_progress_must_be_a_callable_or_bool(tmp_path):
     assert default.show_bar and default.progress is None
 
 
+@pytest.mark.slow
 def test_progress_callback_after_each_turn_of_a_resumed_run(small_run, tmp_path):
     """Two of the four turns dropped from a copy of the journal: the resumed run reports 3/4 then 4/4."""
     import shutil

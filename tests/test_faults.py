@@ -113,6 +113,7 @@ def test_list_gives_up_after_max_retries_with_the_fields(svc):
     assert info.value.request_id and len(svc.faults.fired("enroll_status")) == 3  # 1 + 2 retries
 
 
+@pytest.mark.slow
 def test_delete_retries_503_and_a_lost_answer_counts_as_deleted(svc, enrollment_wav):
     key = "sk-faults-delete"
     with VoiceClient(settings(svc, key), backoff_s=0.01) as client:
@@ -141,6 +142,7 @@ def test_create_500_raises_api_error_and_is_never_retried(svc, enrollment_wav):
     assert len(svc.faults.fired("enroll_status")) == 1  # billable: one attempt only
 
 
+@pytest.mark.slow
 def test_create_answer_lost_is_reconciled_with_list(svc, enrollment_wav):
     key = "sk-faults-create-lost"
     svc.set_faults(key, FaultPlan(enroll_drop="after", times=1, enroll_actions=("create",)))
@@ -151,6 +153,7 @@ def test_create_answer_lost_is_reconciled_with_list(svc, enrollment_wav):
     assert len(svc.faults.fired("enroll_drop")) == 1  # one create sent, none repeated
 
 
+@pytest.mark.slow
 def test_create_timeout_is_reconciled_with_list(svc, enrollment_wav, caplog):
     key = "sk-faults-create-slow"
     # the voice is made (well within 4 s), then the answer waits 6 s: the client's 4 s timeout fires
@@ -177,6 +180,7 @@ def test_create_dropped_before_the_work_raises_transport_error(svc, enrollment_w
 
 # --------------------------------------------------------------------------- realtime faults
 
+@pytest.mark.slow
 def test_dropped_connection_keeps_the_partial_turn_failed_and_saveable(svc, tmp_path):
     key = "sk-faults-drop"
     svc.set_faults(key, FaultPlan(drop_after_audio_deltas=3))
@@ -195,6 +199,7 @@ def test_dropped_connection_keeps_the_partial_turn_failed_and_saveable(svc, tmp_
     assert fired["session_id"] == rt.session_id and fired["after_audio_deltas"] == 3
 
 
+@pytest.mark.slow
 def test_stalled_stream_ends_at_the_response_timeout(svc):
     key = "sk-faults-stall"
     svc.set_faults(key, FaultPlan(stall_after_audio_deltas=2))
@@ -208,6 +213,7 @@ def test_stalled_stream_ends_at_the_response_timeout(svc):
     assert 3.0 <= took < 3.0 + 10
 
 
+@pytest.mark.slow
 def test_malformed_and_unknown_events_are_recorded_and_the_turn_completes(svc):
     key = "sk-faults-garbled"
     svc.set_faults(key, FaultPlan(malformed_after_audio_deltas=1, unknown_after_audio_deltas=2))
@@ -244,6 +250,7 @@ def test_added_latency_is_visible_in_the_turn_marks(svc):
     assert rt_session != rt.session_id and len(svc.faults.fired("added_latency")) == 1
 
 
+@pytest.mark.slow
 def test_session_level_faults_from_the_client_and_the_control_endpoint(svc):
     key = "sk-faults-session"
     extra = {"qvtools": {"faults": {"unknown_after_audio_deltas": 0}}}
@@ -315,6 +322,7 @@ def test_slow_reader_is_closed_with_a_reason_not_buffered(svc):
 
 # --------------------------------------------------------------------------- the comparison runner
 
+@pytest.mark.slow
 def test_runner_records_the_failed_turn_continues_and_retry_completes_it_once(svc, tmp_path):
     from qvtools.workspace import Workspace
 

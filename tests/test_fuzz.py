@@ -34,14 +34,16 @@ st = hypothesis.strategies
 from qvtools import audio  # noqa: E402
 from qvtools.config import ENROLLMENT_PATH, REALTIME_PATH, Settings  # noqa: E402
 from qvtools.realtime.session import RealtimeSession  # noqa: E402
+from qvtools.resources import samples_dir  # noqa: E402
 from qvtools.server import LocalService, ServiceConfig  # noqa: E402
 from conftest import adts_bytes  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 
 TIMEOUT = 30
 FLASH = "qwen3.5-omni-flash-realtime"
 KEY = "sk-fuzz"
-ROOT = Path(__file__).resolve().parents[1]
 CLIENT_TYPES = ["session.update", "input_audio_buffer.append", "input_audio_buffer.commit",
                 "input_audio_buffer.clear", "input_image_buffer.append", "response.create", "response.cancel",
                 "conversation.item.create", "session.finish"]
@@ -192,7 +194,7 @@ def test_random_realtime_events_never_break_a_session(svc):
 
 
 def test_the_service_serves_a_normal_turn_after_the_fuzzing(svc):
-    prompt = audio.load(ROOT / "data" / "prompts" / "weather.wav", mono=True)
+    prompt = audio.load(samples_dir() / "prompts" / "weather.wav", mono=True)
     settings = Settings(region="local", base_url=svc.url, api_key=KEY, timeout_s=TIMEOUT)
     with RealtimeSession(settings, FLASH, response_timeout=120) as sess:
         turn = sess.send_audio(prompt, realtime=False)

@@ -98,6 +98,7 @@ def test_known_long_pause_is_named(sentence):
     assert "qvtools prepare" in row.advice
 
 
+@pytest.mark.slow
 def test_duration_rules(sentence):
     x, sr = sentence
     short = preflight.check((x, sr))  # ~7 s
@@ -145,6 +146,7 @@ def test_clipping_tone():
     assert preflight.check((soft, sr))["clipping"].status == "pass"
 
 
+@pytest.mark.slow
 def test_snr_detects_added_noise(good, rng):
     y, sr = good
     rms = np.sqrt(np.mean(y[np.abs(y) > 0.01] ** 2))
@@ -166,6 +168,7 @@ def _sung_notes(sr=24000, notes=(220.0, 247.0, 262.0, 294.0, 330.0, 294.0, 262.0
     return (0.3 * x / np.max(np.abs(x))).astype(np.float32), sr
 
 
+@pytest.mark.slow
 def test_singing_held_notes_warn_speech_passes(good_report, rng):
     """Held notes are found by both WORLD trackers; clean speech takes the DIO path and passes."""
     t = preflight.THRESHOLDS
@@ -198,6 +201,7 @@ def test_core_package_imports_no_gpl_pitch_engine():
     assert offenders == []
 
 
+@pytest.mark.slow
 def test_formats(good):
     y, sr = good
     buf = io.BytesIO()

@@ -36,6 +36,7 @@ def test_content_hash_ignores_the_container(enrollment_speech, enrollment_wav):
     assert key_fingerprint("sk-a") != key_fingerprint("sk-b") and "sk-a" not in key_fingerprint("sk-a")
 
 
+@pytest.mark.slow
 def test_ensure_reuses_and_reconciles(service, tmp_path, enrollment_wav):
     reg = make(service, tmp_path, "sk-reg")
     first = reg.ensure(enrollment_wav, PLUS, "reg")
@@ -54,6 +55,7 @@ def test_ensure_reuses_and_reconciles(service, tmp_path, enrollment_wav):
     reg.close()
 
 
+@pytest.mark.slow
 def test_other_key_gets_its_own_voice(service, tmp_path, enrollment_wav):
     a = make(service, tmp_path, "sk-reg-a")
     b = make(service, tmp_path, "sk-reg-b")  # same registry file, another key
@@ -61,6 +63,7 @@ def test_other_key_gets_its_own_voice(service, tmp_path, enrollment_wav):
     assert a.client.count() == 1 and b.client.count() == 1
 
 
+@pytest.mark.slow
 def test_concurrent_ensure_creates_once(service, tmp_path, enrollment_wav):
     regs = [make(service, tmp_path, "sk-reg-conc") for _ in range(3)]  # one connection each, like processes
     barrier = threading.Barrier(len(regs))

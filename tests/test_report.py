@@ -92,6 +92,7 @@ def test_load_run_errors(tmp_path):
         report.load_run(tmp_path)
 
 
+@pytest.mark.slow
 def test_report_html_is_self_contained(built):
     run_dir, out = built
     html = out.read_text()

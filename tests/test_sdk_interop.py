@@ -12,6 +12,8 @@ dashscope = pytest.importorskip("dashscope")
 from dashscope.audio.qwen_omni import (AudioFormat, MultiModality, OmniRealtimeCallback,  # noqa: E402
                                        OmniRealtimeConversation)
 
+pytestmark = pytest.mark.slow
+
 
 class Recorder(OmniRealtimeCallback):
     def __init__(self):

@@ -11,14 +11,13 @@ import os
 import subprocess
 import sys
 import traceback
-from pathlib import Path
 
 import pytest
 
 from qvtools.config import Settings
 from qvtools.errors import APIError, QVError, TransportError
+from qvtools.resources import samples_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 # built from parts so the committed source holds no key-shaped literal (secret scanners)
 FAKE_KEY = "sk-" + "QVTOOLSFAKEKEY" + "0123456789abcdef"
 #: Also catches a partial leak (a truncated or prefixed key).
@@ -47,13 +46,14 @@ def compare_run(tmp_path_factory):
     env.update(DASHSCOPE_API_KEY=FAKE_KEY, QVTOOLS_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
     if os.environ.get("QVTOOLS_SPEECH_DIR"):
         env["QVTOOLS_SPEECH_DIR"] = os.environ["QVTOOLS_SPEECH_DIR"]
-    argv = ["compare", "--out", str(run_dir), "--voices", str(ROOT / "data" / "voices" / "ava.wav"),
-            "--prompts", str(ROOT / "data" / "prompts" / "weather.wav"), "--workers", "1"]
+    argv = ["compare", "--out", str(run_dir), "--voices", str(samples_dir() / "voices" / "ava.wav"),
+            "--prompts", str(samples_dir() / "prompts" / "weather.wav"), "--workers", "1"]
     proc = subprocess.run([sys.executable, "-c", _DRIVER, str(log), *argv], env=env, cwd=base,
                           capture_output=True, timeout=900)
     return base, proc
 
 
+@pytest.mark.slow
 def test_the_compare_run_worked(compare_run):
     base, proc = compare_run
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
@@ -62,6 +62,7 @@ def test_the_compare_run_worked(compare_run):
     assert (base / "debug.log").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_no_artifact_holds_the_key(compare_run):
     base, proc = compare_run
     assert not _leaks(proc.stdout) and not _leaks(proc.stderr)

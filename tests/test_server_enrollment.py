@@ -73,6 +73,7 @@ def mp3_url(enrollment_speech) -> str:
 
 
 # -- the seed's bodies, unchanged but for the host ------------------------------------------------------
+@pytest.mark.slow
 def test_seed_create_list_delete_bodies(service, mp3_url):
     url = service.url + ENROLLMENT_PATH  # only the host differs from the SEED sample
     headers = {"Authorization": "Bearer sk-seed", "Content-Type": "application/json"}
@@ -273,6 +274,7 @@ def test_keys_are_isolated(service, enrollment_wav):
     assert b"sk-owner" not in raw  # only the SHA-256 of the key is stored
 
 
+@pytest.mark.slow
 def test_quota(tmp_path, enrollment_wav):
     with LocalService(data_dir=tmp_path, config=ServiceConfig(voice_quota=1)) as svc:
         body = create_body(data_url(enrollment_wav, "audio/wav"), name="q")
@@ -301,6 +303,7 @@ def test_list_pages_newest_first(service):
     assert len(defaults["output"]["voice_list"]) == 10 and defaults["output"]["page_index"] == 0
 
 
+@pytest.mark.slow
 def test_dashscope_sdk_base_api_call(service, enrollment_wav, monkeypatch):
     """The SDK's generic BaseApi.call (sdk notes §3, §5 item 9) against the local service."""
     dashscope = pytest.importorskip("dashscope")
@@ -325,6 +328,7 @@ def test_dashscope_sdk_base_api_call(service, enrollment_wav, monkeypatch):
     uuid.UUID(missing.request_id)
 
 
+@pytest.mark.slow
 def test_random_bodies_never_cause_a_500(service):
     """Client mistakes of any shape get a documented 4xx, never an InternalError."""
     hypothesis = pytest.importorskip("hypothesis")

@@ -88,6 +88,7 @@ def test_bad_input_gives_errors_and_the_session_continues(svc):
         c.close()
 
 
+@pytest.mark.slow
 def test_manual_response_order_chunks_interleaving_and_trace(svc, pcm16k):
     c = RawClient(svc, PLUS)
     try:
@@ -205,6 +206,7 @@ def test_finish_closes_with_1000(svc):
         c.close()
 
 
+@pytest.mark.slow
 def test_idle_timeout_and_session_cap(tmp_path):
     cfg = ServiceConfig(realtime_idle_timeout_s=0.3, realtime_latency="none")
     with LocalService(data_dir=tmp_path / "a", config=cfg) as svc:
@@ -221,6 +223,7 @@ def test_idle_timeout_and_session_cap(tmp_path):
         c.close()
 
 
+@pytest.mark.slow
 def test_cancel_flags(tmp_path):
     # simulated latency on, so the cancel lands before any output; text-only keeps it cheap
     for done_on_cancel in (True, False):

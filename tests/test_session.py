@@ -26,6 +26,7 @@ def speech():
     return utterance()
 
 
+@pytest.mark.slow
 def test_vad_turns_on_one_connection(svc, speech, tmp_path):
     with RealtimeSession(settings_for(svc), FLASH, voice="Ethan") as rt:
         assert rt.session_id.startswith("sess_") and rt.voice == "Ethan" and rt.echo.get("voice") == "Ethan"
@@ -58,6 +59,7 @@ def test_vad_turns_on_one_connection(svc, speech, tmp_path):
     assert back.latency() == turns[0].latency() and abs(len(back.audio) - len(turns[0].audio)) == 0
 
 
+@pytest.mark.slow
 def test_manual_turn_and_text_turn(svc, speech):
     with RealtimeSession(settings_for(svc), PLUS, turn_detection=None, transcription=False) as rt:
         # the mode comes from the request (§7.2: the echo may omit turn_detection)
@@ -73,6 +75,7 @@ def test_manual_turn_and_text_turn(svc, speech):
         assert text.status == "completed" and text.assistant_transcript and text.latency()["ttfa_ms"] > 0
 
 
+@pytest.mark.slow
 def test_paced_streaming_follows_the_clock(svc, speech):
     # realtime=True sends 100 ms chunks on a 100 ms schedule (like a microphone)
     x, sr = speech
@@ -84,6 +87,7 @@ def test_paced_streaming_follows_the_clock(svc, speech):
     assert turn.status == "completed"
 
 
+@pytest.mark.slow
 def test_cancel_ends_the_turn_as_cancelled(svc):
     with RealtimeSession(settings_for(svc), FLASH, turn_detection=None) as rt:
         def on_event(e):
@@ -112,6 +116,7 @@ def test_finish_and_closed_session(svc):
     assert turn is None
 
 
+@pytest.mark.slow
 def test_finish_tolerates_i140_servers(tmp_path):
     from qvtools.server import LocalService, ServiceConfig
 
@@ -133,6 +138,7 @@ def test_cloned_voice_mismatch_is_refused_before_connecting(svc):
         RealtimeSession(settings_for(svc), FLASH, voice=Voice())
 
 
+@pytest.mark.slow
 def test_cloned_voice_end_to_end(svc, enrollment_wav, speech):
     voice = create_voice(svc, enrollment_wav, target=PLUS, name="sess")
     with RealtimeSession(settings_for(svc), PLUS, voice=voice, voice_target_model=PLUS,
@@ -194,6 +200,7 @@ def test_update_errors_raise_and_session_continues(svc):
         assert rt.trailing_silence_for() == 1500 + TRAILING_SILENCE_MARGIN_MS
 
 
+@pytest.mark.slow
 def test_handshake_errors(tmp_path):
     from qvtools.server import LocalService
 
@@ -207,6 +214,7 @@ def test_handshake_errors(tmp_path):
         assert info.value.status == 404 and info.value.code == "ModelNotFound"
 
 
+@pytest.mark.slow
 def test_dropped_connection_returns_partial_failed_turn(svc):
     rt = RealtimeSession(settings_for(svc), FLASH, turn_detection=None).connect()
     try:

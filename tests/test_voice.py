@@ -69,6 +69,7 @@ def test_analyze_rejects_silence():
         analyze(np.zeros(0, np.float32), SR)
 
 
+@pytest.mark.slow
 def test_analyze_is_fast_on_20_seconds():
     import time
 
@@ -152,6 +153,7 @@ def _shape_distance(prof: VoiceProfile, target: VoiceProfile) -> float:
     return float(d.min(axis=1).mean())
 
 
+@pytest.mark.slow
 def test_codebook_moves_envelope_shapes_toward_the_target(low_voice, high_profile):
     without = analyze(convert(low_voice, SR, high_profile, codebook_strength=0.0), SR)
     with_cb = analyze(convert(low_voice, SR, high_profile, codebook_strength=1.0, codebook_k=1), SR)

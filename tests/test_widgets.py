@@ -182,14 +182,15 @@ def workspace(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sample_voice_bytes():
-    from pathlib import Path
+    from qvtools.resources import samples_dir
 
-    voices = sorted((Path(__file__).resolve().parents[1] / "data" / "voices").glob("*.wav"))
+    voices = sorted((samples_dir() / "voices").glob("*.wav"))
     if not voices:
-        pytest.skip("no sample voices in data/voices (run data/make_samples.py)")
+        pytest.skip("no sample voices in qvtools/samples/voices (run data/make_samples.py)")
     return voices[0].name, voices[0].read_bytes()
 
 
+@pytest.mark.slow
 def test_voice_manager_create_and_delete_with_confirmation(workspace, sample_voice_bytes):
     import datetime
 

@@ -76,6 +76,7 @@ def _sessions(ws) -> set:
     return {r[0] for r in ws.service.trace.records()}
 
 
+@pytest.mark.slow
 def test_realtime_turn_through_the_workspace(local_ws):
     from realtime_support import utterance
 
@@ -92,6 +93,7 @@ def test_realtime_turn_through_the_workspace(local_ws):
     assert 0 < lat["ttfa_created_ms"] < lat["ttfa_ms"] < 60_000
 
 
+@pytest.mark.slow
 def test_cloned_voice_object_mismatch_refused_before_connecting(local_ws, plus_voice):
     assert plus_voice.target_model == PLUS
     before = _sessions(local_ws)
@@ -103,6 +105,7 @@ def test_cloned_voice_object_mismatch_refused_before_connecting(local_ws, plus_v
     assert _sessions(local_ws) == before  # no connection was made
 
 
+@pytest.mark.slow
 def test_cloned_voice_by_name_connects_for_its_model(local_ws, plus_voice):
     with local_ws.realtime(PLUS, voice=plus_voice.voice) as rt:
         assert rt.config["voice"] == plus_voice.voice
