@@ -128,11 +128,13 @@ class VoiceStore:
                 raise
             self._db.execute("COMMIT")
 
-    def get(self, scope: str, voice: str) -> VoiceRecord | None:
+    def get(self, scope: str, voice: str, *, with_audio: bool = True) -> VoiceRecord | None:
+        """The voice's record; ``with_audio=False`` leaves the enrollment audio out (``audio`` is ``b""``)."""
+        cols = _COLUMNS if with_audio else _COLUMNS.replace(", audio", ", NULL")
         with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM voices WHERE key_scope=? AND voice=?",
+            row = self._db.execute(f"SELECT {cols} FROM voices WHERE key_scope=? AND voice=?",
                                    (scope_hash(scope), voice)).fetchone()
-        return _record(row) if row else None
+        return _record(row, with_audio=with_audio) if row else None
 
     def list(self, scope: str, page_index: int = 0, page_size: int = 10) -> tuple[list[VoiceRecord], int]:
         """One page, newest first (offset = page_index × page_size, §5 item 3), and the total count."""
