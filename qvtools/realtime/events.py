@@ -34,7 +34,7 @@ __all__ = [
     "MODELS", "base_model", "model_family", "is_known_model", "is_cloned_voice",
     "DEFAULT_TRANSCRIPTION_MODEL", "AUDIO_FORMAT_TYPES", "LEGACY_AUDIO_FORMATS",
     "SAMPLE_RATES", "default_session", "merge_session", "input_format", "output_format",
-    "compute_usage", "estimate_text_tokens", "voice_problem", "voice_error_message",
+    "compute_usage", "estimate_text_tokens", "voice_problem", "voice_error_message", "voice_error",
     "SESSION_CREATED_KEYS", "SESSION_UPDATED_KEYS", "session_echo", "invalid_text_path",
     # client events
     "session_config", "session_update", "audio_append", "audio_commit", "audio_clear", "image_append",
@@ -836,6 +836,13 @@ def error(message: str, *, code: str = "invalid_value", param: str | None = None
     if event_id is not None:
         info["event_id"] = event_id
     return _event("error", error=info)
+
+
+def voice_error(voice: str) -> Event:
+    """The lone ``error`` an unusable voice gets at the response trigger (§7.3: only the message text was
+    recorded; the envelope follows §4.4 with the code taken from that text and ``param`` null)."""
+    return _event("error", error={"type": "invalid_request_error", "code": "InternalError.Algo.InvalidParameter",
+                                  "message": voice_error_message(voice), "param": None})
 
 
 def session_finished() -> Event:

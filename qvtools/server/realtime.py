@@ -663,6 +663,7 @@ class _Connection:
         except Exception as exc:  # a partial is best effort; the commit's transcription reports failures
             log.info("session %s: partial transcription failed (%s)", self.session_id, type(exc).__name__)
             return
+        log.debug("session %s: partial transcription of %.1f s: %r", self.session_id, len(x) / rate, text)
         if text and self.manual_item == item_id:  # not after the commit (its transcription is final)
             await self.send(self._transcription_delta(item_id, text))
 
@@ -856,8 +857,7 @@ class _Connection:
             # response.created; later session.update events get no answer (realtime_dead_after_voice_error)
             log.info("session %s: voice error at generation: %s", self.session_id, self.voice_error)
             self.dead = bool(self.cfg.realtime_dead_after_voice_error)
-            await self.error(ev.voice_error_message(self.session.get("voice")), param="session.voice",
-                             event_id=event_id)
+            await self.send(ev.voice_error(self.session.get("voice")))
             return
         resp = _Response(ev.new_id("resp"), ev.new_id("item"), modalities or self.session["modalities"],
                          self.pending_user, instructions)
@@ -1106,5 +1106,8 @@ class _Connection:
                 await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
             status = self.cfg.realtime_cancel_status
             out = [self._final_item(resp, "incomplete")] if resp.item_id and resp.transcript else []
-            await self.send(ev.response_done(self._resp_obj(resp, status, output=out, details={
-                "type": status, "reason": "client_cancelled"})), resp.id)
+            # §7.6: the observed response.done of a cancel carries usage (what was produced), no status_details
+            usage = ev.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
+                                     output_audio_s=resp.audio_samples / float(self.out_rate),
+                                     output_text="".join(resp.transcript), history_tokens=self.history_tokens)
+            await self.send(ev.response_done(self._resp_obj(resp, status, output=out, usage=usage)), resp.id)
