@@ -558,3 +558,34 @@ def test_cloned_voice_is_read_off_the_event_loop_and_its_profile_built_once(tmp_
     assert calls and not any(on_loop for on_loop, _ in calls)  # no store read on the event loop
     assert not any(with_audio for _, with_audio in calls)  # the stored profile is current: audio never read
     assert voice_cache(svc.app).loads == 1  # built once, served from the cache the second time
+
+
+def test_latency_profiles_come_from_the_catalog():
+    from qvtools import catalog
+    from qvtools.server.latency import PROFILES, profile_for_model
+
+    for fam in catalog.FAMILIES.values():
+        assert profile_for_model(fam.realtime_model).name == fam.latency_profile
+    assert profile_for_model("qwen3.8-omni-flash-realtime").name == "flash"
+    assert profile_for_model("qwen4-omni-plus-realtime").name == "plus"  # outside the catalog: tier by name
+    # §7.6: most of the simulated wait falls before response.created
+    assert all(p.created_ms > p.first_audio_ms for p in PROFILES.values())
+    assert profile_for_model(PLUS, {"plus": {"first_audio_ms": 900}}).first_audio_ms == 900
+
+
+def test_a_failure_after_the_upgrade_closes_the_socket_never_an_http_answer(tmp_path, monkeypatch):
+    # issue 13: the error middleware wrote an HTTP 500 onto the upgraded socket
+    from qvtools.server import realtime as rt
+
+    async def boom(self):
+        await self.send(ev.session_created(ev.session_echo(self.session, "created")))
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(rt._Connection, "run", boom)
+    with LocalService(data_dir=tmp_path, config=ServiceConfig(warm_speech=False)) as svc:
+        c = RawClient(svc, FLASH, timeout=10)
+        try:
+            assert c.recv()["type"] == "session.created"
+            assert _close_frame(c)[0] == 1011
+        finally:
+            c.close()
