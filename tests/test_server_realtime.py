@@ -589,3 +589,28 @@ def test_a_failure_after_the_upgrade_closes_the_socket_never_an_http_answer(tmp_
             assert _close_frame(c)[0] == 1011
         finally:
             c.close()
+
+
+@pytest.mark.parametrize("mode", ["early", "commit"])
+def test_manual_user_item_timing_is_a_choice(tmp_path, mode):
+    # §7.4 (observed, default "early"): the user item at the first append; "commit": after committed (§4.5 b guess)
+    cfg = ServiceConfig(realtime_latency="none", warm_speech=False, realtime_manual_user_item=mode)
+    with LocalService(data_dir=tmp_path, config=cfg) as svc:
+        c = RawClient(svc, FLASH, timeout=10)
+        try:
+            c.until("session.created")
+            c.send({"type": "session.update", "session": {"turn_detection": None, "input_audio_transcription": None}})
+            c.until("session.updated")
+            c.send(append(bytes(3200)))
+            c.send(append(bytes(3200)))
+            c.send({"type": "input_audio_buffer.commit"})
+            events = c.until("input_audio_buffer.committed")
+            if mode == "commit":
+                events += c.until("conversation.item.created")
+        finally:
+            c.close()
+    types = [e["type"] for e in events]
+    want = ["conversation.item.created", "input_audio_buffer.committed"]
+    assert types == (want if mode == "early" else want[::-1])
+    assert events[0].get("item_id", events[0].get("item", {}).get("id")) == \
+        events[1].get("item_id", events[1].get("item", {}).get("id"))
