@@ -391,12 +391,17 @@ class _Connection:
                 continue  # the loop re-checks both deadlines
             if not observed_idle:
                 self.idle_since = time.monotonic()
-            if msg.type == WSMsgType.TEXT:
-                await self._dispatch(msg.data)
-            elif msg.type == WSMsgType.BINARY:
+            kind, data = msg.type, msg.data
+            msg = None  # an idle session must not hold its last frame (up to realtime_max_frame_bytes, issue 13)
+            if kind == WSMsgType.TEXT:
+                text, data = data, None
+                await self._dispatch(text)
+                del text
+            elif kind == WSMsgType.BINARY:
+                data = None
                 await self.error("Binary frames are not supported; send JSON text events (§4.1).",
                                  code="invalid_event")
-            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            elif kind in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 return
 
     async def _idle_close(self, idle: float) -> None:
