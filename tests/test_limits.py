@@ -166,6 +166,35 @@ def test_default_caps_admit_16_concurrent_sessions_from_one_address(tmp_path):
                 c.close()
 
 
+def test_oversized_instructions_are_not_kept_by_open_sessions(tmp_path):
+    # issue 13: twenty keys each sending one 15 MiB session.update raised memory by 1.4 GB; the free-text
+    # limit refuses them, so 16 open sessions (the default global cap) hold next to nothing afterwards
+    import gc
+    import tracemalloc
+
+    cfg = ServiceConfig(realtime_latency="none", warm_speech=False)
+    big = json.dumps({"type": "session.update", "session": {"instructions": "x" * (15 * 1024 * 1024)}})
+    with LocalService(data_dir=tmp_path, config=cfg) as service:
+        clients = []
+        tracemalloc.start()
+        try:
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(16):
+                c = Client(service, f"sk-big-{i}")
+                clients.append(c)
+                c.send(big)
+                e = c.recv()
+                assert e["type"] == "error" and e["error"]["param"] == "session.instructions"
+            gc.collect()
+            retained = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+            for c in clients:
+                c.close()
+    assert retained < 32 * 1024 * 1024, f"{retained / 2**20:.0f} MiB retained by 16 sessions"
+
+
 def test_racing_handshakes_never_exceed_the_limit(svc):
     results: list[int] = []
     lock = threading.Lock()
@@ -338,32 +367,3 @@ def test_header_duration_over_60s_is_refused():
     with pytest.raises(ServiceError) as info:
         process_enrollment_audio(wav, ServiceConfig())
     assert info.value.code == "Audio.DurationLimitError"
-
-
-def test_oversized_instructions_are_not_kept_by_open_sessions(tmp_path):
-    # issue 13: twenty keys each sending one 15 MiB session.update raised memory by 1.4 GB; the free-text
-    # limit refuses them, so 16 open sessions (the default global cap) hold next to nothing afterwards
-    import gc
-    import tracemalloc
-
-    cfg = ServiceConfig(realtime_latency="none", warm_speech=False)
-    big = json.dumps({"type": "session.update", "session": {"instructions": "x" * (15 * 1024 * 1024)}})
-    with LocalService(data_dir=tmp_path, config=cfg) as service:
-        clients = []
-        tracemalloc.start()
-        try:
-            gc.collect()
-            before = tracemalloc.get_traced_memory()[0]
-            for i in range(16):
-                c = Client(service, f"sk-big-{i}")
-                clients.append(c)
-                c.send(big)
-                e = c.recv()
-                assert e["type"] == "error" and e["error"]["param"] == "session.instructions"
-            gc.collect()
-            retained = tracemalloc.get_traced_memory()[0] - before
-        finally:
-            tracemalloc.stop()
-            for c in clients:
-                c.close()
-    assert retained < 32 * 1024 * 1024, f"{retained / 2**20:.0f} MiB retained by 16 sessions"

@@ -41,8 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ServiceConfig", "MAX_DATA_URI_BYTES", "MAX_INSTRUCTIONS_CHARS", "MAX_TEXT_CHARS", "MAX_NAME_CHARS",
-           "MAX_TOOLS_CHARS"]
+__all__ = ["ServiceConfig", "MAX_DATA_URI_BYTES"]
 
 #: "Exceeded limit on max bytes per data-uri item : 10485760" (protocol reference §3, §2.1: < 10 MB encoded).
 MAX_DATA_URI_BYTES = 10_485_760
@@ -57,6 +56,7 @@ MAX_TEXT_CHARS = 32_768
 MAX_NAME_CHARS = 256
 #: ``session.tools`` as compact JSON.
 MAX_TOOLS_CHARS = 65_536
+__all__ += ["MAX_INSTRUCTIONS_CHARS", "MAX_TEXT_CHARS", "MAX_NAME_CHARS", "MAX_TOOLS_CHARS"]
 
 
 @dataclass
@@ -80,7 +80,7 @@ class ServiceConfig:
     #: MIME types accepted in the data URL (§2.1).
     allowed_mime: tuple = ("audio/wav", "audio/mpeg", "audio/mp4")
 
-    # --- realtime (qvtools/server/realtime.py; protocol reference §4, §5 items 4-10, §7) ------------
+    # --- realtime (qvtools/server/realtime.py; protocol reference §4, §5 items 4-10) ---------------
     # Defaults follow the OBSERVED cloud behaviour (§7); every earlier guess is kept as a choice.
     #: False (default): any ``…-omni-…-realtime`` name is accepted (§7.8, ``catalog.is_realtime_model``);
     #: True: only the catalog's families (``catalog.is_known_model``). Other names get 404 ``ModelNotFound``.
