@@ -24,7 +24,7 @@ __all__ = [
     "ModelFamily", "FAMILIES", "family", "base_model", "is_known_model", "is_realtime_model",
     "check_model", "DEFAULT_COMPARE_MODELS", "ENROLLMENT_TARGET_MODELS", "check_target_model",
     "OMNI_CLONE_PREFIX", "TTS_CLONE_PREFIX", "VOICE_KINDS", "voice_kind", "is_cloned_voice",
-    "SAMPLE_RATES",
+    "SAMPLE_RATES", "clone_realtime_model", "clone_usable_with",
 ]
 
 #: ``audio.{input,output}.format.sample_rate`` values where the family can configure them (§4.2).
@@ -205,6 +205,22 @@ def check_target_model(model: str) -> list[str]:
         return []
     return [f"target_model {model!r} is not one of the documented enrollment targets "
             f"({', '.join(ENROLLMENT_TARGET_MODELS)}); the service may refuse it"]
+
+
+def clone_realtime_model(target_model: str) -> str:
+    """The realtime model a clone enrolled for ``target_model`` speaks on: §7.19 lets a create name the
+    non-realtime ``qwen3.5-omni-plus``, whose clone serves ``qwen3.5-omni-plus-realtime``; dated and
+    ``-latest`` suffixes are dropped (§5.6 [guess])."""
+    base = base_model(target_model)
+    return base if base.endswith("-realtime") else base + "-realtime"
+
+
+def clone_usable_with(target_model, session_model) -> bool:
+    """True when a clone enrolled for ``target_model`` may speak in a realtime session of ``session_model``
+    (SEED §2.1: target_model "must equal the later realtime ?model=, otherwise synthesis fails"; §7.19)."""
+    if not isinstance(target_model, str) or not isinstance(session_model, str):
+        return False
+    return clone_realtime_model(target_model) == clone_realtime_model(session_model)
 
 
 #: Cloned-voice name prefixes (§2.1): ``qwen-omni-vc-<name>-voice-<stamp>-<hex>``; TTS clones (§7.9).

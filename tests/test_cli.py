@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from qvtools.audio import wav_bytes
+from qvtools.resources import samples_dir
 from qvtools.cli import COMMANDS, main
 from qvtools.config import ENROLLMENT_PATH
 from qvtools.server import LocalService
@@ -312,7 +313,7 @@ from pathlib import Path  # noqa: E402
 
 from qvtools.config import Settings  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = samples_dir()  # the packaged sample data (qvtools.resources)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,10 +13,14 @@ PLUS = "qwen3.5-omni-plus-realtime"
 FLASH = "qwen3.5-omni-flash-realtime"
 
 
-def test_ids_are_prefix_plus_21_base62():
+def test_ids_are_prefix_plus_21_url_safe_characters():
+    # §4.1 corrected by §7: the URL-safe alphabet, '-' and '_' included (event_04cIDHwiM-gHSc0rSktQG)
     for prefix in ("event", "sess", "item", "resp", "conv"):
-        assert re.fullmatch(prefix + r"_[0-9A-Za-z]{21}", ev.new_id(prefix))
-    assert len({ev.new_id() for _ in range(1000)}) == 1000
+        assert re.fullmatch(prefix + r"_[0-9A-Za-z_-]{21}", ev.new_id(prefix))
+    ids = [ev.new_id() for _ in range(2000)]
+    assert len(set(ids)) == 2000
+    used = set("".join(i[len("event_"):] for i in ids))
+    assert {"-", "_"} <= used and used <= set(ev.ID_ALPHABET) and len(ev.ID_ALPHABET) == 64
 
 
 def test_parse_literal_server_events():
@@ -124,12 +128,81 @@ def test_model_defaults():
     assert ev.merge_session(turbo, {"temperature": 0.5})[1]["param"] == "session.temperature"
     assert ev.is_known_model("qwen3.5-omni-flash-realtime-2026-03-15")
     assert not ev.is_known_model("gpt-4o-realtime")
+    assert "qwen3.8-omni-flash-realtime" in ev.MODELS
+
+
+@pytest.mark.parametrize("model,voice,fin,fout,asr", [
+    # §7.1: per-family session.created shapes
+    (FLASH, "Tina", "pcm", "pcm", "qwen3-asr-flash-realtime"),
+    ("qwen3-omni-flash-realtime", "Cherry", "pcm16", "pcm24", "gummy-realtime-v1"),
+    ("qwen3.8-omni-flash-realtime", "Chelsie", "pcm16", "pcm24", "gummy-realtime-v1"),
+])
+def test_session_created_shape_per_family(model, voice, fin, fout, asr):
+    created = ev.session_echo(ev.default_session(model), "created")
+    assert list(created) == ["object", "model", "modalities", "voice", "input_audio_format",
+                             "output_audio_format", "input_audio_transcription", "turn_detection", "id"]
+    assert (created["voice"], created["input_audio_format"], created["output_audio_format"]) == (voice, fin, fout)
+    assert created["input_audio_transcription"] == {"model": asr} and "audio" not in created
+    assert created["turn_detection"] == {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+                                         "silence_duration_ms": 800, "create_response": True,
+                                         "interrupt_response": True}
+
+
+def test_session_updated_echo_is_the_observed_key_set():
+    # §7.2: no turn_detection (also after turn_detection: null), no audio object
+    new, err = ev.merge_session(ev.default_session(FLASH), {"turn_detection": None, "instructions": "Be brief.",
+                                                            "audio": {"output": {"format": {"type": "pcm",
+                                                                                            "sample_rate": 16000}}}})
+    assert err is None and new["turn_detection"] is None and ev.output_format(new) == ("pcm", 16000)
+    echo = ev.session_echo(new, "updated")
+    assert set(echo) == {"id", "object", "model", "modalities", "instructions", "voice", "input_audio_format",
+                         "output_audio_format", "input_audio_transcription", "tools", "max_tokens"}
+    assert echo["instructions"] == "Be brief." and echo["tools"] == []
+    assert ev.session_echo(new, "updated", "full")["turn_detection"] is None  # the earlier guess, by choice
+    # §7.15: qwen3-omni-flash echoes tools: null; §7.2: qwen3.8 keeps an explicit transcription model
+    q3 = ev.session_echo(ev.default_session("qwen3-omni-flash-realtime"), "updated")
+    assert q3["tools"] is None
+    q38, err = ev.merge_session(ev.default_session("qwen3.8-omni-flash-realtime"),
+                                {"input_audio_transcription": {"model": "qwen3-asr-flash-realtime"},
+                                 "input_audio_format": "pcm", "output_audio_format": "pcm16"})
+    assert err is None and q38["input_audio_transcription"] == {"model": "qwen3-asr-flash-realtime"}
+    assert (q38["input_audio_format"], q38["output_audio_format"]) == ("pcm16", "pcm24")  # the family's strings
+
+
+def test_voice_problem_follows_the_catalog():
+    # §7.11: Cherry and Chelsie fail on qwen3.5-omni-flash, Tina on qwen3-omni-flash
+    assert ev.voice_problem("Tina", FLASH) is None and ev.voice_problem("Cindy", FLASH) is None
+    assert ev.voice_problem("Cherry", FLASH) == "Voice 'Cherry' is not supported."
+    assert ev.voice_problem("Tina", "qwen3-omni-flash-realtime") == "Voice 'Tina' is not supported."
+    assert ev.voice_problem("Chelsie", "qwen3.8-omni-flash-realtime") is None
+    clone = "qwen-omni-vc-guanyu-voice-20250812105009984-838b"
+    assert "target_model" in ev.voice_problem(clone, FLASH, {clone: PLUS}.get)
+    assert "not found" in ev.voice_problem(clone, PLUS, lambda v: None)
+    assert ev.voice_problem(clone, PLUS, {clone: PLUS}.get) is None
+    assert "cloned voices" in ev.voice_problem(clone, "qwen3-omni-flash-realtime", {clone: PLUS}.get)
+    # accepted by merge_session when the check is left to generation time (§7.3)
+    new, err = ev.merge_session(ev.default_session(FLASH), {"voice": "Cherry"}, check_voice=False)
+    assert err is None and new["voice"] == "Cherry"
+    assert ev.voice_error_message("Cherry") == \
+        "<400> InternalError.Algo.InvalidParameter: Voice 'Cherry' is not supported."
+
+
+def test_invalid_text_path_finds_lone_surrogates():
+    raw = '{"type":"session.update","event_id":"e1","session":{"voice":"T\\ud800"}}'
+    assert ev.invalid_text_path(json.loads(raw), raw) == "session.voice"
+    raw = '{"type":"conversation.item.create","item":{"content":[{"type":"input_text","text":"\\uDC00"}]}}'
+    assert ev.invalid_text_path(json.loads(raw), raw) == "item.content[0].text"
+    raw = '{"type":"x","event_id":"\\ud800"}'
+    assert ev.invalid_text_path(json.loads(raw)) == "event_id"
+    pair = '{"type":"x","text":"\\ud83d\\ude00"}'  # a valid pair is text (an emoji)
+    assert ev.invalid_text_path(json.loads(pair), pair) is None
+    assert ev.invalid_text_path({"type": "x", "a": "plain"}, '{"type":"x","a":"plain"}') is None
 
 
 def test_client_builders_literal_shapes():
     u = ev.session_update(voice="Tina", turn_detection=None, transcription=False, input_format=("pcm", 16000),
                           output_format=("pcm", 24000), temperature=0.9, seed=1314)
-    assert u["type"] == "session.update" and re.fullmatch(r"event_[0-9A-Za-z]{21}", u["event_id"])
+    assert u["type"] == "session.update" and re.fullmatch(r"event_[0-9A-Za-z_-]{21}", u["event_id"])
     assert u["session"] == {"modalities": ["text", "audio"], "voice": "Tina",
                             "audio": {"input": {"format": {"type": "pcm", "sample_rate": 16000}},
                                       "output": {"format": {"type": "pcm", "sample_rate": 24000}}},
@@ -182,3 +255,15 @@ def test_usage_rates():
     assert u["output_tokens_details"]["audio_tokens"] == 13
     assert u["total_tokens"] == u["input_tokens"] + u["output_tokens"]
     assert ev.compute_usage("qwen-omni-turbo-realtime", input_audio_s=1.0, output_audio_s=1.0)["total_tokens"] == 50
+    # the catalog's rates, qwen3.8 included (12.5/s, marked a guess there)
+    assert ev.compute_usage("qwen3.8-omni-flash-realtime", input_audio_s=2.0, output_audio_s=0.0)[
+        "input_tokens_details"]["audio_tokens"] == 25
+
+
+def test_item_created_carries_previous_item_id_only_after_the_first():
+    # §7.13
+    first = ev.item_created(ev.user_item("item_a", text="hi"))
+    assert "previous_item_id" not in first and first["item"]["status"] == "completed"
+    assert ev.item_created(ev.user_item("item_b", text="again"), "item_a")["previous_item_id"] == "item_a"
+    d = ev.transcription_delta("item_a", "", "Hello the")
+    assert (d["text"], d["stash"]) == ("", "Hello the")

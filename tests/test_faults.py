@@ -298,10 +298,13 @@ def test_slow_reader_is_closed_with_a_reason_not_buffered(svc):
     try:
         created = json.loads(ws.recv())
         sid = created["session"]["id"]
-        # The cheapest way to make the service send a lot: every session.updated echoes 256 KB of
-        # instructions. The client never reads; once the socket buffers are full a send blocks.
-        update = json.dumps({"type": "session.update", "session": {"instructions": "x" * 256 * 1024}})
-        for _ in range(64):  # 16 MB of echoes, far beyond what the kernel buffers hold
+        # The cheapest way to make the service send a lot: every session.updated echoes the longest
+        # instructions allowed (32 KiB, MAX_INSTRUCTIONS_CHARS). The client never reads; once the socket
+        # buffers are full a send blocks.
+        from qvtools.server.config import MAX_INSTRUCTIONS_CHARS
+
+        update = json.dumps({"type": "session.update", "session": {"instructions": "x" * MAX_INSTRUCTIONS_CHARS}})
+        for _ in range(512):  # 16 MB of echoes, far beyond what the kernel buffers hold
             if svc.faults.fired("slow_reader_closed"):
                 break
             try:

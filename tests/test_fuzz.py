@@ -1,6 +1,7 @@
 """Fuzzing the local service with hypothesis, over real sockets to one shared LocalService.
 
 - realtime: random JSON, random event types with random fields, bad base64, odd-length audio, huge strings,
+  lone surrogates (``"\\ud800"`` escapes: valid JSON and UTF-8 on the wire, issue 13) in any string or key,
   binary frames and out-of-order events, sent over a real WebSocket. After every example a probe event
   must be answered (the session keeps answering), no ``internal_error`` may come back (the analogue of a
   5xx), and the service logs no error. Afterwards the service still serves a normal spoken turn.
@@ -74,11 +75,17 @@ def svc(tmp_path_factory):
 
 
 # -- strategies ---------------------------------------------------------------------------------------------
+#: text with a lone surrogate; json.dumps writes it as a "\\udXXX" escape (issue 13)
+surrogate_text = st.builds(lambda a, s, b: a + s + b, st.text(max_size=6),
+                           st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff", "\udfff\ud800"]),
+                           st.text(max_size=6))
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=False),
-                    st.text(max_size=30), st.sampled_from(["pcm", "wav", "server_vad", "text", "audio", "Tina",
-                                                          "qwen-omni-vc-x-voice-20250101000000000-abcd", ""]))
+                    st.text(max_size=30), surrogate_text,
+                    st.sampled_from(["pcm", "wav", "server_vad", "text", "audio", "Tina",
+                                     "qwen-omni-vc-x-voice-20250101000000000-abcd", ""]))
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                      | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=10)
+                      | st.dictionaries(st.one_of(st.text(max_size=12), surrogate_text), inner, max_size=4),
+                      max_leaves=10)
 huge = st.sampled_from(["A" * 300_000, "é" * 100_000, "data:" + "Z" * 200_000])
 
 
@@ -95,7 +102,7 @@ audio_field = st.one_of(
 )
 session_field = st.one_of(values, st.fixed_dictionaries({}, optional={
     "modalities": st.one_of(values, st.just(["text"]), st.just(["audio"])),
-    "voice": values, "instructions": st.one_of(values, huge),
+    "voice": st.one_of(values, surrogate_text), "instructions": st.one_of(values, huge, surrogate_text),
     "input_audio_format": values, "output_audio_format": values,
     "input_audio_transcription": values, "seed": values, "temperature": values, "top_p": values,
     "max_tokens": values, "smooth_output": values, "qvtools": values,
@@ -109,10 +116,12 @@ session_field = st.one_of(values, st.fixed_dictionaries({}, optional={
 client_type = st.sampled_from(CLIENT_TYPES)
 event = st.fixed_dictionaries(
     {"type": st.one_of(client_type, client_type, client_type, client_type, st.text(max_size=20), values)},
-    optional={"event_id": values, "audio": audio_field, "image": st.one_of(audio_field, st.just("/9j/" + "A" * 40)),
+    optional={"event_id": st.one_of(values, surrogate_text), "audio": audio_field, "image": st.one_of(audio_field, st.just("/9j/" + "A" * 40)),
               "session": session_field, "response": values, "item": st.one_of(values, st.fixed_dictionaries(
                   {"type": st.one_of(values, st.sampled_from(["message", "function_call_output"]))},
-                  optional={"role": values, "content": values, "call_id": values, "output": values, "id": values}))})
+                  optional={"role": values, "content": st.one_of(values, st.lists(st.fixed_dictionaries(
+                      {"type": st.just("input_text"), "text": st.one_of(st.text(max_size=20), surrogate_text)}),
+                      min_size=1, max_size=2)), "call_id": values, "output": values, "id": values}))})
 #: well-formed events in any order (out-of-order: cancel before create, commit of nothing, finish mid-turn...)
 well_formed = st.sampled_from([
     {"type": "input_audio_buffer.append", "audio": _b64(bytes(3200))},
@@ -126,6 +135,11 @@ well_formed = st.sampled_from([
     {"type": "session.update", "session": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 200}}},
     {"type": "session.update", "session": {"modalities": ["text"], "voice": "Tina"}},
     {"type": "input_image_buffer.append", "image": "/9j/" + "A" * 40},
+    {"type": "session.update", "session": {"voice": "T\ud800ina"}},
+    {"type": "session.update", "session": {"instructions": "Be \udfff brief."}},
+    {"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                  "content": [{"type": "input_text", "text": "\ud800"}]}},
+    {"type": "input_audio_buffer.clear", "event_id": "event_\udc00"},
 ])
 frame = st.one_of(
     event.map(json.dumps), event.map(json.dumps), well_formed.map(json.dumps), well_formed.map(json.dumps),

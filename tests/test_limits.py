@@ -132,6 +132,69 @@ def test_session_limit_per_key_is_a_429_before_the_upgrade(svc):
     b.close()
 
 
+def test_global_session_cap_is_a_429_before_the_upgrade(tmp_path):
+    # issue 13: any key is accepted, so the per-key cap alone does not bound the service
+    with LocalService(data_dir=tmp_path, config=_cfg(max_sessions=2, max_sessions_per_key=0)) as service:
+        a, b = Client(service, "sk-g1"), Client(service, "sk-g2")
+        try:
+            status, body, headers = handshake_status(service, "sk-g3")
+            assert status == 429 and set(body) == {"request_id", "code", "message"}
+            assert body["code"] == "Throttling.RateQuota" and "at most 2 concurrent realtime sessions on this " \
+                "service" in body["message"]
+            assert {k.lower(): v for k, v in headers.items()}["retry-after"] == "1"
+            a.send({"type": "input_audio_buffer.clear"})
+            assert a.until("input_audio_buffer.cleared")  # the open sessions keep working
+        finally:
+            a.close()
+        c = connect_when_free(service, "sk-g3")  # a closed session frees a slot for any key
+        c.close()
+        b.close()
+
+
+def test_default_caps_admit_16_concurrent_sessions_from_one_address(tmp_path):
+    # the latency work needs 16 concurrent sessions from one address (two keys under the per-key cap of 8)
+    with LocalService(data_dir=tmp_path, config=ServiceConfig(realtime_latency="none", warm_speech=False)) as service:
+        assert service.config.max_sessions == 16
+        clients = []
+        try:
+            for i in range(16):
+                clients.append(Client(service, f"sk-sixteen-{i % 2}"))
+            status, body, _ = handshake_status(service, "sk-seventeenth")
+            assert status == 429 and "on this service" in body["message"]
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_oversized_instructions_are_not_kept_by_open_sessions(tmp_path):
+    # issue 13: twenty keys each sending one 15 MiB session.update raised memory by 1.4 GB; the free-text
+    # limit refuses them, so 16 open sessions (the default global cap) hold next to nothing afterwards
+    import gc
+    import tracemalloc
+
+    cfg = ServiceConfig(realtime_latency="none", warm_speech=False)
+    big = json.dumps({"type": "session.update", "session": {"instructions": "x" * (15 * 1024 * 1024)}})
+    with LocalService(data_dir=tmp_path, config=cfg) as service:
+        clients = []
+        tracemalloc.start()
+        try:
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(16):
+                c = Client(service, f"sk-big-{i}")
+                clients.append(c)
+                c.send(big)
+                e = c.recv()
+                assert e["type"] == "error" and e["error"]["param"] == "session.instructions"
+            gc.collect()
+            retained = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+            for c in clients:
+                c.close()
+    assert retained < 32 * 1024 * 1024, f"{retained / 2**20:.0f} MiB retained by 16 sessions"
+
+
 def test_racing_handshakes_never_exceed_the_limit(svc):
     results: list[int] = []
     lock = threading.Lock()
@@ -220,7 +283,7 @@ def test_oversized_frame_closes_with_1009_and_the_service_goes_on(svc):
 
 
 # -- idle timeout and session length, seen from RealtimeSession ---------------------------------------------
-@pytest.mark.parametrize("field, code", [("realtime_idle_timeout_s", "idle_timeout"),
+@pytest.mark.parametrize("field, code", [("realtime_idle_timeout_s", "response_idle_timeout"),
                                          ("realtime_max_session_s", "session_expired")])
 def test_server_closing_gives_the_client_a_clear_error(tmp_path, field, code):
     with LocalService(data_dir=tmp_path, config=_cfg(**{field: 0.5})) as service:
@@ -228,7 +291,7 @@ def test_server_closing_gives_the_client_a_clear_error(tmp_path, field, code):
         sess = RealtimeSession(settings, FLASH, turn_detection=None, timeout=TIMEOUT)
         sess.connect()
         try:
-            if code == "idle_timeout":
+            if code == "response_idle_timeout":
                 assert sess._closed.wait(TIMEOUT), "the server did not close the idle session"
                 turn = sess.send_audio((np.zeros(RATE, np.float32), RATE), realtime=False, timeout=TIMEOUT)
             else:  # the client stays active (appends every 100 ms); the cap still ends the session

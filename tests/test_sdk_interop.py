@@ -41,6 +41,7 @@ class Recorder(OmniRealtimeCallback):
 
 
 def test_sdk_server_vad_conversation_with_a_cloned_voice(enrollment_wav):
+    # the seed sample's flow; the echo has the observed key set (§7.2), the SDK reads only session.id from it
     svc = shared_service()
     voice = create_voice(svc, enrollment_wav, target=PLUS, name="sdk")  # over HTTP first
     rec = Recorder()
@@ -75,5 +76,35 @@ def test_sdk_server_vad_conversation_with_a_cloned_voice(enrollment_wav):
         assert len(audio) % 2 == 0 and len(audio) > 24000  # > 0.5 s of 24 kHz PCM16
         conv.end_session(timeout=10)  # returns on session.finished
         assert "session.finished" in rec.types
+    finally:
+        conv.close()
+
+
+def test_sdk_voice_for_another_model_is_refused_at_generation_time(enrollment_wav):
+    # §7.3: the update is accepted (the echo carries the voice); the VAD commit, the response trigger of the
+    # SDK's default mode, is answered by a lone error and no response.created (the SDK surfaces it in on_event)
+    from realtime_support import FLASH
+
+    svc = shared_service()
+    voice = create_voice(svc, enrollment_wav, target=PLUS, name="sdkflash")
+    rec = Recorder()
+    conv = OmniRealtimeConversation(model=FLASH, callback=rec, url=f"{svc.ws_url}/api-ws/v1/realtime",
+                                    api_key=svc.api_key)
+    conv.connect()
+    try:
+        rec.wait_for("session.created", 10)
+        conv.update_session(output_modalities=[MultiModality.AUDIO, MultiModality.TEXT], voice=voice,
+                            input_audio_format=AudioFormat.PCM_16000HZ_MONO_16BIT,
+                            output_audio_format=AudioFormat.PCM_24000HZ_MONO_16BIT)
+        assert rec.wait_for("session.updated", 10)["session"]["voice"] == voice
+        x, sr = utterance()
+        pcm = to_pcm16(resample(x, sr, 16000)) + bytes(32000 * 2)
+        for i in range(0, len(pcm), 6400):
+            conv.append_audio(base64.b64encode(pcm[i:i + 6400]).decode())
+        err = rec.wait_for("error", 60)["error"]
+        assert err["message"] == f"<400> InternalError.Algo.InvalidParameter: Voice '{voice}' is not supported."
+        types = rec.types
+        assert types.index("input_audio_buffer.committed") < types.index("error")
+        assert "response.created" not in types
     finally:
         conv.close()

@@ -560,7 +560,7 @@ def test_accepted_target_models_are_a_service_choice(tmp_path, enrollment_wav):
 
 
 def test_clone_of_a_non_realtime_target_matches_its_realtime_model():
-    from qvtools.server.store import clone_target_realtime_model, clone_usable_with
+    from qvtools.catalog import clone_realtime_model as clone_target_realtime_model, clone_usable_with
 
     assert clone_usable_with("qwen3.5-omni-plus", "qwen3.5-omni-plus-realtime")
     assert clone_usable_with("qwen3.5-omni-flash", "qwen3.5-omni-flash-realtime-latest")

@@ -2,11 +2,13 @@
 
 import base64
 import json
+import time
 
 import numpy as np
 import pytest
 
 from qvtools.audio import resample, to_pcm16
+from qvtools.realtime import events as ev
 from qvtools.server import LocalService, ServiceConfig
 from realtime_support import FLASH, PLUS, RawClient, shared_service, utterance
 
@@ -44,9 +46,14 @@ def test_session_created_first_and_update_before_reading_it(svc):
         assert s["id"].startswith("sess_") and s["model"] == PLUS and s["voice"] == "Tina"
         assert s["turn_detection"]["type"] == "server_vad" and s["modalities"] == ["text", "audio"]
         assert "SIMULATED" in s["qvtools"]["note"]
+        # §7.1: the observed key set (plus the qvtools metadata), no audio object
+        assert set(s) - {"qvtools"} == set(ev.SESSION_CREATED_KEYS) and "audio" not in s
+        assert (s["input_audio_format"], s["output_audio_format"]) == ("pcm", "pcm")
         updated = c.recv()
         assert updated["type"] == "session.updated" and updated["session"]["id"] == s["id"]
         assert updated["session"]["input_audio_transcription"] == {"model": "qwen3-asr-flash-realtime"}
+        # §7.2: the observed echo keys; no turn_detection, no audio, no metadata
+        assert set(updated["session"]) == set(ev.SESSION_UPDATED_KEYS)
     finally:
         c.close()
 
@@ -61,7 +68,7 @@ BAD_INPUTS = [
     ('{"type":"response.cancel"}', "response_cancel_not_active", None),
     ('{"type":"input_image_buffer.append","image":"/9j/4AAQ"}', "invalid_value", "image"),
     ('{"type":"session.update","session":"voice=Tina"}', "invalid_value", "session"),
-    ('{"type":"session.update","session":{"voice":"Nobody"}}', "invalid_value", "session.voice"),
+    ('{"type":"session.update","session":{"voice":""}}', "invalid_value", "session.voice"),
     ('{"type":"session.update","session":{"modalities":["audio"]}}', "invalid_value", "session.modalities"),
     ('{"type":"conversation.item.create","item":{"type":"mystery"}}', "invalid_value", "item.type"),
 ]
@@ -79,9 +86,6 @@ def test_bad_input_gives_errors_and_the_session_continues(svc):
             assert e["error"]["type"] == "invalid_request_error" and e["error"]["message"]
         c.ws.send_binary(b"\x00\x01")
         assert c.recv()["type"] == "error"
-        voice = '{"type":"session.update","session":{"voice":"Nobody"}}'
-        c.send(voice)
-        assert c.recv()["error"]["message"] == "Voice 'Nobody' is not supported."
         c.send({"type": "session.update", "session": {"voice": "Ethan"}})
         assert c.recv()["type"] == "session.updated"
     finally:
@@ -104,7 +108,13 @@ def test_manual_response_order_chunks_interleaving_and_trace(svc, pcm16k):
     finally:
         c.close()
     types = [e["type"] for e in events]
-    assert types[:2] == ["input_audio_buffer.committed", "conversation.item.created"]
+    # §7.4: the user item is created while audio is still appended (at the first append), then committed
+    assert types[0] == "conversation.item.created" and events[0]["item"]["role"] == "user"
+    user_id = events[0]["item"]["id"]
+    assert types.index("input_audio_buffer.committed") > 0 and types.count("conversation.item.created") == 2
+    assert events[types.index("input_audio_buffer.committed")]["item_id"] == user_id
+    deltas_in = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.delta"]
+    assert deltas_in and all(d["text"] == "" and d["stash"] for d in deltas_in)  # §7.14 text/stash shape
     err = [e for e in events if e["type"] == "error"]
     assert len(err) == 1 and err[0]["error"]["code"] == "conversation_already_has_active_response"
     resp = [t for t in types if t.startswith("response.") or t == "conversation.item.created"][1:]
@@ -115,7 +125,9 @@ def test_manual_response_order_chunks_interleaving_and_trace(svc, pcm16k):
     deltas = resp[4:-5]
     assert set(deltas) == {"response.audio.delta", "response.audio_transcript.delta"}
     first_audio = deltas.index("response.audio.delta")
+    assert deltas[0] == "response.audio_transcript.delta"  # §7.5: transcript before the first audio delta
     assert "response.audio_transcript.delta" in deltas[first_audio:]  # interleaved, not all text first
+    assert events[types.index("conversation.item.created", 1)]["previous_item_id"] == user_id
     audio = [base64.b64decode(e["delta"]) for e in events if e["type"] == "response.audio.delta"]
     assert all(len(a) == 3200 for a in audio[:-1]) and 0 < len(audio[-1]) <= 3200  # 100 ms at 16 kHz
     rid = events[types.index("response.created")]["response"]["id"]
@@ -206,39 +218,103 @@ def test_finish_closes_with_1000(svc):
         c.close()
 
 
+def _close_frame(c):
+    import websocket
+
+    op, frame = c.ws.recv_data_frame(True)
+    assert op == websocket.ABNF.OPCODE_CLOSE
+    return int.from_bytes(frame.data[:2], "big"), frame.data[2:].decode("utf-8")
+
+
 @pytest.mark.slow
-def test_idle_timeout_and_session_cap(tmp_path):
-    cfg = ServiceConfig(realtime_idle_timeout_s=0.3, realtime_latency="none")
+def test_idle_close_as_observed_and_the_session_cap(tmp_path):
+    # §7.12: error response_idle_timeout, then close 1007 with the same text as the reason
+    cfg = ServiceConfig(realtime_idle_timeout_s=0.3, realtime_latency="none", warm_speech=False)
     with LocalService(data_dir=tmp_path / "a", config=cfg) as svc:
         c = RawClient(svc, FLASH, timeout=10)
         c.until("session.created")
         e = c.until("error")[-1]
-        assert e["error"]["code"] == "idle_timeout" and e["error"]["type"] == "server_error"
+        assert e["error"]["code"] == "response_idle_timeout"
+        assert e["error"]["message"] == "Your session was closed because no response was generated for 0.3 seconds."
+        assert _close_frame(c) == (1007, e["error"]["message"])
         c.close()
-    cfg = ServiceConfig(realtime_max_session_s=0.3)
+    # the earlier guess stays a choice: any client frame resets it, idle_timeout, close 1000
+    cfg = ServiceConfig(realtime_idle_timeout_s=0.3, realtime_latency="none", realtime_idle_close="legacy",
+                        warm_speech=False)
     with LocalService(data_dir=tmp_path / "b", config=cfg) as svc:
+        c = RawClient(svc, FLASH, timeout=10)
+        c.until("session.created")
+        e = c.until("error")[-1]
+        assert e["error"]["code"] == "idle_timeout" and e["error"]["type"] == "server_error"
+        assert _close_frame(c)[0] == 1000
+        c.close()
+    cfg = ServiceConfig(realtime_max_session_s=0.3, warm_speech=False)
+    with LocalService(data_dir=tmp_path / "c", config=cfg) as svc:
         c = RawClient(svc, FLASH, timeout=10)
         c.until("session.created")
         assert c.until("error")[-1]["error"]["code"] == "session_expired"
         c.close()
 
 
+def test_idle_close_counts_from_the_last_response_not_from_client_frames(tmp_path):
+    import websocket
+
+    cfg = ServiceConfig(realtime_idle_timeout_s=1.0, realtime_latency="none", warm_speech=False)
+    with LocalService(data_dir=tmp_path, config=cfg) as svc:
+        c = RawClient(svc, FLASH, timeout=10)
+        try:
+            c.until("session.created")
+            t0 = time.monotonic()
+            e = None
+            while time.monotonic() - t0 < 5.0:  # a client frame every ~0.1 s does not count (§7.12)
+                c.send({"type": "input_audio_buffer.clear"})
+                e = c.recv()
+                if e["type"] == "error":
+                    break
+                assert e["type"] == "input_audio_buffer.cleared"
+                c.ws.settimeout(0.1)
+                try:
+                    e = c.recv()  # the idle error, if it comes between two frames
+                    break
+                except websocket.WebSocketTimeoutException:
+                    pass
+                finally:
+                    c.ws.settimeout(10)
+            elapsed = time.monotonic() - t0
+            assert e["type"] == "error" and e["error"]["code"] == "response_idle_timeout"
+            assert 0.9 < elapsed < 3.0
+        finally:
+            c.close()
+
+
 @pytest.mark.slow
-def test_cancel_flags(tmp_path):
-    # simulated latency on, so the cancel lands before any output; text-only keeps it cheap
-    for done_on_cancel in (True, False):
-        cfg = ServiceConfig(realtime_latency="simulated", realtime_response_done_on_cancel=done_on_cancel)
-        with LocalService(data_dir=tmp_path / str(done_on_cancel), config=cfg) as svc:
-            c = RawClient(svc, FLASH, timeout=20)
-            try:
-                events = _cancel_early(c)
-            finally:
-                c.close()
-            types = [e["type"] for e in events]
-            assert ("response.done" in types) is done_on_cancel
-            if done_on_cancel:
-                done = events[types.index("response.done")]["response"]
-                assert done["status"] == "incomplete"
+@pytest.mark.parametrize("status", ["cancelled", "incomplete"])
+def test_cancel_status_is_cancelled_by_default_and_configurable(tmp_path, status):
+    # §7.6 (observed): response.done with status cancelled; "incomplete" was the earlier guess
+    kw = {} if status == "cancelled" else {"realtime_cancel_status": "incomplete"}
+    cfg = ServiceConfig(realtime_latency="simulated", warm_speech=False, **kw)
+    with LocalService(data_dir=tmp_path, config=cfg) as svc:
+        c = RawClient(svc, FLASH, timeout=20)
+        try:
+            events = _cancel_early(c)
+        finally:
+            c.close()
+    types = [e["type"] for e in events]
+    done = events[types.index("response.done")]["response"]
+    assert done["status"] == status and "status_details" not in done
+    assert done["usage"]["total_tokens"] == done["usage"]["input_tokens"] + done["usage"]["output_tokens"]
+
+
+@pytest.mark.slow
+def test_no_response_done_on_cancel_by_flag(tmp_path):
+    cfg = ServiceConfig(realtime_latency="simulated", realtime_response_done_on_cancel=False, warm_speech=False)
+    with LocalService(data_dir=tmp_path, config=cfg) as svc:
+        c = RawClient(svc, FLASH, timeout=20)
+        try:
+            events = _cancel_early(c)
+        finally:
+            c.close()
+    assert "response.done" not in [e["type"] for e in events]
 
 
 def _cancel_early(c):
@@ -256,3 +332,289 @@ def _cancel_early(c):
                and events[-1]["session"]["voice"] == "Serena"):
         events.append(c.recv())
     return events
+
+
+# -- catalog families and model names (issue 9 item 4) -------------------------------------------------------
+
+@pytest.mark.parametrize("model,voice,fin,fout", [
+    ("qwen3.8-omni-flash-realtime", "Chelsie", "pcm16", "pcm24"),
+    ("qwen3-omni-flash-realtime", "Cherry", "pcm16", "pcm24"),
+])
+def test_catalog_family_sessions_work_with_their_formats(svc, model, voice, fin, fout):
+    c = RawClient(svc, model)
+    try:
+        s = c.until("session.created")[-1]["session"]
+        assert (s["voice"], s["input_audio_format"], s["output_audio_format"]) == (voice, fin, fout)
+        assert s["input_audio_transcription"] == {"model": "gummy-realtime-v1"}
+        c.send({"type": "session.update", "session": {"turn_detection": None, "input_audio_format": "pcm16",
+                                                      "output_audio_format": "pcm16"}})
+        upd = c.until("session.updated")[-1]["session"]
+        assert (upd["input_audio_format"], upd["output_audio_format"]) == (fin, fout)
+        c.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                             "content": [{"type": "input_text", "text": "Hi!"}]}})
+        c.send({"type": "response.create"})
+        events = c.until("response.done", timeout=60)
+    finally:
+        c.close()
+    done = events[-1]["response"]
+    assert done["status"] == "completed" and done["voice"] == voice and done["output_audio_format"] == fout
+    assert any(e["type"] == "response.audio.delta" for e in events)
+
+
+def test_any_omni_realtime_name_is_accepted_unless_configured(tmp_path):
+    import websocket
+
+    def handshake(svc, model):
+        try:
+            ws = websocket.create_connection(f"{svc.ws_url}/api-ws/v1/realtime?model={model}", timeout=10,
+                                             header=[f"Authorization: Bearer {svc.api_key}"])
+        except websocket.WebSocketBadStatusException as exc:
+            return exc.status_code, json.loads(exc.resp_body)["code"]
+        created = json.loads(ws.recv())
+        ws.close()
+        return 101, created["session"]["voice"]
+
+    with LocalService(data_dir=tmp_path / "a", config=ServiceConfig(warm_speech=False)) as svc:
+        assert handshake(svc, "qwen4-omni-ultra-realtime-2027-01-01") == (101, "Tina")  # §7.8, qwen3.5 defaults
+        assert handshake(svc, "gpt-4o-realtime") == (404, "ModelNotFound")
+    cfg = ServiceConfig(warm_speech=False, realtime_reject_unknown_model=True)
+    with LocalService(data_dir=tmp_path / "b", config=cfg) as svc:
+        assert handshake(svc, "qwen4-omni-ultra-realtime") == (404, "ModelNotFound")
+        assert handshake(svc, "qwen3.8-omni-flash-realtime-latest") == (101, "Chelsie")
+
+
+# -- unusable voices: accepted at session.update, refused at generation (§7.3, §7.11) ------------------------
+
+VOICE_ERROR = "<400> InternalError.Algo.InvalidParameter: Voice '{}' is not supported."
+
+
+def test_unusable_builtin_voice_errors_at_response_create_and_later_updates_go_unanswered(svc):
+    c = RawClient(svc, FLASH)
+    try:
+        c.until("session.created")
+        c.send({"type": "session.update", "session": {"voice": "Cherry", "modalities": ["text"]}})
+        assert c.recv()["session"]["voice"] == "Cherry"  # §7.11: the echo does not validate it
+        c.send({"type": "response.create", "event_id": "event_trigger"})
+        e = c.recv()
+        assert e["type"] == "error" and e["error"] == {
+            "type": "invalid_request_error", "code": "InternalError.Algo.InvalidParameter",
+            "message": VOICE_ERROR.format("Cherry"), "param": None}
+        # §7.3: no response.created, and a later session.update gets no answer (the clear is the marker)
+        c.send({"type": "session.update", "session": {"voice": "Tina"}})
+        c.send({"type": "input_audio_buffer.clear"})
+        assert c.recv()["type"] == "input_audio_buffer.cleared"
+    finally:
+        c.close()
+
+
+def test_unknown_clone_errors_at_the_vad_commit(svc, pcm16k):
+    clone = "qwen-omni-vc-nobody-voice-20260101000000000-abcd"
+    c = RawClient(svc, PLUS)
+    try:
+        c.until("session.created")
+        c.send({"type": "session.update", "session": {"voice": clone}})
+        assert c.until("session.updated")[-1]["session"]["voice"] == clone
+        stream(c, pcm16k + bytes(32 * 1500))
+        events = c.until("error", timeout=30)
+        c.send({"type": "input_audio_buffer.clear"})
+        events += c.until("input_audio_buffer.cleared")
+    finally:
+        c.close()
+    types = [e["type"] for e in events]
+    assert "input_audio_buffer.committed" in types and "response.created" not in types
+    assert events[types.index("error")]["error"]["message"] == VOICE_ERROR.format(clone)
+
+
+def test_voice_error_at_update_stays_a_choice(tmp_path):
+    cfg = ServiceConfig(realtime_voice_error_timing="update", realtime_latency="none", warm_speech=False)
+    with LocalService(data_dir=tmp_path, config=cfg) as svc:
+        c = RawClient(svc, FLASH)
+        try:
+            c.until("session.created")
+            c.send({"type": "session.update", "session": {"voice": "Nobody"}})
+            e = c.recv()
+            assert e["type"] == "error" and e["error"]["param"] == "session.voice"
+            assert e["error"]["message"] == "Voice 'Nobody' is not supported."
+            c.send({"type": "session.update", "session": {"voice": "Ethan"}})
+            assert c.recv()["type"] == "session.updated"
+        finally:
+            c.close()
+
+
+# -- text items (§7.13) -----------------------------------------------------------------------------------
+
+def test_text_items_get_server_ids_completed_status_and_previous_item_id(svc):
+    c = RawClient(svc, FLASH)
+    try:
+        c.until("session.created")
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "One."}]}
+        c.send({"type": "conversation.item.create", "item": dict(item, id="item_mine")})
+        first = c.recv()
+        c.send({"type": "conversation.item.create", "item": dict(item, id="item_mine2")})
+        second = c.recv()
+    finally:
+        c.close()
+    assert first["type"] == second["type"] == "conversation.item.created"
+    assert first["item"]["id"] != "item_mine" and first["item"]["id"].startswith("item_")
+    assert first["item"]["status"] == second["item"]["status"] == "completed"
+    assert "previous_item_id" not in first and second["previous_item_id"] == first["item"]["id"]
+
+
+# -- issue 13: lone surrogates and free-text limits -------------------------------------------------------
+
+SURROGATE_FRAMES = [  # raw frames: "\ud800" as a JSON escape is valid JSON and valid UTF-8 on the wire
+    ('{"type":"session.update","session":{"voice":"Ti\\ud800na"}}', "session.voice", True),
+    ('{"type":"session.update","session":{"instructions":"Be \\ud800 brief."}}', "session.instructions", True),
+    ('{"type":"conversation.item.create","item":{"type":"message","role":"user","content":'
+     '[{"type":"input_text","text":"\\udfff"}]}}', "item.content[0].text", True),
+    ('{"type":"input_audio_buffer.clear","event_id":"event_\\ud800"}', "event_id", False),
+    ('{"type":"input_audio_buffer.\\ud800"}', "type", True),
+    ('{"type":"response.create","response":{"instructions":"\\ud800"}}', "response.instructions", True),
+]
+
+
+def test_lone_surrogates_get_the_documented_error_and_the_session_continues(svc):
+    c = RawClient(svc, FLASH)
+    try:
+        c.until("session.created")
+        for raw, param, _echo in SURROGATE_FRAMES:
+            c.send(raw.replace('"type":', '"event_id":"event_s1","type":', 1) if _echo else raw)
+            e = c.recv()
+            assert e["type"] == "error", (raw, e)
+            err = e["error"]
+            assert (err["type"], err["code"], err["param"]) == ("invalid_request_error", "invalid_value", param)
+            assert "surrogate" in err["message"]
+            assert err.get("event_id") == ("event_s1" if _echo else None)
+        c.send({"type": "session.update", "session": {"instructions": "Be brief. \U0001F600"}})
+        assert c.recv()["session"]["instructions"] == "Be brief. \U0001F600"  # a valid pair is text
+    finally:
+        c.close()
+
+
+def test_free_text_limits_name_the_field_and_the_session_continues(tmp_path):
+    cfg = ServiceConfig(realtime_latency="none", warm_speech=False, realtime_max_instructions_chars=100,
+                        realtime_max_text_chars=50, realtime_max_name_chars=40)
+    cases = [
+        ({"type": "session.update", "session": {"instructions": "x" * 101}}, "session.instructions"),
+        ({"type": "session.update", "session": {"voice": "V" * 41}}, "session.voice"),
+        ({"type": "response.create", "response": {"instructions": "y" * 101}}, "response.instructions"),
+        ({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "a" * 30}, {"type": "input_text", "text": "b" * 30}]}},
+         "item.content[1].text"),
+        ({"type": "input_audio_buffer.clear", "event_id": "e" * 41}, "event_id"),
+    ]
+    with LocalService(data_dir=tmp_path, config=cfg) as svc:
+        c = RawClient(svc, FLASH)
+        try:
+            c.until("session.created")
+            for event, param in cases:
+                c.send(event)
+                e = c.recv()
+                assert e["type"] == "error" and e["error"]["param"] == param, (event, e)
+                assert e["error"]["code"] == "invalid_value" and "too long" in e["error"]["message"]
+                assert "event_id" not in e["error"] or len(e["error"]["event_id"]) <= 40
+            c.send({"type": "session.update", "session": {"instructions": "x" * 100}})
+            assert c.recv()["type"] == "session.updated"
+        finally:
+            c.close()
+
+
+def test_default_text_limits_are_the_documented_constants():
+    from qvtools.server import config as sc
+
+    cfg = ServiceConfig()
+    assert cfg.realtime_max_instructions_chars == sc.MAX_INSTRUCTIONS_CHARS == 32_768
+    assert cfg.realtime_max_text_chars == sc.MAX_TEXT_CHARS and cfg.realtime_max_name_chars == sc.MAX_NAME_CHARS
+    assert cfg.max_sessions >= 16  # issue 13: 16 concurrent sessions from one address must fit
+
+
+def test_cloned_voice_is_read_off_the_event_loop_and_its_profile_built_once(tmp_path, enrollment_wav):
+    # issue 13: session.update with a cloned voice re-read the whole stored audio, on the event loop
+    import threading
+
+    from qvtools.server.realtime import voice_cache
+    from realtime_support import create_voice
+
+    with LocalService(data_dir=tmp_path, config=ServiceConfig(realtime_latency="none")) as svc:
+        voice = create_voice(svc, enrollment_wav, target=PLUS, name="cache")
+        store = svc.app["store"]
+        calls = []
+        original = store.get
+
+        def spy(scope, name, *, with_audio=True):
+            calls.append((threading.current_thread() is svc._thread, with_audio))
+            return original(scope, name, with_audio=with_audio)
+
+        store.get = spy
+        for _ in range(2):
+            c = RawClient(svc, PLUS)
+            try:
+                c.until("session.created")
+                c.send({"type": "session.update", "session": {"voice": voice, "turn_detection": None}})
+                assert c.until("session.updated")[-1]["session"]["voice"] == voice
+                c.send({"type": "conversation.item.create", "item": {
+                    "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi."}]}})
+                c.send({"type": "response.create"})
+                done = c.until("response.done", timeout=60)[-1]
+                assert done["response"]["status"] == "completed"
+            finally:
+                c.close()
+    assert calls and not any(on_loop for on_loop, _ in calls)  # no store read on the event loop
+    assert not any(with_audio for _, with_audio in calls)  # the stored profile is current: audio never read
+    assert voice_cache(svc.app).loads == 1  # built once, served from the cache the second time
+
+
+def test_latency_profiles_come_from_the_catalog():
+    from qvtools import catalog
+    from qvtools.server.latency import PROFILES, profile_for_model
+
+    for fam in catalog.FAMILIES.values():
+        assert profile_for_model(fam.realtime_model).name == fam.latency_profile
+    assert profile_for_model("qwen3.8-omni-flash-realtime").name == "flash"
+    assert profile_for_model("qwen4-omni-plus-realtime").name == "plus"  # outside the catalog: tier by name
+    # §7.6: most of the simulated wait falls before response.created
+    assert all(p.created_ms > p.first_audio_ms for p in PROFILES.values())
+    assert profile_for_model(PLUS, {"plus": {"first_audio_ms": 900}}).first_audio_ms == 900
+
+
+def test_a_failure_after_the_upgrade_closes_the_socket_never_an_http_answer(tmp_path, monkeypatch):
+    # issue 13: the error middleware wrote an HTTP 500 onto the upgraded socket
+    from qvtools.server import realtime as rt
+
+    async def boom(self):
+        await self.send(ev.session_created(ev.session_echo(self.session, "created")))
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(rt._Connection, "run", boom)
+    with LocalService(data_dir=tmp_path, config=ServiceConfig(warm_speech=False)) as svc:
+        c = RawClient(svc, FLASH, timeout=10)
+        try:
+            assert c.recv()["type"] == "session.created"
+            assert _close_frame(c)[0] == 1011
+        finally:
+            c.close()
+
+
+@pytest.mark.parametrize("mode", ["early", "commit"])
+def test_manual_user_item_timing_is_a_choice(tmp_path, mode):
+    # §7.4 (observed, default "early"): the user item at the first append; "commit": after committed (§4.5 b guess)
+    cfg = ServiceConfig(realtime_latency="none", warm_speech=False, realtime_manual_user_item=mode)
+    with LocalService(data_dir=tmp_path, config=cfg) as svc:
+        c = RawClient(svc, FLASH, timeout=10)
+        try:
+            c.until("session.created")
+            c.send({"type": "session.update", "session": {"turn_detection": None, "input_audio_transcription": None}})
+            c.until("session.updated")
+            c.send(append(bytes(3200)))
+            c.send(append(bytes(3200)))
+            c.send({"type": "input_audio_buffer.commit"})
+            events = c.until("input_audio_buffer.committed")
+            if mode == "commit":
+                events += c.until("conversation.item.created")
+        finally:
+            c.close()
+    types = [e["type"] for e in events]
+    want = ["conversation.item.created", "input_audio_buffer.committed"]
+    assert types == (want if mode == "early" else want[::-1])
+    assert events[0].get("item_id", events[0].get("item", {}).get("id")) == \
+        events[1].get("item_id", events[1].get("item", {}).get("id"))

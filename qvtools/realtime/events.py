@@ -2,13 +2,15 @@
 
 Everything here is a plain function over dicts/strings (sans-I/O, like ``websockets``' core):
 
-- ids: :func:`new_id` (``prefix_`` + 21 base62 characters, protocol reference §4.1);
+- ids: :func:`new_id` (``prefix_`` + 21 characters of the URL-safe alphabet, protocol reference §4.1, §7);
 - client event builders (§4.3): :func:`session_update`, :func:`session_config`, :func:`audio_append`, ...;
 - server event builders (§4.4): :func:`session_created`, :func:`speech_started`, ..., :func:`error`;
 - :func:`parse` turns a text frame into an :class:`Event` (a ``dict`` with ``.type``);
-- session configuration: :func:`default_session` (per-model defaults, §4.2) and :func:`merge_session`,
-  the validation the local server applies to ``session.update`` (§5.5, §5.6);
-- :func:`compute_usage`: ``response.done.usage`` at the documented token rates (§4.6).
+- session configuration: :func:`default_session` (per-family defaults from :mod:`qvtools.catalog`, §4.2,
+  §7.1), :func:`merge_session`, the validation the local server applies to ``session.update`` (§5.5, §5.6),
+  :func:`voice_problem` (§7.3, §7.11) and :func:`session_echo` (the observed echo key sets, §7.1, §7.2);
+- :func:`compute_usage`: ``response.done.usage`` at the catalog's token rates (§4.6);
+- :func:`invalid_text_path`: where a parsed event carries a lone surrogate (issue 13).
 """
 
 from __future__ import annotations
@@ -20,16 +22,20 @@ import logging
 import math
 import re
 import secrets
+import string
 from typing import Any, Callable
 
+from .. import catalog as _catalog
+from ..catalog import SAMPLE_RATES, base_model, is_cloned_voice, is_known_model
 from ..errors import RealtimeError
 
 __all__ = [
-    "BASE62", "new_id", "Event", "parse", "dumps",
+    "ID_ALPHABET", "new_id", "Event", "parse", "dumps",
     "MODELS", "base_model", "model_family", "is_known_model", "is_cloned_voice",
-    "BUILTIN_VOICES", "DEFAULT_TRANSCRIPTION_MODEL", "AUDIO_FORMAT_TYPES", "LEGACY_AUDIO_FORMATS",
+    "DEFAULT_TRANSCRIPTION_MODEL", "AUDIO_FORMAT_TYPES", "LEGACY_AUDIO_FORMATS",
     "SAMPLE_RATES", "default_session", "merge_session", "input_format", "output_format",
-    "compute_usage", "estimate_text_tokens",
+    "compute_usage", "estimate_text_tokens", "voice_problem", "voice_error_message", "voice_error",
+    "SESSION_CREATED_KEYS", "SESSION_UPDATED_KEYS", "session_echo", "invalid_text_path",
     # client events
     "session_config", "session_update", "audio_append", "audio_commit", "audio_clear", "image_append",
     "response_create", "response_cancel", "item_create", "text_item_create", "session_finish",
@@ -44,14 +50,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#: The URL-safe alphabet of server ids (§4.1 as corrected by §7: ``event_04cIDHwiM-gHSc0rSktQG``).
+ID_ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
 _ID_LEN = 21
 
 
 def new_id(prefix: str = "event") -> str:
-    """``<prefix>_`` + 21 base62 characters, as in the doc examples (§4.1: ``event_RoUu4T8yExPMI37GKwaOC``)."""
+    """``<prefix>_`` + 21 characters of :data:`ID_ALPHABET` (64 symbols, so ``b % 64`` is unbiased)."""
     raw = secrets.token_bytes(_ID_LEN)
-    return prefix + "_" + "".join(BASE62[b % 62] for b in raw)
+    return prefix + "_" + "".join(ID_ALPHABET[b % 64] for b in raw)
 
 
 CLIENT_EVENT_TYPES = (
@@ -125,6 +132,41 @@ def parse(text: str | bytes) -> Event:
     return Event(obj)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def invalid_text_path(event: Any, raw: str | None = None) -> str | None:
+    """The path (``session.voice``, ``item.content[0].text``, ``event_id``) of the first string in a parsed
+    event that holds a lone surrogate, else None.
+
+    ``"\\ud800"`` is valid JSON and valid UTF-8 on the wire, but the string it decodes to cannot be
+    encoded back to UTF-8 (issue 13). Given the frame's ``raw`` text, frames without a ``\\uD8xx``-``\\uDFxx``
+    escape are skipped at once (a decoded frame holds no surrogates otherwise)."""
+    if raw is not None and not _SURROGATE_ESCAPE.search(raw):
+        return None
+
+    def walk(obj, path):
+        if isinstance(obj, str):
+            return path or "event" if _SURROGATE.search(obj) else None
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                sub = f"{path}.{k}" if path else str(k)
+                if isinstance(k, str) and _SURROGATE.search(k):
+                    return path or "event"
+                found = walk(v, sub)
+                if found:
+                    return found
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                found = walk(v, f"{path}[{i}]")
+                if found:
+                    return found
+        return None
+
+    return walk(event, "")
+
+
 def _event(type_: str, event_id: str | None = None, **fields) -> Event:
     ev = Event(event_id=event_id or new_id("event"), type=type_)
     ev.update(fields)
@@ -133,70 +175,24 @@ def _event(type_: str, event_id: str | None = None, **fields) -> Event:
 
 # --------------------------------------------------------------------------------------------- models
 
-#: Realtime models (§4.1); ``-latest`` and dated snapshots are accepted on top (``base_model``).
-MODELS = ("qwen3.5-omni-plus-realtime", "qwen3.5-omni-flash-realtime", "qwen3-omni-flash-realtime",
-          "qwen-omni-turbo-realtime")
-_SUFFIX = re.compile(r"-(latest|\d{4}-\d{2}-\d{2})$")
+#: The catalog's realtime model names (§4.1, §7.8); any ``…-omni-…-realtime`` name is accepted on top
+#: (:func:`qvtools.catalog.is_realtime_model`), as are ``-latest`` and dated snapshots (``base_model``).
+MODELS = tuple(f.realtime_model for f in _catalog.FAMILIES.values())
 
 
-def base_model(model: str) -> str:
-    """The model name without a ``-latest`` or ``-YYYY-MM-DD`` suffix (§5.6 **[guess]**)."""
-    return _SUFFIX.sub("", str(model or ""))
+def model_family(model: str) -> "_catalog.ModelFamily":
+    """The :class:`qvtools.catalog.ModelFamily` of a model (one table for client and service)."""
+    return _catalog.family(model)
 
 
-def is_known_model(model: str) -> bool:
-    return base_model(model) in MODELS
-
-
-def model_family(model: str) -> str:
-    """``"qwen3.5"`` (plus and flash), ``"qwen3-flash"`` or ``"turbo"`` -- the families of the §4.2 table."""
-    m = base_model(model)
-    if m.startswith("qwen3.5-omni"):
-        return "qwen3.5"
-    if m.startswith("qwen3-omni-flash"):
-        return "qwen3-flash"
-    if m.startswith("qwen-omni-turbo"):
-        return "turbo"
-    return "qwen3.5"
-
-
-def is_cloned_voice(voice: str | None) -> bool:
-    """Cloned voices are named ``qwen-omni-vc-<name>-voice-<stamp>-<hex>`` (§2.1)."""
-    return isinstance(voice, str) and voice.startswith("qwen-omni-vc-")
-
-
-#: Built-in voices per family (§4.6; the qwen3.5 list there is partial, names may contain spaces).
-BUILTIN_VOICES = {
-    "qwen3.5": (
-        "Tina", "Ethan", "Serena", "Cherry", "Chelsie", "Maia", "Momo", "Ryan", "Jennifer", "Katerina",
-        "Aiden", "Mia", "Liora Mira", "Theo Calm", "Joseph Chen", "Vivian", "Moon", "Kai", "Nofish",
-        "Bella", "Eldric Sage", "Mochi", "Bellona",
-        "Sunny", "Dylan", "Eric", "Peter", "Marcus", "Li", "Rocky", "Kiki",
-    ),
-    "qwen3-flash": (
-        "Cherry", "Serena", "Ethan", "Chelsie", "Momo", "Vivian", "Moon", "Maia", "Kai", "Nofish", "Bella",
-        "Jennifer", "Ryan", "Katerina", "Aiden", "Eldric Sage", "Mia", "Mochi", "Bellona",
-    ),
-    "turbo": ("Chelsie", "Cherry", "Serena", "Ethan"),
-}
-_DEFAULT_VOICE = {"qwen3.5": "Tina", "qwen3-flash": "Cherry", "turbo": "Chelsie"}
-#: §4.2: "The model cannot be changed; old examples show gummy-realtime-v1".
-DEFAULT_TRANSCRIPTION_MODEL = "qwen3-asr-flash-realtime"
-_TRANSCRIPTION_MODELS = (DEFAULT_TRANSCRIPTION_MODEL, "gummy-realtime-v1")
+#: §4.2: "The model cannot be changed; old examples show gummy-realtime-v1" (the qwen3.5 default).
+DEFAULT_TRANSCRIPTION_MODEL = _catalog.FAMILIES["qwen3.5-omni-flash"].transcription_model
 #: ``audio.*.format.type`` values (§4.2, qwen3.5 only).
 AUDIO_FORMAT_TYPES = ("pcm", "wav")
 #: Legacy ``input_audio_format`` / ``output_audio_format`` strings (§4.2, §5.5). They name the sample
-#: encoding (16-bit PCM), not the rate; the rates stay 16 kHz in / 24 kHz out.
+#: encoding (16-bit PCM), not the rate; the rates stay 16 kHz in / 24 kHz out. The service echoes the
+#: family's own strings (§7.1: ``pcm`` on qwen3.5, ``pcm16``/``pcm24`` on qwen3 and qwen3.8).
 LEGACY_AUDIO_FORMATS = ("pcm", "pcm16", "pcm24")
-SAMPLE_RATES = (8000, 16000, 24000, 48000)
-
-# §4.2 sampling defaults per family: temperature, top_p, top_k, repetition_penalty, presence_penalty.
-_SAMPLING = {
-    "qwen3.5": dict(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.0, presence_penalty=1.5),
-    "qwen3-flash": dict(temperature=0.9, top_p=1.0, top_k=50, repetition_penalty=1.05, presence_penalty=0.0),
-    "turbo": dict(temperature=1.0, top_p=0.01, top_k=20, repetition_penalty=1.05, presence_penalty=0.0),
-}
-_MAX_TOKENS = {"qwen3.5": 16384, "qwen3-flash": 16384, "turbo": 2048}
 _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty", "presence_penalty", "seed")
 
 
@@ -207,34 +203,66 @@ def _default_turn_detection() -> dict:
 
 
 def default_session(model: str, session_id: str | None = None) -> dict:
-    """The full effective configuration a new session starts with (§4.2 defaults; §4.4 ``session.created``)."""
-    fam = model_family(model)
+    """The full effective configuration a new session starts with (§4.2 defaults; §7.1 per-family formats,
+    voice and transcription model, all from :func:`qvtools.catalog.family`).
+
+    This is what the service honours internally (``turn_detection``, the ``audio`` object of families that
+    configure it, sampling); what goes on the wire is :func:`session_echo` of it."""
+    fam = _catalog.family(model)
     cfg: dict[str, Any] = {
         "id": session_id or new_id("sess"),
         "object": "realtime.session",
         "model": model,
         "modalities": ["text", "audio"],
-        "voice": _DEFAULT_VOICE[fam],
+        "voice": fam.default_voice,
         "instructions": "",
-        "input_audio_format": "pcm",
-        "output_audio_format": "pcm",
+        "input_audio_format": fam.input_audio_format,
+        "output_audio_format": fam.output_audio_format,
     }
-    if fam == "qwen3.5":
-        cfg["audio"] = {"input": {"format": {"type": "pcm", "sample_rate": 16000}},
-                        "output": {"format": {"type": "pcm", "sample_rate": 24000}}}
-    cfg["input_audio_transcription"] = {"model": DEFAULT_TRANSCRIPTION_MODEL}
+    if fam.configurable_audio:
+        cfg["audio"] = {"input": {"format": {"type": "pcm", "sample_rate": fam.input_sample_rate}},
+                        "output": {"format": {"type": "pcm", "sample_rate": fam.output_sample_rate}}}
+    cfg["input_audio_transcription"] = {"model": fam.transcription_model}
     cfg["turn_detection"] = _default_turn_detection()
     cfg["tools"] = []
     cfg["tool_choice"] = "auto"
-    cfg.update(_SAMPLING[fam])
-    cfg["max_tokens"] = _MAX_TOKENS[fam]
+    cfg.update(fam.sampling)
+    cfg["max_tokens"] = fam.max_tokens
     cfg["seed"] = -1
     cfg["max_response_output_token"] = "inf"
-    if fam == "qwen3-flash":
+    if fam.smooth_output:
         cfg["smooth_output"] = True
-    if fam == "qwen3.5":
+    if fam.generation == "qwen3.5":
         cfg["enable_search"] = False
     return cfg
+
+
+#: ``session.created`` keys as observed (§7.1; no ``audio`` object, no sampling parameters).
+SESSION_CREATED_KEYS = ("object", "model", "modalities", "voice", "input_audio_format", "output_audio_format",
+                        "input_audio_transcription", "turn_detection", "id")
+#: ``session.updated`` keys as observed (§7.2; no ``turn_detection`` even after ``turn_detection: null``).
+SESSION_UPDATED_KEYS = ("id", "object", "model", "modalities", "instructions", "voice", "input_audio_format",
+                        "output_audio_format", "input_audio_transcription", "tools", "max_tokens")
+
+
+def session_echo(session: dict, kind: str = "updated", shape: str = "observed") -> dict:
+    """The ``session`` object the service puts on the wire for ``session.created``/``session.updated``.
+
+    ``shape="observed"`` keeps the observed key sets (:data:`SESSION_CREATED_KEYS`,
+    :data:`SESSION_UPDATED_KEYS`); qwen3-omni-flash echoes ``tools: null`` (§7.15). ``shape="full"`` is the
+    whole effective configuration (our earlier guess, §4.4 "the full config"). The ``qvtools`` metadata
+    field (the service says its latencies are SIMULATED) is kept in ``session.created`` of both shapes."""
+    if shape == "full":
+        return copy.deepcopy(session)
+    if kind not in ("created", "updated"):
+        raise ValueError(f"kind must be 'created' or 'updated', got {kind!r}")
+    keys = SESSION_CREATED_KEYS if kind == "created" else SESSION_UPDATED_KEYS
+    out = {k: copy.deepcopy(session.get(k)) for k in keys}
+    if "tools" in out and _catalog.family(session.get("model", "")).generation == "qwen3":
+        out["tools"] = None  # §7.15: qwen3-omni-flash accepts tools but echoes null
+    if kind == "created" and "qvtools" in session:
+        out["qvtools"] = copy.deepcopy(session["qvtools"])
+    return out
 
 
 def input_format(session: dict) -> tuple[str, int]:
@@ -273,9 +301,39 @@ def _num(value, name, lo=None, hi=None, *, lo_open=False, hi_open=False, integer
     return None
 
 
+def voice_error_message(voice: str) -> str:
+    """The text of the lone ``error`` an unusable voice gets at generation time (§7.3, as observed)."""
+    return f"<400> InternalError.Algo.InvalidParameter: Voice '{voice}' is not supported."
+
+
+def voice_problem(voice: str, model: str, voice_lookup: Callable[[str], str | None] | None = None) -> str | None:
+    """Why ``voice`` cannot speak on ``model`` (None when it can), from the catalog (§7.11) and SEED §2.1.
+
+    - a cloned voice (``qwen-omni-vc-*``) needs a family that takes clones (``cloned_voices`` not False),
+      must exist (``voice_lookup(voice) -> target_model`` or None) and its target model must equal the
+      session model (SEED: "Must equal the later realtime ?model=, otherwise synthesis fails");
+    - a built-in voice must be one the family offers (§7.11: Cherry/Chelsie fail on qwen3.5, Tina on qwen3).
+    """
+    fam = _catalog.family(model)
+    if is_cloned_voice(voice):
+        if fam.cloned_voices is False:
+            return f"Voice '{voice}' is not supported: cloned voices do not work on '{model}'."
+        target = voice_lookup(voice) if voice_lookup is not None else base_model(model)
+        if target is None:
+            return f"Voice '{voice}' not found."
+        if not _catalog.clone_usable_with(target, model):  # §7.19: qwen3.5-omni-plus serves ...-realtime
+            return (f"Voice '{voice}' was enrolled for target_model '{target}' and cannot be used with "
+                    f"model '{model}'; enroll the voice for this model.")
+        return None
+    if voice not in fam.voices:
+        return f"Voice '{voice}' is not supported."
+    return None
+
+
 def merge_session(current: dict, update: Any, *, model: str | None = None,
                   voice_lookup: Callable[[str], str | None] | None = None,
-                  voice_locked: bool = False, audio_started: bool = False) -> tuple[dict, dict | None]:
+                  voice_locked: bool = False, audio_started: bool = False,
+                  check_voice: bool = True) -> tuple[dict, dict | None]:
     """Merge a ``session.update`` payload into the current config and validate it (§4.2, §5.5, §5.6).
 
     Returns ``(new_config, None)`` or ``(current, error)`` where ``error`` is the ``error`` object to send
@@ -283,17 +341,19 @@ def merge_session(current: dict, update: Any, *, model: str | None = None,
 
     - ``modalities`` is ``["text"]`` or ``["text","audio"]`` in any order (the SDK sends ``["audio","text"]``);
       ``["audio"]`` gives the documented message;
-    - ``voice``: ``null`` means the model default, ``""`` is an error; a cloned voice (``qwen-omni-vc-*``)
-      needs a qwen3.5 model, must exist (``voice_lookup(voice) -> target_model`` or None) and its
-      target model must equal the session model (SEED: "Must equal the later realtime ?model=");
-      an unknown built-in gives "Voice 'x' is not supported."; changing the voice after audio output
-      gives ``cannot_update_voice`` (``voice_locked``);
-    - ``audio.input/output.format``: type pcm/wav, rates 8000/16000/24000/48000, qwen3.5 only; the input
-      format is fixed once audio has started (``audio_started``);
-    - legacy ``input_audio_format``/``output_audio_format``: pcm, pcm16, pcm24;
-    - ``input_audio_transcription``: ``null`` disables it, a ``null`` model means the default;
-    - ``turn_detection``: ``null`` (manual), ``server_vad``, ``semantic_vad`` (qwen3.5 only) with the
-      documented ranges; sampling parameters with their ranges (turbo cannot modify them).
+    - ``voice``: ``null`` means the family default, ``""`` is an error; changing the voice after audio
+      output gives ``cannot_update_voice`` (``voice_locked``); with ``check_voice`` (the old guess) an
+      unusable voice (:func:`voice_problem`) is refused here -- the real service accepts it and fails at
+      generation time (§7.3), which the local service does with ``check_voice=False``;
+    - ``audio.input/output.format``: type pcm/wav, rates 8000/16000/24000/48000, on families with
+      ``configurable_audio`` (qwen3.5); the input format is fixed once audio has started (``audio_started``);
+    - legacy ``input_audio_format``/``output_audio_format``: pcm, pcm16, pcm24 (the family's own strings
+      are kept, §7.1);
+    - ``input_audio_transcription``: ``null`` disables it, a ``null`` model means the family default; a model
+      the family accepts is kept and echoed (§7.2);
+    - ``turn_detection``: ``null`` (manual), ``server_vad``, ``semantic_vad`` (families with
+      ``semantic_vad``) with the documented ranges; sampling parameters with their ranges (families with
+      ``sampling_fixed`` -- turbo -- cannot modify them).
 
     Unknown keys are ignored (the SDK copies arbitrary kwargs into ``session``).
     """
@@ -321,26 +381,17 @@ def merge_session(current: dict, update: Any, *, model: str | None = None,
 
     if "voice" in update:
         voice = update["voice"]
-        if voice is None:  # [sdk] sends null when no voice is given -> the model default (§5.5)
-            voice = _DEFAULT_VOICE[fam]
+        if voice is None:  # [sdk] sends null when no voice is given -> the family default (§5.5)
+            voice = fam.default_voice
         if not isinstance(voice, str) or not voice.strip():
             return fail(f"Voice {voice!r} is not supported.", "session.voice")
         if voice != current.get("voice") and voice_locked:
             return fail("Cannot update the voice after the session has produced audio output.",
                         "session.voice", "cannot_update_voice")
-        if is_cloned_voice(voice):
-            if fam != "qwen3.5":
-                return fail(f"Voice '{voice}' is not supported: cloned voices work only on qwen3.5-omni-plus/"
-                            "flash realtime models.", "session.voice")
-            target = voice_lookup(voice) if voice_lookup is not None else base_model(model)
-            if target is None:
-                return fail(f"Voice '{voice}' not found.", "session.voice")
-            if base_model(target) != base_model(model):
-                # SEED: target_model "must equal the later realtime ?model=, otherwise synthesis fails".
-                return fail(f"Voice '{voice}' was enrolled for target_model '{target}' and cannot be used with "
-                            f"model '{model}'; enroll the voice for this model.", "session.voice")
-        elif voice not in BUILTIN_VOICES[fam]:
-            return fail(f"Voice '{voice}' is not supported.", "session.voice")
+        if check_voice:
+            problem = voice_problem(voice, model, voice_lookup)
+            if problem:
+                return fail(problem, "session.voice")
         new["voice"] = voice
 
     if "instructions" in update:
@@ -355,13 +406,13 @@ def merge_session(current: dict, update: Any, *, model: str | None = None,
             if val not in LEGACY_AUDIO_FORMATS:
                 return fail(f"Invalid {key}: {val!r}; use one of {', '.join(LEGACY_AUDIO_FORMATS)}.",
                             f"session.{key}")
-            new[key] = "pcm"
+            new[key] = fam.input_audio_format if key == "input_audio_format" else fam.output_audio_format
 
     if "audio" in update and update["audio"] is not None:
         audio = update["audio"]
         if not isinstance(audio, dict):
             return fail("'audio' must be an object.", "session.audio")
-        if fam != "qwen3.5":
+        if not fam.configurable_audio:
             return fail(f"'audio' formats can be configured only on qwen3.5 models, not '{model}'.",
                         "session.audio")
         for side, default_rate in (("input", 16000), ("output", 24000)):
@@ -395,10 +446,10 @@ def merge_session(current: dict, update: Any, *, model: str | None = None,
         elif not isinstance(tr, dict):
             return fail("'input_audio_transcription' must be an object or null.", "session.input_audio_transcription")
         else:
-            tm = tr.get("model") or DEFAULT_TRANSCRIPTION_MODEL  # [sdk] sends {"model": null}
-            if tm not in _TRANSCRIPTION_MODELS:
+            tm = tr.get("model") or fam.transcription_model  # [sdk] sends {"model": null}
+            if tm not in fam.transcription_models:  # §7.2: an accepted model is kept and echoed
                 return fail(f"The transcription model cannot be changed to {tm!r}; use "
-                            f"'{DEFAULT_TRANSCRIPTION_MODEL}'.", "session.input_audio_transcription.model")
+                            f"'{fam.transcription_model}'.", "session.input_audio_transcription.model")
             new["input_audio_transcription"] = {"model": tm}
 
     if "turn_detection" in update:
@@ -414,7 +465,7 @@ def merge_session(current: dict, update: Any, *, model: str | None = None,
             if t not in ("server_vad", "semantic_vad"):
                 return fail(f"Invalid turn_detection type {t!r}; use 'server_vad' or 'semantic_vad'.",
                             "session.turn_detection.type")
-            if t == "semantic_vad" and fam != "qwen3.5":
+            if t == "semantic_vad" and not fam.semantic_vad:
                 return fail(f"semantic_vad is not supported by '{model}'.", "session.turn_detection.type")
             checks = (("threshold", dict(lo=-1.0, hi=1.0)),
                       ("silence_duration_ms", dict(lo=200, hi=6000, integer=True)),
@@ -426,7 +477,7 @@ def merge_session(current: dict, update: Any, *, model: str | None = None,
             merged["silence_duration_ms"] = int(merged["silence_duration_ms"])
             merged["prefix_padding_ms"] = int(merged["prefix_padding_ms"])
             if "idle_timeout_ms" in merged:
-                if fam != "qwen3.5" or t != "server_vad":
+                if fam.generation != "qwen3.5" or t != "server_vad":
                     return fail("idle_timeout_ms needs a qwen3.5-omni model with server_vad.",
                                 "session.turn_detection.idle_timeout_ms")
                 msg = _num(merged["idle_timeout_ms"], "idle_timeout_ms", 5000, 30000, integer=True)
@@ -438,7 +489,7 @@ def merge_session(current: dict, update: Any, *, model: str | None = None,
             new["turn_detection"] = merged
 
     sampling = {k: update[k] for k in _SAMPLING_KEYS if k in update and update[k] is not None}
-    if sampling and fam == "turbo":
+    if sampling and fam.sampling_fixed:
         # §4.2: "turbo cannot modify this or any sampling parameter below"
         key = next(iter(sampling))
         return fail(f"'{key}' cannot be modified on '{model}'.", f"session.{key}")
@@ -446,7 +497,7 @@ def merge_session(current: dict, update: Any, *, model: str | None = None,
         "temperature": dict(lo=0, hi=2, hi_open=True),
         "top_p": dict(lo=0, hi=1, lo_open=True),
         "top_k": dict(lo=0, hi=None, integer=True),
-        "max_tokens": dict(lo=1, hi=_MAX_TOKENS[fam], integer=True),
+        "max_tokens": dict(lo=1, hi=fam.max_tokens, integer=True),
         "repetition_penalty": dict(lo=0, hi=None, lo_open=True),
         "presence_penalty": dict(lo=-2, hi=2),
         "seed": dict(lo=-1, hi=2**31 - 1, integer=True),
@@ -463,13 +514,13 @@ def merge_session(current: dict, update: Any, *, model: str | None = None,
         so = update["smooth_output"]
         if so is not None and not isinstance(so, bool):
             return fail("'smooth_output' must be true, false or null.", "session.smooth_output")
-        if fam == "qwen3-flash":
+        if fam.smooth_output:
             new["smooth_output"] = so
     if "enable_search" in update:
         es = update["enable_search"]
         if not isinstance(es, bool):
             return fail("'enable_search' must be a boolean.", "session.enable_search")
-        if es and fam != "qwen3.5":
+        if es and fam.generation != "qwen3.5":
             return fail(f"enable_search is not supported by '{model}'.", "session.enable_search")
         new["enable_search"] = es
     if "tools" in update:
@@ -496,10 +547,6 @@ _KNOWN_SESSION_KEYS = {
 
 # ------------------------------------------------------------------------------------------ usage
 
-#: Audio tokens per second (§4.6): qwen3.5 7 in / 12.5 out; qwen3-flash 12.5; turbo 25.
-_AUDIO_TOKENS_PER_S = {"qwen3.5": (7.0, 12.5), "qwen3-flash": (12.5, 12.5), "turbo": (25.0, 25.0)}
-
-
 def estimate_text_tokens(text: str | None) -> int:
     """Rough text token count (≈ 4 characters per token, at least one per word); 0 for empty text."""
     if not text:
@@ -515,11 +562,12 @@ def _audio_tokens(seconds: float, rate: float) -> int:
 
 def compute_usage(model: str, *, input_audio_s: float, output_audio_s: float, input_text: str = "",
                   output_text: str = "", history_tokens: int = 0) -> dict:
-    """``response.done.usage`` (§4.4 example shape) at the §4.6 audio token rates.
+    """``response.done.usage`` (§4.4 example shape) at the family's §4.6 audio token rates (catalog).
 
     ``history_tokens`` are the text tokens of earlier turns, re-fed every turn (§4.6 "History").
     """
-    rin, rout = _AUDIO_TOKENS_PER_S[model_family(model)]
+    fam = _catalog.family(model)
+    rin, rout = fam.audio_tokens_in_per_s, fam.audio_tokens_out_per_s
     in_audio = _audio_tokens(input_audio_s, rin)
     out_audio = _audio_tokens(output_audio_s, rout)
     in_text = estimate_text_tokens(input_text) + int(history_tokens)
@@ -695,11 +743,16 @@ def assistant_item(item_id: str, *, status: str = "in_progress", content: list |
 
 
 def item_created(item: dict, previous_item_id: str | None = None) -> Event:
+    """``conversation.item.created``; ``previous_item_id`` only on items after the first (§7.13)."""
+    if previous_item_id is None:
+        return _event("conversation.item.created", item=item)
     return _event("conversation.item.created", previous_item_id=previous_item_id, item=item)
 
 
 def transcription_delta(item_id: str, text: str, stash: str = "", language: str = "en",
                         emotion: str = "neutral") -> Event:
+    """``…input_audio_transcription.delta``: ``text`` confirmed, ``stash`` tentative (§4.4); as observed on
+    qwen3.5-omni-flash (§7.14) ``text`` is empty and ``stash`` holds the sentence so far."""
     return _event("conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0,
                   text=text, stash=stash, language=language, emotion=emotion)
 
@@ -716,9 +769,13 @@ def transcription_failed(item_id: str, code: str, message: str, param: str | Non
 
 def response_object(response_id: str, conversation_id: str, *, status: str = "in_progress",
                     modalities=("text", "audio"), voice: str | None = None, output: list | None = None,
-                    usage: dict | None = None, status_details: dict | None = None) -> dict:
+                    usage: dict | None = None, status_details: dict | None = None,
+                    output_audio_format: str = "pcm") -> dict:
+    """The ``response`` object of ``response.created``/``response.done`` (§4.4); ``status`` ∈ in_progress,
+    completed, failed, incomplete, cancelled (§7.6)."""
     resp = {"id": response_id, "object": "realtime.response", "conversation_id": conversation_id,
-            "status": status, "modalities": list(modalities), "voice": voice, "output_audio_format": "pcm",
+            "status": status, "modalities": list(modalities), "voice": voice,
+            "output_audio_format": output_audio_format,
             "output": list(output or [])}
     if status_details is not None:
         resp["status_details"] = status_details
@@ -789,6 +846,13 @@ def error(message: str, *, code: str = "invalid_value", param: str | None = None
     if event_id is not None:
         info["event_id"] = event_id
     return _event("error", error=info)
+
+
+def voice_error(voice: str) -> Event:
+    """The lone ``error`` an unusable voice gets at the response trigger (§7.3: only the message text was
+    recorded; the envelope follows §4.4 with the code taken from that text and ``param`` null)."""
+    return _event("error", error={"type": "invalid_request_error", "code": "InternalError.Algo.InvalidParameter",
+                                  "message": voice_error_message(voice), "param": None})
 
 
 def session_finished() -> Event:

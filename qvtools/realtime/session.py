@@ -213,7 +213,7 @@ class RealtimeSession:
             raise ConfigError("session_extra['qvtools'] (fault injection) is for the qvtools local service only; "
                               f"remove it for the {settings.region} region")
         if ev.is_cloned_voice(voice) and voice_target_model is not None \
-                and ev.base_model(voice_target_model) != ev.base_model(model):
+                and not catalog.clone_usable_with(voice_target_model, model):
             # SEED §2.1: "Must equal the later realtime ?model=, otherwise synthesis fails".
             raise VoiceModelMismatch(
                 f"voice {voice!r} was enrolled for target_model {voice_target_model!r} but the session model is "

@@ -19,6 +19,8 @@ import math
 import random
 from dataclasses import dataclass, fields, replace
 
+from ..catalog import family
+
 __all__ = ["LatencyProfile", "TurnDelays", "PROFILES", "profile_for_model", "LatencySimulator", "NO_DELAYS"]
 
 
@@ -26,8 +28,8 @@ __all__ = ["LatencyProfile", "TurnDelays", "PROFILES", "profile_for_model", "Lat
 class LatencyProfile:
     """Delays of one model family, in ms (log-normal around the median with ``jitter`` sigma).
 
-    - ``created_ms``: end of the user turn -> ``response.created``;
-    - ``first_audio_ms``: ``response.created`` -> first ``response.audio.delta`` (includes first text);
+    - ``created_ms``: end of the user turn -> ``response.created`` (most of the wait, §7.6);
+    - ``first_audio_ms``: ``response.created`` -> first ``response.audio.delta`` (transcript deltas first, §7.5);
     - ``realtime_factor``: audio generated per wall-clock second after the first chunk (2.0 = twice as
       fast as playback); 0 or less sends the remaining chunks without pacing.
     """
@@ -39,15 +41,17 @@ class LatencyProfile:
     realtime_factor: float = 2.0
 
 
-#: SIMULATED placeholder profiles (not measurements). The delays are floors: the first audio is sent at
-#: ``response.created + first_audio_ms`` or when the offline engines have produced it, whichever is later.
-#: They are set above the local pipeline's own time on an idle 2-core machine (Whisper tiny.en ~0.3-0.5 s,
-#: first sentence TTS + conversion ~0.3-0.4 s, overlapping ``created_ms``) so that single-session runs show
-#: the profile, not the machine; under load (many sessions, busy CPU) the machine shows through.
+#: SIMULATED placeholder profiles (not measurements). Shaped after the one observed trace (§7.6: "most of
+#: the wait falls before ``response.created``, not after it": created 417-539 ms after the end of input,
+#: first audio 40-175 ms later; qwen3.5-omni-flash first audio p50 ≈ 299 ms), with "plus" slower than
+#: "flash" as the model sizes suggest. The delays are floors: the service computes the reply (transcript,
+#: reply text, first synthesized sentence) before ``response.created`` and sends it at
+#: ``end of input + created_ms`` or when that work is done, whichever is later; so on a busy machine the
+#: machine shows through. The catalog names each family's profile (``ModelFamily.latency_profile``).
 PROFILES = {
-    "plus": LatencyProfile("plus", created_ms=120.0, first_audio_ms=1100.0, jitter=0.25, realtime_factor=1.6),
-    "flash": LatencyProfile("flash", created_ms=80.0, first_audio_ms=750.0, jitter=0.25, realtime_factor=2.5),
-    "turbo": LatencyProfile("turbo", created_ms=80.0, first_audio_ms=850.0, jitter=0.30, realtime_factor=2.0),
+    "plus": LatencyProfile("plus", created_ms=650.0, first_audio_ms=180.0, jitter=0.25, realtime_factor=1.6),
+    "flash": LatencyProfile("flash", created_ms=450.0, first_audio_ms=120.0, jitter=0.25, realtime_factor=2.5),
+    "turbo": LatencyProfile("turbo", created_ms=500.0, first_audio_ms=150.0, jitter=0.30, realtime_factor=2.0),
 }
 
 
@@ -65,11 +69,11 @@ NO_DELAYS = TurnDelays(0.0, 0.0, 0.0, simulated=False)
 
 
 def profile_for_model(model: str, overrides: dict | None = None) -> LatencyProfile:
-    """``plus`` for qwen3.5-omni-plus, ``turbo`` for qwen-omni-turbo, else ``flash``; ``overrides``
-    maps a profile name to a dict of field values (``{"plus": {"first_audio_ms": 900}}``)."""
-    m = str(model)
-    name = "plus" if "-plus" in m else "turbo" if "turbo" in m else "flash"
-    prof = PROFILES[name]
+    """The profile named by the model's catalog family (``catalog.family(model).latency_profile``: ``plus``,
+    ``flash`` or ``turbo``; names outside the catalog get the tier read from the name). ``overrides`` maps a
+    profile name to a dict of field values (``{"plus": {"first_audio_ms": 900}}``)."""
+    name = family(model).latency_profile
+    prof = PROFILES.get(name, PROFILES["flash"])
     if overrides and name in overrides:
         known = {f.name for f in fields(LatencyProfile)}
         bad = set(overrides[name]) - known

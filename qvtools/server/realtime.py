@@ -3,18 +3,25 @@
 One :class:`_Connection` per socket. It speaks the wire protocol through the shared event model
 (:mod:`qvtools.realtime.events`), so the client and the server cannot drift apart:
 
-- auth and model checks happen *before* the upgrade (401 ``InvalidApiKey``; 404 ``ModelNotFound``, §5.1, §5.4);
-- ``session.created`` is sent at once with the model defaults plus a ``qvtools`` metadata field that
-  says the latencies are SIMULATED (:mod:`qvtools.server.latency`);
-- ``session.update`` is merged and validated by :func:`~qvtools.realtime.events.merge_session`
-  (cloned voices are looked up in the caller's key scope, §5.6);
-- server VAD (:class:`qvtools.vad.StreamingVAD`) or manual commit; transcription and a response
-  in the §4.5 order, produced by :class:`qvtools.server.speech.SpeechPipeline` in an executor;
-- ``response.cancel``, ``session.finish``, the idle timeout and the 120-min cap (§5.9, §5.10);
+- auth, model and session-count checks happen *before* the upgrade (401 ``InvalidApiKey``; 404
+  ``ModelNotFound`` for a name that is not ``…-omni-…-realtime``, §5.1, §5.4, §7.8; 429
+  ``Throttling.RateQuota`` past the per-key or the global session cap);
+- ``session.created`` is sent at once in the family's observed shape (§7.1, :mod:`qvtools.catalog`) plus
+  a ``qvtools`` metadata field that says the latencies are SIMULATED (:mod:`qvtools.server.latency`);
+- ``session.update`` is merged and validated by :func:`~qvtools.realtime.events.merge_session` and echoed
+  with the observed key set (§7.2); an unusable voice is accepted and answered at the next response
+  trigger by a lone ``error`` (§7.3); cloned voices are looked up in the caller's key scope (§5.6), off the
+  event loop, their decoded profile cached (bounded LRU);
+- server VAD (:class:`qvtools.vad.StreamingVAD`) or manual commit (the user item and partial
+  transcriptions while audio is still appended, §7.4); transcription and a response in the §4.5 order,
+  produced by :class:`qvtools.server.speech.SpeechPipeline` in an executor, with the wait before
+  ``response.created`` (§7.6) and transcript deltas before the first audio delta (§7.5);
+- ``response.cancel`` (pending ``*.done``, then ``response.done`` status ``cancelled``, §7.6),
+  ``session.finish``, the idle close (§7.12) and the 120-min cap (§5.9, §5.10);
 - every sent event is recorded in ``app["trace"]`` with ``time.perf_counter()`` right before sending.
 
-Bad input never ends a session: malformed JSON, unknown types, bad base64, odd-length audio and
-out-of-order events are answered with ``error`` events.
+Bad input never ends a session: malformed JSON, unknown types, bad base64, odd-length audio, lone
+surrogates, over-long text and out-of-order events are answered with ``error`` events.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import logging
 import re
 import threading
@@ -29,10 +37,12 @@ import time
 import uuid
 import warnings
 import weakref
+from collections import OrderedDict
 
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from .. import catalog
 from ..audio import from_pcm16, resample, to_pcm16
 from ..realtime import events as ev
 from .app import authenticate
@@ -46,6 +56,7 @@ log = logging.getLogger(__name__)
 _SPEECH_LOCK = threading.Lock()
 _OPEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # app -> set of open _Connection
 _ACTIVE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # app -> {api key: open sessions}
+_VOICE_CACHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # app -> _ProfileCache
 _VAD_KEEP_MS = 500  # audio kept before the prefix padding while no speech is detected (VAD look-ahead)
 _MAX_IMAGE_B64 = 256 * 1024  # §4.3 "≤ 256 KB after base64"
 _TOKEN = re.compile(r"\S+\s*")
@@ -74,32 +85,104 @@ def _json_error(status: int, code: str, message: str, headers: dict | None = Non
                              headers={"x-request-id": rid, **(headers or {})})
 
 
+class _ProfileCache:
+    """A bounded LRU of cloned voices' decoded profiles, keyed by ``(key scope, voice, sha256 of the audio)``
+    (issue 13: a ``session.update`` with a cloned voice re-read the whole stored audio, on the event loop).
+    A re-enrolled or deleted voice changes the key (the store is asked for the metadata each time, off
+    the loop), so nothing stale is served."""
+
+    def __init__(self, size: int):
+        self.size = max(0, int(size))
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0  # how many times a profile was built (decoded audio or stored profile)
+
+    def get(self, key):
+        with self._lock:
+            prof = self._items.get(key)
+            if prof is not None:
+                self._items.move_to_end(key)
+            return prof
+
+    def put(self, key, prof) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[key] = prof
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+def voice_cache(app) -> _ProfileCache:
+    """The app's cloned-voice profile cache (``ServiceConfig.realtime_voice_cache_size`` entries)."""
+    cache = _VOICE_CACHES.get(app)
+    if cache is None:
+        cache = _VOICE_CACHES.setdefault(app, _ProfileCache(app["config"].realtime_voice_cache_size))
+    return cache
+
+
+def _model_accepted(model: str, config) -> bool:
+    """§7.8: any ``…-omni-…-realtime`` name; only the catalog's families when configured so (§5.4 [guess])."""
+    if not model:
+        return False
+    if config.realtime_reject_unknown_model:
+        return catalog.is_known_model(model)
+    return catalog.is_realtime_model(model)
+
+
 async def handle_realtime(request: web.Request):
-    """``GET /api-ws/v1/realtime?model=<m>``: auth, model check, upgrade, then run the session."""
+    """``GET /api-ws/v1/realtime?model=<m>``: auth, model check, session caps, upgrade, then the session.
+
+    Once the socket is upgraded nothing may reach the HTTP error middleware (it would write an HTTP answer
+    onto the WebSocket, issue 13): a failure is logged and the socket closed with 1011."""
     key = authenticate(request)  # raises the documented 401 before any upgrade (§5.1)
     config = request.app["config"]
     model = request.query.get("model", "")
-    if not model or (config.realtime_reject_unknown_model and not ev.is_known_model(model)):
+    if not _model_accepted(model, config):
         return _json_error(404, "ModelNotFound", "Model can not be found.")  # §5.4 [guess]
     limit = int(config.max_sessions_per_key or 0)
+    total_limit = int(config.max_sessions or 0)
     active = _ACTIVE.setdefault(request.app, {})
+    total = sum(active.values())
     if limit > 0 and active.get(key, 0) >= limit:
         # ServiceConfig.max_sessions_per_key: refused before the upgrade with a §3 429 code, never a crash
         log.info("realtime handshake refused: %d concurrent sessions for this key", limit)
         return _json_error(429, "Throttling.RateQuota",
                            f"Requests rate limit exceeded, try again later: at most {limit} concurrent realtime "
                            "sessions per API key.", headers={"Retry-After": "1"})
+    if total_limit > 0 and total >= total_limit:
+        # ServiceConfig.max_sessions: the global cap, answered like the per-key one (issue 13)
+        log.info("realtime handshake refused: %d concurrent sessions on the service", total_limit)
+        return _json_error(429, "Throttling.RateQuota",
+                           f"Requests rate limit exceeded, try again later: at most {total_limit} concurrent "
+                           "realtime sessions on this service.", headers={"Retry-After": "1"})
     active[key] = active.get(key, 0) + 1  # reserved before any await, so racing handshakes count too
+    ws = None
     try:
         ws = web.WebSocketResponse(autoping=True, max_msg_size=int(config.realtime_max_frame_bytes))
         await ws.prepare(request)
-        conn = _Connection(request.app, ws, key, model)
-        # fault injection (qvtools/server/faults.py): off unless a plan is configured; also bounds slow readers
-        conn.faults = request.app["faults"].open_session(key, conn.session_id, request.transport)
+        try:
+            conn = _Connection(request.app, ws, key, model)
+            # fault injection (qvtools/server/faults.py): off unless a plan is configured; bounds slow readers
+            conn.faults = request.app["faults"].open_session(key, conn.session_id, request.transport)
+        except Exception:
+            log.exception("realtime session setup failed; closing with 1011")
+            await ws.close(code=1011, message=b"internal error")
+            return ws
         open_set = _OPEN.setdefault(request.app, set())
         open_set.add(conn)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug of ours after the upgrade: close the socket, never an HTTP 500 on it
+            log.exception("session %s: the realtime handler failed; closing with 1011", conn.session_id)
+            await conn._close(1011, "internal error")
         finally:
             open_set.discard(conn)
             await conn.shutdown()
@@ -169,14 +252,16 @@ class _Connection:
         self.session = ev.default_session(model)
         self.session_id = self.session["id"]
         self.conversation_id = ev.new_id("conv")
-        prof = profile_for_model(model, self.cfg.realtime_latency_profiles)
-        self.session["qvtools"] = {
-            "server": "qvtools local service (offline stand-in)",
-            "latency": "simulated" if self.cfg.realtime_latency == "simulated" else "none",
-            "latency_profile": prof.name,
-            "note": "Latencies of this service are SIMULATED (qvtools.server.latency), not measurements "
-                    "of the cloud service.",
-        }
+        self.family = catalog.family(model)
+        prof = profile_for_model(model, self.cfg.realtime_latency_profiles)  # catalog family's latency_profile
+        if self.cfg.realtime_metadata:
+            self.session["qvtools"] = {
+                "server": "qvtools local service (offline stand-in)",
+                "latency": "simulated" if self.cfg.realtime_latency == "simulated" else "none",
+                "latency_profile": prof.name,
+                "note": "Latencies of this service are SIMULATED (qvtools.server.latency), not measurements "
+                        "of the cloud service.",
+            }
         self._profile = prof
         self.latency = self._make_latency()
         self.send_lock = asyncio.Lock()
@@ -188,7 +273,14 @@ class _Connection:
         self.vad_start_ms = 0
         self.audio_started = False
         self.audio_output_started = False
-        self.voice_record = None
+        self.voice_record = None  # the cloned voice's metadata (a VoiceRecord without audio), else None
+        self.voice_error: str | None = None  # §7.3: an unusable voice, answered at the next response trigger
+        self.dead = False  # §7.3: after that error, session.update gets no answer
+        self.manual_item: str | None = None  # §7.4: the user item of a manual turn, created at its first append
+        self.manual_prev: str | None = None
+        self.partial_task: asyncio.Task | None = None
+        self.partial_mark = 0  # buffer length (bytes) at the last partial transcription
+        self.idle_since = time.monotonic()  # §7.12: reset when a response starts or ends
         self.response: _Response | None = None
         self.pending_user: _UserTurn | None = None
         self.last_item_id: str | None = None
@@ -209,7 +301,11 @@ class _Connection:
         faults = self.faults
         if faults is not None and not await faults.before_send(self, event):
             return False  # a stalled stream (injected fault)
-        text = ev.dumps(event)
+        try:
+            text = ev.dumps(event)
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate that slipped into an answer: escape it, never crash
+            text = json.dumps(event, ensure_ascii=True, separators=(",", ":"))
         rid = response_id or (event.response_id if isinstance(event, ev.Event) else None)
         timeout = float(self.cfg.realtime_send_timeout_s)
         async with self.send_lock:
@@ -268,29 +364,52 @@ class _Connection:
 
     # ------------------------------------------------------------------------------- main loop
     async def run(self) -> None:
-        await self.send(ev.session_created(self.session))
+        shape = self.cfg.realtime_session_keys
+        await self.send(ev.session_created(ev.session_echo(self.session, "created", shape)))
         idle = float(self.cfg.realtime_idle_timeout_s)
+        observed_idle = self.cfg.realtime_idle_close != "legacy"
         cap_deadline = self.started + float(self.cfg.realtime_max_session_s)
         while not self.closed:
-            remaining_cap = cap_deadline - time.monotonic()
+            now = time.monotonic()
+            remaining_cap = cap_deadline - now
             if remaining_cap <= 0:
                 await self._expire("session_expired", "The session reached its maximum duration of "
                                    f"{self.cfg.realtime_max_session_s / 60:.0f} min (§4.1: at most 120 min).")
                 return
-            try:
-                msg = await self.ws.receive(timeout=min(idle, remaining_cap))
-            except asyncio.TimeoutError:
-                if time.monotonic() >= cap_deadline:
-                    continue
-                await self._expire("idle_timeout", f"No client event for {idle:g} s; closing the session.")
+            # §7.12: idle = no response generated (none in progress) for idle s; legacy: no client frame
+            busy = observed_idle and self.response is not None
+            remaining_idle = idle if busy else self.idle_since + idle - now
+            if remaining_idle <= 0:
+                if observed_idle:
+                    await self._idle_close(idle)
+                else:
+                    await self._expire("idle_timeout", f"No client event for {idle:g} s; closing the session.")
                 return
-            if msg.type == WSMsgType.TEXT:
-                await self._dispatch(msg.data)
-            elif msg.type == WSMsgType.BINARY:
+            try:
+                msg = await self.ws.receive(timeout=max(0.001, min(remaining_idle, remaining_cap)))
+            except asyncio.TimeoutError:
+                continue  # the loop re-checks both deadlines
+            if not observed_idle:
+                self.idle_since = time.monotonic()
+            kind, data = msg.type, msg.data
+            msg = None  # an idle session must not hold its last frame (up to realtime_max_frame_bytes, issue 13)
+            if kind == WSMsgType.TEXT:
+                text, data = data, None
+                await self._dispatch(text)
+                del text
+            elif kind == WSMsgType.BINARY:
+                data = None
                 await self.error("Binary frames are not supported; send JSON text events (§4.1).",
                                  code="invalid_event")
-            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            elif kind in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 return
+
+    async def _idle_close(self, idle: float) -> None:
+        """§7.12 (three independent reports): ``error`` ``response_idle_timeout``, then close 1007 with the
+        same text as the reason."""
+        message = f"Your session was closed because no response was generated for {idle:g} seconds."
+        await self.error(message, code="response_idle_timeout")
+        await self._close(1007, message)
 
     async def _expire(self, code: str, message: str) -> None:
         await self.error(message, code=code, type="server_error")
@@ -299,8 +418,9 @@ class _Connection:
     async def _close(self, code: int, reason: str) -> None:
         self.closed = True
         if not self.ws.closed:
+            raw = reason.encode("utf-8", "replace")[:123]  # RFC 6455 §5.5: a close reason fits in 123 bytes
             try:
-                await self.ws.close(code=code, message=reason.encode()[:120])
+                await self.ws.close(code=code, message=raw.decode("utf-8", "ignore").encode("utf-8"))
             except (ConnectionError, RuntimeError):
                 pass
 
@@ -324,6 +444,20 @@ class _Connection:
             await self.error(getattr(exc, "message", str(exc)), code=code or "invalid_json",
                              param=getattr(exc, "param", None))
             return
+        bad = ev.invalid_text_path(event, text)
+        if bad is not None:
+            # issue 13: "\ud800" is valid JSON and UTF-8 on the wire but no text; the documented error shape
+            event_id = event.event_id if isinstance(event.event_id, str) and bad != "event_id" else None
+            await self.error(f"Invalid text in '{bad}': it contains a lone UTF-16 surrogate, which is not a "
+                             "Unicode character.", param=bad, event_id=event_id)
+            return
+        too_long = self._too_long(event)
+        if too_long is not None:
+            param, limit = too_long
+            event_id = event.event_id if param != "event_id" else None
+            await self.error(f"'{param}' is too long: the limit is {limit} characters.", param=param,
+                             event_id=event_id)
+            return
         handler = self._HANDLERS.get(event.type)
         if handler is None:
             await self.error(f"Invalid event type: '{event.type}'.", code="invalid_event", param="type",
@@ -334,36 +468,110 @@ class _Connection:
         except Exception:  # a bug must not kill the session either
             log.exception("session %s: handling %s failed", self.session_id, event.type)
             await self.error(f"Internal error while handling '{event.type}'.", code="internal_error",
-                             event_id=event.event_id, type="server_error")
+                             event_id=event.event_id if isinstance(event.event_id, str) else None,
+                             type="server_error")
+
+    def _too_long(self, event) -> tuple[str, int] | None:
+        """``(param, limit)`` of the first free-text field over its ``ServiceConfig.realtime_max_*_chars``
+        limit (constants in qvtools/server/config.py), else None."""
+        cfg = self.cfg
+        names, text, ins = int(cfg.realtime_max_name_chars), int(cfg.realtime_max_text_chars), \
+            int(cfg.realtime_max_instructions_chars)
+
+        def over(value, limit):
+            return isinstance(value, str) and len(value) > limit
+
+        if over(event.get("event_id"), names):
+            return "event_id", names
+        typ = event.type
+        if typ == "session.update" and isinstance(event.get("session"), dict):
+            sess = event["session"]
+            if over(sess.get("instructions"), ins):
+                return "session.instructions", ins
+            if over(sess.get("voice"), names):
+                return "session.voice", names
+            tr = sess.get("input_audio_transcription")
+            if isinstance(tr, dict) and over(tr.get("model"), names):
+                return "session.input_audio_transcription.model", names
+            if sess.get("tools") is not None:
+                tools_len = len(json.dumps(sess["tools"], ensure_ascii=False, separators=(",", ":")))
+                if tools_len > int(cfg.realtime_max_tools_chars):
+                    return "session.tools", int(cfg.realtime_max_tools_chars)
+        elif typ == "response.create" and isinstance(event.get("response"), dict):
+            if over(event["response"].get("instructions"), ins):
+                return "response.instructions", ins
+        elif typ == "conversation.item.create" and isinstance(event.get("item"), dict):
+            item = event["item"]
+            for key in ("id", "call_id"):
+                if over(item.get(key), names):
+                    return f"item.{key}", names
+            if over(item.get("output"), text):
+                return "item.output", text
+            content = item.get("content")
+            if isinstance(content, list):
+                total = 0
+                for i, part in enumerate(content):
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        total += len(part["text"])
+                        if total > text:
+                            return f"item.content[{i}].text", text
+        return None
 
     # ------------------------------------------------------------------------------- handlers
-    async def on_session_update(self, event) -> None:
-        def lookup(voice):
-            rec = self.store.get(self.key, voice)  # scoped to the caller's key (§5.6)
-            return None if rec is None else rec.target_model
+    async def _voice_meta(self, voice):
+        """The stored record of a cloned voice *without* its audio (off the event loop), else None."""
+        if not ev.is_cloned_voice(voice):
+            return None
+        if self.voice_record is not None and self.voice_record.voice == voice:
+            return self.voice_record
+        return await self.run_cpu(self.store.get, self.key, voice, with_audio=False)
 
-        asked, plan, err = client_faults(self.cfg, event.get("session"))  # the qvtools.faults extension
+    async def on_session_update(self, event) -> None:
+        if self.dead:
+            # §7.3: after a generation-time voice error "a later session.update on that connection got no
+            # answer: the client must open a new connection"
+            log.info("session %s: session.update after a voice error left unanswered (§7.3)", self.session_id)
+            return
+        update = event.get("session")
+        voice = update.get("voice") if isinstance(update, dict) else None
+        meta = await self._voice_meta(voice) if isinstance(voice, str) else None
+
+        def lookup(name):
+            # scoped to the caller's key (§5.6); only the prefetched metadata, no store read on the loop
+            return meta.target_model if meta is not None and meta.voice == name else None
+
+        check_now = self.cfg.realtime_voice_error_timing == "update"
+        asked, plan, err = client_faults(self.cfg, update)  # the qvtools.faults extension
         if err is None:
-            new, err = ev.merge_session(self.session, event.get("session"), model=self.model, voice_lookup=lookup,
-                                        voice_locked=self.audio_output_started, audio_started=self.audio_started)
+            new, err = ev.merge_session(self.session, update, model=self.model, voice_lookup=lookup,
+                                        voice_locked=self.audio_output_started, audio_started=self.audio_started,
+                                        check_voice=check_now)
         if err is not None:  # §4.5 d: a bad update gives error and no session.updated
             await self.send(ev.error(err["message"], code=err["code"], param=err.get("param"),
                                      event_id=event.event_id))
             return
         old = self.session
         self.session = new
+        echo = ev.session_echo(new, "updated", self.cfg.realtime_session_keys)
         if asked and self.faults is not None:
             self.faults.set_plan(plan)
             new["qvtools"] = dict(new.get("qvtools") or {}, faults=None if plan is None else plan.to_dict())
+            echo["qvtools"] = {"faults": new["qvtools"]["faults"]}  # the extension is echoed only when asked
         if ev.is_cloned_voice(new["voice"]):
-            self.voice_record = await self.run_cpu(self.store.get, self.key, new["voice"])
+            if new["voice"] != voice:  # unchanged by this update: keep (or fetch) the current record
+                meta = await self._voice_meta(new["voice"])
+            self.voice_record = meta
         else:
             self.voice_record = None
+        if not check_now:
+            # §7.3, §7.11: accepted here, refused at the next response trigger
+            self.voice_error = ev.voice_problem(new["voice"], self.model, lookup if self.voice_record is None
+                                                else (lambda name: self.voice_record.target_model))
         if new.get("turn_detection") != old.get("turn_detection") or ev.input_format(new) != ev.input_format(old):
             self._rebuild_vad()
         if new.get("seed") != old.get("seed"):
             self.latency = self._make_latency()
-        await self.send(ev.session_updated(self.session))
+        await self.send(ev.session_updated(echo))
 
     async def on_append(self, event) -> None:
         audio = event.get("audio")
@@ -399,6 +607,7 @@ class _Connection:
             return
         self.buf.extend(data)
         if self.vad is None:
+            await self._manual_progress()
             return
         for vev in self.vad.feed(from_pcm16(data)):
             if vev.kind == "speech_started":
@@ -426,8 +635,52 @@ class _Connection:
             del self.buf[:extra]
             self.buf_start_ms += 1000.0 * (extra // 2) / self.in_rate
 
+    async def _manual_progress(self) -> None:
+        """Manual mode as observed (§7.4): the user item is created at the first append of a turn, and the
+        transcription streams while audio is still appended. The local ASR is whole-utterance Whisper, so
+        the stream is emulated: after every ``realtime_partial_transcription_s`` of newly appended audio the
+        buffer so far is transcribed (one job at a time, in the executor) and sent as a delta."""
+        if self.cfg.realtime_manual_user_item != "early":
+            return
+        if self.manual_item is None:
+            self.manual_item = ev.new_id("item")
+            self.partial_mark = 0
+            prev, self.last_item_id = self.last_item_id, self.manual_item
+            self.manual_prev = prev
+            await self.send(ev.item_created(ev.user_item(self.manual_item, status="in_progress"), prev))
+        step_s = float(self.cfg.realtime_partial_transcription_s)
+        if step_s <= 0 or self.session.get("input_audio_transcription") is None:
+            return
+        if self.partial_task is not None and not self.partial_task.done():
+            return  # one partial at a time; the next append after it finishes catches up
+        if len(self.buf) - self.partial_mark < 2 * int(step_s * self.in_rate):
+            return
+        self.partial_mark = len(self.buf)
+        self.partial_task = self.spawn(self._partial_transcription(self.manual_item, bytes(self.buf), self.in_rate))
+
+    async def _partial_transcription(self, item_id: str, pcm: bytes, rate: int) -> None:
+        x = from_pcm16(pcm)
+        x16 = resample(x, rate, 16000) if rate != 16000 else x
+        try:
+            text = (await self.run_cpu(get_speech(self.app).transcribe, x16)).strip()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a partial is best effort; the commit's transcription reports failures
+            log.info("session %s: partial transcription failed (%s)", self.session_id, type(exc).__name__)
+            return
+        log.debug("session %s: partial transcription of %.1f s: %r", self.session_id, len(x) / rate, text)
+        if text and self.manual_item == item_id:  # not after the commit (its transcription is final)
+            await self.send(self._transcription_delta(item_id, text))
+
+    def _transcription_delta(self, item_id: str, text: str) -> ev.Event:
+        # §7.14 (observed): text empty, stash the sentence so far; "text": the earlier guess
+        if self.cfg.realtime_transcription_delta == "text":
+            return ev.transcription_delta(item_id, text, "")
+        return ev.transcription_delta(item_id, "", text)
+
     def _drop_buffer(self) -> None:
         self.buf.clear()
+        self.manual_item = None
         self.vad_item = None
         if self.vad is not None:
             self.vad.reset()
@@ -447,9 +700,14 @@ class _Connection:
         self.buf_start_ms = float(self.vad.position_ms) if self.vad is not None else 0.0
         x = from_pcm16(pcm)
         user = _UserTurn(item_id, x, self.in_rate)
-        prev, self.last_item_id = self.last_item_id, item_id
-        await self.send(ev.committed(item_id, prev))
-        await self.send(ev.item_created(ev.user_item(item_id), prev))
+        early = item_id == self.manual_item  # §7.4: the item was created at the turn's first append
+        self.manual_item = None
+        if early:
+            await self.send(ev.committed(item_id, self.manual_prev))
+        else:
+            prev, self.last_item_id = self.last_item_id, item_id
+            await self.send(ev.committed(item_id, prev))
+            await self.send(ev.item_created(ev.user_item(item_id), prev))
         self.pending_user = user
         self.spawn(self._transcribe(user))
         td = self.session.get("turn_detection") or {}
@@ -457,7 +715,7 @@ class _Connection:
             if self.response is not None:
                 self._cancel_response()
                 await self._wait_response_end()
-            self._start_response(None, None)
+            await self._start_response(None, None)
 
     async def on_commit(self, event) -> None:
         if not self.buf:
@@ -465,7 +723,7 @@ class _Connection:
             await self.error("Error committing input audio buffer: the buffer is empty.",
                              code="input_audio_buffer_commit_empty", event_id=event.event_id)
             return
-        item = self.vad_item or ev.new_id("item")
+        item = self.vad_item or self.manual_item or ev.new_id("item")
         self.vad_item = None
         await self._commit(item, None, None, auto=False)
 
@@ -507,7 +765,8 @@ class _Connection:
                 return
             modalities = ["text"] if modalities == ["text"] else ["text", "audio"]
         instructions = resp.get("instructions")
-        self._start_response(modalities, instructions if isinstance(instructions, str) else None)
+        await self._start_response(modalities, instructions if isinstance(instructions, str) else None,
+                                   event_id=event.event_id)
 
     async def on_response_cancel(self, event) -> None:
         if self.response is None:
@@ -524,20 +783,23 @@ class _Connection:
             await self.error("'item' must be an object.", param="item", event_id=event.event_id)
             return
         itype = item.get("type")
-        item_id = item.get("id") if isinstance(item.get("id"), str) else ev.new_id("item")
+        # §7.13 (observed): the ack carries a server-made id, a client-chosen id is not kept ("client": kept)
+        keep = self.cfg.realtime_item_ids == "client" and isinstance(item.get("id"), str) and item["id"]
+        item_id = item["id"] if keep else ev.new_id("item")
         if itype == "message" and item.get("role", "user") == "user":
-            texts = [c.get("text", "") for c in item.get("content") or [] if isinstance(c, dict)
-                     and c.get("type") == "input_text"]
-            if not texts:
-                await self.error("A user message needs 'input_text' content.", param="item.content",
-                                 event_id=event.event_id)
+            content = item.get("content")
+            texts = [c.get("text") for c in content if isinstance(c, dict) and c.get("type") == "input_text"] \
+                if isinstance(content, list) else []
+            if not texts or not all(isinstance(t, str) for t in texts):
+                await self.error("A user message needs 'input_text' content with a 'text' string.",
+                                 param="item.content", event_id=event.event_id)
                 return
             text = " ".join(texts)
             self.pending_user = _UserTurn(item_id, None, self.in_rate, text=text)
-            out = ev.user_item(item_id, text=text)
+            out = ev.user_item(item_id, text=text)  # status "completed" (§7.13)
         elif itype == "function_call_output":
-            if not item.get("call_id") or "output" not in item:
-                await self.error("function_call_output needs 'call_id' and 'output'.", param="item",
+            if not isinstance(item.get("call_id"), str) or not item["call_id"] or not isinstance(item.get("output"), str):
+                await self.error("function_call_output needs 'call_id' and 'output' strings.", param="item",
                                  event_id=event.event_id)
                 return
             out = dict(item, id=item_id, object="realtime.item", status="completed")
@@ -545,7 +807,7 @@ class _Connection:
             await self.error(f"Unsupported item type {itype!r}.", param="item.type", event_id=event.event_id)
             return
         prev, self.last_item_id = self.last_item_id, item_id
-        await self.send(ev.item_created(out, prev))
+        await self.send(ev.item_created(out, prev))  # previous_item_id on every item after the first
 
     async def on_finish(self, event) -> None:
         if self.cfg.realtime_finish_error:
@@ -581,7 +843,7 @@ class _Connection:
                 x16 = resample(x, user.rate, 16000) if user.rate != 16000 else x
                 text = (await self.run_cpu(get_speech(self.app).transcribe, x16)).strip()
             if enabled:
-                await self.send(ev.transcription_delta(user.item_id, text, ""))
+                await self.send(self._transcription_delta(user.item_id, text))
                 await self.send(ev.transcription_completed(user.item_id, text))
         except asyncio.CancelledError:
             raise
@@ -594,11 +856,19 @@ class _Connection:
                 user.text_future.set_result(text)
 
     # ------------------------------------------------------------------------------- responses
-    def _start_response(self, modalities, instructions) -> None:
+    async def _start_response(self, modalities, instructions, event_id: str | None = None) -> None:
+        if self.voice_error is not None:
+            # §7.3 (observed): an unusable voice is answered at the response trigger by a lone error, no
+            # response.created; later session.update events get no answer (realtime_dead_after_voice_error)
+            log.info("session %s: voice error at generation: %s", self.session_id, self.voice_error)
+            self.dead = bool(self.cfg.realtime_dead_after_voice_error)
+            await self.send(ev.voice_error(self.session.get("voice")))
+            return
         resp = _Response(ev.new_id("resp"), ev.new_id("item"), modalities or self.session["modalities"],
                          self.pending_user, instructions)
         self.pending_user = None
         self.response = resp
+        self.idle_since = time.monotonic()
         resp.task = self.spawn(self._respond(resp))
 
     def _cancel_response(self) -> None:
@@ -636,7 +906,8 @@ class _Connection:
     def _resp_obj(self, resp: _Response, status: str, *, output=None, usage=None, details=None) -> dict:
         return ev.response_object(resp.id, self.conversation_id, status=status, modalities=resp.modalities,
                                   voice=self.session.get("voice"), output=output, usage=usage,
-                                  status_details=details)
+                                  status_details=details,
+                                  output_audio_format=self.session.get("output_audio_format") or "pcm")
 
     async def _respond(self, resp: _Response) -> None:
         try:
@@ -650,6 +921,7 @@ class _Connection:
             await self.send(ev.response_done(self._resp_obj(resp, "failed", details={
                 "type": "failed", "error": {"code": "internal_error", "message": str(exc)}})))
         finally:
+            self.idle_since = time.monotonic()  # §7.12: idle counts from the last generated response
             if self.response is resp:
                 self.response = None
 
@@ -659,12 +931,8 @@ class _Connection:
         turn_index = self.turn_index
         self.turn_index += 1
         t0 = time.perf_counter()
-        if not await self._until(resp, t0 + delays.created_s):
-            await self._finish_cancelled(resp)
-            return
-        await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
-        resp.created_sent = True
-        t_created = time.perf_counter()
+        # §7.6: most of the wait falls before response.created -- the reply (user transcript, reply text,
+        # first synthesized sentence) is made first, then created/item/part go out together (§7.5)
         speech = get_speech(self.app)
         user_text = ""
         if resp.user is not None:
@@ -685,20 +953,21 @@ class _Connection:
         if self.voice_record is not None:
             self.spawn(self.run_cpu(self.store.touch, self.key, voice))  # last_used (§2.4 auto-cleanup)
         audio_on = "audio" in resp.modalities
-        profile = None
         gen = None
         if audio_on:
-            profile = await self._guard(resp, self.run_cpu(speech.voice_profile, voice, self.voice_record))
+            profile = await self._guard(resp, self._voice_profile(speech, voice))
             if profile is None:
                 await self._finish_cancelled(resp)
                 return
             gen = speech.stream_synthesize(text, profile, sample_rate=self.out_rate)
         tokens = _TOKEN.findall(text)
         pieces = await self._next_piece(resp, gen) if audio_on else None
-        # simulated latency: the first audio is not sent before created + first_audio_s (a floor)
-        if not await self._until(resp, t_created + delays.first_audio_s):
+        if resp.cancelled.is_set() or not await self._until(resp, t0 + delays.created_s):
             await self._finish_cancelled(resp)
             return
+        await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
+        resp.created_sent = True
+        t_created = time.perf_counter()
         item = ev.assistant_item(resp.item_id)
         await self.send(ev.output_item_added(resp.id, item), resp.id)
         resp.stage = "item"
@@ -707,6 +976,10 @@ class _Connection:
         part_type = "audio" if audio_on else "text"
         await self.send(ev.content_part_added(resp.id, resp.item_id, part_type), resp.id)
         resp.stage = "part"
+        # simulated latency: the first delta is not sent before created + first_audio_s (a floor)
+        if not await self._until(resp, t_created + delays.first_audio_s):
+            await self._finish_cancelled(resp)
+            return
         if audio_on:
             ok = await self._stream_audio(resp, gen, pieces, tokens, chunk_ms, delays.chunk_interval_s)
         else:
@@ -728,6 +1001,33 @@ class _Connection:
         self.history_tokens += ev.estimate_text_tokens(user_text) + ev.estimate_text_tokens(text)
         await self.send(ev.response_done(self._resp_obj(resp, "completed", output=[self._final_item(resp, "completed")],
                                                         usage=usage)), resp.id)
+
+    async def _voice_profile(self, speech, voice: str):
+        """The session voice's :class:`~qvtools.server.voice.VoiceProfile`, off the event loop. A cloned
+        voice's profile is built once per (key, voice, audio hash) and kept in the app's bounded LRU
+        (:func:`voice_cache`): the stored profile when it is current, else the enrollment audio, read and
+        analyzed in the executor (issue 13)."""
+        meta = self.voice_record
+        if meta is None or not ev.is_cloned_voice(voice):
+            return await self.run_cpu(speech.voice_profile, voice, None)
+        cache = voice_cache(self.app)
+        key = (self.key, voice, meta.sha256)
+        prof = cache.get(key)
+        if prof is not None:
+            return prof
+
+        def build():
+            stored = meta.profile
+            record = meta
+            if not (isinstance(stored, dict) and stored.get("codebook_db") is not None):
+                # a profile stored before the envelope codebooks existed: re-analyze from the audio
+                record = self.store.get(self.key, voice) or meta
+            cache.loads += 1
+            return speech.voice_profile(voice, record)
+
+        prof = await self.run_cpu(build)
+        cache.put(key, prof)
+        return prof
 
     async def _next_piece(self, resp, gen):
         """Next ``(sentence, audio)`` of the synthesis generator, run in the executor; None at the end."""
@@ -801,13 +1101,18 @@ class _Connection:
         resp.stage = "done"
 
     async def _finish_cancelled(self, resp: _Response) -> None:
-        """§4.5 c / §5.9: the pending ``*.done`` events, then ``response.done`` (status incomplete) by flag."""
+        """§4.5 c / §5.9 / §7.6: the pending ``*.done`` events, then ``response.done`` with status
+        ``realtime_cancel_status`` ("cancelled" as observed; "incomplete" the earlier guess), by flag."""
         if self.closed:
             return
         await self._send_dones(resp, "incomplete")
         if self.cfg.realtime_response_done_on_cancel:
             if not resp.created_sent:
                 await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
+            status = self.cfg.realtime_cancel_status
             out = [self._final_item(resp, "incomplete")] if resp.item_id and resp.transcript else []
-            await self.send(ev.response_done(self._resp_obj(resp, "incomplete", output=out, details={
-                "type": "incomplete", "reason": "client_cancelled"})), resp.id)
+            # §7.6: the observed response.done of a cancel carries usage (what was produced), no status_details
+            usage = ev.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
+                                     output_audio_s=resp.audio_samples / float(self.out_rate),
+                                     output_text="".join(resp.transcript), history_tokens=self.history_tokens)
+            await self.send(ev.response_done(self._resp_obj(resp, status, output=out, usage=usage)), resp.id)

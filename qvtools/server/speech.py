@@ -23,11 +23,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import numpy as np
 
 from ..audio import load, resample
+from ..catalog import is_cloned_voice
 from ..errors import ConfigError
 from .responder import Responder
 from .voice import VoiceProfile, analyze, builtin_profile, convert
@@ -45,7 +47,8 @@ CALIBRATION_TEXT = (
     "Would you like to join us for dinner on Thursday evening?"
 )
 
-_CLONED_PREFIX = "qwen-omni-vc-"
+#: Enrollment audio analyses kept (a bounded LRU; the realtime half keeps its own per-voice cache).
+_PROFILE_CACHE_SIZE = 32
 
 
 class SpeechPipeline:
@@ -56,7 +59,7 @@ class SpeechPipeline:
         self._lock = threading.Lock()
         self._source: VoiceProfile | None = None
         self._responders: dict[tuple[str, int], Responder] = {}
-        self._profile_cache: dict[str, VoiceProfile] = {}
+        self._profile_cache: OrderedDict[str, VoiceProfile] = OrderedDict()
         #: Set once :meth:`warm` has loaded ASR, TTS and the source profile.
         self.ready = threading.Event()
         #: Why the last :meth:`warm` failed (``None`` when it did not).
@@ -171,15 +174,19 @@ class SpeechPipeline:
             if isinstance(profile, VoiceProfile) and (profile.codebook_db is not None or not audio):
                 return profile
             if audio:
-                key = f"{getattr(record, 'voice', voice_name)}:{hash(bytes(audio))}"
-                cached = self._profile_cache.get(key)
+                key = f"{getattr(record, 'voice', voice_name)}:{getattr(record, 'sha256', None) or hash(bytes(audio))}"
+                with self._lock:
+                    cached = self._profile_cache.get(key)
                 if cached is None:
                     x, sr = load(bytes(audio), mono=True)
                     cached = analyze(x, sr)
-                    self._profile_cache[key] = cached
+                    with self._lock:
+                        self._profile_cache[key] = cached
+                        while len(self._profile_cache) > _PROFILE_CACHE_SIZE:
+                            self._profile_cache.popitem(last=False)
                 return cached
             raise ConfigError(f"voice {voice_name!r} has neither a stored profile nor enrollment audio")
-        if isinstance(voice_name, str) and voice_name.startswith(_CLONED_PREFIX):
+        if is_cloned_voice(voice_name):  # catalog.OMNI_CLONE_PREFIX (§2.1)
             raise KeyError(f"Voice '{voice_name}' is not supported.")
         return builtin_profile(voice_name)
 

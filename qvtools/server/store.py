@@ -17,8 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["VoiceStore", "VoiceRecord", "QuotaExceeded", "scope_hash", "DB_NAME", "accepts_target_model",
-           "clone_target_realtime_model", "clone_usable_with"]
+__all__ = ["VoiceStore", "VoiceRecord", "QuotaExceeded", "scope_hash", "DB_NAME", "accepts_target_model"]
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +49,6 @@ def accepts_target_model(target_model: str, accepted) -> bool:
     from ..catalog import base_model
 
     return isinstance(target_model, str) and (target_model in accepted or base_model(target_model) in accepted)
-
-
-def clone_target_realtime_model(target_model: str) -> str:
-    """The realtime model a clone enrolled for ``target_model`` is used with: §7.19 lets a create name the
-    non-realtime ``qwen3.5-omni-plus``, whose clone serves ``qwen3.5-omni-plus-realtime``. Dated and
-    ``-latest`` suffixes are dropped (§5.6 [guess])."""
-    from ..catalog import base_model
-
-    base = base_model(target_model)
-    return base if base.endswith("-realtime") else base + "-realtime"
-
-
-def clone_usable_with(target_model: str, session_model: str) -> bool:
-    """True when a clone enrolled for ``target_model`` may speak in a realtime session of ``session_model``
-    (SEED §2.1: "Must equal the later realtime ?model="; ``qwen3.5-omni-plus`` ↔ ``qwen3.5-omni-plus-realtime``,
-    §7.19). The realtime half (``server/realtime.py``) decides voice usability with it."""
-    if not isinstance(target_model, str) or not isinstance(session_model, str):
-        return False
-    return clone_target_realtime_model(target_model) == clone_target_realtime_model(session_model)
 
 
 def scope_hash(scope: str) -> str:
@@ -156,11 +136,13 @@ class VoiceStore:
                 raise
             self._db.execute("COMMIT")
 
-    def get(self, scope: str, voice: str) -> VoiceRecord | None:
+    def get(self, scope: str, voice: str, *, with_audio: bool = True) -> VoiceRecord | None:
+        """The voice's record; ``with_audio=False`` leaves the enrollment audio out (``audio`` is ``b""``)."""
+        cols = _COLUMNS if with_audio else _COLUMNS.replace(", audio", ", NULL")
         with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM voices WHERE key_scope=? AND voice=?",
+            row = self._db.execute(f"SELECT {cols} FROM voices WHERE key_scope=? AND voice=?",
                                    (scope_hash(scope), voice)).fetchone()
-        return _record(row) if row else None
+        return _record(row, with_audio=with_audio) if row else None
 
     def list(self, scope: str, page_index: int = 0, page_size: int = 10) -> tuple[list[VoiceRecord], int]:
         """One page, newest first (offset = page_index × page_size, §5 item 3), and the total count."""

@@ -32,6 +32,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 
 import numpy as np
 
+from .. import catalog as _catalog
 from ..errors import ConfigError, InvalidAudio
 
 __all__ = [
@@ -383,17 +384,31 @@ def analyze(x, sr: int) -> VoiceProfile:
 
 # --------------------------------------------------------------------------- built-in voices
 
-#: Built-in realtime voice names (protocol reference §4.6) -> (gender, character index).
-BUILTIN_VOICES: dict[str, str] = {
+#: Presentation of built-in voices (profile data only: which F0/formant range a synthetic profile gets).
+#: Which voices exist, and on which family, is the catalog's business (``qvtools.catalog``, §4.6, §7.11).
+_GENDER: dict[str, str] = {
     # female-presenting
     "Tina": "F", "Serena": "F", "Cherry": "F", "Chelsie": "F", "Maia": "F", "Momo": "F",
     "Jennifer": "F", "Katerina": "F", "Mia": "F", "Vivian": "F", "Moon": "F", "Bella": "F",
     "Mochi": "F", "Bellona": "F", "Liora Mira": "F", "Sunny": "F", "Kiki": "F", "Jada": "F",
+    "Cindy": "F", "Chloe": "F",
     # male-presenting
     "Ethan": "M", "Ryan": "M", "Aiden": "M", "Kai": "M", "Nofish": "M", "Eldric Sage": "M",
     "Theo Calm": "M", "Joseph Chen": "M", "Dylan": "M", "Eric": "M", "Peter": "M",
-    "Marcus": "M", "Li": "M", "Rocky": "M", "Elias": "M", "Roy": "M",
+    "Marcus": "M", "Li": "M", "Rocky": "M", "Elias": "M", "Roy": "M", "Raymond": "M", "Harvey": "M",
 }
+
+#: Built-in voice names the local service can speak: every voice of every catalog family, plus the
+#: other §4.6 names of the profile table. A name without a gender entry gets one from its name hash.
+BUILTIN_VOICES: tuple[str, ...] = tuple(dict.fromkeys(
+    [v for fam in _catalog.FAMILIES.values() for v in fam.voices] + list(_GENDER)))
+
+
+def _gender(name: str) -> str:
+    g = _GENDER.get(name)
+    if g is None:  # deterministic from the name (a catalog voice the table does not know)
+        g = "F" if hashlib.sha256(b"gender\x1f" + name.encode("utf-8")).digest()[0] % 2 else "M"
+    return g
 
 
 def _synthetic_envelope(formants, tilt_db_per_oct: float) -> list[float]:
@@ -415,7 +430,7 @@ def builtin_profile(name: str) -> VoiceProfile:
     """
     if name not in BUILTIN_VOICES:
         raise KeyError(f"Voice '{name}' is not supported.")
-    gender = BUILTIN_VOICES[name]
+    gender = _gender(name)
     h = hashlib.sha256(name.encode("utf-8")).digest()
     u = [b / 255.0 for b in h[:6]]
     if gender == "F":
