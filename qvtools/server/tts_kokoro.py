@@ -110,6 +110,9 @@ def _session_and_tables(threads: int):
             opts = onnxruntime.SessionOptions()
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
+            # No busy-waiting between ops: on the shared 2-core machine spinning threads burned 35% more
+            # CPU for the same audio (4.7 vs 3.5 CPU-s for 5 s of speech, benchmarks/bench_languages.py).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = onnxruntime.InferenceSession(str(model), sess_options=opts,
                                                    providers=["CPUExecutionProvider"])
             _shared.update(vocab=vocab["vocab"], voices=voices, session=session)
