@@ -155,9 +155,11 @@ def engine_for_language(language: str | None):
     """The TTS engine for ``language`` (a documented code or Chinese dialect; ``None`` = English),
     one shared instance per language per process.
 
-    English: Piper (``en_US-joe-medium``): in benchmarks/bench_languages.py its round-trip WER and
-    RTF were no worse than Kokoro's, it needs no GPL phonemizer beyond its own, and the voice
-    conversion is tuned on it. zh, ja (and es/fr/it/pt/hi with the GPL extra): Kokoro-82M.
+    English: Piper (``en_US-joe-medium``): in benchmarks/bench_languages.py (2026-11-27) Kokoro's
+    English round trip was a little better (WER 0.16 vs 0.18 on two LJSpeech sentences, both bounded by
+    tiny.en) but ten times slower (RTF 3.5 vs 0.36 on the shared machine), needs the GPL espeak extra,
+    and the voice conversion is tuned on Piper; the fidelity comparison after conversion is left to
+    the service integration. zh, ja (and es/fr/it/pt/hi with the GPL extra): Kokoro-82M.
     Anything else is a ConfigError naming the supported languages.
     """
     from ..lang import base_language
