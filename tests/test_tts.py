@@ -145,3 +145,15 @@ def test_engine_for_language():
         engine_for_language("klingon")
     with pytest.raises(ConfigError, match="voice"):
         tts_kokoro.KokoroSynthesizer("zh", voice="af_heart")
+
+
+def test_kokoro_cuts_only_a_long_first_sentence_for_time_to_first_audio():
+    split = tts_kokoro._split_first
+    short = split_sentences(ZH_TEXT)
+    assert split(short, "zh") == short
+    long_first = split_sentences("今天早上天气很好，我们一起去公园散步，湖边有很多人在跑步。好的，走吧，今天天气很好我们走。")
+    assert split(long_first, "zh") == ["今天早上天气很好，我们一起去公园散步，", "湖边有很多人在跑步。",
+                                       "好的，走吧，今天天气很好我们走。"]
+    no_clause = ["今天早上天气很好我们一起去公园散步湖边有很多人在跑步。"]
+    assert split(no_clause, "zh") == no_clause
+    assert split([], "zh") == []

@@ -162,6 +162,28 @@ def _split_sentences(text: str) -> list[str]:
     return split_sentences(text)
 
 
+# Time to first audio: a long first sentence is cut at its first clause mark after this many
+# characters (CJK: about 2 s of speech; other scripts: about 3 s), so the first piece is short.
+# Later sentences are left whole (they are synthesized while the first ones play), to keep their prosody.
+_FIRST_PIECE_CHARS = {"zh": 10, "ja": 12}
+_FIRST_PIECE_CHARS_OTHER = 40
+_CLAUSE = re.compile(r"(?<=[，、,；;])\s*")
+
+
+def _split_first(pieces: list[str], language: str) -> list[str]:
+    if not pieces:
+        return pieces
+    limit = _FIRST_PIECE_CHARS.get(language, _FIRST_PIECE_CHARS_OTHER)
+    first = pieces[0]
+    if len(first) <= 2 * limit:
+        return pieces
+    for m in _CLAUSE.finditer(first):
+        head = first[:m.start()].strip()
+        if limit <= len(head) <= len(first) - limit // 2:
+            return [head, first[m.end():].strip()] + pieces[1:]
+    return pieces
+
+
 def _chunks(phonemes: str, vocab: dict) -> list[list[int]]:
     """Token lists of at most _MAX_TOKENS, split after punctuation, else after a space."""
     out: list[list[int]] = []
@@ -254,8 +276,9 @@ class KokoroSynthesizer:
         return x.astype(np.float32, copy=False)
 
     def stream(self, text: str, *, length_scale: float = 1.0) -> Iterator[tuple[str, np.ndarray]]:
-        """Yield ``(sentence, samples)`` per sentence; every piece but the last ends with a short pause."""
-        pieces = _split_sentences(text)
+        """Yield ``(sentence, samples)`` per sentence; every piece but the last ends with a short pause.
+        A long first sentence is yielded in two pieces, cut at a clause mark (time to first audio)."""
+        pieces = _split_first(_split_sentences(text), self.language)
         if not (0.5 <= float(length_scale) <= 2.0):  # Kokoro's speed range is [0.5, 2]
             raise ConfigError(f"length_scale must be within [0.5, 2] for Kokoro, got {length_scale}")
         if not pieces:
