@@ -43,9 +43,9 @@ MODEL_NAMES = {
 #: The model for English speech. Measured on the six English clips of ../shared/data/speech with
 #: transcripts (language given, greedy, 2 threads; benchmarks/bench_languages.py, 2026-11-27), WER
 #: tiny.en/base: LJ001-0001 0.04/0.00, LJ001-0003 0.00/0.08, noisy LJ001-0007 0.06/0.19, music
-#: LJ001-0005 0.00/0.04, short LibriTTS 0.20/0.20, spoken digits 0.00/1.00 (base writes the 20 digits
-#: as one number): mean 0.050 vs 0.252 (0.060 vs 0.102 without the digits), at about half the
-#: decoding time. tiny.en is better and faster for English, so it stays (issue 10 item 1).
+#: LJ001-0005 0.00/0.04, spoken digits 0.00/0.00, short LibriTTS 0.20/0.20: mean 0.050 vs 0.085, at
+#: decoding RTF 0.14 vs 0.32 (median, shared machine). tiny.en is better and faster for English, so it
+#: stays (issue 10 item 1); detection still runs on base when no language is given.
 ENGLISH_MODEL = "tiny.en"
 #: The multilingual model: every non-English language, and language detection.
 MODEL_NAME = MODEL_NAMES["base"]

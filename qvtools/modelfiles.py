@@ -88,9 +88,9 @@ def assemble(name: str, parts: Sequence[Path], sha256: str) -> Path:
                 return dest
         except OSError:
             pass
-        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
         try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as out:
                 got = _digest_of(parts, out)
             if got != expected:
@@ -100,6 +100,9 @@ def assemble(name: str, parts: Sequence[Path], sha256: str) -> Path:
             mtmp = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}.tmp")
             mtmp.write_text(expected + "\n", encoding="ascii")
             os.replace(mtmp, marker)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the model file {dest} ({exc.strerror or exc}); set QVTOOLS_MODEL_CACHE "
+                              "to a writable directory") from exc
         finally:
             tmp.unlink(missing_ok=True)
         log.info("joined %d parts into %s (%d bytes, sha256 verified)", len(parts), dest, size)

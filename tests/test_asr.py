@@ -141,6 +141,11 @@ def test_joined_model_is_checked_and_reused(tmp_path, monkeypatch):
         modelfiles.assemble("m/other.bin", [b, a], digest)
     assert not (tmp_path / "m" / "other.bin").exists()
     assert [p.name for p in (tmp_path / "m").iterdir() if p.name.endswith(".tmp")] == []
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv("QVTOOLS_MODEL_CACHE", str(blocker))
+    with pytest.raises(ConfigError, match="QVTOOLS_MODEL_CACHE"):
+        modelfiles.assemble("m/model.bin", [a, b], digest)
     with pytest.raises(ImportError, match="qvtools\\[eval\\]"):
         modelfiles.package_file("no_such_model_package_qv", "x.bin", extra="eval")
 
