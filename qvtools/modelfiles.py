@@ -104,6 +104,9 @@ def assemble(name: str, parts: Sequence[Path], sha256: str) -> Path:
             raise ConfigError(f"cannot write the model file {dest} ({exc.strerror or exc}); set QVTOOLS_MODEL_CACHE "
                               "to a writable directory") from exc
         finally:
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # the folder itself could not be made: nothing was written
+                pass
         log.info("joined %d parts into %s (%d bytes, sha256 verified)", len(parts), dest, size)
         return dest
