@@ -132,14 +132,26 @@ def to_simplified(text: str) -> str:
     return _opencc.convert(text)
 
 
-def _detect(model, x) -> tuple[str, float]:
-    # Restricted to the documented language codes: Whisper also knows e.g. "nn", "cy", "la", which the
-    # service does not (lang.LANGUAGE_CODES, §2.1). Probabilities are renormalised over the allowed codes.
+def _detect(model, x, allowed: frozenset = _CODES) -> tuple[str, float]:
+    # Restricted to the documented language codes (or the caller's candidates): Whisper also knows e.g.
+    # "nn", "cy", "la", which the service does not (lang.LANGUAGE_CODES, §2.1). Probabilities are
+    # renormalised over the allowed codes.
     _lang, _p, probs = model.detect_language(audio=x)
-    allowed = [(c, p) for c, p in probs if c in _CODES]
-    total = sum(p for _c, p in allowed)
-    code, p = max(allowed, key=lambda cp: cp[1])
+    kept = [(c, p) for c, p in probs if c in allowed]
+    total = sum(p for _c, p in kept)
+    code, p = max(kept, key=lambda cp: cp[1])
     return code, (p / total if total > 0 else 0.0)
+
+
+def _candidates(candidates) -> frozenset:
+    if candidates is None:
+        return _CODES
+    if isinstance(candidates, str):
+        candidates = [candidates]
+    out = frozenset(base_language(c) for c in candidates) - {None}
+    if not out:
+        raise ConfigError("candidates must name at least one language")
+    return out
 
 
 def _decode(model, x, language: str) -> str:
@@ -155,23 +167,28 @@ def _decode(model, x, language: str) -> str:
     return " ".join(s.text.strip() for s in segments).strip()
 
 
-def detect_language(x, sr: int) -> tuple[str | None, float]:
-    """``(language code, probability)`` of mono speech ``x`` at ``sr``; ``(None, 0.0)`` for no samples."""
+def detect_language(x, sr: int, candidates=None) -> tuple[str | None, float]:
+    """``(language code, probability)`` of mono speech ``x`` at ``sr``; ``(None, 0.0)`` for no samples.
+    ``candidates`` (language codes) limits the answer to those, e.g. the languages a service speaks."""
+    allowed = _candidates(candidates)
     x = as_mono(x, sr, _SR)
     if x.size == 0:
         return None, 0.0
     model = load_model("base")
     with _run_lock:
-        return _detect(model, x)
+        return _detect(model, x, allowed)
 
 
-def recognize(x, sr: int, language: str | None = None) -> Transcription:
+def recognize(x, sr: int, language: str | None = None, *, candidates=None) -> Transcription:
     """Transcribe mono speech ``x`` at rate ``sr``: a :class:`Transcription`.
 
     ``language`` (a documented code or Chinese dialect, see :func:`qvtools.lang.base_language`)
-    skips detection; ``None`` detects it per utterance. Text is stripped, ``''`` for no samples.
+    skips detection; ``None`` detects it per utterance, among ``candidates`` when given (detection
+    on a second of speech is unreliable: a short Spanish phrase can come out as Japanese, so a
+    caller that knows which languages to expect should say so). Text is stripped, ``''`` for no samples.
     """
     lang = base_language(language)
+    allowed = _candidates(candidates)
     x = as_mono(x, sr, _SR)
     if x.size == 0:
         return Transcription("", lang, 1.0 if lang else 0.0, model_name(lang))
@@ -179,13 +196,13 @@ def recognize(x, sr: int, language: str | None = None) -> Transcription:
     with _run_lock:
         prob = 1.0
         if lang is None:
-            lang, prob = _detect(base, x)
+            lang, prob = _detect(base, x, allowed)
         kind = ENGLISH_MODEL if lang == "en" else "base"
         model = base if kind == "base" else load_model(kind)
         text = _decode(model, x, lang)
     return Transcription(text, lang, float(prob), MODEL_NAMES[kind])
 
 
-def transcribe(x, sr: int, language: str | None = None) -> str:
+def transcribe(x, sr: int, language: str | None = None, *, candidates=None) -> str:
     """The text of :func:`recognize` (language detected per utterance when ``None``)."""
-    return recognize(x, sr, language).text
+    return recognize(x, sr, language, candidates=candidates).text

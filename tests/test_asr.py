@@ -79,11 +79,16 @@ def test_mandarin_is_detected_and_written_in_simplified_characters(clip):
     assert asr.recognize(x, sr, "Sichuan").language == "zh"    # a dialect is Chinese
 
 
-def test_german_is_detected(clip):
+def test_german_is_detected_and_candidates_limit_detection(clip):
     x, sr, row = clip("bad/stereo_dualmono_thorsten_2utts.wav")
     text, lang, prob, model = asr.recognize(x, sr)
     assert (lang, model) == ("de", asr.MODEL_NAME) and prob > 0.8
     assert metrics.wer(row["transcript"], text, language="de") < 0.2
+    assert asr.detect_language(x, sr) == (lang, pytest.approx(prob))
+    lang2, prob2 = asr.detect_language(x, sr, candidates=["en", "zh-CN"])
+    assert lang2 in ("en", "zh") and 0.0 <= prob2 <= 1.0
+    with pytest.raises(ConfigError):
+        asr.detect_language(x, sr, candidates=[])
 
 
 def test_silence_gives_little_or_no_text():
