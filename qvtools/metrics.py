@@ -614,9 +614,11 @@ def _rate(ref_units: list, hyp_units: list, *, chars: bool = False) -> float:
     if not ref_units:
         return 0.0 if not hyp_units else NAN
     jiwer = _jiwer()
-    if jiwer is not None and hyp_units:
+    ref_s, hyp_s = ("".join(ref_units), "".join(hyp_units)) if chars else ("", "")
+    # jiwer strips the strings it is given; edge spaces count as characters here, so those go to ours
+    if jiwer is not None and hyp_units and ref_s == ref_s.strip() and hyp_s == hyp_s.strip():
         if chars:
-            o = jiwer.process_characters("".join(ref_units), "".join(hyp_units))
+            o = jiwer.process_characters(ref_s, hyp_s)
         else:
             o = jiwer.process_words(" ".join(ref_units), " ".join(hyp_units))
         return (o.substitutions + o.deletions + o.insertions) / len(ref_units)

@@ -377,6 +377,9 @@ def test_jiwer_gives_the_same_rates_as_our_edit_distance(ref, hyp):
     ours_c = metrics.edit_distance(ref, hyp) / len(ref)
     assert metrics.wer(ref, hyp, normalize=False) == pytest.approx(ours_w)
     assert metrics.cer(ref, hyp, normalize=False) == pytest.approx(ours_c)
+    # edge spaces are characters too (jiwer would strip them; these cases take our distance)
+    assert metrics.cer(" " + ref, hyp + " ", normalize=False) == pytest.approx(
+        metrics.edit_distance(" " + ref, hyp + " ") / (len(ref) + 1))
     if hyp:  # jiwer itself, for the record (it refuses nothing here)
         assert jiwer.wer(ref, hyp) == pytest.approx(ours_w) and jiwer.cer(ref, hyp) == pytest.approx(ours_c)
 
