@@ -222,6 +222,11 @@ class KokoroSynthesizer:
     ``synthesize(text)`` returns ``(float32 samples, 24000)``; ``stream(text)`` yields
     ``(sentence, samples)`` one sentence at a time (interface of the Piper ``Synthesizer``).
     ``length_scale`` > 1 speaks slower (Kokoro's ``speed`` = 1 / length_scale).
+
+    Speed (benchmarks/bench_languages.py, shared 2-core machine, 2026-11-27): about 0.65 CPU-seconds per
+    second of speech on one core; wall RTF 1.2-1.5 with two threads while other jobs ran (load 2-5),
+    and one thread was faster than two there (4.2 s vs 5.3 s for 4.8 s of speech at load 5). ``threads``
+    applies to the first instance that loads the shared session.
     """
 
     def __init__(self, language: str = "zh", *, voice: str = DEFAULT_VOICE, threads: int = 2):
