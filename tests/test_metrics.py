@@ -233,6 +233,7 @@ def test_wer_empty_reference_is_nan_and_cer():
     ("  Café\tnaïve ", "café naïve"),
     ("at 3pm on mp3", "at three pm on mp three"),
     ("pages 5-6, 4this", "pages five six four this"),
+    ("call 007 or 0123", "call zero zero seven or zero one two three"),  # leading zeros kept
 ])
 def test_normalize_text(text, expected):
     assert metrics.normalize_text(text) == expected
@@ -357,3 +358,106 @@ def test_text_properties():
         assert abs(len(n.split()) - len(t.split())) <= d <= max(len(n.split()), len(t.split()))
 
     check()
+
+
+# ---------------------------------------------------------------------------------------------
+# languages (issue 10 item 5): CER for zh/ja/ko, WER otherwise; jiwer against our edit distance
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ref,hyp", [
+    ("the cat sat on the mat", "the dog sat on mat"),
+    ("a b c d e f", "f e d c b a"),
+    ("one", "one two three four"),
+    ("alpha beta gamma", ""),
+    ("kitten sitting", "sitting kitten kitten"),
+])
+def test_jiwer_gives_the_same_rates_as_our_edit_distance(ref, hyp):
+    jiwer = pytest.importorskip("jiwer")
+    ours_w = metrics.edit_distance(ref.split(), hyp.split()) / len(ref.split())
+    ours_c = metrics.edit_distance(ref, hyp) / len(ref)
+    assert metrics.wer(ref, hyp, normalize=False) == pytest.approx(ours_w)
+    assert metrics.cer(ref, hyp, normalize=False) == pytest.approx(ours_c)
+    # edge spaces are characters too (jiwer would strip them; these cases take our distance)
+    assert metrics.cer(" " + ref, hyp + " ", normalize=False) == pytest.approx(
+        metrics.edit_distance(" " + ref, hyp + " ") / (len(ref) + 1))
+    if hyp:  # jiwer itself, for the record (it refuses nothing here)
+        assert jiwer.wer(ref, hyp) == pytest.approx(ours_w) and jiwer.cer(ref, hyp) == pytest.approx(ours_c)
+
+
+def test_jiwer_and_ours_agree_on_random_pairs():
+    pytest.importorskip("jiwer")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    words = st.lists(st.sampled_from(["a", "b", "c", "dd", "e"]), max_size=12)
+
+    @settings(max_examples=150, deadline=None)
+    @given(words, words)
+    def check(r, h):
+        if not r:
+            return
+        assert metrics.wer(" ".join(r), " ".join(h), normalize=False) == pytest.approx(
+            metrics.edit_distance(r, h) / len(r))
+    check()
+
+
+@pytest.mark.parametrize("language,text,expected", [
+    ("zh", "廣州大學城，女屍案！", "广州大学城女尸案"),              # Simplified, punctuation gone
+    ("Sichuan", "你 好 ，世界。", "你好世界"),                       # a dialect is Chinese; spaces gone
+    ("ja", "こんにちは、 世界！", "こんにちは世界"),
+    ("en", "Mr. Smith has 2 cats, doesn't he?", "mister smith has 2 cats doesnt he"),
+    ("en", "zero one two three", "0123"),
+    ("en", "0 1 2 3", "0123"),                                      # digits and words meet
+    ("de", "Die Sitzungen, bei der Vorsitzenden!", "die sitzungen bei der vorsitzenden"),
+    (None, "I have 42 apples", "i have forty two apples"),          # language-blind, as before
+])
+def test_normalize_for_language(language, text, expected):
+    pytest.importorskip("whisper_normalizer")
+    pytest.importorskip("opencc")
+    assert metrics.normalize_for_language(text, language) == expected
+
+
+def test_error_rate_by_language():
+    pytest.importorskip("opencc")
+    assert metrics.error_rate("广州女大学生登山失联", "廣州女大學生登山失聯", "zh") == ("cer", 0.0)
+    assert metrics.error_rate("广州女大学生登山失联", "广州女大学生登山", "zh") == ("cer", pytest.approx(0.2))
+    assert metrics.error_rate("今日は良い天気", "今日は良い天気です", "ja") == ("cer", pytest.approx(2 / 7))
+    assert metrics.error_rate("the cat sat", "the bat sat", "en") == ("wer", pytest.approx(1 / 3))
+    assert metrics.error_rate("Guten Morgen, Welt", "guten morgen welt", "de") == ("wer", 0.0)
+    # the old language-blind WER of unsegmented Chinese is one "word": meaningless, hence CER
+    assert metrics.wer("广州女大学生登山失联", "广州女大学生登山") == 1.0
+    row = metrics.score_transcript("广州女大学生登山失联", "广州女大学生登山", "zh")
+    assert row["error_metric"] == "cer" and row["error_rate"] == row["cer"] == pytest.approx(0.2)
+    assert math.isnan(row["wer"])
+    row = metrics.score_transcript("the cat sat", "the bat sat", "en")
+    assert row["error_metric"] == "wer" and row["error_rate"] == row["wer"] == pytest.approx(1 / 3)
+    assert math.isnan(metrics.score_transcript(None, "x", "en")["error_rate"])
+
+
+def test_language_helpers():
+    from qvtools import lang
+    from qvtools.errors import ConfigError
+
+    assert lang.base_language("zh-CN") == lang.base_language("cmn") == lang.base_language("Henan") == "zh"
+    assert lang.base_language("en_US") == "en" and lang.base_language(None) is None and lang.base_language(" ") is None
+    assert [lang.error_metric(x) for x in ("zh", "ja", "ko", "Tianjin", "en", "de", None)] == \
+        ["cer", "cer", "cer", "cer", "wer", "wer", "wer"]
+    assert lang.script_language("广州") == "zh" and lang.script_language("今日は") == "ja"
+    assert lang.script_language("안녕하세요") == "ko" and lang.script_language("Hello, 42") is None
+    with pytest.raises(ConfigError, match="unsupported language"):
+        lang.base_language("xx")
+    with pytest.raises(ConfigError):
+        lang.base_language(7)
+
+
+@needs_asr
+def test_intelligibility_of_mandarin_reports_cer_and_language(speech_data):
+    from qvtools.audio import load
+
+    x, sr = load(speech_data / "clean" / "zh_F_aishell3_SSB0005_SSB00050001.wav", mono=True)
+    r = metrics.intelligibility(x, sr, "广州女大学生登山失联四天警方找到疑似女尸")
+    assert r["asr_language"] == "zh" and r["error_metric"] == "cer"
+    assert r["error_rate"] == r["cer"] < 0.45 and math.isnan(r["wer"])
+    assert "whisper-base" in r["asr_model"]
+    m = metrics.audio_metrics(x, sr, expected_text="广州女大学生登山失联四天警方找到疑似女尸", speaker=False)
+    assert m["asr_language"] == "zh" and m["error_rate"] == r["error_rate"]

@@ -80,7 +80,7 @@ class SpeechPipeline:
         """
         from .. import asr
 
-        stages = (("ASR", asr.load_model), ("TTS", lambda: self.synthesizer.sample_rate),
+        stages = (("ASR", lambda: asr.load_model(asr.ENGLISH_MODEL)), ("TTS", lambda: self.synthesizer.sample_rate),
                   ("TTS source profile", lambda: self._source_profile(cancel)))
         try:
             for name, load in stages:
@@ -145,7 +145,8 @@ class SpeechPipeline:
         """Transcript of 16 kHz mono user audio (Whisper tiny.en)."""
         from .. import asr
 
-        return asr.transcribe(x16k, 16000)
+        # English until the local service speaks the user's language (issue 10: language per session/utterance)
+        return asr.transcribe(x16k, 16000, "en")
 
     def reply_text(self, user_text: str, *, mode: str = "conversation", seed: int = 0, turn_index: int = 0,
                    instructions: str | None = None) -> str:

@@ -1,4 +1,6 @@
-"""Offline text-to-speech for the local service: Piper (VITS) with the ``en_US-joe-medium`` voice.
+"""Offline text-to-speech for the local service: Piper (VITS) with the ``en_US-joe-medium`` voice,
+and the engine selector by language (:func:`engine_for_language`: Piper for English, Kokoro-82M
+from :mod:`qvtools.server.tts_kokoro` for Mandarin, Japanese and the other languages it speaks).
 
 LICENCE NOTE: ``piper-tts`` is GPL-3.0-or-later. It is an optional dependency (the
 ``qvtools[local]`` extra) and this is the ONLY module that imports it, lazily, inside
@@ -19,7 +21,8 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["Synthesizer", "split_sentences", "VOICE_NAME"]
+__all__ = ["Synthesizer", "split_sentences", "VOICE_NAME", "engine_for_language", "synthesis_languages",
+           "PIPER_LANGUAGES"]
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +32,24 @@ VOICE_NAME = "en_US-joe-medium (piper)"
 _SENTENCE_GAP_S = 0.12  # pause appended between sentences
 _PEAK = 0.8  # Piper normalizes each sentence to full scale; bring it down to this peak
 
-_SPLIT = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n+")
+#: Languages Piper speaks here (one English voice). Measured against Kokoro for English in
+#: benchmarks/bench_languages.py: see engine_for_language.
+PIPER_LANGUAGES = frozenset({"en"})
+
+# Latin punctuation ends a sentence before whitespace; CJK full-width punctuation (。！？；：…) ends one
+# even without whitespace (Chinese and Japanese put no space after it). Closing quotes and brackets
+# stay with the sentence they close. Boundaries become newlines, then the text is split at newlines.
+_LATIN_END = re.compile(r"([.!?;:]+[\"'\u201d\u2019)\]]*)\s+")
+_CJK_END = re.compile(r"([。！？；：…]+[\u201d\u2019」』）]*)\s*")
 
 
 def split_sentences(text: str) -> list[str]:
-    """Split text into sentence-sized pieces (after . ! ? ; : or newlines); empty pieces dropped."""
+    """Split text into sentence-sized pieces (after . ! ? ; : followed by space, after 。！？；：… ,
+    or at newlines); empty pieces dropped."""
     if not isinstance(text, str):
         raise ConfigError(f"text must be a string, got {type(text).__name__}")
-    return [p.strip() for p in _SPLIT.split(text) if p and p.strip()]
+    marked = _CJK_END.sub("\\1\n", _LATIN_END.sub("\\1\n", text))
+    return [p.strip() for p in marked.split("\n") if p.strip()]
 
 
 class Synthesizer:
@@ -125,3 +138,42 @@ class Synthesizer:
         parts = [a for _, a in self.stream(text, length_scale=length_scale)]
         x = np.concatenate(parts) if parts else np.zeros(0, np.float32)
         return x.astype(np.float32, copy=False), sr
+
+
+_engines: dict = {}
+_engines_lock = threading.Lock()
+
+
+def synthesis_languages() -> frozenset:
+    """Every language code :func:`engine_for_language` has an engine for."""
+    from .tts_kokoro import KOKORO_LANGUAGES
+
+    return PIPER_LANGUAGES | KOKORO_LANGUAGES
+
+
+def engine_for_language(language: str | None):
+    """The TTS engine for ``language`` (a documented code or Chinese dialect; ``None`` = English),
+    one shared instance per language per process.
+
+    English: Piper (``en_US-joe-medium``): in benchmarks/bench_languages.py (2026-11-27) Kokoro's
+    English round trip was a little better (WER 0.16 vs 0.18 on two LJSpeech sentences, both bounded by
+    tiny.en) but ten times slower (RTF 3.5 vs 0.36 on the shared machine), needs the GPL espeak extra,
+    and the voice conversion is tuned on Piper; the fidelity comparison after conversion is left to
+    the service integration. zh, ja (and es/fr/it/pt/hi with the GPL extra): Kokoro-82M.
+    Anything else is a ConfigError naming the supported languages.
+    """
+    from ..lang import base_language
+    from .tts_kokoro import KOKORO_LANGUAGES, KokoroSynthesizer
+
+    lang = base_language(language) or "en"
+    if lang not in PIPER_LANGUAGES and lang not in KOKORO_LANGUAGES:
+        raise ConfigError(f"no offline TTS for language {language!r}: supported are "
+                          f"{', '.join(sorted(PIPER_LANGUAGES | KOKORO_LANGUAGES))}")
+    engine = _engines.get(lang)
+    if engine is None:
+        with _engines_lock:
+            engine = _engines.get(lang)
+            if engine is None:
+                engine = Synthesizer() if lang in PIPER_LANGUAGES else KokoroSynthesizer(lang)
+                _engines[lang] = engine
+    return engine
