@@ -78,3 +78,22 @@ def test_clone_model_rule_is_one_definition_used_by_client_and_service():
     RealtimeSession(settings, "qwen3.5-omni-plus-realtime", voice=voice, voice_target_model="qwen3.5-omni-plus")
     with pytest.raises(VoiceModelMismatch):
         RealtimeSession(settings, "qwen3.5-omni-flash-realtime", voice=voice, voice_target_model="qwen3.5-omni-plus")
+
+
+def test_readme_catalog_table_agrees_with_the_catalog():
+    """The README's model table is documentation of qvtools.catalog, not a second definition."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = {m.group(1): [c.strip() for c in m.group(2).split("|")]
+            for m in re.finditer(r"^\| `([a-z0-9.\-]+)` \|(.*)\|$", readme, re.M) if m.group(1) in catalog.FAMILIES}
+    assert set(rows) == set(catalog.FAMILIES)
+    for name, cells in rows.items():
+        fam = catalog.FAMILIES[name]
+        voice, formats, asr, _rates, tokens, _clones, tier = cells
+        assert voice == fam.default_voice
+        assert formats == f"`{fam.input_audio_format}` / `{fam.output_audio_format}`"
+        assert asr == f"`{fam.transcription_model}`"
+        assert tokens.startswith(f"{fam.audio_tokens_in_per_s:g} / {fam.audio_tokens_out_per_s:g}")
+        assert tier == fam.latency_profile
