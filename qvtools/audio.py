@@ -18,6 +18,7 @@ from typing import Union
 import numpy as np
 import soundfile as sf
 
+from . import spec
 from .errors import InvalidAudio
 
 __all__ = [
@@ -44,11 +45,11 @@ __all__ = [
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, io.IOBase, tuple]
 
-#: MIME types the enrollment API accepts in a data URL (protocol reference §2.1).
-ALLOWED_MIME = ("audio/wav", "audio/mpeg", "audio/mp4")
-#: The container each data-URL label stands for (SEED §2.4 "Format: WAV (16-bit), MP3, M4A"), as
-#: :func:`sniff_container` names it. The local service refuses content that does not match its label.
-MIME_CONTAINERS = {"audio/wav": ("wav",), "audio/mpeg": ("mp3",), "audio/mp4": ("m4a",)}
+#: MIME types the enrollment API accepts in a data URL and the container each label stands for
+#: (§2.1, §2.4 "Format"), defined in :mod:`qvtools.spec`. The local service refuses content that does not
+#: match its label (as :func:`sniff_container` names it).
+ALLOWED_MIME = spec.ALLOWED_MIME
+MIME_CONTAINERS = spec.MIME_CONTAINERS
 #: Uncompressed WAV sample formats (soundfile subtypes). SEED §2.4 documents 16-bit; the other linear
 #: PCM/float widths decode to at most 4x their size as float32. Compressed WAV codecs (ADPCM, GSM, …) are not.
 WAV_SUBTYPES = ("PCM_16", "PCM_24", "PCM_32", "PCM_U8", "FLOAT", "DOUBLE")

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import vad
+from . import spec, vad
 from .audio import AudioInfo, AudioSource, load, probe, resample, to_mono, wav_bytes
 from .errors import InvalidAudio
 
@@ -70,16 +70,15 @@ STATUSES = ("pass", "warn", "fail")
 _RANK = {s: i for i, s in enumerate(STATUSES)}
 
 # --- documented limits (protocol reference §2.4, SEED) ---------------------------------------
-MAX_FILE_BYTES = 10 * 1024 * 1024  # "Size < 10 MB"
-#: "Exceeded limit on max bytes per data-uri item : 10485760" (protocol reference §3)
-MAX_DATA_URL_BYTES = 10485760
-MAX_DURATION_S = 60.0  # "max 60 s" (Audio.DurationLimitError)
-RECOMMENDED_DURATION_S = (10.0, 20.0)  # "10-20 s recommended"
-MIN_SAMPLE_RATE = 24000  # ">= 24 kHz" (Audio.AudioRateError)
-MIN_CONTINUOUS_SPEECH_S = 3.0  # ">= 3 s of continuous clear speech"
-MAX_PAUSE_S = 2.0  # "Other pauses <= 2 s"
-#: Gaps shorter than this (commas, breaths) do not interrupt "continuous" speech (house reading).
-CONTINUITY_GAP_S = 0.6
+# Defined once in qvtools.spec (issue 12); re-exported here because reports and tests name them.
+MAX_FILE_BYTES = spec.MAX_FILE_BYTES  # "Size < 10 MB"
+MAX_DATA_URL_BYTES = spec.MAX_DATA_URL_BYTES  # "... max bytes per data-uri item : 10485760" (§3)
+MAX_DURATION_S = spec.MAX_DURATION_S  # "max 60 s" (Audio.DurationLimitError)
+RECOMMENDED_DURATION_S = spec.RECOMMENDED_DURATION_S  # "10-20 s recommended"
+MIN_SAMPLE_RATE = spec.MIN_SAMPLE_RATE  # ">= 24 kHz" (Audio.AudioRateError)
+MIN_CONTINUOUS_SPEECH_S = spec.MIN_CONTINUOUS_SPEECH_S  # ">= 3 s of continuous clear speech"
+MAX_PAUSE_S = spec.MAX_PAUSE_S  # "Other pauses <= 2 s"
+CONTINUITY_GAP_S = spec.CONTINUITY_GAP_S  # gaps shorter than this are bridged (house reading)
 
 #: Heuristic thresholds of the content detectors. Calibrated on the shared speech test set
 #: (12 clean clips, 8 defective ones; see tests/test_calibration.py for the measured table).
@@ -368,16 +367,6 @@ def _pauses(segs: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [(a[1], b[0]) for a, b in zip(segs, segs[1:])]
 
 
-def _longest_continuous(segs: list[tuple[float, float]]) -> float:
-    merged: list[list[float]] = []
-    for s, e in segs:
-        if merged and s - merged[-1][1] < CONTINUITY_GAP_S:
-            merged[-1][1] = e
-        else:
-            merged.append([s, e])
-    return max((e - s for s, e in merged), default=0.0)
-
-
 # ---------------------------------------------------------------------------------------------
 # check
 
@@ -485,7 +474,7 @@ def check(src: AudioSource, *, transcript: str | None = None) -> PreflightReport
     probs = vad.speech_probabilities(x16, vad.SAMPLE_RATE)
     segs = vad.segments_from_probabilities(probs, dur, min_speech_ms=250, min_silence_ms=300, pad_ms=30)
     measures["speech_segments"] = segs
-    longest = _longest_continuous(segs)
+    longest = vad.longest_continuous(segs)  # one implementation, shared with the service
     measures["longest_speech_s"] = longest
     clim = f">= {MIN_CONTINUOUS_SPEECH_S:g} s (gaps < {CONTINUITY_GAP_S:g} s bridged)"
     # ">= 3 s of continuous clear speech" (§2.4)
