@@ -3,7 +3,8 @@
 Everything here takes plain values (arrays + sample rate, strings, a ``Turn``) and returns numbers
 or flat dicts whose keys carry their unit (``ttfa_ms``, ``duration_s``, ``loudness_lufs``); the
 column schema is documented in :mod:`qvtools.results`. Nothing here reads files, opens sockets or
-prints. Missing information gives ``NaN``, never an exception; *bad* input (a 3-D array, a
+prints. Missing information gives ``NaN`` (one convention for the whole package: also
+:meth:`qvtools.realtime.turn.Turn.latency`, which returns :func:`latencies`), never an exception; *bad* input (a 3-D array, a
 non-positive sample rate, non-finite samples) raises :class:`~qvtools.errors.InvalidAudio`.
 
 Optional heavy parts are imported lazily: pyloudnorm (BS.1770 loudness), pyworld (F0),
@@ -33,6 +34,8 @@ from .errors import InvalidAudio
 __all__ = [
     "FLOOR_DB",
     "END_OF_SPEECH_MARKS",
+    "LATENCY_NAMES",
+    "latencies",
     "latency_metrics",
     "playback_underruns",
     "usage_metrics",
@@ -175,24 +178,22 @@ def playback_underruns(chunks, sample_rate: int, *, jitter_buffer_ms: float = 0.
     return count, total * 1000.0
 
 
-def latency_metrics(turn, *, jitter_buffer_ms: float = 0.0) -> dict[str, float]:
-    """Latency and delivery metrics of one realtime turn (the ``Turn`` contract in docs/architecture.md).
+#: The latency names (ms) of a turn, shared by :meth:`Turn.latency` and :func:`latency_metrics`
+#: (issue 12: one vocabulary). "End" is the first of :data:`END_OF_SPEECH_MARKS` present.
+LATENCY_NAMES = ("ttfa_ms", "ttft_ms", "ttfa_created_ms", "ttft_created_ms", "response_created_ms",
+                 "speech_stopped_ms", "e2e_ms")
 
-    Reference point "end of user speech" is the mark ``speech_end_sent`` (fallback ``last_audio_sent``).
-    A mark that is missing falls back to the first matching received event; if that is missing too the
-    metric is ``NaN``. Returned keys:
 
-    - ``ttfa_ms`` / ``ttft_ms``: end of speech -> first ``response.audio.delta`` / first text delta
-    - ``ttfa_created_ms`` / ``ttft_created_ms``: the same from ``response.created``
-    - ``response_created_ms``: end of speech -> ``response.created``;
-      ``speech_stopped_ms``: end of speech -> server VAD ``speech_stopped`` (its silence wait)
-    - ``e2e_ms``: end of speech -> ``response.done``
-    - ``reply_duration_s``: reply audio length; ``chunk_count``: audio deltas received
-    - ``delivery_rtf``: reply audio seconds per second of receiving (first to last chunk); > 1 is
-      faster than real time; NaN with fewer than two chunks
-    - ``gap_p95_ms`` / ``gap_max_ms``: inter-chunk arrival gaps
-    - ``underrun_count`` / ``underrun_ms``: audible gaps of a player starting at the first chunk
-      (+ ``jitter_buffer_ms``), see :func:`playback_underruns`
+def latencies(turn) -> dict[str, float]:
+    """The :data:`LATENCY_NAMES` of a turn in ms, NaN where a mark is missing:
+
+    - ``ttfa_ms`` / ``ttft_ms``: end of user speech -> first ``response.audio.delta`` / first
+      transcript (or text) delta;
+    - ``ttfa_created_ms`` / ``ttft_created_ms``: the same from ``response.created`` (what the SDK's
+      own metrics measure);
+    - ``response_created_ms``: end of user speech -> ``response.created``;
+    - ``speech_stopped_ms``: end of user speech -> ``input_audio_buffer.speech_stopped``;
+    - ``e2e_ms``: end of user speech -> ``response.done``.
     """
     end = NAN
     for name in END_OF_SPEECH_MARKS:
@@ -202,9 +203,32 @@ def latency_metrics(turn, *, jitter_buffer_ms: float = 0.0) -> dict[str, float]:
     created = _mark(turn, "response_created")
     first_audio = _mark(turn, "first_audio_delta")
     first_text = _mark(turn, "first_text_delta")
-    done = _mark(turn, "response_done")
-    stopped = _mark(turn, "speech_stopped")
+    return {
+        "ttfa_ms": _ms(first_audio, end),
+        "ttft_ms": _ms(first_text, end),
+        "ttfa_created_ms": _ms(first_audio, created),
+        "ttft_created_ms": _ms(first_text, created),
+        "response_created_ms": _ms(created, end),
+        "speech_stopped_ms": _ms(_mark(turn, "speech_stopped"), end),
+        "e2e_ms": _ms(_mark(turn, "response_done"), end),
+    }
 
+
+def latency_metrics(turn, *, jitter_buffer_ms: float = 0.0) -> dict[str, float]:
+    """Latency and delivery metrics of one realtime turn (the ``Turn`` contract in docs/architecture.md).
+
+    Reference point "end of user speech" is the mark ``speech_end_sent`` (fallback ``last_audio_sent``).
+    A mark that is missing falls back to the first matching received event; if that is missing too the
+    metric is ``NaN``. Returned keys:
+
+    - the :data:`LATENCY_NAMES` of :func:`latencies` (``ttfa_ms`` ... ``e2e_ms``)
+    - ``reply_duration_s``: reply audio length; ``chunk_count``: audio deltas received
+    - ``delivery_rtf``: reply audio seconds per second of receiving (first to last chunk); > 1 is
+      faster than real time; NaN with fewer than two chunks
+    - ``gap_p95_ms`` / ``gap_max_ms``: inter-chunk arrival gaps
+    - ``underrun_count`` / ``underrun_ms``: audible gaps of a player starting at the first chunk
+      (+ ``jitter_buffer_ms``), see :func:`playback_underruns`
+    """
     sr = getattr(turn, "sample_rate", None) or 24000
     chunks = sorted((float(t), int(n)) for t, n in (getattr(turn, "audio_chunks", None) or ()))
     audio = getattr(turn, "audio", None)
@@ -225,13 +249,7 @@ def latency_metrics(turn, *, jitter_buffer_ms: float = 0.0) -> dict[str, float]:
     under_n, under_ms = playback_underruns(chunks, sr, jitter_buffer_ms=jitter_buffer_ms)
 
     return {
-        "ttfa_ms": _ms(first_audio, end),
-        "ttft_ms": _ms(first_text, end),
-        "ttfa_created_ms": _ms(first_audio, created),
-        "ttft_created_ms": _ms(first_text, created),
-        "response_created_ms": _ms(created, end),
-        "speech_stopped_ms": _ms(stopped, end),
-        "e2e_ms": _ms(done, end),
+        **latencies(turn),
         "reply_duration_s": float(reply_s),
         "delivery_rtf": float(rtf),
         "chunk_count": len(chunks),
