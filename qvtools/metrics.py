@@ -45,6 +45,8 @@ __all__ = [
     "clipping_ratio",
     "loudness_lufs",
     "snr_db",
+    "speech_snr",
+    "SNR_CAP_DB",
     "silence_ratio",
     "f0_contour",
     "f0_stats",
@@ -332,33 +334,46 @@ def loudness_lufs(x, sr) -> float:
 
 
 def _frame_powers(a: np.ndarray, sr: int, frame_ms: float = 20.0, hop_ms: float = 10.0) -> np.ndarray:
-    n = max(1, int(round(sr * frame_ms / 1000)))
-    hop = max(1, int(round(sr * hop_ms / 1000)))
-    if a.shape[0] < n:
-        return np.array([np.mean(a * a)]) if a.size else np.zeros(0)
-    frames = np.lib.stride_tricks.sliding_window_view(a * a, n)[::hop]
-    return frames.mean(axis=1)
+    from .audio import frame_power  # the one frame-energy implementation (issue 12)
+
+    return frame_power(a, max(1, int(round(sr * frame_ms / 1000))), max(1, int(round(sr * hop_ms / 1000))))
 
 
-def snr_db(x, sr, *, noise_percentile: float = 10.0, signal_percentile: float = 70.0) -> float:
-    """Energy-based SNR estimate in dB (no reference needed).
+#: Cap of :func:`snr_db` (a digital-silence background would otherwise give ~100+ dB).
+SNR_CAP_DB = 90.0
 
-    20 ms frames (10 ms hop): the noise power is the mean of the frames at or below the
-    ``noise_percentile`` frame power, the signal power the mean of the frames at or above
-    ``signal_percentile`` minus the noise power. Assumes the clip has pauses (speech does) and
-    stationary noise. Capped by the :data:`FLOOR_DB` noise floor (digital silence -> about 120 dB);
-    NaN for empty audio.
-    """
+
+def speech_snr(energy_db, probs) -> tuple[float, float, float]:
+    """``(snr, speech level, background level)`` in dB from per-frame energies and Silero speech
+    probabilities of the same frames: median energy of the speech frames (p > 0.5) minus the median of
+    the non-speech frames (p < 0.2), or their 5th percentile of all frames when there are fewer than 10
+    non-speech frames (0.32 s); capped at :data:`SNR_CAP_DB`. NaN triple without speech frames.
+
+    The one SNR estimator (issue 12): :func:`snr_db`, ``qvtools check`` (its calibrated thresholds,
+    :data:`qvtools.preflight.THRESHOLDS`) and the local service's degraded-clone decision use it."""
+    energy_db = np.asarray(energy_db, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    speech = energy_db[probs > 0.5]
+    if len(speech) == 0:
+        return NAN, NAN, NAN
+    background = energy_db[probs < 0.2]
+    bg = float(np.median(background)) if len(background) >= 10 else float(np.percentile(energy_db, 5))
+    sp = float(np.median(speech))
+    return min(sp - bg, SNR_CAP_DB), sp, bg
+
+
+def snr_db(x, sr) -> float:
+    """Estimated SNR of speech in dB (no reference needed): :func:`speech_snr` on Silero VAD's 32 ms
+    frames at 16 kHz (:mod:`qvtools.vad`). NaN for empty audio or audio without speech."""
+    from . import vad
+    from .audio import frame_energy_db, resample
+
     a, sr = _mono(x, sr)
-    p = _frame_powers(a, sr)
-    if p.size == 0:
+    if a.size == 0:
         return NAN
-    lo, hi = np.percentile(p, [noise_percentile, signal_percentile])
-    noise = max(float(p[p <= lo].mean()), 10 ** (FLOOR_DB / 10))
-    signal = float(p[p >= hi].mean()) - noise
-    if signal <= 0:
-        return 0.0
-    return 10.0 * math.log10(signal / noise)
+    x16 = resample(a.astype(np.float32), sr, vad.SAMPLE_RATE)
+    probs = vad.speech_probabilities(x16, vad.SAMPLE_RATE)
+    return speech_snr(frame_energy_db(x16, vad.FRAME_SAMPLES, n_frames=len(probs)), probs)[0]
 
 
 def silence_ratio(x, sr, *, threshold_dbfs: float = -50.0) -> float:

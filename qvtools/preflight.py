@@ -43,8 +43,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import spec, vad
-from .audio import AudioInfo, AudioSource, load, probe, resample, to_mono, wav_bytes
+from .audio import AudioInfo, AudioSource, frame_energy_db, load, probe, resample, to_mono, wav_bytes
 from .errors import InvalidAudio
+from .metrics import FLOOR_DB, loudness_lufs, speech_snr
 
 __all__ = [
     "Row",
@@ -242,23 +243,8 @@ class PreparedClip:
 
 
 def _frame_energy_db(x16: np.ndarray, n_frames: int) -> np.ndarray:
-    n = n_frames * vad.FRAME_SAMPLES
-    y = x16[:n] if len(x16) >= n else np.pad(x16, (0, n - len(x16)))
-    fr = y.reshape(n_frames, vad.FRAME_SAMPLES).astype(np.float64)
-    return 10.0 * np.log10(np.mean(fr * fr, axis=1) + 1e-12)
-
-
-def _snr_db(energy_db: np.ndarray, probs: np.ndarray) -> tuple[float, float, float]:
-    """(snr, speech level, background level) in dB: median energy of speech frames (p > 0.5)
-    minus the median of non-speech frames (p < 0.2), or their 5th percentile when the clip has
-    fewer than 10 non-speech frames (0.32 s)."""
-    speech = energy_db[probs > 0.5]
-    if len(speech) == 0:
-        return float("nan"), float("nan"), float("nan")
-    background = energy_db[probs < 0.2]
-    bg = float(np.median(background)) if len(background) >= 10 else float(np.percentile(energy_db, 5))
-    sp = float(np.median(speech))
-    return min(sp - bg, 90.0), sp, bg
+    """Energy (dB) of the VAD's 32 ms frames, one per speech probability (qvtools.audio.frame_energy_db)."""
+    return frame_energy_db(x16, vad.FRAME_SAMPLES, n_frames=n_frames)
 
 
 def _background_tonality(x16: np.ndarray, probs: np.ndarray) -> float:
@@ -274,7 +260,7 @@ def _background_tonality(x16: np.ndarray, probs: np.ndarray) -> float:
     frames = np.lib.stride_tricks.sliding_window_view(np.pad(x16, (0, n_fft)), n_fft)[::hop]
     t = np.arange(len(frames)) * hop / vad.SAMPLE_RATE
     pf = np.interp(t, np.arange(len(probs)) * vad.FRAME_S, probs)
-    energy = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    energy = frame_energy_db(x16, n_fft, hop, n_frames=len(frames))
     keep = (pf < 0.5) & (energy > np.percentile(energy, 95) - 45)
     keep[0] = False
     if keep.sum() < 6:
@@ -351,16 +337,6 @@ def _speaker_spread(x16: np.ndarray, probs: np.ndarray, max_windows: int = 16) -
     emb = speaker.embed_windows(x16, vad.SAMPLE_RATE, window_s, starts_s=np.array(starts) * 0.01)
     sims = emb.astype(np.float64) @ emb.T.astype(np.float64)
     return float(np.percentile(sims[np.triu_indices(len(starts), 1)], 5)), len(starts)
-
-
-def _loudness_lufs(x: np.ndarray, sr: int) -> float:
-    import pyloudnorm
-
-    if len(x) < int(0.4 * sr) + 1:
-        return float("nan")
-    with np.errstate(divide="ignore"):
-        value = float(pyloudnorm.Meter(sr).integrated_loudness(x.astype(np.float64)))
-    return value if math.isfinite(value) else float("-inf")
 
 
 def _pauses(segs: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -509,7 +485,7 @@ def check(src: AudioSource, *, transcript: str | None = None) -> PreflightReport
 
     # SNR: "no background sound ... no noise" (§2.4)
     energy = _frame_energy_db(x16, len(probs))
-    snr, sp_db, bg_db = _snr_db(energy, probs)
+    snr, sp_db, bg_db = speech_snr(energy, probs)  # the one SNR (metrics), as the service
     measures.update(snr_db=snr, speech_level_db=sp_db, background_level_db=bg_db)
     t = THRESHOLDS
     slim = f">= {t['snr_warn_db']:g} dB (fail < {t['snr_fail_db']:g} dB; calibrated)"
@@ -536,7 +512,7 @@ def check(src: AudioSource, *, transcript: str | None = None) -> PreflightReport
         rows.append(Row("clipping", "pass", clip_ratio, climit))
 
     # loudness (BS.1770 via pyloudnorm; house range)
-    lufs = _loudness_lufs(mono, sr)
+    lufs = loudness_lufs(mono, sr)  # the one loudness (metrics): silence -> FLOOR_DB
     measures["loudness_lufs"] = lufs
     llim = f"{t['loudness_low_lufs']:g} to {t['loudness_high_lufs']:g} LUFS"
     if not math.isfinite(lufs) or lufs < t["loudness_low_lufs"]:
@@ -724,10 +700,10 @@ def prepare(src: AudioSource, *, allow_upsample: bool = False, target_lufs: floa
         y = np.concatenate(pieces)
 
     # peak-safe loudness normalisation (BS.1770 via pyloudnorm)
-    lufs = _loudness_lufs(y, sr)
+    lufs = loudness_lufs(y, sr)
     peak = float(np.max(np.abs(y))) if y.size else 0.0
     max_peak = 10 ** (max_peak_dbfs / 20)
-    if math.isfinite(lufs) and peak > 0:
+    if math.isfinite(lufs) and lufs > FLOOR_DB and peak > 0:  # FLOOR_DB: every block gated out, not measurable
         gain_db = target_lufs - lufs
         peak_db = 20 * math.log10(peak)
         if peak_db + gain_db > max_peak_dbfs:
