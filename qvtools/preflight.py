@@ -448,7 +448,7 @@ def check(src: AudioSource, *, transcript: str | None = None) -> PreflightReport
     # --- content: VAD-based rows ---
     x16 = resample(mono, sr, vad.SAMPLE_RATE)
     probs = vad.speech_probabilities(x16, vad.SAMPLE_RATE)
-    segs = vad.segments_from_probabilities(probs, dur, min_speech_ms=250, min_silence_ms=300, pad_ms=30)
+    segs = vad.segments_from_probabilities(probs, dur)  # the defaults the service uses too
     measures["speech_segments"] = segs
     longest = vad.longest_continuous(segs)  # one implementation, shared with the service
     measures["longest_speech_s"] = longest
@@ -657,7 +657,7 @@ def prepare(src: AudioSource, *, allow_upsample: bool = False, target_lufs: floa
 
     x16 = resample(x, sr, vad.SAMPLE_RATE)
     probs = vad.speech_probabilities(x16, vad.SAMPLE_RATE)
-    segs = vad.segments_from_probabilities(probs, dur, min_speech_ms=250, min_silence_ms=300, pad_ms=30)
+    segs = vad.segments_from_probabilities(probs, dur)  # the defaults the service uses too
     if not segs:
         raise InvalidAudio("no speech found in the recording; nothing to prepare")
 
@@ -672,7 +672,7 @@ def prepare(src: AudioSource, *, allow_upsample: bool = False, target_lufs: floa
             fine = vad.segments_from_probabilities(probs, dur, min_speech_ms=100, min_silence_ms=100, pad_ms=30)
             choice = _choose_window(fine, lo, hi)
             if choice is None:
-                choice = _choose_window(fine, min(lo, 3.0), hi)
+                choice = _choose_window(fine, min(lo, MIN_CONTINUOUS_SPEECH_S), hi)  # at least the §2.4 minimum
         if choice is None:  # continuous speech longer than hi: cut at the least speech-like frame
             lim = int(min(len(probs), (start + hi) / vad.FRAME_S))
             first = int((start + lo) / vad.FRAME_S)
