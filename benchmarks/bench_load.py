@@ -131,10 +131,10 @@ def session_worker(settings, prompts, stats: Stats, deadline: float, args, idx: 
                         stats.errors[f"turn: {error_kind(turn.error)}"] += 1
                     else:
                         stats.turns += 1
-                        if lat["ttfa_ms"] is not None:
+                        if np.isfinite(lat["ttfa_ms"]):  # NaN: mark missing (qvtools.metrics.latencies)
                             stats.ttfa.append(lat["ttfa_ms"])
-                    if lat["vad_ms"] is not None:  # last speech chunk sent -> speech_stopped received
-                        stats.vad_lag.append(lat["vad_ms"])
+                    if np.isfinite(lat["speech_stopped_ms"]):  # last speech chunk sent -> speech_stopped received
+                        stats.vad_lag.append(lat["speech_stopped_ms"])
                 if not sess.connected:
                     break
         finally:

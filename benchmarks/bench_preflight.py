@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter(); preflight._held_note_ratio(x16, False); stages["singing (WORLD DIO)"] = time.perf_counter() - t0
     t0 = time.perf_counter(); preflight._held_note_ratio(x16, True); stages["singing (WORLD Harvest)*"] = time.perf_counter() - t0
     t0 = time.perf_counter(); preflight._speaker_spread(x16, probs); stages["second voice (d-vectors)"] = time.perf_counter() - t0
-    t0 = time.perf_counter(); preflight._loudness_lufs(x, sr); stages["loudness"] = time.perf_counter() - t0
+    t0 = time.perf_counter(); preflight.loudness_lufs(x, sr); stages["loudness"] = time.perf_counter() - t0
     for k, v in stages.items():
         print(f"  {k:26} {v * 1000:6.0f} ms")
     print("  * Harvest replaces DIO only when the background is within THRESHOLDS['music_gate_db'] of the speech")

@@ -18,6 +18,7 @@ from typing import Union
 import numpy as np
 import soundfile as sf
 
+from . import spec
 from .errors import InvalidAudio
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "read_bytes",
     "to_mono",
     "resample",
+    "frame_power",
+    "frame_energy_db",
     "to_pcm16",
     "from_pcm16",
     "wav_bytes",
@@ -44,11 +47,11 @@ __all__ = [
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, io.IOBase, tuple]
 
-#: MIME types the enrollment API accepts in a data URL (protocol reference §2.1).
-ALLOWED_MIME = ("audio/wav", "audio/mpeg", "audio/mp4")
-#: The container each data-URL label stands for (SEED §2.4 "Format: WAV (16-bit), MP3, M4A"), as
-#: :func:`sniff_container` names it. The local service refuses content that does not match its label.
-MIME_CONTAINERS = {"audio/wav": ("wav",), "audio/mpeg": ("mp3",), "audio/mp4": ("m4a",)}
+#: MIME types the enrollment API accepts in a data URL and the container each label stands for
+#: (§2.1, §2.4 "Format"), defined in :mod:`qvtools.spec`. The local service refuses content that does not
+#: match its label (as :func:`sniff_container` names it).
+ALLOWED_MIME = spec.ALLOWED_MIME
+MIME_CONTAINERS = spec.MIME_CONTAINERS
 #: Uncompressed WAV sample formats (soundfile subtypes). SEED §2.4 documents 16-bit; the other linear
 #: PCM/float widths decode to at most 4x their size as float32. Compressed WAV codecs (ADPCM, GSM, …) are not.
 WAV_SUBTYPES = ("PCM_16", "PCM_24", "PCM_32", "PCM_U8", "FLOAT", "DOUBLE")
@@ -297,6 +300,54 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int, quality: str = "HQ") -> np.
     if int(sr_in) == int(sr_out):
         return x
     return soxr.resample(x, int(sr_in), int(sr_out), quality=quality).astype(np.float32, copy=False)
+
+
+def frame_power(x: np.ndarray, frame: int, hop: int | None = None, *, n_frames: int | None = None,
+                starts=None) -> np.ndarray:
+    """Mean square (power) of frames of 1-D audio, in float64: the one frame-energy implementation
+    (issue 12; used by :mod:`qvtools.preflight`, :mod:`qvtools.metrics` and :mod:`qvtools.server.voice`).
+
+    Frame ``i`` covers ``x[s_i : s_i + frame]``; samples outside ``x`` count as zeros. ``s_i`` is
+    ``starts[i]`` (integer sample positions, may be negative) when given, else ``i * hop``
+    (``hop`` defaults to ``frame``). ``n_frames`` defaults to the frames that fit inside ``x``; an ``x``
+    shorter than one frame then gives one value, the power of all its samples (none when empty)."""
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
+    frame = int(frame)
+    if frame <= 0:
+        raise ValueError(f"frame must be positive, got {frame}")
+    if starts is not None:
+        st = np.asarray(starts, dtype=np.int64).reshape(-1)
+        if st.size == 0:
+            return np.zeros(0)
+        lo = min(0, int(st.min()))
+        hi = max(a.shape[0], int(st.max()) + frame)
+        padded = np.concatenate([np.zeros(-lo), a, np.zeros(hi - a.shape[0])])
+        fr = padded[(st - lo)[:, None] + np.arange(frame)[None, :]]
+        return np.mean(fr * fr, axis=1)
+    hop = frame if hop is None else int(hop)
+    if hop <= 0:
+        raise ValueError(f"hop must be positive, got {hop}")
+    if n_frames is None:
+        if a.shape[0] < frame:  # shorter than one frame: its own power, one value (none when empty)
+            return np.array([np.mean(a * a)]) if a.size else np.zeros(0)
+        n_frames = (a.shape[0] - frame) // hop + 1
+    n_frames = int(n_frames)
+    if n_frames <= 0:
+        return np.zeros(0)
+    need = (n_frames - 1) * hop + frame
+    if a.shape[0] < need:
+        a = np.concatenate([a, np.zeros(need - a.shape[0])])
+    if hop == frame:
+        fr = a[:need].reshape(n_frames, frame)
+        return np.mean(fr * fr, axis=1)
+    return np.lib.stride_tricks.sliding_window_view(a[:need] * a[:need], frame)[::hop].mean(axis=1)
+
+
+def frame_energy_db(x: np.ndarray, frame: int, hop: int | None = None, *, n_frames: int | None = None,
+                    starts=None, eps: float = 1e-12) -> np.ndarray:
+    """``10 * log10(frame_power + eps)`` per frame (see :func:`frame_power`); ``eps`` keeps digital
+    silence finite (1e-12: -120 dB, the :data:`qvtools.metrics.FLOOR_DB` floor)."""
+    return 10.0 * np.log10(frame_power(x, frame, hop, n_frames=n_frames, starts=starts) + eps)
 
 
 def to_pcm16(x: np.ndarray) -> bytes:

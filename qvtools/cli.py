@@ -250,7 +250,7 @@ def _build_talk(sub):
 
 
 def _fmt_ms(value) -> str:
-    return "n/a" if value is None else f"{value:.0f} ms"
+    return "n/a" if value is None or value != value else f"{value:.0f} ms"  # None or NaN (a missing mark)
 
 
 def _talk(args) -> int:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator
 
+from . import spec
 from .catalog import VOICE_KINDS, check_target_model, voice_kind
 from .config import ENROLLMENT_MODEL, Settings
 from .errors import APIError, ConfigError, InvalidAudio, TransportError, api_error_from_http, redact_text
@@ -41,16 +42,12 @@ __all__ = ["Voice", "VoiceClient", "raise_for_response", "LANGUAGES", "DIALECTS"
 
 log = logging.getLogger(__name__)
 
-#: ``preferred_name``: letters, digits, ``_``, ≤ 16 chars (§2.1 [guess] regex).
-NAME_PATTERN = r"^[A-Za-z0-9_]{1,16}$"
-_NAME_RE = re.compile(NAME_PATTERN)
-#: The 29 language codes of ``input.language`` (§2.1).
-LANGUAGE_CODES = ("zh", "en", "de", "it", "pt", "es", "ja", "ko", "fr", "ru", "th", "id", "ar", "cs", "da", "nl",
-                  "fi", "he", "hi", "is", "ms", "no", "fa", "pl", "sv", "tl", "tr", "ur", "vi")
-#: The Chinese dialects accepted as ``input.language`` (§2.1).
-DIALECTS = ("Dongbei", "Shannxi", "Sichuan", "Henan", "Changsha", "Tianjin", "Hangzhou", "Liaoning", "Shenyang",
-            "Anshan")
-LANGUAGES = frozenset(LANGUAGE_CODES + DIALECTS)
+# The §2.1 field rules live in qvtools.spec; these names stay importable from here (README, tests).
+NAME_PATTERN = spec.NAME_PATTERN
+_NAME_RE = spec.NAME_RE
+LANGUAGE_CODES = spec.LANGUAGE_CODES
+DIALECTS = spec.DIALECTS
+LANGUAGES = spec.LANGUAGES
 
 #: The kinds :meth:`VoiceClient.purge` and :meth:`VoiceClient.count` touch by default: Omni clones only.
 #: The enrollment list also returns the account's TTS clones (§7.9), which must never be deleted unasked.
@@ -67,7 +64,7 @@ FALLBACK_ADVICE = ("the service made it in degraded mode (poor audio or a transc
                    "(qvtools check / qvtools prepare) or fix the transcript, then delete this voice and create "
                    "it again")
 
-_MAX_DATA_URI = 10_485_760  # "Exceeded limit on max bytes per data-uri item : 10485760" (§3)
+_MAX_DATA_URI = spec.MAX_DATA_URL_BYTES  # "Exceeded limit on max bytes per data-uri item : 10485760" (§3)
 _CHUNK = 65536
 #: Seconds after the deadline before the watchdog shuts a socket down (the per-read timeout, cut to the
 #: time left, normally ends a silent wait first and names it a ReadTimeout).

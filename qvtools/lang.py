@@ -1,7 +1,7 @@
 """Languages: one place that maps what users and services write to the codes ASR, TTS and metrics use.
 
-The documented list of ``language`` values is :data:`qvtools.enrollment.LANGUAGE_CODES` (29 codes)
-plus :data:`qvtools.enrollment.DIALECTS` (Chinese dialects, §2.1 of the protocol reference); it
+The documented list of ``language`` values is :data:`qvtools.spec.LANGUAGE_CODES` (29 codes)
+plus :data:`qvtools.spec.DIALECTS` (Chinese dialects, §2.1 of the protocol reference); it
 is imported from there, never copied. Dialects are Chinese for speech recognition, synthesis and
 scoring, so :func:`base_language` maps them to ``"zh"``.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .enrollment import DIALECTS, LANGUAGE_CODES
+from .spec import DIALECTS, LANGUAGE_CODES
 from .errors import ConfigError
 
 __all__ = ["LANGUAGE_CODES", "DIALECTS", "CER_LANGUAGES", "base_language", "error_metric", "script_language"]

@@ -3,7 +3,8 @@
 Everything here takes plain values (arrays + sample rate, strings, a ``Turn``) and returns numbers
 or flat dicts whose keys carry their unit (``ttfa_ms``, ``duration_s``, ``loudness_lufs``); the
 column schema is documented in :mod:`qvtools.results`. Nothing here reads files, opens sockets or
-prints. Missing information gives ``NaN``, never an exception; *bad* input (a 3-D array, a
+prints. Missing information gives ``NaN`` (one convention for the whole package: also
+:meth:`qvtools.realtime.turn.Turn.latency`, which returns :func:`latencies`), never an exception; *bad* input (a 3-D array, a
 non-positive sample rate, non-finite samples) raises :class:`~qvtools.errors.InvalidAudio`.
 
 Optional heavy parts are imported lazily: pyloudnorm (BS.1770 loudness), pyworld (F0),
@@ -33,6 +34,8 @@ from .errors import InvalidAudio
 __all__ = [
     "FLOOR_DB",
     "END_OF_SPEECH_MARKS",
+    "LATENCY_NAMES",
+    "latencies",
     "latency_metrics",
     "playback_underruns",
     "usage_metrics",
@@ -42,6 +45,8 @@ __all__ = [
     "clipping_ratio",
     "loudness_lufs",
     "snr_db",
+    "speech_snr",
+    "SNR_CAP_DB",
     "silence_ratio",
     "f0_contour",
     "f0_stats",
@@ -175,24 +180,22 @@ def playback_underruns(chunks, sample_rate: int, *, jitter_buffer_ms: float = 0.
     return count, total * 1000.0
 
 
-def latency_metrics(turn, *, jitter_buffer_ms: float = 0.0) -> dict[str, float]:
-    """Latency and delivery metrics of one realtime turn (the ``Turn`` contract in docs/architecture.md).
+#: The latency names (ms) of a turn, shared by :meth:`Turn.latency` and :func:`latency_metrics`
+#: (issue 12: one vocabulary). "End" is the first of :data:`END_OF_SPEECH_MARKS` present.
+LATENCY_NAMES = ("ttfa_ms", "ttft_ms", "ttfa_created_ms", "ttft_created_ms", "response_created_ms",
+                 "speech_stopped_ms", "e2e_ms")
 
-    Reference point "end of user speech" is the mark ``speech_end_sent`` (fallback ``last_audio_sent``).
-    A mark that is missing falls back to the first matching received event; if that is missing too the
-    metric is ``NaN``. Returned keys:
 
-    - ``ttfa_ms`` / ``ttft_ms``: end of speech -> first ``response.audio.delta`` / first text delta
-    - ``ttfa_created_ms`` / ``ttft_created_ms``: the same from ``response.created``
-    - ``response_created_ms``: end of speech -> ``response.created``;
-      ``speech_stopped_ms``: end of speech -> server VAD ``speech_stopped`` (its silence wait)
-    - ``e2e_ms``: end of speech -> ``response.done``
-    - ``reply_duration_s``: reply audio length; ``chunk_count``: audio deltas received
-    - ``delivery_rtf``: reply audio seconds per second of receiving (first to last chunk); > 1 is
-      faster than real time; NaN with fewer than two chunks
-    - ``gap_p95_ms`` / ``gap_max_ms``: inter-chunk arrival gaps
-    - ``underrun_count`` / ``underrun_ms``: audible gaps of a player starting at the first chunk
-      (+ ``jitter_buffer_ms``), see :func:`playback_underruns`
+def latencies(turn) -> dict[str, float]:
+    """The :data:`LATENCY_NAMES` of a turn in ms, NaN where a mark is missing:
+
+    - ``ttfa_ms`` / ``ttft_ms``: end of user speech -> first ``response.audio.delta`` / first
+      transcript (or text) delta;
+    - ``ttfa_created_ms`` / ``ttft_created_ms``: the same from ``response.created`` (what the SDK's
+      own metrics measure);
+    - ``response_created_ms``: end of user speech -> ``response.created``;
+    - ``speech_stopped_ms``: end of user speech -> ``input_audio_buffer.speech_stopped``;
+    - ``e2e_ms``: end of user speech -> ``response.done``.
     """
     end = NAN
     for name in END_OF_SPEECH_MARKS:
@@ -202,9 +205,32 @@ def latency_metrics(turn, *, jitter_buffer_ms: float = 0.0) -> dict[str, float]:
     created = _mark(turn, "response_created")
     first_audio = _mark(turn, "first_audio_delta")
     first_text = _mark(turn, "first_text_delta")
-    done = _mark(turn, "response_done")
-    stopped = _mark(turn, "speech_stopped")
+    return {
+        "ttfa_ms": _ms(first_audio, end),
+        "ttft_ms": _ms(first_text, end),
+        "ttfa_created_ms": _ms(first_audio, created),
+        "ttft_created_ms": _ms(first_text, created),
+        "response_created_ms": _ms(created, end),
+        "speech_stopped_ms": _ms(_mark(turn, "speech_stopped"), end),
+        "e2e_ms": _ms(_mark(turn, "response_done"), end),
+    }
 
+
+def latency_metrics(turn, *, jitter_buffer_ms: float = 0.0) -> dict[str, float]:
+    """Latency and delivery metrics of one realtime turn (the ``Turn`` contract in docs/architecture.md).
+
+    Reference point "end of user speech" is the mark ``speech_end_sent`` (fallback ``last_audio_sent``).
+    A mark that is missing falls back to the first matching received event; if that is missing too the
+    metric is ``NaN``. Returned keys:
+
+    - the :data:`LATENCY_NAMES` of :func:`latencies` (``ttfa_ms`` ... ``e2e_ms``)
+    - ``reply_duration_s``: reply audio length; ``chunk_count``: audio deltas received
+    - ``delivery_rtf``: reply audio seconds per second of receiving (first to last chunk); > 1 is
+      faster than real time; NaN with fewer than two chunks
+    - ``gap_p95_ms`` / ``gap_max_ms``: inter-chunk arrival gaps
+    - ``underrun_count`` / ``underrun_ms``: audible gaps of a player starting at the first chunk
+      (+ ``jitter_buffer_ms``), see :func:`playback_underruns`
+    """
     sr = getattr(turn, "sample_rate", None) or 24000
     chunks = sorted((float(t), int(n)) for t, n in (getattr(turn, "audio_chunks", None) or ()))
     audio = getattr(turn, "audio", None)
@@ -225,13 +251,7 @@ def latency_metrics(turn, *, jitter_buffer_ms: float = 0.0) -> dict[str, float]:
     under_n, under_ms = playback_underruns(chunks, sr, jitter_buffer_ms=jitter_buffer_ms)
 
     return {
-        "ttfa_ms": _ms(first_audio, end),
-        "ttft_ms": _ms(first_text, end),
-        "ttfa_created_ms": _ms(first_audio, created),
-        "ttft_created_ms": _ms(first_text, created),
-        "response_created_ms": _ms(created, end),
-        "speech_stopped_ms": _ms(stopped, end),
-        "e2e_ms": _ms(done, end),
+        **latencies(turn),
         "reply_duration_s": float(reply_s),
         "delivery_rtf": float(rtf),
         "chunk_count": len(chunks),
@@ -314,33 +334,46 @@ def loudness_lufs(x, sr) -> float:
 
 
 def _frame_powers(a: np.ndarray, sr: int, frame_ms: float = 20.0, hop_ms: float = 10.0) -> np.ndarray:
-    n = max(1, int(round(sr * frame_ms / 1000)))
-    hop = max(1, int(round(sr * hop_ms / 1000)))
-    if a.shape[0] < n:
-        return np.array([np.mean(a * a)]) if a.size else np.zeros(0)
-    frames = np.lib.stride_tricks.sliding_window_view(a * a, n)[::hop]
-    return frames.mean(axis=1)
+    from .audio import frame_power  # the one frame-energy implementation (issue 12)
+
+    return frame_power(a, max(1, int(round(sr * frame_ms / 1000))), max(1, int(round(sr * hop_ms / 1000))))
 
 
-def snr_db(x, sr, *, noise_percentile: float = 10.0, signal_percentile: float = 70.0) -> float:
-    """Energy-based SNR estimate in dB (no reference needed).
+#: Cap of :func:`snr_db` (a digital-silence background would otherwise give ~100+ dB).
+SNR_CAP_DB = 90.0
 
-    20 ms frames (10 ms hop): the noise power is the mean of the frames at or below the
-    ``noise_percentile`` frame power, the signal power the mean of the frames at or above
-    ``signal_percentile`` minus the noise power. Assumes the clip has pauses (speech does) and
-    stationary noise. Capped by the :data:`FLOOR_DB` noise floor (digital silence -> about 120 dB);
-    NaN for empty audio.
-    """
+
+def speech_snr(energy_db, probs) -> tuple[float, float, float]:
+    """``(snr, speech level, background level)`` in dB from per-frame energies and Silero speech
+    probabilities of the same frames: median energy of the speech frames (p > 0.5) minus the median of
+    the non-speech frames (p < 0.2), or their 5th percentile of all frames when there are fewer than 10
+    non-speech frames (0.32 s); capped at :data:`SNR_CAP_DB`. NaN triple without speech frames.
+
+    The one SNR estimator (issue 12): :func:`snr_db`, ``qvtools check`` (its calibrated thresholds,
+    :data:`qvtools.preflight.THRESHOLDS`) and the local service's degraded-clone decision use it."""
+    energy_db = np.asarray(energy_db, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    speech = energy_db[probs > 0.5]
+    if len(speech) == 0:
+        return NAN, NAN, NAN
+    background = energy_db[probs < 0.2]
+    bg = float(np.median(background)) if len(background) >= 10 else float(np.percentile(energy_db, 5))
+    sp = float(np.median(speech))
+    return min(sp - bg, SNR_CAP_DB), sp, bg
+
+
+def snr_db(x, sr) -> float:
+    """Estimated SNR of speech in dB (no reference needed): :func:`speech_snr` on Silero VAD's 32 ms
+    frames at 16 kHz (:mod:`qvtools.vad`). NaN for empty audio or audio without speech."""
+    from . import vad
+    from .audio import frame_energy_db, resample
+
     a, sr = _mono(x, sr)
-    p = _frame_powers(a, sr)
-    if p.size == 0:
+    if a.size == 0:
         return NAN
-    lo, hi = np.percentile(p, [noise_percentile, signal_percentile])
-    noise = max(float(p[p <= lo].mean()), 10 ** (FLOOR_DB / 10))
-    signal = float(p[p >= hi].mean()) - noise
-    if signal <= 0:
-        return 0.0
-    return 10.0 * math.log10(signal / noise)
+    x16 = resample(a.astype(np.float32), sr, vad.SAMPLE_RATE)
+    probs = vad.speech_probabilities(x16, vad.SAMPLE_RATE)
+    return speech_snr(frame_energy_db(x16, vad.FRAME_SAMPLES, n_frames=len(probs)), probs)[0]
 
 
 def silence_ratio(x, sr, *, threshold_dbfs: float = -50.0) -> float:

@@ -42,9 +42,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import vad
-from .audio import AudioInfo, AudioSource, load, probe, resample, to_mono, wav_bytes
+from . import spec, vad
+from .audio import AudioInfo, AudioSource, frame_energy_db, load, probe, resample, to_mono, wav_bytes
 from .errors import InvalidAudio
+from .metrics import FLOOR_DB, loudness_lufs, speech_snr
 
 __all__ = [
     "Row",
@@ -70,16 +71,15 @@ STATUSES = ("pass", "warn", "fail")
 _RANK = {s: i for i, s in enumerate(STATUSES)}
 
 # --- documented limits (protocol reference §2.4, SEED) ---------------------------------------
-MAX_FILE_BYTES = 10 * 1024 * 1024  # "Size < 10 MB"
-#: "Exceeded limit on max bytes per data-uri item : 10485760" (protocol reference §3)
-MAX_DATA_URL_BYTES = 10485760
-MAX_DURATION_S = 60.0  # "max 60 s" (Audio.DurationLimitError)
-RECOMMENDED_DURATION_S = (10.0, 20.0)  # "10-20 s recommended"
-MIN_SAMPLE_RATE = 24000  # ">= 24 kHz" (Audio.AudioRateError)
-MIN_CONTINUOUS_SPEECH_S = 3.0  # ">= 3 s of continuous clear speech"
-MAX_PAUSE_S = 2.0  # "Other pauses <= 2 s"
-#: Gaps shorter than this (commas, breaths) do not interrupt "continuous" speech (house reading).
-CONTINUITY_GAP_S = 0.6
+# Defined once in qvtools.spec (issue 12); re-exported here because reports and tests name them.
+MAX_FILE_BYTES = spec.MAX_FILE_BYTES  # "Size < 10 MB"
+MAX_DATA_URL_BYTES = spec.MAX_DATA_URL_BYTES  # "... max bytes per data-uri item : 10485760" (§3)
+MAX_DURATION_S = spec.MAX_DURATION_S  # "max 60 s" (Audio.DurationLimitError)
+RECOMMENDED_DURATION_S = spec.RECOMMENDED_DURATION_S  # "10-20 s recommended"
+MIN_SAMPLE_RATE = spec.MIN_SAMPLE_RATE  # ">= 24 kHz" (Audio.AudioRateError)
+MIN_CONTINUOUS_SPEECH_S = spec.MIN_CONTINUOUS_SPEECH_S  # ">= 3 s of continuous clear speech"
+MAX_PAUSE_S = spec.MAX_PAUSE_S  # "Other pauses <= 2 s"
+CONTINUITY_GAP_S = spec.CONTINUITY_GAP_S  # gaps shorter than this are bridged (house reading)
 
 #: Heuristic thresholds of the content detectors. Calibrated on the shared speech test set
 #: (12 clean clips, 8 defective ones; see tests/test_calibration.py for the measured table).
@@ -243,23 +243,8 @@ class PreparedClip:
 
 
 def _frame_energy_db(x16: np.ndarray, n_frames: int) -> np.ndarray:
-    n = n_frames * vad.FRAME_SAMPLES
-    y = x16[:n] if len(x16) >= n else np.pad(x16, (0, n - len(x16)))
-    fr = y.reshape(n_frames, vad.FRAME_SAMPLES).astype(np.float64)
-    return 10.0 * np.log10(np.mean(fr * fr, axis=1) + 1e-12)
-
-
-def _snr_db(energy_db: np.ndarray, probs: np.ndarray) -> tuple[float, float, float]:
-    """(snr, speech level, background level) in dB: median energy of speech frames (p > 0.5)
-    minus the median of non-speech frames (p < 0.2), or their 5th percentile when the clip has
-    fewer than 10 non-speech frames (0.32 s)."""
-    speech = energy_db[probs > 0.5]
-    if len(speech) == 0:
-        return float("nan"), float("nan"), float("nan")
-    background = energy_db[probs < 0.2]
-    bg = float(np.median(background)) if len(background) >= 10 else float(np.percentile(energy_db, 5))
-    sp = float(np.median(speech))
-    return min(sp - bg, 90.0), sp, bg
+    """Energy (dB) of the VAD's 32 ms frames, one per speech probability (qvtools.audio.frame_energy_db)."""
+    return frame_energy_db(x16, vad.FRAME_SAMPLES, n_frames=n_frames)
 
 
 def _background_tonality(x16: np.ndarray, probs: np.ndarray) -> float:
@@ -275,7 +260,7 @@ def _background_tonality(x16: np.ndarray, probs: np.ndarray) -> float:
     frames = np.lib.stride_tricks.sliding_window_view(np.pad(x16, (0, n_fft)), n_fft)[::hop]
     t = np.arange(len(frames)) * hop / vad.SAMPLE_RATE
     pf = np.interp(t, np.arange(len(probs)) * vad.FRAME_S, probs)
-    energy = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    energy = frame_energy_db(x16, n_fft, hop, n_frames=len(frames))
     keep = (pf < 0.5) & (energy > np.percentile(energy, 95) - 45)
     keep[0] = False
     if keep.sum() < 6:
@@ -354,28 +339,8 @@ def _speaker_spread(x16: np.ndarray, probs: np.ndarray, max_windows: int = 16) -
     return float(np.percentile(sims[np.triu_indices(len(starts), 1)], 5)), len(starts)
 
 
-def _loudness_lufs(x: np.ndarray, sr: int) -> float:
-    import pyloudnorm
-
-    if len(x) < int(0.4 * sr) + 1:
-        return float("nan")
-    with np.errstate(divide="ignore"):
-        value = float(pyloudnorm.Meter(sr).integrated_loudness(x.astype(np.float64)))
-    return value if math.isfinite(value) else float("-inf")
-
-
 def _pauses(segs: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [(a[1], b[0]) for a, b in zip(segs, segs[1:])]
-
-
-def _longest_continuous(segs: list[tuple[float, float]]) -> float:
-    merged: list[list[float]] = []
-    for s, e in segs:
-        if merged and s - merged[-1][1] < CONTINUITY_GAP_S:
-            merged[-1][1] = e
-        else:
-            merged.append([s, e])
-    return max((e - s for s, e in merged), default=0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,9 +448,9 @@ def check(src: AudioSource, *, transcript: str | None = None) -> PreflightReport
     # --- content: VAD-based rows ---
     x16 = resample(mono, sr, vad.SAMPLE_RATE)
     probs = vad.speech_probabilities(x16, vad.SAMPLE_RATE)
-    segs = vad.segments_from_probabilities(probs, dur, min_speech_ms=250, min_silence_ms=300, pad_ms=30)
+    segs = vad.segments_from_probabilities(probs, dur)  # the defaults the service uses too
     measures["speech_segments"] = segs
-    longest = _longest_continuous(segs)
+    longest = vad.longest_continuous(segs)  # one implementation, shared with the service
     measures["longest_speech_s"] = longest
     clim = f">= {MIN_CONTINUOUS_SPEECH_S:g} s (gaps < {CONTINUITY_GAP_S:g} s bridged)"
     # ">= 3 s of continuous clear speech" (§2.4)
@@ -520,7 +485,7 @@ def check(src: AudioSource, *, transcript: str | None = None) -> PreflightReport
 
     # SNR: "no background sound ... no noise" (§2.4)
     energy = _frame_energy_db(x16, len(probs))
-    snr, sp_db, bg_db = _snr_db(energy, probs)
+    snr, sp_db, bg_db = speech_snr(energy, probs)  # the one SNR (metrics), as the service
     measures.update(snr_db=snr, speech_level_db=sp_db, background_level_db=bg_db)
     t = THRESHOLDS
     slim = f">= {t['snr_warn_db']:g} dB (fail < {t['snr_fail_db']:g} dB; calibrated)"
@@ -547,7 +512,7 @@ def check(src: AudioSource, *, transcript: str | None = None) -> PreflightReport
         rows.append(Row("clipping", "pass", clip_ratio, climit))
 
     # loudness (BS.1770 via pyloudnorm; house range)
-    lufs = _loudness_lufs(mono, sr)
+    lufs = loudness_lufs(mono, sr)  # the one loudness (metrics): silence -> FLOOR_DB
     measures["loudness_lufs"] = lufs
     llim = f"{t['loudness_low_lufs']:g} to {t['loudness_high_lufs']:g} LUFS"
     if not math.isfinite(lufs) or lufs < t["loudness_low_lufs"]:
@@ -692,7 +657,7 @@ def prepare(src: AudioSource, *, allow_upsample: bool = False, target_lufs: floa
 
     x16 = resample(x, sr, vad.SAMPLE_RATE)
     probs = vad.speech_probabilities(x16, vad.SAMPLE_RATE)
-    segs = vad.segments_from_probabilities(probs, dur, min_speech_ms=250, min_silence_ms=300, pad_ms=30)
+    segs = vad.segments_from_probabilities(probs, dur)  # the defaults the service uses too
     if not segs:
         raise InvalidAudio("no speech found in the recording; nothing to prepare")
 
@@ -707,7 +672,7 @@ def prepare(src: AudioSource, *, allow_upsample: bool = False, target_lufs: floa
             fine = vad.segments_from_probabilities(probs, dur, min_speech_ms=100, min_silence_ms=100, pad_ms=30)
             choice = _choose_window(fine, lo, hi)
             if choice is None:
-                choice = _choose_window(fine, min(lo, 3.0), hi)
+                choice = _choose_window(fine, min(lo, MIN_CONTINUOUS_SPEECH_S), hi)  # at least the §2.4 minimum
         if choice is None:  # continuous speech longer than hi: cut at the least speech-like frame
             lim = int(min(len(probs), (start + hi) / vad.FRAME_S))
             first = int((start + lo) / vad.FRAME_S)
@@ -735,10 +700,10 @@ def prepare(src: AudioSource, *, allow_upsample: bool = False, target_lufs: floa
         y = np.concatenate(pieces)
 
     # peak-safe loudness normalisation (BS.1770 via pyloudnorm)
-    lufs = _loudness_lufs(y, sr)
+    lufs = loudness_lufs(y, sr)
     peak = float(np.max(np.abs(y))) if y.size else 0.0
     max_peak = 10 ** (max_peak_dbfs / 20)
-    if math.isfinite(lufs) and peak > 0:
+    if math.isfinite(lufs) and lufs > FLOOR_DB and peak > 0:  # FLOOR_DB: every block gated out, not measurable
         gain_db = target_lufs - lufs
         peak_db = 20 * math.log10(peak)
         if peak_db + gain_db > max_peak_dbfs:

@@ -11,6 +11,8 @@ runs across the rows of a batch and is carried between batches.
 
 - :func:`speech_probabilities` -- one speech probability per 32 ms frame (:data:`FRAME_S`).
 - :func:`speech_segments` -- speech regions in seconds (offline, used by preflight).
+- :func:`longest_continuous_speech` -- the §2.4 "continuous speech" measure (gaps < 0.6 s bridged),
+  shared by preflight and the local service.
 - :class:`StreamingVAD` -- incremental ``speech_started`` / ``speech_stopped`` events with the
   realtime API's ``server_vad`` knobs (``threshold``, ``prefix_padding_ms``,
   ``silence_duration_ms``; protocol reference §4.2, §4.4), used by the local service.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import spec
 from .audio import as_mono, from_pcm16
 from .errors import ConfigError
 
@@ -37,6 +40,8 @@ __all__ = [
     "speech_probabilities",
     "speech_segments",
     "segments_from_probabilities",
+    "longest_continuous",
+    "longest_continuous_speech",
     "VADEvent",
     "StreamingVAD",
 ]
@@ -180,6 +185,30 @@ def speech_segments(x: np.ndarray, sr: int, *, threshold: float = 0.5, min_speec
     probs = speech_probabilities(x, sr)
     return segments_from_probabilities(probs, x.shape[0] / int(sr), threshold=threshold,
                                        min_speech_ms=min_speech_ms, min_silence_ms=min_silence_ms, pad_ms=pad_ms)
+
+
+def longest_continuous(segments, max_gap_s: float | None = None) -> float:
+    """Seconds of the longest continuous speech in ``[(start_s, end_s), ...]``: segments whose gap is
+    shorter than ``max_gap_s`` (default :data:`qvtools.spec.CONTINUITY_GAP_S`, 0.6 s: a comma or a
+    breath) are bridged into one run. 0.0 without segments.
+
+    The one implementation of "≥ 3 s of continuous clear speech" (§2.4 of the protocol reference):
+    ``qvtools check`` (:mod:`qvtools.preflight`) and the local service's create use it, so a clip the
+    check passes is not refused by the service (issue 12)."""
+    gap = spec.CONTINUITY_GAP_S if max_gap_s is None else float(max_gap_s)
+    merged: list[list[float]] = []
+    for s, e in segments:
+        if merged and s - merged[-1][1] < gap:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    return max((e - s for s, e in merged), default=0.0)
+
+
+def longest_continuous_speech(x: np.ndarray, sr: int) -> float:
+    """Seconds of the longest continuous speech of a recording: :func:`speech_segments` (defaults)
+    bridged by :func:`longest_continuous`. Compare with :data:`qvtools.spec.MIN_CONTINUOUS_SPEECH_S`."""
+    return longest_continuous(speech_segments(x, sr))
 
 
 def _check_threshold(threshold: float) -> None:

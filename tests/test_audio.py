@@ -164,3 +164,33 @@ def test_data_url_roundtrip():
 def test_bad_sources(src, exc):
     with pytest.raises(exc):
         audio.load(src)
+
+
+def test_frame_power_is_the_one_frame_energy(rng=None):
+    """qvtools.audio.frame_power / frame_energy_db reproduce, bit for bit, the three copies they replace
+    (preflight VAD frames, metrics 20 ms / 10 ms frames, server.voice centred 25 ms frames; issue 12)."""
+    from qvtools.audio import frame_energy_db, frame_power
+
+    rng = np.random.default_rng(1)
+    for n in (100, 511, 5000, 112123):
+        x = (rng.standard_normal(n) * 0.1).astype(np.float32)
+        # preflight: non-overlapping 512-sample frames, zero-padded to n_frames
+        nf = n // 512 + 2
+        y = np.pad(x, (0, nf * 512 - n)).reshape(nf, 512).astype(np.float64)
+        assert np.array_equal(frame_energy_db(x, 512, n_frames=nf), 10 * np.log10(np.mean(y * y, axis=1) + 1e-12))
+        # metrics: sliding 20 ms frames, 10 ms hop, no padding; shorter than a frame -> its own power
+        a = x.astype(np.float64)
+        want = (np.lib.stride_tricks.sliding_window_view(a * a, 480)[::240].mean(axis=1) if n >= 480
+                else np.array([np.mean(a * a)]))
+        assert np.array_equal(frame_power(a, 480, 240), want)
+        # server.voice: 25 ms windows centred on a fractional hop, eps 1e-10
+        sr, hop, win = 16000, 80.0, 400
+        m = int(n / hop) + 1
+        pad = np.pad(a, (win // 2, win))
+        idx = (np.arange(m) * hop).astype(int)[:, None] + np.arange(win)[None, :]
+        fr = pad[np.minimum(idx, len(pad) - 1)]
+        starts = (np.arange(m) * hop).astype(int) - win // 2
+        assert np.array_equal(frame_energy_db(a, win, starts=starts, eps=1e-10),
+                              10 * np.log10(np.mean(fr ** 2, axis=1) + 1e-10))
+    assert frame_power(np.zeros(0), 512).size == 0
+    assert frame_energy_db(np.zeros(1024), 512)[0] == pytest.approx(-120.0)

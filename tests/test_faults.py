@@ -246,7 +246,7 @@ def test_added_latency_is_visible_in_the_turn_marks(svc):
     assert base.status == slow.status == "completed"
     assert created_gap(base) < 0.4
     assert created_gap(slow) >= 0.78
-    assert slow.latency()["ttft_ms"] >= 780 and slow.latency()["created_ms"] >= 780
+    assert slow.latency()["ttft_ms"] >= 780 and slow.latency()["response_created_ms"] >= 780
     assert rt_session != rt.session_id and len(svc.faults.fired("added_latency")) == 1
 
 

@@ -150,13 +150,30 @@ def test_loudness_short_and_silent():
     assert metrics.loudness_lufs(np.zeros(16000), 16000) == metrics.FLOOR_DB
 
 
-def test_snr_estimate_of_bursts_in_noise(rng):
-    sr = 16000
-    tone = sine(300, sr, 4.0, amp=0.3)                       # power 0.045
-    gate = (np.arange(tone.size) // (sr // 2)) % 2 == 0       # 0.5 s on / 0.5 s off
-    noise = rng.normal(0, 0.3 / math.sqrt(2) / 10 ** (20 / 20), tone.size)  # 20 dB below the tone
-    assert metrics.snr_db(tone * gate + noise, sr) == pytest.approx(20.0, abs=1.5)
-    assert metrics.snr_db(tone * gate, sr) > 90
+def test_snr_is_one_estimator_shared_with_preflight(speech_data, rng):
+    """metrics.snr_db is the VAD-based estimator preflight's calibrated thresholds use (issue 12: one SNR)."""
+    from qvtools import preflight
+    from qvtools.audio import load
+
+    x, sr = load(speech_data / "clean/en_F_ljspeech_LJ001-0001.wav")
+    clean = metrics.snr_db(x, sr)
+    assert clean >= 18.0  # clean set minimum 18.4 dB (preflight THRESHOLDS)
+    noisy_x = (x + rng.normal(0, 1, x.size).astype(np.float32) * np.sqrt(np.mean(x ** 2))).astype(np.float32)
+    noisy = metrics.snr_db(noisy_x, sr)
+    assert noisy < preflight.THRESHOLDS["snr_warn_db"] < clean
+    rep = preflight.check((noisy_x, sr))
+    assert rep.measures["snr_db"] == noisy and rep["snr"].value == round(noisy, 1)
+    gated = np.concatenate([np.zeros(sr, np.float32), x, np.zeros(sr, np.float32)])  # digital-silence pauses
+    assert metrics.snr_db(gated, sr) == metrics.SNR_CAP_DB
+    assert math.isnan(metrics.snr_db(np.zeros(2 * sr), sr))  # no speech, no estimate
+    assert math.isnan(metrics.snr_db(np.zeros(0), sr))
+
+
+def test_speech_snr_from_frames():
+    energy = np.array([-20.0] * 20 + [-50.0] * 20)
+    probs = np.array([0.9] * 20 + [0.05] * 20)
+    assert metrics.speech_snr(energy, probs) == (30.0, -20.0, -50.0)
+    assert all(math.isnan(v) for v in metrics.speech_snr(energy, np.zeros(40)))
 
 
 def test_silence_ratio():

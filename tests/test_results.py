@@ -156,6 +156,25 @@ def test_bootstrap_ci_contains_median(rng):
     assert lo < np.median(v) < hi and hi - lo < 0.6
 
 
+def test_bootstrap_ci_is_scipy_bootstrap():
+    """bootstrap_ci now calls scipy.stats.bootstrap; these are the numbers of the former loop (issue 12)."""
+    def former(v, stat, ci=0.95, n_boot=1000, seed=0):
+        rng = np.random.default_rng(seed)
+        boots = np.array([stat(v[rng.integers(0, v.size, v.size)]) for _ in range(n_boot)])
+        return tuple(float(b) for b in np.percentile(boots, [100 * (1 - ci) / 2, 100 * (1 + ci) / 2]))
+
+    for n in (2, 5, 6, 37, 200):
+        v = np.random.default_rng(n).lognormal(6, 0.3, n)
+        # same resamples, same percentiles; scipy's reductions run in another order: equal to the last bit or two
+        for stat in (np.median, np.mean):
+            assert results.bootstrap_ci(v, stat, seed=3) == pytest.approx(former(v, stat, seed=3), rel=1e-14, abs=0)
+        assert results.bootstrap_ci(v, ci=0.9, n_boot=300) == pytest.approx(former(v, np.median, ci=0.9, n_boot=300),
+                                                                          rel=1e-14, abs=0)
+    assert results.bootstrap_ci([4.0, np.nan]) == (4.0, 4.0)
+    assert results.bootstrap_ci(np.full(10, 2.0)) == (2.0, 2.0)
+    assert all(math.isnan(b) for b in results.bootstrap_ci([np.nan]))
+
+
 # --------------------------------------------------------------------------- any model names (issue 9 item 2)
 
 Q3, Q38, NEW = "qwen3-omni-flash-realtime", "qwen3.8-omni-flash-realtime", "qwen9-omni-giga-realtime"

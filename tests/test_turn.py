@@ -207,3 +207,25 @@ def test_server_text_is_redacted_in_error_and_saved_events(tmp_path):
     assert key not in tr.turn.error and "***" in tr.turn.error
     tr.turn.save(tmp_path / "t")
     assert key not in (tmp_path / "t.json").read_text()
+
+
+def test_latency_speaks_the_metrics_vocabulary(tmp_path):
+    """Turn.latency() and metrics.latency_metrics share names and the NaN convention (issue 12)."""
+    import json
+    import math
+
+    from qvtools import metrics
+
+    tr = TurnTracker("m")
+    tr.mark("speech_end_sent", 2.5)
+    feed_all(tr, [e for e in VAD_SEQUENCE if "speech_stopped" not in e[1]])  # no server VAD stop
+    turn = tr.result()
+    lat = turn.latency()
+    assert tuple(lat) == metrics.LATENCY_NAMES
+    assert lat["response_created_ms"] == pytest.approx(500.0) and lat["e2e_ms"] == pytest.approx(1300.0)
+    assert math.isnan(lat["speech_stopped_ms"])  # missing: NaN, as in the results columns
+    full = metrics.latency_metrics(turn)
+    assert all(full[k] == v or (math.isnan(full[k]) and math.isnan(v)) for k, v in lat.items())
+    _, js = turn.save(tmp_path / "t")
+    saved = json.loads(js.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert saved["latency"]["speech_stopped_ms"] is None and saved["latency"]["ttfa_ms"] == pytest.approx(1000.0)

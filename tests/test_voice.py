@@ -196,3 +196,25 @@ def test_unvoiced_codebook_from_noise_bursts():
     assert np.allclose(back.codebook_unvoiced_db, cb)
     y = convert(x, SR, prof)
     assert np.all(np.isfinite(y)) and np.max(np.abs(y)) <= 0.99
+
+
+def test_voice_uses_the_shared_resampler_and_keeps_its_f0():
+    """server.voice resamples with qvtools.audio.resample, bit-identical to its former float64 soxr call
+    (issue 12). Its WORLD F0 stays its own: metrics.f0_contour resamples to 8 kHz and runs DIO at speed 2,
+    which does not reproduce the F0 WORLD resynthesis needs on the analysis grid."""
+    import soxr
+
+    from qvtools import metrics
+
+    rng = np.random.default_rng(3)
+    for a, b in [(24000, 16000), (44100, 16000), (22050, 16000), (16000, 10000), (16000, 24000)]:
+        x = rng.standard_normal(48001) * 0.2
+        assert np.array_equal(voice._resample(x, a, b), soxr.resample(x, a, b).astype(np.float64))
+    x = rng.standard_normal(100)
+    assert voice._resample(x, 16000, 16000) is x
+    sr = 24000
+    t = np.arange(sr) / sr
+    y = 0.3 * np.sin(2 * np.pi * 150 * t) + 0.1 * np.sin(2 * np.pi * 450 * t)
+    f0, _ = voice._world_f0(voice._pw(), y, sr, 5.0)
+    _, f0_metrics = metrics.f0_contour(y, sr, frame_period_ms=5.0)
+    assert len(f0) == len(f0_metrics) and not np.array_equal(f0, f0_metrics)

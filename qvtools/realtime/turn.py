@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from ..audio import from_pcm16, wav_bytes
 from ..errors import redact_text
+from ..metrics import latencies
 from .events import SERVER_EVENT_TYPES, Event, parse
 
 __all__ = ["TimedEvent", "Turn", "TurnTracker", "MARKS", "TURN_STATUSES"]
@@ -64,12 +66,6 @@ class TimedEvent:
         return {"t": self.t, "type": self.type, "data": self.data}
 
 
-def _ms(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None:
-        return None
-    return 1000.0 * (b - a)
-
-
 @dataclass
 class Turn:
     """Everything measured about one user utterance and the reply to it."""
@@ -102,25 +98,11 @@ class Turn:
         return len(self.audio) / float(self.sample_rate) if self.sample_rate else 0.0
 
     def latency(self) -> dict:
-        """Latencies in ms (None when a mark is missing).
-
-        - ``ttfa_ms`` / ``ttft_ms``: end of user speech -> first ``response.audio.delta`` / first
-          transcript (or text) delta;
-        - ``ttfa_created_ms`` / ``ttft_created_ms``: the same from ``response.created``
-          (what the SDK's own metrics measure, SDK notes §1.3);
-        - ``e2e_ms``: end of user speech -> ``response.done``;
-        - ``vad_ms``: end of user speech -> ``speech_stopped``; ``created_ms``: -> ``response.created``.
-        """
-        m, end = self.marks, self.speech_end
-        return {
-            "ttfa_ms": _ms(end, m.get("first_audio_delta")),
-            "ttft_ms": _ms(end, m.get("first_text_delta")),
-            "ttfa_created_ms": _ms(m.get("response_created"), m.get("first_audio_delta")),
-            "ttft_created_ms": _ms(m.get("response_created"), m.get("first_text_delta")),
-            "e2e_ms": _ms(end, m.get("response_done")),
-            "vad_ms": _ms(end, m.get("speech_stopped")),
-            "created_ms": _ms(end, m.get("response_created")),
-        }
+        """Latencies in ms, NaN when a mark is missing: :func:`qvtools.metrics.latencies`, the same names
+        and convention as the results columns (``ttfa_ms``, ``ttft_ms``, ``ttfa_created_ms``,
+        ``ttft_created_ms``, ``response_created_ms``, ``speech_stopped_ms``, ``e2e_ms``; issue 12).
+        Saved turn JSON writes a missing value as ``null`` (JSON has no NaN)."""
+        return latencies(self)
 
     # -------------------------------------------------------------------------------- persistence
     def to_dict(self) -> dict:
@@ -131,7 +113,8 @@ class Turn:
             "marks": dict(self.marks), "sample_rate": self.sample_rate,
             "audio_chunks": [list(c) for c in self.audio_chunks],
             "user_transcript": self.user_transcript, "assistant_transcript": self.assistant_transcript,
-            "usage": self.usage, "user_item_id": self.user_item_id, "latency": self.latency(),
+            "usage": self.usage, "user_item_id": self.user_item_id,
+            "latency": {k: (v if math.isfinite(v) else None) for k, v in self.latency().items()},
             "events": [e.to_dict() for e in self.events],
         }
 

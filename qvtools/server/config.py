@@ -68,12 +68,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .. import spec
 from ..catalog import ENROLLMENT_TARGET_MODELS
 
 __all__ = ["ServiceConfig", "MAX_DATA_URI_BYTES", "REQUEST_MEMORY_BUDGET_MB"]
 
-#: "Exceeded limit on max bytes per data-uri item : 10485760" (protocol reference §3, §2.1: < 10 MB encoded).
-MAX_DATA_URI_BYTES = 10_485_760
+#: "Exceeded limit on max bytes per data-uri item : 10485760" (protocol reference §3, §2.1), from qvtools.spec.
+MAX_DATA_URI_BYTES = spec.MAX_DATA_URL_BYTES
 #: Peak memory growth one create may cause (MB), for the largest accepted upload or a hostile one
 #: (README "Reliability"); the bounds above are chosen so that it holds.
 REQUEST_MEMORY_BUDGET_MB = 128
@@ -104,13 +105,13 @@ class ServiceConfig:
     #: Largest request body read at all; the body is read in chunks and refused once past it.
     max_body_bytes: int = MAX_DATA_URI_BYTES + 64 * 1024
     #: "max 60 s" (§2.4).
-    max_audio_s: float = 60.0
+    max_audio_s: float = spec.MAX_DURATION_S
     #: "Sample rate ≥ 24 kHz" (§2.4).
-    min_sample_rate: int = 24000
+    min_sample_rate: int = spec.MIN_SAMPLE_RATE
     #: "≥ 3 s of continuous clear speech" (§2.4), measured with Silero VAD.
-    min_continuous_speech_s: float = 3.0
+    min_continuous_speech_s: float = spec.MIN_CONTINUOUS_SPEECH_S
     #: MIME types accepted in the data URL (§2.1).
-    allowed_mime: tuple = ("audio/wav", "audio/mpeg", "audio/mp4")
+    allowed_mime: tuple = spec.ALLOWED_MIME
 
     # --- enrollment HTTP: input bounds, resources, target models, degraded clones (issue 13 items 2-4,
     # --- issue 9; qvtools/server/app.py, enrollment.py; README "Reliability") ---------------------------

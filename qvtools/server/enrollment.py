@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ..catalog import OMNI_CLONE_PREFIX
 from ..config import ENROLLMENT_MODEL
-from ..enrollment import LANGUAGES, NAME_PATTERN
+from ..spec import LANGUAGES, NAME_PATTERN
 from .app import ServiceError, authenticate, new_request_id, read_json
 from .config import ServiceConfig
 from .store import QuotaExceeded, VoiceRecord, VoiceStore, accepts_target_model
@@ -163,10 +163,10 @@ def process_enrollment_audio(raw: bytes, config: ServiceConfig, mime: str | None
     store_sr = min(sr, int(config.store_sample_rate))
     if sr != store_sr:
         x = audio.resample(x, sr, store_sr)
-    from ..vad import speech_segments
+    from ..vad import longest_continuous, speech_segments
 
     segments = speech_segments(x, store_sr)
-    longest = max((end - start for start, end in segments), default=0.0)
+    longest = longest_continuous(segments)  # gaps < spec.CONTINUITY_GAP_S bridged, as qvtools check (issue 12)
     # "≥ 3 s of continuous clear speech" (§2.4) -> Audio.PreprocessError (§3 second message).
     if not segments:
         raise ServiceError(400, "Audio.PreprocessError", "Audio preprocess error.")

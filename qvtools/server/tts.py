@@ -13,13 +13,13 @@ downloaded at run time). The ONNX session runs with at most two threads.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Iterator
 
 import numpy as np
 
 from ..errors import ConfigError
+from .sentences import split_sentences  # re-exported: tests and data/make_samples.py use it here
 
 __all__ = ["Synthesizer", "split_sentences", "VOICE_NAME", "engine_for_language", "synthesis_languages",
            "PIPER_LANGUAGES"]
@@ -35,22 +35,6 @@ _PEAK = 0.8  # Piper normalizes each sentence to full scale; bring it down to th
 #: Languages Piper speaks here (one English voice). Measured against Kokoro for English in
 #: benchmarks/bench_languages.py: see engine_for_language.
 PIPER_LANGUAGES = frozenset({"en"})
-
-# Latin punctuation ends a sentence before whitespace; CJK full-width punctuation (。！？；：…) ends one
-# even without whitespace (Chinese and Japanese put no space after it). Closing quotes and brackets
-# stay with the sentence they close. Boundaries become newlines, then the text is split at newlines.
-_LATIN_END = re.compile(r"([.!?;:]+[\"'\u201d\u2019)\]]*)\s+")
-_CJK_END = re.compile(r"([。！？；：…]+[\u201d\u2019」』）]*)\s*")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split text into sentence-sized pieces (after . ! ? ; : followed by space, after 。！？；：… ,
-    or at newlines); empty pieces dropped."""
-    if not isinstance(text, str):
-        raise ConfigError(f"text must be a string, got {type(text).__name__}")
-    marked = _CJK_END.sub("\\1\n", _LATIN_END.sub("\\1\n", text))
-    return [p.strip() for p in marked.split("\n") if p.strip()]
-
 
 class Synthesizer:
     """Piper TTS, loaded lazily and once per instance; safe to share between threads.

@@ -40,6 +40,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import ConfigError
+from .sentences import split_sentences
 
 __all__ = ["KokoroSynthesizer", "CALIBRATION_TEXTS", "KOKORO_LANGUAGES", "ESPEAK_LANGUAGES", "KOKORO_VOICES", "DEFAULT_VOICE",
            "SAMPLE_RATE", "MODEL_NAME"]
@@ -157,12 +158,6 @@ def _g2p(language: str):
                 fn = (lambda t, v: lambda text: t.phonemize(text, v))(tok, voice)
             _shared[key] = fn
     return _shared[key]
-
-
-def _split_sentences(text: str) -> list[str]:
-    from .tts import split_sentences
-
-    return split_sentences(text)
 
 
 # Time to first audio: a long first sentence is cut at its first clause mark after this many
@@ -286,7 +281,7 @@ class KokoroSynthesizer:
     def stream(self, text: str, *, length_scale: float = 1.0) -> Iterator[tuple[str, np.ndarray]]:
         """Yield ``(sentence, samples)`` per sentence; every piece but the last ends with a short pause.
         A long first sentence is yielded in two pieces, cut at a clause mark (time to first audio)."""
-        pieces = _split_first(_split_sentences(text), self.language)
+        pieces = _split_first(split_sentences(text), self.language)
         if not (0.5 <= float(length_scale) <= 2.0):  # Kokoro's speed range is [0.5, 2]
             raise ConfigError(f"length_scale must be within [0.5, 2] for Kokoro, got {length_scale}")
         if not pieces:

@@ -183,27 +183,35 @@ def _prepare(x, sr) -> tuple[np.ndarray, int]:
 
 
 def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """qvtools.audio.resample (issue 12: one resampler), returned as the float64 the WORLD analysis uses.
+    Bit-identical to the former float64 soxr call (soxr HQ computes in single precision either way;
+    tests/test_voice.py::test_voice_uses_the_shared_resampler_and_keeps_its_f0). Equal rates return ``x`` untouched (the
+    shared one would round it to float32)."""
     if sr_in == sr_out:
         return x
-    import soxr
+    from ..audio import resample
 
-    return soxr.resample(x, sr_in, sr_out).astype(np.float64)
+    return resample(x, sr_in, sr_out).astype(np.float64)
 
 
 def _world_f0(pw, x, sr, frame_ms):
+    # Not qvtools.metrics.f0_contour (issue 12): that one resamples to 8 kHz and runs DIO at speed 2 for
+    # metrics, so its values differ (tests/test_voice.py::test_voice_uses_the_shared_resampler_and_keeps_its_f0);
+    # WORLD resynthesis needs the F0 at the analysis rate and frame grid of the spectrum (pw.cheaptrick and
+    # pw.synthesize take this f0 and t), at full DIO resolution (speed 1).
     f0, t = pw.dio(x, sr, f0_floor=_F0_FLOOR_HZ, f0_ceil=_F0_CEIL_HZ, frame_period=frame_ms)
     f0 = pw.stonemask(x, f0, t, sr)
     return f0, t
 
 
 def _frame_energy_db(x: np.ndarray, sr: int, n_frames: int, frame_ms: float) -> np.ndarray:
-    hop = sr * frame_ms / 1000.0
+    """25 ms frames centred on the WORLD frame times (qvtools.audio.frame_energy_db, bit-identical to the
+    former local copy; eps 1e-10 kept: the speech mask and speaking-rate peaks were tuned with it)."""
+    from ..audio import frame_energy_db
+
     win = int(round(0.025 * sr))
-    pad = np.pad(x, (win // 2, win))
-    starts = (np.arange(n_frames) * hop).astype(int)
-    idx = starts[:, None] + np.arange(win)[None, :]
-    frames = pad[np.minimum(idx, len(pad) - 1)]
-    return 10.0 * np.log10(np.mean(frames ** 2, axis=1) + 1e-10)
+    starts = (np.arange(n_frames) * (sr * frame_ms / 1000.0)).astype(int) - win // 2
+    return frame_energy_db(x, win, starts=starts, eps=1e-10)
 
 
 def _speech_mask(energy_db: np.ndarray) -> np.ndarray:
