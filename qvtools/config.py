@@ -56,7 +56,6 @@ class Settings:
     base_url: str | None = None
     ws_url: str | None = None
     data_dir: Path = field(default_factory=_default_data_dir)
-    speech_dir: Path | None = None
     timeout_s: float = 30.0
 
     def __post_init__(self):
@@ -85,8 +84,6 @@ class Settings:
             kw["ws_url"] = env["QVTOOLS_WS_URL"].rstrip("/")
         if env.get("QVTOOLS_DATA_DIR"):
             kw["data_dir"] = Path(env["QVTOOLS_DATA_DIR"]).expanduser()
-        if env.get("QVTOOLS_SPEECH_DIR"):
-            kw["speech_dir"] = Path(env["QVTOOLS_SPEECH_DIR"]).expanduser()
         if env.get("QVTOOLS_TIMEOUT_S"):
             try:
                 kw["timeout_s"] = float(env["QVTOOLS_TIMEOUT_S"])

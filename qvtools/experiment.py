@@ -345,7 +345,6 @@ class TurnTask:
     voice_id: str | None
     voice_target_model: str | None
     prompt_path: str
-    prompt_text: str | None
     reference_path: str
     audio_dir: str | None
     realtime: bool = False
@@ -893,7 +892,7 @@ class Experiment:
                 audio[path] = path.read_bytes()
         return TurnTask(turn_id=turn_id(*key), run_id=self.run_dir.name, voice=vname, model=model, prompt=pname,
                         repeat=repeat, settings=self.workspace.settings, voice_id=vid, voice_target_model=target,
-                        prompt_path=str(prompt.path), prompt_text=prompt.text,
+                        prompt_path=str(prompt.path),
                         reference_path=str(voice.path), audio_dir=str(self.run_dir / AUDIO_DIR),
                         realtime=self.realtime, metrics=self.metrics, enroll_error=err,
                         simulated=self._simulated(), voice_fallback_mode=fb, voice_fallback_reason=reason,

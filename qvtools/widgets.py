@@ -326,7 +326,6 @@ class VoiceManager(widgets.VBox):
             self.status])
         self.add_class("qv-voice-manager")
         self._clip: bytes | None = None
-        self._clip_name: str | None = None
         self.refresh()
 
     # -- listing
@@ -357,7 +356,7 @@ class VoiceManager(widgets.VBox):
         """Run preflight on an uploaded clip and show the report; enables Create when it passes."""
         from . import preflight
 
-        self._clip, self._clip_name = bytes(data), name
+        self._clip = bytes(data)
         self.create_button.disabled = True
         try:
             self.report = preflight.check(self._clip)
