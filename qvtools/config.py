@@ -25,8 +25,9 @@ REGIONS = {
 _REGION_ALIASES = {"cn": "beijing", "cn-beijing": "beijing", "intl": "singapore",
                    "ap-southeast-1": "singapore", "sg": "singapore"}
 
-#: The two realtime target models a cloned voice is enrolled for by default (SEED §2.1); the full
-#: catalog of model families lives in :mod:`qvtools.catalog`.
+#: The two realtime target models a cloned voice is enrolled for by default (SEED §2.1;
+#: ../shared/reference/dashscope-protocol.md §2.1); the full catalog of model families lives in
+#: :mod:`qvtools.catalog`.
 TARGET_MODELS = DEFAULT_COMPARE_MODELS
 ENROLLMENT_MODEL = "qwen-voice-enrollment"
 ENROLLMENT_PATH = "/api/v1/services/audio/tts/customization"

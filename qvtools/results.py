@@ -517,7 +517,7 @@ PRICES_FORMAT = """A price table is a JSON file YOU write from the price page of
 
 Token prices are per ``per_tokens`` tokens (default 1,000,000) of each kind (usage.*_tokens_details); a model
 is matched by its exact name, else without a dated / -latest suffix. ``voice_creation`` (optional) prices
-each voice created by the run (SEED §2.4 bills creations after a free quota). Models without a price get no
+each voice created by the run (SEED §2.4 / protocol reference §2.4 bill creations after a free quota). Models without a price get no
 estimate."""
 
 
