@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import ipywidgets as widgets
-import numpy as np
 
 from .config import TARGET_MODELS
 from .errors import ConfigError, InvalidAudio, QVError

@@ -26,7 +26,6 @@ import copy
 import logging
 import queue
 import socket
-import struct
 import threading
 import time
 from typing import Any, Callable
