@@ -274,6 +274,23 @@ RUNNER_COLUMNS = ("audio_path", "session_s", "metrics_s", "turn_wall_s", "starte
                   "metrics_error")
 
 
+def test_a_failed_enrollment_row_holds_only_documented_columns(tmp_path):
+    """The runner's row for a turn whose voice could not be cloned (no network): every key is a column."""
+    from qvtools import experiment as ex
+    from qvtools.config import Settings
+
+    task = ex.TurnTask(turn_id="t0", run_id="r", voice="ava", model="qwen3.5-omni-flash-realtime", prompt="p",
+                       repeat=0, settings=Settings(region="local", data_dir=tmp_path), voice_id=None,
+                       voice_target_model=None, prompt_path=str(tmp_path / "p.wav"),
+                       reference_path=str(tmp_path / "ava.wav"), audio_dir=None, enroll_error="APIError: refused")
+    row, turn = ex.run_turn_detached(task)
+    assert turn is None and row["status"] == "failed" and row["error"] == "APIError: refused"
+    assert set(row) <= set(results.COLUMNS), sorted(set(row) - set(results.COLUMNS))
+    assert {"started_at", "finished_at", "session_s", "metrics_s", "turn_wall_s"} <= set(row)
+    df = results.to_frame([row])
+    assert list(df.columns) == list(results.COLUMNS) and df.loc[0, "session_s"] == 0.0
+
+
 @pytest.mark.slow  # a whole run (two turns) on the local service, ~10 s
 def test_every_key_of_a_recorded_run_is_a_documented_column(tmp_path, monkeypatch):
     """A tiny run on the local service (real sockets): every key of every turns.jsonl row is in COLUMNS,
