@@ -25,8 +25,9 @@ REGIONS = {
 _REGION_ALIASES = {"cn": "beijing", "cn-beijing": "beijing", "intl": "singapore",
                    "ap-southeast-1": "singapore", "sg": "singapore"}
 
-#: The two realtime target models a cloned voice is enrolled for by default (SEED §2.1); the full
-#: catalog of model families lives in :mod:`qvtools.catalog`.
+#: The two realtime target models a cloned voice is enrolled for by default (SEED §2.1;
+#: ../shared/reference/dashscope-protocol.md §2.1); the full catalog of model families lives in
+#: :mod:`qvtools.catalog`.
 TARGET_MODELS = DEFAULT_COMPARE_MODELS
 ENROLLMENT_MODEL = "qwen-voice-enrollment"
 ENROLLMENT_PATH = "/api/v1/services/audio/tts/customization"
@@ -56,7 +57,6 @@ class Settings:
     base_url: str | None = None
     ws_url: str | None = None
     data_dir: Path = field(default_factory=_default_data_dir)
-    speech_dir: Path | None = None
     timeout_s: float = 30.0
 
     def __post_init__(self):
@@ -85,8 +85,6 @@ class Settings:
             kw["ws_url"] = env["QVTOOLS_WS_URL"].rstrip("/")
         if env.get("QVTOOLS_DATA_DIR"):
             kw["data_dir"] = Path(env["QVTOOLS_DATA_DIR"]).expanduser()
-        if env.get("QVTOOLS_SPEECH_DIR"):
-            kw["speech_dir"] = Path(env["QVTOOLS_SPEECH_DIR"]).expanduser()
         if env.get("QVTOOLS_TIMEOUT_S"):
             try:
                 kw["timeout_s"] = float(env["QVTOOLS_TIMEOUT_S"])

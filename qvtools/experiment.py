@@ -100,11 +100,11 @@ AUDIO_DIR = "audio"
 #: Audio metrics computed for each reply (names understood by :func:`run_turn`).
 DEFAULT_METRICS = ("speaker_similarity", "intelligibility", "f0_ratio", "loudness")
 
-#: The billing rule of voice enrollment as documented (SEED §2.4, protocol reference §2.4).
+#: The billing rule of voice enrollment as documented (SEED §2.4; ../shared/reference/dashscope-protocol.md §2.4).
 BILLING_RULE = ("Voice creation is billed at $0.01 per created voice after a free quota of 1,000 creations "
                 "within 90 days of activation (failed creations are not billed; deleting a voice does not "
                 "restore the quota); realtime conversations are billed as normal realtime tokens "
-                "(SEED §2.4). Check your region's price page.")
+                "(SEED §2.4: Alibaba Cloud's Qwen Voice Cloning API reference). Check your region's price page.")
 
 #: Packages whose versions are recorded in run.json.
 _VERSIONED = ("numpy", "scipy", "pandas", "pyarrow", "soundfile", "soxr", "websocket-client", "aiohttp",
@@ -345,7 +345,6 @@ class TurnTask:
     voice_id: str | None
     voice_target_model: str | None
     prompt_path: str
-    prompt_text: str | None
     reference_path: str
     audio_dir: str | None
     realtime: bool = False
@@ -517,7 +516,7 @@ def _score(turn, wanted: Sequence[str], reference=None) -> dict:
     return out
 
 
-# --------------------------------------------------------------------------- billing (SEED §2.4)
+# ------------------------------------------------------------- billing (SEED §2.4, protocol reference §2.4)
 
 @dataclass(frozen=True)
 class BillingPlan:
@@ -893,7 +892,7 @@ class Experiment:
                 audio[path] = path.read_bytes()
         return TurnTask(turn_id=turn_id(*key), run_id=self.run_dir.name, voice=vname, model=model, prompt=pname,
                         repeat=repeat, settings=self.workspace.settings, voice_id=vid, voice_target_model=target,
-                        prompt_path=str(prompt.path), prompt_text=prompt.text,
+                        prompt_path=str(prompt.path),
                         reference_path=str(voice.path), audio_dir=str(self.run_dir / AUDIO_DIR),
                         realtime=self.realtime, metrics=self.metrics, enroll_error=err,
                         simulated=self._simulated(), voice_fallback_mode=fb, voice_fallback_reason=reason,

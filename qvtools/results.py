@@ -4,7 +4,7 @@ One row per realtime turn. Rows are flat dicts built by the experiment runner fr
 identifiers, :func:`qvtools.metrics.latency_metrics`, :func:`qvtools.metrics.usage_metrics` and
 :func:`qvtools.metrics.audio_metrics`; :func:`to_frame` puts them into this schema (column order and
 dtypes below; unknown columns are kept after these; missing values are ``NaN`` for numbers and
-``<NA>`` for strings/booleans). Units are in the column names.
+``<NA>`` for strings/booleans). Units are in the column names and the table below.
 
 Latency provenance: every ``*_ms`` column measured "from end of user speech" starts at the client mark named
 in ``latency_origin``; ``audio_pacing`` says whether the prompt was streamed at microphone pace or as fast as
@@ -85,6 +85,13 @@ Schema
 | `asr_language` | string | language the ASR used for the row (given, from the text's script, or detected) |
 | `error_metric` | string | `cer` for zh/ja/ko, `wer` otherwise (`qvtools.lang.error_metric`) |
 | `error_rate` | float64 | the row's `error_metric` value |
+| `metrics_error` | string | why scoring the reply failed (the latency/usage columns may still be set); absent when scoring succeeded |
+| `audio_path` | string | reply WAV relative to the run directory (`audio/<turn_id>.wav`); `<NA>` when no reply was saved |
+| `started_at` | string | UTC ISO 8601 time (ms) the runner started the turn |
+| `finished_at` | string | UTC ISO 8601 time (ms) the runner finished the turn (session and scoring) |
+| `session_s` | float64 | s, wall time of the realtime session (connect, send, receive; 0 when enrollment failed) |
+| `metrics_s` | float64 | s, wall time of scoring the reply (audio metrics, ASR, speaker embedding) |
+| `turn_wall_s` | float64 | s, wall time of the whole turn (`>= session_s + metrics_s`) |
 """
 
 from __future__ import annotations
@@ -195,6 +202,14 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "asr_language": ("string", "language the ASR used (given, from the text's script, or detected)"),
     "error_metric": ("string", "cer for zh/ja/ko, wer otherwise"),
     "error_rate": ("float64", "the row's error_metric value"),
+    # run bookkeeping (qvtools.experiment.run_turn_detached / save_turn)
+    "metrics_error": ("string", "why scoring the reply failed; absent when scoring succeeded"),
+    "audio_path": ("string", "reply WAV relative to the run directory (audio/<turn_id>.wav)"),
+    "started_at": ("string", "UTC ISO 8601 time (ms) the turn started"),
+    "finished_at": ("string", "UTC ISO 8601 time (ms) the turn finished"),
+    "session_s": ("float64", "s, wall time of the realtime session (0 when enrollment failed)"),
+    "metrics_s": ("float64", "s, wall time of scoring the reply"),
+    "turn_wall_s": ("float64", "s, wall time of the whole turn (>= session_s + metrics_s)"),
 }
 
 #: Default metrics of :func:`summarize`.
@@ -508,7 +523,7 @@ PRICES_FORMAT = """A price table is a JSON file YOU write from the price page of
 
 Token prices are per ``per_tokens`` tokens (default 1,000,000) of each kind (usage.*_tokens_details); a model
 is matched by its exact name, else without a dated / -latest suffix. ``voice_creation`` (optional) prices
-each voice created by the run (SEED §2.4 bills creations after a free quota). Models without a price get no
+each voice created by the run (SEED §2.4 / protocol reference §2.4 bill creations after a free quota). Models without a price get no
 estimate."""
 
 

@@ -5,8 +5,9 @@ it by leaving it as the last expression of a cell.
 
 - :func:`audio_player` plays audio exactly as recorded. ``IPython.display.Audio``
   rescales every clip to full scale by default, which would hide the loudness
-  differences we measure, so the player embeds the unmodified 16-bit WAV as a
-  base64 data URL inside an ``<audio controls>`` element.
+  differences we measure, so the player embeds the unmodified clip as a base64
+  data URL inside an ``<audio controls>`` element (:func:`qvtools.report.audio_tag`,
+  the one builder, shared with the HTML report).
 - :class:`ComparisonGrid` lays out voice x prompt rows against the reference
   recording and each target model's reply, with metric badges.
 - :class:`VoiceManager` lists, creates (with a preflight report) and deletes
@@ -17,7 +18,6 @@ it by leaving it as the last expression of a cell.
 
 from __future__ import annotations
 
-import base64
 import html
 import logging
 import math
@@ -27,15 +27,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import ipywidgets as widgets
-import numpy as np
 
-from . import audio as qaudio
 from .config import TARGET_MODELS
-from .errors import InvalidAudio, QVError
+from .errors import ConfigError, InvalidAudio, QVError
+from .report import audio_tag
 
 __all__ = [
     "audio_player",
-    "audio_html",
     "metric_badge",
     "fallback_badge",
     "ComparisonGrid",
@@ -60,51 +58,8 @@ BADGE_METRICS: dict[str, tuple[str, str, bool]] = {
     "loudness_lufs": ("", "{:.1f} LUFS", False),
 }
 
-_MIME_BY_CONTAINER = {"wav": "audio/wav", "mp3": "audio/mpeg", "m4a": "audio/mp4", "mp4": "audio/mp4",
-                      "ogg": "audio/ogg", "flac": "audio/flac"}
-
 
 # --------------------------------------------------------------------------- audio
-
-
-def _encoded_audio(src: Any, sample_rate: int | None) -> tuple[bytes, str]:
-    """Encoded bytes + MIME type for a player. Arrays become 16-bit WAV, unscaled (clipped only)."""
-    if isinstance(src, tuple) and len(src) == 2 and sample_rate is None:
-        src, sample_rate = src
-    if isinstance(src, np.ndarray) or (isinstance(src, list) and src and not isinstance(src[0], (bytes, str))):
-        if sample_rate is None:
-            raise ValueError("audio_player: an array needs sample_rate=... (e.g. 24000)")
-        x = np.asarray(src)
-        if x.size == 0:
-            raise InvalidAudio("audio_player: the array holds no samples")
-        if np.issubdtype(x.dtype, np.integer):
-            x, _ = qaudio.load((x, int(sample_rate)))
-        # to_pcm16 clips to [-1, 1] and never rescales: the player keeps the recorded loudness.
-        return qaudio.wav_bytes(np.asarray(x, dtype=np.float32), int(sample_rate), "PCM_16"), "audio/wav"
-    if isinstance(src, (str, os.PathLike)):
-        data = qaudio.read_bytes(src)
-    elif isinstance(src, (bytes, bytearray, memoryview)) or hasattr(src, "read"):
-        data = qaudio.read_bytes(src)
-    else:
-        raise TypeError(f"audio_player: cannot play {type(src).__name__}; pass WAV bytes, a path, "
-                        "or a numpy array with sample_rate")
-    if not data:
-        raise InvalidAudio("audio_player: the audio is empty (0 bytes)")
-    info = qaudio.probe(data)
-    mime = _MIME_BY_CONTAINER.get(info.container)
-    if mime is None:  # a container browsers may not play: decode and re-encode as 16-bit WAV, unscaled
-        x, sr = qaudio.load(data)
-        return qaudio.wav_bytes(x, sr, "PCM_16"), "audio/wav"
-    return data, mime
-
-
-def audio_html(wav_bytes_or_array: Any, sample_rate: int | None = None, *, title: str | None = None) -> str:
-    """The ``<audio controls>`` element (data URL of the unmodified clip) as an HTML string."""
-    data, mime = _encoded_audio(wav_bytes_or_array, sample_rate)
-    b64 = base64.b64encode(data).decode("ascii")
-    title_attr = f' title="{html.escape(title, quote=True)}"' if title else ""
-    return (f'<audio class="qv-audio" controls preload="metadata"{title_attr} '
-            f'style="height:32px;max-width:220px" src="data:{mime};base64,{b64}"></audio>')
 
 
 def audio_player(wav_bytes_or_array: Any, sample_rate: int | None = None, *,
@@ -114,7 +69,7 @@ def audio_player(wav_bytes_or_array: Any, sample_rate: int | None = None, *,
     Unlike ``IPython.display.Audio`` the clip is NOT normalised: an array is written as
     16-bit PCM as is (clipped to [-1, 1]), encoded bytes are embedded untouched.
     """
-    return widgets.HTML(value=audio_html(wav_bytes_or_array, sample_rate, title=title))
+    return widgets.HTML(value=audio_tag(wav_bytes_or_array, sample_rate, title=title))
 
 
 # --------------------------------------------------------------------------- badges
@@ -181,22 +136,22 @@ def fallback_badge(reason: Any = None) -> str:
             'color:#630;font-size:11px;font-weight:bold">&#9888; DEGRADED clone</span>')
 
 
-def _first(row: Mapping, *keys: str) -> Any:
-    for k in keys:
-        v = row.get(k)
-        if not _missing(v):
-            return v
-    return None
+#: The results columns (qvtools.results.COLUMNS) a comparison-grid row must have.
+_GRID_KEYS = ("voice_ref", "prompt_id", "target_model")
+
+
+def _value(row: Mapping, key: str) -> Any:
+    v = row.get(key)
+    return None if _missing(v) else v
 
 
 class ComparisonGrid(widgets.VBox):
     """Voice x prompt rows; columns: the reference recording and each target model's reply.
 
     ``df_or_rows``: a results DataFrame (:func:`qvtools.results.to_frame`) or list of dicts with
-    the reference voice (``voice_ref``, else ``voice``), the prompt (``prompt_id``, else
-    ``prompt``), the model (``target_model``, else ``model``) and a reply audio column (``audio_path``, ``reply_path``,
-    ``reply_wav`` or ``audio_file``; a relative path is resolved under ``audio_dir``), plus
-    metric columns (:data:`BADGE_METRICS`). When a voice x prompt x model has several
+    the :mod:`qvtools.results` columns ``voice_ref``, ``prompt_id``, ``target_model`` and ``audio_path``
+    (the reply WAV; a relative path is resolved under ``audio_dir``), plus metric columns
+    (:data:`BADGE_METRICS`). A row without ``voice_ref``/``prompt_id``/``target_model`` is a ConfigError. When a voice x prompt x model has several
     repeats, the first successful one is shown. ``references`` maps voice -> its
     reference audio (path, bytes or ``(samples, sr)``). ``models`` fixes the column order
     (default: the models seen, in catalog order -- :func:`qvtools.results.model_order`; any names);
@@ -205,20 +160,20 @@ class ComparisonGrid(widgets.VBox):
     "DEGRADED clone" badge (:func:`fallback_badge`) with the service's ``voice_fallback_reason``.
     """
 
-    AUDIO_KEYS = ("audio_path", "reply_path", "reply_wav", "audio_file", "wav_path")
-    VOICE_KEYS = ("voice_ref", "voice")
-    PROMPT_KEYS = ("prompt_id", "prompt")
-    MODEL_KEYS = ("target_model", "model")
-
     def __init__(self, df_or_rows: Any, references: Mapping[str, Any] | None = None,
                  audio_dir: str | os.PathLike | None = None, *, models: Iterable[str] | None = None,
                  metrics: Iterable[str] | None = None):
         rows = _rows_of(df_or_rows)
+        for i, r in enumerate(rows):
+            absent = [k for k in _GRID_KEYS if _missing(r.get(k))]
+            if absent:
+                raise ConfigError(f"ComparisonGrid: row {i} has no {', '.join(absent)} (rows are "
+                                  "qvtools.results rows: voice_ref, prompt_id, target_model, audio_path)")
         self.references = dict(references or {})
         self.audio_dir = Path(audio_dir) if audio_dir is not None else None
         seen_models = []
         for r in rows:
-            m = _first(r, *self.MODEL_KEYS)
+            m = r["target_model"]
             if m is not None and m not in seen_models:
                 seen_models.append(m)
         if models is None:
@@ -231,9 +186,9 @@ class ComparisonGrid(widgets.VBox):
         # (voice, prompt) -> model -> chosen row (first completed repeat)
         self.cells: dict[tuple[str, str], dict[str, dict]] = {}
         for r in rows:
-            key = (str(_first(r, *self.VOICE_KEYS)), str(_first(r, *self.PROMPT_KEYS)))
+            key = (str(r["voice_ref"]), str(r["prompt_id"]))
             per_model = self.cells.setdefault(key, {})
-            model = _first(r, *self.MODEL_KEYS)
+            model = r["target_model"]
             ok = _missing(r.get("status")) or r.get("status") == "completed"
             prev = per_model.get(model)
             if prev is None or (ok and not (_missing(prev.get("status")) or prev.get("status") == "completed")):
@@ -263,7 +218,7 @@ class ComparisonGrid(widgets.VBox):
         parts = []
         if src is not None:
             try:
-                parts.append(audio_html(self._resolve(src), title=title))
+                parts.append(audio_tag(self._resolve(src), title=title))
             except (QVError, ValueError, TypeError, OSError) as exc:
                 log.warning("cannot load audio for %s: %s", title, exc)
                 parts.append(f'<span class="qv-missing">audio unavailable: {html.escape(str(exc))}</span>')
@@ -294,7 +249,7 @@ class ComparisonGrid(widgets.VBox):
                     badges += f' <span class="qv-status">{html.escape(str(status))}</span>'
                 if _truthy(row.get("voice_fallback_mode")):
                     badges += fallback_badge(row.get("voice_fallback_reason"))
-                kids.append(self._cell(_first(row, *self.AUDIO_KEYS), badges, f"{voice} / {prompt} / {m}"))
+                kids.append(self._cell(_value(row, "audio_path"), badges, f"{voice} / {prompt} / {m}"))
         return kids
 
     @property
@@ -370,7 +325,6 @@ class VoiceManager(widgets.VBox):
             self.status])
         self.add_class("qv-voice-manager")
         self._clip: bytes | None = None
-        self._clip_name: str | None = None
         self.refresh()
 
     # -- listing
@@ -401,7 +355,7 @@ class VoiceManager(widgets.VBox):
         """Run preflight on an uploaded clip and show the report; enables Create when it passes."""
         from . import preflight
 
-        self._clip, self._clip_name = bytes(data), name
+        self._clip = bytes(data)
         self.create_button.disabled = True
         try:
             self.report = preflight.check(self._clip)

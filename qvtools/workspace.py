@@ -59,7 +59,7 @@ class Workspace:
         ``voice`` is a built-in voice name, a cloned voice name or a :class:`~qvtools.enrollment.Voice`.
         A cloned voice's ``target_model`` (the Voice's own, else looked up with :meth:`find_voice`)
         must match ``model``, so a mismatch raises :class:`~qvtools.errors.VoiceModelMismatch`
-        before any connection (SEED §2.1: target_model "must equal the later realtime ?model=").
+        before any connection (SEED §2.1, protocol reference §2.1: target_model "must equal the later realtime ?model=").
         """
         from .realtime.events import is_cloned_voice
         from .realtime.session import RealtimeSession

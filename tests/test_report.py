@@ -218,3 +218,26 @@ def test_token_totals_and_user_priced_cost(tmp_path):
         report.load_run(run_dir, prices={"models": {MODELS[0]: {}}})
     with pytest.raises(ConfigError, match="price table not found"):
         report.build_report(run_dir, prices=tmp_path / "none.json")
+
+
+def test_one_audio_builder_for_report_and_widgets(tmp_path):
+    """report.audio_tag is the only <audio> builder: the notebook player is the same element, and the
+    report's trimmed, resampled copy is a 16-bit mono WAV of max_s seconds at `rate`."""
+    import base64
+    import io
+
+    import soundfile as sf
+
+    sr = 24000
+    x = (0.1 * np.sin(2 * np.pi * 220 * np.arange(3 * sr) / sr)).astype(np.float32)
+    path = tmp_path / "clip.wav"
+    path.write_bytes(wav_bytes(x, sr))
+    untouched = report.audio_tag(path, title="a <clip>")
+    assert untouched.startswith("<audio controls") and 'title="a &lt;clip&gt;"' in untouched
+    src = re.search(r'src="data:audio/wav;base64,([^"]+)"', untouched).group(1)
+    assert base64.b64decode(src) == path.read_bytes()
+    small = report.audio_tag((x, sr), max_s=1.0, rate=report.EMBED_SR)
+    y, ysr = sf.read(io.BytesIO(base64.b64decode(re.search(r'base64,([^"]+)"', small).group(1))))
+    assert ysr == report.EMBED_SR and len(y) == report.EMBED_SR
+    widgets = pytest.importorskip("qvtools.widgets")
+    assert widgets.audio_player(path, title="a <clip>").value == untouched

@@ -284,3 +284,74 @@ def test_no_price_is_written_into_qvtools():
     assert prices_in_format == {0.0}  # the documented example holds placeholders only
     source = Path(results.__file__).read_text()
     assert not re.search(r'"(?:input|output)_(?:text|audio)":\s*[1-9]', source)
+
+
+# --------------------------------------------------------------------------- every column the runner writes (issue 12 item 6)
+
+#: Columns only the runner writes (not the metric functions): each must be a documented column.
+RUNNER_COLUMNS = ("audio_path", "session_s", "metrics_s", "turn_wall_s", "started_at", "finished_at",
+                  "metrics_error")
+
+
+def test_a_failed_enrollment_row_holds_only_documented_columns(tmp_path):
+    """The runner's row for a turn whose voice could not be cloned (no network): every key is a column."""
+    from qvtools import experiment as ex
+    from qvtools.config import Settings
+
+    task = ex.TurnTask(turn_id="t0", run_id="r", voice="ava", model="qwen3.5-omni-flash-realtime", prompt="p",
+                       repeat=0, settings=Settings(region="local", data_dir=tmp_path), voice_id=None,
+                       voice_target_model=None, prompt_path=str(tmp_path / "p.wav"),
+                       reference_path=str(tmp_path / "ava.wav"), audio_dir=None, enroll_error="APIError: refused")
+    row, turn = ex.run_turn_detached(task)
+    assert turn is None and row["status"] == "failed" and row["error"] == "APIError: refused"
+    assert set(row) <= set(results.COLUMNS), sorted(set(row) - set(results.COLUMNS))
+    assert {"started_at", "finished_at", "session_s", "metrics_s", "turn_wall_s"} <= set(row)
+    df = results.to_frame([row])
+    assert list(df.columns) == list(results.COLUMNS) and df.loc[0, "session_s"] == 0.0
+
+
+@pytest.mark.slow  # a whole run (two turns) on the local service, ~10 s
+def test_every_key_of_a_recorded_run_is_a_documented_column(tmp_path, monkeypatch):
+    """A tiny run on the local service (real sockets): every key of every turns.jsonl row is in COLUMNS,
+    and to_frame keeps every value (no column dropped, none left over as 'unknown')."""
+    from qvtools import experiment as ex
+    from qvtools.config import Settings
+    from qvtools.workspace import connect
+
+    settings = Settings(region="local", api_key="sk-FAKEKEY-schema-test", data_dir=tmp_path / "data")
+    model = "qwen3.5-omni-flash-realtime"
+    with connect(settings) as ws:
+        run = ex.Experiment(ws, tmp_path / "ok", voices=ex.sample_voices()[:1], prompts=ex.sample_prompts()[:1],
+                            models=(model,), workers=1, metrics=(), progress=False)
+        run.run()
+
+        def broken_score(*args, **kwargs):
+            raise RuntimeError("scoring broke")
+
+        monkeypatch.setattr(ex, "_score", broken_score)
+        bad = ex.Experiment(ws, tmp_path / "bad", voices=ex.sample_voices()[:1],
+                            prompts=ex.sample_prompts()[:1], models=(model,), workers=1, metrics=(),
+                            progress=False)
+        bad.run()
+    rows = ex.read_turns(run.turns_path) + ex.read_turns(bad.turns_path)
+    assert [r["status"] for r in rows] == ["completed", "completed"], rows
+    keys = set().union(*rows)
+    assert keys <= set(results.COLUMNS), sorted(keys - set(results.COLUMNS))
+    assert set(RUNNER_COLUMNS) <= keys  # the run really wrote them
+    # the metric functions' columns arrived too (audio metrics are computed even with metrics=())
+    assert {"ttfa_ms", "input_tokens", "loudness_lufs", "f0_median_hz"} <= keys
+    assert rows[1]["metrics_error"] == "RuntimeError: scoring broke" and "metrics_error" not in rows[0]
+    df = results.to_frame(rows)
+    assert list(df.columns) == list(results.COLUMNS)
+    for i, row in enumerate(rows):
+        for k, v in row.items():
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                assert pd.isna(df.loc[i, k]), k
+            elif isinstance(v, float):
+                assert df.loc[i, k] == pytest.approx(v), k
+            else:
+                assert df.loc[i, k] == v, k
+    for col in ("session_s", "metrics_s", "turn_wall_s"):
+        assert str(df[col].dtype) == "float64" and (df[col] >= 0).all()
+    assert df.loc[0, "audio_path"] == f"audio/{rows[0]['turn_id']}.wav"
+    assert (df["started_at"] <= df["finished_at"]).all()

@@ -86,7 +86,7 @@ def grid_data(tmp_path):
             for mi, model in enumerate(TARGET_MODELS):
                 rel = f"{voice}_{prompt}_{mi}.wav"
                 (tmp_path / rel).write_bytes(qaudio.wav_bytes(tone(300 + 10 * mi), SR))
-                rows.append({"voice": voice, "prompt_id": prompt, "model": model, "repeat": 0,
+                rows.append({"voice_ref": voice, "prompt_id": prompt, "target_model": model, "repeat": 0,
                              "status": "completed", "audio_path": rel, "ttfa_ms": 300.0 + 100 * mi,
                              "speaker_similarity": 0.8 - 0.1 * mi, "wer": 0.0 if mi == 0 else 0.5})
     return rows, refs, tmp_path
@@ -111,10 +111,10 @@ def test_comparison_grid_layout(grid_data):
 def test_comparison_grid_from_dataframe_with_missing_cells(grid_data):
     pd = pytest.importorskip("pandas")
     rows, refs, audio_dir = grid_data
-    rows = [r for r in rows if not (r["voice"] == "bob" and r["model"] == TARGET_MODELS[1])]
+    rows = [r for r in rows if not (r["voice_ref"] == "bob" and r["target_model"] == TARGET_MODELS[1])]
     rows[0] = dict(rows[0], audio_path="missing.wav")
     # the results schema: voice_ref / target_model / prompt_id, string columns holding <NA>
-    df = pd.DataFrame(rows).rename(columns={"voice": "voice_ref", "model": "target_model"})
+    df = pd.DataFrame(rows)
     df["voice"] = "qwen-omni-vc-x-voice"
     df["error"] = pd.Series([None] * len(df), dtype="string")
     g = ComparisonGrid(df, {"alice": refs["alice"]}, audio_dir)
@@ -136,6 +136,20 @@ def test_comparison_grid_prefers_completed_repeat(grid_data):
 def test_comparison_grid_rejects_bad_rows():
     with pytest.raises(TypeError, match="mapping or a dataclass"):
         ComparisonGrid([1, 2], {}, None)
+
+
+def test_comparison_grid_takes_only_results_columns(grid_data):
+    """No aliases (voice/model/prompt, reply_path...): a row without the results columns is a clear error."""
+    from qvtools.errors import ConfigError
+
+    rows, refs, audio_dir = grid_data
+    old = [{"voice": r["voice_ref"], "prompt": r["prompt_id"], "model": r["target_model"],
+            "reply_path": r["audio_path"]} for r in rows]
+    with pytest.raises(ConfigError, match="row 0 has no voice_ref, prompt_id, target_model"):
+        ComparisonGrid(old, refs, audio_dir)
+    # the session voice id (`voice`) is never taken for the reference voice
+    g = ComparisonGrid([dict(r, voice="qwen-omni-vc-x") for r in rows], refs, audio_dir)
+    assert {v for v, _ in g.cells} == {"alice", "bob"}
 
 
 class _Report:
@@ -257,9 +271,9 @@ def test_comparison_grid_badges_degraded_clones_and_orders_any_models(grid_data)
     pd = pytest.importorskip("pandas")
     rows, refs, audio_dir = grid_data
     other = {TARGET_MODELS[0]: "qwen9-omni-giga-realtime", TARGET_MODELS[1]: "qwen3-omni-flash-realtime"}
-    rows = [dict(r, model=other[r["model"]]) for r in rows]
+    rows = [dict(r, target_model=other[r["target_model"]]) for r in rows]
     for r in rows:  # alice's clone for the qwen3 model was made in fallback mode (§7.9)
-        if r["voice"] == "alice" and r["model"] == "qwen3-omni-flash-realtime":
+        if r["voice_ref"] == "alice" and r["target_model"] == "qwen3-omni-flash-realtime":
             r.update(voice_fallback_mode=True, voice_fallback_reason="noisy <reference>")
     df = pd.DataFrame(rows)
     df["voice_fallback_mode"] = df["voice_fallback_mode"].astype("boolean")  # <NA> elsewhere, as in results

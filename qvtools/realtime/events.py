@@ -98,9 +98,6 @@ class Event(dict):
             rid = self["response"].get("id")
         return rid
 
-    def to_json(self) -> str:
-        return dumps(self)
-
 
 def dumps(event: dict) -> str:
     """Compact JSON text of an event (one text frame, §4.1)."""

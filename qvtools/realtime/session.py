@@ -26,7 +26,6 @@ import copy
 import logging
 import queue
 import socket
-import struct
 import threading
 import time
 from typing import Any, Callable
@@ -256,13 +255,6 @@ class RealtimeSession:
         self._past_items: set[str] = set()  # user item ids of earlier turns (late transcription events)
 
     # ----------------------------------------------------------------------------- construction
-    @classmethod
-    def open(cls, settings: Settings, model: str, **kwargs) -> "RealtimeSession":
-        """Construct and connect (what ``Workspace.realtime(...)`` calls)."""
-        sess = cls(settings, model, **kwargs)
-        sess.connect()
-        return sess
-
     def __repr__(self) -> str:
         state = "open" if self.connected else "closed"
         return f"<RealtimeSession model={self.model!r} voice={self.voice!r} session_id={self.session_id!r} {state}>"
