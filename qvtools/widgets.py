@@ -32,6 +32,7 @@ import numpy as np
 from . import audio as qaudio
 from .config import TARGET_MODELS
 from .errors import InvalidAudio, QVError
+from .mic import LiveTalk, LiveTurn, Recorder  # microphone widgets (issue 14), anywidget-based
 
 __all__ = [
     "audio_player",
@@ -44,6 +45,9 @@ __all__ = [
     "RunProgress",
     "BADGE_METRICS",
     "DEFAULT_BADGES",
+    "Recorder",
+    "LiveTalk",
+    "LiveTurn",
 ]
 
 log = logging.getLogger(__name__)
