@@ -87,6 +87,11 @@ class ClockSync:
     def rtt_ms(self) -> float | None:
         return min(self.samples)[0] if self.samples else None
 
+    @property
+    def error_ms(self) -> float | None:
+        """Bound on the offset error: half the smallest round trip."""
+        return None if self.rtt_ms is None else self.rtt_ms / 2.0
+
     def to_kernel(self, browser_ms: float) -> float:
         """A browser timestamp on the kernel clock (unchanged before the first ping came back)."""
         return float(browser_ms) + (self.offset_ms or 0.0)
@@ -206,15 +211,18 @@ class _MicWidget(_aw.AnyWidget):
 
     def transport_summary(self) -> dict:
         s = self.transport.summary()
-        s["clock_offset_ms"] = self.clock.offset_ms
-        s["clock_rtt_ms"] = self.clock.rtt_ms
+        s.update(self._clock_fields())
         return s
+
+    def _clock_fields(self) -> dict:
+        return {"clock_offset_ms": self.clock.offset_ms, "clock_rtt_ms": self.clock.rtt_ms,
+                "clock_error_ms": self.clock.error_ms}
 
     def _transport_text(self) -> str:
         s = self.transport_summary()
         return (f"transport microphone -> kernel: p50 {_fmt_ms(s['p50_ms'])}, p95 {_fmt_ms(s['p95_ms'])} "
-                f"({s['n']} frames; clock offset {_fmt_ms(s['clock_offset_ms'])}, ping rtt "
-                f"{_fmt_ms(s['clock_rtt_ms'])}) -- not service latency")
+                f"({s['n']} frames; clock offset {_fmt_ms(s['clock_offset_ms'])} +/- {_fmt_ms(s['clock_error_ms'])}) "
+                "-- not service latency")
 
     # hooks
     def _started(self, rate: int) -> None: ...
@@ -456,8 +464,7 @@ class LiveTalk(_MicWidget):
     def _keep(self, st) -> LiveTurn:
         turn = self.session._end(st["tracker"].result())
         transport = TransportStats(list(st["delays"])).summary()
-        transport["clock_offset_ms"] = self.clock.offset_ms
-        transport["clock_rtt_ms"] = self.clock.rtt_ms
+        transport.update(self._clock_fields())
         live = LiveTurn(turn, transport, st["rate"], self.mode)
         st["delays"] = []
         self.turns.append(live)
@@ -465,7 +472,8 @@ class LiveTalk(_MicWidget):
         self._say(f"turn {len(self.turns)}: {turn.status}; you said: {turn.user_transcript!r}; "
                   f"service TTFA {_fmt_ms(lat.get('ttfa_ms'))}, E2E {_fmt_ms(lat.get('e2e_ms'))} | "
                   f"transport microphone -> kernel p50 {_fmt_ms(transport['p50_ms'])}, "
-                  f"p95 {_fmt_ms(transport['p95_ms'])} (separate from service latency)",
+                  f"p95 {_fmt_ms(transport['p95_ms'])}, clock +/- {_fmt_ms(transport['clock_error_ms'])} "
+                  "(separate from service latency)",
                   error=turn.status == "failed")
         return live
 

@@ -31,7 +31,7 @@ def test_clock_sync_recovers_a_skewed_browser_clock():
     for b_send, up, down in ((1000.0, 3.0, 9.0), (2000.0, 1.0, 1.2), (3000.0, 7.0, 2.0)):
         k = b_send - skew + up
         clock.add(b_send, k, k + skew + down)
-    assert clock.rtt_ms == pytest.approx(2.2)
+    assert clock.rtt_ms == pytest.approx(2.2) and clock.error_ms == pytest.approx(1.1)
     assert abs(clock.offset_ms - (-skew)) <= clock.rtt_ms / 2  # NTP bound: half the best round trip
     stats = TransportStats()
     for i in range(20):
@@ -129,3 +129,48 @@ def test_live_turn_through_the_session(speech_data, push_to_talk):
     finally:
         talk.close()
         rt.close()
+
+
+class _CloudSettings:
+    is_cloud = True
+
+
+class _FakeVoices:
+    """Stands in for the billed cloud's voice API: records the calls, creates nothing anywhere."""
+
+    def __init__(self):
+        self.created = []
+
+    def list(self):
+        return []
+
+    def create(self, audio, target_model, preferred_name, language=None):
+        self.created.append((audio, target_model, preferred_name))
+        return {"voice": f"qwen-tts-vc-{preferred_name}-x", "target_model": target_model}
+
+
+class _CloudWorkspace:
+    settings = _CloudSettings()
+
+    def __init__(self):
+        self.voices = _FakeVoices()
+
+
+def test_voice_manager_records_then_creates_after_billing_confirmation(speech_data):
+    from qvtools.widgets import VoiceManager
+
+    x, sr, _ = clip_48k(speech_data)
+    ws = _CloudWorkspace()
+    vm = VoiceManager(ws)
+    assert vm.create() is None and "upload or record" in vm.status.value
+    vm.recorder.feed(x, sr)  # record -> preflight shown in the manager, Create enabled
+    assert vm.report is not None and vm.report.ok and not vm.create_button.disabled
+    assert "<table" in vm.preflight.value and vm.name.value == "recording"
+    assert vm.create() is None and ws.voices.created == []  # first click: the billing notice only
+    assert "billed" in vm.status.value and "Confirm" in vm.create_button.description
+    voice = vm.create()
+    assert voice["voice"].startswith("qwen-tts-vc-recording") and len(ws.voices.created) == 1
+    wav, _, name = ws.voices.created[0]
+    info = qaudio.probe(wav)
+    assert name == "recording" and info.container == "wav" and info.sample_rate >= 24000  # prepared clip
+    assert vm.create_button.description == "Create voice"

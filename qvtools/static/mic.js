@@ -49,7 +49,7 @@ function render({ model, el }) {
 
   // clock offset: a few pings; the kernel answers "pong" and we return our receive time ("clock")
   const ping = () => model.send({ type: "ping", b_send: now() });
-  for (let i = 0; i < 5; i++) setTimeout(ping, 50 * i);
+  for (let i = 0; i < 5; i++) setTimeout(ping, 200 * i);
 
   async function begin() {
     if (recording) return;
@@ -86,7 +86,7 @@ function render({ model, el }) {
       sent += block.length;
       clock.textContent = (sent / rate).toFixed(1) + " s";
       model.send({ type: "chunk", seq: seq++, t, rate }, undefined, [block.buffer]);
-      if (seq % 20 === 0) ping();
+      if (seq % 10 === 0) ping(); // more samples: the smallest round trip bounds the offset error
       if (sent >= cap) end("cap");
     };
     src.connect(proc); proc.connect(mute); mute.connect(ctx.destination);
