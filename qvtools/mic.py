@@ -33,6 +33,7 @@ import numpy as np
 from . import audio as qaudio
 from .errors import ConfigError, InvalidAudio, QVError
 from .preflight import MAX_DURATION_S
+from .resources import resource_path
 
 __all__ = [
     "ClockSync",
@@ -45,8 +46,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Where the widgets' ES module and stylesheet live (package data).
-ASSET_DIR = Path(__file__).with_name("static")
+#: Where the widgets' ES module and stylesheet live (package data, found with importlib.resources).
+ASSET_DIR = resource_path("static")
 
 #: Wait for a reply after the microphone stopped (s); every network wait has a timeout.
 REPLY_TIMEOUT_S = 60.0

@@ -3,11 +3,11 @@
 speech data (``--use-fake-device-for-media-stream --use-fake-ui-for-media-stream
 --use-file-for-fake-audio-capture=<wav>``).
 
-One JupyterLab (the server fixture of tests/test_jupyterlab_browser.py) runs a small notebook that shows a
-:class:`~qvtools.mic.Recorder` and a :class:`~qvtools.mic.LiveTalk` against the embedded local service.
-The test clicks Start; the recorder stops at its cap (the clip's duration), and the kernel must hold the
-clip's duration at the browser's rate, pass preflight and enroll; the live turn's user transcript must
-match the clip's words (WER). Skipped with the reason when chromium, playwright, jupyter or the speech
+One JupyterLab (the server fixture of tests/test_jupyterlab_browser.py) runs a small notebook against the
+embedded local service: a :class:`~qvtools.mic.Recorder`, whose recording is enrolled, then a
+:class:`~qvtools.mic.LiveTalk` with the clone just made. The test clicks Start; the recorder stops at its cap
+(the clip's duration), and the kernel must hold the clip's duration at the browser's rate, pass preflight and
+enroll; the live turn's user transcript must match the clip's words (WER). Skipped with the reason when chromium, playwright, jupyter or the speech
 data is absent. ``QVTOOLS_UPDATE_SCREENSHOT=1`` also writes ``docs/screenshot_mic.png``.
 """
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 CLIP = "clean/en_F_ljspeech_LJ001-0001.wav"  # LJSpeech, public domain, clean English, 16-bit WAV
 NOTEBOOK = "mic_test.ipynb"
-MODEL = "qwen3.5-omni-flash-realtime"
+MODEL = "qwen3.5-omni-plus-realtime"  # the recording is enrolled for it, then talked to
 #: The recording must reach the kernel with the clip's duration: within one capture block (4096 samples
 #: at 48 kHz = 85 ms) plus slack for the first block.
 DURATION_TOL_S = 0.25
@@ -63,10 +63,25 @@ def _notebook(path, duration_s: float) -> None:
             "import json\nimport qvtools\nfrom qvtools.widgets import LiveTalk, Recorder\n"
             f"ws = qvtools.connect()\nrec = Recorder(max_seconds={duration_s!r})\nrec"),
         nbformat.v4.new_code_cell(
-            f"rt = ws.realtime({MODEL!r}, voice='Ethan', turn_detection='server_vad')\n"
+            f"rt = ws.realtime({MODEL!r}, voice=v, turn_detection='server_vad')\n"
             f"talk = LiveTalk(rt, max_seconds={duration_s!r})\ntalk"),
     ]
     nbformat.write(nb, str(path))
+
+
+def _run_cell(page, index: int) -> None:
+    """Run one notebook cell (not awaited: the widget waits below bound it)."""
+    page.evaluate("""(i) => { const w = window.jupyterapp.shell.currentWidget;
+                             w.content.activeCellIndex = i;
+                             window.jupyterapp.commands.execute('notebook:run-cell'); }""", index)
+
+
+def _wait_widgets(page, n: int) -> None:
+    page.wait_for_function(
+        """(n) => { if (document.querySelector(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']"))
+                      return true;
+                    return document.querySelectorAll('.qv-mic .qv-mic-start').length >= n; }""",
+        arg=n, timeout=300_000)
 
 
 def _run(page, code: str) -> str:
@@ -92,15 +107,12 @@ def test_microphone_records_enrolls_and_talks(lab, playwright_api, clip, tmp_pat
                        return w && w.sessionContext && w.sessionContext.session &&
                               w.sessionContext.session.kernel &&
                               w.sessionContext.session.kernel.status === 'idle'; }""", timeout=90_000)
-        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-        page.wait_for_function(
-            """() => { if (document.querySelector(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']"))
-                         return true;
-                       return document.querySelectorAll('.qv-mic .qv-mic-start').length >= 2; }""",
-            timeout=300_000)
+        page.add_style_tag(content=".Toastify { display: none !important; }")  # JupyterLab's news toast
+        _run_cell(page, 0)
+        _wait_widgets(page, 1)
         errors = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
         assert errors.count() == 0, "a cell failed:\n" + errors.first.inner_text()[-3000:]
-        recorder, talker = page.locator(".qv-mic").nth(0), page.locator(".qv-mic").nth(1)
+        recorder = page.locator(".qv-mic").nth(0)
 
         # 1. record: Start, the page stops at the cap, the preflight table appears
         recorder.locator(".qv-mic-start").click()
@@ -120,11 +132,18 @@ def test_microphone_records_enrolls_and_talks(lab, playwright_api, clip, tmp_pat
         recorder.screenshot(path=str(shot))
 
         # 2. enroll the recording on the local service
-        voice = _run(page, "v = ws.voices.create(rec.wav, 'qwen3.5-omni-plus-realtime', 'micbrowser', "
-                           "language='en')\nprint(v.voice)").strip()
+        voice = _run(page, f"v = ws.voices.create(rec.wav, {MODEL!r}, 'micbrowser', language='en')\n"
+                           "print(v.voice)").strip()
         assert voice and "micbrowser" in voice
 
-        # 3. a live turn: the reply's user transcript matches the fake microphone's words
+        # 3. talk to the clone just enrolled (the second cell opens the session with it)
+        _run_cell(page, 1)
+        _wait_widgets(page, 2)
+        errors = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
+        assert errors.count() == 0, "a cell failed:\n" + errors.first.inner_text()[-3000:]
+        talker = page.locator(".qv-mic").nth(1)
+
+        # a live turn: the reply's user transcript matches the fake microphone's words
         talker.locator(".qv-mic-start").click()
         page.wait_for_function(
             "() => /turn 1:/.test(document.querySelectorAll('.qv-mic')[1].querySelector('.qv-mic-status')"
@@ -133,7 +152,7 @@ def test_microphone_records_enrolls_and_talks(lab, playwright_api, clip, tmp_pat
             "talk.wait_idle(30)\nprint(json.dumps(talk.turns[0].row(), default=str))")).strip().splitlines()[-1])
         from qvtools.metrics import wer
 
-        assert row["status"] == "completed", row
+        assert row["status"] == "completed" and row["voice"] == voice, row
         assert wer(clip["words"], row["user_transcript"] or "", language="en") <= MAX_WER, row["user_transcript"]
         assert row["ttfa_ms"] is not None and row["transport_p50_ms"] is not None
         assert row["transport_n"] > 10 and row["mic_rate"] >= 24000
