@@ -174,3 +174,24 @@ def test_voice_manager_records_then_creates_after_billing_confirmation(speech_da
     info = qaudio.probe(wav)
     assert name == "recording" and info.container == "wav" and info.sample_rate >= 24000  # prepared clip
     assert vm.create_button.description == "Create voice"
+
+
+def test_live_talk_reports_an_unreachable_service_and_keeps_listening():
+    import socket
+
+    from qvtools.config import Settings
+    from qvtools.realtime.session import RealtimeSession
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rt = RealtimeSession(Settings(region="local", base_url=f"http://127.0.0.1:{port}", api_key="sk-local-test",
+                                  timeout_s=5), "qwen3.5-omni-flash-realtime", voice="Ethan")
+    talk = LiveTalk(rt)
+    try:
+        talk.feed(np.zeros(4800, np.float32), 48000)
+        assert talk.wait_idle(30)
+        assert "live turn failed" in talk.status_html and "sk-local-test" not in talk.status_html
+        assert talk.turns == [] and talk._worker.is_alive()  # the next Start can try again
+    finally:
+        talk.close()

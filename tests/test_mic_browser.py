@@ -128,6 +128,8 @@ def test_microphone_records_enrolls_and_talks(lab, playwright_api, clip, tmp_pat
         assert got["ok"] and got["rate_row"] == "pass", got
         t = got["transport"]
         assert t["n"] > 10 and t["p50_ms"] is not None and t["clock_offset_ms"] is not None, t
+        # loopback transport: not negative beyond the clock's error bound, and well under the frame rate's backlog
+        assert -t["clock_error_ms"] - 5 <= t["p50_ms"] <= 2000, t
         shot = tmp_path / "mic.png"
         recorder.screenshot(path=str(shot))
 
