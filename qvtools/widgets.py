@@ -368,7 +368,7 @@ class VoiceManager(widgets.VBox):
         self.create_button.on_click(lambda _b: self.create())
         self.upload.observe(self._on_upload, names="value")
         # microphone (issue 14): a recording goes the way of an upload -- preflight, then prepare + create
-        self.recorder = Recorder(label="or record")
+        self.recorder = Recorder(label="or record", run_preflight=False)  # the manager runs it (load_clip)
         self.recorder.on_recorded(lambda rec: self.load_clip(rec.wav, "recording.wav"))
         self._billing_confirmed = False
         super().__init__(children=[
@@ -412,6 +412,7 @@ class VoiceManager(widgets.VBox):
 
         self._clip, self._clip_name = bytes(data), name
         self.create_button.disabled = True
+        self._billing_confirmed = False  # a new clip asks again before a billed creation
         try:
             self.report = preflight.check(self._clip)
         except InvalidAudio as exc:
