@@ -340,6 +340,12 @@ class LiveTalk(_MicWidget):
     ``commit`` + ``response.create`` (§4.5 b). Audio is resampled (soxr, streaming) to the session input
     rate and sent as PCM16 ``append`` events; the reply's audio deltas are played in the browser as they
     arrive. One worker thread owns the session; finished exchanges are in :attr:`turns`.
+
+    Marks: the same tracker as ``send_audio``, with one difference the microphone imposes -- the client does
+    not know where the speech ends, so ``speech_end_sent`` is the last microphone chunk sent before the
+    server's ``speech_stopped`` arrived (server VAD; it includes the VAD's silence wait) or before Stop
+    (push-to-talk). ``ttfa_ms`` of a server-VAD live turn is therefore shorter than a file-driven turn's by
+    about ``silence_duration_ms``; compare ``ttfa_created_ms`` across the two.
     """
 
     def __init__(self, session, *, max_seconds: float = MAX_DURATION_S, reply_timeout: float = REPLY_TIMEOUT_S):
