@@ -30,6 +30,7 @@ import ipywidgets as widgets
 
 from .config import TARGET_MODELS
 from .errors import ConfigError, InvalidAudio, QVError
+from .mic import LiveTalk, LiveTurn, Recorder  # microphone widgets (issue 14), anywidget-based
 from .report import audio_tag
 
 __all__ = [
@@ -42,6 +43,9 @@ __all__ = [
     "RunProgress",
     "BADGE_METRICS",
     "DEFAULT_BADGES",
+    "Recorder",
+    "LiveTalk",
+    "LiveTurn",
 ]
 
 log = logging.getLogger(__name__)
@@ -282,7 +286,8 @@ def _voice_field(v: Any, name: str) -> Any:
 
 
 class VoiceManager(widgets.VBox):
-    """Voices of a workspace: a table, create from an upload (after preflight), delete with confirmation.
+    """Voices of a workspace: a table, create from an upload or a microphone recording (after preflight;
+    against the cloud a second click confirms the billed creation), delete with confirmation.
 
     Uses ``workspace.voices.list()``, ``.create(audio, target_model=..., preferred_name=...,
     language=...)`` and ``.delete(voice)``, and ``qvtools.preflight.check``.
@@ -317,10 +322,14 @@ class VoiceManager(widgets.VBox):
         self.cancel_button.on_click(lambda _b: self.cancel_delete())
         self.create_button.on_click(lambda _b: self.create())
         self.upload.observe(self._on_upload, names="value")
+        # microphone (issue 14): a recording goes the way of an upload -- preflight, then prepare + create
+        self.recorder = Recorder(label="or record", run_preflight=False)  # the manager runs it (load_clip)
+        self.recorder.on_recorded(lambda rec: self.load_clip(rec.wav, "recording.wav"))
+        self._billing_confirmed = False
         super().__init__(children=[
             widgets.HTML(value="<h4>Voices</h4>"), self.table, self.selector,
             widgets.HBox([self.refresh_button, self.delete_button]), self.confirm_box,
-            widgets.HTML(value="<h4>Create a voice</h4>"), self.upload,
+            widgets.HTML(value="<h4>Create a voice</h4>"), self.upload, self.recorder,
             widgets.HBox([self.name, self.target_model, self.language]), self.preflight, self.create_button,
             self.status])
         self.add_class("qv-voice-manager")
@@ -357,6 +366,7 @@ class VoiceManager(widgets.VBox):
 
         self._clip = bytes(data)
         self.create_button.disabled = True
+        self._billing_confirmed = False  # a new clip asks again before a billed creation
         try:
             self.report = preflight.check(self._clip)
         except InvalidAudio as exc:
@@ -375,8 +385,17 @@ class VoiceManager(widgets.VBox):
         from . import preflight
 
         if self._clip is None:
-            self._say("upload a clip first", error=True)
+            self._say("upload or record a clip first", error=True)
             return None
+        if getattr(getattr(self.workspace, "settings", None), "is_cloud", False) and not self._billing_confirmed:
+            from .experiment import BILLING_RULE  # SEED §2.4: every created voice is billed
+
+            self._billing_confirmed = True  # the next click (or call) creates
+            self.create_button.description = "Confirm: create (billed)"
+            self._say(f"This creates a voice on the real service. {BILLING_RULE} Click again to confirm.")
+            return None
+        self._billing_confirmed = False
+        self.create_button.description = "Create voice"
         try:
             prepared = preflight.prepare(self._clip)
             voice = self.workspace.voices.create(prepared.wav, target_model=self.target_model.value,
