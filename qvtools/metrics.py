@@ -35,6 +35,7 @@ __all__ = [
     "FLOOR_DB",
     "END_OF_SPEECH_MARKS",
     "LATENCY_NAMES",
+    "INTELLIGIBILITY_COLUMNS",
     "latencies",
     "latency_metrics",
     "playback_underruns",
@@ -759,6 +760,10 @@ def score_transcript(expected_text: str | None, asr_text: str, language: str | N
     c = cer(expected_text, asr_text, language=language)
     w = NAN if name == "cer" else wer(expected_text, asr_text, language=language)
     return {"wer": w, "cer": c, "error_metric": name, "error_rate": c if name == "cer" else w}
+
+
+#: The columns :func:`intelligibility` writes (present only when a run asks for ASR).
+INTELLIGIBILITY_COLUMNS = ("asr_text", "asr_language", "asr_model", "wer", "cer", "error_metric", "error_rate")
 
 
 def intelligibility(x, sr, expected_text: str | None, *, language: str | None = None) -> dict[str, Any]:

@@ -478,3 +478,10 @@ def test_intelligibility_of_mandarin_reports_cer_and_language(speech_data):
     assert "whisper-base" in r["asr_model"]
     m = metrics.audio_metrics(x, sr, expected_text="广州女大学生登山失联四天警方找到疑似女尸", speaker=False)
     assert m["asr_language"] == "zh" and m["error_rate"] == r["error_rate"]
+
+
+def test_intelligibility_columns_constant_names_what_intelligibility_writes():
+    from qvtools.metrics import INTELLIGIBILITY_COLUMNS, intelligibility
+
+    assert tuple(intelligibility(np.zeros(0, dtype=np.float32), 16000, "hello", language="en")) == \
+        INTELLIGIBILITY_COLUMNS
