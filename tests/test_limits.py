@@ -19,7 +19,7 @@ from qvtools.config import ENROLLMENT_PATH, Settings
 from qvtools.errors import APIError
 from qvtools.realtime.session import RealtimeSession
 from qvtools.server import LocalService, ServiceConfig
-from qvtools.server.app import ServiceError
+from qvtools.server.http import ServiceError
 from qvtools.server.enrollment import process_enrollment_audio
 from conftest import adts_bytes, read_http_answer
 

@@ -18,7 +18,7 @@ One :class:`_Connection` per socket. It speaks the wire protocol through the sha
   ``response.created`` (§7.6) and transcript deltas before the first audio delta (§7.5);
 - ``response.cancel`` (pending ``*.done``, then ``response.done`` status ``cancelled``, §7.6),
   ``session.finish``, the idle close (§7.12) and the 120-min cap (§5.9, §5.10);
-- every sent event is recorded in ``app["trace"]`` with ``time.perf_counter()`` right before sending.
+- every sent event is recorded in ``app[TRACE]`` with ``time.perf_counter()`` right before sending.
 
 Bad input never ends a session: malformed JSON, unknown types, bad base64, odd-length audio, lone
 surrogates, over-long text and out-of-order events are answered with ``error`` events.
@@ -34,9 +34,6 @@ import logging
 import re
 import threading
 import time
-import uuid
-import warnings
-import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -45,44 +42,17 @@ from aiohttp import WSMsgType, web
 from .. import catalog
 from ..audio import from_pcm16, resample, to_pcm16
 from ..realtime import events as ev
-from .app import authenticate
-from .faults import client_faults
+from .faults import FAULTS, client_faults
+from .http import CONFIG, STORE, TRACE, authenticate, error_response
 from .latency import NO_DELAYS, LatencySimulator, profile_for_model
 
-__all__ = ["handle_realtime", "get_speech", "close_sessions"]
+__all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "RealtimeState", "REALTIME"]
 
 log = logging.getLogger(__name__)
 
-_SPEECH_LOCK = threading.Lock()
-_OPEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # app -> set of open _Connection
-_ACTIVE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # app -> {api key: open sessions}
-_VOICE_CACHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # app -> _ProfileCache
 _VAD_KEEP_MS = 500  # audio kept before the prefix padding while no speech is detected (VAD look-ahead)
 _MAX_IMAGE_B64 = 256 * 1024  # §4.3 "≤ 256 KB after base64"
 _TOKEN = re.compile(r"\S+\s*")
-
-
-def get_speech(app):
-    """The app's :class:`SpeechPipeline`, created once on first use (``app["speech"]``)."""
-    speech = app.get("speech")
-    if speech is None:
-        with _SPEECH_LOCK:
-            speech = app.get("speech")
-            if speech is None:
-                from .speech import SpeechPipeline
-
-                speech = SpeechPipeline()
-                with warnings.catch_warnings():  # the app is frozen once running; this key is lazy by contract
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    warnings.simplefilter("ignore", web.NotAppKeyWarning)
-                    app["speech"] = speech
-    return speech
-
-
-def _json_error(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
-    rid = str(uuid.uuid4())
-    return web.json_response({"request_id": rid, "code": code, "message": message}, status=status,
-                             headers={"x-request-id": rid, **(headers or {})})
 
 
 class _ProfileCache:
@@ -118,12 +88,41 @@ class _ProfileCache:
             return len(self._items)
 
 
+class RealtimeState:
+    """The realtime half's state on one app (``app[REALTIME]``): open sessions, per-key session counts,
+    the cloned-voice profile cache and the speech pipeline (created once, on first use or by the warm-up)."""
+
+    def __init__(self, config):
+        self.open: set = set()  # open _Connection objects (closed with 1001 on shutdown)
+        self.active: dict[str, int] = {}  # API key -> open sessions (the caps, ServiceConfig.max_sessions*)
+        self.voice_cache = _ProfileCache(config.realtime_voice_cache_size)
+        self.speech = None  # the SpeechPipeline once created
+        self._lock = threading.Lock()
+
+    def get_speech(self):
+        """The :class:`~qvtools.server.speech.SpeechPipeline`, created once on first use (thread-safe)."""
+        speech = self.speech
+        if speech is None:
+            with self._lock:
+                if self.speech is None:
+                    from .speech import SpeechPipeline
+
+                    self.speech = SpeechPipeline()
+                speech = self.speech
+        return speech
+
+
+REALTIME = web.AppKey("realtime", RealtimeState)
+
+
+def get_speech(app):
+    """The app's :class:`SpeechPipeline`, created once on first use."""
+    return app[REALTIME].get_speech()
+
+
 def voice_cache(app) -> _ProfileCache:
     """The app's cloned-voice profile cache (``ServiceConfig.realtime_voice_cache_size`` entries)."""
-    cache = _VOICE_CACHES.get(app)
-    if cache is None:
-        cache = _VOICE_CACHES.setdefault(app, _ProfileCache(app["config"].realtime_voice_cache_size))
-    return cache
+    return app[REALTIME].voice_cache
 
 
 def _model_accepted(model: str, config) -> bool:
@@ -141,24 +140,25 @@ async def handle_realtime(request: web.Request):
     Once the socket is upgraded nothing may reach the HTTP error middleware (it would write an HTTP answer
     onto the WebSocket, issue 13): a failure is logged and the socket closed with 1011."""
     key = authenticate(request)  # raises the documented 401 before any upgrade (§5.1)
-    config = request.app["config"]
+    config = request.app[CONFIG]
     model = request.query.get("model", "")
     if not _model_accepted(model, config):
-        return _json_error(404, "ModelNotFound", "Model can not be found.")  # §5.4 [guess]
+        return error_response(404, "ModelNotFound", "Model can not be found.")  # §5.4 [guess]
     limit = int(config.max_sessions_per_key or 0)
     total_limit = int(config.max_sessions or 0)
-    active = _ACTIVE.setdefault(request.app, {})
+    state = request.app[REALTIME]
+    active = state.active
     total = sum(active.values())
     if limit > 0 and active.get(key, 0) >= limit:
         # ServiceConfig.max_sessions_per_key: refused before the upgrade with a §3 429 code, never a crash
         log.info("realtime handshake refused: %d concurrent sessions for this key", limit)
-        return _json_error(429, "Throttling.RateQuota",
+        return error_response(429, "Throttling.RateQuota",
                            f"Requests rate limit exceeded, try again later: at most {limit} concurrent realtime "
                            "sessions per API key.", headers={"Retry-After": "1"})
     if total_limit > 0 and total >= total_limit:
         # ServiceConfig.max_sessions: the global cap, answered like the per-key one (issue 13)
         log.info("realtime handshake refused: %d concurrent sessions on the service", total_limit)
-        return _json_error(429, "Throttling.RateQuota",
+        return error_response(429, "Throttling.RateQuota",
                            f"Requests rate limit exceeded, try again later: at most {total_limit} concurrent "
                            "realtime sessions on this service.", headers={"Retry-After": "1"})
     active[key] = active.get(key, 0) + 1  # reserved before any await, so racing handshakes count too
@@ -169,13 +169,12 @@ async def handle_realtime(request: web.Request):
         try:
             conn = _Connection(request.app, ws, key, model)
             # fault injection (qvtools/server/faults.py): off unless a plan is configured; bounds slow readers
-            conn.faults = request.app["faults"].open_session(key, conn.session_id, request.transport)
+            conn.faults = request.app[FAULTS].open_session(key, conn.session_id, request.transport)
         except Exception:
             log.exception("realtime session setup failed; closing with 1011")
             await ws.close(code=1011, message=b"internal error")
             return ws
-        open_set = _OPEN.setdefault(request.app, set())
-        open_set.add(conn)
+        state.open.add(conn)
         try:
             await conn.run()
         except asyncio.CancelledError:
@@ -184,7 +183,7 @@ async def handle_realtime(request: web.Request):
             log.exception("session %s: the realtime handler failed; closing with 1011", conn.session_id)
             await conn._close(1011, "internal error")
         finally:
-            open_set.discard(conn)
+            state.open.discard(conn)
             await conn.shutdown()
     finally:
         active[key] -= 1
@@ -195,7 +194,7 @@ async def handle_realtime(request: web.Request):
 
 async def close_sessions(app) -> None:
     """Close every open realtime socket with 1001 (for ``app.on_shutdown``, so a stop never waits on them)."""
-    for conn in list(_OPEN.get(app, ())):
+    for conn in list(app[REALTIME].open):
         await conn._close(1001, "service shutting down")
 
 
@@ -244,9 +243,9 @@ class _Connection:
         self.ws = ws
         self.key = key
         self.model = model
-        self.cfg = app["config"]
-        self.store = app["store"]
-        self.trace = app["trace"]
+        self.cfg = app[CONFIG]
+        self.store = app[STORE]
+        self.trace = app[TRACE]
         self.faults = None  # SessionFaults (qvtools/server/faults.py), set by handle_realtime
         self.loop = asyncio.get_running_loop()
         self.session = ev.default_session(model)
