@@ -352,7 +352,7 @@ def test_decoded_duration_limit_without_decoding_everything(long_aac_understated
 
 
 def test_raw_aac_is_not_m4a(tmp_path, long_aac_understated):
-    """ADTS (raw AAC) is not the documented M4A container (SEED §2.4), whatever the label says."""
+    """ADTS (raw AAC) is not the documented M4A container (§2.4), whatever the label says."""
     with pytest.raises(ServiceError) as info:
         process_enrollment_audio(long_aac_understated, ServiceConfig(), "audio/mp4")
     assert info.value.code == "Audio.DecoderError" and "ADTS" in info.value.message

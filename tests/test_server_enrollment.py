@@ -77,7 +77,7 @@ def mp3_url(enrollment_speech) -> str:
 # -- the seed's bodies, unchanged but for the host ------------------------------------------------------
 @pytest.mark.slow
 def test_seed_create_list_delete_bodies(service, mp3_url):
-    url = service.url + ENROLLMENT_PATH  # only the host differs from the SEED sample
+    url = service.url + ENROLLMENT_PATH  # only the host differs from the §2.1 sample
     headers = {"Authorization": "Bearer sk-seed", "Content-Type": "application/json"}
     payload = {"model": "qwen-voice-enrollment",
                "input": {"action": "create", "target_model": PLUS, "preferred_name": "guanyu",
@@ -436,7 +436,7 @@ def mislabelled(enrollment_speech):
 @pytest.mark.parametrize("which", ["flac_as_wav", "ogg_as_mpeg", "wav_as_mpeg", "mp3_as_mp4", "adpcm_wav",
                                    "eight_channels", "video", "id3_then_flac"])
 def test_content_must_be_the_labelled_documented_container(service, mislabelled, which):
-    """SEED §2.4: WAV (16-bit), MP3, M4A; the sniffed container must match the data-URL label (issue 13)."""
+    """§2.4: WAV (16-bit), MP3, M4A; the sniffed container must match the data-URL label (issue 13)."""
     mime, data, detail = mislabelled[which]
     before = total(service)
     body = assert_error(post(service, create_body(data_url(data, mime))), 400, "Audio.DecoderError")

@@ -3,7 +3,8 @@
 Implements protocol reference §2 (request and response bodies), §3 (error shape and
 codes) and §5 items 1–3. Where the documentation leaves the error code open (bad
 ``action``, ``preferred_name``, ``target_model``) it is ``400 InvalidParameter`` (§3 [guess]).
-CPU-heavy work (decode, VAD, voice analysis) runs in the app's ``enroll_executor``, not on the loop.
+CPU-heavy work (decode, VAD, voice analysis) runs on the app's ``ENROLL_EXECUTOR`` pool, not on the loop.
+§ numbers refer to ``../shared/reference/dashscope-protocol.md``.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ def process_enrollment_audio(raw: bytes, config: ServiceConfig, mime: str | None
         fallback = config.fallback_reason
     from .voice import analyze
 
-    # the profile is measured on at most analysis_max_s from the first speech (SEED §2.4 recommends 10-20 s):
+    # the profile is measured on at most analysis_max_s from the first speech (§2.4 recommends 10-20 s):
     # a 60 s clip cost +110 MB and ~8 s of analysis, 20 s a third of that
     first = int(segments[0][0] * store_sr)
     span = x[first:first + int(config.analysis_max_s * store_sr)] if config.analysis_max_s else x
