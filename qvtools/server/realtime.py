@@ -45,12 +45,12 @@ from ..realtime import events as ev
 from .faults import FAULTS, client_faults
 from .http import CONFIG, STORE, TRACE, authenticate, error_response
 from .latency import NO_DELAYS, LatencySimulator, profile_for_model
+from .rt_input import AppendError, BufferFull, InputBuffer, decode_append
 
 __all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "RealtimeState", "REALTIME"]
 
 log = logging.getLogger(__name__)
 
-_VAD_KEEP_MS = 500  # audio kept before the prefix padding while no speech is detected (VAD look-ahead)
 _MAX_IMAGE_B64 = 256 * 1024  # §4.3 "≤ 256 KB after base64"
 _TOKEN = re.compile(r"\S+\s*")
 
@@ -198,19 +198,6 @@ async def close_sessions(app) -> None:
         await conn._close(1001, "service shutting down")
 
 
-def _strip_wav(data: bytes) -> bytes:
-    """PCM payload of a WAV chunk (``audio.input.format.type = wav``); raw data passes through."""
-    if not data.startswith(b"RIFF") or len(data) < 12:
-        return data
-    pos = 12
-    while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
-        if cid == b"data":
-            return data[pos + 8:pos + 8 + size]
-        pos += 8 + size + (size & 1)
-    raise ValueError("the WAV chunk has no data chunk")
-
-
 class _Response:
     def __init__(self, rid: str, item_id: str, modalities, user, instructions):
         self.id = rid
@@ -265,11 +252,8 @@ class _Connection:
         self.latency = self._make_latency()
         self.send_lock = asyncio.Lock()
         self.closed = False
-        self.buf = bytearray()
-        self.buf_start_ms = 0.0
-        self.vad = None
-        self.vad_item: str | None = None
-        self.vad_start_ms = 0
+        # the input audio buffer and server VAD, socket-free (qvtools/server/rt_input.py)
+        self.input = InputBuffer(self.in_rate, self.cfg.realtime_max_buffer_s, self.session.get("turn_detection"))
         self.audio_started = False
         self.audio_output_started = False
         self.voice_record = None  # the cloned voice's metadata (a VoiceRecord without audio), else None
@@ -287,7 +271,6 @@ class _Connection:
         self.history_tokens = 0
         self.tasks: set[asyncio.Task] = set()
         self.started = time.monotonic()
-        self._rebuild_vad()
 
     # ------------------------------------------------------------------------------- plumbing
     def _make_latency(self) -> LatencySimulator:
@@ -347,19 +330,6 @@ class _Connection:
     @property
     def out_rate(self) -> int:
         return ev.output_format(self.session)[1]
-
-    def _rebuild_vad(self) -> None:
-        td = self.session.get("turn_detection")
-        if td is None:
-            self.vad = None
-            return
-        from ..vad import StreamingVAD
-
-        # §4.2 / §5.7: the VAD honours threshold, prefix_padding_ms and silence_duration_ms
-        self.vad = StreamingVAD(threshold=max(float(td["threshold"]), 0.0), prefix_padding_ms=td["prefix_padding_ms"],
-                                silence_duration_ms=td["silence_duration_ms"], sample_rate=self.in_rate)
-        self.vad_item = None
-        self.buf_start_ms = -1000.0 * len(self.buf) / 2 / self.in_rate
 
     # ------------------------------------------------------------------------------- main loop
     async def run(self) -> None:
@@ -567,72 +537,41 @@ class _Connection:
             self.voice_error = ev.voice_problem(new["voice"], self.model, lookup if self.voice_record is None
                                                 else (lambda name: self.voice_record.target_model))
         if new.get("turn_detection") != old.get("turn_detection") or ev.input_format(new) != ev.input_format(old):
-            self._rebuild_vad()
+            self.input.configure(self.in_rate, self.session.get("turn_detection"))
         if new.get("seed") != old.get("seed"):
             self.latency = self._make_latency()
         await self.send(ev.session_updated(echo))
 
     async def on_append(self, event) -> None:
-        audio = event.get("audio")
-        if not isinstance(audio, str):
-            await self.error("'audio' must be a base64 string.", param="audio", event_id=event.event_id)
-            return
         try:
-            data = base64.b64decode(audio, validate=True)
-        except (binascii.Error, ValueError):
-            await self.error("'audio' is not valid base64.", param="audio", event_id=event.event_id)
-            return
-        if ev.input_format(self.session)[0] == "wav":
-            try:
-                data = _strip_wav(data)
-            except ValueError as exc:
-                await self.error(str(exc), param="audio", event_id=event.event_id)
-                return
-        if len(data) % 2:
-            await self.error(f"PCM16 audio must have an even number of bytes, got {len(data)}.", param="audio",
-                             event_id=event.event_id)
+            data = decode_append(event.get("audio"), ev.input_format(self.session)[0])
+        except AppendError as exc:
+            await self.error(str(exc), param="audio", event_id=event.event_id)
             return
         if not data:
             return
         self.audio_started = True
-        cap = int(float(self.cfg.realtime_max_buffer_s) * self.in_rate) * 2
-        if len(self.buf) + len(data) > cap:
+        try:
+            speech = self.input.append(data)
+        except BufferFull as exc:
             # ServiceConfig.realtime_max_buffer_s: error event, the buffer dropped (as by clear), session goes on
             self._drop_buffer()
-            await self.error(f"The input audio buffer would exceed {self.cfg.realtime_max_buffer_s:g} s of audio; "
-                             "it was cleared. Commit more often, or keep sending silence so the server VAD "
-                             "can end the turn.", code="input_audio_buffer_limit_exceeded", param="audio",
+            await self.error(str(exc), code="input_audio_buffer_limit_exceeded", param="audio",
                              event_id=event.event_id)
             return
-        self.buf.extend(data)
-        if self.vad is None:
+        if self.input.vad is None:
             await self._manual_progress()
             return
-        for vev in self.vad.feed(from_pcm16(data)):
-            if vev.kind == "speech_started":
-                self.vad_item = ev.new_id("item")
-                self.vad_start_ms = int(vev.audio_ms)
-                await self.send(ev.speech_started(vev.audio_ms, self.vad_item))
+        for sev in speech:
+            if sev.kind == "speech_started":
+                await self.send(ev.speech_started(sev.audio_ms, sev.item_id))
                 td = self.session.get("turn_detection") or {}
                 if self.response is not None and td.get("interrupt_response", True):
                     self._cancel_response()  # barge-in (§4.2 interrupt_response)
-            elif vev.kind == "speech_stopped" and self.vad_item is not None:
-                item = self.vad_item
-                self.vad_item = None
-                await self.send(ev.speech_stopped(vev.audio_ms, item))
-                await self._commit(item, self.vad_start_ms, int(vev.audio_ms), auto=True)
-        if self.vad_item is None:
-            self._trim_buffer()
-
-    def _trim_buffer(self) -> None:
-        """Server VAD outside speech: keep only what a next ``speech_started`` can reach back to
-        (prefix_padding_ms, §4.2, plus the VAD look-ahead), so silence never fills the buffer."""
-        td = self.session.get("turn_detection") or {}
-        keep = 2 * int((int(td.get("prefix_padding_ms", 300)) + _VAD_KEEP_MS) * self.in_rate / 1000.0)
-        extra = len(self.buf) - keep
-        if extra > 0:
-            del self.buf[:extra]
-            self.buf_start_ms += 1000.0 * (extra // 2) / self.in_rate
+            else:
+                await self.send(ev.speech_stopped(sev.audio_ms, sev.item_id))
+                await self._commit(sev.item_id, sev.start_ms, int(sev.audio_ms), auto=True)
+        self.input.settle()
 
     async def _manual_progress(self) -> None:
         """Manual mode as observed (§7.4): the user item is created at the first append of a turn, and the
@@ -652,10 +591,11 @@ class _Connection:
             return
         if self.partial_task is not None and not self.partial_task.done():
             return  # one partial at a time; the next append after it finishes catches up
-        if len(self.buf) - self.partial_mark < 2 * int(step_s * self.in_rate):
+        if len(self.input) - self.partial_mark < 2 * int(step_s * self.in_rate):
             return
-        self.partial_mark = len(self.buf)
-        self.partial_task = self.spawn(self._partial_transcription(self.manual_item, bytes(self.buf), self.in_rate))
+        self.partial_mark = len(self.input)
+        self.partial_task = self.spawn(self._partial_transcription(self.manual_item, bytes(self.input.buf),
+                                                                   self.in_rate))
 
     async def _partial_transcription(self, item_id: str, pcm: bytes, rate: int) -> None:
         x = from_pcm16(pcm)
@@ -678,26 +618,11 @@ class _Connection:
         return ev.transcription_delta(item_id, "", text)
 
     def _drop_buffer(self) -> None:
-        self.buf.clear()
+        self.input.clear()
         self.manual_item = None
-        self.vad_item = None
-        if self.vad is not None:
-            self.vad.reset()
-        self.buf_start_ms = 0.0
-
-    def _slice_ms(self, start_ms: float | None, end_ms: float | None) -> bytes:
-        if start_ms is None:
-            return bytes(self.buf)
-        rate = self.in_rate
-        a = max(0, int((start_ms - self.buf_start_ms) * rate / 1000.0)) * 2
-        b = len(self.buf) if end_ms is None else max(a, int((end_ms - self.buf_start_ms) * rate / 1000.0) * 2)
-        return bytes(self.buf[a:b])
 
     async def _commit(self, item_id: str, start_ms=None, end_ms=None, *, auto: bool) -> None:
-        pcm = self._slice_ms(start_ms, end_ms)
-        self.buf.clear()
-        self.buf_start_ms = float(self.vad.position_ms) if self.vad is not None else 0.0
-        x = from_pcm16(pcm)
+        x = from_pcm16(self.input.take(start_ms, end_ms))
         user = _UserTurn(item_id, x, self.in_rate)
         early = item_id == self.manual_item  # §7.4: the item was created at the turn's first append
         self.manual_item = None
@@ -717,13 +642,13 @@ class _Connection:
             await self._start_response(None, None)
 
     async def on_commit(self, event) -> None:
-        if not self.buf:
+        if not self.input:
             # §4.3: "An empty buffer gives an error"
             await self.error("Error committing input audio buffer: the buffer is empty.",
                              code="input_audio_buffer_commit_empty", event_id=event.event_id)
             return
-        item = self.vad_item or self.manual_item or ev.new_id("item")
-        self.vad_item = None
+        item = self.input.speech_item or self.manual_item or ev.new_id("item")
+        self.input.speech_item = None
         await self._commit(item, None, None, auto=False)
 
     async def on_clear(self, event) -> None:
