@@ -45,6 +45,7 @@ from ..realtime import events as ev
 from .faults import FAULTS, client_faults
 from .http import CONFIG, STORE, TRACE, authenticate, error_response
 from .latency import NO_DELAYS, LatencySimulator, profile_for_model
+from .rt_handshake import admit, check_handshake, release
 from .rt_input import AppendError, BufferFull, InputBuffer, decode_append
 
 __all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "RealtimeState", "REALTIME"]
@@ -125,15 +126,6 @@ def voice_cache(app) -> _ProfileCache:
     return app[REALTIME].voice_cache
 
 
-def _model_accepted(model: str, config) -> bool:
-    """§7.8: any ``…-omni-…-realtime`` name; only the catalog's families when configured so (§5.4 [guess])."""
-    if not model:
-        return False
-    if config.realtime_reject_unknown_model:
-        return catalog.is_known_model(model)
-    return catalog.is_realtime_model(model)
-
-
 async def handle_realtime(request: web.Request):
     """``GET /api-ws/v1/realtime?model=<m>``: auth, model check, session caps, upgrade, then the session.
 
@@ -142,26 +134,11 @@ async def handle_realtime(request: web.Request):
     key = authenticate(request)  # raises the documented 401 before any upgrade (§5.1)
     config = request.app[CONFIG]
     model = request.query.get("model", "")
-    if not _model_accepted(model, config):
-        return error_response(404, "ModelNotFound", "Model can not be found.")  # §5.4 [guess]
-    limit = int(config.max_sessions_per_key or 0)
-    total_limit = int(config.max_sessions or 0)
     state = request.app[REALTIME]
-    active = state.active
-    total = sum(active.values())
-    if limit > 0 and active.get(key, 0) >= limit:
-        # ServiceConfig.max_sessions_per_key: refused before the upgrade with a §3 429 code, never a crash
-        log.info("realtime handshake refused: %d concurrent sessions for this key", limit)
-        return error_response(429, "Throttling.RateQuota",
-                           f"Requests rate limit exceeded, try again later: at most {limit} concurrent realtime "
-                           "sessions per API key.", headers={"Retry-After": "1"})
-    if total_limit > 0 and total >= total_limit:
-        # ServiceConfig.max_sessions: the global cap, answered like the per-key one (issue 13)
-        log.info("realtime handshake refused: %d concurrent sessions on the service", total_limit)
-        return error_response(429, "Throttling.RateQuota",
-                           f"Requests rate limit exceeded, try again later: at most {total_limit} concurrent "
-                           "realtime sessions on this service.", headers={"Retry-After": "1"})
-    active[key] = active.get(key, 0) + 1  # reserved before any await, so racing handshakes count too
+    refusal = check_handshake(model, key, config, state.active)  # qvtools/server/rt_handshake.py
+    if refusal is not None:
+        return error_response(refusal.status, refusal.code, refusal.message, headers=refusal.headers)
+    admit(state.active, key)  # reserved before any await, so racing handshakes count too
     ws = None
     try:
         ws = web.WebSocketResponse(autoping=True, max_msg_size=int(config.realtime_max_frame_bytes))
@@ -186,9 +163,7 @@ async def handle_realtime(request: web.Request):
             state.open.discard(conn)
             await conn.shutdown()
     finally:
-        active[key] -= 1
-        if active[key] <= 0:
-            del active[key]
+        release(state.active, key)
     return ws
 
 
