@@ -1,7 +1,11 @@
-"""The local service's Qwen-Omni-Realtime WebSocket: ``handle_realtime(request)``.
+"""The local service's Qwen-Omni-Realtime WebSocket: ``handle_realtime(request)`` and the connection.
 
-One :class:`_Connection` per socket. It speaks the wire protocol through the shared event model
-(:mod:`qvtools.realtime.events`), so the client and the server cannot drift apart:
+One :class:`_Connection` per socket. It moves frames and awaits (speech work in the executor, the
+simulated delays, the sends); the protocol state lives in socket-free modules that tests drive with
+bytes and dicts: :mod:`.rt_handshake` (model and session caps before the upgrade), :mod:`.rt_input`
+(the input buffer and server-VAD feed), :mod:`.rt_response` (one response's ordered events). It speaks
+the wire protocol through the shared event model (:mod:`qvtools.realtime.events`), so the client and the
+server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.md``):
 
 - auth, model and session-count checks happen *before* the upgrade (401 ``InvalidApiKey``; 404
   ``ModelNotFound`` for a name that is not ``…-omni-…-realtime``, §5.1, §5.4, §7.8; 429
@@ -31,7 +35,6 @@ import base64
 import binascii
 import json
 import logging
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -47,13 +50,13 @@ from .http import CONFIG, STORE, TRACE, authenticate, error_response
 from .latency import NO_DELAYS, LatencySimulator, profile_for_model
 from .rt_handshake import admit, check_handshake, release
 from .rt_input import AppendError, BufferFull, InputBuffer, decode_append
+from .rt_response import ResponseStream, UserTurn, plan_sentence, tokens
 
 __all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "RealtimeState", "REALTIME"]
 
 log = logging.getLogger(__name__)
 
 _MAX_IMAGE_B64 = 256 * 1024  # §4.3 "≤ 256 KB after base64"
-_TOKEN = re.compile(r"\S+\s*")
 
 
 class _ProfileCache:
@@ -173,32 +176,6 @@ async def close_sessions(app) -> None:
         await conn._close(1001, "service shutting down")
 
 
-class _Response:
-    def __init__(self, rid: str, item_id: str, modalities, user, instructions):
-        self.id = rid
-        self.item_id = item_id
-        self.modalities = list(modalities)
-        self.user = user  # _UserTurn or None
-        self.instructions = instructions
-        self.cancelled = asyncio.Event()
-        self.task: asyncio.Task | None = None
-        self.created_sent = False
-        self.stage = "created"  # -> "item" (output_item.added sent) -> "part" (content_part.added sent) -> "done"
-        self.transcript: list[str] = []
-        self.audio_samples = 0
-
-
-class _UserTurn:
-    def __init__(self, item_id: str, audio: np.ndarray | None, rate: int, text: str | None = None):
-        self.item_id = item_id
-        self.audio = audio
-        self.rate = rate
-        self.audio_s = 0.0 if audio is None else len(audio) / float(rate)
-        self.text_future: asyncio.Future = asyncio.get_running_loop().create_future()
-        if text is not None:
-            self.text_future.set_result(text)
-
-
 class _Connection:
     def __init__(self, app, ws: web.WebSocketResponse, key: str, model: str):
         self.app = app
@@ -239,8 +216,8 @@ class _Connection:
         self.partial_task: asyncio.Task | None = None
         self.partial_mark = 0  # buffer length (bytes) at the last partial transcription
         self.idle_since = time.monotonic()  # §7.12: reset when a response starts or ends
-        self.response: _Response | None = None
-        self.pending_user: _UserTurn | None = None
+        self.response: ResponseStream | None = None
+        self.pending_user: UserTurn | None = None
         self.last_item_id: str | None = None
         self.turn_index = 0
         self.history_tokens = 0
@@ -598,7 +575,7 @@ class _Connection:
 
     async def _commit(self, item_id: str, start_ms=None, end_ms=None, *, auto: bool) -> None:
         x = from_pcm16(self.input.take(start_ms, end_ms))
-        user = _UserTurn(item_id, x, self.in_rate)
+        user = UserTurn(item_id, x, self.in_rate)
         early = item_id == self.manual_item  # §7.4: the item was created at the turn's first append
         self.manual_item = None
         if early:
@@ -694,7 +671,7 @@ class _Connection:
                                  param="item.content", event_id=event.event_id)
                 return
             text = " ".join(texts)
-            self.pending_user = _UserTurn(item_id, None, self.in_rate, text=text)
+            self.pending_user = UserTurn(item_id, None, self.in_rate, text=text)
             out = ev.user_item(item_id, text=text)  # status "completed" (§7.13)
         elif itype == "function_call_output":
             if not isinstance(item.get("call_id"), str) or not item["call_id"] or not isinstance(item.get("output"), str):
@@ -733,7 +710,7 @@ class _Connection:
     }
 
     # ------------------------------------------------------------------------------- transcription
-    async def _transcribe(self, user: _UserTurn) -> None:
+    async def _transcribe(self, user: UserTurn) -> None:
         enabled = self.session.get("input_audio_transcription") is not None
         text = ""
         try:
@@ -763,7 +740,7 @@ class _Connection:
             self.dead = bool(self.cfg.realtime_dead_after_voice_error)
             await self.send(ev.voice_error(self.session.get("voice")))
             return
-        resp = _Response(ev.new_id("resp"), ev.new_id("item"), modalities or self.session["modalities"],
+        resp = ResponseStream(ev.new_id("resp"), ev.new_id("item"), modalities or self.session["modalities"],
                          self.pending_user, instructions)
         self.pending_user = None
         self.response = resp
@@ -779,7 +756,7 @@ class _Connection:
         if resp is not None and resp.task is not None:
             await asyncio.wait({resp.task}, timeout=10.0)
 
-    async def _until(self, resp: _Response, deadline: float) -> bool:
+    async def _until(self, resp: ResponseStream, deadline: float) -> bool:
         """Sleep until ``deadline`` (perf_counter) unless cancelled; False when cancelled."""
         remaining = deadline - time.perf_counter()
         if remaining > 0:
@@ -789,7 +766,7 @@ class _Connection:
                 pass
         return not resp.cancelled.is_set()
 
-    async def _guard(self, resp: _Response, aw):
+    async def _guard(self, resp: ResponseStream, aw):
         """Await ``aw`` unless the response is cancelled first (then None)."""
         fut = asyncio.ensure_future(aw)
         stop = asyncio.ensure_future(resp.cancelled.wait())
@@ -802,13 +779,13 @@ class _Connection:
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         return None
 
-    def _resp_obj(self, resp: _Response, status: str, *, output=None, usage=None, details=None) -> dict:
+    def _resp_obj(self, resp: ResponseStream, status: str, *, output=None, usage=None, details=None) -> dict:
         return ev.response_object(resp.id, self.conversation_id, status=status, modalities=resp.modalities,
                                   voice=self.session.get("voice"), output=output, usage=usage,
                                   status_details=details,
                                   output_audio_format=self.session.get("output_audio_format") or "pcm")
 
-    async def _respond(self, resp: _Response) -> None:
+    async def _respond(self, resp: ResponseStream) -> None:
         try:
             await self._respond_inner(resp)
         except asyncio.CancelledError:
@@ -824,7 +801,7 @@ class _Connection:
             if self.response is resp:
                 self.response = None
 
-    async def _respond_inner(self, resp: _Response) -> None:
+    async def _respond_inner(self, resp: ResponseStream) -> None:
         chunk_ms = int(self.cfg.realtime_audio_chunk_ms)
         delays = self.latency.sample(self.turn_index, chunk_ms) if self.latency.enabled else NO_DELAYS
         turn_index = self.turn_index
@@ -859,7 +836,7 @@ class _Connection:
                 await self._finish_cancelled(resp)
                 return
             gen = speech.stream_synthesize(text, profile, sample_rate=self.out_rate)
-        tokens = _TOKEN.findall(text)
+        toks = tokens(text)
         pieces = await self._next_piece(resp, gen) if audio_on else None
         if resp.cancelled.is_set() or not await self._until(resp, t0 + delays.created_s):
             await self._finish_cancelled(resp)
@@ -867,28 +844,22 @@ class _Connection:
         await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
         resp.created_sent = True
         t_created = time.perf_counter()
-        item = ev.assistant_item(resp.item_id)
-        await self.send(ev.output_item_added(resp.id, item), resp.id)
-        resp.stage = "item"
         prev, self.last_item_id = self.last_item_id, resp.item_id
-        await self.send(ev.item_created(item, prev), resp.id)
-        part_type = "audio" if audio_on else "text"
-        await self.send(ev.content_part_added(resp.id, resp.item_id, part_type), resp.id)
-        resp.stage = "part"
+        for event in resp.opening(prev):  # output_item.added, conversation.item.created, content_part.added
+            await self.send(event, resp.id)
         # simulated latency: the first delta is not sent before created + first_audio_s (a floor)
         if not await self._until(resp, t_created + delays.first_audio_s):
             await self._finish_cancelled(resp)
             return
         if audio_on:
-            ok = await self._stream_audio(resp, gen, pieces, tokens, chunk_ms, delays.chunk_interval_s)
+            ok = await self._stream_audio(resp, gen, pieces, toks, chunk_ms, delays.chunk_interval_s)
         else:
             ok = True
-            for tok in tokens:
+            for tok in toks:
                 if resp.cancelled.is_set():
                     ok = False
                     break
-                resp.transcript.append(tok)
-                await self.send(ev.text_delta(resp.id, resp.item_id, tok), resp.id)
+                await self.send(resp.text_delta(tok), resp.id)
         if not ok:
             await self._finish_cancelled(resp)
             return
@@ -898,7 +869,7 @@ class _Connection:
                                  output_audio_s=out_s, input_text=(instructions or "") + " " + user_text,
                                  output_text=text, history_tokens=self.history_tokens)
         self.history_tokens += ev.estimate_text_tokens(user_text) + ev.estimate_text_tokens(text)
-        await self.send(ev.response_done(self._resp_obj(resp, "completed", output=[self._final_item(resp, "completed")],
+        await self.send(ev.response_done(self._resp_obj(resp, "completed", output=[resp.final_item("completed")],
                                                         usage=usage)), resp.id)
 
     async def _voice_profile(self, speech, voice: str):
@@ -932,9 +903,10 @@ class _Connection:
         """Next ``(sentence, audio)`` of the synthesis generator, run in the executor; None at the end."""
         return await self._guard(resp, self.run_cpu(next, gen, None))
 
-    async def _stream_audio(self, resp, gen, piece, tokens, chunk_ms, interval) -> bool:
+    async def _stream_audio(self, resp, gen, piece, toks, chunk_ms, interval) -> bool:
         """Send the synthesized audio in ``chunk_ms`` deltas (the remainder carried across sentences),
-        each sentence's transcript tokens spread over its chunks (§4.5 "interleaved")."""
+        each sentence's transcript tokens spread over its chunks (§4.5 "interleaved",
+        :func:`~qvtools.server.rt_response.plan_sentence`)."""
         step = 2 * max(1, int(round(self.out_rate * chunk_ms / 1000.0)))
         carry = b""
         sent_tokens = 0
@@ -945,61 +917,38 @@ class _Connection:
             if resp.cancelled.is_set():
                 return False
             if text:
-                resp.transcript.append(text)
-                await self.send(ev.audio_transcript_delta(resp.id, resp.item_id, text), resp.id)
+                await self.send(resp.transcript_delta(text), resp.id)
             if chunk:
                 if interval > 0 and not await self._until(resp, next_due):
                     return False
-                resp.audio_samples += len(chunk) // 2
                 self.audio_output_started = True  # the voice is now fixed (cannot_update_voice, §5.6)
-                await self.send(ev.audio_delta(resp.id, resp.item_id, chunk), resp.id)
+                await self.send(resp.audio_delta(chunk), resp.id)
                 next_due = max(next_due, time.perf_counter() - interval) + interval
             return True
 
         while piece is not None:
             sentence, x = piece
             nxt_task = asyncio.ensure_future(self._next_piece(resp, gen))  # synthesize the next one meanwhile
-            start = sent_tokens
-            want = min(len(tokens), start + max(1, len(sentence.split())))
-            pcm = carry + to_pcm16(np.asarray(x, dtype=np.float32))
-            n_full = len(pcm) // step
-            carry = pcm[n_full * step:]
-            if n_full == 0 and want > start:
-                resp.transcript.append("".join(tokens[start:want]))
-                await self.send(ev.audio_transcript_delta(resp.id, resp.item_id, resp.transcript[-1]), resp.id)
-                sent_tokens = want
-            for k in range(n_full):
-                due = start + -(-(want - start) * (k + 1) // n_full)
-                if not await emit(pcm[k * step:(k + 1) * step], "".join(tokens[sent_tokens:due])):
+            head, deltas, carry, after = plan_sentence(carry, to_pcm16(np.asarray(x, dtype=np.float32)), step, toks,
+                                                       sent_tokens, len(sentence.split()))
+            if head is not None:
+                await self.send(resp.transcript_delta(head), resp.id)
+                sent_tokens = after
+            for chunk, text, sent_after in deltas:
+                if not await emit(chunk, text):
                     nxt_task.cancel()
                     return False
-                sent_tokens = max(sent_tokens, due)
+                sent_tokens = sent_after
             piece = await nxt_task
             if resp.cancelled.is_set():
                 return False
-        return await emit(carry, "".join(tokens[sent_tokens:]))
+        return await emit(carry, "".join(toks[sent_tokens:]))
 
-    def _final_item(self, resp: _Response, status: str) -> dict:
-        text = "".join(resp.transcript)
-        content = [{"type": "audio", "transcript": text}] if "audio" in resp.modalities else \
-            [{"type": "text", "text": text}]
-        return ev.assistant_item(resp.item_id, status=status, content=content)
+    async def _send_dones(self, resp: ResponseStream, status: str) -> None:
+        for event in resp.dones(status):
+            await self.send(event, resp.id)
 
-    async def _send_dones(self, resp: _Response, status: str) -> None:
-        text = "".join(resp.transcript)
-        if resp.stage == "part":
-            if "audio" in resp.modalities:
-                await self.send(ev.audio_transcript_done(resp.id, resp.item_id, text), resp.id)
-                await self.send(ev.audio_done(resp.id, resp.item_id), resp.id)
-                await self.send(ev.content_part_done(resp.id, resp.item_id, text, "audio"), resp.id)
-            else:
-                await self.send(ev.text_done(resp.id, resp.item_id, text), resp.id)
-                await self.send(ev.content_part_done(resp.id, resp.item_id, text, "text"), resp.id)
-        if resp.stage in ("item", "part"):
-            await self.send(ev.output_item_done(resp.id, self._final_item(resp, status)), resp.id)
-        resp.stage = "done"
-
-    async def _finish_cancelled(self, resp: _Response) -> None:
+    async def _finish_cancelled(self, resp: ResponseStream) -> None:
         """§4.5 c / §5.9 / §7.6: the pending ``*.done`` events, then ``response.done`` with status
         ``realtime_cancel_status`` ("cancelled" as observed; "incomplete" the earlier guess), by flag."""
         if self.closed:
@@ -1009,7 +958,7 @@ class _Connection:
             if not resp.created_sent:
                 await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
             status = self.cfg.realtime_cancel_status
-            out = [self._final_item(resp, "incomplete")] if resp.item_id and resp.transcript else []
+            out = [resp.final_item("incomplete")] if resp.item_id and resp.transcript else []
             # §7.6: the observed response.done of a cancel carries usage (what was produced), no status_details
             usage = ev.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
                                      output_audio_s=resp.audio_samples / float(self.out_rate),
