@@ -195,26 +195,26 @@ class _GuardedServer(Server):
         if not hasattr(self, "opened"):
             self.opened = {}
         self.opened[handler] = time.monotonic()
-        if self.max_connections > 0 and len(self._connections) > self.max_connections:
-            self._evict(len(self._connections) - self.max_connections, keep=handler)
+        if self.max_connections > 0 and len(self.connections) > self.max_connections:
+            self._evict(len(self.connections) - self.max_connections, keep=handler)
 
     def connection_lost(self, handler, exc=None) -> None:
         getattr(self, "opened", {}).pop(handler, None)
         super().connection_lost(handler, exc)
 
     def _evict(self, n: int, keep) -> None:
-        idle = [h for h in self._connections
+        idle = [h for h in self.connections
                 if h is not keep and not getattr(h, "_request_in_progress", False) and not h._force_close]
         idle.sort(key=lambda h: self.opened.get(h, 0.0))
         for h in idle[:n]:
             h.force_close()
         if idle[:n]:
             log.info("%d open connections (cap %d): closed %d that sent no complete request",
-                     len(self._connections), self.max_connections, len(idle[:n]))
+                     len(self.connections), self.max_connections, len(idle[:n]))
 
     def stalled(self) -> int:
         """Open connections with no request in progress (waiting for, or receiving, a request head)."""
-        return sum(1 for h in self._connections if not getattr(h, "_request_in_progress", False))
+        return sum(1 for h in self.connections if not getattr(h, "_request_in_progress", False))
 
 
 class ServiceRunner(web.AppRunner):
