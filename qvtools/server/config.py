@@ -130,7 +130,7 @@ class ServiceConfig:
     analysis_max_s: float | None = 20.0
     #: Longest ``input.text`` (transcript) accepted, in characters; longer: 400 ``InvalidParameter``.
     max_text_chars: int = 4000
-    #: Threads decoding/analysing enrollment audio (the ``enroll_executor``).
+    #: Threads decoding/analysing enrollment audio (the ``http.ENROLL_EXECUTOR`` pool).
     enroll_workers: int = 2
     #: Creates running or waiting for those threads; one more is refused at once with HTTP 429
     #: ``Throttling.RateQuota`` and ``Retry-After: enroll_retry_after_s`` (§3 429 codes; §7.17 reports
