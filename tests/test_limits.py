@@ -19,7 +19,7 @@ from qvtools.config import ENROLLMENT_PATH, Settings
 from qvtools.errors import APIError
 from qvtools.realtime.session import RealtimeSession
 from qvtools.server import LocalService, ServiceConfig
-from qvtools.server.app import ServiceError
+from qvtools.server.http import ServiceError
 from qvtools.server.enrollment import process_enrollment_audio
 from conftest import adts_bytes, read_http_answer
 
@@ -352,7 +352,7 @@ def test_decoded_duration_limit_without_decoding_everything(long_aac_understated
 
 
 def test_raw_aac_is_not_m4a(tmp_path, long_aac_understated):
-    """ADTS (raw AAC) is not the documented M4A container (SEED §2.4), whatever the label says."""
+    """ADTS (raw AAC) is not the documented M4A container (§2.4), whatever the label says."""
     with pytest.raises(ServiceError) as info:
         process_enrollment_audio(long_aac_understated, ServiceConfig(), "audio/mp4")
     assert info.value.code == "Audio.DecoderError" and "ADTS" in info.value.message

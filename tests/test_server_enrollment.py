@@ -17,6 +17,8 @@ import soundfile as sf
 from qvtools.audio import data_url, resample, wav_bytes
 from qvtools.config import ENROLLMENT_PATH
 from qvtools.server import LocalService, ServiceConfig
+from qvtools.server.enrollment import ENROLL_SLOTS
+from qvtools.server.http import ENROLL_EXECUTOR
 from qvtools.server.store import VoiceRecord
 from conftest import read_http_answer
 
@@ -75,7 +77,7 @@ def mp3_url(enrollment_speech) -> str:
 # -- the seed's bodies, unchanged but for the host ------------------------------------------------------
 @pytest.mark.slow
 def test_seed_create_list_delete_bodies(service, mp3_url):
-    url = service.url + ENROLLMENT_PATH  # only the host differs from the SEED sample
+    url = service.url + ENROLLMENT_PATH  # only the host differs from the §2.1 sample
     headers = {"Authorization": "Bearer sk-seed", "Content-Type": "application/json"}
     payload = {"model": "qwen-voice-enrollment",
                "input": {"action": "create", "target_model": PLUS, "preferred_name": "guanyu",
@@ -434,7 +436,7 @@ def mislabelled(enrollment_speech):
 @pytest.mark.parametrize("which", ["flac_as_wav", "ogg_as_mpeg", "wav_as_mpeg", "mp3_as_mp4", "adpcm_wav",
                                    "eight_channels", "video", "id3_then_flac"])
 def test_content_must_be_the_labelled_documented_container(service, mislabelled, which):
-    """SEED §2.4: WAV (16-bit), MP3, M4A; the sniffed container must match the data-URL label (issue 13)."""
+    """§2.4: WAV (16-bit), MP3, M4A; the sniffed container must match the data-URL label (issue 13)."""
     mime, data, detail = mislabelled[which]
     before = total(service)
     body = assert_error(post(service, create_body(data_url(data, mime))), 400, "Audio.DecoderError")
@@ -452,7 +454,7 @@ def test_stereo_mp3_and_24bit_wav_are_accepted(service, enrollment_speech):
 
 def test_decoded_size_cap_is_checked_on_the_header(tmp_path):
     from qvtools.server.enrollment import check_upload_header
-    from qvtools.server.app import ServiceError
+    from qvtools.server.http import ServiceError
 
     wav = wav_bytes(np.zeros((48000 * 10, 2), np.float32), 48000)  # 960,000 samples
     cfg = ServiceConfig(max_decoded_samples=500_000)
@@ -604,7 +606,7 @@ def test_full_decode_queue_is_a_429_with_retry_after(tmp_path, enrollment_wav):
     release = threading.Event()
     cfg = ServiceConfig(warm_speech=False, enroll_workers=1, enroll_queue_limit=1, enroll_retry_after_s=2)
     with LocalService(data_dir=tmp_path, config=cfg) as svc:
-        pool = svc.app["enroll_executor"]
+        pool = svc.app[ENROLL_EXECUTOR]
         blocker = pool.submit(release.wait, 30)  # the one decode thread is busy
         data = data_url(enrollment_wav, "audio/wav")
         first: list = []
@@ -614,10 +616,10 @@ def test_full_decode_queue_is_a_429_with_retry_after(tmp_path, enrollment_wav):
             # the first create holds the only slot once it waits on the executor (a bounded condition wait)
             waited = threading.Event()
             for _ in range(2000):
-                if svc.app["enroll_slots"].active == 1:
+                if svc.app[ENROLL_SLOTS].active == 1:
                     break
                 waited.wait(0.005)
-            assert svc.app["enroll_slots"].active == 1
+            assert svc.app[ENROLL_SLOTS].active == 1
             resp = post(svc, create_body(data, name="second"))
             assert_error(resp, 429, "Throttling.RateQuota", "Requests rate limit exceeded, try again later.")
             assert resp.headers["Retry-After"] == "2"
@@ -637,7 +639,7 @@ def test_list_and_delete_never_wait_behind_decode_work(tmp_path):
 
     release = threading.Event()
     with LocalService(data_dir=tmp_path, config=ServiceConfig(warm_speech=False)) as svc:
-        pool = svc.app["enroll_executor"]
+        pool = svc.app[ENROLL_EXECUTOR]
         blockers = [pool.submit(release.wait, 30) for _ in range(8)]
         try:
             t0 = time.perf_counter()

@@ -537,7 +537,7 @@ def test_cloned_voice_is_read_off_the_event_loop_and_its_profile_built_once(tmp_
 
     with LocalService(data_dir=tmp_path, config=ServiceConfig(realtime_latency="none")) as svc:
         voice = create_voice(svc, enrollment_wav, target=PLUS, name="cache")
-        store = svc.app["store"]
+        store = svc.store
         calls = []
         original = store.get
 

@@ -136,7 +136,7 @@ def test_service_warms_speech_in_the_background(tmp_path):
     from realtime_support import PLUS, settings_for, utterance
 
     with LocalService(data_dir=tmp_path / "on", config=ServiceConfig(realtime_latency="none")) as svc:
-        speech = svc.app["speech"]
+        speech = svc.speech
         assert isinstance(speech, SpeechPipeline)
         # readiness is not held back by the ~3 s of loading (the TTS source profile alone takes seconds)
         assert not speech.ready.is_set()
@@ -153,7 +153,7 @@ def test_stopping_during_warm_up_cancels_it(tmp_path):
     from qvtools.server import LocalService
 
     svc = LocalService(data_dir=tmp_path / "stop").start()
-    speech = svc.app["speech"]
+    speech = svc.speech
     svc.stop()  # the loop thread waits for its executor, so the warm-up has returned by now
     assert svc._stopped.is_set()
     assert not speech.ready.is_set() and speech._source is None  # cancelled, not finished
@@ -163,5 +163,5 @@ def test_warm_speech_off_loads_nothing(tmp_path):
     from qvtools.server import LocalService, ServiceConfig
 
     with LocalService(data_dir=tmp_path / "off", config=ServiceConfig(warm_speech=False)) as svc:
-        assert svc.app["speech"] is None
+        assert svc.speech is None
         assert svc.wait_speech_ready(30) is False  # at once: nothing is warming

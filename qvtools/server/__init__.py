@@ -18,8 +18,12 @@ from pathlib import Path
 
 from ..config import LOCAL_API_KEY
 from ..errors import QVError
-from .app import ServerTrace, ServiceRunner, create_app
+from .app import ServiceRunner, create_app
 from .config import ServiceConfig
+from .faults import FAULTS
+from .http import STORE, TRACE
+from .realtime import REALTIME
+from .trace import ServerTrace
 
 __all__ = ["LocalService", "ServiceConfig", "ServerTrace", "create_app", "serve_forever"]
 
@@ -83,13 +87,13 @@ class LocalService:
     @property
     def trace(self) -> ServerTrace:
         self._require_started()
-        return self.app["trace"]
+        return self.app[TRACE]
 
     @property
     def faults(self):
         """The :class:`~qvtools.server.faults.FaultInjector` (plans and the log of faults fired)."""
         self._require_started()
-        return self.app["faults"]
+        return self.app[FAULTS]
 
     def set_faults(self, target: str, plan) -> None:
         """Install a :class:`~qvtools.server.faults.FaultPlan` (or a dict of its fields; None removes it)
@@ -106,8 +110,15 @@ class LocalService:
 
     @property
     def store(self):
+        """The :class:`~qvtools.server.store.VoiceStore` (opened on startup)."""
         self._require_started()
-        return self.app["store"]
+        return self.app[STORE]
+
+    @property
+    def speech(self):
+        """The :class:`~qvtools.server.speech.SpeechPipeline`, or None while no turn or warm-up created it."""
+        self._require_started()
+        return self.app[REALTIME].speech
 
     @property
     def connections(self) -> int:
@@ -126,7 +137,7 @@ class LocalService:
         (the engines then load on the first realtime turn).
         """
         self._require_started()
-        speech = self.app.get("speech")
+        speech = self.app[REALTIME].speech
         if speech is None or not self.config.warm_speech:
             return False
         deadline = time.monotonic() + float(timeout)
@@ -191,7 +202,7 @@ class LocalService:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._port)
         await site.start()
-        self.port = int(site._server.sockets[0].getsockname()[1])
+        self.port = int(self._runner.addresses[0][1])  # (host, port[, flow, scope]) of the bound socket
 
     async def _cleanup(self) -> None:
         if self._runner is not None:

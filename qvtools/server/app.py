@@ -1,29 +1,24 @@
-"""aiohttp application of the local service: factory, auth, body limits and error mapping.
+"""aiohttp application of the local service: the factory, the error middleware, the runner.
 
 Every error leaves as the documented DashScope shape ``{"request_id","code","message"}``
-(protocol reference §3), also for client mistakes aiohttp itself would answer in plain
-text (unknown path, wrong method); unexpected failures become 500 ``InternalError``
-and are logged, never shown.
+(``../shared/reference/dashscope-protocol.md`` §3, built by :func:`.http.error_response`), also for
+client mistakes aiohttp itself would answer in plain text (unknown path, wrong method); unexpected
+failures become 500 ``InternalError`` and are logged, never shown.
 
-Oversized bodies: the body is read in chunks and refused as soon as it passes
-``ServiceConfig.max_body_bytes`` (a ``Content-Length`` above it is refused before
-reading anything) with ``400 InvalidParameter`` "Exceeded limit on max bytes per
-data-uri item : 10485760" -- the documented error for a too-large data URL, the only
-large field of an enrollment request (§3, marked **[guess]** there). aiohttp discards
-the unread rest of the body, so nothing past the limit is buffered.
+This module imports the handlers (:mod:`.enrollment`, :mod:`.faults`, :mod:`.realtime`); they import
+what they share from :mod:`.http`, never from here. Startup and teardown run in ``app.cleanup_ctx``
+(the store and the thread pools; the speech warm-up); open realtime sockets are closed in
+``on_shutdown``, before aiohttp waits for handlers, so a client that never hangs up cannot stall a stop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import re
 import threading
 import time
-import uuid
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,156 +28,18 @@ from aiohttp.web_server import Server
 
 from ..config import ENROLLMENT_PATH, REALTIME_PATH
 from .config import ServiceConfig
-from .faults import FaultInjector
+from .enrollment import ENROLL_SLOTS, DecodeSlots, handle_customization
+from .faults import FAULTS, FaultInjector
+from .http import (CONFIG, ENROLL_EXECUTOR, STORE, STORE_EXECUTOR, TRACE, ServiceError, authenticate,
+                   error_response, new_request_id, read_json)
+from .realtime import REALTIME, RealtimeState, close_sessions, handle_realtime
 from .store import VoiceStore
+from .trace import ServerTrace
 
 __all__ = ["create_app", "authenticate", "error_response", "read_json", "ServerTrace", "ServiceError",
            "new_request_id", "ServiceRunner", "redact"]
 
 log = logging.getLogger(__name__)
-
-_CHUNK = 64 * 1024
-
-
-def new_request_id() -> str:
-    """A UUID ``request_id`` (every response carries one, §5 item 3)."""
-    return str(uuid.uuid4())
-
-
-class ServiceError(Exception):
-    """A documented DashScope error; turned into its JSON body by :func:`error_response`."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers  # extra answer headers (``Retry-After`` of a 429)
-
-
-def error_response(status: int, code: str, message: str, request_id: str | None = None,
-                   headers: dict | None = None) -> web.Response:
-    """The documented error body ``{"request_id","code","message"}`` (§3)."""
-    rid = request_id or new_request_id()
-    return web.json_response({"request_id": rid, "code": code, "message": message}, status=status,
-                             headers={**(headers or {}), "x-request-id": rid})
-
-
-def _http_error(status: int, code: str, message: str) -> web.HTTPException:
-    rid = new_request_id()
-    cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 404: web.HTTPNotFound,
-           405: web.HTTPMethodNotAllowed}.get(status, web.HTTPBadRequest)
-    body = json.dumps({"request_id": rid, "code": code, "message": message})
-    if cls is web.HTTPMethodNotAllowed:
-        return cls("POST", ["POST"], text=body, content_type="application/json", headers={"x-request-id": rid})
-    return cls(text=body, content_type="application/json", headers={"x-request-id": rid})
-
-
-class ServerTrace:
-    """Append-only, thread-safe record of every realtime event the service sent.
-
-    Each record is ``(session_id, event_type, response_id, t_send)`` with ``t_send`` from
-    :func:`time.perf_counter` (same clock as the client's receive marks in-process).
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._records: list[tuple[str | None, str, str | None, float]] = []
-
-    def record(self, session_id, event_type: str, response_id=None, t: float | None = None) -> None:
-        t = time.perf_counter() if t is None else float(t)
-        with self._lock:
-            self._records.append((session_id, event_type, response_id, t))
-
-    def records(self, session_id=None) -> list[tuple]:
-        """A snapshot copy, optionally only one session's records."""
-        with self._lock:
-            out = list(self._records)
-        return out if session_id is None else [r for r in out if r[0] == session_id]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._records.clear()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._records)
-
-    def __iter__(self):
-        return iter(self.records())
-
-    def __repr__(self) -> str:
-        return f"ServerTrace({len(self)} records)"
-
-
-def authenticate(request: web.Request) -> str:
-    """The caller's API key (its voice scope), or raise the documented 401 (§3, §5 item 1).
-
-    ``Authorization: Bearer <key>`` with a non-empty key, checked against
-    ``ServiceConfig.api_key`` when one is configured. Usable before a WebSocket upgrade.
-    """
-    header = request.headers.get("Authorization")
-    if header is None or not header.strip():
-        raise _http_error(401, "InvalidApiKey", "No API-key provided.")
-    scheme, _, key = header.strip().partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key or not _encodable(key):
-        # a non-UTF-8 header arrives with surrogate escapes (issue 13: was a 500); never echoed or logged
-        raise _http_error(401, "InvalidApiKey", "Invalid API-key provided.")
-    expected = request.app["config"].api_key
-    if expected is not None and not hmac.compare_digest(key.encode("utf-8"), str(expected).encode("utf-8")):
-        raise _http_error(401, "InvalidApiKey", "Invalid API-key provided.")
-    return key
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-_BODY_INVALID = "Required body invalid, please check the request body format."
-
-
-async def read_json(request: web.Request) -> dict:
-    """The JSON object body, read in chunks and refused past ``max_body_bytes`` (never fully buffered)."""
-    config: ServiceConfig = request.app["config"]
-    limit = int(config.max_body_bytes)
-    too_big = ServiceError(400, "InvalidParameter",
-                           f"Exceeded limit on max bytes per data-uri item : {config.max_data_uri_bytes}")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_big
-    ctype = request.content_type  # "application/octet-stream" when absent (aiohttp default)
-    if request.headers.get("Content-Type") and ctype != "application/json" and not ctype.endswith("+json"):
-        raise ServiceError(400, "InvalidParameter", _BODY_INVALID)
-    buf = bytearray()
-    idle = float(config.http_body_timeout_s)
-    while True:
-        # a body that stops arriving for http_body_timeout_s is cut (issue 13); a slow one that keeps
-        # moving is never timed out as a whole
-        try:
-            chunk = await asyncio.wait_for(request.content.read(_CHUNK), idle if idle > 0 else None)
-        except asyncio.TimeoutError:
-            err = ServiceError(408, "RequestTimeOut",
-                               f"The request body stopped arriving for {idle:g} s; the connection is closed.")
-            err.close = True
-            raise err from None
-        if not chunk:
-            break
-        buf += chunk
-        if len(buf) > limit:
-            raise too_big
-    try:
-        text = buf.decode("utf-8")  # strict: invalid UTF-8 is refused, never smuggled in as surrogates
-        del buf
-        body = json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: JSON nested ~1,000 deep
-        raise ServiceError(400, "InvalidParameter", _BODY_INVALID) from None
-    if not isinstance(body, dict):
-        raise ServiceError(400, "InvalidParameter", _BODY_INVALID)
-    return body
 
 
 @web.middleware
@@ -202,7 +59,7 @@ async def _errors(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        if exc.content_type == "application/json":  # ours (_http_error): already in the §3 shape
+        if exc.content_type == "application/json":  # ours (http.http_error): already in the §3 shape
             try:
                 answer = json.loads(exc.text or "{}")
             except ValueError:
@@ -234,24 +91,22 @@ def _log_request_error(request: web.Request, status: int, code: str, message: st
             _safe_path(request), status, code, message[:200].encode("ascii", "backslashreplace").decode("ascii"))
 
 
-async def _realtime(request: web.Request):
-    # Lazy import: the realtime half lives in its own module (qvtools/server/realtime.py).
-    from .realtime import handle_realtime
+def _resources(data_dir: Path):
+    """``cleanup_ctx``: the voice store and the enrollment/store thread pools, closed on teardown."""
 
-    return await handle_realtime(request)
+    async def ctx(app: web.Application):
+        config = app[CONFIG]
+        app[STORE] = VoiceStore(data_dir)
+        # at most enroll_queue_limit creates run or wait on this pool (beyond: 429, enrollment.py)
+        app[ENROLL_EXECUTOR] = ThreadPoolExecutor(max_workers=max(1, int(config.enroll_workers)),
+                                                  thread_name_prefix="qv-enroll")
+        app[STORE_EXECUTOR] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qv-store")
+        yield
+        app[ENROLL_EXECUTOR].shutdown(wait=True, cancel_futures=True)
+        app[STORE_EXECUTOR].shutdown(wait=True, cancel_futures=True)
+        app[STORE].close()
 
-
-async def _on_shutdown(app: web.Application) -> None:
-    # Close open realtime sessions so a client that never hangs up cannot stall a stop.
-    from .realtime import close_sessions
-
-    await close_sessions(app)
-
-
-async def _on_cleanup(app: web.Application) -> None:
-    app["enroll_executor"].shutdown(wait=True, cancel_futures=True)
-    app["store_executor"].shutdown(wait=True, cancel_futures=True)
-    app["store"].close()
+    return ctx
 
 
 def _warm_speech(speech, cancel: threading.Event) -> None:
@@ -262,24 +117,17 @@ def _warm_speech(speech, cancel: threading.Event) -> None:
         log.warning("speech warm-up failed (%s: %s); engines will load on the first turn", type(exc).__name__, exc)
 
 
-def _speech_warmup():
-    """``(on_startup, on_shutdown)`` handlers that load the speech engines in the background.
+async def _speech_warmup(app: web.Application):
+    """``cleanup_ctx``: load the speech engines in the background (``ServiceConfig.warm_speech``).
 
-    on_startup only *schedules* :meth:`SpeechPipeline.warm` in the default executor (readiness is
-    never delayed); on_shutdown cancels it between stages so stopping a fresh service stays quick.
+    Startup only *schedules* :meth:`SpeechPipeline.warm` in the default executor (readiness is never
+    delayed); teardown cancels it between stages so stopping a fresh service stays quick.
     """
     cancel = threading.Event()
-
-    async def start(app: web.Application) -> None:
-        from .realtime import get_speech
-
-        speech = get_speech(app)
-        asyncio.get_running_loop().run_in_executor(None, _warm_speech, speech, cancel)
-
-    async def stop(app: web.Application) -> None:
-        cancel.set()
-
-    return start, stop
+    speech = app[REALTIME].get_speech()
+    asyncio.get_running_loop().run_in_executor(None, _warm_speech, speech, cancel)
+    yield
+    cancel.set()
 
 
 _SECRETS = re.compile(r"(?i)(bearer\s+)\S+|\bsk-[A-Za-z0-9_\-]+")
@@ -347,26 +195,26 @@ class _GuardedServer(Server):
         if not hasattr(self, "opened"):
             self.opened = {}
         self.opened[handler] = time.monotonic()
-        if self.max_connections > 0 and len(self._connections) > self.max_connections:
-            self._evict(len(self._connections) - self.max_connections, keep=handler)
+        if self.max_connections > 0 and len(self.connections) > self.max_connections:
+            self._evict(len(self.connections) - self.max_connections, keep=handler)
 
     def connection_lost(self, handler, exc=None) -> None:
         getattr(self, "opened", {}).pop(handler, None)
         super().connection_lost(handler, exc)
 
     def _evict(self, n: int, keep) -> None:
-        idle = [h for h in self._connections
+        idle = [h for h in self.connections
                 if h is not keep and not getattr(h, "_request_in_progress", False) and not h._force_close]
         idle.sort(key=lambda h: self.opened.get(h, 0.0))
         for h in idle[:n]:
             h.force_close()
         if idle[:n]:
             log.info("%d open connections (cap %d): closed %d that sent no complete request",
-                     len(self._connections), self.max_connections, len(idle[:n]))
+                     len(self.connections), self.max_connections, len(idle[:n]))
 
     def stalled(self) -> int:
         """Open connections with no request in progress (waiting for, or receiving, a request head)."""
-        return sum(1 for h in self._connections if not getattr(h, "_request_in_progress", False))
+        return sum(1 for h in self.connections if not getattr(h, "_request_in_progress", False))
 
 
 class ServiceRunner(web.AppRunner):
@@ -375,63 +223,48 @@ class ServiceRunner(web.AppRunner):
     requests) and keeps at most ``http_max_connections`` open (issue 13)."""
 
     def __init__(self, app: web.Application, **kwargs):
-        config: ServiceConfig = app["config"]
+        config = app[CONFIG]
         kwargs.setdefault("keepalive_timeout", float(config.http_header_timeout_s))
         super().__init__(app, **kwargs)
 
     async def _make_server(self):
         server = await super()._make_server()
         server.__class__ = _GuardedServer
-        server.max_connections = int(self._app["config"].http_max_connections)
+        server.max_connections = int(self.app[CONFIG].http_max_connections)
         server.opened = {}
         return server
 
     @property
     def connections(self) -> int:
         """Open HTTP connections (realtime sessions included)."""
-        return len(self.server._connections) if self.server is not None else 0
+        return len(self.server.connections) if self.server is not None else 0
 
 
 def create_app(config: ServiceConfig | None = None, data_dir=None) -> web.Application:
     """The local service: ``POST`` enrollment (§2) and ``GET`` realtime WebSocket (§4).
 
-    App keys: ``"config"`` (:class:`ServiceConfig`), ``"store"`` (:class:`VoiceStore` under
-    ``data_dir``), ``"trace"`` (:class:`ServerTrace`), ``"speech"`` (None; created lazily by
-    the realtime half, or on startup when ``config.warm_speech`` starts loading it in the background),
-    ``"faults"`` (:class:`FaultInjector`; no plans unless ``config.faults``), ``"enroll_executor"``
-    (the enrollment handlers' own thread pool).
+    App state, under typed keys: :data:`.http.CONFIG` (:class:`ServiceConfig`), :data:`.http.TRACE`
+    (:class:`ServerTrace`), :data:`.faults.FAULTS` (:class:`FaultInjector`; no plans unless
+    ``config.faults``), :data:`.enrollment.ENROLL_SLOTS`, :data:`.realtime.REALTIME` (open sessions,
+    per-key counts, the cloned-voice cache and the speech pipeline, created lazily or by the warm-up);
+    on startup (``cleanup_ctx``) :data:`.http.STORE` (:class:`VoiceStore` under ``data_dir``),
+    :data:`.http.ENROLL_EXECUTOR` and :data:`.http.STORE_EXECUTOR`.
     """
-    from .enrollment import _DecodeSlots, handle_customization
-
     config = config or ServiceConfig()
     if data_dir is None:
         raise ValueError("create_app needs a data_dir for the voice store")
     app = web.Application(middlewares=[_errors], client_max_size=int(config.max_body_bytes) + 1)
-    # The documented contract uses plain string keys; silence aiohttp's AppKey recommendation for them.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        app["config"] = config
-        app["store"] = VoiceStore(Path(data_dir))
-        app["trace"] = ServerTrace()
-        app["speech"] = None
-        app["faults"] = FaultInjector(config.faults)  # off (no plans) by default; qvtools/server/faults.py
-        # Enrollment's decode / VAD / analysis get their own threads, so they do not queue behind the
-        # realtime sessions' speech work in the default executor (bench_load: list p95 grew to seconds);
-        # at most enroll_queue_limit creates run or wait there (beyond: 429, enrollment.py).
-        app["enroll_executor"] = ThreadPoolExecutor(max_workers=max(1, int(config.enroll_workers)),
-                                                    thread_name_prefix="qv-enroll")
-        app["enroll_slots"] = _DecodeSlots(config.enroll_queue_limit)
-        # list / delete / the insert of a create: short SQLite calls on their own pool, never behind
-        # decode work (issue 13: a list waited 1.8 s during 12 creates)
-        app["store_executor"] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qv-store")
+    app[CONFIG] = config
+    app[TRACE] = ServerTrace()
+    app[FAULTS] = FaultInjector(config.faults)  # off (no plans) by default; qvtools/server/faults.py
+    app[ENROLL_SLOTS] = DecodeSlots(config.enroll_queue_limit)
+    app[REALTIME] = RealtimeState(config)
+    app.cleanup_ctx.append(_resources(Path(data_dir)))
+    if config.warm_speech:
+        app.cleanup_ctx.append(_speech_warmup)
     app.router.add_post(ENROLLMENT_PATH, handle_customization)
     if config.fault_control:  # opt-in control endpoint, never a DashScope path
-        app["faults"].add_routes(app)
-    app.router.add_get(REALTIME_PATH, _realtime)
-    app.on_shutdown.append(_on_shutdown)
-    app.on_cleanup.append(_on_cleanup)
-    if config.warm_speech:
-        start, stop = _speech_warmup()
-        app.on_startup.append(start)
-        app.on_shutdown.append(stop)
+        app[FAULTS].add_routes(app)
+    app.router.add_get(REALTIME_PATH, handle_realtime)
+    app.on_shutdown.append(close_sessions)
     return app

@@ -42,7 +42,7 @@ Enrollment input bounds (issue 13; checked on the container header *before* deco
 rule                           field (default)            over it
 =============================  =========================  ====================================================
 container matches the label    ``allowed_mime``           400 ``Audio.DecoderError`` "Decoder audio file failed:
-(WAV/MP3/M4A, SEED §2.4)       + ``audio.MIME_CONTAINERS``  … is FLAC, labelled audio/wav …" (also FLAC/OGG,
+(WAV/MP3/M4A, §2.4)            + ``audio.MIME_CONTAINERS``  … is FLAC, labelled audio/wav …" (also FLAC/OGG,
                                                           MP4 with a video track, compressed WAV)
 channels                       ``max_channels`` (2)       400 ``Audio.DecoderError``
 frames × channels              ``max_decoded_samples``    400 ``Audio.DecoderError``; decoding also stops there
@@ -115,10 +115,10 @@ class ServiceConfig:
 
     # --- enrollment HTTP: input bounds, resources, target models, degraded clones (issue 13 items 2-4,
     # --- issue 9; qvtools/server/app.py, enrollment.py; README "Reliability") ---------------------------
-    #: ``input.target_model`` values a create accepts (SEED §2.1 + §7.19 non-realtime names); a dated or
+    #: ``input.target_model`` values a create accepts (§2.1 + §7.19 non-realtime names); a dated or
     #: ``-latest`` form of one of them is accepted too. Anything else: 400 ``InvalidParameter``.
     enrollment_target_models: tuple = ENROLLMENT_TARGET_MODELS
-    #: Most channels an upload may have (SEED §2.4 says mono; stereo is downmixed). More: ``Audio.DecoderError``.
+    #: Most channels an upload may have (§2.4 says mono; stereo is downmixed). More: ``Audio.DecoderError``.
     max_channels: int = 2
     #: Cap on decoded samples (frames × channels), checked on the header before decoding and enforced while
     #: decoding: 60 s of 48 kHz stereo (the top MP3 rate), 23 MB as float32. Over it: ``Audio.DecoderError``.
@@ -126,12 +126,12 @@ class ServiceConfig:
     #: Rate the voice's audio is stored at (mono 16-bit WAV): a 384 kHz upload is kept as 24 kHz, so a
     #: stored blob is at most ``max_audio_s`` × 48 KB/s (2.9 MB).
     store_sample_rate: int = 24000
-    #: Seconds of speech (from the first speech onward) the voice profile is measured on (SEED §2.4 recommends
+    #: Seconds of speech (from the first speech onward) the voice profile is measured on (§2.4 recommends
     #: 10-20 s); bounds the analysis memory (pyworld spectra: ~110 MB for 60 s). None: the whole clip.
     analysis_max_s: float | None = 20.0
     #: Longest ``input.text`` (transcript) accepted, in characters; longer: 400 ``InvalidParameter``.
     max_text_chars: int = 4000
-    #: Threads decoding/analysing enrollment audio (the ``enroll_executor``).
+    #: Threads decoding/analysing enrollment audio (the ``http.ENROLL_EXECUTOR`` pool).
     enroll_workers: int = 2
     #: Creates running or waiting for those threads; one more is refused at once with HTTP 429
     #: ``Throttling.RateQuota`` and ``Retry-After: enroll_retry_after_s`` (§3 429 codes; §7.17 reports

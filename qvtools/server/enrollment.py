@@ -3,7 +3,8 @@
 Implements protocol reference §2 (request and response bodies), §3 (error shape and
 codes) and §5 items 1–3. Where the documentation leaves the error code open (bad
 ``action``, ``preferred_name``, ``target_model``) it is ``400 InvalidParameter`` (§3 [guess]).
-CPU-heavy work (decode, VAD, voice analysis) runs in the app's ``enroll_executor``, not on the loop.
+CPU-heavy work (decode, VAD, voice analysis) runs on the app's ``ENROLL_EXECUTOR`` pool, not on the loop.
+§ numbers refer to ``../shared/reference/dashscope-protocol.md``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from aiohttp import web
 from ..catalog import OMNI_CLONE_PREFIX
 from ..config import ENROLLMENT_MODEL
 from ..spec import LANGUAGES, NAME_PATTERN
-from .app import ServiceError, authenticate, new_request_id, read_json
+from .faults import FAULTS
+from .http import CONFIG, ENROLL_EXECUTOR, STORE, STORE_EXECUTOR, ServiceError, authenticate, new_request_id, read_json
 from .config import ServiceConfig
 from .store import QuotaExceeded, VoiceRecord, VoiceStore, accepts_target_model
 
 __all__ = ["handle_customization", "process_enrollment_audio", "process_enrollment_upload", "check_upload_header",
-           "voice_name", "EnrolledAudio"]
+           "voice_name", "EnrolledAudio", "DecodeSlots", "ENROLL_SLOTS"]
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +181,7 @@ def process_enrollment_audio(raw: bytes, config: ServiceConfig, mime: str | None
         fallback = config.fallback_reason
     from .voice import analyze
 
-    # the profile is measured on at most analysis_max_s from the first speech (SEED §2.4 recommends 10-20 s):
+    # the profile is measured on at most analysis_max_s from the first speech (§2.4 recommends 10-20 s):
     # a 60 s clip cost +110 MB and ~8 s of analysis, 20 s a third of that
     first = int(segments[0][0] * store_sr)
     span = x[first:first + int(config.analysis_max_s * store_sr)] if config.analysis_max_s else x
@@ -246,7 +248,7 @@ def _data_url_mime(data: str) -> str | None:
     return head[len("data:"):-len(";base64")].strip().lower()
 
 
-class _DecodeSlots:
+class DecodeSlots:
     """Creates running or waiting on the enrollment executor, at most ``limit`` (issue 13: a burst must
     get a quick 429 rather than a queue every client times out in)."""
 
@@ -264,6 +266,9 @@ class _DecodeSlots:
         self.active -= 1
 
 
+ENROLL_SLOTS = web.AppKey("enroll_slots", DecodeSlots)  # the app's bound on queued creates (issue 13)
+
+
 def _throttled(config: ServiceConfig) -> ServiceError:
     # §3: 429 Throttling.RateQuota "Requests rate limit exceeded, try again later."
     return ServiceError(429, "Throttling.RateQuota", "Requests rate limit exceeded, try again later.",
@@ -271,8 +276,8 @@ def _throttled(config: ServiceConfig) -> ServiceError:
 
 
 async def _create(request: web.Request, scope: str, inp: dict) -> web.Response:
-    config: ServiceConfig = request.app["config"]
-    store: VoiceStore = request.app["store"]
+    config: ServiceConfig = request.app[CONFIG]
+    store: VoiceStore = request.app[STORE]
     target_model = inp.get("target_model")
     if not _valid_text(target_model) or not accepts_target_model(target_model, config.enrollment_target_models):
         raise _param_error("input.target_model")
@@ -302,14 +307,14 @@ async def _create(request: web.Request, scope: str, inp: dict) -> web.Response:
         raise _param_error("input.audio.data")
     # 1,000 voices per account (§2.4): checked before the expensive work, and again atomically on insert.
     loop = asyncio.get_running_loop()
-    store_pool = request.app["store_executor"]
+    store_pool = request.app[STORE_EXECUTOR]
     if await loop.run_in_executor(store_pool, store.count, scope) >= config.voice_quota:
         raise _quota_error()
-    slots: _DecodeSlots = request.app["enroll_slots"]
+    slots = request.app[ENROLL_SLOTS]
     if not slots.acquire():
         raise _throttled(config)
     try:
-        enrolled = await loop.run_in_executor(request.app["enroll_executor"], process_enrollment_upload, data,
+        enrolled = await loop.run_in_executor(request.app[ENROLL_EXECUTOR], process_enrollment_upload, data,
                                               config)
     finally:
         slots.release()
@@ -340,10 +345,10 @@ def _quota_error() -> ServiceError:
 async def _list(request: web.Request, scope: str, inp: dict) -> web.Response:
     page_index = _page_arg(inp, "page_index", 0)
     page_size = _page_arg(inp, "page_size", 10)
-    store: VoiceStore = request.app["store"]
+    store: VoiceStore = request.app[STORE]
     loop = asyncio.get_running_loop()
     # the store's own pool, never behind decode work (issue 13: list waited 1.8 s during 12 creates)
-    items, total = await loop.run_in_executor(request.app["store_executor"], store.list, scope, page_index, page_size)
+    items, total = await loop.run_in_executor(request.app[STORE_EXECUTOR], store.list, scope, page_index, page_size)
     output = {"voice_list": [r.to_list_item() for r in items], "total_count": total,
               "page_index": page_index, "page_size": page_size}
     return _ok(output, 0, new_request_id())
@@ -355,9 +360,9 @@ async def _delete(request: web.Request, scope: str, inp: dict) -> web.Response:
         raise _param_error("input.voice")
     if not _valid_text(voice) or len(voice) > 256:  # no stored name is like it (issue 13: was a 500)
         raise ServiceError(400, "BadRequest.VoiceNotFound", f"Voice '{_printable(voice)}' not found.")
-    store: VoiceStore = request.app["store"]
+    store: VoiceStore = request.app[STORE]
     loop = asyncio.get_running_loop()
-    if not await loop.run_in_executor(request.app["store_executor"], store.delete, scope, voice):
+    if not await loop.run_in_executor(request.app[STORE_EXECUTOR], store.delete, scope, voice):
         raise ServiceError(400, "BadRequest.VoiceNotFound", f"Voice '{voice}' not found.")  # §2.3, ERR
     log.info("deleted voice %s", voice)
     return _ok({"voice": voice}, 0, new_request_id())
@@ -383,7 +388,7 @@ async def handle_customization(request: web.Request) -> web.Response:
     handler = _ACTIONS.get(action) if isinstance(action, str) else None
     if handler is None:
         raise _param_error("input.action")
-    faults = request.app.get("faults")  # injected faults (qvtools/server/faults.py), off by default
+    faults = request.app.get(FAULTS)  # injected faults (qvtools/server/faults.py), off by default
     if faults is not None:
         return await faults.enrollment(request, scope, action, handler(request, scope, inp))
     return await handler(request, scope, inp)

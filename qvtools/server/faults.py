@@ -30,10 +30,13 @@ import random
 import threading
 from dataclasses import asdict, dataclass, field, fields
 
+from aiohttp import web
+
 from ..realtime import events as ev
+from .http import ServiceError, authenticate, error_response, read_json
 
 __all__ = ["FaultPlan", "FaultInjector", "SessionFaults", "FAULTS_PATH", "ENROLL_STATUSES", "MALFORMED_FRAME",
-           "UNKNOWN_EVENT_TYPE", "client_faults"]
+           "UNKNOWN_EVENT_TYPE", "client_faults", "FAULTS"]
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +187,7 @@ def _install(plan) -> _Installed:
 
 
 class FaultInjector:
-    """The service's fault plans (``app["faults"]``) and a log of the faults that fired. Thread-safe:
+    """The service's fault plans (``app[FAULTS]``) and a log of the faults that fired. Thread-safe:
     ``set``/``clear`` may be called from any thread (``LocalService.set_faults``)."""
 
     def __init__(self, plans: dict | None = None):
@@ -227,12 +230,6 @@ class FaultInjector:
             for sf in self._sessions.values():
                 sf.plan = None
 
-    def plan_for(self, key: str | None) -> FaultPlan | None:
-        with self._lock:
-            inst = self._plans.get(key) if key is not None else None
-            inst = inst or self._plans.get("*")
-            return None if inst is None else inst.plan
-
     def _select(self, key: str, kind: str, action: str | None = None) -> FaultPlan | None:
         with self._lock:
             inst = self._plans.get(key) or self._plans.get("*")
@@ -265,8 +262,6 @@ class FaultInjector:
     # -- enrollment
     async def enrollment(self, request, scope: str, action: str, work):
         """Run the enrollment handler coroutine ``work`` under the caller's plan (see :class:`FaultPlan`)."""
-        from .app import error_response
-
         plan = self._select(scope, "enroll", action)
         if plan is None:
             return await work
@@ -314,10 +309,6 @@ class FaultInjector:
         app.router.add_post(FAULTS_PATH, self._http_post)
 
     async def _http_get(self, request):
-        from aiohttp import web
-
-        from .app import authenticate
-
         key = authenticate(request)
         with self._lock:
             all_plan = self._plans.get("*")
@@ -329,10 +320,6 @@ class FaultInjector:
                                   "fired": len(self._fired)})
 
     async def _http_post(self, request):
-        from aiohttp import web
-
-        from .app import ServiceError, authenticate, read_json
-
         key = authenticate(request)
         body = await read_json(request)
         target = body.get("target")
@@ -350,14 +337,15 @@ class FaultInjector:
         return web.json_response({"target": target, "plan": None if plan is None else plan.to_dict()})
 
 
+FAULTS = web.AppKey("faults", FaultInjector)  # the app's fault plans (off unless ServiceConfig.faults)
+
+
 def _key_hash(key: str) -> str:
     return hashlib.sha256(b"qvtools-faults\x00" + key.encode("utf-8")).hexdigest()
 
 
 def _abort(request):
     """Close the HTTP connection without an answer (the client sees a reset / empty reply)."""
-    from aiohttp import web
-
     transport = request.transport
     if transport is not None:
         transport.abort()

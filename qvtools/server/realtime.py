@@ -1,7 +1,11 @@
-"""The local service's Qwen-Omni-Realtime WebSocket: ``handle_realtime(request)``.
+"""The local service's Qwen-Omni-Realtime WebSocket: ``handle_realtime(request)`` and the connection.
 
-One :class:`_Connection` per socket. It speaks the wire protocol through the shared event model
-(:mod:`qvtools.realtime.events`), so the client and the server cannot drift apart:
+One :class:`_Connection` per socket. It moves frames and awaits (speech work in the executor, the
+simulated delays, the sends); the protocol state lives in socket-free modules that tests drive with
+bytes and dicts: :mod:`.rt_handshake` (model and session caps before the upgrade), :mod:`.rt_input`
+(the input buffer and server-VAD feed), :mod:`.rt_response` (one response's ordered events). It speaks
+the wire protocol through the shared event model (:mod:`qvtools.realtime.events`), so the client and the
+server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.md``):
 
 - auth, model and session-count checks happen *before* the upgrade (401 ``InvalidApiKey``; 404
   ``ModelNotFound`` for a name that is not ``…-omni-…-realtime``, §5.1, §5.4, §7.8; 429
@@ -18,7 +22,7 @@ One :class:`_Connection` per socket. It speaks the wire protocol through the sha
   ``response.created`` (§7.6) and transcript deltas before the first audio delta (§7.5);
 - ``response.cancel`` (pending ``*.done``, then ``response.done`` status ``cancelled``, §7.6),
   ``session.finish``, the idle close (§7.12) and the 120-min cap (§5.9, §5.10);
-- every sent event is recorded in ``app["trace"]`` with ``time.perf_counter()`` right before sending.
+- every sent event is recorded in ``app[TRACE]`` with ``time.perf_counter()`` right before sending.
 
 Bad input never ends a session: malformed JSON, unknown types, bad base64, odd-length audio, lone
 surrogates, over-long text and out-of-order events are answered with ``error`` events.
@@ -31,12 +35,8 @@ import base64
 import binascii
 import json
 import logging
-import re
 import threading
 import time
-import uuid
-import warnings
-import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -45,44 +45,18 @@ from aiohttp import WSMsgType, web
 from .. import catalog
 from ..audio import from_pcm16, resample, to_pcm16
 from ..realtime import events as ev
-from .app import authenticate
-from .faults import client_faults
+from .faults import FAULTS, client_faults
+from .http import CONFIG, STORE, TRACE, authenticate, error_response
 from .latency import NO_DELAYS, LatencySimulator, profile_for_model
+from .rt_handshake import admit, check_handshake, release
+from .rt_input import AppendError, BufferFull, InputBuffer, decode_append
+from .rt_response import ResponseStream, UserTurn, plan_sentence, tokens
 
-__all__ = ["handle_realtime", "get_speech", "close_sessions"]
+__all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "RealtimeState", "REALTIME"]
 
 log = logging.getLogger(__name__)
 
-_SPEECH_LOCK = threading.Lock()
-_OPEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # app -> set of open _Connection
-_ACTIVE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # app -> {api key: open sessions}
-_VOICE_CACHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # app -> _ProfileCache
-_VAD_KEEP_MS = 500  # audio kept before the prefix padding while no speech is detected (VAD look-ahead)
 _MAX_IMAGE_B64 = 256 * 1024  # §4.3 "≤ 256 KB after base64"
-_TOKEN = re.compile(r"\S+\s*")
-
-
-def get_speech(app):
-    """The app's :class:`SpeechPipeline`, created once on first use (``app["speech"]``)."""
-    speech = app.get("speech")
-    if speech is None:
-        with _SPEECH_LOCK:
-            speech = app.get("speech")
-            if speech is None:
-                from .speech import SpeechPipeline
-
-                speech = SpeechPipeline()
-                with warnings.catch_warnings():  # the app is frozen once running; this key is lazy by contract
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    warnings.simplefilter("ignore", web.NotAppKeyWarning)
-                    app["speech"] = speech
-    return speech
-
-
-def _json_error(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
-    rid = str(uuid.uuid4())
-    return web.json_response({"request_id": rid, "code": code, "message": message}, status=status,
-                             headers={"x-request-id": rid, **(headers or {})})
 
 
 class _ProfileCache:
@@ -118,21 +92,41 @@ class _ProfileCache:
             return len(self._items)
 
 
+class RealtimeState:
+    """The realtime half's state on one app (``app[REALTIME]``): open sessions, per-key session counts,
+    the cloned-voice profile cache and the speech pipeline (created once, on first use or by the warm-up)."""
+
+    def __init__(self, config):
+        self.open: set = set()  # open _Connection objects (closed with 1001 on shutdown)
+        self.active: dict[str, int] = {}  # API key -> open sessions (the caps, ServiceConfig.max_sessions*)
+        self.voice_cache = _ProfileCache(config.realtime_voice_cache_size)
+        self.speech = None  # the SpeechPipeline once created
+        self._lock = threading.Lock()
+
+    def get_speech(self):
+        """The :class:`~qvtools.server.speech.SpeechPipeline`, created once on first use (thread-safe)."""
+        speech = self.speech
+        if speech is None:
+            with self._lock:
+                if self.speech is None:
+                    from .speech import SpeechPipeline
+
+                    self.speech = SpeechPipeline()
+                speech = self.speech
+        return speech
+
+
+REALTIME = web.AppKey("realtime", RealtimeState)
+
+
+def get_speech(app):
+    """The app's :class:`SpeechPipeline`, created once on first use."""
+    return app[REALTIME].get_speech()
+
+
 def voice_cache(app) -> _ProfileCache:
     """The app's cloned-voice profile cache (``ServiceConfig.realtime_voice_cache_size`` entries)."""
-    cache = _VOICE_CACHES.get(app)
-    if cache is None:
-        cache = _VOICE_CACHES.setdefault(app, _ProfileCache(app["config"].realtime_voice_cache_size))
-    return cache
-
-
-def _model_accepted(model: str, config) -> bool:
-    """§7.8: any ``…-omni-…-realtime`` name; only the catalog's families when configured so (§5.4 [guess])."""
-    if not model:
-        return False
-    if config.realtime_reject_unknown_model:
-        return catalog.is_known_model(model)
-    return catalog.is_realtime_model(model)
+    return app[REALTIME].voice_cache
 
 
 async def handle_realtime(request: web.Request):
@@ -141,27 +135,13 @@ async def handle_realtime(request: web.Request):
     Once the socket is upgraded nothing may reach the HTTP error middleware (it would write an HTTP answer
     onto the WebSocket, issue 13): a failure is logged and the socket closed with 1011."""
     key = authenticate(request)  # raises the documented 401 before any upgrade (§5.1)
-    config = request.app["config"]
+    config = request.app[CONFIG]
     model = request.query.get("model", "")
-    if not _model_accepted(model, config):
-        return _json_error(404, "ModelNotFound", "Model can not be found.")  # §5.4 [guess]
-    limit = int(config.max_sessions_per_key or 0)
-    total_limit = int(config.max_sessions or 0)
-    active = _ACTIVE.setdefault(request.app, {})
-    total = sum(active.values())
-    if limit > 0 and active.get(key, 0) >= limit:
-        # ServiceConfig.max_sessions_per_key: refused before the upgrade with a §3 429 code, never a crash
-        log.info("realtime handshake refused: %d concurrent sessions for this key", limit)
-        return _json_error(429, "Throttling.RateQuota",
-                           f"Requests rate limit exceeded, try again later: at most {limit} concurrent realtime "
-                           "sessions per API key.", headers={"Retry-After": "1"})
-    if total_limit > 0 and total >= total_limit:
-        # ServiceConfig.max_sessions: the global cap, answered like the per-key one (issue 13)
-        log.info("realtime handshake refused: %d concurrent sessions on the service", total_limit)
-        return _json_error(429, "Throttling.RateQuota",
-                           f"Requests rate limit exceeded, try again later: at most {total_limit} concurrent "
-                           "realtime sessions on this service.", headers={"Retry-After": "1"})
-    active[key] = active.get(key, 0) + 1  # reserved before any await, so racing handshakes count too
+    state = request.app[REALTIME]
+    refusal = check_handshake(model, key, config, state.active)  # qvtools/server/rt_handshake.py
+    if refusal is not None:
+        return error_response(refusal.status, refusal.code, refusal.message, headers=refusal.headers)
+    admit(state.active, key)  # reserved before any await, so racing handshakes count too
     ws = None
     try:
         ws = web.WebSocketResponse(autoping=True, max_msg_size=int(config.realtime_max_frame_bytes))
@@ -169,13 +149,12 @@ async def handle_realtime(request: web.Request):
         try:
             conn = _Connection(request.app, ws, key, model)
             # fault injection (qvtools/server/faults.py): off unless a plan is configured; bounds slow readers
-            conn.faults = request.app["faults"].open_session(key, conn.session_id, request.transport)
+            conn.faults = request.app[FAULTS].open_session(key, conn.session_id, request.transport)
         except Exception:
             log.exception("realtime session setup failed; closing with 1011")
             await ws.close(code=1011, message=b"internal error")
             return ws
-        open_set = _OPEN.setdefault(request.app, set())
-        open_set.add(conn)
+        state.open.add(conn)
         try:
             await conn.run()
         except asyncio.CancelledError:
@@ -184,58 +163,17 @@ async def handle_realtime(request: web.Request):
             log.exception("session %s: the realtime handler failed; closing with 1011", conn.session_id)
             await conn._close(1011, "internal error")
         finally:
-            open_set.discard(conn)
+            state.open.discard(conn)
             await conn.shutdown()
     finally:
-        active[key] -= 1
-        if active[key] <= 0:
-            del active[key]
+        release(state.active, key)
     return ws
 
 
 async def close_sessions(app) -> None:
     """Close every open realtime socket with 1001 (for ``app.on_shutdown``, so a stop never waits on them)."""
-    for conn in list(_OPEN.get(app, ())):
+    for conn in list(app[REALTIME].open):
         await conn._close(1001, "service shutting down")
-
-
-def _strip_wav(data: bytes) -> bytes:
-    """PCM payload of a WAV chunk (``audio.input.format.type = wav``); raw data passes through."""
-    if not data.startswith(b"RIFF") or len(data) < 12:
-        return data
-    pos = 12
-    while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
-        if cid == b"data":
-            return data[pos + 8:pos + 8 + size]
-        pos += 8 + size + (size & 1)
-    raise ValueError("the WAV chunk has no data chunk")
-
-
-class _Response:
-    def __init__(self, rid: str, item_id: str, modalities, user, instructions):
-        self.id = rid
-        self.item_id = item_id
-        self.modalities = list(modalities)
-        self.user = user  # _UserTurn or None
-        self.instructions = instructions
-        self.cancelled = asyncio.Event()
-        self.task: asyncio.Task | None = None
-        self.created_sent = False
-        self.stage = "created"  # -> "item" (output_item.added sent) -> "part" (content_part.added sent) -> "done"
-        self.transcript: list[str] = []
-        self.audio_samples = 0
-
-
-class _UserTurn:
-    def __init__(self, item_id: str, audio: np.ndarray | None, rate: int, text: str | None = None):
-        self.item_id = item_id
-        self.audio = audio
-        self.rate = rate
-        self.audio_s = 0.0 if audio is None else len(audio) / float(rate)
-        self.text_future: asyncio.Future = asyncio.get_running_loop().create_future()
-        if text is not None:
-            self.text_future.set_result(text)
 
 
 class _Connection:
@@ -244,9 +182,9 @@ class _Connection:
         self.ws = ws
         self.key = key
         self.model = model
-        self.cfg = app["config"]
-        self.store = app["store"]
-        self.trace = app["trace"]
+        self.cfg = app[CONFIG]
+        self.store = app[STORE]
+        self.trace = app[TRACE]
         self.faults = None  # SessionFaults (qvtools/server/faults.py), set by handle_realtime
         self.loop = asyncio.get_running_loop()
         self.session = ev.default_session(model)
@@ -266,11 +204,8 @@ class _Connection:
         self.latency = self._make_latency()
         self.send_lock = asyncio.Lock()
         self.closed = False
-        self.buf = bytearray()
-        self.buf_start_ms = 0.0
-        self.vad = None
-        self.vad_item: str | None = None
-        self.vad_start_ms = 0
+        # the input audio buffer and server VAD, socket-free (qvtools/server/rt_input.py)
+        self.input = InputBuffer(self.in_rate, self.cfg.realtime_max_buffer_s, self.session.get("turn_detection"))
         self.audio_started = False
         self.audio_output_started = False
         self.voice_record = None  # the cloned voice's metadata (a VoiceRecord without audio), else None
@@ -281,14 +216,13 @@ class _Connection:
         self.partial_task: asyncio.Task | None = None
         self.partial_mark = 0  # buffer length (bytes) at the last partial transcription
         self.idle_since = time.monotonic()  # §7.12: reset when a response starts or ends
-        self.response: _Response | None = None
-        self.pending_user: _UserTurn | None = None
+        self.response: ResponseStream | None = None
+        self.pending_user: UserTurn | None = None
         self.last_item_id: str | None = None
         self.turn_index = 0
         self.history_tokens = 0
         self.tasks: set[asyncio.Task] = set()
         self.started = time.monotonic()
-        self._rebuild_vad()
 
     # ------------------------------------------------------------------------------- plumbing
     def _make_latency(self) -> LatencySimulator:
@@ -348,19 +282,6 @@ class _Connection:
     @property
     def out_rate(self) -> int:
         return ev.output_format(self.session)[1]
-
-    def _rebuild_vad(self) -> None:
-        td = self.session.get("turn_detection")
-        if td is None:
-            self.vad = None
-            return
-        from ..vad import StreamingVAD
-
-        # §4.2 / §5.7: the VAD honours threshold, prefix_padding_ms and silence_duration_ms
-        self.vad = StreamingVAD(threshold=max(float(td["threshold"]), 0.0), prefix_padding_ms=td["prefix_padding_ms"],
-                                silence_duration_ms=td["silence_duration_ms"], sample_rate=self.in_rate)
-        self.vad_item = None
-        self.buf_start_ms = -1000.0 * len(self.buf) / 2 / self.in_rate
 
     # ------------------------------------------------------------------------------- main loop
     async def run(self) -> None:
@@ -568,72 +489,41 @@ class _Connection:
             self.voice_error = ev.voice_problem(new["voice"], self.model, lookup if self.voice_record is None
                                                 else (lambda name: self.voice_record.target_model))
         if new.get("turn_detection") != old.get("turn_detection") or ev.input_format(new) != ev.input_format(old):
-            self._rebuild_vad()
+            self.input.configure(self.in_rate, self.session.get("turn_detection"))
         if new.get("seed") != old.get("seed"):
             self.latency = self._make_latency()
         await self.send(ev.session_updated(echo))
 
     async def on_append(self, event) -> None:
-        audio = event.get("audio")
-        if not isinstance(audio, str):
-            await self.error("'audio' must be a base64 string.", param="audio", event_id=event.event_id)
-            return
         try:
-            data = base64.b64decode(audio, validate=True)
-        except (binascii.Error, ValueError):
-            await self.error("'audio' is not valid base64.", param="audio", event_id=event.event_id)
-            return
-        if ev.input_format(self.session)[0] == "wav":
-            try:
-                data = _strip_wav(data)
-            except ValueError as exc:
-                await self.error(str(exc), param="audio", event_id=event.event_id)
-                return
-        if len(data) % 2:
-            await self.error(f"PCM16 audio must have an even number of bytes, got {len(data)}.", param="audio",
-                             event_id=event.event_id)
+            data = decode_append(event.get("audio"), ev.input_format(self.session)[0])
+        except AppendError as exc:
+            await self.error(str(exc), param="audio", event_id=event.event_id)
             return
         if not data:
             return
         self.audio_started = True
-        cap = int(float(self.cfg.realtime_max_buffer_s) * self.in_rate) * 2
-        if len(self.buf) + len(data) > cap:
+        try:
+            speech = self.input.append(data)
+        except BufferFull as exc:
             # ServiceConfig.realtime_max_buffer_s: error event, the buffer dropped (as by clear), session goes on
             self._drop_buffer()
-            await self.error(f"The input audio buffer would exceed {self.cfg.realtime_max_buffer_s:g} s of audio; "
-                             "it was cleared. Commit more often, or keep sending silence so the server VAD "
-                             "can end the turn.", code="input_audio_buffer_limit_exceeded", param="audio",
+            await self.error(str(exc), code="input_audio_buffer_limit_exceeded", param="audio",
                              event_id=event.event_id)
             return
-        self.buf.extend(data)
-        if self.vad is None:
+        if self.input.vad is None:
             await self._manual_progress()
             return
-        for vev in self.vad.feed(from_pcm16(data)):
-            if vev.kind == "speech_started":
-                self.vad_item = ev.new_id("item")
-                self.vad_start_ms = int(vev.audio_ms)
-                await self.send(ev.speech_started(vev.audio_ms, self.vad_item))
+        for sev in speech:
+            if sev.kind == "speech_started":
+                await self.send(ev.speech_started(sev.audio_ms, sev.item_id))
                 td = self.session.get("turn_detection") or {}
                 if self.response is not None and td.get("interrupt_response", True):
                     self._cancel_response()  # barge-in (§4.2 interrupt_response)
-            elif vev.kind == "speech_stopped" and self.vad_item is not None:
-                item = self.vad_item
-                self.vad_item = None
-                await self.send(ev.speech_stopped(vev.audio_ms, item))
-                await self._commit(item, self.vad_start_ms, int(vev.audio_ms), auto=True)
-        if self.vad_item is None:
-            self._trim_buffer()
-
-    def _trim_buffer(self) -> None:
-        """Server VAD outside speech: keep only what a next ``speech_started`` can reach back to
-        (prefix_padding_ms, §4.2, plus the VAD look-ahead), so silence never fills the buffer."""
-        td = self.session.get("turn_detection") or {}
-        keep = 2 * int((int(td.get("prefix_padding_ms", 300)) + _VAD_KEEP_MS) * self.in_rate / 1000.0)
-        extra = len(self.buf) - keep
-        if extra > 0:
-            del self.buf[:extra]
-            self.buf_start_ms += 1000.0 * (extra // 2) / self.in_rate
+            else:
+                await self.send(ev.speech_stopped(sev.audio_ms, sev.item_id))
+                await self._commit(sev.item_id, sev.start_ms, int(sev.audio_ms), auto=True)
+        self.input.settle()
 
     async def _manual_progress(self) -> None:
         """Manual mode as observed (§7.4): the user item is created at the first append of a turn, and the
@@ -653,10 +543,11 @@ class _Connection:
             return
         if self.partial_task is not None and not self.partial_task.done():
             return  # one partial at a time; the next append after it finishes catches up
-        if len(self.buf) - self.partial_mark < 2 * int(step_s * self.in_rate):
+        if len(self.input) - self.partial_mark < 2 * int(step_s * self.in_rate):
             return
-        self.partial_mark = len(self.buf)
-        self.partial_task = self.spawn(self._partial_transcription(self.manual_item, bytes(self.buf), self.in_rate))
+        self.partial_mark = len(self.input)
+        self.partial_task = self.spawn(self._partial_transcription(self.manual_item, bytes(self.input.buf),
+                                                                   self.in_rate))
 
     async def _partial_transcription(self, item_id: str, pcm: bytes, rate: int) -> None:
         x = from_pcm16(pcm)
@@ -679,27 +570,12 @@ class _Connection:
         return ev.transcription_delta(item_id, "", text)
 
     def _drop_buffer(self) -> None:
-        self.buf.clear()
+        self.input.clear()
         self.manual_item = None
-        self.vad_item = None
-        if self.vad is not None:
-            self.vad.reset()
-        self.buf_start_ms = 0.0
-
-    def _slice_ms(self, start_ms: float | None, end_ms: float | None) -> bytes:
-        if start_ms is None:
-            return bytes(self.buf)
-        rate = self.in_rate
-        a = max(0, int((start_ms - self.buf_start_ms) * rate / 1000.0)) * 2
-        b = len(self.buf) if end_ms is None else max(a, int((end_ms - self.buf_start_ms) * rate / 1000.0) * 2)
-        return bytes(self.buf[a:b])
 
     async def _commit(self, item_id: str, start_ms=None, end_ms=None, *, auto: bool) -> None:
-        pcm = self._slice_ms(start_ms, end_ms)
-        self.buf.clear()
-        self.buf_start_ms = float(self.vad.position_ms) if self.vad is not None else 0.0
-        x = from_pcm16(pcm)
-        user = _UserTurn(item_id, x, self.in_rate)
+        x = from_pcm16(self.input.take(start_ms, end_ms))
+        user = UserTurn(item_id, x, self.in_rate)
         early = item_id == self.manual_item  # §7.4: the item was created at the turn's first append
         self.manual_item = None
         if early:
@@ -718,13 +594,13 @@ class _Connection:
             await self._start_response(None, None)
 
     async def on_commit(self, event) -> None:
-        if not self.buf:
+        if not self.input:
             # §4.3: "An empty buffer gives an error"
             await self.error("Error committing input audio buffer: the buffer is empty.",
                              code="input_audio_buffer_commit_empty", event_id=event.event_id)
             return
-        item = self.vad_item or self.manual_item or ev.new_id("item")
-        self.vad_item = None
+        item = self.input.speech_item or self.manual_item or ev.new_id("item")
+        self.input.speech_item = None
         await self._commit(item, None, None, auto=False)
 
     async def on_clear(self, event) -> None:
@@ -795,7 +671,7 @@ class _Connection:
                                  param="item.content", event_id=event.event_id)
                 return
             text = " ".join(texts)
-            self.pending_user = _UserTurn(item_id, None, self.in_rate, text=text)
+            self.pending_user = UserTurn(item_id, None, self.in_rate, text=text)
             out = ev.user_item(item_id, text=text)  # status "completed" (§7.13)
         elif itype == "function_call_output":
             if not isinstance(item.get("call_id"), str) or not item["call_id"] or not isinstance(item.get("output"), str):
@@ -834,7 +710,7 @@ class _Connection:
     }
 
     # ------------------------------------------------------------------------------- transcription
-    async def _transcribe(self, user: _UserTurn) -> None:
+    async def _transcribe(self, user: UserTurn) -> None:
         enabled = self.session.get("input_audio_transcription") is not None
         text = ""
         try:
@@ -864,7 +740,7 @@ class _Connection:
             self.dead = bool(self.cfg.realtime_dead_after_voice_error)
             await self.send(ev.voice_error(self.session.get("voice")))
             return
-        resp = _Response(ev.new_id("resp"), ev.new_id("item"), modalities or self.session["modalities"],
+        resp = ResponseStream(ev.new_id("resp"), ev.new_id("item"), modalities or self.session["modalities"],
                          self.pending_user, instructions)
         self.pending_user = None
         self.response = resp
@@ -880,7 +756,7 @@ class _Connection:
         if resp is not None and resp.task is not None:
             await asyncio.wait({resp.task}, timeout=10.0)
 
-    async def _until(self, resp: _Response, deadline: float) -> bool:
+    async def _until(self, resp: ResponseStream, deadline: float) -> bool:
         """Sleep until ``deadline`` (perf_counter) unless cancelled; False when cancelled."""
         remaining = deadline - time.perf_counter()
         if remaining > 0:
@@ -890,7 +766,7 @@ class _Connection:
                 pass
         return not resp.cancelled.is_set()
 
-    async def _guard(self, resp: _Response, aw):
+    async def _guard(self, resp: ResponseStream, aw):
         """Await ``aw`` unless the response is cancelled first (then None)."""
         fut = asyncio.ensure_future(aw)
         stop = asyncio.ensure_future(resp.cancelled.wait())
@@ -903,13 +779,13 @@ class _Connection:
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         return None
 
-    def _resp_obj(self, resp: _Response, status: str, *, output=None, usage=None, details=None) -> dict:
+    def _resp_obj(self, resp: ResponseStream, status: str, *, output=None, usage=None, details=None) -> dict:
         return ev.response_object(resp.id, self.conversation_id, status=status, modalities=resp.modalities,
                                   voice=self.session.get("voice"), output=output, usage=usage,
                                   status_details=details,
                                   output_audio_format=self.session.get("output_audio_format") or "pcm")
 
-    async def _respond(self, resp: _Response) -> None:
+    async def _respond(self, resp: ResponseStream) -> None:
         try:
             await self._respond_inner(resp)
         except asyncio.CancelledError:
@@ -925,7 +801,7 @@ class _Connection:
             if self.response is resp:
                 self.response = None
 
-    async def _respond_inner(self, resp: _Response) -> None:
+    async def _respond_inner(self, resp: ResponseStream) -> None:
         chunk_ms = int(self.cfg.realtime_audio_chunk_ms)
         delays = self.latency.sample(self.turn_index, chunk_ms) if self.latency.enabled else NO_DELAYS
         turn_index = self.turn_index
@@ -960,7 +836,7 @@ class _Connection:
                 await self._finish_cancelled(resp)
                 return
             gen = speech.stream_synthesize(text, profile, sample_rate=self.out_rate)
-        tokens = _TOKEN.findall(text)
+        toks = tokens(text)
         pieces = await self._next_piece(resp, gen) if audio_on else None
         if resp.cancelled.is_set() or not await self._until(resp, t0 + delays.created_s):
             await self._finish_cancelled(resp)
@@ -968,28 +844,22 @@ class _Connection:
         await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
         resp.created_sent = True
         t_created = time.perf_counter()
-        item = ev.assistant_item(resp.item_id)
-        await self.send(ev.output_item_added(resp.id, item), resp.id)
-        resp.stage = "item"
         prev, self.last_item_id = self.last_item_id, resp.item_id
-        await self.send(ev.item_created(item, prev), resp.id)
-        part_type = "audio" if audio_on else "text"
-        await self.send(ev.content_part_added(resp.id, resp.item_id, part_type), resp.id)
-        resp.stage = "part"
+        for event in resp.opening(prev):  # output_item.added, conversation.item.created, content_part.added
+            await self.send(event, resp.id)
         # simulated latency: the first delta is not sent before created + first_audio_s (a floor)
         if not await self._until(resp, t_created + delays.first_audio_s):
             await self._finish_cancelled(resp)
             return
         if audio_on:
-            ok = await self._stream_audio(resp, gen, pieces, tokens, chunk_ms, delays.chunk_interval_s)
+            ok = await self._stream_audio(resp, gen, pieces, toks, chunk_ms, delays.chunk_interval_s)
         else:
             ok = True
-            for tok in tokens:
+            for tok in toks:
                 if resp.cancelled.is_set():
                     ok = False
                     break
-                resp.transcript.append(tok)
-                await self.send(ev.text_delta(resp.id, resp.item_id, tok), resp.id)
+                await self.send(resp.text_delta(tok), resp.id)
         if not ok:
             await self._finish_cancelled(resp)
             return
@@ -999,7 +869,7 @@ class _Connection:
                                  output_audio_s=out_s, input_text=(instructions or "") + " " + user_text,
                                  output_text=text, history_tokens=self.history_tokens)
         self.history_tokens += ev.estimate_text_tokens(user_text) + ev.estimate_text_tokens(text)
-        await self.send(ev.response_done(self._resp_obj(resp, "completed", output=[self._final_item(resp, "completed")],
+        await self.send(ev.response_done(self._resp_obj(resp, "completed", output=[resp.final_item("completed")],
                                                         usage=usage)), resp.id)
 
     async def _voice_profile(self, speech, voice: str):
@@ -1033,9 +903,10 @@ class _Connection:
         """Next ``(sentence, audio)`` of the synthesis generator, run in the executor; None at the end."""
         return await self._guard(resp, self.run_cpu(next, gen, None))
 
-    async def _stream_audio(self, resp, gen, piece, tokens, chunk_ms, interval) -> bool:
+    async def _stream_audio(self, resp, gen, piece, toks, chunk_ms, interval) -> bool:
         """Send the synthesized audio in ``chunk_ms`` deltas (the remainder carried across sentences),
-        each sentence's transcript tokens spread over its chunks (§4.5 "interleaved")."""
+        each sentence's transcript tokens spread over its chunks (§4.5 "interleaved",
+        :func:`~qvtools.server.rt_response.plan_sentence`)."""
         step = 2 * max(1, int(round(self.out_rate * chunk_ms / 1000.0)))
         carry = b""
         sent_tokens = 0
@@ -1046,61 +917,38 @@ class _Connection:
             if resp.cancelled.is_set():
                 return False
             if text:
-                resp.transcript.append(text)
-                await self.send(ev.audio_transcript_delta(resp.id, resp.item_id, text), resp.id)
+                await self.send(resp.transcript_delta(text), resp.id)
             if chunk:
                 if interval > 0 and not await self._until(resp, next_due):
                     return False
-                resp.audio_samples += len(chunk) // 2
                 self.audio_output_started = True  # the voice is now fixed (cannot_update_voice, §5.6)
-                await self.send(ev.audio_delta(resp.id, resp.item_id, chunk), resp.id)
+                await self.send(resp.audio_delta(chunk), resp.id)
                 next_due = max(next_due, time.perf_counter() - interval) + interval
             return True
 
         while piece is not None:
             sentence, x = piece
             nxt_task = asyncio.ensure_future(self._next_piece(resp, gen))  # synthesize the next one meanwhile
-            start = sent_tokens
-            want = min(len(tokens), start + max(1, len(sentence.split())))
-            pcm = carry + to_pcm16(np.asarray(x, dtype=np.float32))
-            n_full = len(pcm) // step
-            carry = pcm[n_full * step:]
-            if n_full == 0 and want > start:
-                resp.transcript.append("".join(tokens[start:want]))
-                await self.send(ev.audio_transcript_delta(resp.id, resp.item_id, resp.transcript[-1]), resp.id)
-                sent_tokens = want
-            for k in range(n_full):
-                due = start + -(-(want - start) * (k + 1) // n_full)
-                if not await emit(pcm[k * step:(k + 1) * step], "".join(tokens[sent_tokens:due])):
+            head, deltas, carry, after = plan_sentence(carry, to_pcm16(np.asarray(x, dtype=np.float32)), step, toks,
+                                                       sent_tokens, len(sentence.split()))
+            if head is not None:
+                await self.send(resp.transcript_delta(head), resp.id)
+                sent_tokens = after
+            for chunk, text, sent_after in deltas:
+                if not await emit(chunk, text):
                     nxt_task.cancel()
                     return False
-                sent_tokens = max(sent_tokens, due)
+                sent_tokens = sent_after
             piece = await nxt_task
             if resp.cancelled.is_set():
                 return False
-        return await emit(carry, "".join(tokens[sent_tokens:]))
+        return await emit(carry, "".join(toks[sent_tokens:]))
 
-    def _final_item(self, resp: _Response, status: str) -> dict:
-        text = "".join(resp.transcript)
-        content = [{"type": "audio", "transcript": text}] if "audio" in resp.modalities else \
-            [{"type": "text", "text": text}]
-        return ev.assistant_item(resp.item_id, status=status, content=content)
+    async def _send_dones(self, resp: ResponseStream, status: str) -> None:
+        for event in resp.dones(status):
+            await self.send(event, resp.id)
 
-    async def _send_dones(self, resp: _Response, status: str) -> None:
-        text = "".join(resp.transcript)
-        if resp.stage == "part":
-            if "audio" in resp.modalities:
-                await self.send(ev.audio_transcript_done(resp.id, resp.item_id, text), resp.id)
-                await self.send(ev.audio_done(resp.id, resp.item_id), resp.id)
-                await self.send(ev.content_part_done(resp.id, resp.item_id, text, "audio"), resp.id)
-            else:
-                await self.send(ev.text_done(resp.id, resp.item_id, text), resp.id)
-                await self.send(ev.content_part_done(resp.id, resp.item_id, text, "text"), resp.id)
-        if resp.stage in ("item", "part"):
-            await self.send(ev.output_item_done(resp.id, self._final_item(resp, status)), resp.id)
-        resp.stage = "done"
-
-    async def _finish_cancelled(self, resp: _Response) -> None:
+    async def _finish_cancelled(self, resp: ResponseStream) -> None:
         """§4.5 c / §5.9 / §7.6: the pending ``*.done`` events, then ``response.done`` with status
         ``realtime_cancel_status`` ("cancelled" as observed; "incomplete" the earlier guess), by flag."""
         if self.closed:
@@ -1110,7 +958,7 @@ class _Connection:
             if not resp.created_sent:
                 await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
             status = self.cfg.realtime_cancel_status
-            out = [self._final_item(resp, "incomplete")] if resp.item_id and resp.transcript else []
+            out = [resp.final_item("incomplete")] if resp.item_id and resp.transcript else []
             # §7.6: the observed response.done of a cancel carries usage (what was produced), no status_details
             usage = ev.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
                                      output_audio_s=resp.audio_samples / float(self.out_rate),
