@@ -1015,6 +1015,8 @@ class Experiment:
 
 
 def _preferred_name(name: str) -> str:
-    # input.preferred_name: letters, digits, `_`, at most 16 chars (protocol reference §2.1 table)
+    # input.preferred_name: letters, digits, `_`, at most spec.NAME_MAX_CHARS (protocol reference §2.1 table)
+    from .spec import NAME_MAX_CHARS
+
     slug = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "voice"
-    return slug[:16]
+    return slug[:NAME_MAX_CHARS]

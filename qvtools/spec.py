@@ -28,6 +28,7 @@ __all__ = [
     "MAX_PAUSE_S",
     "CONTINUITY_GAP_S",
     "NAME_PATTERN",
+    "NAME_MAX_CHARS",
     "NAME_RE",
     "LANGUAGE_CODES",
     "DIALECTS",
@@ -68,7 +69,8 @@ CONTINUITY_GAP_S = 0.6
 
 # --- create fields (§2.1) -------------------------------------------------------------------------
 #: ``preferred_name``: letters, digits, ``_``, ≤ 16 chars (§2.1, the regex is marked [guess]).
-NAME_PATTERN = r"^[A-Za-z0-9_]{1,16}$"
+NAME_MAX_CHARS = 16
+NAME_PATTERN = rf"^[A-Za-z0-9_]{{1,{NAME_MAX_CHARS}}}$"
 NAME_RE = re.compile(NAME_PATTERN)
 #: The 29 language codes of ``input.language`` (§2.1).
 LANGUAGE_CODES = ("zh", "en", "de", "it", "pt", "es", "ja", "ko", "fr", "ru", "th", "id", "ar", "cs", "da", "nl",
