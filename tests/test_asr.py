@@ -67,6 +67,7 @@ def test_transcribes_english_with_the_english_model(clip):
         assert word in text
 
 
+@pytest.mark.slow
 def test_mandarin_is_detected_and_written_in_simplified_characters(clip):
     x, sr, row = clip("clean/zh_F_aishell3_SSB0005_SSB00050001.wav")
     rec = asr.recognize(x, sr)
@@ -79,6 +80,7 @@ def test_mandarin_is_detected_and_written_in_simplified_characters(clip):
     assert asr.recognize(x, sr, "Sichuan").language == "zh"    # a dialect is Chinese
 
 
+@pytest.mark.slow
 def test_german_is_detected_and_candidates_limit_detection(clip):
     x, sr, row = clip("bad/stereo_dualmono_thorsten_2utts.wav")
     text, lang, prob, model = asr.recognize(x, sr)
@@ -182,6 +184,7 @@ def test_transcript_mismatch_passes_matching_and_refuses_unrelated_text(path, cl
     assert min(scores) > metrics.TRANSCRIPT_MISMATCH_THRESHOLD, list(zip(unrelated, scores))
 
 
+@pytest.mark.slow
 def test_transcript_mismatch_full_path_and_other_language(clip):
     x, sr, row = clip("clean/zh_F_aishell3_SSB0005_SSB00050007.wav")
     score, metric, _ = metrics.transcript_mismatch(x, sr, "眼光独到品味出众的嘉玲最近更推出自家高级时装", None)

@@ -367,6 +367,7 @@ def test_compare_on_the_cloud_refuses_without_an_answer(fake_cloud, service, tmp
     assert _listed(service) == before
 
 
+@pytest.mark.slow
 def test_compare_on_the_cloud_with_yes_then_nothing_left_to_bill(fake_cloud, service, tmp_path, monkeypatch,
                                                                    capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # --yes never reads stdin
@@ -385,6 +386,7 @@ def test_compare_on_the_cloud_with_yes_then_nothing_left_to_bill(fake_cloud, ser
     assert meta["voices_created"] == 1 and meta["models"] == [FLASH]
 
 
+@pytest.mark.slow
 def test_compare_on_the_local_service_never_asks(env, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     assert main(_compare_argv(tmp_path / "run", "--manual", "--prices", str(_prices(tmp_path)))) == 0
@@ -423,6 +425,7 @@ def test_compare_bad_options_are_one_line_errors(env, tmp_path, capsys, argv, fr
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_talk_warns_about_a_model_outside_the_catalog(env, prompt_wav, tmp_path, capsys):
     odd = "qwen9-omni-giga-realtime"
     code = main(["talk", "--voice", "Tina", "--model", odd, "--input", str(prompt_wav),
@@ -432,6 +435,7 @@ def test_talk_warns_about_a_model_outside_the_catalog(env, prompt_wav, tmp_path,
     assert code in (0, 1, 2) and KEY not in err
 
 
+@pytest.mark.slow
 def test_talk_says_how_latencies_were_measured(env, prompt_wav, tmp_path, capsys):
     assert main(["talk", "--voice", "Tina", "--model", PLUS, "--input", str(prompt_wav),
                  "--out", str(tmp_path / "r.wav"), "--fast"]) == 0

@@ -289,6 +289,7 @@ def test_any_model_name_is_accepted_with_a_warning(tmp_path, caplog):
         ex.Experiment(None, tmp_path, voices=voices, prompts=prompts, turn_detection="push_to_talk")
 
 
+@pytest.mark.slow
 def test_billing_plan_counts_new_voices_and_turns(small_run, tmp_path):
     """Offline: a fresh registry means every (voice, model) is a creation; journaled turns are not re-run."""
     import dataclasses
@@ -336,6 +337,7 @@ def _compare_frames(a, b):
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_replay_recomputes_results_offline(small_run, tmp_path, monkeypatch):
     """The service of the run is stopped and the settings point at an unused port: replay needs no network
     and recomputes the same table (metrics re-scored from the saved turns and reply WAVs)."""
@@ -377,6 +379,7 @@ def test_replay_recomputes_results_offline(small_run, tmp_path, monkeypatch):
     assert FAKE_KEY.encode() not in (run_dir / ex.RESULTS_FILE).read_bytes()
 
 
+@pytest.mark.slow
 def test_replay_keeps_reference_metrics_when_the_reference_is_gone(small_run, tmp_path, caplog):
     import shutil
 
@@ -398,6 +401,7 @@ def test_replay_keeps_reference_metrics_when_the_reference_is_gone(small_run, tm
         ex.replay(tmp_path)
 
 
+@pytest.mark.slow
 def test_degraded_clone_is_carried_into_every_row(tmp_path, caplog):
     """A create answered with fallback_mode (§7.9): the run warns and each of the voice's turns says so."""
     import dataclasses

@@ -166,6 +166,7 @@ def test_default_caps_admit_16_concurrent_sessions_from_one_address(tmp_path):
                 c.close()
 
 
+@pytest.mark.slow
 def test_oversized_instructions_are_not_kept_by_open_sessions(tmp_path):
     # issue 13: twenty keys each sending one 15 MiB session.update raised memory by 1.4 GB; the free-text
     # limit refuses them, so 16 open sessions (the default global cap) hold next to nothing afterwards
@@ -433,6 +434,7 @@ def test_stalled_body_gets_408_and_the_connection_is_closed(tmp_path):
         assert _seconds_until_closed(sock) < 5.0
 
 
+@pytest.mark.slow
 def test_a_slow_but_progressing_upload_succeeds(tmp_path):
     """About 2.5 s of upload, one piece every 0.25 s: longer than the 1.5 s body timeout in all, but each
     pause is well under it."""
@@ -450,6 +452,7 @@ def test_a_slow_but_progressing_upload_succeeds(tmp_path):
     assert json.loads(payload)["output"]["total_count"] == 0
 
 
+@pytest.mark.slow
 def test_stalled_clients_do_not_starve_a_legitimate_request(tmp_path):
     """200 clients stalled mid-headers against a cap of 64 connections: the oldest stalled ones are
     closed to make room, a real request is served at once, and after the header timeout none is held
@@ -508,6 +511,7 @@ def hostile_flac() -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_memory_budget_per_create(tmp_path, enrollment_speech):
     import io
 

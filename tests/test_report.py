@@ -137,6 +137,7 @@ def test_missing_parameters_cell_is_an_error(tmp_path):
         report.build_report(_write_run(tmp_path / "run"), notebook=path)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (apt-get install chromium)")
 def test_report_in_headless_chromium(built):
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")

@@ -170,6 +170,7 @@ def replayed(compare_run):
     return base, rep
 
 
+@pytest.mark.slow
 def test_replay_artifacts_do_not_hold_the_key(replayed):
     base, rep = replayed
     assert rep.returncode == 0, rep.stderr.decode(errors="replace")[-3000:]

@@ -540,6 +540,7 @@ def test_aiohttp_own_errors_keep_the_error_shape_and_never_echo_the_key(service,
 
 
 # -- issue 9: target models, names, degraded clones ------------------------------------------------------------
+@pytest.mark.slow
 def test_target_models_follow_the_catalog(service, enrollment_wav):
     from qvtools import catalog
 

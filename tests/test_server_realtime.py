@@ -528,6 +528,7 @@ def test_default_text_limits_are_the_documented_constants():
     assert cfg.max_sessions >= 16  # issue 13: 16 concurrent sessions from one address must fit
 
 
+@pytest.mark.slow
 def test_cloned_voice_is_read_off_the_event_loop_and_its_profile_built_once(tmp_path, enrollment_wav):
     # issue 13: session.update with a cloned voice re-read the whole stored audio, on the event loop
     import threading

@@ -281,6 +281,7 @@ SCENARIOS = ["manual_turn_qwen38", "vad_turn_long_silence", "two_turns", "cancel
              "text_item_replaced_id"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_local_service_speaks_the_fixture_shapes(svc, speech16, name):
     meta, lines, d = play(svc, name, speech16)
