@@ -110,20 +110,26 @@ def lab(tmp_path_factory):
         log.close()
 
 
+
+def open_notebook(page, lab, notebook: str) -> None:
+    """Open ``notebook`` in the JupyterLab of ``lab`` and wait until its kernel is idle (the kernel must be
+    up before running; its status is shown in the notebook toolbar)."""
+    page.goto(f"{lab['url']}/lab/tree/{notebook}?token={lab['token']}", timeout=60_000)
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_function(
+        """() => { const w = window.jupyterapp.shell.currentWidget;
+                   return w && w.sessionContext && w.sessionContext.session &&
+                          w.sessionContext.session.kernel &&
+                          w.sessionContext.session.kernel.status === 'idle'; }""", timeout=90_000)
+
+
 def test_compare_notebook_renders_grid_in_chromium(lab, playwright_api, tmp_path):
     browser = playwright_api.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                              args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
     try:
         page = browser.new_page(viewport={"width": 1500, "height": 900})
-        page.goto(f"{lab['url']}/lab/tree/{NOTEBOOK}?token={lab['token']}", timeout=60_000)
-        page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=60_000)
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        # the kernel must be up before running (its status is shown in the notebook toolbar)
-        page.wait_for_function(
-            """() => { const w = window.jupyterapp.shell.currentWidget;
-                       return w && w.sessionContext && w.sessionContext.session &&
-                              w.sessionContext.session.kernel &&
-                              w.sessionContext.session.kernel.status === 'idle'; }""", timeout=90_000)
+        open_notebook(page, lab, NOTEBOOK)
         # stored outputs and execution counts go first, so "done" below cannot be a stale count
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
         page.wait_for_function(

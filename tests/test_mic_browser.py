@@ -21,7 +21,7 @@ import shutil
 import nbformat
 import pytest
 
-from test_jupyterlab_browser import CHROMIUM, ROOT, lab, playwright_api  # noqa: F401 -- shared fixtures
+from test_jupyterlab_browser import CHROMIUM, ROOT, lab, open_notebook, playwright_api  # noqa: F401 -- shared
 
 pytest.importorskip("anywidget")
 
@@ -99,14 +99,7 @@ def test_microphone_records_enrolls_and_talks(lab, playwright_api, clip, tmp_pat
               "--autoplay-policy=no-user-gesture-required"])
     try:
         page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.goto(f"{lab['url']}/lab/tree/{NOTEBOOK}?token={lab['token']}", timeout=60_000)
-        page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=60_000)
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        page.wait_for_function(
-            """() => { const w = window.jupyterapp.shell.currentWidget;
-                       return w && w.sessionContext && w.sessionContext.session &&
-                              w.sessionContext.session.kernel &&
-                              w.sessionContext.session.kernel.status === 'idle'; }""", timeout=90_000)
+        open_notebook(page, lab, NOTEBOOK)
         page.add_style_tag(content=".Toastify { display: none !important; }")  # JupyterLab's news toast
         _run_cell(page, 0)
         _wait_widgets(page, 1)
