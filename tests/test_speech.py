@@ -59,7 +59,7 @@ def test_synthesize_speaks_text_in_the_target_pitch(pipeline):
     y = pipeline.synthesize("Thank you for calling. How can I help you today?", target)
     assert y.dtype == np.float32 and y.ndim == 1 and 1.0 < len(y) / 24000 < 6.0
     assert analyze(y, 24000).f0_median_hz == pytest.approx(target.f0_median_hz, rel=0.08)
-    text = asr.transcribe(y, 24000).lower()
+    text = asr.transcribe(y, 24000, "en").lower()  # English speech: no language detection
     assert "thank you" in text and "help" in text
 
 
@@ -114,7 +114,10 @@ def test_cloned_voice_moves_toward_the_reference_speaker(pipeline, speech_data):
     before = speaker.similarity(ref, speaker.embed(plain, tsr))
     after = speaker.similarity(ref, speaker.embed(cloned, 24000))
     assert after > before + 0.2
-    assert "great plan" in asr.transcribe(cloned, 24000).lower()
+    # still intelligible: at most one word in ten misheard (a word-exact check flipped "plan" -> "player" once)
+    from qvtools.metrics import wer
+
+    assert wer(text, asr.transcribe(cloned, 24000, "en"), language="en") <= 0.1
 
 
 # -- warm-up (SpeechPipeline.warm, ServiceConfig.warm_speech) ----------------------------------------
