@@ -26,7 +26,7 @@ def test_conversation_is_deterministic_in_seed_turn_and_text():
 
 def test_conversation_refers_to_the_user_words():
     reply = Responder().reply("I want to learn about the weather tomorrow")
-    assert "weather tomorrow" in reply
+    assert "weather tomorrow" in reply.lower()
     assert reply.endswith((".", "?", "!"))
 
 
@@ -49,3 +49,20 @@ def test_bad_arguments():
         Responder(seed="1")
     with pytest.raises(ConfigError):
         Responder().reply(b"bytes")
+
+
+def test_opener_is_known_before_the_transcript_and_starts_the_reply():
+    r = Responder(seed=5)
+    openers = {r.opener(turn_index=t) for t in range(12)}
+    assert len(openers) >= 2  # the turn changes the opener
+    for t in range(6):
+        opener = r.opener(turn_index=t)
+        for text in ("tell me about jazz music", "", "what is the weather tomorrow"):
+            assert r.reply(text, turn_index=t).startswith(opener + " ")
+    assert Responder("echo").opener() is None
+    assert r.opener(instructions="Repeat what the user says.") is None
+
+
+def test_echo_keeps_non_latin_words_and_refuses_punctuation_only():
+    assert Responder("echo").reply("广州女大学生登山") == "广州女大学生登山."
+    assert Responder("echo").reply(" ... ") == EMPTY_ECHO

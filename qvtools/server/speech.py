@@ -148,15 +148,26 @@ class SpeechPipeline:
         # English until the local service speaks the user's language (issue 10: language per session/utterance)
         return asr.transcribe(x16k, 16000, "en")
 
-    def reply_text(self, user_text: str, *, mode: str = "conversation", seed: int = 0, turn_index: int = 0,
-                   instructions: str | None = None) -> str:
-        """The deterministic reply to ``user_text`` (see :mod:`qvtools.server.responder`)."""
+    def _responder(self, mode: str, seed: int) -> Responder:
         key = (mode, seed)
         responder = self._responders.get(key)
         if responder is None:
             responder = Responder(mode=mode, seed=seed)
             self._responders[key] = responder
-        return responder.reply(user_text, turn_index=turn_index, instructions=instructions)
+        return responder
+
+    def reply_text(self, user_text: str, *, mode: str = "conversation", seed: int = 0, turn_index: int = 0,
+                   instructions: str | None = None, language: str | None = None) -> str:
+        """The deterministic reply to ``user_text`` (see :mod:`qvtools.server.responder`)."""
+        return self._responder(mode, seed).reply(user_text, turn_index=turn_index, instructions=instructions,
+                                                 language=language)
+
+    def opener_text(self, *, mode: str = "conversation", seed: int = 0, turn_index: int = 0,
+                    instructions: str | None = None, language: str | None = None) -> str | None:
+        """The reply's first sentence when it is known before the transcript (:meth:`Responder.opener`);
+        :meth:`reply_text` for the same arguments starts with it. None in echo mode."""
+        return self._responder(mode, seed).opener(turn_index=turn_index, instructions=instructions,
+                                                  language=language)
 
     def voice_profile(self, voice_name: str, record=None) -> VoiceProfile:
         """Profile for a session voice.
