@@ -425,6 +425,10 @@ def run_turn_detached(task: TurnTask) -> tuple[dict, object]:
                                       realtime=task.realtime, manual=task.turn_detection is None)
             # what the client requested merged with the family defaults -- never the echo (§7.2)
             session_cfg = dict(getattr(session, "effective", None) or {})
+            service_info = getattr(session, "service_info", None) or {}
+            if task.simulated and isinstance(service_info.get("latency_source"), str):
+                # the local service says where its delays come from (qvtools.server.latency)
+                row["latency_source"] = redact(service_info["latency_source"][:200], *secrets)
     except Exception as exc:  # a failed turn is a row, not a crash
         row["error"] = redact(f"{type(exc).__name__}: {exc}", *secrets)
         log.warning("turn %s failed: %s", task.turn_id, row["error"])
@@ -456,6 +460,8 @@ def _base_row(task: TurnTask) -> dict:
     return {"run_id": task.run_id, "turn_id": task.turn_id, "voice_ref": task.voice, "voice": task.voice_id,
             "target_model": task.model, "prompt_id": task.prompt, "repeat": int(task.repeat),
             "status": "failed", "error": None, "region": task.settings.region, "simulated": task.simulated,
+            # the real service's own latency; a local service's source is read from its session.created
+            "latency_source": None if task.simulated else "measured",
             "voice_fallback_mode": task.voice_fallback_mode, "voice_fallback_reason": task.voice_fallback_reason,
             "audio_pacing": "realtime" if task.realtime else "fast",
             "turn_detection": "manual" if task.turn_detection is None else str(task.turn_detection),

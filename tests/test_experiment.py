@@ -133,6 +133,8 @@ def test_small_run_rows_and_metrics(small_run):
     assert ok["speaker_similarity"].between(-1, 1).all()
     assert ok["f0_ratio"].notna().all() and ok["loudness_lufs"].notna().all() and ok["wer"].notna().all()
     assert ok["simulated"].all() and set(ok["region"]) == {"local"}
+    # issue 11: each row says where the service's delays came from (session.created's qvtools metadata)
+    assert set(ok["latency_source"]) == {"simulated:plus", "simulated:flash"}
     # every latency says what it starts at and how the audio was sent (issue 9 item 5)
     assert set(ok["latency_origin"]) == {"speech_end_sent"} and set(ok["audio_pacing"]) == {"fast"}
     assert set(ok["turn_detection"]) == {"server_vad"} and ok["vad_window_included"].all()
