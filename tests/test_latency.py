@@ -207,8 +207,11 @@ def test_a_bad_latency_from_stops_the_service_with_the_specific_error(tmp_path):
                                                              warm_speech=False)).start()
 
 
-def test_cli_serve_latency_from_a_missing_run_is_one_line_exit_2(tmp_path, capsys):
+def test_cli_serve_latency_from_a_missing_run_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    from qvtools import cli
     from qvtools.cli import main
+
+    monkeypatch.setattr(cli, "_configure_service_logging", lambda level: None)  # no handler left on the root
 
     assert main(["serve", "--data-dir", str(tmp_path), "--latency-from", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
