@@ -286,6 +286,7 @@ def _talk(args) -> int:
         with session as rt:
             turn = rt.send_audio(clip, realtime=args.realtime, manual=args.manual, timeout=args.timeout)
         simulated = ws.is_local
+        source = rt.service_info.get("latency_source")  # the local service says where its delays come from
     wav, js = turn.save(out.with_suffix(""))
     lat = turn.latency()
     _out(f"user:      {turn.user_transcript or '(no transcript)'}")
@@ -302,7 +303,8 @@ def _talk(args) -> int:
                "(the response.created figures do not)")
     _out(f"measured on this client from the last audio chunk holding speech; audio sent {pacing}; {how}")
     if simulated:
-        _out("note: local service -- these latencies are SIMULATED, not measurements of the real models")
+        _out("note: local service -- these latencies are SIMULATED, not measurements of the real models"
+             + (f" (latency source: {source})" if isinstance(source, str) else ""))
     _out(f"wrote {wav} ({turn.duration_s:.1f} s) and {js}")
     if turn.status != "completed":
         error = redact(turn.error, _env_key()) if turn.error else "no error message"
