@@ -1004,6 +1004,9 @@ class Experiment:
         meta["sessions"][-1]["finished_at"] = meta["finished_at"]
         meta["turns_recorded"] = len(rows)
         meta["turns_completed"] = sum(1 for r in rows if r.get("status") == "completed")
+        # where the service's delays came from (qvtools.results latency_source; issue 11)
+        meta["latency_sources"] = sorted({r["latency_source"] for r in rows
+                                          if isinstance(r.get("latency_source"), str)})
         meta["voices_created"] = self._voices_created(meta)
         self._write_meta(meta)
 

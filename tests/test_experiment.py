@@ -135,6 +135,8 @@ def test_small_run_rows_and_metrics(small_run):
     assert ok["simulated"].all() and set(ok["region"]) == {"local"}
     # issue 11: each row says where the service's delays came from (session.created's qvtools metadata)
     assert set(ok["latency_source"]) == {"simulated:plus", "simulated:flash"}
+    meta = json.loads((run_dir / ex.RUN_FILE).read_text())
+    assert meta["latency_sources"] == ["simulated:flash", "simulated:plus"]
     # every latency says what it starts at and how the audio was sent (issue 9 item 5)
     assert set(ok["latency_origin"]) == {"speech_end_sent"} and set(ok["audio_pacing"]) == {"fast"}
     assert set(ok["turn_detection"]) == {"server_vad"} and ok["vad_window_included"].all()

@@ -38,7 +38,11 @@ unset) and the turn index, so the same session config reproduces the same delays
 delivery). ``response_created_ms`` of a server-VAD row starts at the client's last speech chunk and so holds
 the VAD silence wait (``vad_window_included``); the server's delay starts at ``speech_stopped``, so for such
 rows the delay replayed is ``response_created_ms - speech_stopped_ms`` -- a replayed run then shows the source
-run's ``response_created_ms`` again. A row is drawn whole (the three figures of one turn stay together); a row
+run's ``response_created_ms`` again. Text turns (``latency_origin = response_create_sent``) are replayed as they
+are. Manual audio turns are replayed as they are too, although their figure starts at the last chunk holding
+speech and the server's delay at ``response.create``: whatever the client sent after that chunk (trailing
+silence of the file; ms when sent as fast as possible) counts twice -- prefer server-VAD or fast-sent source
+runs. A row is drawn whole (the three figures of one turn stay together); a row
 without a usable ``delivery_rtf`` takes one drawn from the model's other rows (none at all: unpaced).
 A session on a model the file has no rows for is refused at the handshake (HTTP 400, the models the file
 has in the message) unless ``latency_from_pool=True``, which draws from all rows of the file.
