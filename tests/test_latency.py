@@ -88,6 +88,8 @@ def _rows():
                      "delivery_rtf": float("nan") if i == 0 else 2.0, "speech_stopped_ms": float("nan")})
     rows.append({"turn_id": "x", "target_model": FLASH, "status": "failed", "turn_detection": "manual",
                  "response_created_ms": 9999.0, "ttfa_created_ms": 9999.0, "delivery_rtf": 1.0})
+    rows.append({"turn_id": "na", "target_model": FLASH, "response_created_ms": 9999.0})  # <NA> status, mode
+    rows.append({"turn_id": "nm", "status": "completed", "response_created_ms": 9999.0, "ttfa_created_ms": 1.0})
     rows.append({"turn_id": "v", "target_model": PLUS + "-2026-03-15", "status": "completed",
                  "turn_detection": "server_vad", "response_created_ms": 1400.0, "speech_stopped_ms": 900.0,
                  "ttfa_created_ms": 55.0, "delivery_rtf": 2.0})

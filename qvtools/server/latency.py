@@ -279,18 +279,19 @@ class ReplayTable:
         has_vad = "speech_stopped_ms" in frame.columns and "turn_detection" in frame.columns
         rows: dict[str, list] = {}
         for rec in frame.to_dict("records"):
-            if rec.get("status") != "completed" or not isinstance(rec.get("target_model"), str):
-                continue
+            status, model, mode = rec.get("status"), rec.get("target_model"), rec.get("turn_detection")
+            if not (isinstance(status, str) and status == "completed" and isinstance(model, str)):
+                continue  # (missing values are pd.NA: compared only once known to be strings)
             created, first, rtf = rec.get("response_created_ms"), rec.get("ttfa_created_ms"), rec.get("delivery_rtf")
             if not (_finite(created) and _finite(first)):
                 continue
             created = float(created)
-            if has_vad and rec.get("turn_detection") in ("server_vad", "semantic_vad") \
+            if has_vad and isinstance(mode, str) and mode in ("server_vad", "semantic_vad") \
                     and _finite(rec.get("speech_stopped_ms")):
                 # the server's delay starts at speech_stopped; the row's figure includes the VAD wait
                 created -= float(rec["speech_stopped_ms"])
             rtf = float(rtf) if _finite(rtf) and float(rtf) > 0 else float("nan")
-            rows.setdefault(base_model(rec["target_model"]), []).append((max(0.0, created), max(0.0, float(first)), rtf))
+            rows.setdefault(base_model(model), []).append((max(0.0, created), max(0.0, float(first)), rtf))
         return cls(name, rows, pool=pool)
 
     def problem(self, model: str) -> str | None:
