@@ -209,6 +209,27 @@ def test_a_bad_latency_from_stops_the_service_with_the_specific_error(tmp_path):
                                                              warm_speech=False)).start()
 
 
+def test_a_session_on_a_model_the_replay_lacks_is_refused_at_the_handshake(tmp_path):
+    from dataclasses import replace
+
+    from qvtools.config import Settings
+    from qvtools.errors import APIError
+    from qvtools.realtime.session import RealtimeSession
+    from qvtools.server import LocalService
+
+    _rows().query("target_model == @FLASH").to_parquet(tmp_path / "results.parquet")
+    cfg = ServiceConfig(latency_from=str(tmp_path / "results.parquet"), warm_speech=False)
+    with LocalService(data_dir=tmp_path / "svc", config=cfg) as svc:
+        settings = replace(Settings(region="local", api_key=svc.api_key).with_base_url(svc.url), ws_url=svc.ws_url)
+        with pytest.raises(APIError) as e:
+            RealtimeSession(settings, PLUS, voice="Tina", timeout=10).connect()
+        assert (e.value.status, e.value.code) == (400, "InvalidParameter")
+        assert PLUS in e.value.message and FLASH in e.value.message
+        with RealtimeSession(settings, FLASH, voice="Tina", timeout=10) as rt:  # a model it has: served
+            assert rt.service_info["latency_source"] == f"replay:{tmp_path.name}/results.parquet"
+            assert rt.service_info["latency"] == "replay" and "REPLAYED" in rt.service_info["note"]
+
+
 def test_cli_serve_latency_from_a_missing_run_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
     from qvtools import cli
     from qvtools.cli import main
