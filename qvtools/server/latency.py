@@ -4,23 +4,21 @@ The local service computes a reply in its own time (the offline speech engines);
 analysis meaningful offline, every response is held back by delays drawn per turn from a *latency source*,
 chosen once per service by :class:`~qvtools.server.config.ServiceConfig` (:meth:`LatencySource.from_config`):
 
-=====================  ======================================================  ==============================
-source                 ``ServiceConfig``                                       ``latency_source`` (metadata,
-                                                                               results column)
-=====================  ======================================================  ==============================
-simulated (default)    ``realtime_latency="simulated"``; ``realtime_latency_   ``"simulated:flash"``,
-                       profiles`` overrides fields of :data:`PROFILES`          ``"simulated:plus"`` ...
-replay of a run        ``latency_from=RUN_DIR | results.parquet |               ``"replay:<run>/results.
-                       turns.jsonl`` (``qvtools serve --latency-from``)         parquet"`` (never a full path)
-none                   ``realtime_latency="none"``                             ``"none"``
-=====================  ======================================================  ==============================
+- **simulated** (default): ``realtime_latency="simulated"``, one :data:`PROFILES` entry per catalog tier
+  (fields overridden by ``realtime_latency_profiles``); ``latency_source`` ``"simulated:flash"``,
+  ``"simulated:plus"``, ...
+- **replay of a run**: ``latency_from=`` a run directory, its ``results.parquet`` or ``turns.jsonl``
+  (``qvtools serve --latency-from``); ``latency_source`` ``"replay:<run>/results.parquet"`` (never a full path);
+- **none**: ``realtime_latency="none"``; ``latency_source`` ``"none"``.
+
+``latency_source`` is in ``session.created``'s ``qvtools`` metadata field and in the results column of that name.
 
 ``realtime_latency_scale`` multiplies every delay of the first two (0 turns them off).
 
 **When a message is sent.** Each response has three delays (:class:`TurnDelays`): ``response.created`` is sent
 at *end of input + created delay* or when the reply is ready (user transcript, reply text, first synthesized
-audio), **whichever is later**; the first ``response.audio.delta`` at *``response.created`` + first-audio
-delay* (transcript deltas go first, §7.5); later audio chunks ``chunk_ms / delivery rate`` apart, or as fast
+audio), **whichever is later**; the first ``response.audio.delta`` at *created + first-audio delay*
+(transcript deltas go first, §7.5); later audio chunks ``chunk_ms / delivery rate`` apart, or as fast
 as synthesis goes if that is slower. "End of input" is when the turn ended on the server: VAD
 ``speech_stopped`` (server VAD) or ``response.create`` (manual turns, text turns). So a delay is a floor: on a
 machine slower than the delay the machine shows through, and a client measures the delay itself otherwise.
