@@ -41,7 +41,9 @@ are. Manual audio turns are replayed as they are too, although their figure star
 speech and the server's delay at ``response.create``: whatever the client sent after that chunk (trailing
 silence of the file; ms when sent as fast as possible) counts twice -- prefer server-VAD or fast-sent source
 runs. A row is drawn whole (the three figures of one turn stay together); a row
-without a usable ``delivery_rtf`` takes one drawn from the model's other rows (none at all: unpaced).
+without a usable ``delivery_rtf`` takes one drawn from the model's other rows (none at all: unpaced). The drawn
+``delivery_rtf`` paces the chunks after the first, so a replayed turn of n chunks measures about n/(n-1) times
+it (+3 % for a 3 s reply in 100 ms chunks), and delivery can be no faster than the local synthesis.
 A session on a model the file has no rows for is refused at the handshake (HTTP 400, the models the file
 has in the message) unless ``latency_from_pool=True``, which draws from all rows of the file.
 The ``simulated`` column of such a run stays True: the figures are replayed, not measured on this service.
