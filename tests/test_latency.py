@@ -286,6 +286,7 @@ def test_a_replayed_run_reproduces_the_source_medians(tmp_path):
     assert set(replay["latency_source"]) == {"replay:source/results.parquet"}
     for col, tol in (("response_created_ms", 0.15), ("ttfa_created_ms", 0.25)):
         src, rep = statistics.median(source[col]), statistics.median(replay[col])
+        print(f"{col}: source median {src:.0f} ms, replay median {rep:.0f} ms")
         assert rep == pytest.approx(src, rel=tol), (col, src, rep)
     # far from the default flash profile (≈ 210 / 89 ms): the replay drew the source's figures
     assert statistics.median(replay["response_created_ms"]) > 900
