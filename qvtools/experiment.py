@@ -482,9 +482,14 @@ def _provenance(turn, turn_detection, silence_ms, session_cfg=None) -> dict:
     if silence_ms is None and mode != "manual":
         td = (session_cfg or {}).get("turn_detection")
         silence_ms = td.get("silence_duration_ms") if isinstance(td, dict) else None
+    t0, t_req = marks.get(origin), marks.get("response_create_sent")
+    # manual / text turns: how long after the latency origin the client asked for the response (the server's
+    # wait starts there; qvtools.server.latency replays response_created_ms minus this)
+    request_ms = (t_req - t0) * 1000.0 if mode == "manual" and t0 is not None and t_req is not None else None
     return {"latency_origin": origin, "turn_detection": mode,
             "vad_silence_ms": float(silence_ms) if mode != "manual" and silence_ms is not None else None,
-            "vad_window_included": bool(mode != "manual" and origin == "speech_end_sent")}
+            "vad_window_included": bool(mode != "manual" and origin == "speech_end_sent"),
+            "response_create_sent_ms": request_ms}
 
 
 def _as_saved(turn):

@@ -40,6 +40,7 @@ Schema
 | `turn_detection` | string | `server_vad` (the server ended the turn) or `manual` (client `commit` + `response.create`) |
 | `vad_silence_ms` | float64 | ms, the server VAD `silence_duration_ms` in effect for the turn: the value requested, else the documented default of the model family (§4.2); NaN in manual mode |
 | `vad_window_included` | boolean | True when the latencies from end of user speech include the server VAD silence window (server VAD + `speech_end_sent` origin) |
+| `response_create_sent_ms` | float64 | ms, end of user speech (`latency_origin`) -> the client sent `response.create` (manual and text turns: the rest of the audio and the commit; 0 for text turns); NaN with server VAD |
 | `session_id` | string | realtime session id |
 | `response_id` | string | realtime response id |
 | `user_transcript` | string | server transcript of the user audio |
@@ -157,6 +158,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "turn_detection": ("string", "server_vad (the server ended the turn) / manual (commit + response.create)"),
     "vad_silence_ms": ("float64", "ms, server VAD silence_duration_ms in effect: requested, else the family default (NaN: manual)"),
     "vad_window_included": ("boolean", "latencies from end of speech include the server VAD silence window"),
+    "response_create_sent_ms": ("float64", "ms, end of user speech -> response.create sent (manual/text turns; "
+                                           "NaN with server VAD)"),
     "session_id": ("string", "realtime session id"),
     "response_id": ("string", "realtime response id"),
     "user_transcript": ("string", "server transcript of the user audio"),

@@ -88,6 +88,9 @@ def _rows():
                      "delivery_rtf": float("nan") if i == 0 else 2.0, "speech_stopped_ms": float("nan")})
     rows.append({"turn_id": "x", "target_model": FLASH, "status": "failed", "turn_detection": "manual",
                  "response_created_ms": 9999.0, "ttfa_created_ms": 9999.0, "delivery_rtf": 1.0})
+    rows.append({"turn_id": "m", "target_model": PLUS, "status": "completed", "turn_detection": "manual",
+                 "response_created_ms": 900.0, "response_create_sent_ms": 400.0, "ttfa_created_ms": 56.0,
+                 "delivery_rtf": 2.0})
     rows.append({"turn_id": "na", "target_model": FLASH, "response_created_ms": 9999.0})  # <NA> status, mode
     rows.append({"turn_id": "nm", "status": "completed", "response_created_ms": 9999.0, "ttfa_created_ms": 1.0})
     rows.append({"turn_id": "v", "target_model": PLUS + "-2026-03-15", "status": "completed",
@@ -102,6 +105,8 @@ def test_replay_table_keeps_completed_rows_per_model_and_removes_the_vad_wait():
     assert len(t.rows[FLASH]) == 5 and all(r[0] < 200 for r in t.rows[FLASH])  # the failed 9999 row is out
     # server VAD: response_created_ms includes the VAD silence wait; the server's delay starts at speech_stopped
     assert (500.0, 55.0, 2.0) in t.rows[PLUS]
+    # manual: the server's delay starts at response.create, sent 400 ms after the end of speech
+    assert (500.0, 56.0, 2.0) in t.rows[PLUS]
 
 
 def test_replay_draws_are_seeded_per_session_and_turn_and_per_model():
@@ -176,7 +181,7 @@ def test_a_model_without_rows_is_refused_unless_pooled(tmp_path):
     assert (refusal.status, refusal.code) == (400, "InvalidParameter") and FLASH in refusal.message
     assert check_handshake(FLASH, "sk-a", ServiceConfig(), {}, latency=src) is None
     pooled = lat.LatencySource.from_config(ServiceConfig(latency_from=str(tmp_path), latency_from_pool=True))
-    assert pooled.problem(other) is None and len(pooled.sampler(other, 1).rows) == 11
+    assert pooled.problem(other) is None and len(pooled.sampler(other, 1).rows) == 12
     name = f"{tmp_path.name}/results.parquet"
     assert pooled.name_for(other) == f"replay:{name}+pooled" and pooled.name_for(FLASH) == f"replay:{name}"
     with pytest.raises(LatencySourceError, match="realtime_latency is 'none'"):

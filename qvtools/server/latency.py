@@ -36,11 +36,10 @@ unset) and the turn index, so the same session config reproduces the same delays
 delivery). ``response_created_ms`` of a server-VAD row starts at the client's last speech chunk and so holds
 the VAD silence wait (``vad_window_included``); the server's delay starts at ``speech_stopped``, so for such
 rows the delay replayed is ``response_created_ms - speech_stopped_ms`` -- a replayed run then shows the source
-run's ``response_created_ms`` again. Text turns (``latency_origin = response_create_sent``) are replayed as they
-are. Manual audio turns are replayed as they are too, although their figure starts at the last chunk holding
-speech and the server's delay at ``response.create``: whatever the client sent after that chunk (trailing
-silence of the file; ms when sent as fast as possible) counts twice -- prefer server-VAD or fast-sent source
-runs. A row is drawn whole (the three figures of one turn stay together); a row
+run's ``response_created_ms`` again. Manual turns start their figure at the last chunk holding speech and the
+server's delay at ``response.create``, so ``response_create_sent_ms`` (the rest of the audio and the commit) is
+taken out likewise (rows from before that column: replayed as they are, the trailing audio then counts twice).
+Text turns start at ``response.create`` and are replayed as they are. A row is drawn whole (the three figures of one turn stay together); a row
 without a usable ``delivery_rtf`` takes one drawn from the model's other rows (none at all: unpaced). The drawn
 ``delivery_rtf`` paces the chunks after the first, so a replayed turn of n chunks measures about n/(n-1) times
 it (+3 % for a 3 s reply in 100 ms chunks), and delivery can be no faster than the local synthesis.
@@ -290,6 +289,9 @@ class ReplayTable:
                     and _finite(rec.get("speech_stopped_ms")):
                 # the server's delay starts at speech_stopped; the row's figure includes the VAD wait
                 created -= float(rec["speech_stopped_ms"])
+            elif _finite(rec.get("response_create_sent_ms")):
+                # manual turns: the server's delay starts at response.create, sent this long after speech end
+                created -= float(rec["response_create_sent_ms"])
             rtf = float(rtf) if _finite(rtf) and float(rtf) > 0 else float("nan")
             rows.setdefault(base_model(model), []).append((max(0.0, created), max(0.0, float(first)), rtf))
         return cls(name, rows, pool=pool)
