@@ -6,8 +6,8 @@ from . import audio, catalog, metrics, preflight, results
 from ._version import __version__
 from .config import REGIONS, TARGET_MODELS, Settings
 from .enrollment import Voice, VoiceClient
-from .errors import (APIError, ConfigError, InvalidAudio, QVError, RealtimeError, SessionTimeout,
-                     TransportError, VoiceModelMismatch)
+from .errors import (APIError, ConfigError, InvalidAudio, LatencySourceError, QVError, RealtimeError,
+                     SessionTimeout, TransportError, VoiceModelMismatch)
 from .experiment import Experiment
 from .realtime.session import RealtimeSession
 from .realtime.turn import Turn
@@ -32,6 +32,7 @@ __all__ = [
     "RealtimeError",
     "SessionTimeout",
     "VoiceModelMismatch",
+    "LatencySourceError",
     "connect",
     "Workspace",
     "Voice",

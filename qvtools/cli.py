@@ -197,6 +197,12 @@ def _build_serve(sub):
     p.add_argument("--api-key", help="accept only this key (default: any non-empty Bearer key)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="service log level on stderr (default info: one line per request error)")
+    p.add_argument("--latency-from", metavar="RUN_DIR|results.parquet",
+                   help="replay a measured run's latencies (per target model, seeded) instead of the simulated "
+                        "profiles (ServiceConfig.latency_from)")
+    p.add_argument("--latency-pool", action="store_true",
+                   help="with --latency-from: a model the run has no turns of draws from all its turns "
+                        "(default: its sessions are refused)")
     p.set_defaults(func=_serve)
 
 
@@ -219,11 +225,15 @@ def _serve(args) -> int:
     from pathlib import Path
 
     from .config import Settings
-    from .server import serve_forever
+    from .errors import ConfigError
+    from .server import ServiceConfig, serve_forever
 
+    if args.latency_pool and not args.latency_from:
+        raise ConfigError("--latency-pool needs --latency-from RUN_DIR|results.parquet")
     _configure_service_logging(args.log_level)
     data_dir = Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir / "service"
-    serve_forever(host=args.host, port=args.port, data_dir=data_dir, api_key=args.api_key,
+    config = ServiceConfig(latency_from=args.latency_from, latency_from_pool=args.latency_pool)
+    serve_forever(host=args.host, port=args.port, data_dir=data_dir, api_key=args.api_key, config=config,
                   on_ready=lambda svc: _out(svc.url))
     return 0
 
@@ -276,6 +286,7 @@ def _talk(args) -> int:
         with session as rt:
             turn = rt.send_audio(clip, realtime=args.realtime, manual=args.manual, timeout=args.timeout)
         simulated = ws.is_local
+        source = rt.service_info.get("latency_source")  # the local service says where its delays come from
     wav, js = turn.save(out.with_suffix(""))
     lat = turn.latency()
     _out(f"user:      {turn.user_transcript or '(no transcript)'}")
@@ -292,7 +303,8 @@ def _talk(args) -> int:
                "(the response.created figures do not)")
     _out(f"measured on this client from the last audio chunk holding speech; audio sent {pacing}; {how}")
     if simulated:
-        _out("note: local service -- these latencies are SIMULATED, not measurements of the real models")
+        _out("note: local service -- these latencies are SIMULATED, not measurements of the real models"
+             + (f" (latency source: {source})" if isinstance(source, str) else ""))
     _out(f"wrote {wav} ({turn.duration_s:.1f} s) and {js}")
     if turn.status != "completed":
         error = redact(turn.error, _env_key()) if turn.error else "no error message"

@@ -17,6 +17,7 @@ __all__ = [
     "RealtimeError",
     "SessionTimeout",
     "VoiceModelMismatch",
+    "LatencySourceError",
     "api_error_from_http",
     "redact_text",
     "RETRY_AFTER_CAP_S",
@@ -108,6 +109,29 @@ def _rebuild_realtime_error(code, message, type_, param, event_id):
 
 class VoiceModelMismatch(ConfigError):
     """A cloned voice was enrolled for another target model than the session model."""
+
+
+class LatencySourceError(ConfigError):
+    """The local service's latency source cannot be used (``ServiceConfig.latency_from`` and friends,
+    :mod:`qvtools.server.latency`). ``problem``: ``missing`` (no such path / no results in the directory),
+    ``format`` (not a readable results table), ``columns`` (replay columns absent), ``no_rows`` (no completed
+    turn to replay), ``model`` (no rows for the session's model: ``model`` and the file's ``models``) or
+    ``config`` (a bad setting). ``source`` is the file's short name, never a full path."""
+
+    def __init__(self, message: str, *, source: str | None = None, problem: str = "config",
+                 model: str | None = None, models=()):
+        super().__init__(message)
+        self.source = source
+        self.problem = problem
+        self.model = model
+        self.models = list(models)
+
+    def __reduce__(self):
+        return (_rebuild_latency_error, (str(self), self.source, self.problem, self.model, self.models))
+
+
+def _rebuild_latency_error(message, source, problem, model, models):
+    return LatencySourceError(message, source=source, problem=problem, model=model, models=models)
 
 
 def redact_text(text, *secrets: str | None) -> str:

@@ -425,6 +425,10 @@ def run_turn_detached(task: TurnTask) -> tuple[dict, object]:
                                       realtime=task.realtime, manual=task.turn_detection is None)
             # what the client requested merged with the family defaults -- never the echo (§7.2)
             session_cfg = dict(getattr(session, "effective", None) or {})
+            service_info = getattr(session, "service_info", None) or {}
+            if task.simulated and isinstance(service_info.get("latency_source"), str):
+                # the local service says where its delays come from (qvtools.server.latency)
+                row["latency_source"] = redact(service_info["latency_source"][:200], *secrets)
     except Exception as exc:  # a failed turn is a row, not a crash
         row["error"] = redact(f"{type(exc).__name__}: {exc}", *secrets)
         log.warning("turn %s failed: %s", task.turn_id, row["error"])
@@ -456,6 +460,8 @@ def _base_row(task: TurnTask) -> dict:
     return {"run_id": task.run_id, "turn_id": task.turn_id, "voice_ref": task.voice, "voice": task.voice_id,
             "target_model": task.model, "prompt_id": task.prompt, "repeat": int(task.repeat),
             "status": "failed", "error": None, "region": task.settings.region, "simulated": task.simulated,
+            # the real service's own latency; a local service's source is read from its session.created
+            "latency_source": None if task.simulated else "measured",
             "voice_fallback_mode": task.voice_fallback_mode, "voice_fallback_reason": task.voice_fallback_reason,
             "audio_pacing": "realtime" if task.realtime else "fast",
             "turn_detection": "manual" if task.turn_detection is None else str(task.turn_detection),
@@ -476,9 +482,14 @@ def _provenance(turn, turn_detection, silence_ms, session_cfg=None) -> dict:
     if silence_ms is None and mode != "manual":
         td = (session_cfg or {}).get("turn_detection")
         silence_ms = td.get("silence_duration_ms") if isinstance(td, dict) else None
+    t0, t_req = marks.get(origin), marks.get("response_create_sent")
+    # manual / text turns: how long after the latency origin the client asked for the response (the server's
+    # wait starts there; qvtools.server.latency replays response_created_ms minus this)
+    request_ms = (t_req - t0) * 1000.0 if mode == "manual" and t0 is not None and t_req is not None else None
     return {"latency_origin": origin, "turn_detection": mode,
             "vad_silence_ms": float(silence_ms) if mode != "manual" and silence_ms is not None else None,
-            "vad_window_included": bool(mode != "manual" and origin == "speech_end_sent")}
+            "vad_window_included": bool(mode != "manual" and origin == "speech_end_sent"),
+            "response_create_sent_ms": request_ms}
 
 
 def _as_saved(turn):
@@ -998,6 +1009,9 @@ class Experiment:
         meta["sessions"][-1]["finished_at"] = meta["finished_at"]
         meta["turns_recorded"] = len(rows)
         meta["turns_completed"] = sum(1 for r in rows if r.get("status") == "completed")
+        # where the service's delays came from (qvtools.results latency_source; issue 11)
+        meta["latency_sources"] = sorted({r["latency_source"] for r in rows
+                                          if isinstance(r.get("latency_source"), str)})
         meta["voices_created"] = self._voices_created(meta)
         self._write_meta(meta)
 

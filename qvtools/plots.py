@@ -1,9 +1,10 @@
 """Plots (matplotlib only here). Every function takes ``ax=None`` (or ``fig=None`` for multi-panel
 figures), draws, and returns what it drew; none calls ``plt.show()``.
 
-Tables are :mod:`qvtools.results` frames. When a table has rows with ``simulated == True`` the title
-says "(simulated latency)", so a chart of the local service's latency profiles is never mistaken for
-a cloud measurement.
+Tables are :mod:`qvtools.results` frames. When a table has rows with ``simulated == True`` and the plotted
+metric is a timing figure (:func:`qvtools.results.is_simulated_metric`: latencies, ``delivery_rtf``, gaps),
+the title says "(simulated latency)", so a chart of the local service's latency profiles is never mistaken
+for a cloud measurement; an audio or quality metric (similarity, WER, loudness) is never labelled so.
 """
 
 from __future__ import annotations
@@ -32,9 +33,14 @@ log = logging.getLogger(__name__)
 SIMULATED = " (simulated latency)"
 
 
-def simulated_suffix(df: pd.DataFrame) -> str:
-    """``" (simulated latency)"`` when any row has ``simulated == True``, else ``""``."""
+def simulated_suffix(df: pd.DataFrame, metric: str | None = None) -> str:
+    """``" (simulated latency)"`` when any row has ``simulated == True`` (and ``metric``, when given, is a
+    timing figure, :func:`qvtools.results.is_simulated_metric`), else ``""``."""
+    from .results import is_simulated_metric
+
     if "simulated" not in getattr(df, "columns", ()):
+        return ""
+    if metric is not None and not is_simulated_metric(metric):
         return ""
     sim = df["simulated"].astype("boolean").fillna(False)
     return SIMULATED if bool(sim.any()) else ""
@@ -76,7 +82,7 @@ def latency_ecdf(df: pd.DataFrame, metric: str = "ttfa_ms", by: str | None = "ta
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize="small")
-    ax.set_title(f"ECDF of {metric}" + (f" by {by}" if by else "") + simulated_suffix(df))
+    ax.set_title(f"ECDF of {metric}" + (f" by {by}" if by else "") + simulated_suffix(df, metric))
     return ax
 
 
@@ -97,7 +103,7 @@ def latency_box(df: pd.DataFrame, metric: str = "ttfa_ms", by: str | None = "tar
     if by:
         ax.set_xlabel(by)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.set_title(f"{metric}" + (f" by {by}" if by else "") + simulated_suffix(df))
+    ax.set_title(f"{metric}" + (f" by {by}" if by else "") + simulated_suffix(df, metric))
     return ax
 
 

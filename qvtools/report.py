@@ -46,7 +46,8 @@ NOTEBOOK = report_notebook()
 REPORT_FILE = "report.html"
 #: Shown at the top of every report of a run against the local service.
 SIMULATED_NOTE = ("Latencies in this report are SIMULATED: the run used the offline local service, whose "
-                  "per-model latency profiles are synthetic (qvtools.server.latency). They test the tooling, "
+                  "per-model delays are synthetic profiles or a replayed run (qvtools.server.latency; the "
+                  "latency_source column says which). They test the tooling, "
                   "not Qwen-Omni-Realtime; do not quote them as model performance.")
 
 #: Shown when a run used degraded clones (create answered ``fallback_mode: true``, §7.9).
@@ -160,6 +161,13 @@ class RunView:
         return self.meta.get("region", "local") == "local"
 
     @property
+    def latency_sources(self) -> list[str]:
+        """The run's ``latency_source`` values (``simulated:flash``, ``replay:<run>/<file>``, ``measured`` ...)."""
+        if "latency_source" not in self.frame:
+            return []
+        return sorted(set(self.frame["latency_source"].dropna().astype(str)))
+
+    @property
     def ok(self):
         """Rows of completed turns."""
         if "status" not in self.frame:
@@ -177,8 +185,10 @@ class RunView:
                  f" ({len(m.get('voices') or {})} reference voices, {len(m.get('prompts') or {})} prompts, "
                  f"{m.get('repeats', '?')} repeat(s)); region <b>{html.escape(str(m.get('region')))}</b>.</p>"]
         if self.simulated:
+            sources = self.latency_sources
+            note = SIMULATED_NOTE + (f" Latency source: {', '.join(sources)}." if sources else "")
             parts.append('<div class="qv-simulated" style="border:2px solid #c00;background:#fee;padding:8px;'
-                         'margin:8px 0;font-weight:bold">&#9888; ' + html.escape(SIMULATED_NOTE) + "</div>")
+                         'margin:8px 0;font-weight:bold">&#9888; ' + html.escape(note) + "</div>")
         parts.append('<p class="qv-latency-origin"><b>How latencies were measured.</b> '
                      + html.escape(self.latency_note()) + "</p>")
         if self.degraded_voices:
@@ -197,6 +207,7 @@ class RunView:
         versions = m.get("versions") or {}
         rows = [
             ("region", m.get("region")), ("simulated latency", self.simulated),
+            ("latency source", ", ".join(self.latency_sources) or None),
             ("models", ", ".join(m.get("models") or [])), ("repeats", m.get("repeats")),
             ("seed", m.get("seed")), ("realtime pacing", m.get("realtime_pacing")),
             ("started", m.get("created_at")), ("finished", m.get("finished_at")),
@@ -291,6 +302,8 @@ class RunView:
             return "No completed turn has metrics yet."
         table = results.summarize(self.frame, metrics=metrics, **self._boot())
         cols = ["n", "success_rate", "mean", "p50", "p50_lo", "p50_hi", "p95", "p95_lo", "p95_hi"]
+        if "simulated" in table:  # results.is_simulated_metric: timing figures of a local run say so
+            cols.insert(0, "simulated")
         return table.set_index(["target_model", "metric"])[cols].round(3)
 
     def paired_table(self):

@@ -31,7 +31,8 @@ Schema
 | `status` | string | `completed` / `incomplete` / `failed` / `cancelled` |
 | `error` | string | error message of a failed turn |
 | `region` | string | `beijing` / `singapore` / `local` |
-| `simulated` | boolean | True when latencies come from the local service's simulated profiles |
+| `simulated` | boolean | True when the run used the local service: its latency and delivery figures (the columns of `SIMULATED_COLUMNS`) come from simulated profiles or a replayed run, not from DashScope |
+| `latency_source` | string | where the service's delays came from: `measured` (the real service), or what the local service said in `session.created`: `simulated:<profile>` (e.g. `simulated:flash`), `replay:<run>/<file>` (a measured run replayed, `qvtools serve --latency-from`), `none` (no added delay) |
 | `voice_fallback_mode` | boolean | the enrollment answered `fallback_mode: true`: a DEGRADED clone (§7.9); `<NA>` when the service did not say |
 | `voice_fallback_reason` | string | the service's `fallback_reason` for a degraded clone |
 | `latency_origin` | string | client mark every `*_ms` "end of user speech" figure starts at: `speech_end_sent` (last audio chunk holding speech sent, before any trailing silence), `last_audio_sent` or `response_create_sent` (text turns) |
@@ -39,6 +40,7 @@ Schema
 | `turn_detection` | string | `server_vad` (the server ended the turn) or `manual` (client `commit` + `response.create`) |
 | `vad_silence_ms` | float64 | ms, the server VAD `silence_duration_ms` in effect for the turn: the value requested, else the documented default of the model family (§4.2); NaN in manual mode |
 | `vad_window_included` | boolean | True when the latencies from end of user speech include the server VAD silence window (server VAD + `speech_end_sent` origin) |
+| `response_create_sent_ms` | float64 | ms, end of user speech (`latency_origin`) -> the client sent `response.create` (manual and text turns: the rest of the audio and the commit; 0 for text turns); NaN with server VAD |
 | `session_id` | string | realtime session id |
 | `response_id` | string | realtime response id |
 | `user_transcript` | string | server transcript of the user audio |
@@ -109,6 +111,8 @@ from .errors import ConfigError
 __all__ = [
     "COLUMNS",
     "LATENCY_METRICS",
+    "SIMULATED_COLUMNS",
+    "is_simulated_metric",
     "PAIR_KEYS",
     "to_frame",
     "summarize",
@@ -141,7 +145,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "status": ("string", "completed / incomplete / failed / cancelled"),
     "error": ("string", "error message of a failed turn"),
     "region": ("string", "beijing / singapore / local"),
-    "simulated": ("boolean", "latencies come from the local service's simulated profiles"),
+    "simulated": ("boolean", "local service: the SIMULATED_COLUMNS come from simulated profiles or a replayed run"),
+    "latency_source": ("string", "measured / simulated:<profile> / replay:<run>/<file> / none"),
     # the cloned voice (qvtools.enrollment.Voice, §7.9 fallback_mode)
     "voice_fallback_mode": ("boolean", "True: the clone was made in DEGRADED mode (create answered "
                                        "fallback_mode: true, §7.9); <NA>: the service did not say"),
@@ -153,6 +158,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "turn_detection": ("string", "server_vad (the server ended the turn) / manual (commit + response.create)"),
     "vad_silence_ms": ("float64", "ms, server VAD silence_duration_ms in effect: requested, else the family default (NaN: manual)"),
     "vad_window_included": ("boolean", "latencies from end of speech include the server VAD silence window"),
+    "response_create_sent_ms": ("float64", "ms, end of user speech -> response.create sent (manual/text turns; "
+                                           "NaN with server VAD)"),
     "session_id": ("string", "realtime session id"),
     "response_id": ("string", "realtime response id"),
     "user_transcript": ("string", "server transcript of the user audio"),
@@ -214,6 +221,20 @@ COLUMNS: dict[str, tuple[str, str]] = {
 
 #: Default metrics of :func:`summarize`.
 LATENCY_METRICS = ("ttfa_ms", "ttft_ms", "e2e_ms")
+
+#: Columns whose values come from the service's timing, so on the local service from a SIMULATED (or replayed)
+#: latency figure: the latencies, the delivery rate and everything derived from chunk arrival times, and the
+#: wall times that contain those delays (issue 11: ``delivery_rtf`` comes from the profile's delivery rate).
+#: Audio, quality and token columns are not here: they are the same whatever the latency source.
+SIMULATED_COLUMNS = ("ttfa_ms", "ttft_ms", "ttfa_created_ms", "ttft_created_ms", "response_created_ms",
+                     "speech_stopped_ms", "e2e_ms", "delivery_rtf", "gap_p95_ms", "gap_max_ms",
+                     "underrun_count", "underrun_ms", "session_s", "turn_wall_s")
+
+
+def is_simulated_metric(metric: str) -> bool:
+    """True for a column of :data:`SIMULATED_COLUMNS` (or a ``*_ms`` column outside the schema, e.g. one a
+    user derived): on the local service its values come from a simulated or replayed latency figure."""
+    return metric in SIMULATED_COLUMNS or (str(metric).endswith("_ms") and metric not in COLUMNS)
 
 #: A pair in :func:`paired_differences` is the same reference voice, prompt and repetition.
 PAIR_KEYS = ("voice_ref", "prompt_id", "repeat")
@@ -313,8 +334,9 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = ("target_model"
 
     Returns one row per (group, metric) with columns ``*by, metric, [simulated,] n, n_completed, n_valid,
     success_rate, mean, p50, p50_lo, p50_hi, p90, p90_lo, p90_hi, p95, p95_lo, p95_hi``; ``simulated``
-    (present when ``df`` has that column) is True for a latency metric (``*_ms``) of a group with
-    simulated rows, so a table of summaries labels simulated latencies itself.
+    (present when ``df`` has that column) is True for a timing metric (:func:`is_simulated_metric`: the
+    latencies, ``delivery_rtf``, gaps, underruns) of a group with simulated rows, so a table of summaries
+    labels simulated figures itself (never an audio or quality metric).
     ``n`` counts all turns of the group, ``success_rate`` is the share with ``status == "completed"``
     (NaN without a status column); the percentiles are over completed turns with a finite value
     (``n_valid``). Resampling is seeded, so the same input gives the same CIs.
@@ -340,8 +362,8 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = ("target_model"
             v = v[np.isfinite(v)]
             rec = dict(zip(by, key))
             rec["metric"] = metric
-            if has_simulated:  # latency figures from the local service's simulated profiles say so
-                rec["simulated"] = bool(metric.endswith("_ms") and sim.any())
+            if has_simulated:  # figures from the local service's simulated/replayed latency say so
+                rec["simulated"] = bool(is_simulated_metric(metric) and sim.any())
             rec.update(n=len(g), n_completed=int(ok.sum()), n_valid=int(v.size),
                        success_rate=success, mean=float(v.mean()) if v.size else float("nan"))
             if v.size:
@@ -374,7 +396,7 @@ class PairedDifferences:
     a_lower_ratio: float  # share of pairs where a's value is below b's
     ci: float = 0.95
     pairs: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
-    simulated: bool = False  # a latency metric (``*_ms``) measured on simulated latency profiles
+    simulated: bool = False  # a timing metric (is_simulated_metric) measured on simulated latency
 
     def to_dict(self) -> dict[str, Any]:
         """The summary fields (without the pairs table)."""
@@ -456,7 +478,7 @@ def paired_differences(df: pd.DataFrame, metric: str, a: str | None = None, b: s
         med, mean, lower = float(np.median(diff)), float(diff.mean()), float(np.mean(diff < 0))
     else:
         lo = hi = med = mean = lower = nan
-    simulated = bool(metric.endswith("_ms") and "simulated" in df.columns
+    simulated = bool(is_simulated_metric(metric) and "simulated" in df.columns
                      and df["simulated"].fillna(False).astype(bool).any())
     return PairedDifferences(metric=metric, a=a, b=b, n_pairs=int(diff.size), median_diff=med, ci_low=lo,
                              ci_high=hi, mean_diff=mean, a_lower_ratio=lower, ci=ci, pairs=pairs,

@@ -31,6 +31,7 @@ import ipywidgets as widgets
 from .config import TARGET_MODELS
 from .errors import ConfigError, InvalidAudio, QVError
 from .mic import LiveTalk, LiveTurn, Recorder  # microphone widgets (issue 14), anywidget-based
+from .results import is_simulated_metric
 from .report import audio_tag
 
 __all__ = [
@@ -86,8 +87,6 @@ def _finite(value: Any) -> bool:
         return False
 
 
-#: Latency badges: their values are simulated on the local service and are labelled so.
-_LATENCY_BADGES = frozenset({"ttfa_ms", "e2e_ms"})
 
 
 def metric_badge(name: str, value: Any, *, simulated: bool = False) -> str:
@@ -96,7 +95,8 @@ def metric_badge(name: str, value: Any, *, simulated: bool = False) -> str:
     ``simulated=True`` marks a latency badge "(simulated)" (local service latency profiles)."""
     label, fmt, _ = BADGE_METRICS.get(name, (name, "{}", True))
     text = fmt.format(float(value)) if _finite(value) else "n/a"
-    if simulated and name in _LATENCY_BADGES and _finite(value):
+    # timing badges (results.is_simulated_metric) are simulated on the local service and labelled so
+    if simulated and is_simulated_metric(name) and _finite(value):
         text += " (simulated)"
     label = f"{label} " if label else ""
     return (f'<span class="qv-badge" data-metric="{html.escape(name)}" style="display:inline-block;'

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 from .config import Settings
 from .enrollment import Voice, VoiceClient
@@ -40,7 +41,9 @@ class Workspace:
     def describe(self) -> str:
         """One line: where requests go."""
         if self.service is not None:
-            return f"local service at {self.service.url} — latencies are simulated"
+            src = getattr(self.service.config, "latency_from", None)
+            how = f"replayed from {Path(src).name}" if src else "simulated"
+            return f"local service at {self.service.url} — latencies are {how}"
         if self.settings.base_url:
             return f"service at {self.settings.base_url} (local service — latencies are simulated)"
         return f"{self.settings.region} region ({self.settings.http_base}) — real DashScope service, billable"
@@ -95,21 +98,27 @@ class Workspace:
         return f"Workspace({self.describe()})"
 
 
-def connect(settings: Settings | None = None, **overrides) -> Workspace:
+def connect(settings: Settings | None = None, *, service_config=None, **overrides) -> Workspace:
     """Open a workspace from ``settings`` (default :meth:`Settings.from_env`) with ``overrides`` applied.
 
     Local region without ``base_url``: starts a local service (data under
-    ``settings.data_dir / "service"``) that accepts ``settings.api_key`` (or any key when unset).
+    ``settings.data_dir / "service"``) that accepts ``settings.api_key`` (or any key when unset), configured
+    by ``service_config`` (a :class:`~qvtools.server.ServiceConfig`, e.g. ``ServiceConfig(latency_from=RUN_DIR)``
+    to replay a measured run's latencies; None: the defaults). It is an error with any other region.
     """
     if settings is None:
         settings = Settings.from_env(**overrides)
     elif overrides:
         settings = replace(settings, **overrides)
     service = None
+    if service_config is not None and not (settings.region == "local" and not settings.base_url):
+        raise ConfigError("service_config configures the embedded local service (region local, no base_url); "
+                          f"it does not apply to {settings.base_url or settings.region}")
     if settings.region == "local" and not settings.base_url:
         from .server import LocalService
 
-        service = LocalService(data_dir=settings.data_dir / "service", api_key=settings.api_key).start()
+        service = LocalService(data_dir=settings.data_dir / "service", api_key=settings.api_key,
+                               config=service_config).start()
         settings = settings.with_base_url(service.url, api_key=service.api_key)
         settings = replace(settings, ws_url=service.ws_url)
     try:

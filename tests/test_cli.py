@@ -245,7 +245,7 @@ def test_talk_builtin_voice_manual(env, prompt_wav, tmp_path, capsys):
     assert re.search(r"^latency from end of user speech: first audio \d+ ms, first text \d+ ms, "
                      r"response\.done \d+ ms$", text, re.M)
     assert re.search(r"^latency from response\.created: +first audio \d+ ms, first text \d+ ms$", text, re.M)
-    assert "latencies are SIMULATED" in text
+    assert "latencies are SIMULATED" in text and "(latency source: simulated:plus)" in text
     turn = Turn.load(tmp_path / "reply")
     assert turn.status == "completed" and turn.voice == "Tina" and turn.model == PLUS
     assert turn.audio.size > 12000 and out.read_bytes()[:4] == b"RIFF"

@@ -133,6 +133,10 @@ def test_small_run_rows_and_metrics(small_run):
     assert ok["speaker_similarity"].between(-1, 1).all()
     assert ok["f0_ratio"].notna().all() and ok["loudness_lufs"].notna().all() and ok["wer"].notna().all()
     assert ok["simulated"].all() and set(ok["region"]) == {"local"}
+    # issue 11: each row says where the service's delays came from (session.created's qvtools metadata)
+    assert set(ok["latency_source"]) == {"simulated:plus", "simulated:flash"}
+    meta = json.loads((run_dir / ex.RUN_FILE).read_text())
+    assert meta["latency_sources"] == ["simulated:flash", "simulated:plus"]
     # every latency says what it starts at and how the audio was sent (issue 9 item 5)
     assert set(ok["latency_origin"]) == {"speech_end_sent"} and set(ok["audio_pacing"]) == {"fast"}
     assert set(ok["turn_detection"]) == {"server_vad"} and ok["vad_window_included"].all()
@@ -457,3 +461,17 @@ def test_provenance_reads_the_silence_window_from_the_effective_config_not_the_e
     assert _provenance(turn, "server_vad", None, eff)["vad_silence_ms"] == 2000.0
     echo_only = {"voice": "Tina", "input_audio_format": "pcm"}  # what session.updated carries (§7.2)
     assert _provenance(turn, "server_vad", None, echo_only)["vad_silence_ms"] is None
+    assert row["response_create_sent_ms"] is None  # server VAD: the server, not the client, ends the turn
+
+
+def test_provenance_says_when_a_manual_turn_asked_for_the_response():
+    # issue 11: the replayed delay of a manual turn starts at response.create, not at the end of speech
+    from types import SimpleNamespace
+
+    from qvtools.experiment import _provenance
+
+    manual = SimpleNamespace(marks={"first_audio_sent": 0.1, "speech_end_sent": 1.0, "last_audio_sent": 1.4,
+                                    "commit_sent": 1.401, "response_create_sent": 1.402})
+    assert _provenance(manual, None, None)["response_create_sent_ms"] == pytest.approx(402.0)
+    text = SimpleNamespace(marks={"response_create_sent": 5.0})
+    assert _provenance(text, None, None)["response_create_sent_ms"] == 0.0

@@ -59,6 +59,17 @@ def test_latency_box_simulated_title(frame):
     assert "(simulated latency)" in ax.get_title() and ax.get_ylabel() == "ttfa_ms"
 
 
+def test_only_timing_plots_say_simulated(frame):
+    # issue 11: an audio / quality metric of a local run is not a simulated figure; delivery_rtf is
+    df = frame.assign(speaker_similarity=0.8, wer=0.1, delivery_rtf=2.5)
+    for metric in ("speaker_similarity", "wer"):
+        assert "simulated" not in plots.latency_box(df, metric).get_title()
+        assert "simulated" not in plots.latency_ecdf(df, metric).get_title()
+    assert "(simulated latency)" in plots.latency_box(df, "delivery_rtf").get_title()
+    assert plots.simulated_suffix(df) == plots.simulated_suffix(df, "ttfa_ms") == " (simulated latency)"
+    assert plots.simulated_suffix(df, "wer") == ""
+
+
 def _turn():
     t0 = 50.0
     events = [TimedEvent(t0 + 0.01, "session.created", {}), TimedEvent(t0 + 0.03, "session.updated", {}),

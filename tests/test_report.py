@@ -109,6 +109,24 @@ def test_report_html_is_self_contained(built):
     assert "No price table was given" in html  # no cost estimate without the user's table
 
 
+def test_summary_flags_timing_metrics_and_header_names_the_latency_source(tmp_path):
+    import pandas as pd
+
+    run_dir = _write_run(tmp_path / "run")
+    rows = ex.read_turns(run_dir / ex.TURNS_FILE)
+    with open(run_dir / ex.TURNS_FILE, "w") as fh:
+        for r in rows:
+            ex.append_row(fh, {**r, "latency_source": "replay:cloud-run/results.parquet", "delivery_rtf": 2.0})
+    view = report.load_run(run_dir, quick=True)
+    summary = view.summary_table()
+    flags = summary["simulated"].groupby(level="metric").all()
+    assert flags["ttfa_ms"] and flags["delivery_rtf"] and not flags["speaker_similarity"] and not flags["wer"]
+    assert "Latency source: replay:cloud-run/results.parquet." in view.header_html()
+    meta = view.metadata_table()
+    assert meta.loc["latency source", "value"] == "replay:cloud-run/results.parquet"
+    assert isinstance(meta, pd.DataFrame)
+
+
 def test_no_simulated_note_for_cloud_runs(tmp_path):
     view = report.load_run(_write_run(tmp_path / "run", simulated=False))
     assert not view.simulated and "SIMULATED" not in view.header_html()

@@ -122,6 +122,27 @@ def test_summarize_labels_simulated_latency_metrics():
     assert "simulated" not in plain.columns
 
 
+def test_every_timing_column_is_flagged_simulated_and_no_audio_column():
+    # issue 11: delivery_rtf comes from the profile's delivery rate, yet its summary said simulated = False
+    assert set(results.SIMULATED_COLUMNS) <= set(results.COLUMNS)
+    for col in ("delivery_rtf", "response_created_ms", "ttfa_created_ms", "gap_p95_ms", "underrun_count"):
+        assert results.is_simulated_metric(col), col
+    for col in ("speaker_similarity", "wer", "loudness_lufs", "reply_duration_s", "output_audio_tokens",
+                "vad_silence_ms", "metrics_s"):
+        assert not results.is_simulated_metric(col), col
+    rows = [{"target_model": FLASH, "status": "completed", "simulated": True, "delivery_rtf": 2.0 + i,
+             "underrun_count": 0, "wer": 0.1} for i in range(3)]
+    s = results.summarize(results.to_frame(rows), metrics=("delivery_rtf", "underrun_count", "wer"), n_boot=20)
+    assert dict(zip(s["metric"], s["simulated"])) == {"delivery_rtf": True, "underrun_count": True, "wer": False}
+    assert results.paired_differences(results.to_frame(rows), "delivery_rtf").simulated is True
+
+
+def test_latency_source_is_a_schema_column():
+    df = results.to_frame([{"target_model": FLASH, "latency_source": "replay:run/results.parquet"}])
+    assert str(df["latency_source"].dtype) == "string" and df.loc[0, "latency_source"] == "replay:run/results.parquet"
+    assert list(df.columns).index("latency_source") == list(df.columns).index("simulated") + 1
+
+
 def test_paired_differences(rng):
     df = _synthetic(rng)
     r = results.paired_differences(df, "ttfa_ms", n_boot=500)

@@ -264,6 +264,7 @@ def test_latency_badge_is_labelled_simulated_only_for_simulated_rows():
     assert "(simulated)" not in metric_badge("ttfa_ms", 812.0, simulated=False)
     # a non-latency metric is never labelled, a missing value stays "n/a"
     assert "(simulated)" not in metric_badge("speaker_similarity", 0.8, simulated=True)
+    assert "(simulated)" in metric_badge("delivery_rtf", 2.5, simulated=True)  # issue 11: a timing figure too
     assert "n/a" in metric_badge("ttfa_ms", float("nan"), simulated=True)
 
 

@@ -39,6 +39,16 @@ def test_connect_to_a_running_service(tmp_path):
             assert ws.voices.count() == 0
 
 
+def test_service_config_configures_the_embedded_service_only(tmp_path):
+    from qvtools.server import ServiceConfig
+
+    with qvtools.connect(data_dir=tmp_path, service_config=ServiceConfig(realtime_latency_scale=0.5)) as ws:
+        assert ws.service.config.realtime_latency_scale == 0.5
+    with pytest.raises(ConfigError, match="service_config configures the embedded local service"):
+        qvtools.connect(Settings(region="intl", api_key="sk-never-shown", data_dir=tmp_path),
+                        service_config=ServiceConfig())
+
+
 def test_cloud_region_needs_a_key(tmp_path, monkeypatch):
     monkeypatch.setenv("QVTOOLS_REGION", "singapore")
     with pytest.raises(ConfigError, match="DASHSCOPE_API_KEY"):

@@ -241,6 +241,9 @@ class RealtimeSession:
         #: The last ``session`` object the server sent (``session.created`` / ``session.updated``): for
         #: inspection only -- the real echo is partial (§7.2).
         self.echo: dict = {}
+        #: The ``qvtools`` metadata field of ``session.created`` (only the qvtools local service sends one:
+        #: ``latency_source``, ``note``, ...); {} otherwise. Informative only, never relied on.
+        self.service_info: dict = {}
         self.session_id: str | None = None
         self.marks: dict[str, float] = {}
         self.turns: list[Turn] = []
@@ -360,6 +363,8 @@ class RealtimeSession:
                 raise RealtimeError("invalid_event", "the service sent a session.created whose 'session' is not "
                                     f"an object ({type(session).__name__}); cannot use this connection")
             self.echo = dict(session)
+            info = session.get("qvtools")
+            self.service_info = dict(info) if isinstance(info, dict) else {}
             sid = session.get("id")
             self.session_id = sid if isinstance(sid, str) else None
             self.marks["session_ready"] = time.perf_counter()

@@ -161,6 +161,8 @@ class LocalService:
         if self._error is not None:
             self._thread.join(_STOP_TIMEOUT_S)
             self._thread = None
+            if isinstance(self._error, QVError):  # a specific, actionable error (e.g. LatencySourceError)
+                raise self._error
             raise QVError(f"the local service failed to start: {self._error}") from self._error
         log.info("local service listening on %s (data in %s)", self.url, self.data_dir)
         return self

@@ -30,7 +30,8 @@ from ..config import ENROLLMENT_PATH, REALTIME_PATH
 from .config import ServiceConfig
 from .enrollment import ENROLL_SLOTS, DecodeSlots, handle_customization
 from .faults import FAULTS, FaultInjector
-from .http import (CONFIG, ENROLL_EXECUTOR, STORE, STORE_EXECUTOR, TRACE, ServiceError, authenticate,
+from .latency import LatencySource
+from .http import (CONFIG, ENROLL_EXECUTOR, LATENCY, STORE, STORE_EXECUTOR, TRACE, ServiceError, authenticate,
                    error_response, new_request_id, read_json)
 from .realtime import REALTIME, RealtimeState, close_sessions, handle_realtime
 from .store import VoiceStore
@@ -255,6 +256,8 @@ def create_app(config: ServiceConfig | None = None, data_dir=None) -> web.Applic
         raise ValueError("create_app needs a data_dir for the voice store")
     app = web.Application(middlewares=[_errors], client_max_size=int(config.max_body_bytes) + 1)
     app[CONFIG] = config
+    # qvtools/server/latency.py: loads and checks a latency_from file now (LatencySourceError)
+    app[LATENCY] = LatencySource.from_config(config)
     app[TRACE] = ServerTrace()
     app[FAULTS] = FaultInjector(config.faults)  # off (no plans) by default; qvtools/server/faults.py
     app[ENROLL_SLOTS] = DecodeSlots(config.enroll_queue_limit)

@@ -161,12 +161,23 @@ class ServiceConfig:
     #: False (default): any ``…-omni-…-realtime`` name is accepted (§7.8, ``catalog.is_realtime_model``);
     #: True: only the catalog's families (``catalog.is_known_model``). Other names get 404 ``ModelNotFound``.
     realtime_reject_unknown_model: bool = False
-    #: "simulated" adds per-model delays (qvtools/server/latency.py, SIMULATED numbers); "none" disables them.
+    #: "simulated" adds per-model delays (qvtools/server/latency.py: profiles shaped on §7.5/§7.6, SIMULATED
+    #: numbers); "none" disables them. A response is sent at end of input + delay or when its work is done,
+    #: whichever is later (the latency module's docs).
     realtime_latency: str = "simulated"
-    #: Multiplies every simulated delay (0 disables them).
+    #: Multiplies every simulated or replayed delay (0 disables them).
     realtime_latency_scale: float = 1.0
     #: Per-profile field overrides, e.g. ``{"plus": {"first_audio_ms": 900}}``.
     realtime_latency_profiles: dict | None = None
+    #: Replay a measured run's latencies instead of the simulated profiles: a run directory, its
+    #: ``results.parquet`` or ``turns.jsonl`` (``qvtools serve --latency-from``). Each turn draws one completed
+    #: row of the session's target model (seeded by the session ``seed`` and the turn index): its
+    #: ``response_created_ms``, ``ttfa_created_ms`` and ``delivery_rtf``. Loaded at startup; a missing path, a
+    #: file without those columns or without completed rows raises ``LatencySourceError``.
+    latency_from: str | None = None
+    #: A model the ``latency_from`` file has no rows for: False (default) refuses its sessions at the
+    #: handshake (HTTP 400 naming the models the file has); True draws from all rows of the file.
+    latency_from_pool: bool = False
     #: Reply text mode of the stand-in model: "conversation" or "echo".
     realtime_reply_mode: str = "conversation"
     #: Milliseconds of audio per ``response.audio.delta`` (§5.8 [guess] 100-200 ms).
@@ -186,7 +197,8 @@ class ServiceConfig:
     #: Key sets of the ``session`` echo: "observed" (§7.1 ``session.created``, §7.2 ``session.updated``: no
     #: ``turn_detection``, no ``audio`` object) or "full" (the whole effective configuration, earlier guess).
     realtime_session_keys: str = "observed"
-    #: Put the ``qvtools`` metadata field (latencies SIMULATED, profile name) into ``session.created``.
+    #: Put the ``qvtools`` metadata field (``latency``, ``latency_source``, profile name, a note saying the
+    #: latencies are SIMULATED or REPLAYED) into ``session.created``.
     realtime_metadata: bool = True
     #: Ids of ``conversation.item.create`` items: "server" (observed, §7.13: a client-chosen id is not kept)
     #: or "client" (keep the client's id, earlier guess).

@@ -23,15 +23,19 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from .config import ServiceConfig
+from .latency import LatencySource
 from .store import VoiceStore
 from .trace import ServerTrace
 
 __all__ = ["ServiceError", "authenticate", "read_json", "error_response", "http_error", "new_request_id",
-           "CONFIG", "STORE", "TRACE", "ENROLL_EXECUTOR", "STORE_EXECUTOR"]
+           "CONFIG", "STORE", "TRACE", "ENROLL_EXECUTOR", "STORE_EXECUTOR", "LATENCY"]
 
 CONFIG = web.AppKey("config", ServiceConfig)
 STORE = web.AppKey("store", VoiceStore)  # the voice store under the data dir (opened on startup)
 TRACE = web.AppKey("trace", ServerTrace)  # every realtime event sent, with its send time
+# what realtime responses draw their delays from (simulated profiles, a replayed run, none); built once
+# from CONFIG by create_app, so a bad latency_from stops the service before it serves
+LATENCY = web.AppKey("latency", LatencySource)
 # Enrollment's decode / VAD / analysis run on their own threads, so they do not queue behind the
 # realtime sessions' speech work in the default executor (bench_load: list p95 grew to seconds).
 ENROLL_EXECUTOR = web.AppKey("enroll_executor", ThreadPoolExecutor)

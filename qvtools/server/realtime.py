@@ -11,7 +11,8 @@ server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.
   ``ModelNotFound`` for a name that is not ``…-omni-…-realtime``, §5.1, §5.4, §7.8; 429
   ``Throttling.RateQuota`` past the per-key or the global session cap);
 - ``session.created`` is sent at once in the family's observed shape (§7.1, :mod:`qvtools.catalog`) plus
-  a ``qvtools`` metadata field that says the latencies are SIMULATED (:mod:`qvtools.server.latency`);
+  a ``qvtools`` metadata field that says where the latencies come from (``latency_source``: SIMULATED
+  profile, REPLAYED run or none; :mod:`qvtools.server.latency`);
 - ``session.update`` is merged and validated by :func:`~qvtools.realtime.events.merge_session` and echoed
   with the observed key set (§7.2); an unusable voice is accepted and answered at the next response
   trigger by a lone ``error`` (§7.3); cloned voices are looked up in the caller's key scope (§5.6), off the
@@ -46,8 +47,8 @@ from .. import catalog
 from ..audio import from_pcm16, resample, to_pcm16
 from ..realtime import events as ev
 from .faults import FAULTS, client_faults
-from .http import CONFIG, STORE, TRACE, authenticate, error_response
-from .latency import NO_DELAYS, LatencySimulator, profile_for_model
+from .http import CONFIG, LATENCY, STORE, TRACE, authenticate, error_response
+from .latency import NO_DELAYS, LatencySource
 from .rt_handshake import admit, check_handshake, release
 from .rt_input import AppendError, BufferFull, InputBuffer, decode_append
 from .rt_response import ResponseStream, UserTurn, plan_sentence, tokens
@@ -138,7 +139,8 @@ async def handle_realtime(request: web.Request):
     config = request.app[CONFIG]
     model = request.query.get("model", "")
     state = request.app[REALTIME]
-    refusal = check_handshake(model, key, config, state.active)  # qvtools/server/rt_handshake.py
+    refusal = check_handshake(model, key, config, state.active,  # qvtools/server/rt_handshake.py
+                              latency=request.app[LATENCY] if LATENCY in request.app else None)
     if refusal is not None:
         return error_response(refusal.status, refusal.code, refusal.message, headers=refusal.headers)
     admit(state.active, key)  # reserved before any await, so racing handshakes count too
@@ -191,16 +193,11 @@ class _Connection:
         self.session_id = self.session["id"]
         self.conversation_id = ev.new_id("conv")
         self.family = catalog.family(model)
-        prof = profile_for_model(model, self.cfg.realtime_latency_profiles)  # catalog family's latency_profile
+        # qvtools/server/latency.py: simulated profile (catalog family), a replayed run, or none
+        self.latency_source = app[LATENCY] if LATENCY in app else LatencySource.from_config(self.cfg)
         if self.cfg.realtime_metadata:
-            self.session["qvtools"] = {
-                "server": "qvtools local service (offline stand-in)",
-                "latency": "simulated" if self.cfg.realtime_latency == "simulated" else "none",
-                "latency_profile": prof.name,
-                "note": "Latencies of this service are SIMULATED (qvtools.server.latency), not measurements "
-                        "of the cloud service.",
-            }
-        self._profile = prof
+            self.session["qvtools"] = {"server": "qvtools local service (offline stand-in)",
+                                       **self.latency_source.metadata(model)}
         self.latency = self._make_latency()
         self.send_lock = asyncio.Lock()
         self.closed = False
@@ -225,9 +222,9 @@ class _Connection:
         self.started = time.monotonic()
 
     # ------------------------------------------------------------------------------- plumbing
-    def _make_latency(self) -> LatencySimulator:
-        return LatencySimulator(self._profile, self.session.get("seed"), scale=self.cfg.realtime_latency_scale,
-                                enabled=self.cfg.realtime_latency == "simulated")
+    def _make_latency(self):
+        """This session's delay sampler (``LatencySimulator`` / ``ReplaySampler``), seeded by ``seed``."""
+        return self.latency_source.sampler(self.model, self.session.get("seed"))
 
     async def send(self, event: dict, response_id: str | None = None) -> bool:
         if self.closed or self.ws.closed:

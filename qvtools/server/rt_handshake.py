@@ -38,13 +38,20 @@ def model_accepted(model: str, config) -> bool:
     return catalog.is_realtime_model(model)
 
 
-def check_handshake(model: str, key: str, config, active: dict) -> Refusal | None:
-    """Refuse an unknown model (404 ``ModelNotFound``, §5.4 [guess]) or a session past the per-key or the
-    global cap (429 ``Throttling.RateQuota`` + ``Retry-After: 1``, §3); None: upgrade.
+def check_handshake(model: str, key: str, config, active: dict, latency=None) -> Refusal | None:
+    """Refuse an unknown model (404 ``ModelNotFound``, §5.4 [guess]), a model the replayed latency file has no
+    rows for (400 ``InvalidParameter``, ``ServiceConfig.latency_from``: a local-service setting, never a cloud
+    answer) or a session past the per-key or the global cap (429 ``Throttling.RateQuota`` +
+    ``Retry-After: 1``, §3); None: upgrade.
 
-    ``active`` maps API key -> open sessions (see :func:`admit`)."""
+    ``active`` maps API key -> open sessions (see :func:`admit`); ``latency`` is the service's
+    :class:`~qvtools.server.latency.LatencySource` (None: not checked)."""
     if not model_accepted(model, config):
         return Refusal(404, "ModelNotFound", "Model can not be found.")
+    problem = latency.problem(model) if latency is not None else None
+    if problem is not None:
+        log.info("realtime handshake refused: %s", problem)
+        return Refusal(400, "InvalidParameter", f"qvtools local service: {problem}.")
     limit = int(config.max_sessions_per_key or 0)
     total_limit = int(config.max_sessions or 0)
     if limit > 0 and active.get(key, 0) >= limit:
