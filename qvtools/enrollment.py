@@ -480,7 +480,7 @@ class VoiceClient:
         validate_create_args(target_model, preferred_name, language)
         from .preflight import check
 
-        report = check(audio, transcript=text)
+        report = check(audio, transcript=text, language=language)
         if not report.ok:
             if not force:
                 failed = "; ".join(f"{r.name} {r.value} (limit {r.limit})" for r in report.failed)
