@@ -376,26 +376,27 @@ async def _create(request: web.Request, scope: str, inp: dict) -> web.Response:
     if not slots.acquire():
         raise _throttled(config)
     pool = request.app[ENROLL_EXECUTOR]
-    released = False
+    work = None
     try:
         enrolled = await loop.run_in_executor(pool, process_enrollment_upload, data, config)
         del data, audio_obj, inp["audio"]  # the 10 MB data URL is not needed any more
         if text is not None and text.strip() and config.enroll_text_check != "off":
-            # §2.1 "The server compares it with the audio": ASR on the executor, bounded in time; the slot
-            # stays taken until the work really ends (a thread cannot be cut short)
+            # §2.1 "The server compares it with the audio": ASR on the executor, bounded in time
             work = loop.run_in_executor(pool, check_enrollment_text, enrolled.wav, text, language)
             try:
                 result = await asyncio.wait_for(asyncio.shield(work), config.enroll_text_check_timeout_s)
             except asyncio.TimeoutError:
-                released = True
-                work.add_done_callback(lambda _f: slots.release())
                 log.warning("enrollment transcript check took longer than %.0f s", config.enroll_text_check_timeout_s)
                 raise ServiceError(500, "InternalError", "An internal error has occured, try again later or contact "
                                    f"service support. (the transcript check took longer than "
                                    f"{config.enroll_text_check_timeout_s:g} s)") from None
             enrolled = _apply_text_check(enrolled, result, config)
     finally:
-        if not released:
+        if work is not None and not work.done():
+            # timed out or the client went away: a thread cannot be cut short, so its slot stays taken
+            # until it really ends (and its outcome is collected, never left unretrieved)
+            work.add_done_callback(lambda f: (slots.release(), f.cancelled() or f.exception()))
+        else:
             slots.release()
     now, stamp = _now_strings()
     record = VoiceRecord(voice=voice_name(name, now), target_model=target_model, language=language,
