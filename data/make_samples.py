@@ -14,12 +14,20 @@ joined with seeded pauses of 0.35-0.95 s (the enrollment rule is "pauses <= 2 s"
 with a per-speaker Piper speaking rate. A faint seeded noise floor (about -66 dBFS) stands in for a
 quiet room. Every reference must pass ``qvtools.preflight.check`` (tests/test_data.py checks it).
 
+Mandarin (issue 10 item 6): one reference speaker and two prompts in Mandarin, texts written for this
+project, spoken by Kokoro-82M (``qvtools.server.tts_kokoro``, voice ``KOKORO_VOICE``; Apache-2.0, no GPL
+piece for zh) and converted exactly like the English voices, with the Kokoro voice's own profile
+(measured on ``tts_kokoro.CALIBRATION_TEXTS["zh"]``) as the conversion source. They draw from their own
+seeded generator and are made after every Piper item, so the English files do not change.
+
 Prompts (``prompts/*.wav``, 16 kHz 16-bit mono, 2-5 s): short spoken questions, listed with their
-texts in ``prompts.json``. ``voices.json`` lists the speakers, texts and target profiles.
+texts in ``prompts.json``. ``voices.json`` lists the speakers, texts and target profiles. Every voice and
+prompt has a ``language`` (the ``input.language`` code it is enrolled / spoken in).
 
 Determinism: onnxruntime's global seed is set before the Piper session is created (Piper's VITS
-noise is drawn inside the ONNX graph), the pauses and noise come from ``numpy.random.default_rng``.
-Re-running on the same package versions gives identical samples.
+noise is drawn inside the ONNX graph), the pauses and noise come from ``numpy.random.default_rng``;
+Kokoro has no random op. Re-running on the same package versions gives identical samples
+(``--check``; tests/test_data.py runs ``--check --language zh``).
 """
 
 from __future__ import annotations
@@ -71,6 +79,27 @@ PROMPTS = [
     ("math", "What is twelve times fourteen?"),
     ("travel", "How long is the flight from London to Tokyo?"),
 ]
+#: Language of every Piper item above.
+PIPER_LANGUAGE = "en"
+
+# Mandarin (issue 10 item 6): Kokoro zh, converted like the English voices.
+#: The Kokoro voice the Mandarin items are spoken in (a female speaker; Mandarin round-trip CER 0.14,
+#: qvtools.server.tts_kokoro.DEFAULT_VOICE notes).
+KOKORO_VOICE = "jf_tebukuro"
+ZH_SPEAKERS = [
+    # Target chosen for intelligibility after conversion (Whisper base CER of the written file vs the text,
+    # 2026-11-27): Sunny 0.19, Vivian 0.23 (length 0.95), Serena 0.23, Tina 0.45, Cherry 0.57 -- the slow
+    # speaking-rate targets (3.7-3.9 Hz against Kokoro's 4.3) smear Mandarin syllables. Unconverted: 0.17.
+    ("mei", "Sunny", 1.0, 0.8,
+     "欢迎收听今天的城市生活节目。这个周末天气晴朗，很多家庭会去郊外野餐。"
+     "如果您也打算出门，别忘了带上一瓶水。"),
+]
+ZH_PROMPTS = [
+    ("rain_zh", "明天上海会下雨吗？"),
+    ("cook_zh", "晚饭做什么菜比较简单？"),
+]
+#: The Mandarin items' own generator seed (SEED's rng stays the English items').
+ZH_SEED = [SEED, 86]
 
 
 def _peak_normalise(x: np.ndarray, peak: float = TARGET_PEAK) -> np.ndarray:
@@ -83,7 +112,8 @@ def _with_noise(x: np.ndarray, rng) -> np.ndarray:
     return np.clip(x + noise, -1.0, 1.0).astype(np.float32)
 
 
-def make_voice(synth, source_profile, name, builtin, length_scale, env_strength, text, rng):
+def make_voice(synth, source_profile, name, builtin, length_scale, env_strength, text, rng,
+               language=PIPER_LANGUAGE):
     """Sentences -> Piper -> pauses -> voice conversion -> 24 kHz, level, noise floor."""
     from qvtools.audio import resample
     from qvtools.server.tts import split_sentences
@@ -104,27 +134,26 @@ def make_voice(synth, source_profile, name, builtin, length_scale, env_strength,
     y = convert(speech, sr, target, source=source_profile, envelope_strength=env_strength)
     y = resample(y, sr, VOICE_SR)
     y = _with_noise(_peak_normalise(y), rng)
-    meta = {"name": name, "file": f"voices/{name}.wav", "text": text, "profile_from": builtin,
-            "piper_length_scale": length_scale, "envelope_strength": env_strength,
+    meta = {"name": name, "file": f"voices/{name}.wav", "text": text, "language": language, "profile_from": builtin,
+            "tts_length_scale": length_scale, "envelope_strength": env_strength,
             "target_f0_hz": round(target.f0_median_hz, 1), "target_formant_scale": round(target.formant_scale, 3),
             "target_speaking_rate_hz": round(target.speaking_rate_hz, 2),
             "duration_s": round(len(y) / VOICE_SR, 3), "sample_rate": VOICE_SR}
     return y, meta
 
 
-def make_prompt(synth, name, text, rng):
+def make_prompt(synth, name, text, rng, language=PIPER_LANGUAGE):
     from qvtools.audio import resample
 
     x, sr = synth.synthesize(text)
     pad = np.zeros(int(0.2 * sr), np.float32)
     y = resample(np.concatenate([pad, x, pad]), sr, PROMPT_SR)
     y = _with_noise(_peak_normalise(y), rng)
-    return y, {"name": name, "file": f"prompts/{name}.wav", "text": text,
+    return y, {"name": name, "file": f"prompts/{name}.wav", "text": text, "language": language,
                "duration_s": round(len(y) / PROMPT_SR, 3), "sample_rate": PROMPT_SR}
 
 
-def generate():
-    """Yield (relative path, samples, rate) for every file, plus the two manifests."""
+def _piper_items():
     import onnxruntime
 
     from qvtools.server.tts import VOICE_NAME, Synthesizer
@@ -140,13 +169,47 @@ def generate():
     for name, builtin, ls, es, text in SPEAKERS:
         y, meta = make_voice(synth, source, name, builtin, ls, es, text, rng)
         files.append((meta["file"], y, VOICE_SR))
-        voices.append(meta)
+        voices.append({**meta, "tts": VOICE_NAME})
     for name, text in PROMPTS:
         y, meta = make_prompt(synth, name, text, rng)
         files.append((meta["file"], y, PROMPT_SR))
-        prompts.append(meta)
-    common = {"generator": "data/make_samples.py", "seed": SEED, "tts": VOICE_NAME,
-              "licence": "see README.md (qvtools/samples/README.md)"}
+        prompts.append({**meta, "tts": VOICE_NAME})
+    return files, voices, prompts
+
+
+def _kokoro_items():
+    """The Mandarin voice and prompts: Kokoro zh (qvtools.server.tts_kokoro), the same conversion as above."""
+    from qvtools.server.tts_kokoro import CALIBRATION_TEXTS, KokoroSynthesizer
+    from qvtools.server.voice import analyze
+
+    synth = KokoroSynthesizer("zh", voice=KOKORO_VOICE, threads=1)
+    rng = np.random.default_rng(ZH_SEED)
+    calib, sr = synth.synthesize(CALIBRATION_TEXTS["zh"])  # the Kokoro voice's own profile (conversion source)
+    source = analyze(calib, sr)
+    files, voices, prompts = [], [], []
+    for name, builtin, ls, es, text in ZH_SPEAKERS:
+        y, meta = make_voice(synth, source, name, builtin, ls, es, text, rng, language="zh")
+        files.append((meta["file"], y, VOICE_SR))
+        voices.append({**meta, "tts": synth.voice_name})
+    for name, text in ZH_PROMPTS:
+        y, meta = make_prompt(synth, name, text, rng, language="zh")
+        files.append((meta["file"], y, PROMPT_SR))
+        prompts.append({**meta, "tts": synth.voice_name})
+    return files, voices, prompts
+
+
+def generate(languages=("en", "zh")):
+    """(files, voices manifest, prompts manifest): files are (relative path, samples, rate).
+    ``languages`` limits the work to the Piper ("en") and/or the Kokoro ("zh") items (the manifests then
+    list only those)."""
+    files, voices, prompts = [], [], []
+    if PIPER_LANGUAGE in languages:
+        f, v, p = _piper_items()
+        files, voices, prompts = files + f, voices + v, prompts + p
+    if "zh" in languages:  # after every Piper item: the Piper session and its seed are untouched
+        f, v, p = _kokoro_items()
+        files, voices, prompts = files + f, voices + v, prompts + p
+    common = {"generator": "data/make_samples.py", "seed": SEED, "licence": "see README.md (qvtools/samples/README.md)"}
     return files, {**common, "voices": voices}, {**common, "prompts": prompts}
 
 
@@ -169,12 +232,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=SAMPLES, help="output directory (default: qvtools/samples/)")
     ap.add_argument("--check", action="store_true", help="compare with the files on disk byte for byte, write nothing")
+    ap.add_argument("--language", choices=("en", "zh"), action="append",
+                    help="with --check: only the items of this language (their files and manifest entries)")
     args = ap.parse_args(argv)
 
-    files, voices_doc, prompts_doc = generate()
+    languages = tuple(args.language or ("en", "zh"))
+    if not args.check and len(languages) < 2:
+        ap.error("--language needs --check (writing the manifests needs every item)")
+    files, voices_doc, prompts_doc = generate(languages)
     outputs = [(rel, _wav_bytes(y, sr), f"{len(y) / sr:.2f} s @ {sr} Hz") for rel, y, sr in files]
-    outputs += [("voices.json", _json_bytes(voices_doc), "manifest"),
-                ("prompts.json", _json_bytes(prompts_doc), "manifest")]
+    if len(languages) == 2:
+        outputs += [("voices.json", _json_bytes(voices_doc), "manifest"),
+                    ("prompts.json", _json_bytes(prompts_doc), "manifest")]
     if args.check:
         bad = 0
         for rel, data, _ in outputs:
@@ -182,6 +251,15 @@ def main(argv=None) -> int:
             same = path.is_file() and path.read_bytes() == data
             print(f"{'same' if same else 'DIFFERENT'}  {rel}")
             bad += not same
+        if len(languages) < 2:  # the manifests on disk hold these items' entries unchanged
+            for doc, key, fname in ((voices_doc, "voices", "voices.json"), (prompts_doc, "prompts", "prompts.json")):
+                path = args.out / fname
+                listed = {e["name"]: e for e in json.loads(path.read_text(encoding="utf-8"))[key]} \
+                    if path.is_file() else {}
+                for entry in doc[key]:
+                    same = listed.get(entry["name"]) == entry
+                    print(f"{'same' if same else 'DIFFERENT'}  {fname} {entry['name']}")
+                    bad += not same
         return 1 if bad else 0
     for rel, data, what in outputs:
         path = args.out / rel

@@ -37,7 +37,9 @@ def _out(text: str = "") -> None:
 def _build_check(sub):
     p = sub.add_parser("check", help="check recordings against the enrollment audio rules")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--text", help="transcript (adds a speaking-rate row)")
+    p.add_argument("--text", help="transcript (adds a speaking-rate row and an offline-ASR transcript_match row)")
+    p.add_argument("--language", help="language code of the recording (en, zh, ...) for transcript_match; "
+                   "default: detected")
     p.set_defaults(func=_check)
 
 
@@ -46,7 +48,7 @@ def _check(args) -> int:
 
     failed = False
     for path in args.files:
-        report = check(path, transcript=args.text)
+        report = check(path, transcript=args.text, language=args.language)
         _out(f"== {path}: {report.status}")
         _out(report.to_text())
         failed = failed or not report.ok

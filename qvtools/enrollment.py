@@ -480,7 +480,9 @@ class VoiceClient:
         validate_create_args(target_model, preferred_name, language)
         from .preflight import check
 
-        report = check(audio, transcript=text)
+        # transcript_match (an offline ASR pass) is left to the service, which compares text and audio itself
+        # (§2.1) and answers a mismatch with Audio.PreprocessError -> APIError; `qvtools check --text` runs it.
+        report = check(audio, transcript=text, language=language, transcript_match=False)
         if not report.ok:
             if not force:
                 failed = "; ".join(f"{r.name} {r.value} (limit {r.limit})" for r in report.failed)

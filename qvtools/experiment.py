@@ -68,6 +68,8 @@ __all__ = [
     "read_turns",
     "append_row",
     "load_prompts",
+    "load_voices",
+    "speaks",
     "sample_voices",
     "sample_prompts",
     "resolve_voices",
@@ -114,41 +116,75 @@ _VERSIONED = ("numpy", "scipy", "pandas", "pyarrow", "soundfile", "soxr", "webso
 
 # --------------------------------------------------------------------------- inputs
 
+def _check_language(language, what: str):
+    """``language`` as given (a documented ``input.language`` value, §2.1, or None); anything else is a ConfigError."""
+    if language is None:
+        return None
+    from .lang import base_language
+
+    try:
+        base_language(language)
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    return language
+
+
 @dataclass(frozen=True)
 class VoiceSpec:
-    """A reference speaker: the recording the voice is cloned from."""
+    """A reference speaker: the recording the voice is cloned from, and optionally its ``language`` and
+    ``text`` (the transcript), sent with the enrollment as ``input.language`` / ``input.text`` (§2.1: the
+    service compares the text with the audio and refuses a large mismatch with ``Audio.PreprocessError``)."""
 
     name: str
     path: Path
-
-    def __post_init__(self):
-        object.__setattr__(self, "path", Path(self.path))
-        if not self.name:
-            raise ConfigError("a reference voice needs a non-empty name")
-
-    @classmethod
-    def from_path(cls, path) -> "VoiceSpec":
-        path = Path(path)
-        return cls(path.stem, path)
-
-
-@dataclass(frozen=True)
-class PromptSpec:
-    """A spoken user prompt (audio) and, when known, what it says."""
-
-    name: str
-    path: Path
+    language: str | None = None
     text: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
         if not self.name:
-            raise ConfigError("a prompt needs a non-empty name")
+            raise ConfigError("a reference voice needs a non-empty name")
+        _check_language(self.language, f"reference voice {self.name!r}")
 
     @classmethod
-    def from_path(cls, path, text: str | None = None) -> "PromptSpec":
+    def from_path(cls, path, *, language: str | None = None, text: str | None = None) -> "VoiceSpec":
         path = Path(path)
-        return cls(path.stem, path, text)
+        return cls(path.stem, path, language, text)
+
+    def enroll_args(self) -> dict:
+        """The optional create fields this voice is enrolled with (``language``, ``text``)."""
+        return {k: v for k, v in (("language", self.language), ("text", self.text)) if v is not None}
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """A spoken user prompt (audio) and, when known, what it says and in which language."""
+
+    name: str
+    path: Path
+    text: str | None = None
+    language: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+        if not self.name:
+            raise ConfigError("a prompt needs a non-empty name")
+        _check_language(self.language, f"prompt {self.name!r}")
+
+    @classmethod
+    def from_path(cls, path, text: str | None = None, language: str | None = None) -> "PromptSpec":
+        path = Path(path)
+        return cls(path.stem, path, text, language)
+
+
+def speaks(voice: VoiceSpec, prompt: PromptSpec) -> bool:
+    """Whether ``prompt`` is run with ``voice``: always, unless both have a language and they differ (a
+    Mandarin reference voice answers the Mandarin prompts, the English voices the English ones)."""
+    from .lang import base_language
+
+    if voice.language is None or prompt.language is None:
+        return True
+    return base_language(voice.language) == base_language(prompt.language)
 
 
 def load_prompts(manifest) -> list[PromptSpec]:
@@ -169,15 +205,41 @@ def load_prompts(manifest) -> list[PromptSpec]:
     out = []
     for item in items:
         try:
-            out.append(PromptSpec(item["name"], manifest.parent / item["file"], item.get("text")))
+            out.append(PromptSpec(item["name"], manifest.parent / item["file"], item.get("text"),
+                                  item.get("language")))
         except (KeyError, TypeError):
             raise ConfigError(f"each prompt in {manifest} needs 'name' and 'file', got {item!r}") from None
     return out
 
 
+def load_voices(manifest) -> list[VoiceSpec]:
+    """Reference voices listed in a JSON manifest (``voices.json`` of the samples:
+    ``{"voices": [{name, file, language?, text?}]}``); ``file`` is relative to the manifest's directory."""
+    manifest = Path(manifest)
+    try:
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"voice manifest not found: {manifest}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"voice manifest {manifest} is not valid JSON: {exc}") from None
+    items = doc.get("voices") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"voice manifest {manifest} must hold a non-empty 'voices' list")
+    out = []
+    for item in items:
+        try:
+            out.append(VoiceSpec(item["name"], manifest.parent / item["file"], item.get("language"), item.get("text")))
+        except (KeyError, TypeError):
+            raise ConfigError(f"each voice in {manifest} needs 'name' and 'file', got {item!r}") from None
+    return out
+
+
 def sample_voices(data_dir=None) -> list[VoiceSpec]:
-    """The sample reference voices in ``voices/*.wav`` of the packaged samples (sorted by name)."""
+    """The sample reference voices of the packaged samples, sorted by name: those ``voices.json`` lists (with
+    their language and transcript, which the enrollment sends), else every ``voices/*.wav``."""
     root = Path(data_dir) if data_dir else DATA_DIR
+    if (root / "voices.json").is_file():
+        return sorted(load_voices(root / "voices.json"), key=lambda v: v.name)
     files = sorted((root / "voices").glob("*.wav"))
     if not files:
         raise ConfigError(f"no sample voices in {root / 'voices'}; run data/make_samples.py")
@@ -191,13 +253,19 @@ def sample_prompts(data_dir=None) -> list[PromptSpec]:
 
 
 def resolve_voices(items=None) -> list[VoiceSpec]:
-    """Reference voices from paths (a directory means its ``*.wav``); None: the sample voices."""
+    """Reference voices from paths (a directory means its ``*.wav``) and/or ``.json`` manifests
+    (:func:`load_voices`); None: the sample voices."""
     if not items:
         return sample_voices()
     out = []
     for item in items:
         path = Path(item)
-        out += [VoiceSpec.from_path(p) for p in sorted(path.glob("*.wav"))] if path.is_dir() else [VoiceSpec.from_path(path)]
+        if path.is_dir():
+            out += [VoiceSpec.from_path(p) for p in sorted(path.glob("*.wav"))]
+        elif path.suffix.lower() == ".json":
+            out += load_voices(path)
+        else:
+            out.append(VoiceSpec.from_path(path))
     return out
 
 
@@ -726,6 +794,10 @@ class Experiment:
         self.run_dir = Path(run_dir)
         self.voices = _as_voices(voices)
         self.prompts = _as_prompts(prompts)
+        if not any(speaks(v, p) for v in self.voices for p in self.prompts):
+            raise ConfigError("no reference voice speaks the language of any prompt: "
+                              + ", ".join(f"{v.name} ({v.language})" for v in self.voices) + " vs "
+                              + ", ".join(f"{p.name} ({p.language})" for p in self.prompts))
         if isinstance(models, str):
             models = [models]
         self.models = tuple(str(m).strip() for m in models)
@@ -774,10 +846,11 @@ class Experiment:
         """All (voice, model, prompt, repeat) of the run, in a seeded shuffled order.
 
         Shuffling interleaves models in time, so a drift (network, load) cannot masquerade as a
-        model difference.
+        model difference. A voice meets only the prompts of its own language when both have one
+        (:func:`speaks`): the Mandarin sample voice answers the Mandarin prompts.
         """
         keys = [(v.name, m, p.name, r) for v in self.voices for m in self.models
-                for p in self.prompts for r in range(self.repeats)]
+                for p in self.prompts if speaks(v, p) for r in range(self.repeats)]
         random.Random(self.seed).shuffle(keys)
         return keys
 
@@ -869,7 +942,8 @@ class Experiment:
             spec = by_name[vname]
             try:
                 known = self.workspace.registry.lookup(str(spec.path), model)
-                voice = self.workspace.registry.ensure(str(spec.path), model, _preferred_name(vname))
+                voice = self.workspace.registry.ensure(str(spec.path), model, _preferred_name(vname),
+                                                       **spec.enroll_args())
                 fb = getattr(voice, "fallback_mode", None)
                 reason = getattr(voice, "fallback_reason", None)
                 fb = fb if isinstance(fb, bool) else None
@@ -983,7 +1057,7 @@ class Experiment:
             "simulated_latency": is_local,
             "models": list(self.models),
             "voices": {v.name: str(v.path) for v in self.voices},
-            "prompts": {p.name: {"path": str(p.path), "text": p.text} for p in self.prompts},
+            "prompts": {p.name: {"path": str(p.path), "text": p.text, "language": p.language} for p in self.prompts},
             "repeats": self.repeats,
             "seed": self.seed,
             "realtime_pacing": self.realtime,

@@ -26,6 +26,7 @@ __all__ = [
     "f0_contours",
     "similarity_heatmap",
     "simulated_suffix",
+    "METRIC_LABELS",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,23 @@ def _axes(ax):
     return ax
 
 
+#: Axis labels of the intelligibility metrics (issue 10 item 5): which rows each one covers.
+METRIC_LABELS = {"wer": "WER (word error rate; space-separated languages)",
+                 "cer": "CER (character error rate; zh/ja/ko)"}
+
+
+def _label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
 def _groups(df: pd.DataFrame, metric: str, by: str | None) -> list[tuple[str, np.ndarray]]:
     missing = [c for c in (metric, by) if c and c not in df.columns]
     if missing:
         raise ConfigError(f"column(s) {missing} not in the table (have: {list(df.columns)})")
     values = pd.to_numeric(df[metric], errors="coerce").astype("float64")
+    if metric in METRIC_LABELS and "error_metric" in df.columns:
+        # WER only over the rows scored by WER, CER only over the zh/ja/ko rows (the row's error_metric)
+        values = values.where((df["error_metric"].astype("string") == metric).fillna(False))
     if by is None:
         v = values.to_numpy()
         return [(metric, v[np.isfinite(v)])]
@@ -76,13 +89,13 @@ def latency_ecdf(df: pd.DataFrame, metric: str = "ttfa_ms", by: str | None = "ta
         xs = np.sort(v)
         ys = np.arange(1, xs.size + 1) / xs.size
         ax.step(np.r_[xs[0], xs], np.r_[0.0, ys], where="post", label=f"{label} (n={xs.size})")
-    ax.set_xlabel(metric)
+    ax.set_xlabel(_label(metric))
     ax.set_ylabel("fraction of turns ≤ x")
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize="small")
-    ax.set_title(f"ECDF of {metric}" + (f" by {by}" if by else "") + simulated_suffix(df, metric))
+    ax.set_title(f"ECDF of {_label(metric).split(' (')[0]}" + (f" by {by}" if by else "") + simulated_suffix(df, metric))
     return ax
 
 
@@ -99,11 +112,11 @@ def latency_box(df: pd.DataFrame, metric: str = "ttfa_ms", by: str | None = "tar
             rng = np.random.default_rng(0)  # fixed jitter: the same table draws the same picture
             for i, (_, v) in enumerate(groups, 1):
                 ax.plot(i + rng.uniform(-0.12, 0.12, v.size), v, ".", alpha=0.4, color="k", ms=3)
-    ax.set_ylabel(metric)
+    ax.set_ylabel(_label(metric))
     if by:
         ax.set_xlabel(by)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.set_title(f"{metric}" + (f" by {by}" if by else "") + simulated_suffix(df, metric))
+    ax.set_title(_label(metric).split(" (")[0] + (f" by {by}" if by else "") + simulated_suffix(df, metric))
     return ax
 
 

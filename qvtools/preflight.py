@@ -21,6 +21,8 @@ music               no music                                                    
 singing             no singing                                                  §2.4
 second_voice        no other voices                                             §2.4
 transcript          (optional) speaking rate plausible for the given text       --
+transcript_match    (optional) the text matches the speech (offline ASR; CER    §2.1, §3
+                    zh/ja/ko, WER otherwise; the local service's own check)
 ==================  ==========================================================  ==========
 
 The content detectors (snr, music, singing, second_voice) are heuristics. Their thresholds
@@ -368,14 +370,22 @@ def _format_row(info: AudioInfo, is_array: bool) -> Row:
     return Row("format", "fail", value, limit, _ADVICE_PREPARE, f"{c.upper()} is not accepted by the enrollment API")
 
 
-def check(src: AudioSource, *, transcript: str | None = None) -> PreflightReport:
+def check(src: AudioSource, *, transcript: str | None = None, language: str | None = None,
+          transcript_match: bool = True) -> PreflightReport:
     """Check a recording against the enrollment audio rules (§2.4); never raises for a bad
     recording (that is what the report is for), only for one that cannot be decoded
     (:class:`~qvtools.errors.InvalidAudio`).
 
     ``src`` is a path, bytes, a binary file object or ``(samples, sample_rate)``.
-    ``transcript`` (optional) adds a speaking-rate plausibility row.
+    ``transcript`` (optional) adds a speaking-rate plausibility row and, unless ``transcript_match`` is
+    False, a ``transcript_match`` row: the audio transcribed offline (in ``language`` when given, else
+    detected) and compared with the text by :func:`qvtools.metrics.transcript_mismatch`, the comparison the
+    local service makes for ``input.text`` (§2.1: a large mismatch gives ``Audio.PreprocessError``).
     """
+    if language is not None:
+        from .lang import base_language
+
+        base_language(language)  # an unsupported code is a ConfigError before any work
     is_array = isinstance(src, tuple)
     data = None
     if not is_array:
@@ -563,6 +573,8 @@ def check(src: AudioSource, *, transcript: str | None = None) -> PreflightReport
 
     if transcript is not None:
         rows.append(_transcript_row(transcript, sum(e - s for s, e in segs)))
+        if transcript_match:
+            rows.append(_transcript_match_row(x, sr, transcript, language))
 
     return PreflightReport(rows, info, measures)
 
@@ -584,6 +596,31 @@ def _transcript_row(text: str, speech_s: float) -> Row:
         return Row("transcript", "pass", round(rate, 2), lim, "", det)
     return Row("transcript", "warn", round(rate, 2), lim,
                "the transcript does not seem to match the audio (a mismatch gives Audio.PreprocessError)", det)
+
+
+def _transcript_match_row(x: np.ndarray, sr: int, text: str, language: str | None) -> Row:
+    """The enrollment text check (issue 10 item 4): the same function and threshold as the local service
+    (:func:`qvtools.metrics.transcript_mismatch`, :data:`~qvtools.metrics.TRANSCRIPT_MISMATCH_THRESHOLD`).
+    A mismatch is a warning: the service has the last word (its ASR is not ours)."""
+    from .errors import ConfigError
+    from .metrics import TRANSCRIPT_MISMATCH_THRESHOLD as limit
+    from .metrics import transcript_mismatch
+
+    lim = f"CER (zh/ja/ko) or WER <= {limit:g}"
+    try:
+        score, metric, asr_text = transcript_mismatch(x, sr, text, language)
+    except ImportError as exc:
+        return Row("transcript_match", "warn", float("nan"), lim,
+                   "install the offline ASR to compare the transcript with the audio: pip install 'qvtools[eval]'",
+                   f"not checked: {exc}")
+    except ConfigError as exc:
+        return Row("transcript_match", "warn", float("nan"), lim, "give the words spoken in the recording", str(exc))
+    det = f"{metric.upper()} {score:.2f}; heard: {asr_text[:120]}"
+    if score <= limit:
+        return Row("transcript_match", "pass", round(score, 3), lim, "", det)
+    return Row("transcript_match", "warn", round(score, 3), lim,
+               "the text does not match the speech: the service answers Audio.PreprocessError for a large "
+               "mismatch; send the exact transcript, or no text", det)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,6 +36,9 @@ __all__ = [
     "REPORT_FILE",
     "SIMULATED_NOTE",
     "FALLBACK_NOTE",
+    "ERROR_METRIC_NOTE",
+    "QUALITY_COLUMNS",
+    "LATENCY_COLUMNS",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,13 @@ EMBED_REFERENCE_S = 8.0
 EMBED_REPLY_S = 20.0
 #: Columns summarised and paired in the report.
 LATENCY_COLUMNS = ("ttfa_ms", "ttft_ms", "e2e_ms", "response_created_ms", "delivery_rtf")
-QUALITY_COLUMNS = ("speaker_similarity", "wer", "f0_ratio", "loudness_lufs", "reply_duration_s")
+#: Intelligibility: ``wer`` over the rows scored by WER and ``cer`` over the zh/ja/ko rows scored by CER
+#: (``error_metric``; the frame is split by :func:`qvtools.metrics.by_error_metric`, issue 10 item 5).
+QUALITY_COLUMNS = ("speaker_similarity", "wer", "cer", "f0_ratio", "loudness_lufs", "reply_duration_s")
+#: Said under the summary: which rows each error metric covers.
+ERROR_METRIC_NOTE = ("Intelligibility of the replies: WER (word error rate) on rows in space-separated languages "
+                     "and CER (character error rate) on Chinese, Japanese and Korean rows (asr_language, "
+                     "error_metric); each is summarised over its own rows only, never mixed.")
 
 _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {#- qvtools report: the lab template without external scripts (require.js, MathJax, Mermaid CDNs). -#}
@@ -146,7 +155,7 @@ class RunView:
 
     run_dir: Path
     meta: dict
-    frame: "object"  # pandas.DataFrame (results.to_frame schema)
+    frame: "object"  # pandas.DataFrame (results.to_frame schema; wer/cer split by metrics.by_error_metric)
     quick: bool = False
     #: The user's price table (:func:`qvtools.results.load_prices`), or None: no cost estimate.
     prices: dict | None = None
@@ -301,7 +310,8 @@ class RunView:
         if not metrics:
             return "No completed turn has metrics yet."
         table = results.summarize(self.frame, metrics=metrics, **self._boot())
-        cols = ["n", "success_rate", "mean", "p50", "p50_lo", "p50_hi", "p95", "p95_lo", "p95_hi"]
+        # n: turns of the model; n_valid: turns with a value (e.g. only the zh/ja/ko rows have a cer)
+        cols = ["n", "n_valid", "success_rate", "mean", "p50", "p50_lo", "p50_hi", "p95", "p95_lo", "p95_hi"]
         if "simulated" in table:  # results.is_simulated_metric: timing figures of a local run say so
             cols.insert(0, "simulated")
         return table.set_index(["target_model", "metric"])[cols].round(3)
@@ -358,14 +368,15 @@ class RunView:
         return m
 
     def plot_quality(self) -> list:
-        """Speaker similarity per voice x model (heat map) and per model (box), WER per model."""
+        """Speaker similarity per voice x model (heat map) and per model (box); WER (space-separated languages)
+        and CER (zh/ja/ko rows) per model, each over its own rows."""
         from . import plots
 
         drawn = []
         matrix = self.similarity_matrix()
         if matrix is not None and not matrix.empty:
             drawn.append(plots.similarity_heatmap(matrix, vmin=0.0, title="Speaker similarity to the reference"))
-        for metric in self._metrics(("speaker_similarity", "wer", "f0_ratio")):
+        for metric in self._metrics(("speaker_similarity", "wer", "cer", "f0_ratio")):
             drawn.append(plots.latency_box(self.ok, metric))
         return drawn
 
@@ -421,7 +432,11 @@ class RunView:
             except Exception as exc:
                 reply_tag = f"(reply audio unreadable: {html.escape(str(exc))})"
             scores = []
-            for col, fmt in (("speaker_similarity", "sim {:.2f}"), ("wer", "WER {:.2f}"),
+            from .metrics import ERROR_METRIC_LABELS
+
+            kind = r.get("error_metric")
+            kind = kind if isinstance(kind, str) and kind in ERROR_METRIC_LABELS else "wer"
+            for col, fmt in (("speaker_similarity", "sim {:.2f}"), (kind, ERROR_METRIC_LABELS[kind] + " {:.2f}"),
                              ("f0_ratio", "F0 ratio {:.2f}"), ("ttfa_ms", "TTFA {:.0f} ms")):
                 v = r.get(col)
                 if v is not None and np.isfinite(_num(v)):
@@ -478,7 +493,9 @@ def load_run(run_dir, *, quick: bool = False, prices=None) -> RunView:
         raise ConfigError(f"{run_dir} holds no {TURNS_FILE} or {RESULTS_FILE}; is it a qvtools run directory?")
     if prices is None and (run_dir / PRICES_FILE).is_file():
         prices = run_dir / PRICES_FILE
-    return RunView(run_dir, meta, results.to_frame(frame), quick=quick,
+    from .metrics import by_error_metric
+
+    return RunView(run_dir, meta, by_error_metric(results.to_frame(frame)), quick=quick,
                    prices=results.load_prices(prices) if prices is not None else None)
 
 

@@ -52,7 +52,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Badges shown by default in the comparison grid (when the table has values for them).
-DEFAULT_BADGES = ("ttfa_ms", "speaker_similarity", "wer")
+DEFAULT_BADGES = ("ttfa_ms", "speaker_similarity", "wer", "cer")
 
 #: Metric columns that can be shown as badges: column -> (label, format, lower is better).
 BADGE_METRICS: dict[str, tuple[str, str, bool]] = {
@@ -60,6 +60,7 @@ BADGE_METRICS: dict[str, tuple[str, str, bool]] = {
     "e2e_ms": ("E2E", "{:.0f} ms", True),
     "speaker_similarity": ("sim", "{:.2f}", False),
     "wer": ("WER", "{:.0%}", True),
+    "cer": ("CER", "{:.0%}", True),
     "loudness_lufs": ("", "{:.1f} LUFS", False),
 }
 
@@ -78,6 +79,15 @@ def audio_player(wav_bytes_or_array: Any, sample_rate: int | None = None, *,
 
 
 # --------------------------------------------------------------------------- badges
+
+
+def _shown_for(metric: str, row) -> bool:
+    """WER and CER badges follow the row's ``error_metric`` (CER for zh/ja/ko replies, WER otherwise; issue 10
+    item 5); a row without one (older runs) shows WER only."""
+    if metric not in ("wer", "cer"):
+        return True
+    kind = row.get("error_metric")
+    return metric == (kind if isinstance(kind, str) and kind in ("wer", "cer") else "wer")
 
 
 def _finite(value: Any) -> bool:
@@ -247,7 +257,8 @@ class ComparisonGrid(widgets.VBox):
                     kids.append(widgets.HTML(value='<span class="qv-missing">not run</span>'))
                     continue
                 sim = row.get("simulated") is True or str(row.get("simulated")).lower() == "true"
-                badges = "".join(metric_badge(k, row.get(k), simulated=sim) for k in self.metrics)
+                badges = "".join(metric_badge(k, row.get(k), simulated=sim) for k in self.metrics
+                                 if _shown_for(k, row))
                 status = row.get("status")
                 if not _missing(status) and status != "completed":
                     badges += f' <span class="qv-status">{html.escape(str(status))}</span>'

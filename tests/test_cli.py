@@ -150,6 +150,7 @@ def test_voices_create_warns_about_a_degraded_clone(monkeypatch, tmp_path, files
     (["voices", "create", "GOOD", "--name", "bad-name", "--model", PLUS], "preferred_name"),
     (["voices", "create", "SILENT", "--name", "quiet", "--model", PLUS], "preflight"),
     (["voices", "create", "/no/such/file.wav", "--name", "x", "--model", PLUS], "no such audio file"),
+    (["check", "GOOD", "--text", "hello there", "--language", "klingon"], "unsupported language"),
 ])
 def test_errors_are_one_line_exit_2(env, files, capsys, argv, fragment):
     good, silent = files

@@ -93,6 +93,47 @@ def test_plan_is_seeded_complete_and_interleaved(tmp_path):
     assert plan != ex.Experiment(None, tmp_path, voices=voices, prompts=prompts, repeats=2, seed=4).plan()
 
 
+def test_voices_meet_the_prompts_of_their_language(tmp_path):
+    """issue 10 item 6: the Mandarin sample voice answers the Mandarin prompts only; voices and prompts
+    without a language meet every prompt (as before)."""
+    voices, prompts = ex.sample_voices(), ex.sample_prompts()
+    e = ex.Experiment(None, tmp_path, voices=voices, prompts=prompts, models=MODELS[:1])
+    pairs = {(v, p) for v, _m, p, _r in e.plan()}
+    assert {p for v, p in pairs if v == "mei"} == {"rain_zh", "cook_zh"}
+    assert len(pairs) == 5 * 4 + 2
+    untagged = [ex.VoiceSpec.from_path(v.path) for v in voices]
+    assert len(ex.Experiment(None, tmp_path, voices=untagged, prompts=prompts, models=MODELS[:1]).plan()) == 6 * 6
+    mei = next(v for v in voices if v.name == "mei")
+    with pytest.raises(ConfigError, match="no reference voice speaks"):
+        ex.Experiment(None, tmp_path, voices=[mei], prompts=[p for p in prompts if p.language == "en"])
+    with pytest.raises(ConfigError, match="unsupported language"):
+        ex.VoiceSpec("x", mei.path, language="klingon")
+    manifest = tmp_path / "voices.json"
+    manifest.write_text(json.dumps({"voices": [{"name": "m", "file": str(mei.path), "language": "zh", "text": "t"}]}))
+    assert ex.resolve_voices([manifest])[0].enroll_args() == {"language": "zh", "text": "t"}
+
+
+@pytest.mark.slow
+def test_mandarin_row_on_the_local_service(tmp_path):
+    """The Mandarin voice is enrolled with language zh and its transcript (the service's text check passes),
+    and its row is scored in the reply's own language: CER when the reply is Mandarin, WER otherwise."""
+    from qvtools.config import Settings
+    from qvtools.workspace import connect
+
+    voices = [v for v in ex.sample_voices() if v.name == "mei"]
+    prompts = [p for p in ex.sample_prompts() if p.name == "rain_zh"]
+    settings = Settings(region="local", api_key=FAKE_KEY, data_dir=tmp_path / "data")
+    with connect(settings) as ws:
+        frame = ex.Experiment(ws, tmp_path / "run", voices=voices, prompts=prompts, models=MODELS[1:],
+                              metrics=("intelligibility",), progress=False).run()
+        [listed] = [v for v in ws.voices.list() if v.preferred_name == "mei"]
+    assert listed.language == "zh"
+    [row] = frame.to_dict("records")
+    assert row["status"] == "completed", row.get("error")
+    assert row["error_metric"] == ("cer" if row["asr_language"] in ("zh", "ja", "ko") else "wer")
+    assert row["error_rate"] == row[row["error_metric"]]
+
+
 # --------------------------------------------------------------------------- real runs on the local service
 
 MODELS = ("qwen3.5-omni-plus-realtime", "qwen3.5-omni-flash-realtime")

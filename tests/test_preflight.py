@@ -11,7 +11,7 @@ import soundfile as sf
 
 from qvtools import preflight, vad
 from qvtools.audio import load, resample, wav_bytes
-from qvtools.errors import InvalidAudio
+from qvtools.errors import ConfigError, InvalidAudio
 
 PIPER_SR = 22050
 TEXT = ("The quick brown fox jumps over the lazy dog, and then it runs back home across the wide green "
@@ -247,10 +247,50 @@ def test_size_and_data_url_limits(sentence):
 
 def test_transcript_row(good):
     y, sr = good
-    rep = preflight.check((y, sr), transcript=TEXT + " " + TEXT)
+    rep = preflight.check((y, sr), transcript=TEXT + " " + TEXT, transcript_match=False)
     assert rep["transcript"].status == "pass", rep["transcript"]
-    rep = preflight.check((y, sr), transcript="Hi.")
+    assert "transcript_match" not in _statuses(rep)  # the ASR row only when asked for
+    rep = preflight.check((y, sr), transcript="Hi.", transcript_match=False)
     assert rep["transcript"].status == "warn"
+    with pytest.raises(ConfigError):
+        preflight.check((y, sr), transcript="Hi.", language="xx")
+
+
+@pytest.mark.slow
+def test_transcript_match_row_uses_the_service_check(good):
+    """issue 10 item 4: the same function and threshold as the local service's input.text check."""
+    from qvtools.metrics import TRANSCRIPT_MISMATCH_THRESHOLD
+
+    y, sr = good
+    rep = preflight.check((y, sr), transcript=TEXT + " " + TEXT, language="en")
+    row = rep["transcript_match"]
+    assert row.status == "pass" and row.value <= TRANSCRIPT_MISMATCH_THRESHOLD, row
+    assert "WER" in row.details
+    rep = preflight.check((y, sr), transcript="Every spring the river rises and floods the lower meadow. " * 2)
+    row = rep["transcript_match"]
+    assert row.status == "warn" and row.value > TRANSCRIPT_MISMATCH_THRESHOLD, row
+    assert "Audio.PreprocessError" in row.advice
+
+
+def test_transcript_match_row_without_asr_engines(good, monkeypatch):
+    """No offline ASR installed: a clear warning row, not an exception."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_whisper(name, *args, **kwargs):
+        if name == "faster_whisper":
+            raise ImportError("No module named 'faster_whisper'")
+        return real_import(name, *args, **kwargs)
+
+    from qvtools import asr
+
+    monkeypatch.setattr(asr, "_models", {})
+    monkeypatch.setattr(builtins, "__import__", no_whisper)
+    y, sr = good
+    row = preflight.check((y, sr), transcript=TEXT + " " + TEXT)["transcript_match"]
+    assert row.status == "warn" and row.value != row.value  # NaN: not measured
+    assert "qvtools[eval]" in row.advice
 
 
 def test_undecodable_input_raises():

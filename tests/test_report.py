@@ -260,3 +260,36 @@ def test_one_audio_builder_for_report_and_widgets(tmp_path):
     assert ysr == report.EMBED_SR and len(y) == report.EMBED_SR
     widgets = pytest.importorskip("qvtools.widgets")
     assert widgets.audio_player(path, title="a <clip>").value == untouched
+
+
+def test_wer_and_cer_each_over_their_own_rows(tmp_path):
+    """issue 10 item 5: a Mandarin reply is scored by CER, an English one by WER; the summary, the plots and
+    the sample table use each row's error_metric, never a blanket WER (and never CER of English rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    run_dir = _write_run(tmp_path / "run", failed=0)
+    rows = [json.loads(line) for line in (run_dir / ex.TURNS_FILE).read_text().splitlines()]
+    zh_voice = rows[0]["voice_ref"]
+    with open(run_dir / ex.TURNS_FILE, "w") as fh:
+        for r in rows:
+            zh = r["voice_ref"] == zh_voice
+            # as metrics.score_transcript writes them: cer always scored, wer NaN for zh
+            r.update(asr_language="zh" if zh else "en", error_metric="cer" if zh else "wer",
+                     cer=0.3 if zh else 0.05, wer=float("nan") if zh else r["wer"])
+            r["error_rate"] = r["cer"] if zh else r["wer"]
+            ex.append_row(fh, r)
+    view = report.load_run(run_dir, quick=True)
+    summary = view.summary_table()
+    metrics_shown = set(summary.index.get_level_values("metric"))
+    assert {"wer", "cer"} <= metrics_shown
+    n_zh = sum(r["voice_ref"] == zh_voice for r in rows) // len(MODELS)
+    for model in MODELS:
+        assert summary.loc[(model, "cer"), "n_valid"] == n_zh  # only the Mandarin rows
+        assert summary.loc[(model, "cer"), "p50"] == pytest.approx(0.3)  # no English CER of 0.05 mixed in
+        assert summary.loc[(model, "wer"), "n_valid"] == 6 - n_zh
+    titles = [ax.get_title() for ax in view.plot_quality() if hasattr(ax, "get_title")]
+    assert any(t.startswith("CER") for t in titles) and any(t.startswith("WER") for t in titles)
+    html_text = view.audio_html(12)
+    assert "CER 0.30" in html_text and "WER" in html_text and "CER 0.05" not in html_text
+    assert report.ERROR_METRIC_NOTE and "CER" in report.ERROR_METRIC_NOTE

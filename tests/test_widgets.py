@@ -108,6 +108,20 @@ def test_comparison_grid_layout(grid_data):
     assert set(g.metrics) == {"ttfa_ms", "speaker_similarity", "wer"}
 
 
+def test_comparison_grid_badges_follow_the_rows_error_metric(grid_data):
+    """issue 10 item 5: a Mandarin reply shows its CER, an English one its WER, never the other one."""
+    rows, refs, audio_dir = grid_data
+    rows = [dict(r, error_metric="cer" if r["voice_ref"] == "bob" else "wer", cer=0.25,
+                 wer=float("nan") if r["voice_ref"] == "bob" else r["wer"]) for r in rows]
+    g = ComparisonGrid(rows, refs, audio_dir)
+    assert {"wer", "cer"} <= set(g.metrics)
+    cells = [w.value for w in g.table.children]
+    n_cols = 2 + len(TARGET_MODELS)
+    alice, bob = cells[n_cols + 3], cells[n_cols * 3 + 3]  # flash replies of alice/p1 and bob/p1
+    assert "WER 50%" in alice and "CER" not in alice
+    assert "CER 25%" in bob and "WER" not in bob
+
+
 def test_comparison_grid_from_dataframe_with_missing_cells(grid_data):
     pd = pytest.importorskip("pandas")
     rows, refs, audio_dir = grid_data

@@ -50,6 +50,9 @@ frames × channels              ``max_decoded_samples``    400 ``Audio.DecoderEr
 stored audio                   ``store_sample_rate``      resampled down (never a 384 kHz blob)
                                (24 kHz)
 ``input.text``                 ``max_text_chars`` (4000)  400 ``InvalidParameter``
+text vs audio (ASR)            ``enroll_text_check``      400 ``Audio.PreprocessError`` (or a degraded clone,
+                               (refuse), ``enroll_text_   §7.9); 500 ``InternalError`` past the timeout
+                               check_timeout_s`` (60 s)
 creates decoding or queued     ``enroll_queue_limit`` (8) HTTP 429 ``Throttling.RateQuota``, ``Retry-After``
 request head / idle            ``http_header_timeout_s``  connection closed
 keep-alive                     (10 s)
@@ -90,6 +93,10 @@ MAX_NAME_CHARS = 256
 #: ``session.tools`` as compact JSON.
 MAX_TOOLS_CHARS = 65_536
 __all__ += ["MAX_INSTRUCTIONS_CHARS", "MAX_TEXT_CHARS", "MAX_NAME_CHARS", "MAX_TOOLS_CHARS"]
+
+#: Values of :attr:`ServiceConfig.enroll_text_check`: what a create does when ``input.text`` does not match the audio.
+TEXT_CHECK_MODES = ("refuse", "fallback", "off")
+__all__ += ["TEXT_CHECK_MODES"]
 
 
 @dataclass
@@ -143,6 +150,23 @@ class ServiceConfig:
     #: succeeds with ``fallback_mode: true`` and ``fallback_reason`` below. None: never degraded.
     fallback_min_snr_db: float | None = 12.0
     fallback_reason: str = "no_valid_asr_segments"
+    #: ``input.text`` check (§2.1 "The server compares it with the audio; a large mismatch gives
+    #: ``Audio.PreprocessError``", §3; issue 10 item 4): the stored audio is transcribed with the offline ASR
+    #: (:mod:`qvtools.asr`, in ``input.language`` when given, else detected) and scored against the text with
+    #: :func:`qvtools.metrics.transcript_mismatch` (CER for zh/ja/ko, WER otherwise, normalised). A score
+    #: above :data:`qvtools.metrics.TRANSCRIPT_MISMATCH_THRESHOLD` (0.55, calibrated on ../shared/data/speech,
+    #: see there) is a mismatch. "refuse" (default, §2.1/§3): 400 ``Audio.PreprocessError``; "fallback" (§7.9:
+    #: the cloud may instead clone in degraded mode): 200 with ``fallback_mode: true`` and
+    #: ``fallback_reason`` = ``text_mismatch_reason``; "off": the text is stored, never compared. Without the
+    #: ASR engines (``qvtools[eval]``) the check is skipped with a logged warning.
+    enroll_text_check: str = "refuse"
+    #: ``fallback_reason`` of a degraded clone made because of a text mismatch ("fallback" above). The cloud's
+    #: value for this case is not documented (§2.1 lists ``no_merged_segments``, ``no_valid_asr_segments``,
+    #: …): [guess].
+    text_mismatch_reason: str = "no_valid_asr_segments"
+    #: Longest the transcript check (ASR on the enrollment executor) may take, seconds; past it the create
+    #: answers 500 ``InternalError`` (the work is not cut short, but its slot stays taken until it ends).
+    enroll_text_check_timeout_s: float = 60.0
     #: Seconds a connection may take to send a complete request head (request line and headers); also
     #: how long an idle keep-alive connection, or one that never sends a byte, is kept (aiohttp's
     #: ``keepalive_timeout``). Then it is closed.
@@ -266,3 +290,10 @@ class ServiceConfig:
     #: Longest a realtime send may block (a client that stops reading fills the socket buffers); then
     #: the connection is aborted and "slow reader" logged, instead of buffering for it without bound.
     realtime_send_timeout_s: float = 10.0
+
+    def __post_init__(self):
+        from ..errors import ConfigError
+
+        if self.enroll_text_check not in TEXT_CHECK_MODES:
+            raise ConfigError(f"enroll_text_check must be one of {', '.join(TEXT_CHECK_MODES)}, "
+                              f"got {self.enroll_text_check!r}")

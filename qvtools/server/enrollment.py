@@ -3,7 +3,9 @@
 Implements protocol reference §2 (request and response bodies), §3 (error shape and
 codes) and §5 items 1–3. Where the documentation leaves the error code open (bad
 ``action``, ``preferred_name``, ``target_model``) it is ``400 InvalidParameter`` (§3 [guess]).
-CPU-heavy work (decode, VAD, voice analysis) runs on the app's ``ENROLL_EXECUTOR`` pool, not on the loop.
+CPU-heavy work (decode, VAD, voice analysis, the ``input.text`` ASR check) runs on the app's ``ENROLL_EXECUTOR``
+pool, not on the loop. ``input.language`` is validated against :data:`qvtools.spec.LANGUAGES` (§2.1), stored on
+the voice and used to transcribe the audio for the ``input.text`` check (``ServiceConfig.enroll_text_check``).
 § numbers refer to ``../shared/reference/dashscope-protocol.md``.
 """
 
@@ -27,7 +29,7 @@ from .config import ServiceConfig
 from .store import QuotaExceeded, VoiceRecord, VoiceStore, accepts_target_model
 
 __all__ = ["handle_customization", "process_enrollment_audio", "process_enrollment_upload", "check_upload_header",
-           "voice_name", "EnrolledAudio", "DecodeSlots", "ENROLL_SLOTS"]
+           "voice_name", "EnrolledAudio", "DecodeSlots", "ENROLL_SLOTS", "TextCheck", "check_enrollment_text"]
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +194,66 @@ def process_enrollment_audio(raw: bytes, config: ServiceConfig, mime: str | None
     return EnrolledAudio(audio.wav_bytes(x, store_sr), sha, profile, duration, sr, fallback, snr)
 
 
+class TextCheck:
+    """Outcome of :func:`check_enrollment_text`: ``score`` (``metric`` = "cer" or "wer"), the ASR text, or
+    ``skipped`` with the reason (no ASR engines), or ``bad_text`` (nothing left to compare after normalisation)."""
+
+    def __init__(self, score: float | None = None, metric: str | None = None, asr_text: str = "",
+                 skipped: str | None = None, bad_text: bool = False):
+        self.score, self.metric, self.asr_text, self.skipped = score, metric, asr_text, skipped
+        self.bad_text = bad_text
+
+    @property
+    def mismatch(self) -> bool:
+        from ..metrics import TRANSCRIPT_MISMATCH_THRESHOLD
+
+        return self.score is not None and self.score > TRANSCRIPT_MISMATCH_THRESHOLD
+
+
+def check_enrollment_text(wav: bytes, text: str, language: str | None) -> TextCheck:
+    """Compare ``input.text`` with what the stored enrollment audio says (§2.1; issue 10 item 4).
+
+    The audio is transcribed offline (:func:`qvtools.metrics.transcript_mismatch`: Whisper in ``language``
+    when given, else detected; CER for zh/ja/ko, WER otherwise, normalised). Runs on the enrollment
+    executor, never on the event loop. Missing ASR engines give ``skipped`` (logged), not an error."""
+    from ..audio import load
+    from ..errors import ConfigError
+    from ..metrics import transcript_mismatch
+
+    x, sr = load(wav, mono=True)
+    try:
+        score, metric, asr_text = transcript_mismatch(x, sr, text, language)
+    except ImportError as exc:
+        log.warning("enrollment text not compared with the audio: %s", exc)
+        return TextCheck(skipped=f"ASR engines not installed ({exc})")
+    except ConfigError as exc:  # the text normalises to nothing (only punctuation)
+        return TextCheck(skipped=str(exc), bad_text=True)
+    return TextCheck(score, metric, asr_text)
+
+
+def _apply_text_check(enrolled: EnrolledAudio, result: TextCheck, config: ServiceConfig) -> EnrolledAudio:
+    """Refuse (400 ``Audio.PreprocessError``, §3 "text mismatch") or degrade (§7.9) a mismatching create."""
+    from ..metrics import TRANSCRIPT_MISMATCH_THRESHOLD
+
+    if result.bad_text:
+        raise _param_error("input.text")
+    if result.skipped is not None:
+        return enrolled
+    log.info("enrollment text check: %s %.2f (threshold %.2f)", result.metric, result.score,
+             TRANSCRIPT_MISMATCH_THRESHOLD)
+    if not result.mismatch:
+        return enrolled
+    if config.enroll_text_check == "fallback":
+        if enrolled.fallback_reason is None:
+            enrolled.fallback_reason = config.text_mismatch_reason
+        return enrolled
+    # §3: 400 Audio.PreprocessError "Audio preprocess error." (text mismatch); the rest says why
+    raise ServiceError(400, "Audio.PreprocessError",
+                       f"Audio preprocess error. The text does not match the speech in the audio "
+                       f"({result.metric.upper()} {result.score:.2f}, more than {TRANSCRIPT_MISMATCH_THRESHOLD:g} "
+                       "allowed); send the exact transcript of the recording, or no text.")
+
+
 def process_enrollment_upload(data: str, config: ServiceConfig) -> EnrolledAudio:
     """A ``data:<mime>;base64,…`` URL to :class:`EnrolledAudio` (runs on the enrollment executor, so the
     base64 decoding of up to 10 MB does not hold the event loop)."""
@@ -313,12 +375,29 @@ async def _create(request: web.Request, scope: str, inp: dict) -> web.Response:
     slots = request.app[ENROLL_SLOTS]
     if not slots.acquire():
         raise _throttled(config)
+    pool = request.app[ENROLL_EXECUTOR]
+    work = None
     try:
-        enrolled = await loop.run_in_executor(request.app[ENROLL_EXECUTOR], process_enrollment_upload, data,
-                                              config)
+        enrolled = await loop.run_in_executor(pool, process_enrollment_upload, data, config)
+        del data, audio_obj, inp["audio"]  # the 10 MB data URL is not needed any more
+        if text is not None and text.strip() and config.enroll_text_check != "off":
+            # §2.1 "The server compares it with the audio": ASR on the executor, bounded in time
+            work = loop.run_in_executor(pool, check_enrollment_text, enrolled.wav, text, language)
+            try:
+                result = await asyncio.wait_for(asyncio.shield(work), config.enroll_text_check_timeout_s)
+            except asyncio.TimeoutError:
+                log.warning("enrollment transcript check took longer than %.0f s", config.enroll_text_check_timeout_s)
+                raise ServiceError(500, "InternalError", "An internal error has occured, try again later or contact "
+                                   f"service support. (the transcript check took longer than "
+                                   f"{config.enroll_text_check_timeout_s:g} s)") from None
+            enrolled = _apply_text_check(enrolled, result, config)
     finally:
-        slots.release()
-    del data, audio_obj, inp["audio"]  # the 10 MB data URL is not needed any more
+        if work is not None and not work.done():
+            # timed out or the client went away: a thread cannot be cut short, so its slot stays taken
+            # until it really ends (and its outcome is collected, never left unretrieved)
+            work.add_done_callback(lambda f: (slots.release(), f.cancelled() or f.exception()))
+        else:
+            slots.release()
     now, stamp = _now_strings()
     record = VoiceRecord(voice=voice_name(name, now), target_model=target_model, language=language,
                          preferred_name=name, gmt_create=stamp, gmt_modified=stamp, last_used=None,
