@@ -24,9 +24,10 @@ TURN_CLIP = "clean/zh_F_aishell3_SSB0005_SSB00050007.wav"
 #: Bounds, with margin over what was measured (2026-11-27, shared 2-core machine): input CER 0.368 for
 #: this clip ("广州大学承女师案,嫌疑法变功,成辞热为女友。": Whisper base confuses homophones; beam 5 or another
 #: prompt gave the same 0.368, the clip file decoded directly too); reply round trip (Kokoro jm_kumo ->
-#: conversion toward SSB0139 -> Whisper base with language detection) CER 0.06-0.12 on the conversation replies.
+#: conversion toward SSB0139 -> Whisper base) CER 0.25 for this turn's reply; 0.06, 0.13, 0.33, 0.24 (mean
+#: 0.19) for four other replies in benchmarks/bench_languages.py. Unconverted Kokoro: about 0.03.
 MAX_INPUT_CER = 0.5
-MAX_REPLY_CER = 0.30
+MAX_REPLY_CER = 0.45
 
 
 def _manifest(speech_data):

@@ -59,6 +59,12 @@ CALIBRATION_TEXT = (
 #: The language of the Piper voice, and the fallback reply language.
 ENGLISH = "en"
 
+# Source profiles of the shared per-language engines (tts.engine_for_language: one instance per process), so
+# they are measured once per process, not once per service: engine voice_name -> VoiceProfile.
+_SOURCES: dict[str, VoiceProfile] = {}
+_SOURCE_LOCKS: dict[str, threading.Lock] = {}
+_SOURCES_LOCK = threading.Lock()
+
 #: Enrollment audio analyses kept (a bounded LRU; the realtime half keeps its own per-voice cache).
 _PROFILE_CACHE_SIZE = 32
 
@@ -72,8 +78,6 @@ class SpeechPipeline:
         self.warm_languages = tuple(warm_languages or ())
         self._lock = threading.Lock()
         self._source: VoiceProfile | None = None  # the English (Piper) source profile
-        self._sources: dict[str, VoiceProfile] = {}  # other languages: engine voice_name -> source profile
-        self._source_locks: dict[str, threading.Lock] = {}
         self._responders: dict[tuple[str, int], Responder] = {}
         self._profile_cache: OrderedDict[str, VoiceProfile] = OrderedDict()
         #: Set once :meth:`warm` has loaded ASR, TTS and the source profile.
@@ -292,7 +296,8 @@ class SpeechPipeline:
     def source_profile_for(self, language: str | None = None,
                            cancel: threading.Event | None = None) -> VoiceProfile | None:
         """The profile of the engine voice that speaks ``language`` (the conversion source), measured once
-        from the calibration text in that language; None only when ``cancel`` stopped it."""
+        per process from the calibration text in that language (the Kokoro engines are shared by every
+        pipeline of the process); None only when ``cancel`` stopped it."""
         from ..lang import base_language
 
         lang = base_language(language) or ENGLISH
@@ -302,13 +307,13 @@ class SpeechPipeline:
 
         eng = self.engine(lang)
         key = getattr(eng, "voice_name", lang)
-        prof = self._sources.get(key)
+        prof = _SOURCES.get(key)
         if prof is not None:
             return prof
-        with self._lock:
-            lock = self._source_locks.setdefault(key, threading.Lock())
-        with lock:  # one measurement per engine voice; other languages are not blocked meanwhile
-            prof = self._sources.get(key)
+        with _SOURCES_LOCK:
+            lock = _SOURCE_LOCKS.setdefault(key, threading.Lock())
+        with lock:  # one measurement per engine voice per process; other languages are not blocked meanwhile
+            prof = _SOURCES.get(key)
             if prof is None:
                 t0 = time.perf_counter()
                 parts = []
@@ -318,7 +323,7 @@ class SpeechPipeline:
                     parts.append(part)
                 prof = analyze(np.concatenate(parts).astype(np.float32, copy=False), eng.sample_rate)
                 prof.name = f"tts-source-{lang}"
-                self._sources[key] = prof
+                _SOURCES[key] = prof
                 log.info("TTS source profile for %s (%s): F0 %.0f Hz, formant scale %.3f, rate %.2f/s, "
                          "measured in %.1f s", lang, key, prof.f0_median_hz, prof.formant_scale,
                          prof.speaking_rate_hz, time.perf_counter() - t0)
