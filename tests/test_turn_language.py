@@ -71,3 +71,13 @@ def test_reply_language_falls_back_to_english_and_says_why(monkeypatch):
     assert lang == "en" and "local-gpl" in note
     with pytest.raises(ConfigError, match="local-gpl"):
         next(sp.stream_synthesize("Hola.", builtin_profile("Tina"), language="es"))
+
+
+def test_a_bad_candidate_fails_when_the_service_is_built():
+    from qvtools.server import ServiceConfig
+    from qvtools.server.realtime import RealtimeState
+
+    assert RealtimeState(ServiceConfig()).language_candidates == ("zh", "en", "ja", "es", "de")
+    assert RealtimeState(ServiceConfig(realtime_language_candidates=None)).language_candidates is None
+    with pytest.raises(ConfigError, match="xx"):
+        RealtimeState(ServiceConfig(realtime_language_candidates=("en", "xx")))

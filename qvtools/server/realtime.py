@@ -103,6 +103,8 @@ class RealtimeState:
         self.voice_cache = _ProfileCache(config.realtime_voice_cache_size)
         self.speech = None  # the SpeechPipeline once created
         self._warm_languages = tuple(getattr(config, "warm_speech_languages", ()) or ())
+        # ServiceConfig.realtime_language_candidates, validated once (a bad code fails at service start)
+        self.language_candidates = turn_language.language_candidates(config.realtime_language_candidates)
         self._lock = threading.Lock()
 
     def get_speech(self):
@@ -563,7 +565,7 @@ class _Connection:
         x16 = resample(x, rate, 16000) if rate != 16000 else x
         try:
             rec = await self.run_cpu(get_speech(self.app).recognize, x16, turn_language.expected_language(
-                self.session, self.voice_record, self.last_language), self.cfg.realtime_language_candidates)
+                self.session, self.voice_record, self.last_language), self.app[REALTIME].language_candidates)
             text = rec.text.strip()
         except asyncio.CancelledError:
             raise
@@ -735,7 +737,7 @@ class _Connection:
                 # among ServiceConfig.realtime_language_candidates (qvtools/server/turn_language.py)
                 rec = await self.run_cpu(get_speech(self.app).recognize, x16,
                                          turn_language.asr_language(self.session, self.voice_record),
-                                         self.cfg.realtime_language_candidates)
+                                         self.app[REALTIME].language_candidates)
                 text, language = rec.text.strip(), rec.language
                 user.language = language
                 if language:
