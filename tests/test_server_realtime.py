@@ -195,6 +195,24 @@ def test_session_language_extension_is_validated_not_echoed_and_sets_the_reply_l
     assert "好书" in reply and " " not in reply  # Mandarin, refers back to the user's words
 
 
+def test_a_text_turn_in_a_cjk_script_is_answered_in_that_language(svc):
+    from qvtools.lang import script_language
+
+    c = RawClient(svc, FLASH)
+    try:
+        c.until("session.created")
+        c.send({"type": "session.update", "session": {"modalities": ["text"], "turn_detection": None}})
+        c.until("session.updated")
+        c.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "駅の近くに新しいパン屋さんができました。"}]}})
+        c.send({"type": "response.create"})
+        done = c.until("response.done", timeout=60)[-1]
+    finally:
+        c.close()
+    reply = done["response"]["output"][0]["content"][0]["text"]
+    assert script_language(reply) == "ja" and "パン屋" in reply, reply
+
+
 def test_vad_honours_silence_duration_and_prefix_padding(svc, pcm16k):
     def run(td, trailing_ms):
         c = RawClient(svc, PLUS)

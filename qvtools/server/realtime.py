@@ -849,8 +849,9 @@ class _Connection:
         if turn_lang is None:
             from ..lang import script_language
 
-            turn_lang = (turn_language.expected_language(self.session, self.voice_record, self.last_language)
-                         or script_language(user_text))
+            # a text turn (or no transcript): a CJK script says which language it is; Latin text does not
+            turn_lang = (script_language(user_text)
+                         or turn_language.expected_language(self.session, self.voice_record, self.last_language))
         reply_lang, note = speech.reply_language(turn_lang, audio=audio_on)
         if note:
             log.warning("session %s: turn in %r: %s", self.session_id, turn_lang, note)
