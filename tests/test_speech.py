@@ -119,6 +119,21 @@ def test_mandarin_is_recognised_answered_and_spoken_from_its_own_source_profile(
     assert back.language == "zh" and error_rate(text, back.text, "zh")[1] <= 0.45, (text, back.text)
 
 
+def test_kokoro_source_profile_is_kept_between_processes(pipeline, monkeypatch):
+    # measured once: a new process (the in-process cache emptied) reads it from the model cache, synthesizing nothing
+    from qvtools.server import speech, tts
+    from qvtools.server.tts_kokoro import CALIBRATION_TEXTS
+
+    first = pipeline.source_profile_for("zh")
+    path = speech._source_cache_file(pipeline.engine("zh").voice_name, "zh", CALIBRATION_TEXTS["zh"])
+    assert path is not None and path.is_file()
+    monkeypatch.setattr(speech, "_SOURCES", {})
+    monkeypatch.setattr(tts.engine_for_language("zh"), "stream",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("synthesized again")))
+    again = speech.SpeechPipeline().source_profile_for("zh")
+    assert again.to_dict() == first.to_dict()
+
+
 def test_bad_arguments(pipeline):
     with pytest.raises(ConfigError):
         pipeline.synthesize("hi", {"f0_median_hz": 100})

@@ -17,9 +17,10 @@
 5. resampling to the output rate (24 kHz, the realtime API's output format).
 
 Heavy models load once, on first use; the pipeline is safe to share between threads.
-Each engine voice's own profile (the conversion *source*) is measured once per process from a fixed
-calibration text in its language (:data:`CALIBRATION_TEXT` for English,
-:data:`qvtools.server.tts_kokoro.CALIBRATION_TEXTS` for the others) and cached: the Kokoro voices are
+Each engine voice's own profile (the conversion *source*) is measured once from a fixed calibration text in
+its language (:data:`CALIBRATION_TEXT` for English, per pipeline;
+:data:`qvtools.server.tts_kokoro.CALIBRATION_TEXTS` for the others, per process and kept in the model
+cache between processes, :meth:`SpeechPipeline.source_profile_for`) and cached: the Kokoro voices are
 Japanese speakers, and the timbre of a Mandarin reply comes from converting *that* voice toward the
 enrolled one (issue 10 item 2). :meth:`SpeechPipeline.warm` loads all of it ahead of the
 first turn (the local service runs it in an executor right after startup,
@@ -29,7 +30,10 @@ loading, on the same locks.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -64,6 +68,54 @@ ENGLISH = "en"
 _SOURCES: dict[str, VoiceProfile] = {}
 _SOURCE_LOCKS: dict[str, threading.Lock] = {}
 _SOURCES_LOCK = threading.Lock()
+
+
+
+def _source_cache_file(key: str, language: str, text: str):
+    """Where a Kokoro voice's source profile is kept between processes (the model cache,
+    :func:`qvtools.modelfiles.model_cache_dir`), or None when it cannot be named. The name hashes the
+    engine voice, the calibration text and the code that makes and reads the profile (voice.py, audio.py,
+    tts_kokoro.py), so a change to the analysis or the engine measures it again."""
+    try:
+        from pathlib import Path
+
+        from .. import audio as _audio
+        from ..modelfiles import model_cache_dir
+        from . import tts_kokoro as _tk
+        from . import voice as _voice
+
+        h = hashlib.sha256()
+        for part in (key, language, text):
+            h.update(part.encode("utf-8") + b"\x1f")
+        for mod in (_voice, _audio, _tk):
+            h.update(Path(mod.__file__).read_bytes())
+        return model_cache_dir() / "tts-source-profiles" / f"{language}-{h.hexdigest()[:24]}.json"
+    except Exception as exc:  # no cache then: measured once per process
+        log.debug("no source-profile cache file (%s: %s)", type(exc).__name__, exc)
+        return None
+
+
+def _read_source(path) -> VoiceProfile | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return VoiceProfile.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except Exception as exc:  # a damaged file is measured again (and rewritten)
+        log.warning("ignoring the cached source profile %s (%s)", path, type(exc).__name__)
+        return None
+
+
+def _write_source(path, prof: VoiceProfile) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(prof.to_dict()), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.info("could not keep the source profile in %s (%s)", path, exc)
+
 
 #: Enrollment audio analyses kept (a bounded LRU; the realtime half keeps its own per-voice cache).
 _PROFILE_CACHE_SIZE = 32
@@ -296,8 +348,10 @@ class SpeechPipeline:
     def source_profile_for(self, language: str | None = None,
                            cancel: threading.Event | None = None) -> VoiceProfile | None:
         """The profile of the engine voice that speaks ``language`` (the conversion source), measured once
-        per process from the calibration text in that language (the Kokoro engines are shared by every
-        pipeline of the process); None only when ``cancel`` stopped it."""
+        from the calibration text in that language and kept for the process (the Kokoro engines are shared
+        by every pipeline of the process) and in the model cache (measuring it is ~10 s of Kokoro synthesis;
+        the file name changes with the code that makes it, :func:`_source_cache_file`); None only when
+        ``cancel`` stopped it."""
         from ..lang import base_language
 
         lang = base_language(language) or ENGLISH
@@ -314,6 +368,12 @@ class SpeechPipeline:
             lock = _SOURCE_LOCKS.setdefault(key, threading.Lock())
         with lock:  # one measurement per engine voice per process; other languages are not blocked meanwhile
             prof = _SOURCES.get(key)
+            cache_file = _source_cache_file(key, lang, CALIBRATION_TEXTS[lang]) if prof is None else None
+            if prof is None:
+                prof = _read_source(cache_file)
+                if prof is not None:
+                    _SOURCES[key] = prof
+                    log.info("TTS source profile for %s read from %s", lang, cache_file)
             if prof is None:
                 t0 = time.perf_counter()
                 parts = []
@@ -324,6 +384,7 @@ class SpeechPipeline:
                 prof = analyze(np.concatenate(parts).astype(np.float32, copy=False), eng.sample_rate)
                 prof.name = f"tts-source-{lang}"
                 _SOURCES[key] = prof
+                _write_source(cache_file, prof)
                 log.info("TTS source profile for %s (%s): F0 %.0f Hz, formant scale %.3f, rate %.2f/s, "
                          "measured in %.1f s", lang, key, prof.f0_median_hz, prof.formant_scale,
                          prof.speaking_rate_hz, time.perf_counter() - t0)
