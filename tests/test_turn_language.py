@@ -20,6 +20,10 @@ def test_order_session_then_voice_then_previous_turn_then_detect():
     # the final ASR pass only gets a firm language: a previous turn's detection never stops a switch
     assert tl.asr_language({}, None) is None and tl.asr_language({}, zh_voice) == "zh"
     assert tl.asr_language(session, zh_voice) == "ja"
+    # one candidate is every turn's language (no detection); several: detect
+    assert tl.asr_language({}, None, ("en",)) == "en" and tl.asr_language({}, None, ("en", "zh")) is None
+    assert tl.asr_language({}, zh_voice, ("en",)) == "zh"
+    assert tl.expected_language({}, None, "es", ("en",)) == "en"
 
 
 def test_voice_records_are_read_defensively():

@@ -565,7 +565,8 @@ class _Connection:
         x16 = resample(x, rate, 16000) if rate != 16000 else x
         try:
             rec = await self.run_cpu(get_speech(self.app).recognize, x16, turn_language.expected_language(
-                self.session, self.voice_record, self.last_language), self.app[REALTIME].language_candidates)
+                self.session, self.voice_record, self.last_language, self.app[REALTIME].language_candidates),
+                self.app[REALTIME].language_candidates)
             text = rec.text.strip()
         except asyncio.CancelledError:
             raise
@@ -736,7 +737,8 @@ class _Connection:
                 # issue 10: the session's language, else the voice's enrollment language, else detected
                 # among ServiceConfig.realtime_language_candidates (qvtools/server/turn_language.py)
                 rec = await self.run_cpu(get_speech(self.app).recognize, x16,
-                                         turn_language.asr_language(self.session, self.voice_record),
+                                         turn_language.asr_language(self.session, self.voice_record,
+                                                                    self.app[REALTIME].language_candidates),
                                          self.app[REALTIME].language_candidates)
                 text, language = rec.text.strip(), rec.language
                 user.language = language
@@ -851,7 +853,8 @@ class _Connection:
 
             # a text turn (or no transcript): a CJK script says which language it is; Latin text does not
             turn_lang = (script_language(user_text)
-                         or turn_language.expected_language(self.session, self.voice_record, self.last_language))
+                         or turn_language.expected_language(self.session, self.voice_record, self.last_language,
+                                                            self.app[REALTIME].language_candidates))
         reply_lang, note = speech.reply_language(turn_lang, audio=audio_on)
         if note:
             log.warning("session %s: turn in %r: %s", self.session_id, turn_lang, note)

@@ -14,7 +14,8 @@ The local service decides a user turn's language in this order (:func:`expected_
    ``input.language``; read defensively, a record without one counts as none);
 3. else the language detected on the previous turn of the connection (people rarely switch mid-call);
 4. else ``None``: wait for ASR, which detects it per utterance among
-   :attr:`~qvtools.server.config.ServiceConfig.realtime_language_candidates`.
+   :attr:`~qvtools.server.config.ServiceConfig.realtime_language_candidates` (a single candidate is taken
+   as the language: ``("en",)`` gives the English-only service of before, without the detection pass).
 
 Step 3 is a guess made *before* the transcript (for work started ahead of ASR: an opener, a speculative
 ASR pass); :func:`asr_language` is what the final ASR pass is told: only steps 1 and 2 (a firm
@@ -79,15 +80,19 @@ def voice_language(record) -> str | None:
         return None
 
 
-def asr_language(session, record) -> str | None:
-    """The language the final ASR pass is told (session language, else the voice's); None: detect."""
-    return session_language(session) or voice_language(record)
+def asr_language(session, record, candidates=None) -> str | None:
+    """The language the final ASR pass is told (session language, else the voice's, else the only
+    candidate when ``candidates`` names just one); None: detect among the candidates."""
+    firm = session_language(session) or voice_language(record)
+    if firm is None and candidates is not None and len(candidates) == 1:
+        return candidates[0]
+    return firm
 
 
-def expected_language(session, record, last_detected: str | None = None) -> str | None:
+def expected_language(session, record, last_detected: str | None = None, candidates=None) -> str | None:
     """The turn's language as known *before* ASR: session language -> the voice's enrollment language
-    -> the previous turn's detected language -> None (wait for ASR)."""
-    firm = asr_language(session, record)
+    (-> the only candidate) -> the previous turn's detected language -> None (wait for ASR)."""
+    firm = asr_language(session, record, candidates)
     if firm:
         return firm
     try:
