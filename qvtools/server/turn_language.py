@@ -21,6 +21,11 @@ Step 3 is a guess made *before* the transcript (for work started ahead of ASR: a
 ASR pass); :func:`asr_language` is what the final ASR pass is told: only steps 1 and 2 (a firm
 language), so a previous turn's detection never stops a language switch from being detected.
 
+The voice's enrollment language is *firm* (ASR is told it, no detection): the voice is usually the user's
+own, cloned to talk with. A user who speaks another language to a cloned voice gets a transcript forced
+into the enrollment language (Whisper then tends to translate) and should name the language with the
+extension above.
+
 Pure functions, no I/O: the realtime connection passes its session dict, its voice record and the last
 detected language.
 """
