@@ -8,6 +8,12 @@
   ``--kokoro-english``, which needs the GPL phonemizer) speaks sentences (manifest transcripts of at most
   100 characters where the language has some, else our own), the ASR transcribes them back in that language, and the text is scored;
   RTF (wall, CPU) and time to first audio (first sentence out of ``stream``).
+* Reply speech through the local service's SpeechPipeline (``--pipeline-turns`` replies per language): the
+  responder's reply in that language (to a manifest transcript or our own sentence), spoken by the language's
+  engine and converted toward a speaker of that language from the manifest (a built-in voice's profile where
+  the manifest has none), then transcribed back (language given) and scored; time to first audio = the
+  first converted piece out of ``SpeechPipeline.stream_synthesize`` (engine first chunk + conversion +
+  resampling), RTF over the whole reply, and the one-off time to measure the engine voice's source profile.
 * Memory: resident set size of the process after each engine loads (VmRSS deltas).
 
 RTF = processing time / audio duration. Wall RTF depends on what else runs on the machine; CPU RTF
@@ -71,6 +77,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-compare-english", dest="compare_english", action="store_false")
     ap.add_argument("--languages", default="en,zh,ja,es", help="TTS round-trip languages")
     ap.add_argument("--kokoro-english", action="store_true", help="also Kokoro for English (needs the GPL extra)")
+    ap.add_argument("--pipeline-turns", type=int, default=3, help="replies per language through the SpeechPipeline")
+    ap.add_argument("--skip-asr", action="store_true", help="skip the ASR table (per-clip decoding)")
+    ap.add_argument("--skip-raw-tts", action="store_true", help="skip the raw engine round trip")
     args = ap.parse_args(argv)
     d = Path(args.speech_dir)
     if not (d / "manifest.csv").is_file():
@@ -86,6 +95,22 @@ def main(argv=None) -> int:
     mem.append((f"+ Whisper tiny.en ({t:.1f} s)", rss_mb()))
 
     # ---- ASR
+    if not args.skip_asr:
+        asr_table(args, d, rows)
+    if not args.skip_raw_tts:
+        raw_tts(args, rows, mem)
+    pipeline(args, d, rows, mem)
+
+    print("\nMemory (VmRSS after each load)")
+    prev = None
+    for label, mb in mem:
+        delta = "" if prev is None else f"  (+{mb - prev:.0f} MB)"
+        print(f"  {label:60s} {mb:7.0f} MB{delta}")
+        prev = mb
+    return 0
+
+
+def asr_table(args, d, rows):
     print(f"ASR on {d} (language detected per utterance; English decoded by {asr.MODEL_NAMES[asr.ENGLISH_MODEL]})")
     print(f"{'clip':58s} {'lang':>4s} {'det':>4s} {'p':>5s} {'metric':>6s} {'value':>6s} {'RTF':>6s} {'cpuRTF':>6s}")
     per_lang: dict[str, list] = {}
@@ -122,7 +147,9 @@ def main(argv=None) -> int:
             print(f"  en, language given, {kind:8s}: WER mean {statistics.fmean(s[kind][0] for s in english):.3f}, "
                   f"RTF median {statistics.median(s[kind][1] for s in english):.3f} over {len(english)} clips")
 
-    # ---- TTS round trip
+
+
+def raw_tts(args, rows, mem):
     from qvtools.server import tts, tts_kokoro
 
     engines = []
@@ -161,13 +188,54 @@ def main(argv=None) -> int:
         print(f"{name[:44]:44s} {lang:>4s} {metric:>6s} {statistics.fmean(errs):6.3f} {statistics.median(rtfs):6.3f} "
               f"{statistics.median(cpus):6.3f} {statistics.median(ttfas):8.0f} {total:7.1f}")
 
-    print("\nMemory (VmRSS after each load)")
-    prev = None
-    for label, mb in mem:
-        delta = "" if prev is None else f"  (+{mb - prev:.0f} MB)"
-        print(f"  {label:60s} {mb:7.0f} MB{delta}")
-        prev = mb
-    return 0
+
+
+#: The speaker each language's replies are converted toward (a manifest clip of that language).
+TARGETS = {"zh": "clean/zh_M_aishell3_SSB0139_4utts.wav", "en": "clean/en_F_ljspeech_LJ001-0001.wav",
+           "es": "clean/es_M_css10_tux_19demarzo_0008.wav"}
+
+
+def pipeline(args, d, rows, mem):
+    from qvtools.server.speech import SpeechPipeline
+    from qvtools.server.voice import analyze, builtin_profile
+
+    sp = SpeechPipeline()
+    print(f"\nReply speech through SpeechPipeline ({args.pipeline_turns} replies per language; TTFA = first "
+          "converted piece out of stream_synthesize)")
+    print(f"{'lang':>4s} {'target':34s} {'source s':>8s} {'metric':>6s} {'value':>6s} {'RTF':>6s} "
+          f"{'TTFA ms':>8s} {'(max)':>7s} {'audio s':>7s}")
+    for lang in [s.strip() for s in args.languages.split(",") if s.strip()]:
+        reply_lang, note = sp.reply_language(lang)
+        if note:
+            print(f"{lang:>4s} {note}")
+            continue
+        if lang in TARGETS and (d / TARGETS[lang]).is_file():
+            x, sr = load(d / TARGETS[lang], mono=True)
+            target, tname = analyze(x, sr), Path(TARGETS[lang]).stem
+        else:
+            target, tname = builtin_profile("Tina"), "built-in Tina"
+        _, t_src, _ = timed(lambda: sp.source_profile_for(lang))
+        mem.append((f"+ {lang} engine and source profile ({t_src:.1f} s)", rss_mb()))
+        users = sentences(rows, lang, args.pipeline_turns) or OWN_TEXTS.get(lang, ["hello"])
+        errs, rtfs, ttfas, total = [], [], [], 0.0
+        for i in range(args.pipeline_turns):
+            text = sp.reply_text(users[i % len(users)], turn_index=i, language=lang)
+            t0 = time.perf_counter()
+            parts, first = [], None
+            for _piece, a in sp.stream_synthesize(text, target, 24000, language=lang):
+                if first is None:
+                    first = time.perf_counter() - t0
+                parts.append(a)
+            wall = time.perf_counter() - t0
+            y = np.concatenate(parts)
+            dur = len(y) / 24000
+            total += dur
+            back = asr.recognize(y, 24000, lang)
+            metric, value = metrics.error_rate(text, back.text, lang)
+            errs.append(value), rtfs.append(wall / dur), ttfas.append(first * 1000)
+            print(f"     {text[:60]!r} -> {back.text[:60]!r} {metric} {value:.3f}")
+        print(f"{lang:>4s} {tname[:34]:34s} {t_src:8.1f} {metric:>6s} {statistics.fmean(errs):6.3f} "
+              f"{statistics.median(rtfs):6.3f} {statistics.median(ttfas):8.0f} {max(ttfas):7.0f} {total:7.1f}")
 
 
 if __name__ == "__main__":

@@ -64,5 +64,54 @@ def test_opener_is_known_before_the_transcript_and_starts_the_reply():
 
 
 def test_echo_keeps_non_latin_words_and_refuses_punctuation_only():
-    assert Responder("echo").reply("广州女大学生登山") == "广州女大学生登山."
+    assert Responder("echo").reply("广州女大学生登山") == "广州女大学生登山。"  # a Chinese full stop
+    assert Responder("echo").reply("广州女大学生登山", language="zh") == "广州女大学生登山。"
+    assert Responder("echo").reply("登山了吗？", language="zh") == "登山了吗？"
     assert Responder("echo").reply(" ... ") == EMPTY_ECHO
+
+
+def test_replies_in_the_language_of_the_turn():
+    from qvtools.lang import script_language
+    from qvtools.server.responder import REPLY_LANGUAGES, reply_language
+
+    assert set(REPLY_LANGUAGES) >= {"en", "zh", "ja", "de", "es"}
+    r = Responder(seed=3)
+    zh = r.reply("我想了解一下明天的天气", turn_index=0, language="zh")
+    assert script_language(zh) == "zh" and "天气" in zh and " " not in zh and zh.endswith(("。", "？", "！"))
+    ja = r.reply("駅の近くに新しいパン屋さんができました。", language="ja")
+    assert script_language(ja) == "ja" and "パン屋" in ja
+    de = r.reply("Erzähl mir etwas über den Urlaub", language="de")
+    assert "Urlaub" in de and de.startswith(r.opener(language="de") + " ")
+    es = r.reply("Quiero aprender sobre la historia de España", language="es")
+    assert "España" in es
+    # a dialect or regional code is its base language; an unknown one gets English
+    assert reply_language("Sichuan") == "zh" and reply_language("zh-CN") == "zh"
+    assert reply_language("ko") == "en" and reply_language(None) == "en" and reply_language("xx") == "en"
+    assert r.reply("tell me about jazz", language="ko") == r.reply("tell me about jazz")
+
+
+def test_languages_share_seeding_and_openers_come_first():
+    from qvtools.server.responder import REPLY_LANGUAGES
+
+    for lang in REPLY_LANGUAGES:
+        a, b = Responder(seed=11), Responder(seed=11)
+        for t in range(4):
+            opener = a.opener(turn_index=t, language=lang)
+            assert opener and a.reply("", turn_index=t, language=lang).startswith(opener)
+            assert a.reply("天气 weather Wetter tiempo", turn_index=t, language=lang) == \
+                b.reply("天气 weather Wetter tiempo", turn_index=t, language=lang)
+        assert len({a.opener(turn_index=t, language=lang) for t in range(12)}) >= 2
+    # the same (seed, turn) picks the same slot in every table
+    idx = {lang: Responder(seed=2)._table(lang)["openers"].index(Responder(seed=2).opener(turn_index=5, language=lang))
+           for lang in REPLY_LANGUAGES}
+    assert len(set(idx.values())) == 1
+
+
+def test_chinese_topics_without_spaces():
+    from qvtools.server.responder import topic
+
+    assert topic("广州女大学生登山失联四天警方找到疑似女尸", "zh") == "女尸"
+    assert topic("你能推荐一本关于天文学的好书吗", "zh") == "好书"
+    assert topic("嗯", "zh") is None
+    reply = Responder(seed=0).reply("你能推荐一本关于天文学的好书吗", language="zh")
+    assert "好书" in reply and reply.startswith(Responder(seed=0).opener(language="zh"))

@@ -173,6 +173,46 @@ def test_text_only_response(svc):
     assert events[-1]["response"]["output"][0]["content"][0]["type"] == "text"
 
 
+def test_session_language_extension_is_validated_not_echoed_and_sets_the_reply_language(svc):
+    # issue 10: input_audio_transcription.language is a qvtools extension (qvtools/server/turn_language.py)
+    c = RawClient(svc, FLASH)
+    try:
+        c.until("session.created")
+        c.send({"type": "session.update", "session": {"input_audio_transcription": {"language": "xx"}}})
+        err = c.until("error", "session.updated")[-1]
+        assert err["type"] == "error" and err["error"]["param"] == "session.input_audio_transcription.language"
+        c.send({"type": "session.update", "session": {"modalities": ["text"], "turn_detection": None,
+                                                      "input_audio_transcription": {"language": "zh"}}})
+        echo = c.until("session.updated")[-1]["session"]
+        assert "language" not in json.dumps(echo)  # §7.2 echoes the transcription model only
+        c.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "你能推荐一本关于天文学的好书吗"}]}})
+        c.send({"type": "response.create"})
+        done = c.until("response.done", timeout=60)[-1]
+    finally:
+        c.close()
+    reply = done["response"]["output"][0]["content"][0]["text"]
+    assert "好书" in reply and " " not in reply  # Mandarin, refers back to the user's words
+
+
+def test_a_text_turn_in_a_cjk_script_is_answered_in_that_language(svc):
+    from qvtools.lang import script_language
+
+    c = RawClient(svc, FLASH)
+    try:
+        c.until("session.created")
+        c.send({"type": "session.update", "session": {"modalities": ["text"], "turn_detection": None}})
+        c.until("session.updated")
+        c.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "駅の近くに新しいパン屋さんができました。"}]}})
+        c.send({"type": "response.create"})
+        done = c.until("response.done", timeout=60)[-1]
+    finally:
+        c.close()
+    reply = done["response"]["output"][0]["content"][0]["text"]
+    assert script_language(reply) == "ja" and "パン屋" in reply, reply
+
+
 def test_vad_honours_silence_duration_and_prefix_padding(svc, pcm16k):
     def run(td, trailing_ms):
         c = RawClient(svc, PLUS)

@@ -95,6 +95,45 @@ def test_reply_and_transcribe(pipeline):
     assert "window" in pipeline.transcribe(y).lower()
 
 
+def test_mandarin_is_recognised_answered_and_spoken_from_its_own_source_profile(pipeline, speech_data):
+    # issue 10 items 1-3 in the pipeline: Simplified transcript, detected language, a Kokoro reply converted
+    # from the Kokoro voice's own source profile (not Piper's), first piece short
+    from qvtools import asr
+    from qvtools.lang import script_language
+    from qvtools.metrics import error_rate
+
+    x, sr = load(speech_data / "clean/zh_F_aishell3_SSB0005_SSB00050001.wav", mono=True)
+    from qvtools.audio import resample
+
+    rec = pipeline.recognize(resample(x, sr, 16000), None, ("zh", "en", "ja", "es", "de"))
+    assert rec.language == "zh" and rec.text == asr.to_simplified(rec.text) and script_language(rec.text) == "zh"
+    assert error_rate("广州女大学生登山失联四天警方找到疑似女尸", rec.text, "zh")[1] <= 0.45  # measured 0.30
+    text = pipeline.reply_text(rec.text, seed=1, turn_index=2, language="zh")
+    assert script_language(text) == "zh"
+    zh_src, en_src = pipeline.source_profile_for("zh"), pipeline.source_profile()
+    assert zh_src is not en_src and zh_src.name == "tts-source-zh"
+    pieces = list(pipeline.stream_synthesize(text, builtin_profile("Ethan"), sample_rate=24000, language="zh"))
+    assert pieces[0][0] == pipeline.opener_text(seed=1, turn_index=2, language="zh")  # the short opener first
+    y = np.concatenate([a for _, a in pieces])
+    back = asr.recognize(y, 24000)
+    assert back.language == "zh" and error_rate(text, back.text, "zh")[1] <= 0.45, (text, back.text)
+
+
+def test_kokoro_source_profile_is_kept_between_processes(pipeline, monkeypatch):
+    # measured once: a new process (the in-process cache emptied) reads it from the model cache, synthesizing nothing
+    from qvtools.server import speech, tts
+    from qvtools.server.tts_kokoro import CALIBRATION_TEXTS
+
+    first = pipeline.source_profile_for("zh")
+    path = speech._source_cache_file(pipeline.engine("zh").voice_name, "zh", CALIBRATION_TEXTS["zh"])
+    assert path is not None and path.is_file()
+    monkeypatch.setattr(speech, "_SOURCES", {})
+    monkeypatch.setattr(tts.engine_for_language("zh"), "stream",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("synthesized again")))
+    again = speech.SpeechPipeline().source_profile_for("zh")
+    assert again.to_dict() == first.to_dict()
+
+
 def test_bad_arguments(pipeline):
     with pytest.raises(ConfigError):
         pipeline.synthesize("hi", {"f0_median_hz": 100})

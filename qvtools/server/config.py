@@ -204,6 +204,16 @@ class ServiceConfig:
     latency_from_pool: bool = False
     #: Reply text mode of the stand-in model: "conversation" or "echo".
     realtime_reply_mode: str = "conversation"
+    #: Languages a user turn is detected among when neither the session (the qvtools extension
+    #: ``input_audio_transcription.language``) nor the voice's enrollment ``language`` names one
+    #: (qvtools/server/turn_language.py; issue 10 item 1). Detection on short clips is unreliable and a
+    #: short list helps: on the ../shared clips (1.5 s and 3 s from each, 28 detections, Whisper base) all
+    #: 29 documented codes got 27 right (a noisy English clip came out Russian), these five (the responder's
+    #: languages) 28/28, ("en", "zh") alone 24/28 (German and Spanish became English). ``None``: all
+    #: 29 documented codes. One code is taken as every turn's language, without detection: ``("en",)`` is
+    #: the English-only service of before. Detection costs a Whisper base encoder pass per turn (English
+    #: turn of 2 s: 0.47 s given, 1.35 s detected, on the shared machine at load 5-7).
+    realtime_language_candidates: tuple | None = ("zh", "en", "ja", "es", "de")
     #: Milliseconds of audio per ``response.audio.delta`` (§5.8 [guess] 100-200 ms).
     realtime_audio_chunk_ms: int = 100
     #: Send ``response.done`` after ``response.cancel`` (§4.5 c [obs 2026]; the v2 SDK needs it). False: the
@@ -279,6 +289,10 @@ class ServiceConfig:
     #: Load the speech engines (Whisper, Piper, the TTS source profile) in the background right after
     #: startup, so the first realtime turn is not ~3 s slower. Never delays readiness; False: load on first use.
     warm_speech: bool = True
+    #: Languages besides English the warm-up also prepares (Whisper base, the language's TTS engine and its
+    #: conversion source profile, e.g. ``("zh",)``). Empty by default: a Kokoro source profile takes ~10 s
+    #: of synthesis on the shared 2-core machine, spent on the first turn in that language instead.
+    warm_speech_languages: tuple = ()
 
     # --- fault injection (qvtools/server/faults.py; README "Fault injection"); all off by default ------
     #: Fault plans by target: an API key or ``"*"`` (every key) -> ``FaultPlan`` or a dict of its fields.

@@ -52,6 +52,7 @@ from .latency import NO_DELAYS, LatencySource
 from .rt_handshake import admit, check_handshake, release
 from .rt_input import AppendError, BufferFull, InputBuffer, decode_append
 from .rt_response import ResponseStream, UserTurn, plan_sentence, tokens
+from . import turn_language
 
 __all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "RealtimeState", "REALTIME"]
 
@@ -102,6 +103,9 @@ class RealtimeState:
         self.active: dict[str, int] = {}  # API key -> open sessions (the caps, ServiceConfig.max_sessions*)
         self.voice_cache = _ProfileCache(config.realtime_voice_cache_size)
         self.speech = None  # the SpeechPipeline once created
+        self._warm_languages = tuple(getattr(config, "warm_speech_languages", ()) or ())
+        # ServiceConfig.realtime_language_candidates, validated once (a bad code fails at service start)
+        self.language_candidates = turn_language.language_candidates(config.realtime_language_candidates)
         self._lock = threading.Lock()
 
     def get_speech(self):
@@ -112,7 +116,7 @@ class RealtimeState:
                 if self.speech is None:
                     from .speech import SpeechPipeline
 
-                    self.speech = SpeechPipeline()
+                    self.speech = SpeechPipeline(warm_languages=self._warm_languages)
                 speech = self.speech
         return speech
 
@@ -217,6 +221,7 @@ class _Connection:
         self.pending_user: UserTurn | None = None
         self.last_item_id: str | None = None
         self.turn_index = 0
+        self.last_language: str | None = None  # the language ASR found in the previous user turn (issue 10)
         self.history_tokens = 0
         self.tasks: set[asyncio.Task] = set()
         self.started = time.monotonic()
@@ -460,6 +465,10 @@ class _Connection:
 
         check_now = self.cfg.realtime_voice_error_timing == "update"
         asked, plan, err = client_faults(self.cfg, update)  # the qvtools.faults extension
+        # input_audio_transcription.language: a qvtools extension (qvtools/server/turn_language.py)
+        language, lang_err = turn_language.update_language(update)
+        if err is None and lang_err is not None:
+            err = dict(lang_err, code="invalid_value")
         if err is None:
             new, err = ev.merge_session(self.session, update, model=self.model, voice_lookup=lookup,
                                         voice_locked=self.audio_output_started, audio_started=self.audio_started,
@@ -468,6 +477,8 @@ class _Connection:
             await self.send(ev.error(err["message"], code=err["code"], param=err.get("param"),
                                      event_id=event.event_id))
             return
+        if not turn_language.is_unset(language):  # kept in the session's qvtools object, not echoed (§7.2)
+            new["qvtools"] = dict(new.get("qvtools") or {}, **{turn_language.SESSION_KEY: language})
         old = self.session
         self.session = new
         echo = ev.session_echo(new, "updated", self.cfg.realtime_session_keys)
@@ -550,7 +561,10 @@ class _Connection:
         x = from_pcm16(pcm)
         x16 = resample(x, rate, 16000) if rate != 16000 else x
         try:
-            text = (await self.run_cpu(get_speech(self.app).transcribe, x16)).strip()
+            rec = await self.run_cpu(get_speech(self.app).recognize, x16, turn_language.expected_language(
+                self.session, self.voice_record, self.last_language, self.app[REALTIME].language_candidates),
+                self.app[REALTIME].language_candidates)
+            text = rec.text.strip()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a partial is best effort; the commit's transcription reports failures
@@ -558,13 +572,15 @@ class _Connection:
             return
         log.debug("session %s: partial transcription of %.1f s: %r", self.session_id, len(x) / rate, text)
         if text and self.manual_item == item_id:  # not after the commit (its transcription is final)
-            await self.send(self._transcription_delta(item_id, text))
+            await self.send(self._transcription_delta(item_id, text, rec.language))
 
-    def _transcription_delta(self, item_id: str, text: str) -> ev.Event:
-        # §7.14 (observed): text empty, stash the sentence so far; "text": the earlier guess
+    def _transcription_delta(self, item_id: str, text: str, language: str | None = None) -> ev.Event:
+        # §7.14 (observed): text empty, stash the sentence so far; "text": the earlier guess. §4.4: the delta
+        # carries the recognised language ("language":"zh")
+        lang = language or "en"
         if self.cfg.realtime_transcription_delta == "text":
-            return ev.transcription_delta(item_id, text, "")
-        return ev.transcription_delta(item_id, "", text)
+            return ev.transcription_delta(item_id, text, "", language=lang)
+        return ev.transcription_delta(item_id, "", text, language=lang)
 
     def _drop_buffer(self) -> None:
         self.input.clear()
@@ -710,13 +726,23 @@ class _Connection:
     async def _transcribe(self, user: UserTurn) -> None:
         enabled = self.session.get("input_audio_transcription") is not None
         text = ""
+        language = None
         try:
             x = user.audio
             if x is not None and len(x):
                 x16 = resample(x, user.rate, 16000) if user.rate != 16000 else x
-                text = (await self.run_cpu(get_speech(self.app).transcribe, x16)).strip()
+                # issue 10: the session's language, else the voice's enrollment language, else detected
+                # among ServiceConfig.realtime_language_candidates (qvtools/server/turn_language.py)
+                rec = await self.run_cpu(get_speech(self.app).recognize, x16,
+                                         turn_language.asr_language(self.session, self.voice_record,
+                                                                    self.app[REALTIME].language_candidates),
+                                         self.app[REALTIME].language_candidates)
+                text, language = rec.text.strip(), rec.language
+                user.language = language
+                if language:
+                    self.last_language = language
             if enabled:
-                await self.send(self._transcription_delta(user.item_id, text))
+                await self.send(self._transcription_delta(user.item_id, text, language))
                 await self.send(ev.transcription_completed(user.item_id, text))
         except asyncio.CancelledError:
             raise
@@ -815,24 +841,37 @@ class _Connection:
                 return
         instructions = resp.instructions or self.session.get("instructions") or None
         seed = self.session.get("seed", -1)
+        audio_on = "audio" in resp.modalities
+        # issue 10 item 3: reply in the turn's language (ASR's, else what the session/voice/script says);
+        # English, logged, where the responder or the TTS cannot (SpeechPipeline.reply_language)
+        turn_lang = getattr(resp.user, "language", None) if resp.user is not None else None
+        if turn_lang is None:
+            from ..lang import script_language
+
+            # a text turn (or no transcript): a CJK script says which language it is; Latin text does not
+            turn_lang = (script_language(user_text)
+                         or turn_language.expected_language(self.session, self.voice_record, self.last_language,
+                                                            self.app[REALTIME].language_candidates))
+        reply_lang, note = speech.reply_language(turn_lang, audio=audio_on)
+        if note:
+            log.warning("session %s: turn in %r: %s", self.session_id, turn_lang, note)
         text = await self._guard(resp, self.run_cpu(
             speech.reply_text, user_text, mode=self.cfg.realtime_reply_mode,
             seed=int(seed) if seed is not None and seed >= 0 else 0, turn_index=turn_index,
-            instructions=instructions))
+            instructions=instructions, language=reply_lang))
         if text is None:
             await self._finish_cancelled(resp)
             return
         voice = self.session.get("voice")
         if self.voice_record is not None:
             self.spawn(self.run_cpu(self.store.touch, self.key, voice))  # last_used (§2.4 auto-cleanup)
-        audio_on = "audio" in resp.modalities
         gen = None
         if audio_on:
             profile = await self._guard(resp, self._voice_profile(speech, voice))
             if profile is None:
                 await self._finish_cancelled(resp)
                 return
-            gen = speech.stream_synthesize(text, profile, sample_rate=self.out_rate)
+            gen = speech.stream_synthesize(text, profile, sample_rate=self.out_rate, language=reply_lang)
         toks = tokens(text)
         pieces = await self._next_piece(resp, gen) if audio_on else None
         if resp.cancelled.is_set() or not await self._until(resp, t0 + delays.created_s):

@@ -2,17 +2,27 @@
 
 :class:`SpeechPipeline` strings together the offline engines:
 
-1. :func:`qvtools.asr.transcribe` (Whisper tiny.en) for the user's audio,
-2. :class:`qvtools.server.responder.Responder` for a deterministic reply text,
-3. :class:`qvtools.server.tts.Synthesizer` (Piper, one English voice) for speech,
+1. :func:`qvtools.asr.recognize` for the user's audio (:meth:`SpeechPipeline.recognize`): Whisper tiny.en
+   for a turn known to be English, Whisper base for any other language and for detecting the language
+   per utterance among the configured candidates (Simplified characters for Mandarin),
+2. :class:`qvtools.server.responder.Responder` for a deterministic reply text in the turn's language,
+3. a TTS engine per language (:meth:`SpeechPipeline.engine`): Piper (one English voice,
+   :class:`qvtools.server.tts.Synthesizer`) for English, Kokoro-82M
+   (:class:`qvtools.server.tts_kokoro.KokoroSynthesizer`) for Mandarin and Japanese, and for es, fr, it,
+   pt, hi when the GPL ``local-gpl`` extra (espeak-ng) is installed. A reply language without an engine
+   here is answered in English and the fallback is logged (:meth:`SpeechPipeline.reply_language`),
 4. :func:`qvtools.server.voice.convert` to move that speech toward the session voice's
    :class:`~qvtools.server.voice.VoiceProfile` (a built-in voice's fixed profile, or the
    profile measured from a cloned voice's enrollment audio),
 5. resampling to the output rate (24 kHz, the realtime API's output format).
 
 Heavy models load once, on first use; the pipeline is safe to share between threads.
-The TTS voice's own profile (the conversion *source*) is measured once from a fixed
-calibration text and cached. :meth:`SpeechPipeline.warm` loads all of it ahead of the
+Each engine voice's own profile (the conversion *source*) is measured once from a fixed calibration text in
+its language (:data:`CALIBRATION_TEXT` for English, per pipeline;
+:data:`qvtools.server.tts_kokoro.CALIBRATION_TEXTS` for the others, per process and kept in the model
+cache between processes, :meth:`SpeechPipeline.source_profile_for`) and cached: the Kokoro voices are
+Japanese speakers, and the timbre of a Mandarin reply comes from converting *that* voice toward the
+enrolled one (issue 10 item 2). :meth:`SpeechPipeline.warm` loads all of it ahead of the
 first turn (the local service runs it in an executor right after startup,
 ``ServiceConfig.warm_speech``); a turn arriving meanwhile waits only for what is still
 loading, on the same locks.
@@ -20,7 +30,10 @@ loading, on the same locks.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -34,7 +47,7 @@ from ..errors import ConfigError
 from .responder import Responder
 from .voice import VoiceProfile, analyze, builtin_profile, convert
 
-__all__ = ["SpeechPipeline", "CALIBRATION_TEXT"]
+__all__ = ["SpeechPipeline", "CALIBRATION_TEXT", "ENGLISH"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +60,63 @@ CALIBRATION_TEXT = (
     "Would you like to join us for dinner on Thursday evening?"
 )
 
+#: The language of the Piper voice, and the fallback reply language.
+ENGLISH = "en"
+
+# Source profiles of the shared per-language engines (tts.engine_for_language: one instance per process), so
+# they are measured once per process, not once per service: engine voice_name -> VoiceProfile.
+_SOURCES: dict[str, VoiceProfile] = {}
+_SOURCE_LOCKS: dict[str, threading.Lock] = {}
+_SOURCES_LOCK = threading.Lock()
+
+
+
+def _source_cache_file(key: str, language: str, text: str):
+    """Where a Kokoro voice's source profile is kept between processes (the model cache,
+    :func:`qvtools.modelfiles.model_cache_dir`), or None when it cannot be named. The name hashes the
+    engine voice, the calibration text and the code that makes and reads the profile (voice.py, audio.py,
+    tts_kokoro.py), so a change to the analysis or the engine measures it again."""
+    try:
+        from pathlib import Path
+
+        from .. import audio as _audio
+        from ..modelfiles import model_cache_dir
+        from . import tts_kokoro as _tk
+        from . import voice as _voice
+
+        h = hashlib.sha256()
+        for part in (key, language, text):
+            h.update(part.encode("utf-8") + b"\x1f")
+        for mod in (_voice, _audio, _tk):
+            h.update(Path(mod.__file__).read_bytes())
+        return model_cache_dir() / "tts-source-profiles" / f"{language}-{h.hexdigest()[:24]}.json"
+    except Exception as exc:  # no cache then: measured once per process
+        log.debug("no source-profile cache file (%s: %s)", type(exc).__name__, exc)
+        return None
+
+
+def _read_source(path) -> VoiceProfile | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return VoiceProfile.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except Exception as exc:  # a damaged file is measured again (and rewritten)
+        log.warning("ignoring the cached source profile %s (%s)", path, type(exc).__name__)
+        return None
+
+
+def _write_source(path, prof: VoiceProfile) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(prof.to_dict()), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.info("could not keep the source profile in %s (%s)", path, exc)
+
+
 #: Enrollment audio analyses kept (a bounded LRU; the realtime half keeps its own per-voice cache).
 _PROFILE_CACHE_SIZE = 32
 
@@ -54,10 +124,12 @@ _PROFILE_CACHE_SIZE = 32
 class SpeechPipeline:
     """ASR, reply text, TTS and voice conversion for the local realtime service."""
 
-    def __init__(self, synthesizer=None):
+    def __init__(self, synthesizer=None, *, warm_languages=()):
         self._synth = synthesizer
+        #: Languages besides English whose ASR model, TTS engine and source profile :meth:`warm` loads too.
+        self.warm_languages = tuple(warm_languages or ())
         self._lock = threading.Lock()
-        self._source: VoiceProfile | None = None
+        self._source: VoiceProfile | None = None  # the English (Piper) source profile
         self._responders: dict[tuple[str, int], Responder] = {}
         self._profile_cache: OrderedDict[str, VoiceProfile] = OrderedDict()
         #: Set once :meth:`warm` has loaded ASR, TTS and the source profile.
@@ -70,7 +142,9 @@ class SpeechPipeline:
                 f"ready={self.ready.is_set()})")
 
     def warm(self, cancel: threading.Event | None = None) -> bool:
-        """Load everything a first turn needs: Whisper (ASR), Piper (TTS) and the TTS source profile.
+        """Load everything a first turn needs: Whisper tiny.en and base (ASR, language detection), Piper (TTS)
+        and the TTS source profile, and for each of :attr:`warm_languages` its engine and that engine's
+        source profile.
 
         Idempotent and thread-safe (each engine loads under its own lock, so a concurrent turn
         waits for the part still loading instead of loading it twice). ``cancel`` (set e.g. on
@@ -80,8 +154,16 @@ class SpeechPipeline:
         """
         from .. import asr
 
-        stages = (("ASR", lambda: asr.load_model(asr.ENGLISH_MODEL)), ("TTS", lambda: self.synthesizer.sample_rate),
-                  ("TTS source profile", lambda: self._source_profile(cancel)))
+        # Whisper base detects the language of a turn whose language nobody named (ServiceConfig.
+        # realtime_language_candidates), so it loads too
+        stages = [("ASR", lambda: asr.load_model(asr.ENGLISH_MODEL)), ("ASR (language detection)",
+                                                                       lambda: asr.load_model("base")),
+                  ("TTS", lambda: self.synthesizer.sample_rate),
+                  ("TTS source profile", lambda: self._source_profile(cancel))]
+        for lang in self.warm_languages:  # ServiceConfig.warm_speech_languages
+            if self.speakable(lang) is None and lang != ENGLISH:
+                stages += [(f"TTS ({lang})", lambda lang=lang: self.engine(lang).sample_rate),
+                           (f"TTS source profile ({lang})", lambda lang=lang: self.source_profile_for(lang, cancel))]
         try:
             for name, load in stages:
                 if cancel is not None and cancel.is_set():
@@ -141,12 +223,19 @@ class SpeechPipeline:
 
     # ---------------------------------------------------------------- steps
 
-    def transcribe(self, x16k) -> str:
-        """Transcript of 16 kHz mono user audio (Whisper tiny.en)."""
+    def recognize(self, x16k, language: str | None = None, candidates=None):
+        """Recognise 16 kHz mono user audio: a :class:`qvtools.asr.Transcription` (text, language,
+        probability, model). ``language`` (a documented code or Chinese dialect) skips detection: English
+        goes to Whisper tiny.en (better and faster there, :data:`qvtools.asr.ENGLISH_MODEL`), any other
+        language to Whisper base. ``None`` detects it per utterance with Whisper base among
+        ``candidates`` (None: all documented languages). Mandarin text is in Simplified characters."""
         from .. import asr
 
-        # English until the local service speaks the user's language (issue 10: language per session/utterance)
-        return asr.transcribe(x16k, 16000, "en")
+        return asr.recognize(x16k, 16000, language, candidates=candidates)
+
+    def transcribe(self, x16k, language: str | None = ENGLISH, candidates=None) -> str:
+        """The text of :meth:`recognize`; English unless told otherwise (``language=None`` detects)."""
+        return self.recognize(x16k, language, candidates).text
 
     def _responder(self, mode: str, seed: int) -> Responder:
         key = (mode, seed)
@@ -202,26 +291,135 @@ class SpeechPipeline:
             raise KeyError(f"Voice '{voice_name}' is not supported.")
         return builtin_profile(voice_name)
 
-    def _convert(self, x: np.ndarray, sr: int, profile: VoiceProfile, sample_rate: int) -> np.ndarray:
+    # ---------------------------------------------------------------- speech by language
+
+    def speakable(self, language: str | None) -> str | None:
+        """Why replies in ``language`` cannot be spoken here, or None when they can (None = English)."""
+        from ..lang import base_language
+        from . import tts, tts_kokoro
+
+        lang = base_language(language) or ENGLISH
+        if lang in tts.PIPER_LANGUAGES:
+            return None
+        if lang not in tts_kokoro.KOKORO_LANGUAGES:
+            return f"no offline TTS speaks {lang!r} (supported: {', '.join(sorted(tts.synthesis_languages()))})"
+        if lang in tts_kokoro.ESPEAK_LANGUAGES:
+            import importlib.util
+
+            if importlib.util.find_spec("kokoro_onnx") is None:
+                return f"Kokoro speaks {lang!r} only through espeak-ng: pip install 'qvtools[local-gpl]' (GPL-3.0)"
+        return None
+
+    def reply_language(self, language: str | None, *, audio: bool = True) -> tuple[str, str | None]:
+        """``(reply language, note)`` for a user turn in ``language``: the turn's language when the responder
+        has a table for it (:data:`qvtools.server.responder.REPLY_LANGUAGES`) and, for a spoken reply
+        (``audio``), an engine speaks it (:meth:`speakable`); else English, with ``note`` saying why (the
+        caller logs it; never a silent switch). ``None`` (unknown language) is English without a note."""
+        from ..lang import base_language
+        from .responder import reply_language
+
+        try:
+            lang = base_language(language)
+        except ConfigError:
+            lang = None
+        if lang is None:
+            return ENGLISH, None
+        out = reply_language(lang)
+        if out != lang:
+            return ENGLISH, f"the responder has no {lang!r} replies; replying in English"
+        if audio:
+            why = self.speakable(out)
+            if why is not None:
+                return ENGLISH, f"{why}; replying in English"
+        return out, None
+
+    def engine(self, language: str | None = None):
+        """The TTS engine for ``language`` (None: English): this pipeline's Piper synthesizer for English,
+        else :func:`qvtools.server.tts.engine_for_language` (one shared instance per language)."""
+        from ..lang import base_language
+
+        lang = base_language(language) or ENGLISH
+        if lang == ENGLISH:
+            return self.synthesizer
+        from .tts import engine_for_language
+
+        return engine_for_language(lang)
+
+    def source_profile_for(self, language: str | None = None,
+                           cancel: threading.Event | None = None) -> VoiceProfile | None:
+        """The profile of the engine voice that speaks ``language`` (the conversion source), measured once
+        from the calibration text in that language and kept for the process (the Kokoro engines are shared
+        by every pipeline of the process) and in the model cache (measuring it is ~10 s of Kokoro synthesis;
+        the file name changes with the code that makes it, :func:`_source_cache_file`); None only when
+        ``cancel`` stopped it."""
+        from ..lang import base_language
+
+        lang = base_language(language) or ENGLISH
+        if lang == ENGLISH:
+            return self._source_profile(cancel)
+        from .tts_kokoro import CALIBRATION_TEXTS
+
+        eng = self.engine(lang)
+        key = getattr(eng, "voice_name", lang)
+        prof = _SOURCES.get(key)
+        if prof is not None:
+            return prof
+        with _SOURCES_LOCK:
+            lock = _SOURCE_LOCKS.setdefault(key, threading.Lock())
+        with lock:  # one measurement per engine voice per process; other languages are not blocked meanwhile
+            prof = _SOURCES.get(key)
+            cache_file = _source_cache_file(key, lang, CALIBRATION_TEXTS[lang]) if prof is None else None
+            if prof is None:
+                prof = _read_source(cache_file)
+                if prof is not None:
+                    _SOURCES[key] = prof
+                    log.info("TTS source profile for %s read from %s", lang, cache_file)
+            if prof is None:
+                t0 = time.perf_counter()
+                parts = []
+                for _piece, part in eng.stream(CALIBRATION_TEXTS[lang]):
+                    if cancel is not None and cancel.is_set():
+                        return None
+                    parts.append(part)
+                prof = analyze(np.concatenate(parts).astype(np.float32, copy=False), eng.sample_rate)
+                prof.name = f"tts-source-{lang}"
+                _SOURCES[key] = prof
+                _write_source(cache_file, prof)
+                log.info("TTS source profile for %s (%s): F0 %.0f Hz, formant scale %.3f, rate %.2f/s, "
+                         "measured in %.1f s", lang, key, prof.f0_median_hz, prof.formant_scale,
+                         prof.speaking_rate_hz, time.perf_counter() - t0)
+        return prof
+
+    def _convert(self, x: np.ndarray, sr: int, profile: VoiceProfile, sample_rate: int,
+                 source: VoiceProfile | None = None) -> np.ndarray:
         if x.size == 0:
             return np.zeros(0, np.float32)
-        y = convert(x, sr, profile, self.source_profile())
+        y = convert(x, sr, profile, source if source is not None else self.source_profile())
         return resample(y, sr, int(sample_rate)).astype(np.float32, copy=False)
 
-    def synthesize(self, text: str, profile: VoiceProfile, sample_rate: int = 24000) -> np.ndarray:
-        """Speak ``text`` in ``profile``'s voice; float32 mono at ``sample_rate``."""
+    def synthesize(self, text: str, profile: VoiceProfile, sample_rate: int = 24000,
+                   language: str | None = None) -> np.ndarray:
+        """Speak ``text`` (in ``language``, None = English) in ``profile``'s voice; float32 mono at ``sample_rate``."""
         self._check(profile, sample_rate)
-        x, sr = self.synthesizer.synthesize(text)
-        return self._convert(x, sr, profile, sample_rate)
+        eng = self.engine(language)
+        source = self.source_profile_for(language)
+        x, sr = eng.synthesize(text)
+        return self._convert(x, sr, profile, sample_rate, source)
 
-    def stream_synthesize(self, text: str, profile: VoiceProfile,
-                          sample_rate: int = 24000) -> Iterator[tuple[str, np.ndarray]]:
-        """Yield ``(sentence, float32 audio at sample_rate)`` per sentence, converted to ``profile``."""
+    def stream_synthesize(self, text: str, profile: VoiceProfile, sample_rate: int = 24000,
+                          language: str | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(sentence, float32 audio at sample_rate)`` per sentence, spoken by the engine for
+        ``language`` (None = English) and converted to ``profile``. Kokoro cuts a long first sentence at a
+        clause mark (``tts_kokoro._split_first``) so the first piece comes early. A language no engine
+        speaks here is a ConfigError (callers pick the language with :meth:`reply_language` first)."""
         self._check(profile, sample_rate)
-        synth = self.synthesizer
-        self.source_profile()
-        for piece, x in synth.stream(text):
-            yield piece, self._convert(x, synth.sample_rate, profile, sample_rate)
+        why = self.speakable(language)
+        if why is not None:
+            raise ConfigError(why)
+        eng = self.engine(language)
+        source = self.source_profile_for(language)
+        for piece, x in eng.stream(text):
+            yield piece, self._convert(x, eng.sample_rate, profile, sample_rate, source)
 
     @staticmethod
     def _check(profile, sample_rate) -> None:
