@@ -38,7 +38,8 @@ Piper's noise is seeded (onnxruntime) so runs are repeatable on the same machine
 Data: QVTOOLS_SPEECH_DIR, else ../shared/data/speech beside the checkout.
 Usage: python benchmarks/bench_voice_fidelity.py [--replies 2] [--refs SUBSTR,...]
        [--judge resemblyzer|onnx] [--reply-language en|manifest] [--no-wer]
-       [--env 1.5] [--warp 1.0] [--rate 1.0] [--codebook 0.7] [--k 1]
+       [--env 1.5] [--warp 1.0] [--rate 1.0] [--codebook 0.7] [--k 1] [--ltas 0.5]
+       [--env-ref utterance|profile]   (--ltas 0 --env-ref profile: the conversion before issue 10)
 """
 
 from __future__ import annotations
@@ -180,6 +181,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=1.0, help="speaking-rate strength")
     ap.add_argument("--codebook", type=float, default=None, help="codebook mapping strength (default: convert's)")
     ap.add_argument("--k", type=int, default=None, help="codebook neighbours averaged (default: convert's)")
+    ap.add_argument("--ltas", type=float, default=None, help="LTAS equaliser strength (default: convert's; 0: off)")
+    ap.add_argument("--env-ref", choices=("utterance", "profile"), default=None,
+                    help="mean envelope the transfer subtracts (default: convert's; profile + --ltas 0 = before issue 10)")
     ap.add_argument("--replies", type=int, default=len(REPLIES), help="how many of the 6 replies (3: the original set)")
     ap.add_argument("--refs", default=None,
                     help="comma-separated substrings: convert toward these references only (all stay columns)")
@@ -245,7 +249,8 @@ def main(argv=None) -> int:
             if lang == "en":
                 tc = time.process_time()
                 y = voice.convert(x, sr, prof, source, envelope_strength=args.env, warp_strength=args.warp,
-                                  rate_strength=args.rate, codebook_strength=args.codebook, codebook_k=args.k)
+                                  rate_strength=args.rate, codebook_strength=args.codebook, codebook_k=args.k,
+                                  ltas_strength=args.ltas, envelope_reference=args.env_ref)
                 conv_cpu += time.process_time() - tc
                 audio_s += len(x) / sr
                 ysr = sr
@@ -261,7 +266,9 @@ def main(argv=None) -> int:
     print(f"\nsettings: env={args.env if args.env is not None else voice.DEFAULT_ENVELOPE_STRENGTH} "
           f"warp={args.warp} rate={args.rate} "
           f"codebook={args.codebook if args.codebook is not None else voice.DEFAULT_CODEBOOK_STRENGTH} "
-          f"k={args.k or voice.DEFAULT_CODEBOOK_K} warp-method={voice.DEFAULT_WARP_METHOD}; "
+          f"k={args.k or voice.DEFAULT_CODEBOOK_K} warp-method={voice.DEFAULT_WARP_METHOD} "
+          f"ltas={args.ltas if args.ltas is not None else voice.DEFAULT_LTAS_STRENGTH} "
+          f"env-ref={args.env_ref or voice.DEFAULT_ENVELOPE_REFERENCE}; "
           f"{len(tts)} replies x {len(pick)} references (reply languages: "
           f"{', '.join(f'{l}={reply_lang.count(l)}' for l in dict.fromkeys(reply_lang))})")
     labels = {"onnx": f"onnx (tuned against): {speaker.MODEL_NAME}",
