@@ -30,9 +30,12 @@ the WER of the unconverted TTS (``--no-wer`` skips it).
 
 Reply language: ``--reply-language en`` (default) speaks English replies toward every
 reference, which is what the local service does for every voice today. ``manifest`` speaks
-each reference's manifest language where the speech pipeline takes a ``language`` (issue 10
-item 2, Kokoro for zh); where it does not (yet) or there is no reply text for that language,
-the reference gets English replies and the run says so.
+each reference's manifest language where :data:`REPLIES_BY_LANGUAGE` has texts (en, zh):
+through the speech pipeline's ``language`` when it takes one (issue 10 item 2), else with
+:class:`qvtools.server.tts_kokoro.KokoroSynthesizer` and :func:`voice.convert` directly (the
+source profile measured on the engine's calibration text, as the pipeline does for Piper);
+other languages get English replies. Intelligibility is then WER or CER per language
+(:func:`qvtools.metrics.error_rate`, Whisper base for non-English).
 
 Piper's noise is seeded (onnxruntime) so runs are repeatable on the same machine.
 Data: QVTOOLS_SPEECH_DIR, else ../shared/data/speech beside the checkout.
@@ -115,6 +118,16 @@ def resemblyzer_embedder():
         return e / max(float(np.linalg.norm(e)), 1e-12)
 
     return embed
+
+
+def kokoro_replies(lang: str, texts) -> tuple[list, object, str]:
+    """Replies in ``lang`` by the Kokoro engine and its own source profile (measured on its calibration text), as
+    the service will convert them once the speech pipeline takes a language (issue 10 item 2)."""
+    from qvtools.server.tts_kokoro import CALIBRATION_TEXTS, KokoroSynthesizer
+
+    synth = KokoroSynthesizer(lang)
+    src = voice.analyze(*synth.synthesize(CALIBRATION_TEXTS[lang]))
+    return [synth.synthesize(t) for t in texts], src, f"kokoro {synth.voice_name}"
 
 
 def supports_language(pipe) -> bool:
@@ -229,7 +242,9 @@ def main(argv=None) -> int:
     print(f"setup {time.perf_counter() - t0:.1f} s; TTS source F0 {source.f0_median_hz:.0f} Hz, "
           f"formant scale {source.formant_scale:.3f}, rate {source.speaking_rate_hz:.2f}/s")
     if args.reply_language == "manifest" and not has_language:
-        print("reply language: the speech pipeline takes no language yet -> English replies toward every reference")
+        print("reply language: the speech pipeline takes no language yet -> the benchmark speaks non-English replies "
+              "with KokoroSynthesizer and converts them with voice.convert itself (its source: the engine's "
+              "calibration text)")
 
     base = {k: np.stack([e(x, sr) for x, sr in tts]) @ ref_emb[k].T for k, e in embedders.items()}
 
@@ -237,27 +252,32 @@ def main(argv=None) -> int:
     conv_cpu = 0.0
     audio_s = 0.0
     sims = {k: np.zeros((len(pick), len(texts), len(rows))) for k in embedders}
-    outputs = []  # (language, text, audio, sr) of the English replies, for the WER
+    outputs = []  # (language, text, audio, sr) of every converted reply, for the WER/CER
     reply_lang = []
+    engines = {"en": (tts, source, "piper")}
     for ii, i in enumerate(pick):
         prof = profiles[i]
         lang = rows[i]["language"] if args.reply_language == "manifest" else "en"
-        if lang != "en" and not (has_language and lang in REPLIES_BY_LANGUAGE):
+        if lang not in REPLIES_BY_LANGUAGE:
             lang = "en"
+        if lang not in engines and not has_language:
+            engines[lang] = kokoro_replies(lang, REPLIES_BY_LANGUAGE[lang][: args.replies])
         reply_lang.append(lang)
-        for j, (x, sr) in enumerate(tts):
-            if lang == "en":
+        for j in range(len(texts)):
+            text = REPLIES_BY_LANGUAGE[lang][j]
+            if lang in engines:  # TTS of the language, then the conversion the service applies
+                x, sr = engines[lang][0][j]
                 tc = time.process_time()
-                y = voice.convert(x, sr, prof, source, envelope_strength=args.env, warp_strength=args.warp,
+                y = voice.convert(x, sr, prof, engines[lang][1], envelope_strength=args.env, warp_strength=args.warp,
                                   rate_strength=args.rate, codebook_strength=args.codebook, codebook_k=args.k,
                                   ltas_strength=args.ltas, envelope_reference=args.env_ref)
                 conv_cpu += time.process_time() - tc
                 audio_s += len(x) / sr
                 ysr = sr
-                outputs.append((texts[j], y, ysr))
             else:  # issue 10 item 2: the pipeline's own language path (TTS + conversion)
                 ysr = 16000
-                y = pipe.synthesize(REPLIES_BY_LANGUAGE[lang][j], prof, sample_rate=ysr, language=lang)
+                y = pipe.synthesize(text, prof, sample_rate=ysr, language=lang)
+            outputs.append((lang, text, y, ysr))
             for k, e in embedders.items():
                 sims[k][ii, j] = ref_emb[k] @ e(y, ysr)
     conv_s = time.perf_counter() - t1
@@ -291,10 +311,18 @@ def main(argv=None) -> int:
     if not args.no_wer and outputs:
         from qvtools import asr, metrics
 
-        ref_w = [metrics.wer(t, asr.transcribe(x, sr, "en")) for t, (x, sr) in zip(texts, tts)]
-        conv_w = [metrics.wer(t, asr.transcribe(y, ysr, "en")) for t, y, ysr in outputs]
-        print(f"\nintelligibility ({asr.model_name('en')}): WER unconverted TTS {np.mean(ref_w):.3f}, "
-              f"converted replies {np.mean(conv_w):.3f} (n={len(conv_w)}, worst {max(conv_w):.2f})")
+        print()
+        for lang in dict.fromkeys(reply_lang):
+            if lang in engines:
+                base_r = [metrics.error_rate(t, asr.transcribe(x, sr, lang), lang)
+                          for t, (x, sr) in zip(REPLIES_BY_LANGUAGE[lang], engines[lang][0])]
+                base_txt = f"unconverted {engines[lang][2]} {np.mean([r for _, r in base_r]):.3f}, "
+            else:
+                base_txt = ""
+            conv = [metrics.error_rate(t, asr.transcribe(y, ysr, lang), lang) for l, t, y, ysr in outputs if l == lang]
+            kind = conv[0][0].upper()
+            print(f"intelligibility {lang} ({asr.model_name(lang)}): {kind} {base_txt}converted replies "
+                  f"{np.mean([r for _, r in conv]):.3f} (n={len(conv)}, worst {max(r for _, r in conv):.2f})")
 
     worst = max(analyze_s, key=lambda p: p[0])
     print(f"\nanalyze: {sum(a for a, _ in analyze_s) / sum(d for _, d in analyze_s) * 20:.2f} s per 20 s of audio "
