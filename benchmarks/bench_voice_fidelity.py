@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from qvtools import speaker
-from qvtools.audio import load
+from qvtools.audio import load, resample
 from qvtools.server import voice
 from qvtools.server.speech import SpeechPipeline
 
@@ -112,8 +112,7 @@ def resemblyzer_embedder():
     def embed(x, sr):
         w = preprocess_wav(np.asarray(x, np.float32), int(sr))
         if w.size < 1600:  # VAD kept almost nothing: embed the untrimmed audio instead
-            w = np.asarray(x, np.float32) if int(sr) == 16000 else preprocess_wav.__globals__["librosa"].resample(
-                np.asarray(x, np.float32), orig_sr=int(sr), target_sr=16000)
+            w = resample(np.asarray(x, np.float32), int(sr), 16000)
         e = enc.embed_utterance(w)
         return e / max(float(np.linalg.norm(e)), 1e-12)
 
