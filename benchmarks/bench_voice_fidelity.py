@@ -42,7 +42,8 @@ Data: QVTOOLS_SPEECH_DIR, else ../shared/data/speech beside the checkout.
 Usage: python benchmarks/bench_voice_fidelity.py [--replies 2] [--refs SUBSTR,...]
        [--judge resemblyzer|onnx] [--reply-language en|manifest] [--no-wer]
        [--env 1.5] [--warp 1.0] [--rate 1.0] [--codebook 0.7] [--k 1] [--ltas 0.5]
-       [--env-ref utterance|profile]   (--ltas 0 --env-ref profile: the conversion before issue 10)
+       [--env-ref utterance|profile]   (defaults: convert's; --ltas and --env-ref utterance are the
+       issue-10 options that raised the ONNX figures but lowered the judge's, so they are off by default)
 """
 
 from __future__ import annotations
