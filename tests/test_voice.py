@@ -207,3 +207,40 @@ def test_voice_uses_the_shared_resampler_and_keeps_its_f0():
     f0, _ = voice._world_f0(voice._pw(), y, sr, 5.0)
     _, f0_metrics = metrics.f0_contour(y, sr, frame_period_ms=5.0)
     assert len(f0) == len(f0_metrics) and not np.array_equal(f0, f0_metrics)
+
+
+# --------------------------------------------------------------------------- issue 10: fidelity (LTAS, utterance mean)
+
+def test_profile_measures_ltas_and_keeps_it_through_json(high_profile):
+    lt = np.asarray(high_profile.ltas_db)
+    assert lt.shape == (len(ENVELOPE_GRID_HZ),) and abs(lt.mean()) < 1e-6 and np.ptp(lt) > 10.0
+    back = VoiceProfile.from_dict(json.loads(json.dumps(high_profile.to_dict())))
+    assert np.allclose(back.ltas_db, lt)
+    with pytest.raises(ConfigError, match="ltas_db"):
+        VoiceProfile.from_dict(dict(high_profile.to_dict(), ltas_db=[0.0, 1.0]))
+    old = high_profile.to_dict()
+    old.pop("ltas_db")  # a profile stored before issue 10: no equaliser, conversion still works
+    assert VoiceProfile.from_dict(old).ltas_db is None
+
+
+def test_ltas_equalizer_moves_the_reply_spectrum_onto_the_target(low_voice):
+    # A target whose long-term spectrum is tilted 12 dB down from 80 Hz to 7.6 kHz relative to the reply's:
+    # the equaliser must move the reply's LTAS that way (strength 0.5: about half of it).
+    x = low_voice + 0.002 * np.random.default_rng(5).standard_normal(low_voice.size).astype(np.float32)  # breath floor
+    src = analyze(x, SR)
+    target = VoiceProfile.from_dict(src.to_dict())
+    tilt = np.linspace(6.0, -6.0, len(ENVELOPE_GRID_HZ))
+    target.ltas_db = list(np.asarray(src.ltas_db) + tilt)
+
+    band = (np.asarray(ENVELOPE_GRID_HZ) > 100) & (np.asarray(ENVELOPE_GRID_HZ) < 3500)  # the harmonics' band
+
+    def dist(y):  # WORLD's noise generator keeps its state between calls: judge where the harmonics are
+        d = (voice._ltas_db(y, SR) - np.asarray(target.ltas_db))[band]
+        return float(np.sqrt(np.mean((d - d.mean()) ** 2)))
+
+    kw = dict(codebook_strength=0.0, codebook_unvoiced_strength=0.0)  # the equaliser alone
+    off = convert(x, SR, target, src, ltas_strength=0.0, **kw)
+    half = convert(x, SR, target, src, ltas_strength=0.5, **kw)
+    full = convert(x, SR, target, src, ltas_strength=1.0, **kw)
+    assert dist(full) < dist(half) < 0.8 * dist(off)
+    assert len(half) == len(off) and np.max(np.abs(half)) <= 0.99  # an equaliser: timing and peak limit kept

@@ -17,8 +17,11 @@ voice (:mod:`qvtools.server.tts`) and moves that voice toward a *profile*:
   envelope (an average-envelope transfer: the difference between the target's and the
   warped source's mean log envelopes is added to every frame), its envelope shapes (each
   voiced frame moves part of the way to its nearest target centroids: codebook mapping,
-  the classic VQ voice-conversion idea with the target's own spectra as the codebook) and
-  its speaking rate.
+  the classic VQ voice-conversion idea with the target's own spectra as the codebook), its
+  speaking rate, and optionally its long-term average spectrum (an equaliser on the
+  synthesized reply: the LTAS of all speech frames, harmonics, fricatives and the band
+  below F0 included, moved part of the way onto the target's; off by default, see
+  :data:`DEFAULT_LTAS_STRENGTH`).
 
 Audio is ``(float32 samples in [-1, 1], sample_rate)`` as everywhere in qvtools.
 """
@@ -100,6 +103,7 @@ class VoiceProfile:
     envelope_std_db: list[float] | None = None  # per-band std of the voiced log envelope (dB)
     codebook_db: list[list[float]] | None = None  # k-means centroids of voiced envelope shapes (dB, ENVELOPE_GRID_HZ)
     codebook_unvoiced_db: list[list[float]] | None = None  # the same for unvoiced speech frames (fricatives)
+    ltas_db: list[float] | None = None  # long-term average spectrum of all speech frames (dB, ENVELOPE_GRID_HZ bands)
     version: int = PROFILE_VERSION
 
     def to_dict(self) -> dict:
@@ -133,10 +137,13 @@ class VoiceProfile:
             prof = cls(**kw)
             prof.formants_hz = [float(v) for v in prof.formants_hz]
             prof.envelope_db = [float(v) for v in prof.envelope_db]
-            if prof.envelope_std_db is not None:
-                prof.envelope_std_db = [float(v) for v in prof.envelope_std_db]
-                if len(prof.envelope_std_db) != len(ENVELOPE_GRID_HZ):
-                    raise ValueError(f"envelope_std_db has {len(prof.envelope_std_db)} bands")
+            for k in ("envelope_std_db", "ltas_db"):
+                v = getattr(prof, k)
+                if v is not None:
+                    v = [float(e) for e in v]
+                    if len(v) != len(ENVELOPE_GRID_HZ):
+                        raise ValueError(f"{k} has {len(v)} bands")
+                    setattr(prof, k, v)
             for k in ("codebook_db", "codebook_unvoiced_db"):
                 cb = getattr(prof, k)
                 if cb is not None:
@@ -276,6 +283,42 @@ def _envelope_codebook(sp: np.ndarray, sr: int, frames: np.ndarray, size: int) -
     return [[float(v) for v in row] for row in c]
 
 
+def _band_matrix(freqs: np.ndarray) -> np.ndarray:
+    """``(len(_GRID), len(freqs))`` triangular band weights centred on the grid points (edges: the neighbours)."""
+    edges = np.concatenate(([_GRID[0] - (_GRID[1] - _GRID[0])], _GRID, [_GRID[-1] + (_GRID[-1] - _GRID[-2])]))
+    m = np.zeros((len(_GRID), len(freqs)))
+    for b in range(len(_GRID)):
+        lo, c, hi = edges[b], edges[b + 1], edges[b + 2]
+        m[b] = np.clip(np.minimum((freqs - lo) / (c - lo), (hi - freqs) / (hi - c)), 0.0, None)
+    return m / np.maximum(m.sum(axis=1, keepdims=True), 1e-12)
+
+
+def _ltas_db(x: np.ndarray, sr: int) -> np.ndarray | None:
+    """Long-term average spectrum (dB, mean over the grid removed) of the speech frames of ``x``.
+
+    Power spectra of 32 ms Hann frames (hop 16 ms) whose energy is within 35 dB of the loud frames
+    (the :func:`_speech_mask` rule), averaged in power and pooled into triangular bands on
+    :data:`ENVELOPE_GRID_HZ`; unlike ``envelope_db`` (CheapTrick, voiced frames) it is what a listener or
+    a speaker encoder hears on average: harmonics, fricatives and the band below F0 included. Grid points
+    above the Nyquist frequency hold the last band below it. ``None`` when there are too few frames.
+    """
+    n_fft = 1 << int(math.ceil(math.log2(0.032 * sr)))
+    hop = n_fft // 2
+    if len(x) < n_fft * 4:
+        return None
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop] * np.hanning(n_fft)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    e = 10.0 * np.log10(power.sum(axis=1) + 1e-10)
+    keep = _speech_mask(e)
+    if keep.sum() < 4:
+        return None
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    inside = _GRID < sr / 2.0 - 100.0
+    bands = 10.0 * np.log10(_band_matrix(freqs)[inside] @ power[keep].mean(axis=0) + 1e-16)
+    out = np.concatenate([bands, np.full(int((~inside).sum()), bands[-1])])
+    return out - out.mean()
+
+
 def _lpc_formants(x16: np.ndarray, f0: np.ndarray, frame_ms: float, max_frames: int = 300) -> list[float]:
     """Median F1..F3 (Hz) from LPC roots over voiced frames (speech resampled to 10 kHz)."""
     from scipy.linalg import solve_toeplitz
@@ -387,6 +430,8 @@ def analyze(x, sr: int) -> VoiceProfile:
     prof.codebook_db = _envelope_codebook(sp, ANALYSIS_SR, vo, CODEBOOK_SIZE)
     uv = np.flatnonzero((f0 == 0) & _speech_mask(energy) & (energy > np.percentile(energy, 95) - 30.0))
     prof.codebook_unvoiced_db = _envelope_codebook(sp, ANALYSIS_SR, uv, CODEBOOK_UNVOICED_SIZE)
+    ltas = _ltas_db(y, ANALYSIS_SR)
+    prof.ltas_db = None if ltas is None else [float(v) for v in ltas]
     return prof
 
 
@@ -475,6 +520,9 @@ DEFAULT_VARIANCE_STRENGTH = 1.0
 #: Default warp estimate for analyzed targets (see :func:`estimate_warp`).
 DEFAULT_WARP_METHOD = "mix3"
 #: Which mean envelope the transfer subtracts: the cached source "profile" or the "utterance" itself.
+#: Issue 10 (fidelity) tried "utterance" (with the LTAS equaliser the only setting on which the tuned-on ONNX
+#: encoder identified all 36 replies of 3 texts x 12 references); on 6 texts the independent judge
+#: (resemblyzer) identified fewer replies by speaker (66/72 vs 69/72), so "profile" stays.
 DEFAULT_ENVELOPE_REFERENCE = "profile"
 #: Envelope codebook: centroids kept in a profile, neighbours averaged, strength, time smoothing (frames).
 CODEBOOK_SIZE = 64
@@ -483,6 +531,13 @@ DEFAULT_CODEBOOK_STRENGTH = 0.7
 _CODEBOOK_SMOOTH = 5
 CODEBOOK_UNVOICED_SIZE = 16
 DEFAULT_CODEBOOK_UNVOICED_STRENGTH = 0.7
+#: Long-term-average-spectrum equaliser after synthesis (0 = none, 1 = the reply's LTAS onto the target's).
+#: Opt-in (issue 10, benchmarks/bench_voice_fidelity.py, English Piper replies x 12 references): at 0.5 the LTAS
+#: distance to the reference falls 4.4 -> 2.7 dB, tiny.en WER of the replies 0.096 -> 0.077 and the ONNX encoder
+#: identifies 70/72 replies by speaker (69/72 without), but the independent judge (resemblyzer) 63/72 (69/72
+#: without): a closer long-term spectrum is not what makes the replies sound like the speaker to it. Off by default.
+DEFAULT_LTAS_STRENGTH = 0.0
+_MAX_LTAS_DB = 12.0
 _MAX_WARP = 1.30
 _MAX_ENV_DB = 18.0
 _MAX_RATE_RATIO = 1.25
@@ -549,6 +604,30 @@ def _apply_codebook(logsp: np.ndarray, sr: int, frames: np.ndarray, codebook: np
     return logsp + strength * (delta @ _interp_matrix(_GRID, freqs).T) * db
 
 
+def _ltas_equalize(y: np.ndarray, sr: int, target_db: np.ndarray, strength: float) -> np.ndarray:
+    """Filter ``y`` so its long-term average spectrum moves ``strength`` of the way onto ``target_db``.
+
+    The correction (target minus the reply's own :func:`_ltas_db`, smoothed over 3 bands, clipped to
+    +-_MAX_LTAS_DB) is a zero-phase FIR (frequency sampling, ~46 ms) held flat beyond the grid ends: a fixed
+    equaliser per utterance, so it changes timbre, not timing.
+    """
+    own = _ltas_db(y, sr)
+    if own is None or strength <= 0:
+        return y
+    diff = np.asarray(target_db) - own
+    inside = _GRID < sr / 2.0 - 100.0
+    diff = np.convolve(np.pad(diff, 1, mode="edge"), np.ones(3) / 3.0, mode="valid")
+    diff = np.clip(diff - diff[inside].mean(), -_MAX_LTAS_DB, _MAX_LTAS_DB) * float(strength)
+    n_fft = 1 << int(math.ceil(math.log2(0.046 * sr)))
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    gain = 10.0 ** (np.interp(freqs, _GRID[inside], diff[inside]) / 20.0)
+    h = np.fft.irfft(gain, n_fft)
+    h = np.roll(h, n_fft // 2) * np.hanning(n_fft)
+    from scipy.signal import fftconvolve
+
+    return fftconvolve(y, h, mode="same")
+
+
 def estimate_warp(source: VoiceProfile, target: VoiceProfile, method: str = "envelope") -> float:
     """Frequency warp factor that moves ``source``'s formants onto ``target``'s.
 
@@ -611,7 +690,8 @@ def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None
             rate_strength: float = 1.0, variance_strength: float | None = None,
             warp_method: str | None = None, envelope_reference: str | None = None,
             codebook_strength: float | None = None,
-            codebook_k: int | None = None, codebook_unvoiced_strength: float | None = None) -> np.ndarray:
+            codebook_k: int | None = None, codebook_unvoiced_strength: float | None = None,
+            ltas_strength: float | None = None) -> np.ndarray:
     """Re-synthesize speech ``x`` (mono, rate ``sr``) in the voice described by ``target``.
 
     ``source`` is the profile of the voice ``x`` is spoken in (the TTS voice; cache it —
@@ -624,15 +704,19 @@ def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None
     1. F0: log-F0 centred on the medians and scaled by the ratio of log-F0 spreads;
     2. envelope warp by :func:`estimate_warp` (``warp_strength`` is an exponent on it);
     3. average-envelope transfer: ``envelope_strength`` x (target mean - warped source mean)
-       on the coarse grid, added to every frame; with ``variance_strength`` the per-band
-       spread of voiced frames around their mean is scaled toward the target's;
+       on the coarse grid, added to every frame (the source mean: the cached source profile's,
+       default, or ``envelope_reference="utterance"``: the utterance's own voiced frames); with
+       ``variance_strength`` the per-band spread of voiced frames around their mean is scaled
+       toward the target's;
     3b. codebook mapping (profiles with ``codebook_db``): each voiced frame's envelope shape
        moves ``codebook_strength`` of the way to the mean of its ``codebook_k`` nearest target
        centroids (the correction is smoothed over ~25 ms); unvoiced speech frames likewise
        with ``codebook_unvoiced_db`` and ``codebook_unvoiced_strength``. Strength is a
        fidelity / intelligibility trade-off (whisper tiny WER 0.11 -> 0.15 at the defaults);
     4. speaking rate: WORLD frames time-scaled by the ratio of rates (``rate_strength``);
-    5. synthesis, then loudness matched to the input.
+    5. synthesis; then (profiles with ``ltas_db``) the long-term-average-spectrum equaliser:
+       a fixed zero-phase filter moving the reply's LTAS ``ltas_strength`` of the way onto the
+       target's (:data:`DEFAULT_LTAS_STRENGTH`, off by default); then loudness matched to the input.
     Strength defaults apply to analyzed targets; built-in profiles (synthetic envelopes)
     get F0, warp and rate only unless strengths are given.
     """
@@ -723,6 +807,9 @@ def convert(x, sr: int, target: VoiceProfile, source: VoiceProfile | None = None
     # 5. Synthesis; loudness: keep the input's active-speech RMS, then keep peaks below 0.99.
     y = pw.synthesize(np.ascontiguousarray(f0_new), np.ascontiguousarray(sp_new),
                       np.ascontiguousarray(ap), sr, frame_ms)
+    lstrength = (DEFAULT_LTAS_STRENGTH if analyzed else 0.0) if ltas_strength is None else float(ltas_strength)
+    if lstrength > 0 and target.ltas_db is not None:
+        y = _ltas_equalize(y, sr, np.asarray(target.ltas_db), lstrength)
     rin, rout = _rms_active(x), _rms_active(y)
     if rout > 0 and rin > 0:
         y = y * (rin / rout)
