@@ -15,7 +15,7 @@ import re
 
 from ..realtime import events as ev
 
-__all__ = ["ResponseStream", "UserTurn", "plan_sentence", "tokens"]
+__all__ = ["ResponseStream", "UserTurn", "SpeculativeReply", "plan_sentence", "tokens"]
 
 _TOKEN = re.compile(r"\S+\s*")
 
@@ -36,6 +36,29 @@ class UserTurn:
         self.text_future: asyncio.Future = asyncio.get_running_loop().create_future()
         if text is not None:
             self.text_future.set_result(text)
+        #: A :class:`SpeculativeReply` made in the VAD silence window for exactly this audio (issue 11).
+        self.speculative: "SpeculativeReply | None" = None
+
+
+class SpeculativeReply:
+    """The reply to a turn made before its ``speech_stopped`` (issue 11): the transcript, the reply text,
+    the ``params`` it was made for (turn index, seed, mode, instructions, language, voice, rate), the
+    part of the reply after the opener (``body``) and its synthesis generator with the first piece
+    already made. A response uses it only when its own parameters and reply text are the same."""
+
+    __slots__ = ("transcript", "params", "text", "opener", "gen", "first")
+
+    def __init__(self, transcript: str, params=None, text=None, opener=None, gen=None, first=None):
+        self.transcript, self.params, self.text, self.opener = transcript, params, text, opener
+        self.gen, self.first = gen, first
+
+    def body_for(self, params, text: str, opener: str | None):
+        """``(generator, first piece)`` of the part after ``opener`` when this was made for the same
+        params, reply text and opener; else None (the caller synthesizes). Usable once."""
+        if self.gen is None or self.params != params or self.text != text or self.opener != opener:
+            return None
+        gen, first, self.gen, self.first = self.gen, self.first, None, None
+        return gen, first
 
 
 class ResponseStream:

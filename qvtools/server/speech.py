@@ -50,6 +50,11 @@ CALIBRATION_TEXT = (
 #: Enrollment audio analyses kept (a bounded LRU; the realtime half keeps its own per-voice cache).
 _PROFILE_CACHE_SIZE = 32
 
+#: Opener sentences kept synthesized and converted, per (voice, language, output rate, text): a bounded
+#: LRU (issue 11: the opener's audio is ready before the user's words are transcribed). Six English
+#: openers x a few voices x one or two rates; each entry is ~1 s of float32 audio (~100 KB at 24 kHz).
+OPENER_CACHE_SIZE = 256
+
 
 class SpeechPipeline:
     """ASR, reply text, TTS and voice conversion for the local realtime service."""
@@ -60,6 +65,10 @@ class SpeechPipeline:
         self._source: VoiceProfile | None = None
         self._responders: dict[tuple[str, int], Responder] = {}
         self._profile_cache: OrderedDict[str, VoiceProfile] = OrderedDict()
+        self._openers: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._openers_lock = threading.Lock()
+        #: How many opener sentences were synthesized (cache misses), for tests and benchmarks.
+        self.opener_builds = 0
         #: Set once :meth:`warm` has loaded ASR, TTS and the source profile.
         self.ready = threading.Event()
         #: Why the last :meth:`warm` failed (``None`` when it did not).
@@ -168,6 +177,73 @@ class SpeechPipeline:
         :meth:`reply_text` for the same arguments starts with it. None in echo mode."""
         return self._responder(mode, seed).opener(turn_index=turn_index, instructions=instructions,
                                                   language=language)
+
+    # ---------------------------------------------------------------- opener audio (issue 11)
+
+    @staticmethod
+    def _opener_key(text: str, voice_key, sample_rate: int, language: str | None) -> tuple:
+        return (voice_key, (language or "en").lower(), int(sample_rate), text)
+
+    def cached_opener_audio(self, text: str, *, voice_key, sample_rate: int = 24000,
+                            language: str | None = None) -> np.ndarray | None:
+        """The opener's audio when :meth:`opener_audio` already made it for this voice, else None (no
+        synthesis: cheap enough for the event loop)."""
+        key = self._opener_key(text, voice_key, sample_rate, language)
+        with self._openers_lock:
+            x = self._openers.get(key)
+            if x is not None:
+                self._openers.move_to_end(key)
+            return x
+
+    def opener_audio(self, text: str, profile: VoiceProfile, sample_rate: int = 24000, *, voice_key,
+                     language: str | None = None) -> np.ndarray:
+        """``text`` (an opener, :meth:`opener_text`) spoken in ``profile``'s voice, float32 at
+        ``sample_rate``, followed by the pause the TTS puts between sentences -- the same samples the
+        reply's first sentence has when :meth:`stream_synthesize` speaks the whole reply. Made once per
+        ``(voice_key, language, sample_rate, text)`` and kept in a bounded LRU (:data:`OPENER_CACHE_SIZE`).
+        ``voice_key`` names the voice *and its version* (a cloned voice's audio hash), so a re-enrolled
+        voice never gets stale audio."""
+        cached = self.cached_opener_audio(text, voice_key=voice_key, sample_rate=sample_rate, language=language)
+        if cached is not None:
+            return cached
+        from .tts import _SENTENCE_GAP_S
+
+        # As stream_synthesize speaks it at the head of a longer reply: the sentence and the pause after it,
+        # converted together. English (Piper) until the multilingual TTS lands (issue 10): then pick the
+        # engine by ``language`` as stream_synthesize does.
+        self._check(profile, sample_rate)
+        synth = self.synthesizer
+        self.source_profile()
+        parts = [x for _piece, x in synth.stream(text)]
+        parts.append(np.zeros(int(_SENTENCE_GAP_S * synth.sample_rate), np.float32))
+        x = self._convert(np.concatenate(parts).astype(np.float32, copy=False), synth.sample_rate, profile,
+                          sample_rate)
+        x.setflags(write=False)  # shared between sessions
+        key = self._opener_key(text, voice_key, sample_rate, language)
+        with self._openers_lock:
+            self.opener_builds += 1
+            self._openers[key] = x
+            self._openers.move_to_end(key)
+            while len(self._openers) > OPENER_CACHE_SIZE:
+                self._openers.popitem(last=False)
+        return x
+
+    def prepare_openers(self, profile: VoiceProfile, sample_rate: int = 24000, *, voice_key, turns,
+                        mode: str = "conversation", seed: int = 0, instructions: str | None = None,
+                        language: str | None = None) -> int:
+        """Make the opener audio of the given turn indices ahead of time (in an executor, e.g. right after
+        a ``session.update`` set the voice); returns how many openers were synthesized now."""
+        made = 0
+        for turn in turns:
+            text = self.opener_text(mode=mode, seed=seed, turn_index=turn, instructions=instructions,
+                                    language=language)
+            if text is None:
+                return made
+            if self.cached_opener_audio(text, voice_key=voice_key, sample_rate=sample_rate,
+                                        language=language) is None:
+                self.opener_audio(text, profile, sample_rate, voice_key=voice_key, language=language)
+                made += 1
+        return made
 
     def voice_profile(self, voice_name: str, record=None) -> VoiceProfile:
         """Profile for a session voice.
