@@ -168,3 +168,24 @@ def test_warm_speech_off_loads_nothing(tmp_path):
     with LocalService(data_dir=tmp_path / "off", config=ServiceConfig(warm_speech=False)) as svc:
         assert svc.speech is None
         assert svc.wait_speech_ready(30) is False  # at once: nothing is warming
+
+
+def test_opener_audio_is_made_once_per_voice_and_rate(pipeline):
+    # issue 11: the opener's audio is ready before the transcript; made once per (voice, language, rate, text)
+    tina, ethan = builtin_profile("Tina"), builtin_profile("Ethan")
+    text = pipeline.opener_text(seed=0, turn_index=0, language="en")
+    assert text and pipeline.cached_opener_audio(text, voice_key=("t", "Tina"), sample_rate=24000) is None
+    builds = pipeline.opener_builds
+    x = pipeline.opener_audio(text, tina, 24000, voice_key=("t", "Tina"))
+    assert pipeline.opener_builds == builds + 1 and x.dtype == np.float32 and 0.3 < len(x) / 24000 < 3.0
+    assert pipeline.opener_audio(text, tina, 24000, voice_key=("t", "Tina")) is x  # cached
+    assert pipeline.cached_opener_audio(text, voice_key=("t", "Tina"), sample_rate=24000) is x
+    assert not x.flags.writeable  # shared between sessions
+    # the pause that follows a sentence inside a reply is part of it (the body starts after it)
+    assert np.abs(x[-int(0.05 * 24000):]).max() < 0.05
+    y = pipeline.opener_audio(text, ethan, 16000, voice_key=("t", "Ethan"))
+    assert pipeline.opener_builds == builds + 2 and len(y) / 16000 == pytest.approx(len(x) / 24000, rel=0.3)
+    made = pipeline.prepare_openers(tina, 24000, voice_key=("t", "Tina"), turns=range(6), seed=0, language="en")
+    assert pipeline.opener_builds == builds + 2 + made and made <= 5
+    assert pipeline.prepare_openers(tina, 24000, voice_key=("t", "Tina"), turns=range(6), seed=0) == 0
+    assert pipeline.prepare_openers(tina, 24000, voice_key=("t", "Tina"), turns=range(3), mode="echo") == 0
