@@ -723,3 +723,56 @@ def test_speculative_transcription_is_dropped_when_speech_resumes(svc, pcm16k):
     # the pause's speculation was started and dropped (a second one for the whole turn may or may not have
     # started: audio sent this fast can reach speech_stopped while the dropped job still runs)
     assert stats["started"] - before["started"] >= 1 and stats["dropped"] - before["dropped"] >= 1
+
+
+@pytest.mark.slow
+def test_manual_partial_transcriptions_run_one_at_a_time_over_all_sessions(svc, pcm16k):
+    # issue 11 (capacity): each partial re-runs Whisper on the whole buffer so far; with many manual sessions
+    # they queued on the one ASR lock ahead of the transcriptions replies wait for. One in flight, service-wide.
+    import threading
+
+    from qvtools.server.realtime import REALTIME
+
+    speech = svc.app[REALTIME].get_speech()
+    lock, running, peak = threading.Lock(), [0], [0]
+    inner = speech.transcribe
+
+    def counting(x16):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            return inner(x16)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    clients = [RawClient(svc, FLASH) for _ in range(3)]
+    speech.transcribe = counting
+    try:
+        for c in clients:
+            c.until("session.created")
+            c.send({"type": "session.update", "session": {"turn_detection": None}})
+            c.until("session.updated")
+        long = pcm16k * 2
+        for i in range(0, len(long), 3200):  # the sessions' appends interleaved
+            for c in clients:
+                c.send(append(long[i:i + 3200]))
+        seen, deadline = 0, time.monotonic() + 90
+        while not seen and time.monotonic() < deadline:  # some session's partial comes back
+            for c in clients:
+                c.send(append(bytes(3200)))  # an append lets a session start its next partial
+                try:
+                    c.until("conversation.item.input_audio_transcription.delta", timeout=1)
+                    seen += 1
+                except Exception:  # noqa: BLE001 -- websocket timeout: none yet on this one
+                    pass
+        assert seen
+        for c in clients:
+            c.send({"type": "input_audio_buffer.clear"})
+            c.until("input_audio_buffer.cleared", timeout=60)
+    finally:
+        for c in clients:
+            c.close()
+        del speech.transcribe
+    assert peak[0] == 1

@@ -120,6 +120,10 @@ class RealtimeState:
         #: issue 11, over all sessions: speculative transcriptions started / used at speech_stopped / dropped
         #: (speech resumed, or other audio committed), and replies whose first body piece came from one
         self.spec_stats = {"started": 0, "used": 0, "dropped": 0, "replies": 0}
+        #: manual-mode partial transcriptions running now, over all sessions (at most one, issue 11: each
+        #: re-runs Whisper on the whole buffer so far, and the ASR is one lock -- partials queued there would
+        #: delay the transcriptions that replies wait for)
+        self.partials = 0
 
     def get_speech(self):
         """The :class:`~qvtools.server.speech.SpeechPipeline`, created once on first use (thread-safe)."""
@@ -647,17 +651,21 @@ class _Connection:
             return
         if self.partial_task is not None and not self.partial_task.done():
             return  # one partial at a time; the next append after it finishes catches up
+        if self.app[REALTIME].partials > 0:
+            return  # one service-wide (RealtimeState.partials); the next append after it catches up
         if len(self.input) - self.partial_mark < 2 * int(step_s * self.in_rate):
             return
         self.partial_mark = len(self.input)
+        state = self.app[REALTIME]
+        state.partials += 1  # counted from now (the task starts later), released when it ends however it ends
         self.partial_task = self.spawn(self._partial_transcription(self.manual_item, bytes(self.input.buf),
                                                                    self.in_rate))
+        self.partial_task.add_done_callback(lambda _t: setattr(state, "partials", state.partials - 1))
 
     async def _partial_transcription(self, item_id: str, pcm: bytes, rate: int) -> None:
         x = from_pcm16(pcm)
-        x16 = resample(x, rate, 16000) if rate != 16000 else x
         try:
-            text = (await self.run_cpu(get_speech(self.app).transcribe, x16)).strip()
+            text = await self.run_cpu(self._recognize, x, rate)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a partial is best effort; the commit's transcription reports failures
