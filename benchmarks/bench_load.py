@@ -16,7 +16,9 @@ delta, ms, includes the VAD silence window), the playback stall of the replies (
 starting at the first delta waits for later audio, ms: e.g. the body after the opener), the VAD
 lag (the time from sending the last chunk of a prompt to receiving ``speech_stopped``, minus the first
 step's median: constant while the server VAD keeps up with real time, growing once it falls behind),
-enrollment req/s and p95, errors by kind, service RSS peak and CPU use (100 % = one core) and the
+enrollment req/s and p95, errors by kind, service RSS peak, CPU use (100 % = one core) and CPU seconds per
+completed turn (what a turn costs whatever else runs on the machine: 2 idle cores sustain at most
+120 / that turns per minute), and the
 machine's 1-min load average (the machine is shared: read the figures with it).
 
 Saturation (issue 11) = VAD lag p95 > 500 ms, or processing p95 > max(2x the first step's, 400 ms), or
@@ -213,6 +215,7 @@ def run_step(svc: Service, n: int, prompts, voices, args) -> dict:
         "enroll_rps": sum(stats.enroll.values()) / elapsed, "enroll_p95_ms": pct(stats.enroll_ms, 95),
         "enroll_ok": {k: v for k, v in stats.enroll.items() if " 200" in k},
         "errors": errors, "rss_peak_mb": svc.rss_peak_mb, "service_cpu_pct": 100.0 * cpu / elapsed,
+        "cpu_s_per_turn": cpu / stats.turns if stats.turns else float("nan"),
         "hung_threads": sum(t.is_alive() for t in threads),
     }
 
@@ -255,7 +258,7 @@ def main(argv=None) -> int:
             print(f"service pid {svc.proc.pid}, RSS after warm-up {svc.rss_mb():.0f} MB", flush=True)
             print(f"{'N':>3} {'turns/min':>9} {'proc p50/p95 ms':>15} {'TTFA p50/p95 ms':>15} "
                   f"{'stall p50/p95':>13} {'VAD lag p50/p95':>15} {'enroll r/s':>10} {'RSS MB':>7} {'CPU %':>6} "
-                  f"{'load':>5}  errors", flush=True)
+                  f"{'CPU s/turn':>10} {'load':>5}  errors", flush=True)
             base_p95 = base_vad = None
             past = 0
             for n in args.sessions:
@@ -272,7 +275,7 @@ def main(argv=None) -> int:
                 print(f"{n:>3} {r['turns_per_min']:>9.1f} {r['proc_p50_ms']:>7.0f}/{r['proc_p95_ms']:<7.0f} "
                       f"{r['ttfa_p50_ms']:>7.0f}/{r['ttfa_p95_ms']:<7.0f} {r['stall_p50_ms']:>6.0f}/{r['stall_p95_ms']:<6.0f} "
                       f"{r['vad_lag_p50_ms']:>7.0f}/{r['vad_lag_p95_ms']:<7.0f} {r['enroll_rps']:>10.2f} "
-                      f"{r['rss_peak_mb']:>7.0f} {r['service_cpu_pct']:>6.0f} {r['load_avg']:>5.1f}  "
+                      f"{r['rss_peak_mb']:>7.0f} {r['service_cpu_pct']:>6.0f} {r['cpu_s_per_turn']:>10.2f} {r['load_avg']:>5.1f}  "
                       f"{r['errors'] or '-'}{'  SATURATED' if r['saturated'] else ''}", flush=True)
                 if svc.proc.poll() is not None:
                     print(f"the service exited with {svc.proc.returncode}", flush=True)

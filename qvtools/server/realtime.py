@@ -35,6 +35,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -63,6 +64,22 @@ _MAX_IMAGE_B64 = 256 * 1024  # §4.3 "≤ 256 KB after base64"
 #: transcript is ready about when speech_stopped fires; dropped when speech resumes. Shorter pauses
 #: (between words) start nothing, which keeps the wasted ASR runs of mid-utterance pauses few.
 SPECULATE_AFTER_MS = 200
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _independent_of(user_text: str | None):
+    """A predicate for English replies: True for a reply sentence that shares no word of three or more
+    letters with the user's words (e.g. "Let me think it through with you."), so its audio may be reused
+    from the cache (:meth:`SpeechPipeline.stream_synthesize_reusing`); conservative: a shared common word
+    only costs a synthesis."""
+    heard = {w.lower() for w in _WORD.findall(user_text or "") if len(w) > 2}
+
+    def check(sentence: str) -> bool:
+        return sentence.isascii() and not any(w.lower() in heard for w in _WORD.findall(sentence) if len(w) > 2)
+
+    return check
 
 
 class _Speculation:
@@ -619,8 +636,18 @@ class _Connection:
             rest = reply[len(opener) + 1:]
         else:
             return SpeculativeReply(text)
-        gen = speech.stream_synthesize(rest, profile, sample_rate=out_rate)
+        gen = self._synthesize(speech, rest, profile, params, text)
         return SpeculativeReply(text, params, reply, opener, gen, next(gen, None))
+
+    @staticmethod
+    def _synthesize(speech, text: str, profile, params, user_text: str):
+        """The reply's ``text`` as ``(sentence, audio)`` pieces; with the reply language known before ASR
+        (English), sentences that do not depend on the user's words come from the sentence cache."""
+        language, voice_key, rate = params[4], params[5], params[6]
+        if language is None or not language.lower().startswith("en"):
+            return speech.stream_synthesize(text, profile, sample_rate=rate)
+        return speech.stream_synthesize_reusing(text, profile, rate, voice_key=voice_key, language=language,
+                                                reusable=_independent_of(user_text))
 
     def _take_speculation(self, item_id: str, start_ms, end_ms, pcm: bytes):
         """The speculative transcription task for exactly this committed audio, else None."""
@@ -1012,7 +1039,7 @@ class _Connection:
             if made is not None:
                 self.spec_stats["replies"] += 1
                 return made
-            return speech.stream_synthesize(rest, profile, sample_rate=self.out_rate), None
+            return self._synthesize(speech, rest, profile, params, ctx["user_text"]), None
 
         gen_state = {"gen": None}
         pieces = None

@@ -50,10 +50,11 @@ CALIBRATION_TEXT = (
 #: Enrollment audio analyses kept (a bounded LRU; the realtime half keeps its own per-voice cache).
 _PROFILE_CACHE_SIZE = 32
 
-#: Opener sentences kept synthesized and converted, per (voice, language, output rate, text): a bounded
-#: LRU (issue 11: the opener's audio is ready before the user's words are transcribed). Six English
-#: openers x a few voices x one or two rates; each entry is ~1 s of float32 audio (~100 KB at 24 kHz).
-OPENER_CACHE_SIZE = 256
+#: Opener sentences (and other sentences that do not depend on the user's words) kept synthesized and
+#: converted, per (voice, language, output rate, text): a bounded LRU (issue 11: the opener's audio is ready
+#: before the user's words are transcribed). Each entry is 1-3 s of float32 audio (100-300 KB at 24 kHz):
+#: at most ~50 MB.
+OPENER_CACHE_SIZE = 192
 
 
 class SpeechPipeline:
@@ -181,45 +182,52 @@ class SpeechPipeline:
     # ---------------------------------------------------------------- opener audio (issue 11)
 
     @staticmethod
-    def _opener_key(text: str, voice_key, sample_rate: int, language: str | None) -> tuple:
-        return (voice_key, (language or "en").lower(), int(sample_rate), text)
+    def _opener_key(text: str, voice_key, sample_rate: int, language: str | None, gap: bool = True) -> tuple:
+        return (voice_key, (language or "en").lower(), int(sample_rate), text, bool(gap))
 
     def cached_opener_audio(self, text: str, *, voice_key, sample_rate: int = 24000,
-                            language: str | None = None) -> np.ndarray | None:
+                            language: str | None = None, gap: bool = True) -> np.ndarray | None:
         """The opener's audio when :meth:`opener_audio` already made it for this voice, else None (no
         synthesis: cheap enough for the event loop)."""
-        key = self._opener_key(text, voice_key, sample_rate, language)
+        key = self._opener_key(text, voice_key, sample_rate, language, gap)
         with self._openers_lock:
             x = self._openers.get(key)
             if x is not None:
                 self._openers.move_to_end(key)
             return x
 
-    def opener_audio(self, text: str, profile: VoiceProfile, sample_rate: int = 24000, *, voice_key,
-                     language: str | None = None) -> np.ndarray:
-        """``text`` (an opener, :meth:`opener_text`) spoken in ``profile``'s voice, float32 at
-        ``sample_rate``, followed by the pause the TTS puts between sentences -- the same samples the
-        reply's first sentence has when :meth:`stream_synthesize` speaks the whole reply. Made once per
-        ``(voice_key, language, sample_rate, text)`` and kept in a bounded LRU (:data:`OPENER_CACHE_SIZE`).
-        ``voice_key`` names the voice *and its version* (a cloned voice's audio hash), so a re-enrolled
-        voice never gets stale audio."""
-        cached = self.cached_opener_audio(text, voice_key=voice_key, sample_rate=sample_rate, language=language)
-        if cached is not None:
-            return cached
+    def _speak(self, text: str, profile: VoiceProfile, sample_rate: int, gap: bool) -> np.ndarray:
+        """``text`` synthesized and converted as :meth:`stream_synthesize` does inside a reply: its sentences
+        with the pause between them, plus the pause after the last one when ``gap`` (a sentence that is
+        not the reply's last), converted together."""
         from .tts import _SENTENCE_GAP_S
 
-        # As stream_synthesize speaks it at the head of a longer reply: the sentence and the pause after it,
-        # converted together. English (Piper) until the multilingual TTS lands (issue 10): then pick the
-        # engine by ``language`` as stream_synthesize does.
-        self._check(profile, sample_rate)
+        # English (Piper) until the multilingual TTS lands (issue 10): then pick the engine by language as
+        # stream_synthesize does
         synth = self.synthesizer
         self.source_profile()
         parts = [x for _piece, x in synth.stream(text)]
-        parts.append(np.zeros(int(_SENTENCE_GAP_S * synth.sample_rate), np.float32))
-        x = self._convert(np.concatenate(parts).astype(np.float32, copy=False), synth.sample_rate, profile,
-                          sample_rate)
+        if gap:
+            parts.append(np.zeros(int(_SENTENCE_GAP_S * synth.sample_rate), np.float32))
+        x = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
+        return self._convert(x, synth.sample_rate, profile, sample_rate)
+
+    def opener_audio(self, text: str, profile: VoiceProfile, sample_rate: int = 24000, *, voice_key,
+                     language: str | None = None, gap: bool = True) -> np.ndarray:
+        """``text`` (an opener, :meth:`opener_text`, or any sentence that does not depend on the user's
+        words) spoken in ``profile``'s voice, float32 at ``sample_rate``, followed by the pause the TTS puts
+        between sentences (``gap``) -- the samples a sentence has when :meth:`stream_synthesize` speaks a
+        longer reply. Made once per ``(voice_key, language, sample_rate, text, gap)`` and kept in a bounded
+        LRU (:data:`OPENER_CACHE_SIZE`). ``voice_key`` names the voice *and its version* (a cloned voice's
+        audio hash), so a re-enrolled voice never gets stale audio."""
+        self._check(profile, sample_rate)
+        cached = self.cached_opener_audio(text, voice_key=voice_key, sample_rate=sample_rate, language=language,
+                                          gap=gap)
+        if cached is not None:
+            return cached
+        x = self._speak(text, profile, sample_rate, gap)
         x.setflags(write=False)  # shared between sessions
-        key = self._opener_key(text, voice_key, sample_rate, language)
+        key = self._opener_key(text, voice_key, sample_rate, language, gap)
         with self._openers_lock:
             self.opener_builds += 1
             self._openers[key] = x
@@ -227,6 +235,25 @@ class SpeechPipeline:
             while len(self._openers) > OPENER_CACHE_SIZE:
                 self._openers.popitem(last=False)
         return x
+
+    def stream_synthesize_reusing(self, text: str, profile: VoiceProfile, sample_rate: int = 24000, *,
+                                  voice_key, language: str | None = None,
+                                  reusable=None) -> Iterator[tuple[str, np.ndarray]]:
+        """:meth:`stream_synthesize`, except that sentences for which ``reusable(sentence)`` is true (those
+        that do not depend on the user's words, e.g. "Let me think it through with you.") come from the
+        same bounded LRU as the openers (:meth:`opener_audio`), made once per voice and rate (issue 11:
+        per-turn synthesis and conversion is most of a turn's CPU)."""
+        from .tts import split_sentences
+
+        self._check(profile, sample_rate)
+        pieces = split_sentences(text)
+        for i, piece in enumerate(pieces):
+            gap = i < len(pieces) - 1
+            if reusable is not None and reusable(piece):
+                yield piece, self.opener_audio(piece, profile, sample_rate, voice_key=voice_key, language=language,
+                                               gap=gap)
+            else:
+                yield piece, self._speak(piece, profile, sample_rate, gap)
 
     def prepare_openers(self, profile: VoiceProfile, sample_rate: int = 24000, *, voice_key, turns,
                         mode: str = "conversation", seed: int = 0, instructions: str | None = None,
