@@ -189,3 +189,22 @@ def test_opener_audio_is_made_once_per_voice_and_rate(pipeline):
     assert pipeline.opener_builds == builds + 2 + made and made <= 5
     assert pipeline.prepare_openers(tina, 24000, voice_key=("t", "Tina"), turns=range(6), seed=0) == 0
     assert pipeline.prepare_openers(tina, 24000, voice_key=("t", "Tina"), turns=range(3), mode="echo") == 0
+
+
+def test_sentences_that_do_not_depend_on_the_user_are_made_once(pipeline):
+    prof = builtin_profile("Serena")
+    text = "The weather in Lisbon sounds lovely. Let me think it through with you."
+    builds = pipeline.opener_builds
+
+    def reusable(sentence):
+        return "Lisbon" not in sentence
+
+    first = list(pipeline.stream_synthesize_reusing(text, prof, 24000, voice_key=("t", "Serena"), reusable=reusable))
+    assert [p for p, _ in first] == ["The weather in Lisbon sounds lovely.", "Let me think it through with you."]
+    assert pipeline.opener_builds == builds + 1  # only the user-independent sentence went into the cache
+    again = list(pipeline.stream_synthesize_reusing(text, prof, 24000, voice_key=("t", "Serena"), reusable=reusable))
+    assert again[1][1] is first[1][1] and again[0][1] is not first[0][1]
+    assert pipeline.opener_builds == builds + 1
+    # the reply's last sentence has no trailing pause; the same sentence inside a reply has one
+    inner = pipeline.opener_audio("Let me think it through with you.", prof, 24000, voice_key=("t", "Serena"))
+    assert inner is not first[1][1] and len(inner) > len(first[1][1])
