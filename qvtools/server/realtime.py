@@ -17,9 +17,17 @@ server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.
   trigger by a lone ``error`` (§7.3); cloned voices are looked up in the caller's key scope (§5.6), off the
   event loop, their decoded profile cached (bounded LRU);
 - server VAD (:class:`qvtools.vad.StreamingVAD`) or manual commit (the user item and partial
-  transcriptions while audio is still appended, §7.4); transcription and a response in the §4.5 order,
-  produced by :class:`qvtools.server.speech.SpeechPipeline` in an executor, with the wait before
-  ``response.created`` (§7.6) and transcript deltas before the first audio delta (§7.5);
+  transcriptions while audio is still appended, §7.4, one partial at a time over all sessions);
+  transcription and a response in the §4.5 order, produced by :class:`qvtools.server.speech.SpeechPipeline`
+  in an executor, with the wait before ``response.created`` (§7.6) and transcript deltas before the first
+  audio delta (§7.5);
+- issue 11 (a pipeline faster than the cloud): the reply's first sentence (the opener, from seed and turn
+  only) is synthesized ahead, per voice and rate (after ``session.update`` and at each response), and sent
+  at once, while the user's words may still be being transcribed (§7.14: ``response.created`` may precede
+  the transcription); the body follows. With server VAD the utterance is transcribed -- and the body's
+  first sentence synthesized -- speculatively once the speech is followed by :data:`SPECULATE_AFTER_MS` of
+  silence, and dropped when speech resumes. Whether the reply language is known before ASR is decided in
+  one place, ``_Connection._expected_language``;
 - ``response.cancel`` (pending ``*.done``, then ``response.done`` status ``cancelled``, §7.6),
   ``session.finish``, the idle close (§7.12) and the 120-min cap (§5.9, §5.10);
 - every sent event is recorded in ``app[TRACE]`` with ``time.perf_counter()`` right before sending.
@@ -53,7 +61,8 @@ from .rt_handshake import admit, check_handshake, release
 from .rt_input import AppendError, BufferFull, InputBuffer, decode_append
 from .rt_response import ResponseStream, SpeculativeReply, UserTurn, plan_sentence, tokens
 
-__all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "RealtimeState", "REALTIME"]
+__all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "RealtimeState", "REALTIME",
+           "SPECULATE_AFTER_MS"]
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,10 @@
 5. resampling to the output rate (24 kHz, the realtime API's output format).
 
 Heavy models load once, on first use; the pipeline is safe to share between threads.
+Sentences that do not depend on the user's words -- the reply's opener (:meth:`SpeechPipeline.opener_text`)
+and template tails -- are synthesized and converted once per voice, language and rate and kept in a
+bounded LRU (:meth:`SpeechPipeline.opener_audio`, :meth:`SpeechPipeline.stream_synthesize_reusing`), so the
+local service can speak the opener the moment the user stops (issue 11).
 The TTS voice's own profile (the conversion *source*) is measured once from a fixed
 calibration text and cached. :meth:`SpeechPipeline.warm` loads all of it ahead of the
 first turn (the local service runs it in an executor right after startup,
@@ -34,7 +38,7 @@ from ..errors import ConfigError
 from .responder import Responder
 from .voice import VoiceProfile, analyze, builtin_profile, convert
 
-__all__ = ["SpeechPipeline", "CALIBRATION_TEXT"]
+__all__ = ["SpeechPipeline", "CALIBRATION_TEXT", "OPENER_CACHE_SIZE"]
 
 log = logging.getLogger(__name__)
 
