@@ -94,10 +94,10 @@ def _independent_of(user_text: str | None):
 class _Speculation:
     """One speculative transcription: the turn it is for and the executor task making it."""
 
-    __slots__ = ("key", "pcm", "task")
+    __slots__ = ("key", "pcm", "task", "dropped")
 
-    def __init__(self, key, pcm: bytes, task: asyncio.Task):
-        self.key, self.pcm, self.task = key, pcm, task
+    def __init__(self, key, pcm: bytes):
+        self.key, self.pcm, self.task, self.dropped = key, pcm, None, False
 
 
 class _ProfileCache:
@@ -592,8 +592,8 @@ class _Connection:
         spec = self.speculation
         key = pend[:3] if pend is not None else None
         if spec is not None and spec.key != key:
-            self.speculation = spec = None
-            self.spec_stats["dropped"] += 1
+            self._drop_speculation()
+            spec = None
         if pend is None or spec is not None or pend[3] < SPECULATE_AFTER_MS:
             return
         if self._spec_busy is not None and not self._spec_busy.done():
@@ -601,12 +601,17 @@ class _Connection:
         pcm = self.input.slice_ms(pend[1], pend[2])
         if not pcm:
             return
-        x = from_pcm16(pcm)
-        rate = self.in_rate
-        task = self.spawn(self.run_cpu(self._speculative_work, x, rate, self._speculative_inputs()))
-        self._spec_busy = task
-        self.speculation = _Speculation(key, pcm, task)
+        spec = _Speculation(key, pcm)
+        spec.task = self.spawn(self._speculation_job(spec, from_pcm16(pcm), self.in_rate, self._speculative_inputs()))
+        self._spec_busy = spec.task
+        self.speculation = spec
         self.spec_stats["started"] += 1
+
+    def _drop_speculation(self) -> None:
+        spec, self.speculation = self.speculation, None
+        if spec is not None:
+            spec.dropped = True
+            self.spec_stats["dropped"] += 1
 
     def _speculative_inputs(self):
         """``(reply params, voice profile)`` when the turn's reply can be made ahead too (server VAD makes
@@ -626,15 +631,18 @@ class _Connection:
             return None
         return self._reply_params(self.turn_index, self.session.get("instructions") or None), profile
 
-    def _speculative_work(self, x, rate: int, inputs) -> SpeculativeReply:
-        """Executor: the transcript of the utterance so far and, with ``inputs``, the reply and the first
-        synthesized piece after its opener (what the response needs first once the opener is playing)."""
-        text = self._recognize(x, rate)
-        if inputs is None:
-            return SpeculativeReply(text)
+    async def _speculation_job(self, spec: _Speculation, x, rate: int, inputs) -> SpeculativeReply:
+        """The transcript of the utterance so far (executor) -- what the turn's transcription events and
+        reply wait for -- and then, with ``inputs`` and unless speech resumed meanwhile, the reply's first
+        synthesized piece after its opener, as a second executor job (``SpeculativeReply.body``)."""
+        text = await self.run_cpu(self._recognize, x, rate)
+        made = SpeculativeReply(text)
+        if inputs is None or spec.dropped:
+            return made
         params, profile = inputs
-        turn_index, seed, mode, instructions, language, _voice_key, out_rate = params
+        turn_index, seed, mode, instructions, language, _voice_key, _rate = params
         speech = get_speech(self.app)
+        # deterministic and sub-millisecond (qvtools/server/responder.py): on the loop
         reply = speech.reply_text(text, mode=mode, seed=seed, turn_index=turn_index, instructions=instructions,
                                   language=language)
         opener = speech.opener_text(mode=mode, seed=seed, turn_index=turn_index, instructions=instructions,
@@ -644,9 +652,15 @@ class _Connection:
         elif reply.startswith(opener + " "):
             rest = reply[len(opener) + 1:]
         else:
-            return SpeculativeReply(text)
-        gen = self._synthesize(speech, rest, profile, params, text)
-        return SpeculativeReply(text, params, reply, opener, gen, next(gen, None))
+            return made
+
+        def first_piece():
+            gen = self._synthesize(speech, rest, profile, params, text)
+            return gen, next(gen, None)
+
+        made.params, made.text, made.opener = params, reply, opener
+        made.body = self.spawn(self.run_cpu(first_piece))
+        return made
 
     @staticmethod
     def _synthesize(speech, text: str, profile, params, user_text: str):
@@ -660,13 +674,14 @@ class _Connection:
 
     def _take_speculation(self, item_id: str, start_ms, end_ms, pcm: bytes):
         """The speculative transcription task for exactly this committed audio, else None."""
-        spec, self.speculation = self.speculation, None
+        spec = self.speculation
         if spec is None:
             return None
         if spec.key == (item_id, start_ms, end_ms) and spec.pcm == pcm:
+            self.speculation = None
             self.spec_stats["used"] += 1
             return spec.task
-        self.spec_stats["dropped"] += 1
+        self._drop_speculation()
         return None
 
     async def _manual_progress(self) -> None:
@@ -720,9 +735,7 @@ class _Connection:
     def _drop_buffer(self) -> None:
         self.input.clear()
         self.manual_item = None
-        if self.speculation is not None:
-            self.speculation = None
-            self.spec_stats["dropped"] += 1
+        self._drop_speculation()
 
     async def _commit(self, item_id: str, start_ms=None, end_ms=None, *, auto: bool) -> None:
         pcm = self.input.take(start_ms, end_ms)
@@ -1040,14 +1053,22 @@ class _Connection:
                                             instructions=instructions, language=language)
             return ctx["text"]
 
-        def synthesis(rest: str, text: str):
+        async def synthesis(rest: str, text: str):
             """``(generator, first piece or None)`` for ``rest`` (the reply after the opener): the one made
             in the VAD silence window when it was made for this very reply, else a new generator."""
             spec = resp.user.speculative if resp.user is not None else None
-            made = spec.body_for(params, text, opener) if spec is not None else None
-            if made is not None:
-                self.spec_stats["replies"] += 1
-                return made
+            body = spec.body_for(params, text, opener) if spec is not None else None
+            if body is not None:
+                try:
+                    made = await self._guard(resp, asyncio.shield(body))
+                except Exception:  # noqa: BLE001 -- synthesized again below; a real failure shows there
+                    log.info("session %s: the speculative synthesis failed; again", self.session_id)
+                    made = None
+                if made is not None:
+                    self.spec_stats["replies"] += 1
+                    return made
+                if resp.cancelled.is_set():
+                    return None, None
             return self._synthesize(speech, rest, profile, params, ctx["user_text"]), None
 
         gen_state = {"gen": None}
@@ -1076,8 +1097,8 @@ class _Connection:
                                     opener)
                         body = text
                     toks[:] = tokens(opener + " ") + tokens(body)
-                    gen_state["gen"], first = synthesis(body, text)
-                    if first is not None:
+                    gen_state["gen"], first = await synthesis(body, text)
+                    if first is not None or gen_state["gen"] is None:
                         return first
                 return await self._next_piece(resp, gen_state["gen"])
         else:
@@ -1087,8 +1108,8 @@ class _Connection:
                 return
             toks = tokens(text)
             if audio_on:
-                gen_state["gen"], pieces = synthesis(text, text)
-                if pieces is None:
+                gen_state["gen"], pieces = await synthesis(text, text)
+                if pieces is None and gen_state["gen"] is not None:
                     pieces = await self._next_piece(resp, gen_state["gen"])
 
             async def next_piece():

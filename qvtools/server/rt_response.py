@@ -41,24 +41,23 @@ class UserTurn:
 
 
 class SpeculativeReply:
-    """The reply to a turn made before its ``speech_stopped`` (issue 11): the transcript, the reply text,
-    the ``params`` it was made for (turn index, seed, mode, instructions, language, voice, rate), the
-    part of the reply after the opener (``body``) and its synthesis generator with the first piece
-    already made. A response uses it only when its own parameters and reply text are the same."""
+    """The reply to a turn begun before its ``speech_stopped`` (issue 11): the transcript; with the reply
+    parameters known (``params``: turn index, seed, mode, instructions, language, voice, rate) also the
+    reply text, its opener and ``body``, a task giving ``(generator, first piece)`` of the part after the
+    opener. A response uses the body only when its own parameters, reply text and opener are the same."""
 
-    __slots__ = ("transcript", "params", "text", "opener", "gen", "first")
+    __slots__ = ("transcript", "params", "text", "opener", "body")
 
-    def __init__(self, transcript: str, params=None, text=None, opener=None, gen=None, first=None):
-        self.transcript, self.params, self.text, self.opener = transcript, params, text, opener
-        self.gen, self.first = gen, first
+    def __init__(self, transcript: str, params=None, text=None, opener=None, body=None):
+        self.transcript, self.params, self.text, self.opener, self.body = transcript, params, text, opener, body
 
     def body_for(self, params, text: str, opener: str | None):
-        """``(generator, first piece)`` of the part after ``opener`` when this was made for the same
-        params, reply text and opener; else None (the caller synthesizes). Usable once."""
-        if self.gen is None or self.params != params or self.text != text or self.opener != opener:
+        """The body task when this was made for the same params, reply text and opener, else None (the
+        caller synthesizes). Usable once."""
+        if self.body is None or self.params != params or self.text != text or self.opener != opener:
             return None
-        gen, first, self.gen, self.first = self.gen, self.first, None, None
-        return gen, first
+        body, self.body = self.body, None
+        return body
 
 
 class ResponseStream:
