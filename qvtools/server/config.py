@@ -215,10 +215,11 @@ class ServiceConfig:
     #: ``APIError(429, "Throttling.RateQuota")`` (``retryable``). 0 disables the limit. The default is
     #: what this 2-core machine held with every session talking at once by the issue-11 criterion (every
     #: turn completed, processing speech_stopped -> first audio p95 <= max(2x one session's, 400 ms)):
-    #: benchmarks/bench_load.py, 0.4 min per step, shared machine at load average 6.5-8.3 (2026-11-27):
-    #: 16 sessions 35 turns/min, processing p95 75 ms, no errors (before issue 11: saturated at 4, one
-    #: failed turn at 16). Past ~4 sessions the CPU is the limit: the first audio (the cached opener) stays
-    #: fast, but the rest of each reply waits its turn (playback stall p50 1.5 s at 4, 12 s at 16 sessions).
+    #: benchmarks/bench_load.py, 0.4 min per step, shared machine at load average 3.0-4.7 (2026-11-27):
+    #: 16 sessions 64 turns/min, processing p95 6 ms, no errors (before issue 11: saturated at 4; 16
+    #: sessions 46 turns/min, processing p95 15.7 s). Past ~4 sessions the CPU is the limit: the first audio
+    #: (the cached opener) stays fast, but the rest of each reply waits its turn (playback stall p50 0.4 s at
+    #: 4, 1.9 s at 8, 6.1 s at 16 sessions; 1.1-1.4 CPU s per turn).
     max_sessions_per_key: int = 16
     #: Concurrent realtime sessions over all keys (issue 13: any key is accepted, so a per-key cap alone
     #: does not bound the service). Refused like the per-key cap (HTTP 429 ``Throttling.RateQuota`` before
