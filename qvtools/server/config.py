@@ -223,9 +223,8 @@ class ServiceConfig:
     max_sessions_per_key: int = 16
     #: Concurrent realtime sessions over all keys (issue 13: any key is accepted, so a per-key cap alone
     #: does not bound the service). Refused like the per-key cap (HTTP 429 ``Throttling.RateQuota`` before
-    #: the upgrade). Default: the measured talking capacity (8 sessions clean, 12 saturated, above) is below
-    #: the 16 concurrent sessions the latency work needs from one address, so the cap is that floor, 16;
-    #: beyond it sessions only add queueing. 0 disables it.
+    #: the upgrade). Default: 16, the measured talking capacity (above) and the 16 concurrent sessions the
+    #: latency work needs from one address; beyond it sessions only add queueing. 0 disables it.
     max_sessions: int = 16
     #: Free-text size limits of realtime events (the table above; constants MAX_* of this module). An event
     #: over one gets ``error`` ``invalid_value`` naming the field in ``param``; the session continues.
