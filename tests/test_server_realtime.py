@@ -637,10 +637,13 @@ def test_opener_audio_goes_out_before_the_user_transcription_completes(svc, pcm1
     speech = svc.app[REALTIME].get_speech()
     c = RawClient(svc, FLASH)
     try:
-        c.until("session.created")
+        voice = c.until("session.created")[0]["session"]["voice"]
         c.send({"type": "session.update", "session": {"turn_detection": None}})
         c.until("session.updated")
-        _manual_turn(c, pcm16k)  # turn 0 (engines warm, openers of the next turns prepared)
+        _manual_turn(c, pcm16k)  # turn 0 (engines warm)
+        # the service prepares the next turns' openers in the background; here, deterministically, the same
+        speech.prepare_openers(speech.voice_profile(voice), 24000, voice_key=("builtin", voice), turns=[1],
+                               language="en")
         builds = speech.opener_builds
         events = _manual_turn(c, pcm16k)  # turn 1
         events += c.until("conversation.item.input_audio_transcription.completed", timeout=30) \

@@ -208,3 +208,18 @@ def test_sentences_that_do_not_depend_on_the_user_are_made_once(pipeline):
     # the reply's last sentence has no trailing pause; the same sentence inside a reply has one
     inner = pipeline.opener_audio("Let me think it through with you.", prof, 24000, voice_key=("t", "Serena"))
     assert inner is not first[1][1] and len(inner) > len(first[1][1])
+
+
+def test_an_opener_being_made_is_waited_for_never_made_twice(pipeline):
+    prof = builtin_profile("Ethan")
+    builds = pipeline.opener_builds
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(pipeline.opener_audio("Okay.", prof, 22050,
+                                                                                voice_key=("t", "twice"))))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(out) == 3 and out[0] is out[1] is out[2]
+    assert pipeline.opener_builds == builds + 1

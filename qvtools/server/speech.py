@@ -72,6 +72,7 @@ class SpeechPipeline:
         self._profile_cache: OrderedDict[str, VoiceProfile] = OrderedDict()
         self._openers: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._openers_lock = threading.Lock()
+        self._building: dict[tuple, threading.Event] = {}  # opener keys being made now (made once)
         #: How many opener sentences were synthesized (cache misses), for tests and benchmarks.
         self.opener_builds = 0
         #: Set once :meth:`warm` has loaded ASR, TTS and the source profile.
@@ -225,19 +226,34 @@ class SpeechPipeline:
         LRU (:data:`OPENER_CACHE_SIZE`). ``voice_key`` names the voice *and its version* (a cloned voice's
         audio hash), so a re-enrolled voice never gets stale audio."""
         self._check(profile, sample_rate)
-        cached = self.cached_opener_audio(text, voice_key=voice_key, sample_rate=sample_rate, language=language,
-                                          gap=gap)
-        if cached is not None:
-            return cached
-        x = self._speak(text, profile, sample_rate, gap)
-        x.setflags(write=False)  # shared between sessions
         key = self._opener_key(text, voice_key, sample_rate, language, gap)
-        with self._openers_lock:
-            self.opener_builds += 1
-            self._openers[key] = x
-            self._openers.move_to_end(key)
-            while len(self._openers) > OPENER_CACHE_SIZE:
-                self._openers.popitem(last=False)
+        for _attempt in range(2):
+            cached = self.cached_opener_audio(text, voice_key=voice_key, sample_rate=sample_rate,
+                                              language=language, gap=gap)
+            if cached is not None:
+                return cached
+            with self._openers_lock:
+                building = self._building.get(key)
+                if building is None:
+                    building = self._building[key] = threading.Event()
+                    break
+            building.wait(60.0)  # made by another thread right now (e.g. prepare_openers): wait, never twice
+        else:
+            building = None  # the other build failed or took too long: make it here, uncoordinated
+        try:
+            x = self._speak(text, profile, sample_rate, gap)
+            x.setflags(write=False)  # shared between sessions
+            with self._openers_lock:
+                self.opener_builds += 1
+                self._openers[key] = x
+                self._openers.move_to_end(key)
+                while len(self._openers) > OPENER_CACHE_SIZE:
+                    self._openers.popitem(last=False)
+        finally:
+            if building is not None:
+                with self._openers_lock:
+                    self._building.pop(key, None)
+                building.set()
         return x
 
     def stream_synthesize_reusing(self, text: str, profile: VoiceProfile, sample_rate: int = 24000, *,
