@@ -8,12 +8,16 @@
    microphone schedule, and does the VAD keep up with real time (speech_stopped lag beyond
    ``silence_duration_ms``)?
 
+2 runs twice: microphone-paced input and input sent as fast as possible (issue 11 targets: p95 < 150 ms
+paced, < 250 ms fast), in the service's reply mode (``--mode``, default conversation).
+
 Run: ``python benchmarks/bench_realtime.py [--turns 100 --vad-turns 10 --sessions 16]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -54,20 +58,47 @@ def bench_timing(svc, settings, turns: int) -> None:
     print(f"[1] first-audio receive - trace send (ms): {pct(diffs, 50, 99)}; target p99 < 2 ms")
 
 
-def bench_processing(svc, settings, speech, turns: int) -> None:
-    proc, ttfa = [], []
+def playback_stall_ms(turn) -> float:
+    """Longest silence a player would insert: playback starts at the first audio delta's arrival and
+    plays the deltas back to back; a delta that arrives after the audio before it has finished playing
+    stalls it (issue 11: does the reply's body arrive before its opener has been played?)."""
+    sr = turn.sample_rate or 24000
+    pos, worst = None, 0.0
+    for t, n in turn.audio_chunks:
+        if pos is None:
+            pos = t
+        start = max(pos, t)
+        worst = max(worst, start - pos)
+        pos = start + n / sr
+    return 1000.0 * worst
+
+
+def processing_ms(svc, turn) -> float:
+    """Service processing of one VAD turn: the trace's send time of ``speech_stopped`` -> of the first
+    ``response.audio.delta`` (same perf_counter clock, simulated latency off)."""
+    recs = svc.trace.records(turn.session_id)
+    first = first_delta_send(svc.trace, turn.session_id, turn.response_id)
+    stop = max(t for _, typ, _, t in recs if typ == "input_audio_buffer.speech_stopped" and t <= first)
+    return 1000.0 * (first - stop)
+
+
+def bench_processing(svc, settings, speech, turns: int, *, paced: bool) -> list[float]:
+    proc, ttfa, stall = [], [], []
     with RealtimeSession(settings, MODEL) as rt:
         rt.send_audio(speech, realtime=False)  # warm-up
         for _ in range(turns):
-            turn = rt.send_audio(speech, realtime=False)
+            turn = rt.send_audio(speech, realtime=paced)
             assert turn.status == "completed", turn.error
-            recs = svc.trace.records(turn.session_id)
-            stop = max(t for _, typ, _, t in recs if typ == "input_audio_buffer.speech_stopped" and t <= turn.marks["first_audio_delta"])
-            first = first_delta_send(svc.trace, turn.session_id, turn.response_id)
-            proc.append(1000.0 * (first - stop))
+            proc.append(processing_ms(svc, turn))
             ttfa.append(turn.latency()["ttfa_ms"])
-    print(f"[2] service speech_stopped -> first audio delta (ms, no simulated latency): {pct(proc, 50, 95)}")
-    print(f"    client ttfa from end of speech (ms, includes 800 ms VAD silence): {pct(ttfa, 50, 95)}")
+            stall.append(playback_stall_ms(turn))
+    how = "microphone-paced" if paced else "as fast as possible"
+    print(f"[2] {how}: service speech_stopped -> first audio delta (ms, no simulated latency): {pct(proc, 50, 95)}")
+    print(f"    client ttfa from end of speech (ms, includes the VAD silence): {pct(ttfa, 50, 95)}")
+    print(f"    playback stall (ms; the reply's audio arriving after what came before it has played, e.g. the "
+          f"body after the opener): {pct(stall, 50, 95)}; turns with a stall > 20 ms: "
+          f"{sum(v > 20 for v in stall)}/{len(stall)}")
+    return proc
 
 
 def bench_concurrency(settings, speech, sessions: int) -> None:
@@ -105,18 +136,37 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--turns", type=int, default=100)
     ap.add_argument("--vad-turns", type=int, default=10)
-    ap.add_argument("--sessions", type=int, default=16)
+    ap.add_argument("--sessions", type=int, default=16, help="[3] concurrent VAD sessions (0: skip)")
+    ap.add_argument("--mode", choices=["conversation", "echo"], default="conversation",
+                    help="the stand-in model's reply mode (ServiceConfig.realtime_reply_mode; default the service's)")
+    ap.add_argument("--clip", help="speech file for [2] (default: Piper saying a short question)")
     args = ap.parse_args(argv)
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} cores; "
+          f"reply mode {args.mode}", flush=True)
     from qvtools.server.tts import Synthesizer
 
-    x, sr = Synthesizer().synthesize("What is the weather like today?")
+    if args.clip:
+        from qvtools.audio import load
+
+        x, sr = load(args.clip, mono=True)
+    else:
+        x, sr = Synthesizer().synthesize("What is the weather like today?")
     speech = (np.concatenate([np.zeros(int(0.3 * sr), np.float32), x]), sr)
-    cfg = ServiceConfig(realtime_latency="none", realtime_reply_mode="echo", max_sessions_per_key=0)  # no limit
+    cfg = ServiceConfig(realtime_latency="none", realtime_reply_mode=args.mode, max_sessions_per_key=0,
+                        max_sessions=0)  # no limit
     with LocalService(config=cfg) as svc:
         settings = Settings(region="local", base_url=svc.url, api_key=svc.api_key)
-        bench_timing(svc, settings, args.turns)
-        bench_processing(svc, settings, speech, args.vad_turns)
-        bench_concurrency(settings, speech, args.sessions)
+        if args.turns:
+            bench_timing(svc, settings, args.turns)
+        if args.vad_turns:
+            bench_processing(svc, settings, speech, args.vad_turns, paced=True)
+            bench_processing(svc, settings, speech, args.vad_turns, paced=False)
+        if args.sessions:
+            bench_concurrency(settings, speech, args.sessions)
+        from qvtools.server.realtime import REALTIME
+
+        print(f"speculative replies (VAD silence window): {svc.app[REALTIME].spec_stats}")
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end", flush=True)
     return 0
 
 

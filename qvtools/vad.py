@@ -282,6 +282,15 @@ class StreamingVAD:
         return self._speaking
 
     @property
+    def silence_since_ms(self) -> int | None:
+        """While speaking: where the current run of silence began (ms of the stream, what a
+        ``speech_stopped`` would report as ``audio_ms`` if the silence lasts), else None. Lets a
+        server start work on the utterance before the stop is decided (issue 11)."""
+        if not self._speaking or self._silence_from is None:
+            return None
+        return self._ms(self._silence_from)
+
+    @property
     def position_ms(self) -> int:
         """Milliseconds of audio fed so far (at the input rate)."""
         return int(round(1000.0 * self._fed_samples / self.sample_rate))

@@ -152,7 +152,7 @@ def test_global_session_cap_is_a_429_before_the_upgrade(tmp_path):
 
 
 def test_default_caps_admit_16_concurrent_sessions_from_one_address(tmp_path):
-    # the latency work needs 16 concurrent sessions from one address (two keys under the per-key cap of 8)
+    # the latency work needs 16 concurrent sessions from one address (here two keys; one key may hold all 16)
     with LocalService(data_dir=tmp_path, config=ServiceConfig(realtime_latency="none", warm_speech=False)) as service:
         assert service.config.max_sessions == 16
         clients = []

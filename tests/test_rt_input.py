@@ -162,3 +162,38 @@ def test_configure_switches_between_vad_and_manual_keeping_the_audio():
     assert buf.start_ms == pytest.approx(-500.0)  # the kept audio lies before the new VAD's clock
     buf.configure(24000, None)
     assert buf.vad is None and buf.rate == 24000
+
+
+def test_pending_stop_names_the_turn_a_stop_would_commit_and_ends_when_speech_resumes(speech16):
+    # issue 11: the connection transcribes speculatively in the VAD silence window; pending_stop() says
+    # which audio a speech_stopped would commit, so a result is reused only for exactly that audio
+    turn = to_pcm16(speech16)
+    buf = InputBuffer(RATE, max_s=60.0, turn_detection=TD)
+    assert buf.pending_stop() is None  # no speech yet
+    events = _feed(buf, _silence(1.0) + turn + _silence(0.4))
+    assert [e.kind for e, _ in events] == ["speech_started"]
+    pend = buf.pending_stop()
+    assert pend is not None
+    item, start_ms, end_ms, silence_ms = pend
+    assert item == events[0][0].item_id and start_ms == events[0][0].audio_ms
+    assert 250 <= silence_ms < 800  # in the window: the stop has not fired yet
+    guess = buf.slice_ms(start_ms, end_ms)
+    # speech resumes: the pending stop is gone (a speculative result for it must be dropped)
+    _feed(buf, turn[: 2 * RATE // 2])
+    assert buf.pending_stop() is None or buf.pending_stop()[2] != end_ms
+    # and the stop that finally fires commits more audio than the speculative slice had
+    events = _feed(buf, turn + _silence(1.5))
+    stops = [(e, audio) for e, audio in events if e.kind == "speech_stopped"]
+    assert len(stops) == 1 and stops[0][0].item_id == item and len(stops[0][1]) > len(guess) + 2 * RATE
+
+
+def test_pending_stop_slice_is_exactly_what_the_stop_commits(speech16):
+    buf = InputBuffer(RATE, max_s=60.0, turn_detection=TD)
+    _feed(buf, _silence(1.0) + to_pcm16(speech16) + _silence(0.4))
+    item, start_ms, end_ms, _ = buf.pending_stop()
+    guess = buf.slice_ms(start_ms, end_ms)
+    events = _feed(buf, _silence(1.0))
+    (stop, audio), = [(e, a) for e, a in events if e.kind == "speech_stopped"]
+    assert (stop.item_id, stop.start_ms, int(stop.audio_ms)) == (item, start_ms, end_ms)
+    assert audio == guess
+    assert buf.pending_stop() is None

@@ -207,3 +207,58 @@ def test_warm_speech_off_loads_nothing(tmp_path):
     with LocalService(data_dir=tmp_path / "off", config=ServiceConfig(warm_speech=False)) as svc:
         assert svc.speech is None
         assert svc.wait_speech_ready(30) is False  # at once: nothing is warming
+
+
+def test_opener_audio_is_made_once_per_voice_and_rate(pipeline):
+    # issue 11: the opener's audio is ready before the transcript; made once per (voice, language, rate, text)
+    tina, ethan = builtin_profile("Tina"), builtin_profile("Ethan")
+    text = pipeline.opener_text(seed=0, turn_index=0, language="en")
+    assert text and pipeline.cached_opener_audio(text, voice_key=("t", "Tina"), sample_rate=24000) is None
+    builds = pipeline.opener_builds
+    x = pipeline.opener_audio(text, tina, 24000, voice_key=("t", "Tina"))
+    assert pipeline.opener_builds == builds + 1 and x.dtype == np.float32 and 0.3 < len(x) / 24000 < 3.0
+    assert pipeline.opener_audio(text, tina, 24000, voice_key=("t", "Tina")) is x  # cached
+    assert pipeline.cached_opener_audio(text, voice_key=("t", "Tina"), sample_rate=24000) is x
+    assert not x.flags.writeable  # shared between sessions
+    # the pause that follows a sentence inside a reply is part of it (the body starts after it)
+    assert np.abs(x[-int(0.05 * 24000):]).max() < 0.05
+    y = pipeline.opener_audio(text, ethan, 16000, voice_key=("t", "Ethan"))
+    assert pipeline.opener_builds == builds + 2 and len(y) / 16000 == pytest.approx(len(x) / 24000, rel=0.3)
+    made = pipeline.prepare_openers(tina, 24000, voice_key=("t", "Tina"), turns=range(6), seed=0, language="en")
+    assert pipeline.opener_builds == builds + 2 + made and made <= 5
+    assert pipeline.prepare_openers(tina, 24000, voice_key=("t", "Tina"), turns=range(6), seed=0) == 0
+    assert pipeline.prepare_openers(tina, 24000, voice_key=("t", "Tina"), turns=range(3), mode="echo") == 0
+
+
+def test_sentences_that_do_not_depend_on_the_user_are_made_once(pipeline):
+    prof = builtin_profile("Serena")
+    text = "The weather in Lisbon sounds lovely. Let me think it through with you."
+    builds = pipeline.opener_builds
+
+    def reusable(sentence):
+        return "Lisbon" not in sentence
+
+    first = list(pipeline.stream_synthesize_reusing(text, prof, 24000, voice_key=("t", "Serena"), reusable=reusable))
+    assert [p for p, _ in first] == ["The weather in Lisbon sounds lovely.", "Let me think it through with you."]
+    assert pipeline.opener_builds == builds + 1  # only the user-independent sentence went into the cache
+    again = list(pipeline.stream_synthesize_reusing(text, prof, 24000, voice_key=("t", "Serena"), reusable=reusable))
+    assert again[1][1] is first[1][1] and again[0][1] is not first[0][1]
+    assert pipeline.opener_builds == builds + 1
+    # the reply's last sentence has no trailing pause; the same sentence inside a reply has one
+    inner = pipeline.opener_audio("Let me think it through with you.", prof, 24000, voice_key=("t", "Serena"))
+    assert inner is not first[1][1] and len(inner) > len(first[1][1])
+
+
+def test_an_opener_being_made_is_waited_for_never_made_twice(pipeline):
+    prof = builtin_profile("Ethan")
+    builds = pipeline.opener_builds
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(pipeline.opener_audio("Okay.", prof, 22050,
+                                                                                voice_key=("t", "twice"))))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(out) == 3 and out[0] is out[1] is out[2]
+    assert pipeline.opener_builds == builds + 1

@@ -259,15 +259,18 @@ class ServiceConfig:
     #: Concurrent realtime sessions per API key; the handshake beyond it is refused *before the upgrade*
     #: with HTTP 429 ``Throttling.RateQuota`` (§3 429 codes) and ``Retry-After: 1``; the client raises
     #: ``APIError(429, "Throttling.RateQuota")`` (``retryable``). 0 disables the limit. The default is
-    #: what an otherwise idle 2-core machine holds with every session talking at once
-    #: (benchmarks/bench_load.py, 1 min per step: 8 sessions 91 turns/min, TTFA p95 2.7 s, no errors;
-    #: 12 sessions saturated, TTFA p95 5.6 s). A busy machine saturates earlier (4 on a loaded one).
-    max_sessions_per_key: int = 8
+    #: what this 2-core machine held with every session talking at once by the issue-11 criterion (every
+    #: turn completed, processing speech_stopped -> first audio p95 <= max(2x one session's, 400 ms)):
+    #: benchmarks/bench_load.py, 0.4 min per step, shared machine at load average 3.0-4.7 (2026-11-27):
+    #: 16 sessions 64 turns/min, processing p95 6 ms, no errors (before issue 11: saturated at 4; 16
+    #: sessions 46 turns/min, processing p95 15.7 s). Past ~4 sessions the CPU is the limit: the first audio
+    #: (the cached opener) stays fast, but the rest of each reply waits its turn (playback stall p50 0.4 s at
+    #: 4, 1.9 s at 8, 6.1 s at 16 sessions; 1.1-1.4 CPU s per turn).
+    max_sessions_per_key: int = 16
     #: Concurrent realtime sessions over all keys (issue 13: any key is accepted, so a per-key cap alone
     #: does not bound the service). Refused like the per-key cap (HTTP 429 ``Throttling.RateQuota`` before
-    #: the upgrade). Default: the measured talking capacity (8 sessions clean, 12 saturated, above) is below
-    #: the 16 concurrent sessions the latency work needs from one address, so the cap is that floor, 16;
-    #: beyond it sessions only add queueing. 0 disables it.
+    #: the upgrade). Default: 16, the measured talking capacity (above) and the 16 concurrent sessions the
+    #: latency work needs from one address; beyond it sessions only add queueing. 0 disables it.
     max_sessions: int = 16
     #: Free-text size limits of realtime events (the table above; constants MAX_* of this module). An event
     #: over one gets ``error`` ``invalid_value`` naming the field in ``param``; the session continues.

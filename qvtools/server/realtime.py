@@ -18,9 +18,17 @@ server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.
   trigger by a lone ``error`` (§7.3); cloned voices are looked up in the caller's key scope (§5.6), off the
   event loop, their decoded profile cached (bounded LRU);
 - server VAD (:class:`qvtools.vad.StreamingVAD`) or manual commit (the user item and partial
-  transcriptions while audio is still appended, §7.4); transcription and a response in the §4.5 order,
-  produced by :class:`qvtools.server.speech.SpeechPipeline` in an executor, with the wait before
-  ``response.created`` (§7.6) and transcript deltas before the first audio delta (§7.5);
+  transcriptions while audio is still appended, §7.4, one partial at a time over all sessions);
+  transcription and a response in the §4.5 order, produced by :class:`qvtools.server.speech.SpeechPipeline`
+  in an executor, with the wait before ``response.created`` (§7.6) and transcript deltas before the first
+  audio delta (§7.5);
+- issue 11 (a pipeline faster than the cloud): the reply's first sentence (the opener, from seed and turn
+  only) is synthesized ahead, per voice and rate (after ``session.update`` and at each response), and sent
+  at once, while the user's words may still be being transcribed (§7.14: ``response.created`` may precede
+  the transcription); the body follows. With server VAD the utterance is transcribed -- and the body's
+  first sentence synthesized -- speculatively once the speech is followed by :data:`SPECULATE_AFTER_MS` of
+  silence, and dropped when speech resumes. Whether the reply language is known before ASR is decided in
+  one place, ``_Connection._expected_language``;
 - ``response.cancel`` (pending ``*.done``, then ``response.done`` status ``cancelled``, §7.6),
   ``session.finish``, the idle close (§7.12) and the 120-min cap (§5.9, §5.10);
 - every sent event is recorded in ``app[TRACE]`` with ``time.perf_counter()`` right before sending.
@@ -36,6 +44,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -51,14 +60,46 @@ from .http import CONFIG, LATENCY, STORE, TRACE, authenticate, error_response
 from .latency import NO_DELAYS, LatencySource
 from .rt_handshake import admit, check_handshake, release
 from .rt_input import AppendError, BufferFull, InputBuffer, decode_append
-from .rt_response import ResponseStream, UserTurn, plan_sentence, tokens
+from .rt_response import ResponseStream, SpeculativeReply, UserTurn, plan_sentence, tokens
 from . import turn_language
 
-__all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "RealtimeState", "REALTIME"]
+__all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "RealtimeState", "REALTIME",
+           "SPECULATE_AFTER_MS"]
 
 log = logging.getLogger(__name__)
 
 _MAX_IMAGE_B64 = 256 * 1024  # §4.3 "≤ 256 KB after base64"
+
+#: Server VAD: once the speech has been followed by this much silence, the utterance so far is
+#: transcribed speculatively (issue 11), so with the default 800 ms silence_duration_ms (§4.2) the
+#: transcript is ready about when speech_stopped fires; dropped when speech resumes. Shorter pauses
+#: (between words) start nothing, which keeps the wasted ASR runs of mid-utterance pauses few.
+SPECULATE_AFTER_MS = 200
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _independent_of(user_text: str | None):
+    """A predicate for English replies: True for a reply sentence that shares no word of three or more
+    letters with the user's words (e.g. "Let me think it through with you."), so its audio may be reused
+    from the cache (:meth:`SpeechPipeline.stream_synthesize_reusing`); conservative: a shared common word
+    only costs a synthesis."""
+    heard = {w.lower() for w in _WORD.findall(user_text or "") if len(w) > 2}
+
+    def check(sentence: str) -> bool:
+        return sentence.isascii() and not any(w.lower() in heard for w in _WORD.findall(sentence) if len(w) > 2)
+
+    return check
+
+
+class _Speculation:
+    """One speculative transcription: the turn it is for and the executor task making it."""
+
+    __slots__ = ("key", "pcm", "task", "dropped")
+
+    def __init__(self, key, pcm: bytes):
+        self.key, self.pcm, self.task, self.dropped = key, pcm, None, False
 
 
 class _ProfileCache:
@@ -107,6 +148,13 @@ class RealtimeState:
         # ServiceConfig.realtime_language_candidates, validated once (a bad code fails at service start)
         self.language_candidates = turn_language.language_candidates(config.realtime_language_candidates)
         self._lock = threading.Lock()
+        #: issue 11, over all sessions: speculative transcriptions started / used at speech_stopped / dropped
+        #: (speech resumed, or other audio committed), and replies whose first body piece came from one
+        self.spec_stats = {"started": 0, "used": 0, "dropped": 0, "replies": 0}
+        #: manual-mode partial transcriptions running now, over all sessions (at most one, issue 11: each
+        #: re-runs Whisper on the whole buffer so far, and the ASR is one lock -- partials queued there would
+        #: delay the transcriptions that replies wait for)
+        self.partials = 0
 
     def get_speech(self):
         """The :class:`~qvtools.server.speech.SpeechPipeline`, created once on first use (thread-safe)."""
@@ -225,6 +273,10 @@ class _Connection:
         self.history_tokens = 0
         self.tasks: set[asyncio.Task] = set()
         self.started = time.monotonic()
+        self.speculation: _Speculation | None = None  # issue 11: ASR started in the VAD silence window
+        self._spec_busy: asyncio.Task | None = None
+        self.spec_stats = app[REALTIME].spec_stats  # counted on the event loop only
+        self._profiles: dict = {}  # built-in voice -> profile (no executor hop on a turn's critical path)
 
     # ------------------------------------------------------------------------------- plumbing
     def _make_latency(self):
@@ -289,6 +341,7 @@ class _Connection:
     async def run(self) -> None:
         shape = self.cfg.realtime_session_keys
         await self.send(ev.session_created(ev.session_echo(self.session, "created", shape)))
+        self._prepare_next_opener(get_speech(self.app), 0, 1)  # the default voice (issue 11)
         idle = float(self.cfg.realtime_idle_timeout_s)
         observed_idle = self.cfg.realtime_idle_close != "legacy"
         cap_deadline = self.started + float(self.cfg.realtime_max_session_s)
@@ -501,6 +554,10 @@ class _Connection:
         if new.get("seed") != old.get("seed"):
             self.latency = self._make_latency()
         await self.send(ev.session_updated(echo))
+        if any(new.get(k) != old.get(k) for k in ("voice", "output_audio_format", "seed", "instructions",
+                                                   "modalities")):
+            # issue 11: the opener audio of the next turns, for this voice and rate, ahead of the turns
+            self._prepare_next_opener(get_speech(self.app), self.turn_index, self.turn_index + 1)
 
     async def on_append(self, event) -> None:
         try:
@@ -532,6 +589,109 @@ class _Connection:
                 await self.send(ev.speech_stopped(sev.audio_ms, sev.item_id))
                 await self._commit(sev.item_id, sev.start_ms, int(sev.audio_ms), auto=True)
         self.input.settle()
+        self._speculate()
+
+    def _speculate(self) -> None:
+        """Server VAD (issue 11): when the speech has been followed by :data:`SPECULATE_AFTER_MS` of
+        silence, transcribe the utterance so far in the executor; :meth:`_commit` reuses the result when
+        ``speech_stopped`` commits exactly that audio. Speech that resumes drops it (the executor job
+        runs out, its text is never used); one job per session at a time."""
+        pend = self.input.pending_stop()
+        spec = self.speculation
+        key = pend[:3] if pend is not None else None
+        if spec is not None and spec.key != key:
+            self._drop_speculation()
+            spec = None
+        if pend is None or spec is not None or pend[3] < SPECULATE_AFTER_MS:
+            return
+        if self._spec_busy is not None and not self._spec_busy.done():
+            return  # a dropped job still runs: the next append tries again
+        pcm = self.input.slice_ms(pend[1], pend[2])
+        if not pcm:
+            return
+        spec = _Speculation(key, pcm)
+        spec.task = self.spawn(self._speculation_job(spec, from_pcm16(pcm), self.in_rate, self._speculative_inputs()))
+        self._spec_busy = spec.task
+        self.speculation = spec
+        self.spec_stats["started"] += 1
+
+    def _drop_speculation(self) -> None:
+        spec, self.speculation = self.speculation, None
+        if spec is not None:
+            spec.dropped = True
+            self.spec_stats["dropped"] += 1
+
+    def _speculative_inputs(self):
+        """``(reply params, voice profile)`` when the turn's reply can be made ahead too (server VAD makes
+        the response, audio out, the voice's profile at hand); else None (transcription only)."""
+        td = self.session.get("turn_detection") or {}
+        if not td.get("create_response", True) or "audio" not in self.session["modalities"]:
+            return None
+        if self.voice_error is not None or self._expected_language() is None:
+            return None
+        voice = self.session.get("voice")
+        meta = self.voice_record
+        if meta is not None and ev.is_cloned_voice(voice):
+            profile = voice_cache(self.app).get((self.key, voice, meta.sha256))
+        else:
+            profile = self._profiles.get(voice)
+        if profile is None:
+            return None
+        return self._reply_params(self.turn_index, self.session.get("instructions") or None), profile
+
+    async def _speculation_job(self, spec: _Speculation, x, rate: int, inputs) -> SpeculativeReply:
+        """The transcript of the utterance so far (executor) -- what the turn's transcription events and
+        reply wait for -- and then, with ``inputs`` and unless speech resumed meanwhile, the reply's first
+        synthesized piece after its opener, as a second executor job (``SpeculativeReply.body``)."""
+        rec = await self.run_cpu(self._recognize, x, rate, self._asr_language())
+        made = SpeculativeReply(rec.text, language=rec.language)
+        text = rec.text
+        if inputs is None or spec.dropped:
+            return made
+        params, profile = inputs
+        turn_index, seed, mode, instructions, language, _voice_key, _rate = params
+        speech = get_speech(self.app)
+        # deterministic and sub-millisecond (qvtools/server/responder.py): on the loop
+        reply = speech.reply_text(text, mode=mode, seed=seed, turn_index=turn_index, instructions=instructions,
+                                  language=language)
+        opener = speech.opener_text(mode=mode, seed=seed, turn_index=turn_index, instructions=instructions,
+                                    language=language)
+        if opener is None:
+            rest = reply
+        elif reply.startswith(opener + " "):
+            rest = reply[len(opener) + 1:]
+        else:
+            return made
+
+        def first_piece():
+            gen = self._synthesize(speech, rest, profile, params, text, language)
+            return gen, next(gen, None)
+
+        made.params, made.text, made.opener = params, reply, opener
+        made.body = self.spawn(self.run_cpu(first_piece))
+        return made
+
+    @staticmethod
+    def _synthesize(speech, text: str, profile, params, user_text: str, language: str | None):
+        """The reply's ``text`` in ``language`` as ``(sentence, audio)`` pieces; in English, sentences that
+        do not depend on the user's words come from the sentence cache (the rule is English-only)."""
+        voice_key, rate = params[5], params[6]
+        if language is None or not language.lower().startswith("en"):
+            return speech.stream_synthesize(text, profile, sample_rate=rate, language=language)
+        return speech.stream_synthesize_reusing(text, profile, rate, voice_key=voice_key, language=language,
+                                                reusable=_independent_of(user_text))
+
+    def _take_speculation(self, item_id: str, start_ms, end_ms, pcm: bytes):
+        """The speculative transcription task for exactly this committed audio, else None."""
+        spec = self.speculation
+        if spec is None:
+            return None
+        if spec.key == (item_id, start_ms, end_ms) and spec.pcm == pcm:
+            self.speculation = None
+            self.spec_stats["used"] += 1
+            return spec.task
+        self._drop_speculation()
+        return None
 
     async def _manual_progress(self) -> None:
         """Manual mode as observed (§7.4): the user item is created at the first append of a turn, and the
@@ -551,20 +711,23 @@ class _Connection:
             return
         if self.partial_task is not None and not self.partial_task.done():
             return  # one partial at a time; the next append after it finishes catches up
+        if self.app[REALTIME].partials > 0:
+            return  # one service-wide (RealtimeState.partials); the next append after it catches up
         if len(self.input) - self.partial_mark < 2 * int(step_s * self.in_rate):
             return
         self.partial_mark = len(self.input)
+        state = self.app[REALTIME]
+        state.partials += 1  # counted from now (the task starts later), released when it ends however it ends
         self.partial_task = self.spawn(self._partial_transcription(self.manual_item, bytes(self.input.buf),
                                                                    self.in_rate))
+        self.partial_task.add_done_callback(lambda _t: setattr(state, "partials", state.partials - 1))
 
     async def _partial_transcription(self, item_id: str, pcm: bytes, rate: int) -> None:
         x = from_pcm16(pcm)
-        x16 = resample(x, rate, 16000) if rate != 16000 else x
         try:
-            rec = await self.run_cpu(get_speech(self.app).recognize, x16, turn_language.expected_language(
-                self.session, self.voice_record, self.last_language, self.app[REALTIME].language_candidates),
-                self.app[REALTIME].language_candidates)
-            text = rec.text.strip()
+            rec = await self.run_cpu(self._recognize, x, rate, turn_language.expected_language(
+                self.session, self.voice_record, self.last_language, self.app[REALTIME].language_candidates))
+            text = rec.text
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a partial is best effort; the commit's transcription reports failures
@@ -585,9 +748,13 @@ class _Connection:
     def _drop_buffer(self) -> None:
         self.input.clear()
         self.manual_item = None
+        self._drop_speculation()
 
     async def _commit(self, item_id: str, start_ms=None, end_ms=None, *, auto: bool) -> None:
-        x = from_pcm16(self.input.take(start_ms, end_ms))
+        pcm = self.input.take(start_ms, end_ms)
+        spec = self._take_speculation(item_id, start_ms, end_ms, pcm) if auto else None
+        x = from_pcm16(pcm)
+        del pcm
         user = UserTurn(item_id, x, self.in_rate)
         early = item_id == self.manual_item  # §7.4: the item was created at the turn's first append
         self.manual_item = None
@@ -598,7 +765,7 @@ class _Connection:
             await self.send(ev.committed(item_id, prev))
             await self.send(ev.item_created(ev.user_item(item_id), prev))
         self.pending_user = user
-        self.spawn(self._transcribe(user))
+        self.spawn(self._transcribe(user, spec))
         td = self.session.get("turn_detection") or {}
         if auto and td.get("create_response", True):
             if self.response is not None:
@@ -723,21 +890,41 @@ class _Connection:
     }
 
     # ------------------------------------------------------------------------------- transcription
-    async def _transcribe(self, user: UserTurn) -> None:
+    def _asr_language(self) -> str | None:
+        """The language the final ASR pass is told (issue 10): the session's or the voice's, else None
+        (detected among ServiceConfig.realtime_language_candidates; qvtools/server/turn_language.py)."""
+        return turn_language.asr_language(self.session, self.voice_record, self.app[REALTIME].language_candidates)
+
+    def _recognize(self, x, rate: int, language: str | None):
+        """The :class:`qvtools.asr.Transcription` of user audio ``x`` at ``rate`` Hz in ``language`` (None:
+        detected among the candidates), text stripped (runs in the executor)."""
+        x16 = resample(x, rate, 16000) if rate != 16000 else x
+        rec = get_speech(self.app).recognize(x16, language, self.app[REALTIME].language_candidates)
+        return rec._replace(text=rec.text.strip())
+
+    async def _transcribe(self, user: UserTurn, speculative: asyncio.Task | None = None) -> None:
         enabled = self.session.get("input_audio_transcription") is not None
         text = ""
         language = None
         try:
             x = user.audio
             if x is not None and len(x):
-                x16 = resample(x, user.rate, 16000) if user.rate != 16000 else x
-                # issue 10: the session's language, else the voice's enrollment language, else detected
-                # among ServiceConfig.realtime_language_candidates (qvtools/server/turn_language.py)
-                rec = await self.run_cpu(get_speech(self.app).recognize, x16,
-                                         turn_language.asr_language(self.session, self.voice_record,
-                                                                    self.app[REALTIME].language_candidates),
-                                         self.app[REALTIME].language_candidates)
-                text, language = rec.text.strip(), rec.language
+                heard = None
+                if speculative is not None:  # issue 11: started in the VAD silence window, same audio
+                    try:
+                        made = await asyncio.shield(speculative)
+                        user.speculative, heard, language = made, made.transcript, made.language
+                    except asyncio.CancelledError:
+                        if not speculative.cancelled():
+                            raise
+                    except Exception:  # noqa: BLE001 -- transcribed again below, failures reported there
+                        log.info("session %s: the speculative transcription failed; again", self.session_id)
+                if heard is None:
+                    rec = await self.run_cpu(self._recognize, x, user.rate, self._asr_language())
+                    heard, language = rec.text, rec.language
+                text = heard
+                # issue 10: the turn's language (the reply's when it was not known before ASR) and the hint
+                # for the next turn's opener (turn_language.expected_language)
                 user.language = language
                 if language:
                     self.last_language = language
@@ -824,56 +1011,161 @@ class _Connection:
             if self.response is resp:
                 self.response = None
 
+    def _expected_language(self) -> str | None:
+        """The language this turn's reply will be in, when it is known before the user's words are
+        transcribed (then the opener is spoken at once, issue 11); None: only after ASR, and the response
+        waits for the transcript. The one place that decides it: the session's language, else the voice's
+        enrollment language, else the previous turn's (:func:`turn_language.expected_language`, issue 10),
+        mapped to a language the responder and TTS speak (:meth:`SpeechPipeline.reply_language`)."""
+        lang = turn_language.expected_language(self.session, self.voice_record, self.last_language,
+                                               self.app[REALTIME].language_candidates)
+        if lang is None:
+            return None
+        return get_speech(self.app).reply_language(lang, audio="audio" in self.session["modalities"])[0]
+
+    def _seed(self) -> int:
+        seed = self.session.get("seed", -1)
+        return int(seed) if seed is not None and seed >= 0 else 0
+
+    def _voice_key(self, voice: str):
+        """What identifies the session voice's *audio* in the opener cache: a built-in name, or a cloned
+        voice's (key scope, name, enrollment audio hash) -- re-enrolled voices never get stale audio."""
+        meta = self.voice_record
+        if meta is not None and ev.is_cloned_voice(voice):
+            return ("clone", self.key, voice, meta.sha256)
+        return ("builtin", voice)
+
+    def _reply_params(self, turn_index: int, instructions: str | None) -> tuple:
+        """What a reply depends on besides the user's words (a speculative reply is valid for these)."""
+        voice = self.session.get("voice")
+        return (turn_index, self._seed(), self.cfg.realtime_reply_mode, instructions, self._expected_language(),
+                self._voice_key(voice), self.out_rate)
+
     async def _respond_inner(self, resp: ResponseStream) -> None:
         chunk_ms = int(self.cfg.realtime_audio_chunk_ms)
         delays = self.latency.sample(self.turn_index, chunk_ms) if self.latency.enabled else NO_DELAYS
         turn_index = self.turn_index
         self.turn_index += 1
         t0 = time.perf_counter()
-        # §7.6: most of the wait falls before response.created -- the reply (user transcript, reply text,
-        # first synthesized sentence) is made first, then created/item/part go out together (§7.5)
+        # §7.6: most of the wait falls before response.created -- the reply's first audio is made first,
+        # then created/item/part go out together (§7.5)
         speech = get_speech(self.app)
-        user_text = ""
-        if resp.user is not None:
-            user_text = await self._guard(resp, asyncio.shield(resp.user.text_future))
-            if user_text is None:
-                await self._finish_cancelled(resp)
-                return
         instructions = resp.instructions or self.session.get("instructions") or None
-        seed = self.session.get("seed", -1)
+        seed = self._seed()
+        mode = self.cfg.realtime_reply_mode
+        voice = self.session.get("voice")
         audio_on = "audio" in resp.modalities
-        # issue 10 item 3: reply in the turn's language (ASR's, else what the session/voice/script says);
-        # English, logged, where the responder or the TTS cannot (SpeechPipeline.reply_language)
-        turn_lang = getattr(resp.user, "language", None) if resp.user is not None else None
-        if turn_lang is None:
+        language = self._expected_language()
+        user = resp.user
+        if user is not None and user.audio is None and user.text_future.done():
+            # a text turn: a CJK script says which language it is (issue 10); Latin text does not
             from ..lang import script_language
 
-            # a text turn (or no transcript): a CJK script says which language it is; Latin text does not
-            turn_lang = (script_language(user_text)
-                         or turn_language.expected_language(self.session, self.voice_record, self.last_language,
-                                                            self.app[REALTIME].language_candidates))
-        reply_lang, note = speech.reply_language(turn_lang, audio=audio_on)
-        if note:
-            log.warning("session %s: turn in %r: %s", self.session_id, turn_lang, note)
-        text = await self._guard(resp, self.run_cpu(
-            speech.reply_text, user_text, mode=self.cfg.realtime_reply_mode,
-            seed=int(seed) if seed is not None and seed >= 0 else 0, turn_index=turn_index,
-            instructions=instructions, language=reply_lang))
-        if text is None:
-            await self._finish_cancelled(resp)
-            return
-        voice = self.session.get("voice")
+            typed = script_language(user.text_future.result() or "")
+            if typed is not None:
+                language = speech.reply_language(typed, audio=audio_on)[0]
+        params = self._reply_params(turn_index, instructions)
+        # issue 11: the reply's first sentence (the opener, chosen from seed and turn only) is spoken at once,
+        # while the user's words may still be being transcribed -- the omni model answers from the audio and
+        # response.created may precede the user's transcription (§7.14) -- and the body follows
+        opener = None
+        if audio_on and language is not None:
+            opener = speech.opener_text(mode=mode, seed=seed, turn_index=turn_index, instructions=instructions,
+                                        language=language)
         if self.voice_record is not None:
             self.spawn(self.run_cpu(self.store.touch, self.key, voice))  # last_used (§2.4 auto-cleanup)
-        gen = None
+        profile = None
         if audio_on:
             profile = await self._guard(resp, self._voice_profile(speech, voice))
             if profile is None:
                 await self._finish_cancelled(resp)
                 return
-            gen = speech.stream_synthesize(text, profile, sample_rate=self.out_rate, language=reply_lang)
-        toks = tokens(text)
-        pieces = await self._next_piece(resp, gen) if audio_on else None
+        ctx = {"user_text": "", "text": None, "language": language}
+
+        async def reply() -> str | None:
+            """The whole reply text once the transcript is in (None when cancelled meanwhile)."""
+            user_text = ""
+            if resp.user is not None:
+                user_text = await self._guard(resp, asyncio.shield(resp.user.text_future))
+                if user_text is None:
+                    return None
+            ctx["user_text"] = user_text
+            lang = ctx["language"]
+            if lang is None:  # issue 10: not known before ASR -- the language ASR found, else the script's
+                from ..lang import script_language
+
+                turn_lang = getattr(resp.user, "language", None) or script_language(user_text)
+                lang, note = speech.reply_language(turn_lang, audio=audio_on)
+                if note:
+                    log.warning("session %s: turn in %r: %s", self.session_id, turn_lang, note)
+                ctx["language"] = lang
+            # deterministic and sub-millisecond (qvtools/server/responder.py): no executor hop
+            ctx["text"] = speech.reply_text(user_text, mode=mode, seed=seed, turn_index=turn_index,
+                                            instructions=instructions, language=lang)
+            return ctx["text"]
+
+        async def synthesis(rest: str, text: str):
+            """``(generator, first piece or None)`` for ``rest`` (the reply after the opener): the one made
+            in the VAD silence window when it was made for this very reply, else a new generator."""
+            spec = resp.user.speculative if resp.user is not None else None
+            body = spec.body_for(params, text, opener) if spec is not None else None
+            if body is not None:
+                try:
+                    made = await self._guard(resp, asyncio.shield(body))
+                except Exception:  # noqa: BLE001 -- synthesized again below; a real failure shows there
+                    log.info("session %s: the speculative synthesis failed; again", self.session_id)
+                    made = None
+                if made is not None:
+                    self.spec_stats["replies"] += 1
+                    return made
+                if resp.cancelled.is_set():
+                    return None, None
+            return self._synthesize(speech, rest, profile, params, ctx["user_text"], ctx["language"]), None
+
+        gen_state = {"gen": None}
+        pieces = None
+        if opener is not None:
+            key = self._voice_key(voice)
+            x = speech.cached_opener_audio(opener, voice_key=key, sample_rate=self.out_rate, language=language)
+            if x is None:  # not prepared (a new voice or rate): made now, once
+                x = await self._guard(resp, self.run_cpu(speech.opener_audio, opener, profile, self.out_rate,
+                                                         voice_key=key, language=language))
+                if x is None:
+                    await self._finish_cancelled(resp)
+                    return
+            toks = tokens(opener + " ")  # reply = opener + " " + body: these tokens are the reply's first ones
+            pieces = (opener, x)
+
+            async def next_piece():
+                if gen_state["gen"] is None:
+                    text = await reply()
+                    if text is None:
+                        return None
+                    if text.startswith(opener + " "):
+                        body = text[len(opener) + 1:]
+                    else:  # cannot happen with Responder (reply = opener + " " + body); say so, speak it all
+                        log.warning("session %s: the reply does not start with its opener %r", self.session_id,
+                                    opener)
+                        body = text
+                    toks[:] = tokens(opener + " ") + tokens(body)
+                    gen_state["gen"], first = await synthesis(body, text)
+                    if first is not None or gen_state["gen"] is None:
+                        return first
+                return await self._next_piece(resp, gen_state["gen"])
+        else:
+            text = await reply()
+            if text is None:
+                await self._finish_cancelled(resp)
+                return
+            toks = tokens(text)
+            if audio_on:
+                gen_state["gen"], pieces = await synthesis(text, text)
+                if pieces is None and gen_state["gen"] is not None:
+                    pieces = await self._next_piece(resp, gen_state["gen"])
+
+            async def next_piece():
+                return await self._next_piece(resp, gen_state["gen"])
+        self._prepare_next_opener(speech, turn_index + 1)
         if resp.cancelled.is_set() or not await self._until(resp, t0 + delays.created_s):
             await self._finish_cancelled(resp)
             return
@@ -888,7 +1180,7 @@ class _Connection:
             await self._finish_cancelled(resp)
             return
         if audio_on:
-            ok = await self._stream_audio(resp, gen, pieces, toks, chunk_ms, delays.chunk_interval_s)
+            ok = await self._stream_audio(resp, next_piece, pieces, toks, chunk_ms, delays.chunk_interval_s)
         else:
             ok = True
             for tok in toks:
@@ -900,6 +1192,7 @@ class _Connection:
             await self._finish_cancelled(resp)
             return
         await self._send_dones(resp, "completed")
+        text, user_text = ctx["text"] or "", ctx["user_text"]
         out_s = resp.audio_samples / float(self.out_rate)
         usage = ev.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
                                  output_audio_s=out_s, input_text=(instructions or "") + " " + user_text,
@@ -908,6 +1201,31 @@ class _Connection:
         await self.send(ev.response_done(self._resp_obj(resp, "completed", output=[resp.final_item("completed")],
                                                         usage=usage)), resp.id)
 
+    def _prepare_next_opener(self, speech, *turns: int) -> None:
+        """Make the opener audio of the coming turns in the background (issue 11), so a turn finds it
+        ready: after ``session.update`` and at each response. Skipped when the reply language is only
+        known after ASR, in text-only sessions, in echo mode (no opener) and before the speech engines
+        are loaded (the warm-up, ServiceConfig.warm_speech; a turn meanwhile makes its opener itself)."""
+        language = self._expected_language()
+        if language is None or "audio" not in self.session["modalities"] or self.voice_error is not None:
+            return
+        if self.cfg.realtime_reply_mode == "echo" or not speech.ready.is_set():
+            return  # echo has no opener; engines still loading: never load them from here
+        voice, rate = self.session.get("voice"), self.out_rate
+        instructions, seed, key = self.session.get("instructions") or None, self._seed(), self._voice_key(voice)
+
+        async def job():
+            try:
+                profile = await self._voice_profile(speech, voice)
+                await self.run_cpu(speech.prepare_openers, profile, rate, voice_key=key, turns=turns, seed=seed,
+                                   instructions=instructions, language=language)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # best effort: the response makes the opener itself
+                log.info("session %s: preparing openers failed (%s)", self.session_id, type(exc).__name__)
+
+        self.spawn(job())
+
     async def _voice_profile(self, speech, voice: str):
         """The session voice's :class:`~qvtools.server.voice.VoiceProfile`, off the event loop. A cloned
         voice's profile is built once per (key, voice, audio hash) and kept in the app's bounded LRU
@@ -915,7 +1233,11 @@ class _Connection:
         analyzed in the executor (issue 13)."""
         meta = self.voice_record
         if meta is None or not ev.is_cloned_voice(voice):
-            return await self.run_cpu(speech.voice_profile, voice, None)
+            prof = self._profiles.get(voice)
+            if prof is None:  # a built-in voice: made once per session, then no executor hop per turn
+                prof = await self.run_cpu(speech.voice_profile, voice, None)
+                self._profiles = {voice: prof}
+            return prof
         cache = voice_cache(self.app)
         key = (self.key, voice, meta.sha256)
         prof = cache.get(key)
@@ -939,7 +1261,7 @@ class _Connection:
         """Next ``(sentence, audio)`` of the synthesis generator, run in the executor; None at the end."""
         return await self._guard(resp, self.run_cpu(next, gen, None))
 
-    async def _stream_audio(self, resp, gen, piece, toks, chunk_ms, interval) -> bool:
+    async def _stream_audio(self, resp, next_piece, piece, toks, chunk_ms, interval) -> bool:
         """Send the synthesized audio in ``chunk_ms`` deltas (the remainder carried across sentences),
         each sentence's transcript tokens spread over its chunks (§4.5 "interleaved",
         :func:`~qvtools.server.rt_response.plan_sentence`)."""
@@ -964,7 +1286,7 @@ class _Connection:
 
         while piece is not None:
             sentence, x = piece
-            nxt_task = asyncio.ensure_future(self._next_piece(resp, gen))  # synthesize the next one meanwhile
+            nxt_task = asyncio.ensure_future(next_piece())  # synthesize the next one meanwhile
             head, deltas, carry, after = plan_sentence(carry, to_pcm16(np.asarray(x, dtype=np.float32)), step, toks,
                                                        sent_tokens, len(sentence.split()))
             if head is not None:

@@ -134,6 +134,19 @@ class InputBuffer:
                 out.append(SpeechEvent("speech_stopped", vev.audio_ms, item, self.speech_start_ms))
         return out
 
+    def pending_stop(self) -> tuple[str, int, int, int] | None:
+        """Server VAD in speech, now in silence: ``(item_id, start_ms, end_ms, silence_ms)`` -- the turn
+        that a ``speech_stopped`` would commit if the silence lasts (:meth:`take` of ``start_ms``,
+        ``end_ms``) and how long the silence has lasted so far; None otherwise. Speculative work started
+        on it (issue 11) is valid only while the same tuple's first three fields come back."""
+        vad = self.vad
+        if vad is None or self.speech_item is None:
+            return None
+        since = vad.silence_since_ms
+        if since is None:
+            return None
+        return self.speech_item, self.speech_start_ms, int(since), max(0, vad.processed_ms - int(since))
+
     def settle(self) -> None:
         """Server VAD outside speech: keep only what a next ``speech_started`` can reach back to
         (prefix_padding_ms, §4.2, plus the VAD look-ahead), so silence never fills the buffer."""

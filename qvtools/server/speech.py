@@ -17,6 +17,10 @@
 5. resampling to the output rate (24 kHz, the realtime API's output format).
 
 Heavy models load once, on first use; the pipeline is safe to share between threads.
+Sentences that do not depend on the user's words -- the reply's opener (:meth:`SpeechPipeline.opener_text`)
+and template tails -- are synthesized and converted once per voice, language and rate and kept in a
+bounded LRU (:meth:`SpeechPipeline.opener_audio`, :meth:`SpeechPipeline.stream_synthesize_reusing`), so the
+local service can speak the opener the moment the user stops (issue 11).
 Each engine voice's own profile (the conversion *source*) is measured once from a fixed calibration text in
 its language (:data:`CALIBRATION_TEXT` for English, per pipeline;
 :data:`qvtools.server.tts_kokoro.CALIBRATION_TEXTS` for the others, per process and kept in the model
@@ -47,7 +51,7 @@ from ..errors import ConfigError
 from .responder import Responder
 from .voice import VoiceProfile, analyze, builtin_profile, convert
 
-__all__ = ["SpeechPipeline", "CALIBRATION_TEXT", "ENGLISH"]
+__all__ = ["SpeechPipeline", "CALIBRATION_TEXT", "ENGLISH", "OPENER_CACHE_SIZE"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +124,12 @@ def _write_source(path, prof: VoiceProfile) -> None:
 #: Enrollment audio analyses kept (a bounded LRU; the realtime half keeps its own per-voice cache).
 _PROFILE_CACHE_SIZE = 32
 
+#: Opener sentences (and other sentences that do not depend on the user's words) kept synthesized and
+#: converted, per (voice, language, output rate, text): a bounded LRU (issue 11: the opener's audio is ready
+#: before the user's words are transcribed). Each entry is 1-3 s of float32 audio (100-300 KB at 24 kHz):
+#: at most ~50 MB.
+OPENER_CACHE_SIZE = 192
+
 
 class SpeechPipeline:
     """ASR, reply text, TTS and voice conversion for the local realtime service."""
@@ -132,6 +142,11 @@ class SpeechPipeline:
         self._source: VoiceProfile | None = None  # the English (Piper) source profile
         self._responders: dict[tuple[str, int], Responder] = {}
         self._profile_cache: OrderedDict[str, VoiceProfile] = OrderedDict()
+        self._openers: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._openers_lock = threading.Lock()
+        self._building: dict[tuple, threading.Event] = {}  # opener keys being made now (made once)
+        #: How many opener sentences were synthesized (cache misses), for tests and benchmarks.
+        self.opener_builds = 0
         #: Set once :meth:`warm` has loaded ASR, TTS and the source profile.
         self.ready = threading.Event()
         #: Why the last :meth:`warm` failed (``None`` when it did not).
@@ -257,6 +272,116 @@ class SpeechPipeline:
         :meth:`reply_text` for the same arguments starts with it. None in echo mode."""
         return self._responder(mode, seed).opener(turn_index=turn_index, instructions=instructions,
                                                   language=language)
+
+    # ---------------------------------------------------------------- opener audio (issue 11)
+
+    @staticmethod
+    def _opener_key(text: str, voice_key, sample_rate: int, language: str | None, gap: bool = True) -> tuple:
+        return (voice_key, (language or "en").lower(), int(sample_rate), text, bool(gap))
+
+    def cached_opener_audio(self, text: str, *, voice_key, sample_rate: int = 24000,
+                            language: str | None = None, gap: bool = True) -> np.ndarray | None:
+        """The opener's audio when :meth:`opener_audio` already made it for this voice, else None (no
+        synthesis: cheap enough for the event loop)."""
+        key = self._opener_key(text, voice_key, sample_rate, language, gap)
+        with self._openers_lock:
+            x = self._openers.get(key)
+            if x is not None:
+                self._openers.move_to_end(key)
+            return x
+
+    def _speak(self, text: str, profile: VoiceProfile, sample_rate: int, gap: bool,
+               language: str | None = None) -> np.ndarray:
+        """``text`` synthesized and converted as :meth:`stream_synthesize` does inside a reply: its sentences
+        with the pause between them, plus the pause after the last one when ``gap`` (a sentence that is
+        not the reply's last), converted together, by the engine for ``language`` (None = English)."""
+        from .tts import _SENTENCE_GAP_S
+
+        why = self.speakable(language)
+        if why is not None:
+            raise ConfigError(why)
+        synth = self.engine(language)
+        source = self.source_profile_for(language)
+        parts = [x for _piece, x in synth.stream(text)]
+        if gap:
+            parts.append(np.zeros(int(_SENTENCE_GAP_S * synth.sample_rate), np.float32))
+        x = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
+        return self._convert(x, synth.sample_rate, profile, sample_rate, source)
+
+    def opener_audio(self, text: str, profile: VoiceProfile, sample_rate: int = 24000, *, voice_key,
+                     language: str | None = None, gap: bool = True) -> np.ndarray:
+        """``text`` (an opener, :meth:`opener_text`, or any sentence that does not depend on the user's
+        words) spoken in ``profile``'s voice, float32 at ``sample_rate``, followed by the pause the TTS puts
+        between sentences (``gap``) -- the samples a sentence has when :meth:`stream_synthesize` speaks a
+        longer reply. Made once per ``(voice_key, language, sample_rate, text, gap)`` and kept in a bounded
+        LRU (:data:`OPENER_CACHE_SIZE`). ``voice_key`` names the voice *and its version* (a cloned voice's
+        audio hash), so a re-enrolled voice never gets stale audio."""
+        self._check(profile, sample_rate)
+        key = self._opener_key(text, voice_key, sample_rate, language, gap)
+        for _attempt in range(2):
+            cached = self.cached_opener_audio(text, voice_key=voice_key, sample_rate=sample_rate,
+                                              language=language, gap=gap)
+            if cached is not None:
+                return cached
+            with self._openers_lock:
+                building = self._building.get(key)
+                if building is None:
+                    building = self._building[key] = threading.Event()
+                    break
+            building.wait(60.0)  # made by another thread right now (e.g. prepare_openers): wait, never twice
+        else:
+            building = None  # the other build failed or took too long: make it here, uncoordinated
+        try:
+            x = self._speak(text, profile, sample_rate, gap, language)
+            x.setflags(write=False)  # shared between sessions
+            with self._openers_lock:
+                self.opener_builds += 1
+                self._openers[key] = x
+                self._openers.move_to_end(key)
+                while len(self._openers) > OPENER_CACHE_SIZE:
+                    self._openers.popitem(last=False)
+        finally:
+            if building is not None:
+                with self._openers_lock:
+                    self._building.pop(key, None)
+                building.set()
+        return x
+
+    def stream_synthesize_reusing(self, text: str, profile: VoiceProfile, sample_rate: int = 24000, *,
+                                  voice_key, language: str | None = None,
+                                  reusable=None) -> Iterator[tuple[str, np.ndarray]]:
+        """:meth:`stream_synthesize`, except that sentences for which ``reusable(sentence)`` is true (those
+        that do not depend on the user's words, e.g. "Let me think it through with you.") come from the
+        same bounded LRU as the openers (:meth:`opener_audio`), made once per voice and rate (issue 11:
+        per-turn synthesis and conversion is most of a turn's CPU)."""
+        from .tts import split_sentences
+
+        self._check(profile, sample_rate)
+        pieces = split_sentences(text)
+        for i, piece in enumerate(pieces):
+            gap = i < len(pieces) - 1
+            if reusable is not None and reusable(piece):
+                yield piece, self.opener_audio(piece, profile, sample_rate, voice_key=voice_key, language=language,
+                                               gap=gap)
+            else:
+                yield piece, self._speak(piece, profile, sample_rate, gap, language)
+
+    def prepare_openers(self, profile: VoiceProfile, sample_rate: int = 24000, *, voice_key, turns,
+                        mode: str = "conversation", seed: int = 0, instructions: str | None = None,
+                        language: str | None = None) -> int:
+        """Make the opener audio of the given turn indices ahead of time (in an executor, e.g. right after
+        a ``session.update`` set the voice); returns how many openers were synthesized now."""
+        made = 0
+        for turn in turns:
+            text = self.opener_text(mode=mode, seed=seed, turn_index=turn, instructions=instructions,
+                                    language=language)
+            if text is None:
+                return made
+            if self.cached_opener_audio(text, voice_key=voice_key, sample_rate=sample_rate,
+                                        language=language) is None:
+                self.opener_audio(text, profile, sample_rate, voice_key=voice_key, language=language)
+                made += 1
+        return made
 
     def voice_profile(self, voice_name: str, record=None) -> VoiceProfile:
         """Profile for a session voice.
