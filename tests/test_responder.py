@@ -115,3 +115,16 @@ def test_chinese_topics_without_spaces():
     assert topic("嗯", "zh") is None
     reply = Responder(seed=0).reply("你能推荐一本关于天文学的好书吗", language="zh")
     assert "好书" in reply and reply.startswith(Responder(seed=0).opener(language="zh"))
+
+
+@pytest.mark.parametrize("language", ["en", "zh", "ja", "de", "es"])
+def test_reply_is_opener_head_plus_body_in_every_language(language):
+    from qvtools.server.responder import opener_head, split_opener
+
+    r = Responder(seed=2)
+    for t in range(4):
+        opener = r.opener(turn_index=t, language=language)
+        reply = r.reply("tell me about jazz music", turn_index=t, language=language)
+        head, body = split_opener(reply, opener)
+        assert head == opener_head(opener, language) and body and reply == head + body
+    assert split_opener("Something else entirely.", "Got it.") is None

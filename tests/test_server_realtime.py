@@ -778,20 +778,20 @@ def test_manual_partial_transcriptions_run_one_at_a_time_over_all_sessions(svc, 
 
     speech = svc.app[REALTIME].get_speech()
     lock, running, peak = threading.Lock(), [0], [0]
-    inner = speech.transcribe
+    inner = speech.recognize
 
-    def counting(x16):
+    def counting(x16, *args, **kwargs):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
         try:
-            return inner(x16)
+            return inner(x16, *args, **kwargs)
         finally:
             with lock:
                 running[0] -= 1
 
     clients = [RawClient(svc, FLASH) for _ in range(3)]
-    speech.transcribe = counting
+    speech.recognize = counting
     try:
         for c in clients:
             c.until("session.created")
@@ -817,7 +817,7 @@ def test_manual_partial_transcriptions_run_one_at_a_time_over_all_sessions(svc, 
     finally:
         for c in clients:
             c.close()
-        del speech.transcribe
+        del speech.recognize
     assert peak[0] == 1
 
 

@@ -62,6 +62,7 @@ from .rt_handshake import admit, check_handshake, release
 from .rt_input import AppendError, BufferFull, InputBuffer, decode_append
 from .rt_response import ResponseStream, SpeculativeReply, UserTurn, plan_sentence, tokens
 from . import turn_language
+from .responder import opener_head, split_opener
 
 __all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "RealtimeState", "REALTIME",
            "SPECULATE_AFTER_MS"]
@@ -658,8 +659,8 @@ class _Connection:
                                     language=language)
         if opener is None:
             rest = reply
-        elif reply.startswith(opener + " "):
-            rest = reply[len(opener) + 1:]
+        elif split_opener(reply, opener) is not None:
+            rest = split_opener(reply, opener)[1]
         else:
             return made
 
@@ -1133,7 +1134,8 @@ class _Connection:
                 if x is None:
                     await self._finish_cancelled(resp)
                     return
-            toks = tokens(opener + " ")  # reply = opener + " " + body: these tokens are the reply's first ones
+            # reply = opener + joiner + body (responder.opener_head): these tokens are the reply's first ones
+            toks = tokens(opener_head(opener, language))
             pieces = (opener, x)
 
             async def next_piece():
@@ -1141,13 +1143,14 @@ class _Connection:
                     text = await reply()
                     if text is None:
                         return None
-                    if text.startswith(opener + " "):
-                        body = text[len(opener) + 1:]
+                    parts = split_opener(text, opener)
+                    if parts is not None:
+                        body = parts[1]
                     else:  # cannot happen with Responder (reply = opener + " " + body); say so, speak it all
                         log.warning("session %s: the reply does not start with its opener %r", self.session_id,
                                     opener)
                         body = text
-                    toks[:] = tokens(opener + " ") + tokens(body)
+                    toks[:] = tokens(parts[0] if parts is not None else opener_head(opener, language)) + tokens(body)
                     gen_state["gen"], first = await synthesis(body, text)
                     if first is not None or gen_state["gen"] is None:
                         return first

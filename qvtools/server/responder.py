@@ -34,7 +34,8 @@ import re
 
 from ..errors import ConfigError
 
-__all__ = ["Responder", "MODES", "EMPTY_ECHO", "REPLY_LANGUAGES", "reply_language", "topic"]
+__all__ = ["Responder", "MODES", "EMPTY_ECHO", "REPLY_LANGUAGES", "reply_language", "topic", "opener_head",
+           "split_opener"]
 
 MODES = ("conversation", "echo")
 
@@ -166,6 +167,22 @@ _STOP_ES = {
 }
 _STOPS = {"en": _STOP, "de": _STOP_DE, "es": _STOP_ES}
 _ENDS = ".!?。！？…"
+
+
+def opener_head(opener: str, language: str | None) -> str:
+    """The opener as the reply's first characters: the opener and the joiner after it in ``language``
+    (a space, none in Chinese and Japanese), so ``reply == opener_head(...) + body``."""
+    return opener + _TABLES[reply_language(language)]["joiner"]
+
+
+def split_opener(reply: str, opener: str) -> tuple[str, str] | None:
+    """``(head, body)`` of a conversation reply that starts with ``opener`` (head: the opener and the
+    whitespace after it), else None."""
+    if not reply.startswith(opener):
+        return None
+    rest = reply[len(opener):]
+    body = rest.lstrip()
+    return reply[:len(reply) - len(body)], body
 
 
 def reply_language(language: str | None) -> str:
