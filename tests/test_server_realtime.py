@@ -830,3 +830,37 @@ def test_reply_sentences_sharing_the_users_words_are_never_reused():
     assert not check("You mentioned weather.")
     assert not check("天气很好。")  # not English: never from the cache
     assert _independent_of("")("How can I help you today?")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, second", [("first_turn", "en"), ("every_turn", None)])
+def test_language_is_detected_once_per_session_unless_every_turn(tmp_path, pcm16k, mode, second):
+    # ServiceConfig.realtime_language_detection: with no session or voice language the first turn is
+    # detected; "first_turn" then tells ASR that language (tiny.en for English), "every_turn" detects again
+    from qvtools.server.realtime import REALTIME
+
+    cfg = ServiceConfig(realtime_language_detection=mode, realtime_partial_transcription_s=0)
+    with LocalService(tmp_path, config=cfg) as local:
+        speech = local.app[REALTIME].get_speech()
+        told = []
+        inner = speech.recognize
+
+        def recording(x16, language=None, candidates=None):
+            told.append(language)
+            return inner(x16, language, candidates)
+
+        speech.recognize = recording
+        c = RawClient(local, FLASH)
+        try:
+            c.until("session.created")
+            c.send({"type": "session.update", "session": {"turn_detection": None, "modalities": ["text"]}})
+            c.until("session.updated")
+            for _turn in range(2):
+                stream(c, pcm16k)
+                c.send({"type": "input_audio_buffer.commit"})
+                c.send({"type": "response.create"})
+                done = c.until("response.done", timeout=120)[-1]
+                assert done["response"]["status"] == "completed"
+        finally:
+            c.close()
+    assert told == [None, second]

@@ -85,3 +85,23 @@ def test_a_bad_candidate_fails_when_the_service_is_built():
     assert RealtimeState(ServiceConfig(realtime_language_candidates=None)).language_candidates is None
     with pytest.raises(ConfigError, match="xx"):
         RealtimeState(ServiceConfig(realtime_language_candidates=("en", "xx")))
+
+
+def test_asr_language_detects_once_per_session_when_given_the_last_detection():
+    zh_voice = SimpleNamespace(language="zh")
+    # "first_turn" (ServiceConfig.realtime_language_detection): the previous turn's language is used ...
+    assert tl.asr_language({}, None, ("zh", "en"), "en") == "en"
+    # ... but never over a firm one, and an unknown code means detect
+    assert tl.asr_language({}, zh_voice, ("zh", "en"), "en") == "zh"
+    assert tl.asr_language({}, None, ("zh", "en"), "xx") is None
+    # "every_turn": nothing passed, detect
+    assert tl.asr_language({}, None, ("zh", "en"), None) is None
+
+
+def test_language_detection_mode_is_validated():
+    from qvtools.errors import ConfigError
+    from qvtools.server.config import LANGUAGE_DETECTION_MODES, ServiceConfig
+
+    assert ServiceConfig().realtime_language_detection == "first_turn" in LANGUAGE_DETECTION_MODES
+    with pytest.raises(ConfigError, match="realtime_language_detection"):
+        ServiceConfig(realtime_language_detection="sometimes")

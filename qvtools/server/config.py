@@ -98,6 +98,11 @@ __all__ += ["MAX_INSTRUCTIONS_CHARS", "MAX_TEXT_CHARS", "MAX_NAME_CHARS", "MAX_T
 TEXT_CHECK_MODES = ("refuse", "fallback", "off")
 __all__ += ["TEXT_CHECK_MODES"]
 
+#: Values of :attr:`ServiceConfig.realtime_language_detection` (issue 10/11: detect the language once per
+#: session, or on every turn).
+LANGUAGE_DETECTION_MODES = ("first_turn", "every_turn")
+__all__ += ["LANGUAGE_DETECTION_MODES"]
+
 
 @dataclass
 class ServiceConfig:
@@ -214,6 +219,15 @@ class ServiceConfig:
     #: the English-only service of before. Detection costs a Whisper base encoder pass per turn (English
     #: turn of 2 s: 0.47 s given, 1.35 s detected, on the shared machine at load 5-7).
     realtime_language_candidates: tuple | None = ("zh", "en", "ja", "es", "de")
+    #: When the language is detected (no session or voice language): "first_turn" detects it on a
+    #: session's first turn with speech and then transcribes later turns in that language (tiny.en for
+    #: English, no detection pass); "every_turn" detects on every turn, so a user who switches language
+    #: mid-session is followed. The cloud's omni model follows switches; "first_turn" is the default
+    #: because detection doubles a turn's CPU on this 2-core machine (benchmarks/bench_load.py, 1 session:
+    #: 3.9 CPU s per turn detected every turn vs 1.4 with the language known, and processing p95 1.9 s vs
+    #: 9 ms), which the latency and capacity figures of issue 11 cannot afford. A guess-free setting for a
+    #: mixed-language study: name the language per session (the extension above) or use "every_turn".
+    realtime_language_detection: str = "first_turn"
     #: Milliseconds of audio per ``response.audio.delta`` (§5.8 [guess] 100-200 ms).
     realtime_audio_chunk_ms: int = 100
     #: Send ``response.done`` after ``response.cancel`` (§4.5 c [obs 2026]; the v2 SDK needs it). False: the
@@ -311,6 +325,9 @@ class ServiceConfig:
     def __post_init__(self):
         from ..errors import ConfigError
 
+        if self.realtime_language_detection not in LANGUAGE_DETECTION_MODES:
+            raise ConfigError(f"realtime_language_detection must be one of {', '.join(LANGUAGE_DETECTION_MODES)}, "
+                              f"got {self.realtime_language_detection!r}")
         if self.enroll_text_check not in TEXT_CHECK_MODES:
             raise ConfigError(f"enroll_text_check must be one of {', '.join(TEXT_CHECK_MODES)}, "
                               f"got {self.enroll_text_check!r}")

@@ -892,9 +892,12 @@ class _Connection:
 
     # ------------------------------------------------------------------------------- transcription
     def _asr_language(self) -> str | None:
-        """The language the final ASR pass is told (issue 10): the session's or the voice's, else None
-        (detected among ServiceConfig.realtime_language_candidates; qvtools/server/turn_language.py)."""
-        return turn_language.asr_language(self.session, self.voice_record, self.app[REALTIME].language_candidates)
+        """The language the final ASR pass is told (issue 10): the session's or the voice's, else the one
+        detected on an earlier turn (``ServiceConfig.realtime_language_detection = "first_turn"``), else
+        None (detected among ServiceConfig.realtime_language_candidates; qvtools/server/turn_language.py)."""
+        last = self.last_language if self.cfg.realtime_language_detection == "first_turn" else None
+        return turn_language.asr_language(self.session, self.voice_record, self.app[REALTIME].language_candidates,
+                                          last)
 
     def _recognize(self, x, rate: int, language: str | None):
         """The :class:`qvtools.asr.Transcription` of user audio ``x`` at ``rate`` Hz in ``language`` (None:

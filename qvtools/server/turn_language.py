@@ -18,8 +18,10 @@ The local service decides a user turn's language in this order (:func:`expected_
    as the language: ``("en",)`` gives the English-only service of before, without the detection pass).
 
 Step 3 is a guess made *before* the transcript (for work started ahead of ASR: an opener, a speculative
-ASR pass); :func:`asr_language` is what the final ASR pass is told: only steps 1 and 2 (a firm
-language), so a previous turn's detection never stops a language switch from being detected.
+ASR pass); :func:`asr_language` is what the final ASR pass is told: steps 1 and 2 (a firm language), and
+step 3 too when the service detects once per session (``ServiceConfig.realtime_language_detection``,
+default "first_turn": detection doubles a turn's CPU); with "every_turn" a previous turn's detection never
+stops a language switch from being detected.
 
 The voice's enrollment language is *firm* (ASR is told it, no detection): the voice is usually the user's
 own, cloned to talk with. A user who speaks another language to a cloned voice gets a transcript forced
@@ -85,12 +87,19 @@ def voice_language(record) -> str | None:
         return None
 
 
-def asr_language(session, record, candidates=None) -> str | None:
+def asr_language(session, record, candidates=None, last_detected: str | None = None) -> str | None:
     """The language the final ASR pass is told (session language, else the voice's, else the only
-    candidate when ``candidates`` names just one); None: detect among the candidates."""
+    candidate when ``candidates`` names just one, else ``last_detected`` -- pass the previous turn's
+    detected language to detect once per session, ``ServiceConfig.realtime_language_detection =
+    "first_turn"``, or None to detect every turn); None: detect among the candidates."""
     firm = session_language(session) or voice_language(record)
     if firm is None and candidates is not None and len(candidates) == 1:
         return candidates[0]
+    if firm is None and last_detected:
+        try:
+            return base_language(last_detected)
+        except ConfigError:
+            return None
     return firm
 
 
