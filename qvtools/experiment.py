@@ -47,9 +47,9 @@ import sys
 import time
 import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from .catalog import DEFAULT_COMPARE_MODELS, check_model
 from .config import Settings, redact

@@ -34,7 +34,7 @@ from urllib.parse import quote
 from .. import audio as _audio
 from .. import catalog
 from ..config import Settings
-from ..errors import (APIError, ConfigError, QVError, RealtimeError, SessionTimeout, TransportError,
+from ..errors import (APIError, ConfigError, RealtimeError, SessionTimeout, TransportError,
                       VoiceModelMismatch, api_error_from_http, redact_text)
 from . import events as ev
 from .turn import Turn, TurnTracker
