@@ -192,7 +192,9 @@ def run_step(svc: Service, n: int, prompts, voices, args) -> dict:
     svc.reset_peak()
     cpu0, t0 = svc.cpu_s(), time.monotonic()
     deadline = t0 + 60.0 * args.minutes
-    threads = [threading.Thread(target=session_worker, args=(settings, prompts, stats, deadline, args, i),
+    # each session speaks one language (session i: the i-th of --languages, cycling), as one user would
+    threads = [threading.Thread(target=session_worker, args=(settings, prompts[i % len(prompts)], stats, deadline,
+                                                             args, i),
                                 daemon=True) for i in range(n)]
     threads.append(threading.Thread(target=enrollment_worker, args=(svc.url, voices, stats, deadline, args),
                                     daemon=True))
@@ -234,18 +236,30 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=0, help="the service's max_sessions_per_key (0: no limit)")
     p.add_argument("--stop-after-saturation", type=int, default=1, help="steps to run past the first saturated one")
     p.add_argument("--json", help="write the step results here")
+    p.add_argument("--languages", nargs="+", default=["en"],
+                   help="prompt languages the sessions speak, one per session, cycling (default: en)")
+    p.add_argument("--candidates", nargs="+", default=None,
+                   help="ServiceConfig.realtime_language_candidates (default: the service's; one code = the "
+                        "service knows every turn's language, no detection on a session's first turn)")
     args = p.parse_args(argv)
     if args.minutes <= 0 or args.minutes > 30 or min(args.sessions) < 1 or max(args.sessions) > 64:
         p.error("bounded: 0 < --minutes <= 30 and 1 <= N <= 64")
 
     samples = samples_dir()
     meta = json.loads((samples / "prompts.json").read_text())
-    prompts = [audio.load(samples / x["file"], mono=True) for x in meta["prompts"]]
+    prompts = [[audio.load(samples / x["file"], mono=True) for x in meta["prompts"] if x.get("language", "en") == lang]
+               for lang in args.languages]
+    if not all(prompts):
+        p.error(f"no sample prompt in some of {args.languages}")
     voices = [audio.data_url((samples / "voices" / f).read_bytes(), "audio/wav")
               for f in sorted(os.listdir(samples / "voices")) if f.endswith(".wav")]
     config = {"realtime_latency": args.latency, "max_sessions_per_key": args.limit, "warm_speech": True}
+    if args.candidates:
+        config["realtime_language_candidates"] = list(args.candidates)
     print(f"load test: {os.cpu_count()} cores, steps N={args.sessions}, {args.minutes:g} min each, "
-          f"latency={args.latency}, limit={args.limit or 'none'}, load average "
+          f"latency={args.latency}, limit={args.limit or 'none'}, sessions speak {'/'.join(args.languages)}, "
+          f"language candidates {args.candidates or 'service default (detected on each session first turn)'}, "
+          f"load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="qvtools-load-") as tmp:
@@ -254,7 +268,7 @@ def main(argv=None) -> int:
             # warm-up: one turn loads Whisper, Piper and the voice profile before anything is timed
             settings = Settings(region="local", base_url=svc.url, api_key=KEY + "-warm", timeout_s=120)
             with RealtimeSession(settings, MODEL, transcription=False, response_timeout=120) as warm:
-                assert warm.send_audio(prompts[0], realtime=False).status == "completed"
+                assert warm.send_audio(prompts[0][0], realtime=False).status == "completed"
             print(f"service pid {svc.proc.pid}, RSS after warm-up {svc.rss_mb():.0f} MB", flush=True)
             print(f"{'N':>3} {'turns/min':>9} {'proc p50/p95 ms':>15} {'TTFA p50/p95 ms':>15} "
                   f"{'stall p50/p95':>13} {'VAD lag p50/p95':>15} {'enroll r/s':>10} {'RSS MB':>7} {'CPU %':>6} "
