@@ -187,51 +187,42 @@ def speaks(voice: VoiceSpec, prompt: PromptSpec) -> bool:
     return base_language(voice.language) == base_language(prompt.language)
 
 
-def load_prompts(manifest) -> list[PromptSpec]:
-    """Prompts listed in a JSON manifest (``prompts.json`` of the samples: ``{"prompts": [{name, file, text}]}``).
-
-    ``file`` is relative to the manifest's directory.
-    """
+def _manifest_items(manifest, kind: str, make) -> list:
+    """``make(item, directory)`` for each entry of the ``kind`` list (``"prompts"``/``"voices"``) of a JSON
+    manifest; a clear ConfigError for a missing or invalid file, an empty list or an entry without
+    ``name``/``file``."""
     manifest = Path(manifest)
+    label = kind[:-1]
     try:
         doc = json.loads(manifest.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"prompt manifest not found: {manifest}") from None
+        raise ConfigError(f"{label} manifest not found: {manifest}") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"prompt manifest {manifest} is not valid JSON: {exc}") from None
-    items = doc.get("prompts") if isinstance(doc, dict) else None
+        raise ConfigError(f"{label} manifest {manifest} is not valid JSON: {exc}") from None
+    items = doc.get(kind) if isinstance(doc, dict) else None
     if not isinstance(items, list) or not items:
-        raise ConfigError(f"prompt manifest {manifest} must hold a non-empty 'prompts' list")
+        raise ConfigError(f"{label} manifest {manifest} must hold a non-empty '{kind}' list")
     out = []
     for item in items:
         try:
-            out.append(PromptSpec(item["name"], manifest.parent / item["file"], item.get("text"),
-                                  item.get("language")))
+            out.append(make(item, manifest.parent))
         except (KeyError, TypeError):
-            raise ConfigError(f"each prompt in {manifest} needs 'name' and 'file', got {item!r}") from None
+            raise ConfigError(f"each {label} in {manifest} needs 'name' and 'file', got {item!r}") from None
     return out
+
+
+def load_prompts(manifest) -> list[PromptSpec]:
+    """Prompts listed in a JSON manifest (``prompts.json`` of the samples: ``{"prompts": [{name, file, text,
+    language?}]}``); ``file`` is relative to the manifest's directory."""
+    return _manifest_items(manifest, "prompts", lambda item, d: PromptSpec(
+        item["name"], d / item["file"], item.get("text"), item.get("language")))
 
 
 def load_voices(manifest) -> list[VoiceSpec]:
     """Reference voices listed in a JSON manifest (``voices.json`` of the samples:
     ``{"voices": [{name, file, language?, text?}]}``); ``file`` is relative to the manifest's directory."""
-    manifest = Path(manifest)
-    try:
-        doc = json.loads(manifest.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"voice manifest not found: {manifest}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"voice manifest {manifest} is not valid JSON: {exc}") from None
-    items = doc.get("voices") if isinstance(doc, dict) else None
-    if not isinstance(items, list) or not items:
-        raise ConfigError(f"voice manifest {manifest} must hold a non-empty 'voices' list")
-    out = []
-    for item in items:
-        try:
-            out.append(VoiceSpec(item["name"], manifest.parent / item["file"], item.get("language"), item.get("text")))
-        except (KeyError, TypeError):
-            raise ConfigError(f"each voice in {manifest} needs 'name' and 'file', got {item!r}") from None
-    return out
+    return _manifest_items(manifest, "voices", lambda item, d: VoiceSpec(
+        item["name"], d / item["file"], item.get("language"), item.get("text")))
 
 
 def sample_voices(data_dir=None) -> list[VoiceSpec]:

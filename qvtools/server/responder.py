@@ -242,18 +242,24 @@ def _topic_zh(text: str) -> str | None:
                 if len(r) >= 2]
         return runs[-1][-4:] if runs else None
     jieba.setLogLevel(logging.WARNING)
+    runs = _noun_runs((tok.word, tok.flag.startswith("n") and tok.flag != "nr" or tok.flag in ("vn", "nz"))
+                      for tok in pseg.cut(text))
+    runs = [r for r in runs if len("".join(r)) >= 2]
+    return "".join(runs[-1][-2:]) if runs else None
+
+
+def _noun_runs(tagged) -> list[list[str]]:
+    """Runs of adjacent nouns from ``(word, is_noun)`` pairs, in order."""
     runs, cur = [], []
-    for tok in pseg.cut(text):
-        if tok.flag.startswith("n") and tok.flag != "nr" or tok.flag in ("vn", "nz"):
-            cur.append(tok.word)
-        else:
-            if cur:
-                runs.append(cur)
+    for word, is_noun in tagged:
+        if is_noun:
+            cur.append(word)
+        elif cur:
+            runs.append(cur)
             cur = []
     if cur:
         runs.append(cur)
-    runs = [r for r in runs if len("".join(r)) >= 2]
-    return "".join(runs[-1][-2:]) if runs else None
+    return runs
 
 
 def _topic_ja(text: str) -> str | None:
@@ -265,16 +271,7 @@ def _topic_ja(text: str) -> str | None:
     except ImportError:
         runs = re.findall(r"[\u30a0-\u30ff\u3400-\u9fff]{2,}", text)
         return runs[-1] if runs else None
-    runs, cur = [], []
-    for node in pyopenjtalk.run_frontend(text):
-        if node.get("pos") == "名詞":
-            cur.append(node["string"])
-        else:
-            if cur:
-                runs.append(cur)
-            cur = []
-    if cur:
-        runs.append(cur)
+    runs = _noun_runs((node["string"], node.get("pos") == "名詞") for node in pyopenjtalk.run_frontend(text))
     runs = ["".join(r) for r in runs if re.search(r"[\u30a0-\u30ff\u3400-\u9fff]", "".join(r))]
     runs = [r for r in runs if len(r) >= 2]
     return runs[-1] if runs else None
