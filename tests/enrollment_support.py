@@ -121,3 +121,16 @@ class ReplayServer(HTTPStub):
                 req.send(ex["status"], _substitute(ex["body"], req.input), ex.get("headers"))
                 return
         req.send(500, {"code": "ReplayMismatch", "message": f"no fixture exchange for {req.input}"})
+
+
+def wait_for_slots(svc, active: int, timeout: float = 10.0) -> int:
+    """Poll (bounded, every 5 ms) until the local service's enrollment decode slots in use equal ``active``;
+    returns the count seen last, for the caller to assert on."""
+    from qvtools.server.enrollment import ENROLL_SLOTS
+
+    tick = threading.Event()
+    for _ in range(max(1, int(timeout / 0.005))):
+        if svc.app[ENROLL_SLOTS].active == active:
+            break
+        tick.wait(0.005)
+    return svc.app[ENROLL_SLOTS].active

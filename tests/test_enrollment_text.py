@@ -24,6 +24,7 @@ from qvtools.metrics import TRANSCRIPT_MISMATCH_THRESHOLD
 from qvtools.server import LocalService, ServiceConfig
 from qvtools.server import enrollment as server_enrollment
 from qvtools.server.enrollment import ENROLL_SLOTS
+from enrollment_support import wait_for_slots
 
 TIMEOUT = 180
 PLUS = "qwen3.5-omni-plus-realtime"
@@ -121,12 +122,7 @@ def test_slow_text_check_is_bounded_and_keeps_its_slot(tmp_path, enrollment_wav,
             assert voice_list(svc) == []  # nothing stored
         finally:
             release.set()
-        done = threading.Event()
-        for _ in range(2000):
-            if svc.app[ENROLL_SLOTS].active == 0:
-                break
-            done.wait(0.005)
-        assert svc.app[ENROLL_SLOTS].active == 0
+        assert wait_for_slots(svc, 0) == 0
 
 
 # -- slow: real speech, real ASR ---------------------------------------------------------------------------------------

@@ -17,9 +17,9 @@ import soundfile as sf
 from qvtools.audio import data_url, resample, wav_bytes
 from qvtools.config import ENROLLMENT_PATH
 from qvtools.server import LocalService, ServiceConfig
-from qvtools.server.enrollment import ENROLL_SLOTS
 from qvtools.server.http import ENROLL_EXECUTOR
 from qvtools.server.store import VoiceRecord
+from enrollment_support import wait_for_slots
 from conftest import read_http_answer
 
 TIMEOUT = 60
@@ -622,12 +622,7 @@ def test_full_decode_queue_is_a_429_with_retry_after(tmp_path, enrollment_wav):
         t.start()
         try:
             # the first create holds the only slot once it waits on the executor (a bounded condition wait)
-            waited = threading.Event()
-            for _ in range(2000):
-                if svc.app[ENROLL_SLOTS].active == 1:
-                    break
-                waited.wait(0.005)
-            assert svc.app[ENROLL_SLOTS].active == 1
+            assert wait_for_slots(svc, 1) == 1
             resp = post(svc, create_body(data, name="second"))
             assert_error(resp, 429, "Throttling.RateQuota", "Requests rate limit exceeded, try again later.")
             assert resp.headers["Retry-After"] == "2"

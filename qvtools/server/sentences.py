@@ -8,7 +8,13 @@ import re
 
 from ..errors import ConfigError
 
-__all__ = ["split_sentences"]
+__all__ = ["split_sentences", "SENTENCE_GAP_S", "SENTENCE_PEAK"]
+
+#: Pause (s) both engines append between the sentences of a reply (the realtime reply and the opener cache
+#: of :mod:`qvtools.server.speech` put the same pause after a sentence that is not the last).
+SENTENCE_GAP_S = 0.12
+#: Peak each synthesized sentence is brought to (Piper normalizes to full scale; Kokoro is scaled the same).
+SENTENCE_PEAK = 0.8
 
 # Latin punctuation ends a sentence before whitespace; CJK full-width punctuation (。！？；：…) ends one
 # even without whitespace (Chinese and Japanese put no space after it). Closing quotes and brackets

@@ -295,7 +295,7 @@ class SpeechPipeline:
         """``text`` synthesized and converted as :meth:`stream_synthesize` does inside a reply: its sentences
         with the pause between them, plus the pause after the last one when ``gap`` (a sentence that is
         not the reply's last), converted together, by the engine for ``language`` (None = English)."""
-        from .tts import _SENTENCE_GAP_S
+        from .sentences import SENTENCE_GAP_S
 
         why = self.speakable(language)
         if why is not None:
@@ -304,7 +304,7 @@ class SpeechPipeline:
         source = self.source_profile_for(language)
         parts = [x for _piece, x in synth.stream(text)]
         if gap:
-            parts.append(np.zeros(int(_SENTENCE_GAP_S * synth.sample_rate), np.float32))
+            parts.append(np.zeros(int(SENTENCE_GAP_S * synth.sample_rate), np.float32))
         x = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
         return self._convert(x, synth.sample_rate, profile, sample_rate, source)
 

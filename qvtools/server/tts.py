@@ -19,6 +19,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import ConfigError
+from .sentences import SENTENCE_GAP_S as _SENTENCE_GAP_S
+from .sentences import SENTENCE_PEAK as _PEAK
 from .sentences import split_sentences  # re-exported: tests and data/make_samples.py use it here
 
 __all__ = ["Synthesizer", "split_sentences", "VOICE_NAME", "engine_for_language", "synthesis_languages",
@@ -29,8 +31,6 @@ log = logging.getLogger(__name__)
 #: The one TTS voice the local service speaks with before voice conversion.
 VOICE_NAME = "en_US-joe-medium (piper)"
 
-_SENTENCE_GAP_S = 0.12  # pause appended between sentences
-_PEAK = 0.8  # Piper normalizes each sentence to full scale; bring it down to this peak
 
 #: Languages Piper speaks here (one English voice). Measured against Kokoro for English in
 #: benchmarks/bench_languages.py: see engine_for_language.

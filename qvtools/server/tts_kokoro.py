@@ -40,6 +40,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import ConfigError
+from .sentences import SENTENCE_GAP_S as _SENTENCE_GAP_S
+from .sentences import SENTENCE_PEAK as _PEAK
 from .sentences import split_sentences
 
 __all__ = ["KokoroSynthesizer", "CALIBRATION_TEXTS", "KOKORO_LANGUAGES", "ESPEAK_LANGUAGES", "KOKORO_VOICES", "DEFAULT_VOICE",
@@ -84,8 +86,6 @@ CALIBRATION_TEXTS = {
 # ships the same digest in data/model.sha256).
 _MODEL_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
 _MAX_TOKENS = 510  # the model's context minus the two pad tokens (style table has 510 rows)
-_SENTENCE_GAP_S = 0.12  # pause appended between sentences, as the Piper engine
-_PEAK = 0.8  # each sentence is brought to this peak, as the Piper engine
 _TRIM_THRESHOLD = 0.01
 _TRIM_PAD_S = 0.03
 
