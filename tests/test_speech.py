@@ -155,10 +155,13 @@ def test_cloned_voice_moves_toward_the_reference_speaker(pipeline, speech_data):
     before = speaker.similarity(ref, speaker.embed(plain, tsr))
     after = speaker.similarity(ref, speaker.embed(cloned, 24000))
     assert after > before + 0.2
-    # still intelligible: at most one word in ten misheard (a word-exact check flipped "plan" -> "player" once)
+    # still intelligible: at most two of the eleven words misheard. The conversion's measured cost is about
+    # +0.10 WER (bench_voice_fidelity: converted English replies WER 0.145 over 54 replies), and Piper's input
+    # varies with onnxruntime's seed: CI heard "Let's be done Thursday" once (0.18); a word-exact check flipped
+    # "plan" -> "player" before. An unintelligible reply is far above 0.2.
     from qvtools.metrics import wer
 
-    assert wer(text, asr.transcribe(cloned, 24000, "en"), language="en") <= 0.1
+    assert wer(text, asr.transcribe(cloned, 24000, "en"), language="en") <= 0.2
 
 
 # -- warm-up (SpeechPipeline.warm, ServiceConfig.warm_speech) ----------------------------------------
