@@ -35,21 +35,23 @@ def test_turn_id_is_deterministic_safe_and_distinct():
 
 def test_append_and_read_rows_tolerates_truncated_last_line(tmp_path):
     path = tmp_path / "turns.jsonl"
+    t1, t2, t3 = (ex.turn_id("ava", "m", "p", r) for r in range(3))
     with open(path, "a", encoding="utf-8") as fh:
-        ex.append_row(fh, {"turn_id": "t1", "status": "completed", "ttfa_ms": float("nan")})
-        ex.append_row(fh, {"turn_id": "t2", "status": "failed", "error": "boom"})
+        ex.append_row(fh, {"turn_id": t1, "status": "completed", "ttfa_ms": float("nan")})
+        ex.append_row(fh, {"turn_id": t2, "status": "failed", "error": "boom"})
     with open(path, "ab") as fh:
-        fh.write(b'{"turn_id": "t3", "sta')  # killed mid-write
+        fh.write(b'{"turn_id": "' + t3.encode() + b'", "sta')  # killed mid-write
     rows = ex.read_turns(path)
-    assert [r["turn_id"] for r in rows] == ["t1", "t2"]
+    assert [r["turn_id"] for r in rows] == [t1, t2]
     ex._repair_tail(path)
     assert path.read_bytes().endswith(b"\n")
-    assert [r["turn_id"] for r in ex.read_turns(path)] == ["t1", "t2"]
+    assert [r["turn_id"] for r in ex.read_turns(path)] == [t1, t2]
 
 
 def test_corrupt_middle_line_is_an_error(tmp_path):
     path = tmp_path / "turns.jsonl"
-    path.write_text('{"turn_id": "t1"}\nnot json\n{"turn_id": "t2"}\n')
+    t1, t2 = ex.turn_id("ava", "m", "p", 0), ex.turn_id("ava", "m", "p", 1)
+    path.write_text(f'{{"turn_id": "{t1}"}}\nnot json\n{{"turn_id": "{t2}"}}\n')
     with pytest.raises(QVError, match="line 2"):
         ex.read_turns(path)
 

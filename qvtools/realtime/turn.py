@@ -135,6 +135,12 @@ class Turn:
         stem = Path(path_stem)
         meta = json.loads(stem.with_name(stem.name + ".json").read_text(encoding="utf-8"))
         x, sr = sf.read(str(stem.with_name(stem.name + ".wav")), dtype="float32", always_2d=False)
+        return cls.from_dict(meta, x, sr)
+
+    @classmethod
+    def from_dict(cls, meta: dict, x, sr: int) -> "Turn":
+        """A turn from :meth:`to_dict` output and its reply samples (``KeyError``/``TypeError``/``ValueError``
+        for a document that is not one)."""
         return cls(model=meta["model"], voice=meta.get("voice"), session_id=meta.get("session_id"),
                    response_id=meta.get("response_id"), status=meta["status"], error=meta.get("error"),
                    events=[TimedEvent(e["t"], e["type"], e["data"]) for e in meta.get("events", [])],
