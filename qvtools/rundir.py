@@ -45,6 +45,7 @@ __all__ = [
     "check_run_rows",
     "read_audio",
     "reference_path",
+    "write_atomic",
     "RunLock",
 ]
 
@@ -198,6 +199,34 @@ def reference_path(run_dir, value, *, where: str) -> str | None:
     if any(full == r or r in full.parents for r in roots):
         return str(full)
     return None
+
+
+def write_atomic(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` all or nothing: a temporary file beside it (fsync'd), then ``os.replace``.
+    A failure (disk full, file too large, permission) removes the temporary file, leaves ``path`` as it
+    was and raises ``OSError`` naming ``path`` (issue 23: "No space left on device" without the path, a
+    partial WAV and an empty temp file were left before)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    return path
 
 
 class RunLock:
