@@ -347,7 +347,7 @@ def read_turns(path) -> list[dict]:
             raise QVError(f"{path} line {i + 1} is not a turn row; the file was edited or corrupted") from None
         check_turn_id(row["turn_id"], where=where)
         if row.get("audio_path") is not None:  # never a file outside the run directory (issue 23)
-            contained(path.parent, row["audio_path"], where=f"{where}, field 'audio_path'")
+            contained(path.parent, row["audio_path"], where=f"{where}, field 'audio_path'", links=False)
         rows.append(check_row(row, where=where, dtypes=COLUMNS))
     return rows
 

@@ -456,7 +456,8 @@ class RunView:
                 v = r.get(col)
                 if v is not None and np.isfinite(_num(v)):
                     scores.append(fmt.format(_num(v)))
-            text = r.get("assistant_transcript") or ""
+            text = r.get("assistant_transcript")
+            text = text if isinstance(text, str) else ""  # <NA> has no truth value
             if _flag(r.get("voice_fallback_mode")):
                 scores.append("DEGRADED clone (fallback_mode)")
             rows.append(

@@ -64,11 +64,13 @@ MAX_AUDIO_S = MAX_DURATION_S
 LOCK_FILE = ".lock"
 
 
-def contained(run_dir, rel, *, where: str) -> Path:
+def contained(run_dir, rel, *, where: str, links: bool = True) -> Path:
     """``run_dir / rel`` resolved (links followed), refused unless it stays inside ``run_dir``.
 
     ``rel`` must be a relative path without ``..``; ``where`` names the file, line and field for the
-    error (``"turns.jsonl line 3, audio_path"``). Returns the resolved path (it need not exist)."""
+    error (``"turns.jsonl line 3, audio_path"``). Returns the resolved path (it need not exist).
+    ``links=False`` checks the text only (a journal read); the file is checked again, links followed,
+    when it is opened."""
     if not isinstance(rel, (str, os.PathLike)) or not str(rel):
         raise ConfigError(f"{where}: expected a relative path inside the run directory, got {rel!r}")
     text = str(rel)
@@ -81,6 +83,8 @@ def contained(run_dir, rel, *, where: str) -> Path:
     if ".." in p.parts or ".." in text.replace("\\", "/").split("/"):
         raise ConfigError(f"{where}: a path with '..' ({text!r}) is refused; it must stay inside the run directory")
     root = Path(run_dir).resolve()
+    if not links:
+        return root / p
     full = (root / p).resolve()
     if full != root and root not in full.parents:
         raise ConfigError(f"{where}: {text!r} leads outside the run directory (a symbolic link?); refused")
@@ -155,7 +159,7 @@ def check_run_rows(run_dir, rows, *, where: str) -> None:
         if not _missing(tid):
             check_turn_id(tid, where=f"{where} row {i}")
         if isinstance(path, str):
-            contained(run_dir, path, where=f"{where} row {i}, field 'audio_path'")
+            contained(run_dir, path, where=f"{where} row {i}, field 'audio_path'", links=False)
 
 
 def read_audio(path, *, where: str | None = None, cap_bytes: int = MAX_AUDIO_BYTES,
