@@ -638,9 +638,14 @@ class BillingPlan:
 # --------------------------------------------------------------------------- replay (no network)
 
 def _write_parquet(frame, path: Path) -> None:
+    """All or nothing: a failed write (disk full) removes its temp file and names the path (issue 23)."""
     tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _write_json(path: Path, doc) -> None:
