@@ -727,7 +727,7 @@ def _replay(run_dir: Path, metrics, references, write: bool):
             log.warning("replay: turn %s not replayed: %s", row["turn_id"], msg)
         out.append(new)
     for name in sorted(missing_refs):
-        log.warning("replay: reference of %s not available (%s); its similarity / F0 ratio are kept as "
+        log.warning("replay: reference of %s not on disk or not usable here (%s); its similarity / F0 ratio are kept as "
                     "recorded (pass references= to recompute them)", name, refs.get(name) or "not usable")
     frame = results.to_frame(out)
     frame.attrs["replay_failures"] = failures
