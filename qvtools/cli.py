@@ -69,8 +69,10 @@ def _prepare(args) -> int:
 
     from .preflight import prepare
 
+    from .rundir import write_atomic
+
     clip = prepare(args.input, allow_upsample=args.allow_upsample)
-    Path(args.output).write_bytes(clip.wav)
+    write_atomic(Path(args.output), clip.wav)  # all or nothing; an error names the path
     for note in clip.notes:
         _out(f"note: {note}")
     _out(f"wrote {args.output} ({clip.duration_s:.1f} s at {clip.sample_rate} Hz): {clip.report.status}")

@@ -61,7 +61,8 @@ def number(value: Any, *, where: str, low: float | None = None, high: float | No
     try:
         x = float(value)
     except OverflowError:
-        raise ConfigError(f"{where}: the number has {len(str(abs(value)))} digits; out of range") from None
+        digits = int(int(value).bit_length() * 0.30103) + 1  # str() of a huge int may itself refuse
+        raise ConfigError(f"{where}: the number has about {digits} digits; out of range") from None
     if math.isnan(x):
         if allow_missing:
             return None
