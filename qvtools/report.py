@@ -164,9 +164,17 @@ class RunView:
     # -- facts
     @property
     def simulated(self) -> bool:
-        """True when the latencies come from the local service's simulated profiles."""
+        """True when the latencies come from the local service's simulated profiles. The banner follows
+        the ROWS (issue 23: an edited ``run.json`` or a resumed run cannot drop it): any row with
+        ``simulated`` true or a ``simulated:``/``replay:`` latency source makes it true; ``run.json``
+        can only add it."""
+        f = self.frame
+        if "simulated" in f and bool(f["simulated"].astype("boolean").fillna(False).any()):
+            return True
+        if any(s.startswith(("simulated:", "replay:")) for s in self.latency_sources):
+            return True
         if "simulated_latency" in self.meta:
-            return bool(self.meta["simulated_latency"])
+            return self.meta["simulated_latency"] is not False
         return self.meta.get("region", "local") == "local"
 
     @property
@@ -408,9 +416,13 @@ class RunView:
         from .audio import load
 
         if voice not in self._refs:
-            path = (self.meta.get("voices") or {}).get(voice)
+            from .rundir import read_audio, reference_path
+
+            voices = self.meta.get("voices") if isinstance(self.meta.get("voices"), dict) else {}
+            # never an arbitrary absolute path from a shared run.json (issue 23): run dir or samples only
+            path = reference_path(self.run_dir, voices.get(voice), where=f"run.json voices[{voice!r}]")
             try:
-                self._refs[voice] = load(path, mono=True) if path else None
+                self._refs[voice] = read_audio(path, where=f"reference of {voice}") if path else None
             except Exception as exc:
                 log.warning("reference of %s not readable: %s", voice, exc)
                 self._refs[voice] = None
@@ -427,8 +439,11 @@ class RunView:
             ref_tag = (audio_tag(ref, max_s=EMBED_REFERENCE_S, rate=EMBED_SR, title=f"reference {r['voice_ref']}")
                        if ref else "(reference missing)")
             try:
-                reply_tag = audio_tag(self.run_dir / r["audio_path"], max_s=EMBED_REPLY_S, rate=EMBED_SR,
-                                      title=f"reply {r['turn_id']}")
+                from .rundir import contained, read_audio
+
+                where = f"turn {r['turn_id']}, audio_path"
+                reply = read_audio(contained(self.run_dir, r["audio_path"], where=where), where=where)
+                reply_tag = audio_tag(reply, max_s=EMBED_REPLY_S, rate=EMBED_SR, title=f"reply {r['turn_id']}")
             except Exception as exc:
                 reply_tag = f"(reply audio unreadable: {html.escape(str(exc))})"
             scores = []
@@ -441,7 +456,8 @@ class RunView:
                 v = r.get(col)
                 if v is not None and np.isfinite(_num(v)):
                     scores.append(fmt.format(_num(v)))
-            text = r.get("assistant_transcript") or ""
+            text = r.get("assistant_transcript")
+            text = text if isinstance(text, str) else ""  # <NA> has no truth value
             if _flag(r.get("voice_fallback_mode")):
                 scores.append("DEGRADED clone (fallback_mode)")
             rows.append(
@@ -482,15 +498,21 @@ def load_run(run_dir, *, quick: bool = False, prices=None) -> RunView:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"no run directory {run_dir}")
-    meta_path = run_dir / RUN_FILE
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    from .rundir import check_run_rows, read_object
+
+    meta = read_object(run_dir / RUN_FILE, where=RUN_FILE) if (run_dir / RUN_FILE).is_file() else {}
     parquet, turns = run_dir / RESULTS_FILE, run_dir / TURNS_FILE
     if parquet.is_file() and (not turns.is_file() or parquet.stat().st_mtime >= turns.stat().st_mtime):
-        frame = pd.read_parquet(parquet)
+        try:
+            frame, source = pd.read_parquet(parquet), RESULTS_FILE
+        except Exception as exc:  # a corrupt or foreign file
+            raise ConfigError(f"{RESULTS_FILE}: not a readable results table ({type(exc).__name__})") from None
     elif turns.is_file():
-        frame = results.to_frame(read_turns(turns))
+        frame, source = results.to_frame(read_turns(turns)), TURNS_FILE
     else:
         raise ConfigError(f"{run_dir} holds no {TURNS_FILE} or {RESULTS_FILE}; is it a qvtools run directory?")
+    # issue 23: every turn id has the runner's shape and every audio_path stays inside the run directory
+    check_run_rows(run_dir, frame.to_dict("records"), where=source)
     if prices is None and (run_dir / PRICES_FILE).is_file():
         prices = run_dir / PRICES_FILE
     from .metrics import by_error_metric

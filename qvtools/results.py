@@ -274,6 +274,7 @@ def to_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
             if not isinstance(r, Mapping):
                 raise ConfigError(f"to_frame expects dicts, row {i} is a {type(r).__name__}")
         raw = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+    _check_unique_turns(raw)
     n = len(raw)
     out = {}
     for name, (dtype, _) in COLUMNS.items():
@@ -283,6 +284,18 @@ def to_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     for c in extra:
         out[c] = raw[c]
     return pd.DataFrame(out, index=raw.index).reset_index(drop=True)
+
+
+def _check_unique_turns(raw: pd.DataFrame) -> None:
+    """A turn is one row (issue 23: two writers once journaled every turn twice and doubled ``n``)."""
+    if "turn_id" not in raw.columns:
+        return
+    ids = raw["turn_id"].dropna()
+    dupes = ids[ids.duplicated()]
+    if len(dupes):
+        shown = ", ".join(map(str, dupes.unique()[:3]))
+        raise ConfigError(f"turn_id must be unique; {dupes.nunique()} repeated (e.g. {shown}): the journal holds "
+                          "a turn twice (two writers?) -- keep one row per turn")
 
 
 def _check_columns(df: pd.DataFrame, cols: Iterable[str], what: str) -> None:
@@ -550,9 +563,9 @@ estimate."""
 
 
 def _price(v, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
-        raise ConfigError(f"price table: {where} must be a non-negative number, got {v!r}")
-    return float(v)
+    from .validate import number
+
+    return number(v, where=f"price table: {where} (a non-negative number)", low=0.0)
 
 
 def load_prices(src) -> dict:
@@ -574,16 +587,17 @@ def load_prices(src) -> dict:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"price table not found: {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"price table {path} is not readable JSON: {exc}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, OverflowError) as exc:
+            raise ConfigError(f"price table {path} is not readable JSON: {type(exc).__name__}: "
+                              f"{str(exc)[:120]}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict) or not doc["models"]:
         raise ConfigError(f"{where} needs a non-empty 'models' object (format: qvtools.results.PRICES_FORMAT)")
     currency = doc.get("currency")
     if not isinstance(currency, str) or not currency.strip():
         raise ConfigError(f"{where} needs a 'currency' (e.g. \"USD\")")
-    per = doc.get("per_tokens", 1_000_000)
-    if isinstance(per, bool) or not isinstance(per, (int, float)) or per <= 0:
-        raise ConfigError(f"{where}: per_tokens must be a positive number, got {per!r}")
+    from .validate import number
+
+    per = number(doc.get("per_tokens", 1_000_000), where=f"{where}: per_tokens", low=1.0)
     models = {}
     for name, table in doc["models"].items():
         if not isinstance(table, dict):

@@ -35,21 +35,23 @@ def test_turn_id_is_deterministic_safe_and_distinct():
 
 def test_append_and_read_rows_tolerates_truncated_last_line(tmp_path):
     path = tmp_path / "turns.jsonl"
+    t1, t2, t3 = (ex.turn_id("ava", "m", "p", r) for r in range(3))
     with open(path, "a", encoding="utf-8") as fh:
-        ex.append_row(fh, {"turn_id": "t1", "status": "completed", "ttfa_ms": float("nan")})
-        ex.append_row(fh, {"turn_id": "t2", "status": "failed", "error": "boom"})
+        ex.append_row(fh, {"turn_id": t1, "status": "completed", "ttfa_ms": float("nan")})
+        ex.append_row(fh, {"turn_id": t2, "status": "failed", "error": "boom"})
     with open(path, "ab") as fh:
-        fh.write(b'{"turn_id": "t3", "sta')  # killed mid-write
+        fh.write(b'{"turn_id": "' + t3.encode() + b'", "sta')  # killed mid-write
     rows = ex.read_turns(path)
-    assert [r["turn_id"] for r in rows] == ["t1", "t2"]
+    assert [r["turn_id"] for r in rows] == [t1, t2]
     ex._repair_tail(path)
     assert path.read_bytes().endswith(b"\n")
-    assert [r["turn_id"] for r in ex.read_turns(path)] == ["t1", "t2"]
+    assert [r["turn_id"] for r in ex.read_turns(path)] == [t1, t2]
 
 
 def test_corrupt_middle_line_is_an_error(tmp_path):
     path = tmp_path / "turns.jsonl"
-    path.write_text('{"turn_id": "t1"}\nnot json\n{"turn_id": "t2"}\n')
+    t1, t2 = ex.turn_id("ava", "m", "p", 0), ex.turn_id("ava", "m", "p", 1)
+    path.write_text(f'{{"turn_id": "{t1}"}}\nnot json\n{{"turn_id": "{t2}"}}\n')
     with pytest.raises(QVError, match="line 2"):
         ex.read_turns(path)
 
@@ -400,7 +402,8 @@ def test_replay_recomputes_results_offline(small_run, tmp_path, monkeypatch):
     (run_dir / ex.RESULTS_FILE).unlink()
     rows = ex.read_turns(run_dir / ex.TURNS_FILE)
     # the journal's metric values are not what replay returns: spoil them and expect them recomputed
-    spoiled = [dict(r, ttfa_ms=-1.0, speaker_similarity=-1.0, wer=99.0) for r in rows]
+    # (valid numbers: a negative ttfa_ms is refused by read_turns, issue 23)
+    spoiled = [dict(r, ttfa_ms=123456.0, speaker_similarity=-1.0, wer=99.0) for r in rows]
     ex._rewrite_rows(run_dir / ex.TURNS_FILE, spoiled)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -419,7 +422,7 @@ def test_replay_recomputes_results_offline(small_run, tmp_path, monkeypatch):
     monkeypatch.undo()
     assert attempts == []
     replayed = pd.read_parquet(run_dir / ex.RESULTS_FILE)
-    assert (replayed["ttfa_ms"] > 0).all() and replayed["speaker_similarity"].between(0, 1).all()
+    assert (replayed["ttfa_ms"] < 123456.0).all() and replayed["speaker_similarity"].between(0, 1).all()
     _compare_frames(original, replayed)
     assert FAKE_KEY.encode() not in (run_dir / ex.RESULTS_FILE).read_bytes()
 

@@ -50,7 +50,7 @@ def _write_run(run_dir: Path, *, simulated: bool = True, failed: int = 1, models
                              "input_text_tokens": 10, "input_audio_tokens": 40, "output_text_tokens": 5,
                              "output_audio_tokens": 60, "input_tokens": 50, "output_tokens": 65})
     for i in range(failed):
-        rows.append({"run_id": run_dir.name, "turn_id": f"failed-{i}", "voice_ref": voices[0].name,
+        rows.append({"run_id": run_dir.name, "turn_id": ex.turn_id(voices[0].name, models[0], "failed", i), "voice_ref": voices[0].name,
                      "target_model": models[0], "prompt_id": "math", "repeat": 0, "status": "failed",
                      "error": "TransportError: connection reset", "region": "local", "simulated": simulated})
     with open(run_dir / ex.TURNS_FILE, "w") as fh:
