@@ -99,10 +99,11 @@ def main(argv=None) -> int:
     en_low = min(r["logprob"] for r in cal if r["language"] == "en" and r["compression"] <= asr.ENGLISH_GATE.max_compression)
     other_high = max(r["logprob"] for r in cal if r["language"] != "en" and r["compression"] <= asr.ENGLISH_GATE.max_compression)
     threshold = other_high + args.margin
-    print(f"\nlowest English log-probability {en_low:.3f}, highest non-English {other_high:.3f}: "
-          f"supported threshold {threshold:.3f} (margin {args.margin}), English kept {sum(
-              r['logprob'] >= threshold for r in cal if r['language'] == 'en')}/{sum(r['language'] == 'en' for r in cal)}; "
-          f"shipped {asr.ENGLISH_GATE.min_logprob:.3f}")
+    kept = sum(r["logprob"] >= threshold for r in cal if r["language"] == "en")
+    n_en = sum(r["language"] == "en" for r in cal)
+    print(f"\nlowest English log-probability {en_low:.3f}, highest non-English {other_high:.3f}: supported "
+          f"threshold {threshold:.3f} (margin {args.margin}), English kept {kept}/{n_en}; shipped "
+          f"{asr.ENGLISH_GATE.min_logprob:.3f}")
     if (args.speech_dir / "manifest.csv").is_file():
         show(f"held out: {args.speech_dir}", measure(clips_from_speech(args.speech_dir)))
     else:

@@ -87,11 +87,13 @@ class EnglishGate(NamedTuple):
     """Accept an utterance as English from tiny.en's confidence (issue 22 item 4: a cheap first pass, Whisper
     base's detection only when unsure). Thresholds from ``benchmarks/calibrate_language_gate.py``: chosen on
     the project's own packaged samples (Piper English, Kokoro Mandarin; whole and cut into 2 s / 3 s windows)
-    and tested on the held-out real speech of ../shared/data/speech (English, Mandarin, German, Spanish and
+    as the highest non-English mean log-probability there (-0.89) plus a safety margin of 0.35 (a Mandarin
+    turn taken for English costs a wrong transcript and reply; an English turn sent on to Whisper base costs
+    only CPU), and tested on the held-out real speech of ../shared/data/speech (English, Mandarin, German, Spanish and
     the bad/ inputs), figures in the README "Language detection" entry. The gate is one-sided: a rejection
     means "unsure", never "not English" -- Whisper base decides those."""
 
-    min_logprob: float = -0.6
+    min_logprob: float = -0.54
     max_compression: float = 2.4
     max_no_speech: float = 0.6
 
@@ -198,13 +200,21 @@ def _candidates(candidates) -> frozenset:
     return out
 
 
-def _segments(model, x, language: str) -> list:
+#: Most tokens the English gate lets tiny.en write per second of audio (plus a constant): English speech is about
+#: 4 tokens/s, while tiny.en on Mandarin loops on repeated tokens up to its window limit (1.1 CPU s for a 2.3 s
+#: prompt, benchmarks/bench_turn_profile.py). A decode that reaches the cap is not accepted (unsure).
+_GATE_TOKENS_PER_S = 8
+_GATE_TOKENS_MIN = 16
+
+
+def _segments(model, x, language: str, max_new_tokens: int | None = None) -> list:
     prompt = _ZH_PROMPT if language == "zh" else None
     # temperature 0 only: faster-whisper's default falls back to sampling at 0.2 … 1.0 when a window
     # looks repetitive, which makes results random and, on speech in another language than the one
     # asked for, re-decodes each window six times (60 s for a 10 s clip here).
     segments, _info = model.transcribe(x, language=language, beam_size=1, temperature=0.0, vad_filter=False,
-                                       condition_on_previous_text=False, initial_prompt=prompt)
+                                       condition_on_previous_text=False, initial_prompt=prompt,
+                                       max_new_tokens=max_new_tokens)
     return list(segments)
 
 
@@ -220,12 +230,16 @@ def _decode(model, x, language: str) -> str:
 
 
 def _gate_stats(model, x) -> GateStats:
-    segments = _segments(model, x, "en")
+    cap = _GATE_TOKENS_MIN + int(_GATE_TOKENS_PER_S * x.size / _SR)
+    segments = _segments(model, x, "en", max_new_tokens=cap)
     weights = [max(1, len(s.tokens)) for s in segments]
     total = sum(weights)
     logprob = sum(s.avg_logprob * w for s, w in zip(segments, weights)) / total if total else float("-inf")
-    return GateStats(float(logprob), max((float(s.compression_ratio) for s in segments), default=0.0),
-                     max((float(s.no_speech_prob) for s in segments), default=1.0), _join(segments, "en"))
+    compression = max((float(s.compression_ratio) for s in segments), default=0.0)
+    if any(len(s.tokens) >= cap for s in segments):
+        compression = float("inf")  # cut at the cap: a runaway decode, never accepted as English
+    return GateStats(float(logprob), compression, max((float(s.no_speech_prob) for s in segments), default=1.0),
+                     _join(segments, "en"))
 
 
 def english_gate_stats(x, sr: int) -> GateStats:
