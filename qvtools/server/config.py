@@ -228,6 +228,12 @@ class ServiceConfig:
     #: 9 ms), which the latency and capacity figures of issue 11 cannot afford. A guess-free setting for a
     #: mixed-language study: name the language per session (the extension above) or use "every_turn".
     realtime_language_detection: str = "first_turn"
+    #: How a turn's language is detected when it must be (:data:`qvtools.asr.DETECTORS`, issue 22 item 4):
+    #: "english_gate" decodes with Whisper tiny.en first and keeps it when tiny.en's own confidence passes
+    #: :data:`qvtools.asr.ENGLISH_GATE` (calibrated on the packaged samples, tested on ../shared/data/speech:
+    #: benchmarks/calibrate_language_gate.py), so English turns pay no detection pass and only the turns the
+    #: gate is unsure of wait for Whisper base; "whisper_base" always detects with Whisper base first.
+    realtime_language_detector: str = "english_gate"
     #: Milliseconds of audio per ``response.audio.delta`` (§5.8 [guess] 100-200 ms).
     realtime_audio_chunk_ms: int = 100
     #: Send ``response.done`` after ``response.cancel`` (§4.5 c [obs 2026]; the v2 SDK needs it). False: the
@@ -328,6 +334,11 @@ class ServiceConfig:
         if self.realtime_language_detection not in LANGUAGE_DETECTION_MODES:
             raise ConfigError(f"realtime_language_detection must be one of {', '.join(LANGUAGE_DETECTION_MODES)}, "
                               f"got {self.realtime_language_detection!r}")
+        from ..asr import DETECTORS
+
+        if self.realtime_language_detector not in DETECTORS:
+            raise ConfigError(f"realtime_language_detector must be one of {', '.join(DETECTORS)}, "
+                              f"got {self.realtime_language_detector!r}")
         if self.enroll_text_check not in TEXT_CHECK_MODES:
             raise ConfigError(f"enroll_text_check must be one of {', '.join(TEXT_CHECK_MODES)}, "
                               f"got {self.enroll_text_check!r}")
