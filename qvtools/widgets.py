@@ -588,7 +588,7 @@ class ListeningTest(widgets.VBox):
         if src is None:
             return f'<span class="qv-missing">{html.escape(label)}: audio unavailable</span>'
         x, sr = matched_audio(src)
-        return (f'<div class="qv-stimulus" style="margin:2px 0"><b style="display:inline-block;width:90px">'
+        return (f'<div class="qv-stimulus" style="margin:2px 0;display:flex;align-items:center"><b style="width:90px">'
                 f'{html.escape(label)}</b>{audio_tag(x, sr, title=label)}</div>')
 
     def _show(self) -> None:

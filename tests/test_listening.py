@@ -229,3 +229,13 @@ def test_report_section_only_with_answers(run):
     section = listening.report_html(run, n_boot=200)
     assert "<h2>Listening test</h2>" in section and "A/B preference" in section
     assert "metric_share_a" in section and "Krippendorff" in section
+
+
+@pytest.mark.slow
+def test_qvtools_report_has_the_listening_section(run):
+    from qvtools import report
+
+    listening.simulate_panel(run, {"r1": ScriptedRater(prefer=PLUS, seed=1),
+                                   "r2": ScriptedRater(prefer=PLUS, seed=2)}, "ab", seed=9)
+    page = report.build_report(run, quick=True, sample_turns=2, timeout=300).read_text(encoding="utf-8")
+    assert "<h2>Listening test</h2>" in page and "share_a" in page and "2 rater(s)" in page
