@@ -223,8 +223,10 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def make_answer(trial: Trial, answer: Any, *, rater: str, seed: int) -> dict:
-    """The answer line of ``trial`` (checked: ``"A"``/``"B"``/``"tie"`` for ``ab``, 1-5 otherwise)."""
+def make_answer(trial: Trial, answer: Any, *, rater: str, seed: int, scripted: bool = False) -> dict:
+    """The answer line of ``trial`` (checked: ``"A"``/``"B"``/``"tie"`` for ``ab``, 1-5 otherwise).
+    ``scripted``: the answer came from a program (:class:`ScriptedRater`), not a person; tables and the
+    report label such answers simulated."""
     if trial.kind == "ab":
         if answer not in AB_ANSWERS:
             raise ConfigError(f"an ab answer is one of {', '.join(AB_ANSWERS)}, not {answer!r}")
@@ -234,7 +236,8 @@ def make_answer(trial: Trial, answer: Any, *, rater: str, seed: int) -> dict:
         answer = int(answer)
     return {"rater": rater, "kind": trial.kind, "trial": int(trial.trial), "voice": trial.voice,
             "prompt": trial.prompt, "repeat": int(trial.repeat), "shown": list(trial.shown), "answer": answer,
-            "question": trial.question, "seed": int(seed), "t": _now(), "attention": bool(trial.attention)}
+            "question": trial.question, "seed": int(seed), "t": _now(), "attention": bool(trial.attention),
+            "scripted": bool(scripted)}
 
 
 def append_answer(run_dir, answer: dict) -> Path:
@@ -276,6 +279,9 @@ def _validate(a: Any, where: str, lineno: int) -> None:
             bad(f"answer {a['answer']!r} is not a score 1-5")
         if a["question"] != KIND_QUESTION[a["kind"]]:
             bad(f"question {a['question']!r} does not belong to kind {a['kind']!r}")
+    for k in ("attention", "scripted"):
+        if k in a and not isinstance(a[k], bool):
+            bad(f"{k} must be true or false, got {a[k]!r}")
     for k in ("trial", "repeat", "seed"):
         if isinstance(a[k], bool) or not isinstance(a[k], int):
             bad(f"{k} must be an integer, got {a[k]!r}")
@@ -373,7 +379,7 @@ def simulate_panel(run_dir, raters: dict[str, ScriptedRater], kind: str, *, ques
         s = seed * 1000 + i
         trials = design(run_dir, kind, seed=s, question=question, attention=attention, limit=limit)
         for t in remaining(trials, read_answers(run_dir, name)):
-            append_answer(run_dir, make_answer(t, rater(t), rater=name, seed=s))
+            append_answer(run_dir, make_answer(t, rater(t), rater=name, seed=s, scripted=True))
             n += 1
     return n
 
@@ -419,7 +425,8 @@ def _pair_rows(ab: list[dict]):
         ma, mb = model_order(a["shown"])
         pick = a["answer"]
         win = float("nan") if pick == "tie" else float(a["shown"][0 if pick == "A" else 1] == ma)
-        rows.append((a["question"], ma, mb, win, (a["voice"], a["prompt"], a["repeat"]), a["rater"]))
+        rows.append((a["question"], ma, mb, win, (a["voice"], a["prompt"], a["repeat"]), a["rater"],
+                     bool(a.get("scripted"))))
     return rows
 
 
@@ -494,10 +501,11 @@ def summarize(run_dir, *, n_boot: int = 2000, seed: int = 0) -> dict:
         m_share, m_n = _metric_share(view, ma, mb, [g[4] for g in group], column)
         pref_rows.append({"question": q, "model_a": ma, "model_b": mb, "n": len(group), "ties": len(group) - n_dec,
                           "share_a": share, "ci_low": lo, "ci_high": hi, "p_value": p, "metric": column,
-                          "metric_model": _metric_model(column), "metric_share_a": m_share, "metric_n": m_n})
+                          "metric_model": _metric_model(column), "metric_share_a": m_share, "metric_n": m_n,
+                          "simulated": any(g[6] for g in group)})
     preference = pd.DataFrame(pref_rows, columns=["question", "model_a", "model_b", "n", "ties", "share_a", "ci_low",
                                                   "ci_high", "p_value", "metric", "metric_model", "metric_share_a",
-                                                  "metric_n"])
+                                                  "metric_n", "simulated"])
 
     score_rows = []
     for kind in ("smos", "mos"):
@@ -508,8 +516,8 @@ def summarize(run_dir, *, n_boot: int = 2000, seed: int = 0) -> dict:
             lo, hi = _two_way_boot(_codes(a["rater"] for a in s), _codes((a["voice"], a["prompt"], a["repeat"])
                                                                         for a in s), v, n_boot, rng, _weighted_mean)
             score_rows.append({"kind": kind, "model": model, "n": len(s), "mean": float(v.mean()), "ci_low": lo,
-                               "ci_high": hi})
-    scores = pd.DataFrame(score_rows, columns=["kind", "model", "n", "mean", "ci_low", "ci_high"])
+                               "ci_high": hi, "simulated": any(a.get("scripted") for a in s)})
+    scores = pd.DataFrame(score_rows, columns=["kind", "model", "n", "mean", "ci_low", "ci_high", "simulated"])
 
     return {"preference": preference, "scores": scores, "strengths": _strengths(pairs),
             "agreement": _agreement(rated), "vs_metrics": _vs_metrics(rated, view), "attention": _attention(checks)}
@@ -632,13 +640,18 @@ def report_html(run_dir, *, n_boot: int = 2000) -> str:
     t = summarize(run_dir, n_boot=n_boot)
     answers = read_answers(run_dir)
     raters = sorted({a["rater"] for a in answers})
-    parts = ["<h2>Listening test</h2>",
-             f"<p>{len(answers)} answers from {len(raters)} rater(s) ({html.escape(', '.join(raters))}), blinded "
-             "(model names hidden, order and A/B side randomised per rater, players loudness-matched to "
-             f"{TARGET_LUFS:g} LUFS). Intervals: 95 % percentile bootstrap resampling raters and items; "
-             "p: two-sided sign test. The human verdict (<code>share_a</code>) stands beside the objective one "
-             "(<code>metric_share_a</code>: share of the same items on which model_a's metric is higher; metric "
-             "model named per row).</p>"]
+    scripted = sum(bool(a.get("scripted")) for a in answers)
+    parts = ["<h2>Listening test</h2>"]
+    if scripted:
+        parts.append(f'<p class="qv-simulated"><b>SIMULATED: {scripted} of {len(answers)} answers come from a '
+                     "scripted rater (qvtools.listening.ScriptedRater), not a person; rows holding them are "
+                     "marked simulated. They test the tooling, they are no human verdict.</b></p>")
+    parts += [f"<p>{len(answers)} answers from {len(raters)} rater(s) ({html.escape(', '.join(raters))}), blinded "
+              "(model names hidden, order and A/B side randomised per rater, players loudness-matched to "
+              f"{TARGET_LUFS:g} LUFS). Intervals: 95 % percentile bootstrap resampling raters and items; "
+              "p: two-sided sign test. The human verdict (<code>share_a</code>) stands beside the objective one "
+              "(<code>metric_share_a</code>: share of the same items on which model_a's metric is higher; metric "
+              "model named per row).</p>"]
     for name, title in (("preference", "A/B preference"), ("scores", "SMOS and MOS (1-5)"),
                         ("strengths", "Bradley-Terry strengths (choix)"),
                         ("agreement", "Inter-rater agreement (Krippendorff's alpha)"),

@@ -616,14 +616,15 @@ class ListeningTest(widgets.VBox):
         except QVError as exc:
             self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
 
-    def answer(self, value) -> dict:
-        """Record ``value`` for the current trial (what a button click does); returns the answer written."""
+    def answer(self, value, *, scripted: bool = False) -> dict:
+        """Record ``value`` for the current trial (what a button click does); returns the answer written.
+        ``scripted``: a program answered, not a person (the answer is labelled so)."""
         from . import listening
 
         t = self.current
         if t is None:
             raise ConfigError("every trial of this listening test is answered")
-        a = listening.make_answer(t, value, rater=self.rater, seed=self.seed)
+        a = listening.make_answer(t, value, rater=self.rater, seed=self.seed, scripted=scripted)
         listening.append_answer(self.run_dir, a)
         self.pending.pop(0)
         self.status.value = ""
@@ -635,6 +636,6 @@ class ListeningTest(widgets.VBox):
         answer the next ``n`` trials (all by default); returns how many it answered."""
         k = 0
         while self.current is not None and (n is None or k < n):
-            self.answer(rater(self.current))
+            self.answer(rater(self.current), scripted=True)
             k += 1
         return k

@@ -40,7 +40,7 @@ def make_run(root, models=(PLUS, FLASH), voices=4, prompts=5, sims=None):
                 base = (sims or {}).get(m, 0.8 if m == PLUS else 0.6)
                 rows.append({"run_id": "r", "turn_id": tid, "voice_ref": f"v{v}", "target_model": m,
                              "prompt_id": f"p{p}", "repeat": 0, "status": "completed",
-                             "audio_path": f"audio/{tid}.wav",
+                             "audio_path": f"audio/{tid}.wav", "assistant_transcript": "It is sunny.",
                              "speaker_similarity": float(base + rng.normal(0, 0.05))})
     (root / "turns.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     (root / "run.json").write_text(json.dumps({"voices": refs, "models": list(models)}), encoding="utf-8")
@@ -85,7 +85,7 @@ def test_answer_lines_hold_the_required_fields(run):
     line = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
     assert set(listening.ANSWER_FIELDS) <= set(line)
     assert line["shown"] == list(t.shown) and line["answer"] == "B" and line["seed"] == 5
-    assert line["t"].endswith("Z")
+    assert line["t"].endswith("Z") and line["scripted"] is False  # a person's answer
 
 
 def test_simulated_panel_preference_is_recovered_within_its_interval(tmp_path):
@@ -102,6 +102,7 @@ def test_simulated_panel_preference_is_recovered_within_its_interval(tmp_path):
     assert row.ci_high - row.ci_low < 0.2
     assert row.p_value < 1e-6
     assert row.metric == "speaker_similarity" and row.metric_share_a > 0.9  # plus has the higher similarity
+    assert bool(row.simulated)  # scripted raters: labelled simulated
 
 
 def test_no_preference_gives_an_interval_around_a_half(tmp_path):
@@ -206,6 +207,7 @@ def test_players_are_loudness_matched(run):
     (lambda a: json.dumps({**a, "rater": "mallory"}), "rater 'mallory'"),
     (lambda a: json.dumps({**a, "shown": [PLUS]}), "shown"),
     (lambda a: "", "empty line"),
+    (lambda a: json.dumps({**a, "scripted": "no"}), "scripted must be true or false"),
 ])
 def test_tampered_answer_file_names_the_line(run, edit, reason):
     panel = {"kim": ScriptedRater(prefer=PLUS, seed=1)}
@@ -229,6 +231,7 @@ def test_report_section_only_with_answers(run):
     section = listening.report_html(run, n_boot=200)
     assert "<h2>Listening test</h2>" in section and "A/B preference" in section
     assert "metric_share_a" in section and "Krippendorff" in section
+    assert "SIMULATED: 40 of 40 answers come from a scripted rater" in section
 
 
 @pytest.mark.slow
