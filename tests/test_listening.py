@@ -242,3 +242,12 @@ def test_qvtools_report_has_the_listening_section(run):
                                    "r2": ScriptedRater(prefer=PLUS, seed=2)}, "ab", seed=9)
     page = report.build_report(run, quick=True, sample_turns=2, timeout=300).read_text(encoding="utf-8")
     assert "<h2>Listening test</h2>" in page and "share_a" in page and "2 rater(s)" in page
+
+
+def test_what_each_kind_plays(run):
+    from qvtools.widgets import ListeningTest
+
+    plays = {(k, q): ListeningTest(run, "zed", k, question=q, limit=2).stimuli.value.count("<audio")
+             for k, q in (("ab", None), ("ab", "naturalness"), ("smos", None), ("mos", None))}
+    # the reference is playable for similarity judgements only
+    assert plays == {("ab", None): 3, ("ab", "naturalness"): 2, ("smos", None): 2, ("mos", None): 1}
