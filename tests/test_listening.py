@@ -251,3 +251,20 @@ def test_what_each_kind_plays(run):
              for k, q in (("ab", None), ("ab", "naturalness"), ("smos", None), ("mos", None))}
     # the reference is playable for similarity judgements only
     assert plays == {("ab", None): 3, ("ab", "naturalness"): 2, ("smos", None): 2, ("mos", None): 1}
+
+
+def test_mos_is_set_beside_mos_ovrl_when_the_run_has_it(tmp_path):
+    run = make_run(tmp_path / "run")
+    rows = [json.loads(x) for x in (run / "turns.jsonl").read_text(encoding="utf-8").splitlines()]
+    for r in rows:  # a predicted naturalness that follows the model, as a run with mos_ovrl would hold
+        r["mos_ovrl"] = (3.6 if r["target_model"] == PLUS else 2.9) + 0.02 * int(r["prompt_id"][1:])
+    (run / "turns.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    listening.simulate_panel(run, {f"r{i}": ScriptedRater(prefer=PLUS, high=4, low=2, seed=i) for i in range(3)},
+                             "mos", seed=5)
+    listening.simulate_panel(run, {f"r{i}": ScriptedRater(prefer=PLUS, share=0.8, seed=i) for i in range(3)},
+                             "ab", question="naturalness", seed=6)
+    t = listening.summarize(run, n_boot=200)
+    vs = t["vs_metrics"].set_index("metric")
+    assert list(vs.index) == ["mos_ovrl"] and vs.loc["mos_ovrl", "human"] == "MOS" and vs.loc["mos_ovrl", "rho"] > 0.5
+    pref = t["preference"].iloc[0]
+    assert pref.question == "naturalness" and pref.metric == "mos_ovrl" and pref.metric_share_a == 1.0
