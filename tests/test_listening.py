@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from qvtools import listening
+from qvtools.experiment import turn_id
 from qvtools.listening import AnswerFileError, ScriptedRater
 
 PLUS, FLASH, TURBO = "qwen3.5-omni-plus-realtime", "qwen3.5-omni-flash-realtime", "qwen-omni-turbo-realtime"
@@ -33,7 +34,7 @@ def make_run(root, models=(PLUS, FLASH), voices=4, prompts=5, sims=None):
     for v in range(voices):
         for p in range(prompts):
             for k, m in enumerate(models):
-                tid = f"v{v}__m{k}__p{p}__r0"
+                tid = turn_id(f"v{v}", m, f"p{p}", 0)  # the shape the runner writes (rundir.TURN_ID_RE)
                 gain = 0.05 * (k + 1)
                 sf.write(root / "audio" / f"{tid}.wav",
                          gain * np.sin(2 * np.pi * (200 + 30 * p) * np.arange(12000) / 24000), 24000)
@@ -194,8 +195,9 @@ def test_model_names_never_reach_the_widget_state(run, kind):
 def test_players_are_loudness_matched(run):
     from qvtools.metrics import loudness_lufs
 
-    quiet, _ = listening.matched_audio(run / "audio" / "v0__m0__p0__r0.wav")
-    loud, sr = listening.matched_audio(run / "audio" / "v0__m1__p0__r0.wav")
+    models = json.loads((run / "run.json").read_text(encoding="utf-8"))["models"]
+    quiet, _ = listening.matched_audio(run / "audio" / f"{turn_id('v0', models[0], 'p0', 0)}.wav")
+    loud, sr = listening.matched_audio(run / "audio" / f"{turn_id('v0', models[1], 'p0', 0)}.wav")
     assert abs(loudness_lufs(quiet, sr) - listening.TARGET_LUFS) < 0.5
     assert abs(loudness_lufs(quiet, sr) - loudness_lufs(loud, sr)) < 0.5
 
