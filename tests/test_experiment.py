@@ -188,6 +188,30 @@ def test_small_run_rows_and_metrics(small_run):
 
 
 @pytest.mark.slow
+def test_small_run_naturalness_calibrated_similarity_and_audible_latency(small_run):
+    """Issue 20: every completed row carries DNSMOS, the calibrated similarity and the audible latency."""
+    import pandas as pd
+
+    from qvtools import naturalness, similarity
+
+    run_dir, _, _ = small_run
+    ok = pd.read_parquet(run_dir / ex.RESULTS_FILE).query("status == 'completed'")
+    assert len(ok) == 4
+    for col in ("mos_sig", "mos_bak", "mos_ovrl", "mos_p808", "ref_mos_ovrl"):
+        assert ok[col].between(1, 5).all(), col
+    assert (ok["mos_ovrl_delta"] - (ok["mos_ovrl"] - ok["ref_mos_ovrl"])).abs().max() < 1e-9
+    assert set(ok["mos_model"]) == {naturalness.MODEL_NAME}
+    assert set(ok["similarity_encoder"]) == {similarity.get_encoder().name}
+    assert ok["speaker_similarity_norm"].notna().all() and ok["speaker_identified"].notna().all()
+    assert ok["ref_ceiling_similarity"].between(0, 1).all()
+    assert ok.groupby("voice_ref")["ref_ceiling_similarity"].nunique().eq(1).all()  # one ceiling per voice
+    assert (ok["reply_leading_silence_ms"] >= 0).all()
+    assert (ok["ttfa_audible_ms"] >= ok["ttfa_ms"] + ok["reply_leading_silence_ms"] - 1e-6).all()
+    meta = json.loads((run_dir / ex.RUN_FILE).read_text())
+    assert meta["similarity_encoder"] == "dvector" and "naturalness" in meta["metrics"]
+
+
+@pytest.mark.slow
 def test_one_enrollment_per_voice_and_model(small_run):
     run_dir, frame, _ = small_run
     voices = json.loads((run_dir / ex.VOICES_FILE).read_text())
