@@ -1,6 +1,6 @@
 """Metric throughput: seconds of audio scored per second of compute (x real time).
 
-    /work/venv/bin/python benchmarks/bench_metrics.py [--repeats 3] [--no-asr]
+    /work/venv/bin/python benchmarks/bench_metrics.py [--repeats 3] [--no-asr] [--replies RUN_DIR]
 
 Scores real speech from the shared test data (QVTOOLS_SPEECH_DIR, default ../shared/data/speech)
 or, when it is absent, a synthetic voiced signal. Model loading is timed separately (first call)
@@ -41,6 +41,12 @@ def speech_clips(max_clips: int = 4):
     return clips
 
 
+def reply_clips(run_dir, max_clips: int = 8):
+    """The first ``max_clips`` reply WAVs of a ``qvtools compare`` run (what a turn really scores)."""
+    paths = sorted((Path(run_dir) / "audio").glob("*.wav"))[:max_clips]
+    return [(*load(p, mono=True), None, f"reply {p.stem}") for p in paths] or None
+
+
 def synthetic_clips():
     sr = 24000
     rng = np.random.default_rng(0)
@@ -69,11 +75,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-asr", action="store_true")
+    ap.add_argument("--replies", metavar="RUN_DIR", help="score the reply WAVs of a compare run (the reference is "
+                    "still the first shared clip)")
     args = ap.parse_args(argv)
 
     clips = speech_clips() or synthetic_clips()
-    audio_s = sum(x.shape[0] / sr for x, sr, _, _ in clips)
     ref, ref_sr = clips[0][0], clips[0][1]
+    if args.replies:
+        clips = reply_clips(args.replies)
+        if not clips:
+            ap.error(f"no reply WAVs under {args.replies}/audio")
+    audio_s = sum(x.shape[0] / sr for x, sr, _, _ in clips)
     print(f"clips: {len(clips)} ({audio_s:.1f} s of audio): {', '.join(c[3] for c in clips)}")
 
     t0 = time.perf_counter()
