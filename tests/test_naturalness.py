@@ -59,3 +59,18 @@ def test_reference_scores_are_cached_by_content(clips):
 def test_empty_audio_is_refused():
     with pytest.raises(InvalidAudio, match="empty"):
         naturalness.dnsmos(np.zeros(0, np.float32), 16000)
+
+
+@pytest.mark.parametrize("seconds", [2.5, 4.0, 20.0])
+def test_same_scores_as_speechmos_itself(speech_data, seconds):
+    """The window deduplication and batching change nothing: speechmos's own DNSMOS.__call__ agrees
+    (2.5 s and 4 s: looped, repeated windows; 20 s: 11 distinct windows)."""
+    from qvtools.audio import as_mono
+
+    x, sr = load(speech_data / "clean/de_M_thorsten_6utts.wav", mono=True)  # 31.8 s
+    y = np.clip(as_mono(x, sr, 16000)[: int(seconds * 16000)], -1, 1).astype(np.float32)
+    ours = naturalness.dnsmos(y, 16000)
+    theirs = naturalness._load()(y, 16000, False)
+    for mine, key in (("mos_sig", "sig_mos"), ("mos_bak", "bak_mos"), ("mos_ovrl", "ovrl_mos"),
+                      ("mos_p808", "p808_mos")):
+        assert ours[mine] == pytest.approx(float(theirs[key]), abs=1e-4), mine
