@@ -63,8 +63,8 @@ def test_empty_audio_is_refused():
 
 @pytest.mark.parametrize("seconds", [2.5, 4.0, 20.0])
 def test_same_scores_as_speechmos_itself(speech_data, seconds):
-    """The window deduplication and batching change nothing: speechmos's own DNSMOS.__call__ agrees
-    (2.5 s and 4 s: looped, repeated windows; 20 s: 11 distinct windows)."""
+    """Batching the windows changes nothing: speechmos's own DNSMOS.__call__ agrees (2.5 s and 4 s: the
+    clip doubled to 10 / 16 s; 20 s: 11 windows)."""
     from qvtools.audio import as_mono
 
     x, sr = load(speech_data / "clean/de_M_thorsten_6utts.wav", mono=True)  # 31.8 s
