@@ -62,11 +62,13 @@ FALLBACK_NOTE = ("Some cloned voices were made in DEGRADED mode (the enrollment 
 EMBED_SR = 16000
 EMBED_REFERENCE_S = 8.0
 EMBED_REPLY_S = 20.0
-#: Columns summarised and paired in the report.
-LATENCY_COLUMNS = ("ttfa_ms", "ttft_ms", "e2e_ms", "response_created_ms", "delivery_rtf")
+#: Columns summarised and paired in the report; the audible TTFA first (issue 20: leading silence is not speech).
+LATENCY_COLUMNS = ("ttfa_audible_ms", "ttfa_ms", "reply_leading_silence_ms", "ttft_ms", "e2e_ms",
+                   "response_created_ms", "delivery_rtf")
 #: Intelligibility: ``wer`` over the rows scored by WER and ``cer`` over the zh/ja/ko rows scored by CER
 #: (``error_metric``; the frame is split by :func:`qvtools.metrics.by_error_metric`, issue 10 item 5).
-QUALITY_COLUMNS = ("speaker_similarity", "wer", "cer", "f0_ratio", "loudness_lufs", "reply_duration_s")
+QUALITY_COLUMNS = ("speaker_similarity", "speaker_similarity_norm", "mos_ovrl", "mos_ovrl_delta", "mos_sig",
+                   "mos_bak", "mos_p808", "wer", "cer", "f0_ratio", "loudness_lufs", "reply_duration_s")
 #: Said under the summary: which rows each error metric covers.
 ERROR_METRIC_NOTE = ("Intelligibility of the replies: WER (word error rate) on rows in space-separated languages "
                      "and CER (character error rate) on Chinese, Japanese and Korean rows (asr_language, "
@@ -347,12 +349,12 @@ class RunView:
 
     # -- figures (qvtools.plots draws; one figure per call, shown by the notebook's inline backend)
     def plot_latency(self) -> list:
-        """ECDF of time-to-first-audio and box plots of TTFA / end-to-end latency per model."""
+        """ECDF of time to audible speech and to first audio, box plots of TTFA / end-to-end latency per model."""
         from . import plots
 
         drawn = []
-        for fn, metric in ((plots.latency_ecdf, "ttfa_ms"), (plots.latency_box, "ttfa_ms"),
-                           (plots.latency_box, "e2e_ms")):
+        for fn, metric in ((plots.latency_ecdf, "ttfa_audible_ms"), (plots.latency_ecdf, "ttfa_ms"),
+                           (plots.latency_box, "ttfa_ms"), (plots.latency_box, "e2e_ms")):
             if metric in self._metrics([metric]):
                 drawn.append(fn(self.ok, metric))
         return drawn
