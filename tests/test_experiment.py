@@ -82,6 +82,12 @@ def test_experiment_rejects_bad_arguments(tmp_path):
         ex.Experiment(None, tmp_path, voices=[tmp_path / "missing.wav"], prompts=prompts)
     with pytest.raises(ConfigError, match="at least one"):
         ex.Experiment(None, tmp_path, voices=voices, prompts=[])
+    # the similarity encoder is resolved before any turn runs (issue 20)
+    with pytest.raises(ConfigError, match="unknown similarity encoder"):
+        ex.Experiment(None, tmp_path, voices=voices, prompts=prompts, similarity_encoder="wavlm")
+    with pytest.raises(ConfigError, match="no such ONNX file"):
+        ex.Experiment(None, tmp_path, voices=voices, prompts=prompts, similarity_encoder=str(tmp_path / "sv.onnx"))
+    assert not (tmp_path / ex.TURNS_FILE).exists()
 
 
 def test_plan_is_seeded_complete_and_interleaved(tmp_path):
