@@ -546,3 +546,29 @@ def test_provenance_says_when_a_manual_turn_asked_for_the_response():
     assert _provenance(manual, None, None)["response_create_sent_ms"] == pytest.approx(402.0)
     text = SimpleNamespace(marks={"response_create_sent": 5.0})
     assert _provenance(text, None, None)["response_create_sent_ms"] == 0.0
+
+
+def test_score_adds_naturalness_and_audible_latency_offline():
+    """Issue 20, without a service: a turn's scoring carries DNSMOS (reply and reference) and the audible TTFA."""
+    import numpy as np
+
+    from qvtools.audio import load
+    from qvtools.realtime.turn import Turn
+
+    voice = ex.sample_voices()[0]
+    x, sr = load(voice.path, mono=True)
+    reply = np.concatenate([np.zeros(int(0.3 * sr), np.float32), x[: 4 * sr]])
+    n = sr // 10
+    chunks = [(1.0 + i * 0.01, min(n, len(reply) - s)) for i, s in enumerate(range(0, len(reply), n))]
+    turn = Turn(model="m", status="completed", audio=reply, sample_rate=sr, audio_chunks=chunks,
+                marks={"speech_end_sent": 0.5, "first_audio_delta": 1.0})
+    row = ex._score(turn, ("speaker_similarity", "naturalness"), voice.path)
+    assert row["ttfa_ms"] == pytest.approx(500.0)
+    assert row["ttfa_audible_ms"] - row["ttfa_ms"] == pytest.approx(row["reply_leading_silence_ms"])
+    from qvtools.audible import speech_onset_s
+
+    own = 1000 * speech_onset_s(x[: 4 * sr], sr)  # the sample voice's own lead-in
+    assert row["reply_leading_silence_ms"] == pytest.approx(300 + own, abs=40)
+    assert all(1 <= row[c] <= 5 for c in ("mos_sig", "mos_bak", "mos_ovrl", "mos_p808", "ref_mos_ovrl"))
+    assert row["mos_ovrl_delta"] == pytest.approx(row["mos_ovrl"] - row["ref_mos_ovrl"])
+    assert "mos_ovrl" not in ex._score(turn, ("speaker_similarity",), voice.path)
