@@ -374,6 +374,8 @@ def _build_compare(sub):
     p.add_argument("--yes", action="store_true",
                    help="do not ask before creating voices and running turns on the billed cloud service")
     p.add_argument("--no-report", action="store_true", help="do not build report.html at the end")
+    p.add_argument("--similarity-encoder", metavar="NAME|MODEL.onnx", help="speaker encoder of the similarity columns: dvector (default), resemblyzer (the judge extra) or "
+                   "the path of an ONNX speaker-verification model (e.g. a WavLM-SV, ECAPA or CAM++ export)")
     p.set_defaults(func=_compare)
 
 
@@ -401,7 +403,7 @@ def _compare(args) -> int:
                                     workers=args.workers, retry_failed=args.retry_failed,
                                     turn_detection=None if args.manual else "server_vad",
                                     silence_duration_ms=args.silence_ms, prices=args.prices,
-                                    executor=executor)
+                                    executor=executor, similarity_encoder=args.similarity_encoder)
         if ws.settings.is_cloud:  # the local service never asks (it bills nothing)
             plan = exp.billing_plan()
             _out(plan.text())
@@ -447,6 +449,8 @@ def _build_replay(sub):
     p.add_argument("--sample-turns", type=int, default=6, help="turns with audio players (default 6)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per notebook cell (default 600)")
     p.add_argument("--no-report", action="store_true", help="only recompute results.parquet")
+    p.add_argument("--similarity-encoder", metavar="NAME|MODEL.onnx", help="speaker encoder of the similarity columns: dvector (default), resemblyzer (the judge extra) or "
+                   "the path of an ONNX speaker-verification model (e.g. a WavLM-SV, ECAPA or CAM++ export)" + " (default: the run's)")
     p.set_defaults(func=_replay)
 
 
@@ -456,7 +460,8 @@ def _replay(args) -> int:
     from . import experiment
     from .report import build_report
 
-    frame = experiment.replay(args.run_dir, references=dict(args.reference))
+    frame = experiment.replay(args.run_dir, references=dict(args.reference),
+                              similarity_encoder=args.similarity_encoder)
     n_ok = int((frame["status"] == "completed").fillna(False).sum())
     _out(f"{len(frame)} turns replayed ({n_ok} completed); results: "
          f"{Path(args.run_dir) / experiment.RESULTS_FILE}")

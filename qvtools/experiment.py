@@ -100,7 +100,7 @@ RESULTS_FILE = "results.parquet"
 PRICES_FILE = "prices.json"
 AUDIO_DIR = "audio"
 #: Audio metrics computed for each reply (names understood by :func:`run_turn`).
-DEFAULT_METRICS = ("speaker_similarity", "intelligibility", "f0_ratio", "loudness")
+DEFAULT_METRICS = ("speaker_similarity", "intelligibility", "f0_ratio", "loudness", "naturalness")
 
 #: The billing rule of voice enrollment as documented (SEED §2.4; ../shared/reference/dashscope-protocol.md §2.4).
 BILLING_RULE = ("Voice creation is billed at $0.01 per created voice after a free quota of 1,000 creations "
@@ -580,13 +580,16 @@ def _score(turn, wanted: Sequence[str], reference=None) -> dict:
     """Latency, usage and audio metrics of a turn; ``reference`` is the voice's recording (path or bytes)."""
     from . import metrics
 
+    from .audible import audible_latency
+
     out = dict(metrics.latency_metrics(turn))
     out.update(metrics.usage_metrics(getattr(turn, "usage", None)))
     audio = getattr(turn, "audio", None)
     if audio is None or len(audio) == 0:
         return out
+    out.update(audible_latency(turn, out.get("ttfa_ms")))  # first audible speech (qvtools.audible)
     want = set(wanted)
-    if want & {"speaker_similarity", "f0_ratio"} and reference is not None:
+    if want & {"speaker_similarity", "f0_ratio", "naturalness"} and reference is not None:
         reference = _reference_audio(reference)
     else:
         reference = None
@@ -596,6 +599,10 @@ def _score(turn, wanted: Sequence[str], reference=None) -> dict:
                                      expected_text=turn.assistant_transcript,
                                      asr="intelligibility" in want,
                                      speaker="speaker_similarity" in want))
+    if "naturalness" in want:  # DNSMOS of the reply and of its reference (qvtools.naturalness)
+        from .naturalness import mos_columns
+
+        out.update(mos_columns(turn.audio, turn.sample_rate, reference))
     return out
 
 
@@ -655,11 +662,53 @@ def _write_json(path: Path, doc) -> None:
 
 
 #: Metrics that need the reference recording (kept from the journal when it is not on disk).
-_REFERENCE_COLUMNS = ("speaker_similarity", "speaker_model", "ref_f0_median_hz", "f0_ratio")
+_REFERENCE_COLUMNS = ("speaker_similarity", "speaker_model", "ref_f0_median_hz", "f0_ratio", "ref_mos_ovrl",
+                      "mos_ovrl_delta")
+
+
+def _calibrated(frame, run_dir: Path, refs: Mapping, encoder):
+    """``frame`` with the run-level similarity columns (:func:`qvtools.similarity.calibrate`: ceiling,
+    s-norm against impostors, identification); when that fails, ``frame`` as it was and a warning
+    (``turns.jsonl`` and the audio keep everything: ``qvtools replay`` redoes it)."""
+    from .similarity import calibrate
+
+    try:
+        return calibrate(frame, {v: p for v, p in refs.items() if p and Path(p).is_file()}, audio_root=run_dir,
+                         encoder=encoder)
+    except Exception as exc:
+        log.warning("similarity calibration of %s failed (%s: %s); results are written without it", run_dir,
+                    type(exc).__name__, exc)
+        return frame
+
+
+def _kept_calibration(frame, previous: Path):
+    """``frame`` with the run-level similarity columns of the ``results.parquet`` written before (by
+    ``turn_id``), for a replay that cannot recompute them (a reference is not on disk)."""
+    import pandas as pd
+
+    from . import results
+    from .similarity import CALIBRATION_COLUMNS
+
+    cols = [*CALIBRATION_COLUMNS, "speaker_model"]
+    try:
+        old = pd.read_parquet(previous, columns=["turn_id", *cols]) if previous.is_file() else None
+    except Exception as exc:  # an older results file without the columns, or an unreadable one
+        log.warning("replay: the similarity calibration of %s is not kept (%s)", previous, exc)
+        old = None
+    if old is None:
+        log.warning("replay: a reference is missing, so speaker_similarity_norm, speaker_identified and "
+                    "ref_ceiling_similarity are left empty (pass references= to recompute them)")
+        return frame
+    old = old.set_index("turn_id")
+    keep = frame["turn_id"].isin(old.index)
+    for col in cols:
+        frame.loc[keep, col] = old.loc[frame.loc[keep, "turn_id"], col].to_numpy()
+    log.warning("replay: a reference is missing; the similarity calibration is kept from %s", previous.name)
+    return results.to_frame(frame)
 
 
 def replay(run_dir, *, metrics: Sequence[str] | None = None, references: Mapping[str, str] | None = None,
-           write: bool = True):
+           write: bool = True, similarity_encoder=None):
     """Recompute the results table of a run from its saved turns, with no network; returns the DataFrame.
 
     For every journaled row whose turn was saved (``audio/<turn_id>.json`` + ``.wav``), the latency,
@@ -675,6 +724,9 @@ def replay(run_dir, *, metrics: Sequence[str] | None = None, references: Mapping
     Issue 23: saved files are read contained and bounded (:mod:`qvtools.rundir`); a turn whose files fail
     to load or score keeps its journaled values with ``metrics_error`` set and the replay goes on; the
     failures are listed in ``frame.attrs["replay_failures"]`` (``[(turn_id, message)]``).
+    The run-level similarity columns are recomputed with ``similarity_encoder`` (default: the run's,
+    ``run.json``; :func:`qvtools.similarity.get_encoder`); ``naturalness`` (DNSMOS) is scored even when an
+    older run's metrics list predates it.
     """
     from .rundir import RunLock
 
@@ -683,9 +735,9 @@ def replay(run_dir, *, metrics: Sequence[str] | None = None, references: Mapping
     if not turns_path.is_file():
         raise ConfigError(f"{run_dir} holds no {TURNS_FILE}; is it a qvtools run directory?")
     if not write:
-        return _replay(run_dir, metrics, references, write)
+        return _replay(run_dir, metrics, references, write, similarity_encoder)
     with RunLock(run_dir, "qvtools replay"):
-        return _replay(run_dir, metrics, references, write)
+        return _replay(run_dir, metrics, references, write, similarity_encoder)
 
 
 def _read_json_file(path: Path):
@@ -702,12 +754,14 @@ def _read_meta(run_dir: Path) -> dict:
     return read_object(path, where=RUN_FILE) if path.is_file() else {}
 
 
-def _replay(run_dir: Path, metrics, references, write: bool):
+def _replay(run_dir: Path, metrics, references, write: bool, similarity_encoder=None):
     from . import results
     from .rundir import reference_path
 
     meta = _read_meta(run_dir)
     wanted = tuple(metrics) if metrics is not None else tuple(meta.get("metrics") or DEFAULT_METRICS)
+    if metrics is None and "naturalness" not in wanted:
+        wanted += ("naturalness",)  # needs only the saved reply (and the reference when on disk)
     unknown = set(map(str, wanted)) - set(DEFAULT_METRICS)
     if unknown:
         raise ConfigError(f"unknown metrics {sorted(unknown)}; choose from {DEFAULT_METRICS}")
@@ -729,7 +783,11 @@ def _replay(run_dir: Path, metrics, references, write: bool):
     for name in sorted(missing_refs):
         log.warning("replay: reference of %s not on disk or not usable here (%s); its similarity / F0 ratio are kept as "
                     "recorded (pass references= to recompute them)", name, refs.get(name) or "not usable")
-    frame = results.to_frame(out)
+    if missing_refs:  # the calibration needs every reference of the run: keep the one already written
+        frame = _kept_calibration(results.to_frame(out), run_dir / RESULTS_FILE)
+    else:
+        frame = _calibrated(results.to_frame(out), run_dir, refs,
+                            similarity_encoder if similarity_encoder is not None else meta.get("similarity_encoder"))
     frame.attrs["replay_failures"] = failures
     if write:
         _write_parquet(frame, run_dir / RESULTS_FILE)
@@ -836,6 +894,8 @@ class Experiment:
     of silence, None = the service default) or ``None`` (manual: commit + response.create after the audio).
     ``prices``: a price table (path or dict, :data:`qvtools.results.PRICES_FORMAT`), copied to
     ``RUN_DIR/prices.json`` so the report estimates costs; qvtools ships no prices.
+    ``similarity_encoder``: the speaker encoder of the run-level similarity columns (``"dvector"``, the
+    default; ``"resemblyzer"``; a path to an ONNX speaker-verification model; see :mod:`qvtools.similarity`).
     """
 
     def __init__(self, workspace, run_dir, *, voices: Iterable, prompts: Iterable,
@@ -843,7 +903,7 @@ class Experiment:
                  realtime: bool = False, executor: Executor | None = None, workers: int = 2,
                  metrics: Sequence[str] = DEFAULT_METRICS, retry_failed: bool = False,
                  progress=None, turn_detection: str | None = "server_vad",
-                 silence_duration_ms: int | None = None, prices=None):
+                 silence_duration_ms: int | None = None, prices=None, similarity_encoder=None):
         self.workspace = workspace
         self.run_dir = Path(run_dir)
         self.voices = _as_voices(voices)
@@ -887,6 +947,12 @@ class Experiment:
         self.workers = int(workers)
         self.metrics = tuple(metrics)
         self.retry_failed = bool(retry_failed)
+        from .similarity import DEFAULT_ENCODER, get_encoder
+
+        get_encoder(similarity_encoder)  # a missing dependency or model file fails here, before any turn
+        #: The speaker encoder of the run-level similarity columns (qvtools.similarity), kept in run.json.
+        self.similarity_encoder = DEFAULT_ENCODER if similarity_encoder is None else \
+            str(similarity_encoder) if isinstance(similarity_encoder, (str, Path)) else similarity_encoder
         if not (progress is None or isinstance(progress, bool) or callable(progress)):
             raise ConfigError("progress must be None, True/False (the tqdm bar) or a callable "
                               f"progress(done, total, message); got {type(progress).__name__}")
@@ -984,7 +1050,8 @@ class Experiment:
                               total=len(self.plan()))
         finally:
             self._finish_meta(meta)
-        frame = results.to_frame(read_turns(self.turns_path))
+        frame = _calibrated(results.to_frame(read_turns(self.turns_path)), self.run_dir,
+                            {v.name: str(v.path) for v in self.voices}, self.similarity_encoder)
         _write_parquet(frame, self.run_dir / RESULTS_FILE)
         return frame
 
@@ -1141,6 +1208,8 @@ class Experiment:
             "model_warnings": self.model_warnings,
             "prices": PRICES_FILE if self.prices is not None else meta.get("prices"),
             "metrics": list(self.metrics),
+            "similarity_encoder": self.similarity_encoder if isinstance(self.similarity_encoder, str)
+            else self.similarity_encoder.name,
             "planned_turns": len(self.plan()),
             "started_at": _utcnow(),
             "finished_at": None,

@@ -62,11 +62,13 @@ FALLBACK_NOTE = ("Some cloned voices were made in DEGRADED mode (the enrollment 
 EMBED_SR = 16000
 EMBED_REFERENCE_S = 8.0
 EMBED_REPLY_S = 20.0
-#: Columns summarised and paired in the report.
-LATENCY_COLUMNS = ("ttfa_ms", "ttft_ms", "e2e_ms", "response_created_ms", "delivery_rtf")
+#: Columns summarised and paired in the report; the audible TTFA first (issue 20: leading silence is not speech).
+LATENCY_COLUMNS = ("ttfa_audible_ms", "ttfa_ms", "reply_leading_silence_ms", "ttft_ms", "e2e_ms",
+                   "response_created_ms", "delivery_rtf")
 #: Intelligibility: ``wer`` over the rows scored by WER and ``cer`` over the zh/ja/ko rows scored by CER
 #: (``error_metric``; the frame is split by :func:`qvtools.metrics.by_error_metric`, issue 10 item 5).
-QUALITY_COLUMNS = ("speaker_similarity", "wer", "cer", "f0_ratio", "loudness_lufs", "reply_duration_s")
+QUALITY_COLUMNS = ("speaker_similarity", "speaker_similarity_norm", "mos_ovrl", "mos_ovrl_delta", "mos_sig",
+                   "mos_bak", "mos_p808", "wer", "cer", "f0_ratio", "loudness_lufs", "reply_duration_s")
 #: Said under the summary: which rows each error metric covers.
 ERROR_METRIC_NOTE = ("Intelligibility of the replies: WER (word error rate) on rows in space-separated languages "
                      "and CER (character error rate) on Chinese, Japanese and Korean rows (asr_language, "
@@ -208,6 +210,9 @@ class RunView:
                          'margin:8px 0;font-weight:bold">&#9888; ' + html.escape(note) + "</div>")
         parts.append('<p class="qv-latency-origin"><b>How latencies were measured.</b> '
                      + html.escape(self.latency_note()) + "</p>")
+        if self.metrics_note():
+            parts.append('<p class="qv-metrics-note"><b>How the voices were judged.</b> '
+                         + html.escape(self.metrics_note()) + "</p>")
         if self.degraded_voices:
             parts.append('<div class="qv-fallback" style="border:2px solid #c60;background:#fff3e0;padding:8px;'
                          'margin:8px 0;font-weight:bold">&#9888; ' + html.escape(FALLBACK_NOTE) + " ("
@@ -235,6 +240,27 @@ class RunView:
         rows += [(f"version: {k}", v) for k, v in versions.items()]
         key = os.environ.get("DASHSCOPE_API_KEY")
         return pd.DataFrame([(k, redact(str(v), key)) for k, v in rows], columns=["field", "value"]).set_index("field")
+
+    def metrics_note(self) -> str:
+        """Which models scored similarity and naturalness and how (issue 20); empty for a run without them."""
+        ok = self.ok
+        parts = []
+        encoders = sorted(set(ok["similarity_encoder"].dropna())) if "similarity_encoder" in ok else []
+        if encoders:
+            parts.append(f"Speaker similarity by {' and '.join(encoders)}"
+                         + (" (different encoders: never compare their scores)" if len(encoders) > 1 else "")
+                         + ": speaker_similarity is the raw cosine to the reference, speaker_similarity_norm the "
+                         "cosine s-normalised against impostors (the run's other references and the packaged sample "
+                         "voices), ref_ceiling_similarity the reference's two halves compared, speaker_identified "
+                         "whether the reply is closest to its own reference among the run's references.")
+        mos = sorted(set(ok["mos_model"].dropna())) if "mos_model" in ok else []
+        if mos:
+            parts.append(f"Naturalness by {', '.join(mos)}: predicted listener scores on a 1-5 scale, "
+                         "no reference needed; mos_ovrl_delta is the reply minus its reference recording.")
+        if "ttfa_audible_ms" in ok and ok["ttfa_audible_ms"].notna().any():
+            parts.append("ttfa_audible_ms runs to the first reply sample that is speech (Silero VAD), as played "
+                         "at the chunk arrival times; reply_leading_silence_ms is the silence before it.")
+        return " ".join(parts)
 
     def latency_note(self) -> str:
         """What the latencies are measured from and how the audio was sent (results.latency_provenance);
@@ -355,12 +381,12 @@ class RunView:
 
     # -- figures (qvtools.plots draws; one figure per call, shown by the notebook's inline backend)
     def plot_latency(self) -> list:
-        """ECDF of time-to-first-audio and box plots of TTFA / end-to-end latency per model."""
+        """ECDF of time to audible speech and to first audio, box plots of TTFA / end-to-end latency per model."""
         from . import plots
 
         drawn = []
-        for fn, metric in ((plots.latency_ecdf, "ttfa_ms"), (plots.latency_box, "ttfa_ms"),
-                           (plots.latency_box, "e2e_ms")):
+        for fn, metric in ((plots.latency_ecdf, "ttfa_audible_ms"), (plots.latency_ecdf, "ttfa_ms"),
+                           (plots.latency_box, "ttfa_ms"), (plots.latency_box, "e2e_ms")):
             if metric in self._metrics([metric]):
                 drawn.append(fn(self.ok, metric))
         return drawn

@@ -59,6 +59,8 @@ Schema
 | `gap_max_ms` | float64 | ms, largest inter-chunk arrival gap |
 | `underrun_count` | Int64 | audible gaps of a simulated player starting at the first chunk (+ jitter buffer) |
 | `underrun_ms` | float64 | ms, total length of those gaps |
+| `ttfa_audible_ms` | float64 | ms, end of user speech -> the first reply sample that is speech (Silero VAD on the reply as received) is played by a player fed at the chunk arrival times (`qvtools.audible`) |
+| `reply_leading_silence_ms` | float64 | ms of reply audio before its first speech (Silero VAD; audio time) |
 | `input_tokens` | Int64 | tokens, `usage.input_tokens` |
 | `output_tokens` | Int64 | tokens, `usage.output_tokens` |
 | `total_tokens` | Int64 | tokens, `usage.total_tokens` |
@@ -80,6 +82,17 @@ Schema
 | `f0_ratio` | float64 | `f0_median_hz / ref_f0_median_hz` |
 | `speaker_similarity` | float64 | cosine similarity of speaker embeddings, reply vs reference (-1..1) |
 | `speaker_model` | string | speaker embedding model name |
+| `speaker_similarity_norm` | float64 | `speaker_similarity` s-normalised against the run's impostor cosines (other references + packaged sample voices; `qvtools.similarity`); 0 = impostor-like |
+| `speaker_identified` | boolean | the reply is closer to its own reference than to every other reference of the run (closed-set identification); `<NA>` with one reference |
+| `ref_ceiling_similarity` | float64 | cosine of the two halves of the row's reference recording (same speaker, same encoder): the ceiling, per voice |
+| `similarity_encoder` | string | the speaker encoder behind the `speaker_similarity*` columns (never pool two) |
+| `mos_sig` | float64 | DNSMOS P.835 SIG (speech signal, 1-5) of the reply (`qvtools.naturalness`) |
+| `mos_bak` | float64 | DNSMOS P.835 BAK (background, 1-5) of the reply |
+| `mos_ovrl` | float64 | DNSMOS P.835 OVRL (overall, 1-5) of the reply |
+| `mos_p808` | float64 | DNSMOS P.808 MOS (1-5) of the reply |
+| `ref_mos_ovrl` | float64 | DNSMOS P.835 OVRL of the reference recording |
+| `mos_ovrl_delta` | float64 | `mos_ovrl - ref_mos_ovrl` (reply minus reference) |
+| `mos_model` | string | the MOS model name (`qvtools.naturalness.MODEL_NAME`) |
 | `asr_text` | string | offline ASR transcript of the reply |
 | `wer` | float64 | word error rate of `asr_text` vs the expected text (normalised) |
 | `cer` | float64 | character error rate, same normalisation |
@@ -179,6 +192,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "gap_max_ms": ("float64", "ms, largest inter-chunk arrival gap"),
     "underrun_count": ("Int64", "audible gaps of a simulated player"),
     "underrun_ms": ("float64", "ms, total length of audible gaps"),
+    # latency to audible speech (qvtools.audible)
+    "ttfa_audible_ms": ("float64", "ms, end of user speech -> first reply speech sample played (Silero VAD on "
+                                   "the reply as received, player fed at the chunk arrival times)"),
+    "reply_leading_silence_ms": ("float64", "ms of reply audio before its first speech (Silero VAD)"),
     # usage (qvtools.metrics.usage_metrics)
     "input_tokens": ("Int64", "tokens, usage.input_tokens"),
     "output_tokens": ("Int64", "tokens, usage.output_tokens"),
@@ -202,6 +219,19 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "f0_ratio": ("float64", "f0_median_hz / ref_f0_median_hz"),
     "speaker_similarity": ("float64", "cosine similarity of speaker embeddings vs the reference"),
     "speaker_model": ("string", "speaker embedding model name"),
+    # calibrated similarity (qvtools.similarity.calibrate, per run)
+    "speaker_similarity_norm": ("float64", "speaker_similarity s-normalised against the run's impostor cosines"),
+    "speaker_identified": ("boolean", "closer to its own reference than to every other reference of the run"),
+    "ref_ceiling_similarity": ("float64", "cosine of the two halves of the reference (per voice): the ceiling"),
+    "similarity_encoder": ("string", "speaker encoder behind the speaker_similarity* columns"),
+    # naturalness (qvtools.naturalness, DNSMOS)
+    "mos_sig": ("float64", "DNSMOS P.835 SIG of the reply (1-5)"),
+    "mos_bak": ("float64", "DNSMOS P.835 BAK of the reply (1-5)"),
+    "mos_ovrl": ("float64", "DNSMOS P.835 OVRL of the reply (1-5)"),
+    "mos_p808": ("float64", "DNSMOS P.808 MOS of the reply (1-5)"),
+    "ref_mos_ovrl": ("float64", "DNSMOS P.835 OVRL of the reference"),
+    "mos_ovrl_delta": ("float64", "mos_ovrl - ref_mos_ovrl"),
+    "mos_model": ("string", "MOS model name"),
     "asr_text": ("string", "offline ASR transcript of the reply"),
     "wer": ("float64", "word error rate vs the expected text"),
     "cer": ("float64", "character error rate vs the expected text"),
@@ -227,7 +257,7 @@ LATENCY_METRICS = ("ttfa_ms", "ttft_ms", "e2e_ms")
 #: wall times that contain those delays (issue 11: ``delivery_rtf`` comes from the profile's delivery rate).
 #: Audio, quality and token columns are not here: they are the same whatever the latency source.
 SIMULATED_COLUMNS = ("ttfa_ms", "ttft_ms", "ttfa_created_ms", "ttft_created_ms", "response_created_ms",
-                     "speech_stopped_ms", "e2e_ms", "delivery_rtf", "gap_p95_ms", "gap_max_ms",
+                     "speech_stopped_ms", "e2e_ms", "ttfa_audible_ms", "delivery_rtf", "gap_p95_ms", "gap_max_ms",
                      "underrun_count", "underrun_ms", "session_s", "turn_wall_s")
 
 

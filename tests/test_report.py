@@ -293,3 +293,20 @@ def test_wer_and_cer_each_over_their_own_rows(tmp_path):
     html_text = view.audio_html(12)
     assert "CER 0.30" in html_text and "WER" in html_text and "CER 0.05" not in html_text
     assert report.ERROR_METRIC_NOTE and "CER" in report.ERROR_METRIC_NOTE
+
+
+def test_header_names_the_similarity_encoder_and_the_mos_model():
+    """Issue 20: the report header says which encoder and MOS model scored the run; none for an older run."""
+    import pandas as pd
+
+    from qvtools.report import RunView
+
+    rows = [{"turn_id": "a", "status": "completed", "target_model": "m", "similarity_encoder": "enc-1",
+             "mos_model": "DNSMOS x", "ttfa_audible_ms": 500.0}]
+    view = RunView(run_dir=Path("run"), meta={}, frame=pd.DataFrame(rows))
+    note = view.metrics_note()
+    assert "enc-1" in note and "s-normalised" in note and "DNSMOS x" in note and "ttfa_audible_ms" in note
+    view.frame = pd.DataFrame([dict(rows[0], similarity_encoder="enc-2"), rows[0]])
+    assert "never compare" in view.metrics_note()
+    view.frame = pd.DataFrame([{"turn_id": "a", "status": "completed", "target_model": "m"}])
+    assert view.metrics_note() == ""
