@@ -329,8 +329,13 @@ def _boot_percentiles(v: np.ndarray, qs, ci: float, n_boot: int, rng) -> np.ndar
 
 def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = ("target_model",),
               metrics: str | Sequence[str] = LATENCY_METRICS, *, ci: float = 0.95, n_boot: int = 1000,
-              seed: int = 0) -> pd.DataFrame:
+              seed: int = 0, interval: str = "cluster") -> pd.DataFrame:
     """Per group and metric: n, success rate, p50/p90/p95 with percentile-bootstrap CIs.
+
+    ``interval``: ``"cluster"`` (default) resamples voices and prompts (the two-way cluster bootstrap of
+    :mod:`qvtools.stats`: turns sharing a voice or a prompt are not independent); ``"turn"`` resamples turns
+    (the former intervals). The method each row used is its ``interval`` column (a key of
+    :data:`qvtools.stats.INTERVAL_LABELS`: a factor with one level is not resampled).
 
     Returns one row per (group, metric) with columns ``*by, metric, [simulated,] n, n_completed, n_valid,
     success_rate, mean, p50, p50_lo, p50_hi, p90, p90_lo, p90_hi, p95, p95_lo, p95_hi``; ``simulated``
@@ -341,6 +346,10 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = ("target_model"
     (NaN without a status column); the percentiles are over completed turns with a finite value
     (``n_valid``). Resampling is seeded, so the same input gives the same CIs.
     """
+    from .stats import INTERVALS, bootstrap_quantiles
+
+    if interval not in INTERVALS:
+        raise ConfigError(f"interval must be one of {INTERVALS}, got {interval!r}")
     if not 0 < ci < 1:
         raise ConfigError(f"ci must be in (0, 1), got {ci!r}")
     if int(n_boot) < 1:
@@ -357,8 +366,10 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = ("target_model"
         ok = (g["status"] == "completed").fillna(False).to_numpy(dtype=bool) if has_status else np.ones(len(g), bool)
         success = float(ok.mean()) if has_status and len(g) else float("nan")
         sim = g["simulated"].fillna(False).astype(bool).to_numpy() if has_simulated else None
+        keys = [k for k in PAIR_KEYS[:2] if k in g.columns]
         for mi, metric in enumerate(metrics):
             v = pd.to_numeric(g[metric], errors="coerce").astype("float64").to_numpy()[ok]
+            clusters = g.loc[ok, keys].reset_index(drop=True)[np.isfinite(v)] if len(keys) == 2 else None
             v = v[np.isfinite(v)]
             rec = dict(zip(by, key))
             rec["metric"] = metric
@@ -366,18 +377,24 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = ("target_model"
                 rec["simulated"] = bool(is_simulated_metric(metric) and sim.any())
             rec.update(n=len(g), n_completed=int(ok.sum()), n_valid=int(v.size),
                        success_rate=success, mean=float(v.mean()) if v.size else float("nan"))
-            if v.size:
+            used = interval if clusters is not None else "turn"
+            if v.size and used == "turn":
                 rng = np.random.default_rng([seed, gi, mi])
                 point = np.percentile(v, _PERCENTILES)
                 bounds = _boot_percentiles(v, _PERCENTILES, ci, int(n_boot), rng)
+            elif v.size:
+                point = np.percentile(v, _PERCENTILES)
+                bounds, used = bootstrap_quantiles(v, [q / 100 for q in _PERCENTILES], clusters=clusters,
+                                                   interval="cluster", ci=ci, n_boot=int(n_boot), seed=[seed, gi, mi])
             else:
                 point = np.full(len(_PERCENTILES), np.nan)
                 bounds = np.full((len(_PERCENTILES), 2), np.nan)
+            rec["interval"] = used
             for q, p, (lo, hi) in zip(_PERCENTILES, point, bounds):
                 rec[f"p{q}"], rec[f"p{q}_lo"], rec[f"p{q}_hi"] = float(p), float(lo), float(hi)
             records.append(rec)
     out = pd.DataFrame.from_records(records)
-    out.attrs.update(ci=ci, n_boot=int(n_boot), seed=seed)
+    out.attrs.update(ci=ci, n_boot=int(n_boot), seed=seed, interval=interval)
     return out
 
 
@@ -397,11 +414,18 @@ class PairedDifferences:
     ci: float = 0.95
     pairs: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     simulated: bool = False  # a timing metric (is_simulated_metric) measured on simulated latency
+    #: how ci_low/ci_high were resampled: a key of qvtools.stats.INTERVAL_LABELS
+    interval: str = "turn"
+    #: qvtools.stats.paired_test on the (voice, prompt) cell means: Wilcoxon p-value, rank-biserial effect size
+    p_value: float = float("nan")
+    effect_size: float = float("nan")
+    n_cells: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The summary fields (without the pairs table)."""
-        return {k: getattr(self, k) for k in ("metric", "simulated", "a", "b", "n_pairs", "median_diff", "ci_low",
-                                              "ci_high", "mean_diff", "a_lower_ratio", "ci")}
+        return {k: getattr(self, k) for k in ("metric", "simulated", "a", "b", "n_pairs", "n_cells", "median_diff",
+                                              "ci_low", "ci_high", "interval", "mean_diff", "a_lower_ratio", "ci",
+                                              "p_value", "effect_size")}
 
 
 def model_order(models: Iterable[str]) -> list[str]:
@@ -434,8 +458,13 @@ def pick_pair(df: pd.DataFrame, model_col: str = "target_model") -> tuple[str, s
 def paired_differences(df: pd.DataFrame, metric: str, a: str | None = None, b: str | None = None, *,
                        on: Sequence[str] = PAIR_KEYS, model_col: str = "target_model",
                        completed_only: bool = True, ci: float = 0.95, n_boot: int = 1000,
-                       seed: int = 0) -> PairedDifferences:
+                       seed: int = 0, interval: str = "cluster", stat: str = "median") -> PairedDifferences:
     """Median of the per-pair differences ``a - b`` of ``metric`` with a bootstrap CI.
+
+    ``interval``: ``"cluster"`` (default: voices and prompts resampled, :func:`qvtools.stats.bootstrap_interval`)
+    or ``"turn"`` (pairs resampled, the former interval); ``interval`` of the result says which was used.
+    ``stat="mean"`` puts the interval on the mean difference (a rate such as ``speaker_identified``).
+    ``p_value``/``effect_size``: :func:`qvtools.stats.paired_test` (Wilcoxon signed-rank on cell means).
 
     ``a``/``b`` are any two model names of the table; by default the first two present in catalog
     order (:func:`pick_pair`). A pair is the same ``on`` key (voice_ref, prompt_id, repeat) measured
@@ -473,16 +502,28 @@ def paired_differences(df: pd.DataFrame, metric: str, a: str | None = None, b: s
     pairs["diff"] = pairs["a"] - pairs["b"]
     diff = pairs["diff"].to_numpy(dtype=float)
     nan = float("nan")
-    if diff.size:
+    from .stats import INTERVALS, bootstrap_interval, paired_test
+
+    if interval not in INTERVALS:
+        raise ConfigError(f"interval must be one of {INTERVALS}, got {interval!r}")
+    used = interval
+    if diff.size and interval == "turn" and stat == "median":
         lo, hi = bootstrap_ci(diff, np.median, ci=ci, n_boot=n_boot, seed=seed)
+    elif diff.size:
+        clusters = pairs if interval == "cluster" and all(k in pairs for k in PAIR_KEYS[:2]) else None
+        lo, hi, used = bootstrap_interval(diff, stat, clusters=clusters, interval=interval if clusters is not None
+                                          else "turn", ci=ci, n_boot=n_boot, seed=seed)
+    if diff.size:
         med, mean, lower = float(np.median(diff)), float(diff.mean()), float(np.mean(diff < 0))
     else:
         lo = hi = med = mean = lower = nan
+    test = paired_test(pairs)
     simulated = bool(is_simulated_metric(metric) and "simulated" in df.columns
                      and df["simulated"].fillna(False).astype(bool).any())
     return PairedDifferences(metric=metric, a=a, b=b, n_pairs=int(diff.size), median_diff=med, ci_low=lo,
                              ci_high=hi, mean_diff=mean, a_lower_ratio=lower, ci=ci, pairs=pairs,
-                             simulated=simulated)
+                             simulated=simulated, interval=used, p_value=test["p_value"],
+                             effect_size=test["effect_size"], n_cells=test["n_cells"])
 
 
 # --------------------------------------------------------------------------- latency provenance
