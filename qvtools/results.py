@@ -553,7 +553,7 @@ def latency_provenance(df: pd.DataFrame) -> str:
     if "server_vad" in modes:
         sil = sorted({float(v) for v in pd.to_numeric(df.get("vad_silence_ms"), errors="coerce").dropna()}) \
             if "vad_silence_ms" in df.columns else []
-        window = (", ".join(f"{v:.0f} ms" for v in sil) if sil else "the service default (not echoed, §7.2)")
+        window = (", ".join(f"{v:.0f} ms" for v in sil) if sil else "the service default (not echoed by the service)")
         parts.append("With server VAD (silence_duration_ms " + window + ") the figures from end of speech INCLUDE "
                      "the server's silence wait; the 'from response.created' figures exclude it.")
     if "manual" in modes:

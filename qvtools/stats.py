@@ -331,13 +331,16 @@ def format_value(value, spec: MetricSpec | str, *, unit: bool = False) -> str:
 
 
 def verdict(spec: MetricSpec | str, a: str, b: str, diff: float, lo: float, hi: float, p_holm: float,
-            alpha: float = 0.05) -> str:
+            alpha: float = 0.05, n_cells: int | None = None) -> str:
     """A plain sentence: ``"flash faster by 160 ms [130, 180]"`` when the paired difference is detected
-    (``p_holm < alpha`` AND the interval excludes 0), else ``"no detectable difference"``. ``diff``/``lo``/``hi``
-    are a - b."""
+    (``p_holm < alpha`` AND the interval excludes 0), else ``"no detectable difference"``; with ``n_cells``
+    voice x prompt cells so few that even a difference in every cell could not reach ``alpha`` (the exact
+    Wilcoxon p is at least 2 / 2**n), it says so instead. ``diff``/``lo``/``hi`` are a - b."""
     spec = metric_spec(spec) if isinstance(spec, str) else spec
     if not all(math.isfinite(x) for x in (diff, lo, hi)) or not math.isfinite(p_holm):
         return "not enough pairs to compare"
+    if n_cells is not None and 2.0 / 2 ** int(n_cells) >= alpha:
+        return f"too few voice × prompt cells to test ({int(n_cells)}; at least 6 needed)"
     if not (p_holm < alpha and (lo > 0 or hi < 0)):
         return "no detectable difference"
     if diff < 0:  # name the model with the smaller value, and show the magnitudes b - a
@@ -393,7 +396,7 @@ def compare_models(df: pd.DataFrame, metrics: Sequence[str] | None = None, a: st
                                       "effect_size", "simulated"])
     out.insert(out.columns.get_loc("p_value") + 1, "p_holm", holm(out["p_value"]) if len(out) else [])
     names = short_names([a, b])
-    out["verdict"] = [verdict(r.metric, names[a], names[b], r.diff, r.ci_low, r.ci_high, r.p_holm, alpha)
+    out["verdict"] = [verdict(r.metric, names[a], names[b], r.diff, r.ci_low, r.ci_high, r.p_holm, alpha, r.n_cells)
                       for r in out.itertuples()]
     out.attrs.update(ci=ci, n_boot=int(n_boot), alpha=alpha, interval=interval)
     return out

@@ -293,3 +293,53 @@ def test_wer_and_cer_each_over_their_own_rows(tmp_path):
     html_text = view.audio_html(12)
     assert "CER 0.30" in html_text and "WER" in html_text and "CER 0.05" not in html_text
     assert report.ERROR_METRIC_NOTE and "CER" in report.ERROR_METRIC_NOTE
+
+
+# --------------------------------------------------------------------------- issue 20: the answer first
+
+def _no_reprs_or_section_numbers(text: str) -> None:
+    assert "§" not in text, "internal section numbers in the report"
+    assert not re.search(r"""['"](None|No |Only one)[^'"]{3,}['"]""", text), "a Python string repr in the report"
+    assert not re.search(r"\d\.\d{4,}", text), "an unrounded number in the report"
+
+
+def test_headline_answers_first_with_rounded_values_and_verdicts(tmp_path):
+    view = report.load_run(_write_run(tmp_path / "run"), quick=True)
+    head = view.headline()
+    assert list(head.index)[0].startswith("time to first audio message (ms) [simulated]")
+    assert {"plus", "flash", "p (Holm)", "verdict", "pairs"} <= set(head.columns)
+    row = head.iloc[0]
+    assert re.fullmatch(r"\d+", row["plus"]) and re.fullmatch(r"\d+", row["flash"])  # ms rounded to whole ms
+    assert re.fullmatch(r"-?\d+ \[-?\d+, -?\d+\]", row.iloc[3])
+    # three voices x one prompt: three cells, too few for any test to reach 0.05 -- and the verdict says so
+    assert row["verdict"].startswith("too few voice × prompt cells")
+    note = view.headline_note()
+    assert "cluster bootstrap over voices" in note and "Holm" in note and "ttfa_ms" in note
+    assert isinstance(note, report.Note) and note._repr_html_().startswith("<p")
+    per_voice = view.per_voice_table()
+    assert per_voice["similarity (median)"].tolist() == sorted(per_voice["similarity (median)"].tolist())
+    assert set(view.summary_table()["interval"]) == {"cluster-voices"}
+
+
+def test_notebook_keeps_the_headline_first_and_the_metadata_cell_last():
+    import nbformat
+
+    nb = nbformat.read(report.NOTEBOOK, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert code[2] == "display(run.headline_note())\nrun.headline()" and code[-1] == "run.metadata_table()"
+    assert not any("§" in c.source for c in nb.cells)
+
+
+@pytest.mark.slow
+def test_report_of_a_real_local_run_opens_with_the_headline(tmp_path):
+    """A real run on the local service (two models, real sockets), then its report: the headline comes
+    first, and no Python repr, internal section number or unrounded figure reaches the page."""
+    run_dir = report.demo_run(tmp_path / "run")
+    out = report.build_report(run_dir, quick=True, sample_turns=2, timeout=600)
+    page = out.read_text()
+    assert page.index("Headline: which model, by how much") < page.index("Per reference voice") \
+        < page.index("Latency") < page.index("Detail: summary per model")
+    assert "time to first audio message (ms) [simulated]" in page and "p (Holm)" in page
+    body = re.sub(r"<(style|script)[^>]*>.*?</\1>", "", page, flags=re.S)
+    body = re.sub(r'data:[a-z]+/[a-z0-9.+-]+;base64,[A-Za-z0-9+/=]+', "", body)
+    _no_reprs_or_section_numbers(re.sub(r"<[^>]+>", " ", body))

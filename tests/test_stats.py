@@ -129,6 +129,9 @@ def test_verdict_and_formatting():
         "plus faster by 160 ms [130, 181]"
     assert stats.verdict("ttfa_ms", "plus", "flash", 160.0, 130.0, 180.0, 0.2) == "no detectable difference"
     assert stats.verdict("ttfa_ms", "plus", "flash", 10.0, -5.0, 20.0, 0.001) == "no detectable difference"
+    assert stats.verdict("ttfa_ms", "plus", "flash", 548.0, 540.0, 560.0, 0.25, n_cells=3).startswith(
+        "too few voice × prompt cells to test (3")
+    assert stats.verdict("ttfa_ms", "plus", "flash", 548.0, 540.0, 560.0, 0.03, n_cells=6).startswith("plus slower")
     assert stats.verdict("speaker_similarity", "plus", "flash", 0.031, 0.012, 0.05, 0.01) == \
         "plus higher by 0.031 [0.012, 0.050]"
     assert stats.verdict("speaker_identified", "a", "b", -0.25, -0.4, -0.1, 0.01) == "a lower by 25 % [10 %, 40 %]"
