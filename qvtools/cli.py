@@ -486,7 +486,7 @@ def _build_plan(sub):
 def _plan(args) -> int:
     from .errors import ConfigError
     from .report import load_run
-    from .stats import plan_study
+    from .planner import plan_study
 
     effects = None
     if args.effect:

@@ -415,7 +415,8 @@ class RunView:
         the Holm-adjusted p-value and a plain verdict. The first model of the run against the second."""
         import pandas as pd
 
-        from .stats import compare_models, format_value, metric_spec, short_names
+        from .results import compare_models
+        from .stats import format_value, metric_spec, short_names
 
         models = self._paired_models()
         if len(models) < 2:
@@ -447,7 +448,7 @@ class RunView:
         models = self._paired_models()
         if len(models) < 2:
             return Note("")
-        from .stats import compare_models
+        from .results import compare_models
 
         rank = latency_rank_metric(self.ok)
         used = set()

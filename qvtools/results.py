@@ -119,6 +119,7 @@ __all__ = [
     "bootstrap_ci",
     "paired_differences",
     "PairedDifferences",
+    "compare_models",
     "model_order",
     "pick_pair",
     "TOKEN_COLUMNS",
@@ -524,6 +525,55 @@ def paired_differences(df: pd.DataFrame, metric: str, a: str | None = None, b: s
                              ci_high=hi, mean_diff=mean, a_lower_ratio=lower, ci=ci, pairs=pairs,
                              simulated=simulated, interval=used, p_value=test["p_value"],
                              effect_size=test["effect_size"], n_cells=test["n_cells"])
+
+
+# --------------------------------------------------------------------------- model comparison table (issue 20)
+
+def compare_models(df: pd.DataFrame, metrics: Sequence[str] | None = None, a: str | None = None,
+                   b: str | None = None, *, interval: str = "cluster", ci: float = 0.95,
+                   n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """One row per metric: model ``a`` vs model ``b`` on the same voice x prompt x repeat.
+
+    Columns: ``metric, label, a, b, a_centre, b_centre`` (each model's median -- the mean for a rate -- over
+    its completed turns), ``stat, n_pairs, n_cells, diff`` (centre of the paired differences a - b),
+    ``ci_low, ci_high`` (its interval, ``interval_method`` says which, :data:`qvtools.stats.INTERVAL_LABELS`), ``p_value``
+    (:func:`qvtools.stats.paired_test`), ``p_holm`` (Holm over the metrics of this table), ``effect_size`` (rank-biserial),
+    ``simulated`` (a timing metric measured on the local service's simulated latency) and ``verdict``.
+    ``metrics`` default: :func:`qvtools.stats.headline_metrics`. ``a``/``b`` default: the first two models in
+    catalog order (:func:`pick_pair`). Statistics: :mod:`qvtools.stats`."""
+    from .stats import headline_metrics, holm, metric_spec, short_names, verdict
+
+    metrics = headline_metrics(df) if metrics is None else [m for m in metrics if m in df.columns]
+    if a is None or b is None:
+        a, b = pick_pair(df)
+    ok = df
+    if "status" in df.columns:
+        ok = df[(df["status"] == "completed").fillna(False).astype(bool)]
+    rows = []
+    for i, m in enumerate(metrics):
+        spec = metric_spec(m)
+        frame = ok.assign(**{m: pd.to_numeric(ok[m].astype("object"), errors="coerce").astype("float64")})
+        pd_ = paired_differences(frame, m, a, b, n_boot=n_boot, ci=ci, seed=seed + i, interval=interval,
+                                         stat=spec.stat)
+        centre = {}
+        for model in (a, b):
+            v = frame.loc[frame["target_model"] == model, m].to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            centre[model] = float(np.median(v) if spec.stat == "median" else v.mean()) if v.size else float("nan")
+        rows.append({"metric": m, "label": spec.label, "a": a, "b": b, "a_centre": centre[a],
+                     "b_centre": centre[b], "stat": spec.stat, "n_pairs": pd_.n_pairs, "n_cells": pd_.n_cells,
+                     "diff": pd_.median_diff if spec.stat == "median" else pd_.mean_diff,
+                     "ci_low": pd_.ci_low, "ci_high": pd_.ci_high, "interval_method": pd_.interval,
+                     "p_value": pd_.p_value, "effect_size": pd_.effect_size, "simulated": pd_.simulated})
+    out = pd.DataFrame(rows, columns=["metric", "label", "a", "b", "a_centre", "b_centre", "stat", "n_pairs",
+                                      "n_cells", "diff", "ci_low", "ci_high", "interval_method", "p_value",
+                                      "effect_size", "simulated"])
+    out.insert(out.columns.get_loc("p_value") + 1, "p_holm", holm(out["p_value"]) if len(out) else [])
+    names = short_names([a, b])
+    out["verdict"] = [verdict(r.metric, names[a], names[b], r.diff, r.ci_low, r.ci_high, r.p_holm, alpha, r.n_cells)
+                      for r in out.itertuples()]
+    out.attrs.update(ci=ci, n_boot=int(n_boot), alpha=alpha, interval=interval)
+    return out
 
 
 # --------------------------------------------------------------------------- latency provenance

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qvtools import results, stats
+from qvtools import planner, results, stats
 from qvtools.errors import ConfigError
 from qvtools.experiment import voice_creation_cost
 
@@ -112,7 +112,7 @@ def test_compare_models_headline_rows_and_verdicts():
     rng = np.random.default_rng(5)
     df = _crossed(rng, V=10, P=8, delta=160.0, sd_voice=10.0, sd_prompt=5.0)
     df["speaker_similarity"] = 0.8 + rng.normal(0, 0.01, len(df))
-    t = stats.compare_models(df, n_boot=300)
+    t = results.compare_models(df, n_boot=300)
     assert list(t["metric"]) == ["ttfa_ms", "speaker_similarity"]  # headline order, missing columns skipped
     lat = t.set_index("metric").loc["ttfa_ms"]
     assert lat["a"] == PLUS and lat["interval_method"] == "cluster"
@@ -155,8 +155,8 @@ def test_planner_sizes_and_prices_a_study():
     pilot = _crossed(rng, V=4, P=4, R=2, delta=0.0, sd_voice=20.0, sd_prompt=10.0, sd_turn=30.0)
     for m, tok in ((PLUS, 900), (FLASH, 700)):
         pilot.loc[pilot["target_model"] == m, "total_tokens"] = tok
-    easy = stats.plan_study(pilot, {"ttfa_ms": 200.0}, PLUS, FLASH, n_sim=40, seed=1)
-    hard = stats.plan_study(pilot, {"ttfa_ms": 30.0}, PLUS, FLASH, n_sim=40, seed=1)
+    easy = planner.plan_study(pilot, {"ttfa_ms": 200.0}, PLUS, FLASH, n_sim=40, seed=1)
+    hard = planner.plan_study(pilot, {"ttfa_ms": 30.0}, PLUS, FLASH, n_sim=40, seed=1)
     e, h = easy.table.iloc[0], hard.table.iloc[0]
     assert e["power"] >= 0.8 and h["power"] >= 0.8
     assert e["turns"] < h["turns"]  # a smaller difference needs a bigger study
@@ -166,14 +166,14 @@ def test_planner_sizes_and_prices_a_study():
     assert cost["total_tokens"] == pytest.approx((900 + 700) * V * P * R)
     assert cost["voice_cost_usd"] == 0.0  # inside the free quota
     assert "voices" in hard.text() and "billing rule" in hard.text()
-    tight = stats.plan_study(pilot, {"ttfa_ms": 30.0}, PLUS, FLASH, n_sim=40, seed=1,
+    tight = planner.plan_study(pilot, {"ttfa_ms": 30.0}, PLUS, FLASH, n_sim=40, seed=1,
                              free_creations_left=0)
     assert tight.cost.iloc[0]["voice_cost_usd"] == pytest.approx(0.01 * 2 * V)
-    impossible = stats.plan_study(pilot, {"ttfa_ms": 0.01}, PLUS, FLASH, n_sim=10, max_voices=3,
+    impossible = planner.plan_study(pilot, {"ttfa_ms": 0.01}, PLUS, FLASH, n_sim=10, max_voices=3,
                                   max_prompts=3)
     assert math.isnan(impossible.table.iloc[0]["voices"]) and "not detected" in impossible.text()
     with pytest.raises(ConfigError, match="positive"):
-        stats.plan_study(pilot, {"ttfa_ms": -5})
+        planner.plan_study(pilot, {"ttfa_ms": -5})
 
 
 def test_voice_creation_cost_follows_the_billing_rule():
