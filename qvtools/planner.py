@@ -59,7 +59,8 @@ class StudyPlan:
         """The plan as plain text (what ``qvtools plan`` prints)."""
         names = short_names([self.a, self.b])
         lines = [f"Study plan: {names[self.a]} vs {names[self.b]}, {100 * self.power:.0f} % power at "
-                 f"alpha {self.alpha} per metric (Bonferroni over the planned metrics: Holm's strictest step), "
+                 f"alpha {self.alpha} shared by the {max(1, len(self.table))} planned metric(s) (each tested at "
+                 f"alpha / {max(1, len(self.table))}: Holm's strictest step), "
                  f"by {self.n_sim} simulated studies per design resampled from the pilot's voices, prompts and "
                  f"repeats (pilot: {self.pilot.get('voices')} voices x {self.pilot.get('prompts')} prompts x "
                  f"{self.pilot.get('repeats')} repeats)."]
