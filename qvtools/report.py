@@ -461,6 +461,13 @@ class RunView:
                      "silence in the replies is not accounted for)")
         extra = (f" Only the first two models are in the headline; {', '.join(models[2:])} appear in the detail "
                  "tables." if len(models) > 2 else "")
+        encoders = (sorted(set(self.ok["similarity_encoder"].dropna().astype(str)))
+                    if "similarity_encoder" in self.ok else [])
+        if len(encoders) == 1:
+            extra += f" Speaker similarity is scored by the {encoders[0]} encoder."
+        elif len(encoders) > 1:  # never pooled silently: say so (split the run by encoder to compare them)
+            extra += (f" WARNING: this run mixes speaker encoders ({', '.join(encoders)}); their similarity scores "
+                      "are not comparable and should be read per encoder.")
         return Note(f"{models[0]} against {models[1]} on the same reference voice, prompt and repeat. Differences "
                     f"are the median of the paired differences (a rate: their mean) with a 95 % interval by "
                     f"{interval}; p is a Wilcoxon signed-rank test on the per voice × prompt mean differences, "

@@ -347,3 +347,27 @@ def test_report_of_a_real_local_run_opens_with_the_headline(tmp_path):
     body = re.sub(r"<(style|script)[^>]*>.*?</\1>", "", page, flags=re.S)
     body = re.sub(r'data:[a-z]+/[a-z0-9.+-]+;base64,[A-Za-z0-9+/=]+', "", body)
     _no_reprs_or_section_numbers(re.sub(r"<[^>]+>", " ", body))
+
+
+def test_headline_uses_the_naturalness_similarity_and_audible_latency_columns_when_present(tmp_path):
+    run_dir = _write_run(tmp_path / "run")
+    rows = ex.read_turns(run_dir / ex.TURNS_FILE)
+    rng = np.random.default_rng(0)
+    with open(run_dir / ex.TURNS_FILE, "w") as fh:
+        for r in rows:
+            extra = {}
+            if r.get("status") == "completed":
+                extra = {"ttfa_audible_ms": r["ttfa_ms"] + 200.0, "reply_leading_silence_ms": 200.0,
+                         "mos_ovrl": 3.1 + rng.normal(0, 0.1), "speaker_identified": bool(rng.random() < 0.8),
+                         "ref_ceiling_similarity": 0.85, "similarity_encoder": "onnx-256"}
+            ex.append_row(fh, {**r, **extra})
+    view = report.load_run(run_dir, quick=True)
+    head = view.headline()
+    assert list(head.index)[0] == "time to first audible speech (ms) [simulated]"
+    ident = head.loc["identification rate"]
+    assert ident["statistic"] == "rate" and ident["plus"].endswith(" %")
+    assert "DNSMOS overall" in head.index
+    note = view.headline_note()
+    assert "ttfa_audible_ms" in note and "onnx-256 encoder" in note
+    per_voice = view.per_voice_table()
+    assert {"identified", "mos_ovrl", "ref_ceiling_similarity"} <= set(per_voice.columns)
