@@ -477,6 +477,45 @@ def _replay(args) -> int:
     return 0
 
 
+@command("plan")
+def _build_plan(sub):
+    p = sub.add_parser("plan", help="from a pilot run: voices x prompts x repeats that detect a chosen difference "
+                       "with 80 %% power, and what that run costs against the cloud")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--effect", nargs=2, action="append", metavar=("METRIC", "DIFF"), default=[],
+                   help="a difference to detect, e.g. --effect ttfa_audible_ms 50 (repeatable; default: 50 ms "
+                        "audible TTFA (TTFA without it), 0.02 similarity, 0.1 DNSMOS overall)")
+    p.add_argument("--power", type=float, default=0.8, help="target power (default 0.8)")
+    p.add_argument("--alpha", type=float, default=0.05, help="false-positive rate over the planned metrics "
+                   "(default 0.05)")
+    p.add_argument("--sims", type=int, default=400, help="simulated studies per design (default 400)")
+    p.add_argument("--free-creations-left", type=int, default=None,
+                   help="voice creations left in your free quota (default: the whole quota)")
+    p.add_argument("--prices", metavar="PRICES.json", help="your price table, to price the tokens")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_plan)
+
+
+def _plan(args) -> int:
+    from .errors import ConfigError
+    from .report import load_run
+    from .planner import plan_study
+
+    effects = None
+    if args.effect:
+        effects = {}
+        for metric, value in args.effect:
+            try:
+                effects[metric] = float(value)
+            except ValueError:
+                raise ConfigError(f"--effect {metric} {value}: the difference must be a number") from None
+    view = load_run(args.run_dir)
+    plan = plan_study(view.frame, effects, power=args.power, alpha=args.alpha, n_sim=args.sims, seed=args.seed,
+                      prices=args.prices or view.prices, free_creations_left=args.free_creations_left)
+    _out(plan.text())
+    return 0
+
+
 # -- entry points --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__

@@ -78,6 +78,10 @@ __all__ = [
     "replay",
     "BillingPlan",
     "BILLING_RULE",
+    "VOICE_CREATION_PRICE_USD",
+    "FREE_VOICE_CREATIONS",
+    "FREE_QUOTA_DAYS",
+    "voice_creation_cost",
     "PRICES_FILE",
     "DATA_DIR",
     "DEFAULT_METRICS",
@@ -102,10 +106,14 @@ AUDIO_DIR = "audio"
 #: Audio metrics computed for each reply (names understood by :func:`run_turn`).
 DEFAULT_METRICS = ("speaker_similarity", "intelligibility", "f0_ratio", "loudness", "naturalness")
 
+#: Voice creation price and free quota (SEED §2.4): $0.01 per created voice after 1,000 free creations in 90 days.
+VOICE_CREATION_PRICE_USD = 0.01
+FREE_VOICE_CREATIONS = 1000
+FREE_QUOTA_DAYS = 90
 #: The billing rule of voice enrollment as documented (SEED §2.4; ../shared/reference/dashscope-protocol.md §2.4).
-BILLING_RULE = ("Voice creation is billed at $0.01 per created voice after a free quota of 1,000 creations "
-                "within 90 days of activation (failed creations are not billed; deleting a voice does not "
-                "restore the quota); realtime conversations are billed as normal realtime tokens "
+BILLING_RULE = (f"Voice creation is billed at ${VOICE_CREATION_PRICE_USD:.2f} per created voice after a free quota "
+                f"of {FREE_VOICE_CREATIONS:,} creations within {FREE_QUOTA_DAYS} days of activation (failed creations "
+                "are not billed; deleting a voice does not restore the quota); realtime conversations are billed as normal realtime tokens "
                 "(SEED §2.4: Alibaba Cloud's Qwen Voice Cloning API reference). Check your region's price page.")
 
 #: Packages whose versions are recorded in run.json.
@@ -640,6 +648,12 @@ class BillingPlan:
     def needs_confirmation(self) -> bool:
         """True when the run would spend money: billable and something to create or run."""
         return self.billable and (self.turns_to_run > 0 or bool(self.voices_to_create))
+
+
+def voice_creation_cost(n_voices: int, *, free_left: int = FREE_VOICE_CREATIONS) -> float:
+    """USD billed for creating ``n_voices`` voices by :data:`BILLING_RULE` when ``free_left`` creations of the
+    free quota remain (failed creations are not billed)."""
+    return max(0, int(n_voices) - max(0, int(free_left))) * VOICE_CREATION_PRICE_USD
 
 
 # --------------------------------------------------------------------------- replay (no network)

@@ -88,22 +88,34 @@ def _groups(df: pd.DataFrame, metric: str, by: str | None) -> list[tuple[str, np
     return out
 
 
-def latency_ecdf(df: pd.DataFrame, metric: str = "ttfa_ms", by: str | None = "target_model", ax=None):
-    """Empirical CDF of ``metric`` per group (step plot, n in the legend); returns the Axes."""
+def latency_ecdf(df: pd.DataFrame, metric: str = "ttfa_ms", by: str | None = "target_model", ax=None, *,
+                 log: bool = False):
+    """Empirical CDF of ``metric`` per group (step plot, n in the legend); returns the Axes.
+
+    ``log=True`` draws the x axis on a log scale, so one very slow turn does not squeeze every other turn
+    into a corner; values <= 0 cannot be placed on it and are left out (the legend's n counts what is drawn,
+    the title says how many were left out)."""
     ax = _axes(ax)
+    dropped = 0
     for label, v in _groups(df, metric, by):
+        if log:
+            dropped += int((v <= 0).sum())
+            v = v[v > 0]
         if v.size == 0:
             continue
         xs = np.sort(v)
         ys = np.arange(1, xs.size + 1) / xs.size
         ax.step(np.r_[xs[0], xs], np.r_[0.0, ys], where="post", label=f"{label} (n={xs.size})")
-    ax.set_xlabel(_label(metric))
+    ax.set_xlabel(_label(metric) + (" (log scale)" if log else ""))
+    if log and ax.get_legend_handles_labels()[0]:
+        ax.set_xscale("log")
     ax.set_ylabel("fraction of turns ≤ x")
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize="small")
-    ax.set_title(f"ECDF of {_label(metric).split(' (')[0]}" + (f" by {by}" if by else "") + simulated_suffix(df, metric))
+    ax.set_title(f"ECDF of {_label(metric).split(' (')[0]}" + (f" by {by}" if by else "") + simulated_suffix(df, metric)
+                 + (f"; {dropped} value(s) <= 0 not drawn" if dropped else ""))
     return ax
 
 

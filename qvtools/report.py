@@ -39,6 +39,8 @@ __all__ = [
     "ERROR_METRIC_NOTE",
     "QUALITY_COLUMNS",
     "LATENCY_COLUMNS",
+    "Note",
+    "INTERVAL",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ SIMULATED_NOTE = ("Latencies in this report are SIMULATED: the run used the offl
 
 #: Shown when a run used degraded clones (create answered ``fallback_mode: true``, §7.9).
 FALLBACK_NOTE = ("Some cloned voices were made in DEGRADED mode (the enrollment answered fallback_mode: true, "
-                 "e.g. poor audio or a text mismatch, §7.9): their turns measure a fallback voice, not a faithful "
+                 "e.g. poor audio or a text mismatch): their turns measure a fallback voice, not a faithful "
                  "clone. They are listed under \"Degraded clones\" and flagged per turn (voice_fallback_mode).")
 
 #: Rate and length of the audio embedded in the report (keeps report.html a few MB).
@@ -73,6 +75,60 @@ QUALITY_COLUMNS = ("speaker_similarity", "speaker_similarity_norm", "mos_ovrl", 
 ERROR_METRIC_NOTE = ("Intelligibility of the replies: WER (word error rate) on rows in space-separated languages "
                      "and CER (character error rate) on Chinese, Japanese and Korean rows (asr_language, "
                      "error_metric); each is summarised over its own rows only, never mixed.")
+
+#: The interval method of every table of the report (qvtools.stats: voices and prompts resampled).
+INTERVAL = "cluster"
+
+
+class Note(str):
+    """A sentence a report table shows instead of an empty table: renders as a paragraph in the notebook and
+    its HTML export (a plain ``str`` would be shown as a quoted Python repr)."""
+
+    def _repr_html_(self) -> str:
+        return f'<p class="qv-note">{html.escape(str(self))}</p>'
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+def _rounded(table, metric_of):
+    """Cells rounded to each row's metric's meaningful digits (qvtools.stats.metric_spec), as Python numbers
+    (ints where no decimals are meaningful) in object columns, so pandas shows each at its own precision."""
+    import pandas as pd
+
+    from .stats import metric_spec
+
+    out = table.astype("object").copy()
+    for idx in out.index:
+        spec = metric_spec(metric_of(idx))
+        for col in out.columns:
+            v = out.at[idx, col]
+            if isinstance(v, (bool, np.bool_)) or isinstance(v, str) or v is None:
+                continue
+            if isinstance(v, (int, np.integer)):
+                out.at[idx, col] = int(v)
+                continue
+            if isinstance(v, (float, np.floating)):
+                if not np.isfinite(v):
+                    out.at[idx, col] = "–"
+                elif col in ("success_rate", "a_lower_ratio", "ci"):
+                    out.at[idx, col] = round(float(v), 2)
+                elif col in ("p_value", "p_holm"):
+                    out.at[idx, col] = _p_text(v)
+                elif col == "effect_size":
+                    out.at[idx, col] = round(float(v), 2)
+                else:
+                    d = spec.digits + (2 if spec.percent else 0)
+                    out.at[idx, col] = int(round(float(v))) if d == 0 else round(float(v), d)
+    return out if isinstance(out, pd.DataFrame) else out
+
+
+def _p_text(p) -> str:
+    p = float(p)
+    if not np.isfinite(p):
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
 
 _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {#- qvtools report: the lab template without external scripts (require.js, MathJax, Mermaid CDNs). -#}
@@ -298,7 +354,7 @@ class RunView:
         """Voices cloned in degraded mode (voice_fallback_mode), with the service's reason and turn count."""
         t = self.fallback_frame()
         if t is None:
-            return "None: every clone used in this run was made normally (or the service did not say)."
+            return Note("None: every clone used in this run was made normally (or the service did not say).")
         return t
 
     # -- tokens and cost
@@ -308,7 +364,7 @@ class RunView:
 
         totals = results.token_totals(self.frame)
         if totals.empty or not totals["turns_with_usage"].any():
-            return "No turn reported token usage."
+            return Note("No turn reported token usage.")
         return totals
 
     def cost_table(self):
@@ -316,9 +372,9 @@ class RunView:
         from . import results
 
         if self.prices is None:
-            return ("No price table was given, so no cost is estimated (qvtools ships no prices). Pass "
-                    "--prices prices.json to qvtools compare / report / replay; the format is in "
-                    "qvtools.results.PRICES_FORMAT.")
+            return Note("No price table was given, so no cost is estimated (qvtools ships no prices). Pass "
+                        "--prices prices.json to qvtools compare / report / replay; the format is in "
+                        "qvtools.results.PRICES_FORMAT.")
         return results.estimate_cost(self.frame, self.prices, voices_created=int(self.meta.get("voices_created") or 0))
 
     # -- tables
@@ -342,13 +398,14 @@ class RunView:
 
         metrics = self._metrics(LATENCY_COLUMNS + QUALITY_COLUMNS)
         if not metrics:
-            return "No completed turn has metrics yet."
-        table = results.summarize(self.frame, metrics=metrics, **self._boot())
+            return Note("No completed turn has metrics yet.")
+        table = results.summarize(self.frame, metrics=metrics, interval=INTERVAL, **self._boot())
         # n: turns of the model; n_valid: turns with a value (e.g. only the zh/ja/ko rows have a cer)
-        cols = ["n", "n_valid", "success_rate", "mean", "p50", "p50_lo", "p50_hi", "p95", "p95_lo", "p95_hi"]
+        cols = ["n", "n_valid", "success_rate", "mean", "p50", "p50_lo", "p50_hi", "p95", "p95_lo", "p95_hi",
+                "interval"]
         if "simulated" in table:  # results.is_simulated_metric: timing figures of a local run say so
             cols.insert(0, "simulated")
-        return table.set_index(["target_model", "metric"])[cols].round(3)
+        return _rounded(table.set_index(["target_model", "metric"])[cols], lambda idx: idx[1])
 
     def paired_table(self):
         """The first model minus each other model, paired on voice x prompt x repeat
@@ -357,23 +414,133 @@ class RunView:
 
         from . import results
 
-        models = [m for m in self.models if m in set(self.frame["target_model"].dropna())]
+        from .stats import holm
+
+        models = self._paired_models()
         if len(models) < 2:
-            return "Only one model in this run: nothing to pair."
+            return Note("Only one model in this run: nothing to pair.")
         a = models[0]
-        rows = [results.paired_differences(self.frame, m, a, b, **self._boot()).to_dict()
-                for b in models[1:] for m in self._metrics(LATENCY_COLUMNS + QUALITY_COLUMNS)]
+        rows = []
+        for b in models[1:]:  # Holm over the metrics of each comparison
+            part = [results.paired_differences(self.frame, m, a, b, interval=INTERVAL, **self._boot()).to_dict()
+                    for m in self._metrics(LATENCY_COLUMNS + QUALITY_COLUMNS + self._extra_metrics())]
+            for r, ph in zip(part, holm([r["p_value"] for r in part])):
+                r["p_holm"] = ph
+            rows += part
         if not rows:
-            return "No paired metrics yet."
+            return Note("No paired metrics yet.")
         index = ["metric"] if len(models) == 2 else ["b", "metric"]
-        return pd.DataFrame(rows).set_index(index).round(3)
+        table = pd.DataFrame(rows).set_index(index)
+        return _rounded(table, lambda idx: idx if isinstance(idx, str) else idx[-1])
+
+    def _paired_models(self) -> list[str]:
+        return [m for m in self.models if m in set(self.frame["target_model"].dropna())]
+
+    def _extra_metrics(self) -> tuple:
+        """Headline metrics the fixed detail lists lack (naturalness, calibrated similarity, audible latency)."""
+        from .stats import headline_metrics
+
+        return tuple(m for m in headline_metrics(self.ok) if m not in LATENCY_COLUMNS + QUALITY_COLUMNS)
+
+    # -- the headline: the answer first
+    def headline(self):
+        """One row per headline metric (qvtools.stats.HEADLINE_METRICS present in the run): each model's median
+        (a rate: its mean) rounded to meaningful digits, the paired difference with its two-way cluster interval,
+        the Holm-adjusted p-value and a plain verdict. The first model of the run against the second."""
+        import pandas as pd
+
+        from .results import compare_models
+        from .stats import format_value, metric_spec, short_names
+
+        models = self._paired_models()
+        if len(models) < 2:
+            return Note("Only one model in this run: no comparison to headline.")
+        a, b = models[0], models[1]
+        t = compare_models(self.ok, None, a, b, interval=INTERVAL, **self._boot())
+        if t.empty:
+            return Note("No completed turn has a headline metric yet.")
+        names = short_names([a, b])
+        rows = []
+        for r in t.itertuples():
+            spec = metric_spec(r.metric)
+            label = spec.label + (f" ({spec.unit.strip()})" if spec.unit else "")
+            if r.simulated:
+                label += " [simulated]"
+            stat = "median" if spec.stat == "median" else "rate" if spec.percent else "mean"
+            rows.append({"metric": label, "statistic": stat,
+                         names[a]: format_value(r.a_centre, spec), names[b]: format_value(r.b_centre, spec),
+                         f"difference {names[a]} − {names[b]} [95 % interval]":
+                             f"{format_value(r.diff, spec)} [{format_value(r.ci_low, spec)}, "
+                             f"{format_value(r.ci_high, spec)}]",
+                         "pairs": int(r.n_pairs), "p (Holm)": _p_text(r.p_holm), "verdict": r.verdict})
+        return pd.DataFrame(rows).set_index("metric")
+
+    def headline_note(self) -> "Note":
+        """How to read the headline: the models, the interval, the test, the correction, the latency ranking."""
+        from .stats import INTERVAL_LABELS, latency_rank_metric
+
+        models = self._paired_models()
+        if len(models) < 2:
+            return Note("")
+        from .results import compare_models
+
+        rank = latency_rank_metric(self.ok)
+        used = set()
+        t = compare_models(self.ok, [rank], models[0], models[1], interval=INTERVAL, n_boot=20)
+        used.update(t["interval_method"].dropna())
+        interval = "; ".join(INTERVAL_LABELS.get(u, u) for u in sorted(used)) or INTERVAL_LABELS[INTERVAL]
+        rank_text = ("time to first audible speech (ttfa_audible_ms: end of user speech to the first reply sample "
+                     "that is speech)" if rank == "ttfa_audible_ms" else
+                     "time to first audio message (ttfa_ms; this run has no audible-speech latency, so leading "
+                     "silence in the replies is not accounted for)")
+        extra = (f" Only the first two models are in the headline; {', '.join(models[2:])} appear in the detail "
+                 "tables." if len(models) > 2 else "")
+        encoders = (sorted(set(self.ok["similarity_encoder"].dropna().astype(str)))
+                    if "similarity_encoder" in self.ok else [])
+        if len(encoders) == 1:
+            extra += f" Speaker similarity is scored by the {encoders[0]} encoder."
+        elif len(encoders) > 1:  # never pooled silently: say so (split the run by encoder to compare them)
+            extra += (f" WARNING: this run mixes speaker encoders ({', '.join(encoders)}); their similarity scores "
+                      "are not comparable and should be read per encoder.")
+        return Note(f"{models[0]} against {models[1]} on the same reference voice, prompt and repeat. Differences "
+                    f"are the median of the paired differences (a rate: their mean) with a 95 % interval by "
+                    f"{interval}; p is a Wilcoxon signed-rank test on the per voice × prompt mean differences, "
+                    "Holm-corrected across the metrics of this table. A verdict names a difference only when the "
+                    f"Holm-corrected p is below 0.05 and the interval excludes zero. Latency is ranked by "
+                    f"{rank_text}.{extra}")
+
+    def per_voice_table(self):
+        """Per reference voice and model: turns, speaker similarity, identification rate, DNSMOS and the
+        reference-vs-reference ceiling (the columns the run has), weakest similarity first."""
+        import pandas as pd
+
+        from .stats import format_value
+
+        ok = self.ok
+        cols = [c for c in ("speaker_similarity", "speaker_similarity_norm", "speaker_identified", "mos_ovrl",
+                            "ref_mos_ovrl", "ref_ceiling_similarity", "wer", "cer") if c in self._metrics([c])]
+        if ok.empty or not cols:
+            return Note("No completed turn has a per-voice metric yet.")
+        num = ok.assign(**{c: pd.to_numeric(ok[c].astype("object"), errors="coerce").astype("float64")
+                           for c in cols})
+        g = num.groupby(["voice_ref", "target_model"], dropna=False)
+        agg = {c: ("mean" if c == "speaker_identified" else "median") for c in cols}
+        t = g.agg(agg)
+        t.insert(0, "turns", g.size())
+        sort = "speaker_similarity" if "speaker_similarity" in t else cols[0]
+        t = t.sort_values(sort)
+        out = t.astype("object")
+        for c in cols:
+            out[c] = [format_value(v, c) for v in t[c]]
+        out.index.names = ["reference voice", "model"]
+        return out.rename(columns={"speaker_identified": "identified", "speaker_similarity": "similarity (median)"})
 
     def failures_table(self):
         cols = [c for c in ("turn_id", "voice_ref", "target_model", "prompt_id", "repeat", "status", "error")
                 if c in self.frame]
         bad = self.frame.drop(index=self.ok.index)
         if bad.empty:
-            return "None: every turn completed."
+            return Note("None: every turn completed.")
         return bad[cols].reset_index(drop=True)
 
     def _boot(self) -> dict:
@@ -381,14 +548,18 @@ class RunView:
 
     # -- figures (qvtools.plots draws; one figure per call, shown by the notebook's inline backend)
     def plot_latency(self) -> list:
-        """ECDF of time to audible speech and to first audio, box plots of TTFA / end-to-end latency per model."""
+        """ECDFs on a log axis of the latency models are ranked by (audible TTFA when the run has it) and of
+        the time to the first audio message, and box plots of TTFA / end-to-end latency per model."""
         from . import plots
+        from .stats import latency_rank_metric
 
         drawn = []
-        for fn, metric in ((plots.latency_ecdf, "ttfa_audible_ms"), (plots.latency_ecdf, "ttfa_ms"),
-                           (plots.latency_box, "ttfa_ms"), (plots.latency_box, "e2e_ms")):
-            if metric in self._metrics([metric]):
-                drawn.append(fn(self.ok, metric))
+        rank = latency_rank_metric(self.ok)
+        ecdfs = [rank] + (["ttfa_ms"] if rank != "ttfa_ms" else [])
+        for metric in self._metrics(ecdfs):
+            drawn.append(plots.latency_ecdf(self.ok, metric, log=True))
+        for metric in self._metrics(["ttfa_ms", "e2e_ms"]):
+            drawn.append(plots.latency_box(self.ok, metric))
         return drawn
 
     def similarity_matrix(self):

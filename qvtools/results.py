@@ -132,6 +132,7 @@ __all__ = [
     "bootstrap_ci",
     "paired_differences",
     "PairedDifferences",
+    "compare_models",
     "model_order",
     "pick_pair",
     "TOKEN_COLUMNS",
@@ -372,8 +373,13 @@ def _boot_percentiles(v: np.ndarray, qs, ci: float, n_boot: int, rng) -> np.ndar
 
 def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = ("target_model",),
               metrics: str | Sequence[str] = LATENCY_METRICS, *, ci: float = 0.95, n_boot: int = 1000,
-              seed: int = 0) -> pd.DataFrame:
+              seed: int = 0, interval: str = "cluster") -> pd.DataFrame:
     """Per group and metric: n, success rate, p50/p90/p95 with percentile-bootstrap CIs.
+
+    ``interval``: ``"cluster"`` (default) resamples voices and prompts (the two-way cluster bootstrap of
+    :mod:`qvtools.stats`: turns sharing a voice or a prompt are not independent); ``"turn"`` resamples turns
+    (the former intervals). The method each row used is its ``interval`` column (a key of
+    :data:`qvtools.stats.INTERVAL_LABELS`: a factor with one level is not resampled).
 
     Returns one row per (group, metric) with columns ``*by, metric, [simulated,] n, n_completed, n_valid,
     success_rate, mean, p50, p50_lo, p50_hi, p90, p90_lo, p90_hi, p95, p95_lo, p95_hi``; ``simulated``
@@ -384,6 +390,10 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = ("target_model"
     (NaN without a status column); the percentiles are over completed turns with a finite value
     (``n_valid``). Resampling is seeded, so the same input gives the same CIs.
     """
+    from .stats import INTERVALS, bootstrap_quantiles
+
+    if interval not in INTERVALS:
+        raise ConfigError(f"interval must be one of {INTERVALS}, got {interval!r}")
     if not 0 < ci < 1:
         raise ConfigError(f"ci must be in (0, 1), got {ci!r}")
     if int(n_boot) < 1:
@@ -400,8 +410,10 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = ("target_model"
         ok = (g["status"] == "completed").fillna(False).to_numpy(dtype=bool) if has_status else np.ones(len(g), bool)
         success = float(ok.mean()) if has_status and len(g) else float("nan")
         sim = g["simulated"].fillna(False).astype(bool).to_numpy() if has_simulated else None
+        keys = [k for k in PAIR_KEYS[:2] if k in g.columns]
         for mi, metric in enumerate(metrics):
             v = pd.to_numeric(g[metric], errors="coerce").astype("float64").to_numpy()[ok]
+            clusters = g.loc[ok, keys].reset_index(drop=True)[np.isfinite(v)] if len(keys) == 2 else None
             v = v[np.isfinite(v)]
             rec = dict(zip(by, key))
             rec["metric"] = metric
@@ -409,18 +421,24 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = ("target_model"
                 rec["simulated"] = bool(is_simulated_metric(metric) and sim.any())
             rec.update(n=len(g), n_completed=int(ok.sum()), n_valid=int(v.size),
                        success_rate=success, mean=float(v.mean()) if v.size else float("nan"))
-            if v.size:
+            used = interval if clusters is not None else "turn"
+            if v.size and used == "turn":
                 rng = np.random.default_rng([seed, gi, mi])
                 point = np.percentile(v, _PERCENTILES)
                 bounds = _boot_percentiles(v, _PERCENTILES, ci, int(n_boot), rng)
+            elif v.size:
+                point = np.percentile(v, _PERCENTILES)
+                bounds, used = bootstrap_quantiles(v, [q / 100 for q in _PERCENTILES], clusters=clusters,
+                                                   interval="cluster", ci=ci, n_boot=int(n_boot), seed=[seed, gi, mi])
             else:
                 point = np.full(len(_PERCENTILES), np.nan)
                 bounds = np.full((len(_PERCENTILES), 2), np.nan)
+            rec["interval"] = used
             for q, p, (lo, hi) in zip(_PERCENTILES, point, bounds):
                 rec[f"p{q}"], rec[f"p{q}_lo"], rec[f"p{q}_hi"] = float(p), float(lo), float(hi)
             records.append(rec)
     out = pd.DataFrame.from_records(records)
-    out.attrs.update(ci=ci, n_boot=int(n_boot), seed=seed)
+    out.attrs.update(ci=ci, n_boot=int(n_boot), seed=seed, interval=interval)
     return out
 
 
@@ -440,11 +458,18 @@ class PairedDifferences:
     ci: float = 0.95
     pairs: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     simulated: bool = False  # a timing metric (is_simulated_metric) measured on simulated latency
+    #: how ci_low/ci_high were resampled: a key of qvtools.stats.INTERVAL_LABELS
+    interval: str = "turn"
+    #: qvtools.stats.paired_test on the (voice, prompt) cell means: Wilcoxon p-value, rank-biserial effect size
+    p_value: float = float("nan")
+    effect_size: float = float("nan")
+    n_cells: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The summary fields (without the pairs table)."""
-        return {k: getattr(self, k) for k in ("metric", "simulated", "a", "b", "n_pairs", "median_diff", "ci_low",
-                                              "ci_high", "mean_diff", "a_lower_ratio", "ci")}
+        return {k: getattr(self, k) for k in ("metric", "simulated", "a", "b", "n_pairs", "n_cells", "median_diff",
+                                              "ci_low", "ci_high", "interval", "mean_diff", "a_lower_ratio", "ci",
+                                              "p_value", "effect_size")}
 
 
 def model_order(models: Iterable[str]) -> list[str]:
@@ -477,8 +502,13 @@ def pick_pair(df: pd.DataFrame, model_col: str = "target_model") -> tuple[str, s
 def paired_differences(df: pd.DataFrame, metric: str, a: str | None = None, b: str | None = None, *,
                        on: Sequence[str] = PAIR_KEYS, model_col: str = "target_model",
                        completed_only: bool = True, ci: float = 0.95, n_boot: int = 1000,
-                       seed: int = 0) -> PairedDifferences:
+                       seed: int = 0, interval: str = "cluster", stat: str = "median") -> PairedDifferences:
     """Median of the per-pair differences ``a - b`` of ``metric`` with a bootstrap CI.
+
+    ``interval``: ``"cluster"`` (default: voices and prompts resampled, :func:`qvtools.stats.bootstrap_interval`)
+    or ``"turn"`` (pairs resampled, the former interval); ``interval`` of the result says which was used.
+    ``stat="mean"`` puts the interval on the mean difference (a rate such as ``speaker_identified``).
+    ``p_value``/``effect_size``: :func:`qvtools.stats.paired_test` (Wilcoxon signed-rank on cell means).
 
     ``a``/``b`` are any two model names of the table; by default the first two present in catalog
     order (:func:`pick_pair`). A pair is the same ``on`` key (voice_ref, prompt_id, repeat) measured
@@ -516,16 +546,77 @@ def paired_differences(df: pd.DataFrame, metric: str, a: str | None = None, b: s
     pairs["diff"] = pairs["a"] - pairs["b"]
     diff = pairs["diff"].to_numpy(dtype=float)
     nan = float("nan")
-    if diff.size:
+    from .stats import INTERVALS, bootstrap_interval, paired_test
+
+    if interval not in INTERVALS:
+        raise ConfigError(f"interval must be one of {INTERVALS}, got {interval!r}")
+    used = interval
+    if diff.size and interval == "turn" and stat == "median":
         lo, hi = bootstrap_ci(diff, np.median, ci=ci, n_boot=n_boot, seed=seed)
+    elif diff.size:
+        clusters = pairs if interval == "cluster" and all(k in pairs for k in PAIR_KEYS[:2]) else None
+        lo, hi, used = bootstrap_interval(diff, stat, clusters=clusters, interval=interval if clusters is not None
+                                          else "turn", ci=ci, n_boot=n_boot, seed=seed)
+    if diff.size:
         med, mean, lower = float(np.median(diff)), float(diff.mean()), float(np.mean(diff < 0))
     else:
         lo = hi = med = mean = lower = nan
+    test = paired_test(pairs)
     simulated = bool(is_simulated_metric(metric) and "simulated" in df.columns
                      and df["simulated"].fillna(False).astype(bool).any())
     return PairedDifferences(metric=metric, a=a, b=b, n_pairs=int(diff.size), median_diff=med, ci_low=lo,
                              ci_high=hi, mean_diff=mean, a_lower_ratio=lower, ci=ci, pairs=pairs,
-                             simulated=simulated)
+                             simulated=simulated, interval=used, p_value=test["p_value"],
+                             effect_size=test["effect_size"], n_cells=test["n_cells"])
+
+
+# --------------------------------------------------------------------------- model comparison table (issue 20)
+
+def compare_models(df: pd.DataFrame, metrics: Sequence[str] | None = None, a: str | None = None,
+                   b: str | None = None, *, interval: str = "cluster", ci: float = 0.95,
+                   n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """One row per metric: model ``a`` vs model ``b`` on the same voice x prompt x repeat.
+
+    Columns: ``metric, label, a, b, a_centre, b_centre`` (each model's median -- the mean for a rate -- over
+    its completed turns), ``stat, n_pairs, n_cells, diff`` (centre of the paired differences a - b),
+    ``ci_low, ci_high`` (its interval, ``interval_method`` says which, :data:`qvtools.stats.INTERVAL_LABELS`), ``p_value``
+    (:func:`qvtools.stats.paired_test`), ``p_holm`` (Holm over the metrics of this table), ``effect_size`` (rank-biserial),
+    ``simulated`` (a timing metric measured on the local service's simulated latency) and ``verdict``.
+    ``metrics`` default: :func:`qvtools.stats.headline_metrics`. ``a``/``b`` default: the first two models in
+    catalog order (:func:`pick_pair`). Statistics: :mod:`qvtools.stats`."""
+    from .stats import headline_metrics, holm, metric_spec, short_names, verdict
+
+    metrics = headline_metrics(df) if metrics is None else [m for m in metrics if m in df.columns]
+    if a is None or b is None:
+        a, b = pick_pair(df)
+    ok = df
+    if "status" in df.columns:
+        ok = df[(df["status"] == "completed").fillna(False).astype(bool)]
+    rows = []
+    for i, m in enumerate(metrics):
+        spec = metric_spec(m)
+        frame = ok.assign(**{m: pd.to_numeric(ok[m].astype("object"), errors="coerce").astype("float64")})
+        pd_ = paired_differences(frame, m, a, b, n_boot=n_boot, ci=ci, seed=seed + i, interval=interval,
+                                         stat=spec.stat)
+        centre = {}
+        for model in (a, b):
+            v = frame.loc[frame["target_model"] == model, m].to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            centre[model] = float(np.median(v) if spec.stat == "median" else v.mean()) if v.size else float("nan")
+        rows.append({"metric": m, "label": spec.label, "a": a, "b": b, "a_centre": centre[a],
+                     "b_centre": centre[b], "stat": spec.stat, "n_pairs": pd_.n_pairs, "n_cells": pd_.n_cells,
+                     "diff": pd_.median_diff if spec.stat == "median" else pd_.mean_diff,
+                     "ci_low": pd_.ci_low, "ci_high": pd_.ci_high, "interval_method": pd_.interval,
+                     "p_value": pd_.p_value, "effect_size": pd_.effect_size, "simulated": pd_.simulated})
+    out = pd.DataFrame(rows, columns=["metric", "label", "a", "b", "a_centre", "b_centre", "stat", "n_pairs",
+                                      "n_cells", "diff", "ci_low", "ci_high", "interval_method", "p_value",
+                                      "effect_size", "simulated"])
+    out.insert(out.columns.get_loc("p_value") + 1, "p_holm", holm(out["p_value"]) if len(out) else [])
+    names = short_names([a, b])
+    out["verdict"] = [verdict(r.metric, names[a], names[b], r.diff, r.ci_low, r.ci_high, r.p_holm, alpha, r.n_cells)
+                      for r in out.itertuples()]
+    out.attrs.update(ci=ci, n_boot=int(n_boot), alpha=alpha, interval=interval)
+    return out
 
 
 # --------------------------------------------------------------------------- latency provenance
@@ -555,7 +646,7 @@ def latency_provenance(df: pd.DataFrame) -> str:
     if "server_vad" in modes:
         sil = sorted({float(v) for v in pd.to_numeric(df.get("vad_silence_ms"), errors="coerce").dropna()}) \
             if "vad_silence_ms" in df.columns else []
-        window = (", ".join(f"{v:.0f} ms" for v in sil) if sil else "the service default (not echoed, §7.2)")
+        window = (", ".join(f"{v:.0f} ms" for v in sil) if sil else "the service default (not echoed by the service)")
         parts.append("With server VAD (silence_duration_ms " + window + ") the figures from end of speech INCLUDE "
                      "the server's silence wait; the 'from response.created' figures exclude it.")
     if "manual" in modes:

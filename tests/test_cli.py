@@ -443,3 +443,29 @@ def test_talk_says_how_latencies_were_measured(env, prompt_wav, tmp_path, capsys
     text = capsys.readouterr().out
     assert re.search(r"^measured on this client from the last audio chunk holding speech; audio sent as fast as "
                      r"possible; server VAD ended the turn: the latencies from end of user speech INCLUDE", text, re.M)
+
+
+def test_plan_sizes_a_study_from_a_pilot_run(tmp_path, capsys):
+    import json
+
+    from qvtools import experiment as ex
+
+    rng = np.random.default_rng(4)
+    run_dir = tmp_path / "pilot"
+    run_dir.mkdir()
+    with open(run_dir / ex.TURNS_FILE, "w") as fh:
+        for v in range(4):
+            for p in range(4):
+                base = 800 + rng.normal(0, 50)
+                for m, extra in (("qwen3.5-omni-plus-realtime", 120.0), ("qwen3.5-omni-flash-realtime", 0.0)):
+                    ex.append_row(fh, {"turn_id": f"{v}-{p}-{m}", "voice_ref": f"v{v}", "prompt_id": f"p{p}",
+                                       "repeat": 0, "target_model": m, "status": "completed", "total_tokens": 500,
+                                       "ttfa_ms": base + extra + rng.normal(0, 20)})
+    (run_dir / ex.RUN_FILE).write_text(json.dumps({"models": ["qwen3.5-omni-plus-realtime",
+                                                              "qwen3.5-omni-flash-realtime"]}))
+    assert main(["plan", str(run_dir), "--effect", "ttfa_ms", "60", "--sims", "50"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"ttfa_ms: 60 ms -> \d+ voices x \d+ prompts x \d repeat\(s\)", out)
+    assert "voice(s) to create" in out and "billing rule" in out and "no price table" in out
+    assert main(["plan", str(run_dir), "--effect", "ttfa_ms", "fast"]) == 2
+    assert "must be a number" in capsys.readouterr().err

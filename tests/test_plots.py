@@ -43,6 +43,19 @@ def test_latency_ecdf(frame):
     assert any(PLUS in t and "n=25" in t for t in labels)
 
 
+def test_latency_ecdf_log_axis_keeps_an_outlier_from_squeezing_the_rest(frame):
+    outlier = results.to_frame([{"target_model": PLUS, "ttfa_ms": 14000.0, "status": "completed"},
+                                {"target_model": PLUS, "ttfa_ms": 0.0, "status": "completed"}])
+    df = pd.concat([frame, outlier], ignore_index=True)
+    ax = plots.latency_ecdf(df, log=True)
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "ttfa_ms (log scale)"
+    assert "1 value(s) <= 0 not drawn" in ax.get_title()
+    # on a log axis the bulk (600-900 ms) spans a visible share of the axis despite the 14 s turn
+    lo, hi = np.log10(ax.get_xlim())
+    assert (np.log10(900) - np.log10(600)) / (hi - lo) > 0.1
+    assert plots.latency_ecdf(frame).get_xscale() == "linear"
+
+
 def test_latency_plots_without_simulated_rows_and_into_given_axes(frame):
     real = frame.assign(simulated=False)
     fig, (a1, a2) = plt.subplots(1, 2)

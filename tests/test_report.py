@@ -310,3 +310,81 @@ def test_header_names_the_similarity_encoder_and_the_mos_model():
     assert "never compare" in view.metrics_note()
     view.frame = pd.DataFrame([{"turn_id": "a", "status": "completed", "target_model": "m"}])
     assert view.metrics_note() == ""
+
+
+# --------------------------------------------------------------------------- issue 20: the answer first
+
+def _no_reprs_or_section_numbers(text: str) -> None:
+    assert "§" not in text, "internal section numbers in the report"
+    assert not re.search(r"""['"](None|No |Only one)[^'"]{3,}['"]""", text), "a Python string repr in the report"
+    assert not re.search(r"\d\.\d{4,}", text), "an unrounded number in the report"
+
+
+def test_headline_answers_first_with_rounded_values_and_verdicts(tmp_path):
+    view = report.load_run(_write_run(tmp_path / "run"), quick=True)
+    head = view.headline()
+    assert list(head.index)[0].startswith("time to first audio message (ms) [simulated]")
+    assert {"plus", "flash", "p (Holm)", "verdict", "pairs"} <= set(head.columns)
+    row = head.iloc[0]
+    assert re.fullmatch(r"\d+", row["plus"]) and re.fullmatch(r"\d+", row["flash"])  # ms rounded to whole ms
+    assert re.fullmatch(r"-?\d+ \[-?\d+, -?\d+\]", row.iloc[3])
+    # three voices x one prompt: three cells, too few for any test to reach 0.05 -- and the verdict says so
+    assert row["verdict"].startswith("too few voice × prompt cells")
+    note = view.headline_note()
+    assert "cluster bootstrap over voices" in note and "Holm" in note and "ttfa_ms" in note
+    assert isinstance(note, report.Note) and note._repr_html_().startswith("<p")
+    per_voice = view.per_voice_table()
+    assert per_voice["similarity (median)"].tolist() == sorted(per_voice["similarity (median)"].tolist())
+    assert set(view.summary_table()["interval"]) == {"cluster-voices"}
+    for bad in ("'None: every clone used in this run was made normally'", "(§7.9)", "392.9713 ms"):
+        with pytest.raises(AssertionError):  # the page check below can fail
+            _no_reprs_or_section_numbers(bad)
+
+
+def test_notebook_keeps_the_headline_first_and_the_metadata_cell_last():
+    import nbformat
+
+    nb = nbformat.read(report.NOTEBOOK, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert code[2] == "display(run.headline_note())\nrun.headline()" and code[-1] == "run.metadata_table()"
+    assert not any("§" in c.source for c in nb.cells)
+
+
+@pytest.mark.slow
+def test_report_of_a_real_local_run_opens_with_the_headline(tmp_path):
+    """A real run on the local service (two models, real sockets), then its report: the headline comes
+    first, and no Python repr, internal section number or unrounded figure reaches the page."""
+    run_dir = report.demo_run(tmp_path / "run")
+    out = report.build_report(run_dir, quick=True, sample_turns=2, timeout=600)
+    page = out.read_text()
+    headings = [re.sub(r"<[^>]+>|¶", "", h).strip() for h in re.findall(r"<h2[^>]*>(.*?)</h2>", page, flags=re.S)]
+    assert headings[:4] == ["Headline: which model, by how much", "Per reference voice", "Latency",
+                            "Detail: summary per model"], headings
+    assert "time to first audio message (ms) [simulated]" in page and "p (Holm)" in page
+    body = re.sub(r"<(style|script)[^>]*>.*?</\1>", "", page, flags=re.S)
+    body = re.sub(r'data:[a-z]+/[a-z0-9.+-]+;base64,[A-Za-z0-9+/=]+', "", body)
+    _no_reprs_or_section_numbers(re.sub(r"<[^>]+>", " ", body))
+
+
+def test_headline_uses_the_naturalness_similarity_and_audible_latency_columns_when_present(tmp_path):
+    run_dir = _write_run(tmp_path / "run")
+    rows = ex.read_turns(run_dir / ex.TURNS_FILE)
+    rng = np.random.default_rng(0)
+    with open(run_dir / ex.TURNS_FILE, "w") as fh:
+        for r in rows:
+            extra = {}
+            if r.get("status") == "completed":
+                extra = {"ttfa_audible_ms": r["ttfa_ms"] + 200.0, "reply_leading_silence_ms": 200.0,
+                         "mos_ovrl": 3.1 + rng.normal(0, 0.1), "speaker_identified": bool(rng.random() < 0.8),
+                         "ref_ceiling_similarity": 0.85, "similarity_encoder": "onnx-256"}
+            ex.append_row(fh, {**r, **extra})
+    view = report.load_run(run_dir, quick=True)
+    head = view.headline()
+    assert list(head.index)[0] == "time to first audible speech (ms) [simulated]"
+    ident = head.loc["identification rate"]
+    assert ident["statistic"] == "rate" and ident["plus"].endswith(" %")
+    assert "DNSMOS overall" in head.index
+    note = view.headline_note()
+    assert "ttfa_audible_ms" in note and "onnx-256 encoder" in note
+    per_voice = view.per_voice_table()
+    assert {"identified", "mos_ovrl", "ref_ceiling_similarity"} <= set(per_voice.columns)
