@@ -458,7 +458,8 @@ def test_plan_sizes_a_study_from_a_pilot_run(tmp_path, capsys):
             for p in range(4):
                 base = 800 + rng.normal(0, 50)
                 for m, extra in (("qwen3.5-omni-plus-realtime", 120.0), ("qwen3.5-omni-flash-realtime", 0.0)):
-                    ex.append_row(fh, {"turn_id": f"{v}-{p}-{m}", "voice_ref": f"v{v}", "prompt_id": f"p{p}",
+                    ex.append_row(fh, {"turn_id": ex.turn_id(f"v{v}", m, f"p{p}", 0), "voice_ref": f"v{v}",
+                                       "prompt_id": f"p{p}",
                                        "repeat": 0, "target_model": m, "status": "completed", "total_tokens": 500,
                                        "ttfa_ms": base + extra + rng.normal(0, 20)})
     (run_dir / ex.RUN_FILE).write_text(json.dumps({"models": ["qwen3.5-omni-plus-realtime",
