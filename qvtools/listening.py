@@ -449,12 +449,24 @@ def _metric_share(view, ma: str, mb: str, items, column: str) -> tuple[float, in
     return (float(np.mean(wins)) if wins else float("nan")), len(wins)
 
 
-def _metric_model(column: str) -> str:
+#: The per-row column naming the model that scored each objective metric (issue 20: every row says it).
+_MODEL_COLUMN = {"speaker_similarity": "similarity_encoder", "mos_ovrl": "mos_model"}
+
+
+def _metric_model(column: str, frame=None) -> str:
+    """The model(s) that scored ``column`` in this run (from the rows, as recorded), else the default one."""
+    by = _MODEL_COLUMN.get(column)
+    if frame is not None and by in getattr(frame, "columns", ()):
+        names = sorted(set(frame[by].dropna().astype(str)))
+        if names:
+            return " + ".join(names)
     if column == "speaker_similarity":
         from .speaker import MODEL_NAME
 
         return MODEL_NAME
-    return f"the model the run recorded for {column} (see qvtools.results.COLUMNS)"
+    from .naturalness import MODEL_NAME as MOS_MODEL
+
+    return MOS_MODEL
 
 
 def summarize(run_dir, *, n_boot: int = 2000, seed: int = 0) -> dict:
@@ -501,7 +513,7 @@ def summarize(run_dir, *, n_boot: int = 2000, seed: int = 0) -> dict:
         m_share, m_n = _metric_share(view, ma, mb, [g[4] for g in group], column)
         pref_rows.append({"question": q, "model_a": ma, "model_b": mb, "n": len(group), "ties": len(group) - n_dec,
                           "share_a": share, "ci_low": lo, "ci_high": hi, "p_value": p, "metric": column,
-                          "metric_model": _metric_model(column), "metric_share_a": m_share, "metric_n": m_n,
+                          "metric_model": _metric_model(column, view.ok), "metric_share_a": m_share, "metric_n": m_n,
                           "simulated": any(g[6] for g in group)})
     preference = pd.DataFrame(pref_rows, columns=["question", "model_a", "model_b", "n", "ties", "share_a", "ci_low",
                                                   "ci_high", "p_value", "metric", "metric_model", "metric_share_a",
@@ -613,7 +625,7 @@ def _vs_metrics(rated, view):
             if n > 3 and abs(rho) < 1:
                 z, se = math.atanh(rho), math.sqrt(1.06 / (n - 3))
                 lo, hi = math.tanh(z - 1.96 * se), math.tanh(z + 1.96 * se)
-        rows.append({"human": kind.upper(), "metric": column, "metric_model": _metric_model(column), "n": n,
+        rows.append({"human": kind.upper(), "metric": column, "metric_model": _metric_model(column, frame), "n": n,
                      "rho": rho, "ci_low": lo, "ci_high": hi, "p_value": p,
                      "interval": "95 % Fisher z, var 1.06/(n-3)"})
     return pd.DataFrame(rows, columns=cols)

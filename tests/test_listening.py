@@ -260,6 +260,7 @@ def test_mos_is_set_beside_mos_ovrl_when_the_run_has_it(tmp_path):
     rows = [json.loads(x) for x in (run / "turns.jsonl").read_text(encoding="utf-8").splitlines()]
     for r in rows:  # a predicted naturalness that follows the model, as a run with mos_ovrl would hold
         r["mos_ovrl"] = (3.6 if r["target_model"] == PLUS else 2.9) + 0.02 * int(r["prompt_id"][1:])
+        r["mos_model"] = "DNSMOS as recorded"
     (run / "turns.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     listening.simulate_panel(run, {f"r{i}": ScriptedRater(prefer=PLUS, high=4, low=2, seed=i) for i in range(3)},
                              "mos", seed=5)
@@ -270,3 +271,5 @@ def test_mos_is_set_beside_mos_ovrl_when_the_run_has_it(tmp_path):
     assert list(vs.index) == ["mos_ovrl"] and vs.loc["mos_ovrl", "human"] == "MOS" and vs.loc["mos_ovrl", "rho"] > 0.5
     pref = t["preference"].iloc[0]
     assert pref.question == "naturalness" and pref.metric == "mos_ovrl" and pref.metric_share_a == 1.0
+    # the metric's model is the one the rows recorded (issue 20: every row names its model)
+    assert pref.metric_model == vs.loc["mos_ovrl", "metric_model"] == "DNSMOS as recorded"
