@@ -28,8 +28,10 @@ Schema
 | `target_model` | string | realtime model, e.g. `qwen3.5-omni-plus-realtime` |
 | `prompt_id` | string | user prompt identifier; pairing key |
 | `repeat` | Int64 | repetition index of the same (voice_ref, prompt_id, model); pairing key |
-| `status` | string | `completed` / `incomplete` / `failed` / `cancelled` |
+| `status` | string | `completed` / `incomplete` / `failed` / `cancelled` / `rejected` (semantic VAD did not accept the input, §7.23) |
 | `error` | string | error message of a failed turn |
+| `transient` | boolean | the (last) failure was transient: `COMMON_ERROR` / close 1011, an abnormal close during a response, a handshake 5xx (§7.24) |
+| `attempts` | Int64 | sessions the turn took: 1, or more when transient failures were retried on a new session (`qvtools.retries`) |
 | `region` | string | `beijing` / `singapore` / `local` |
 | `simulated` | boolean | True when the run used the local service: its latency and delivery figures (the columns of `SIMULATED_COLUMNS`) come from simulated profiles or a replayed run, not from DashScope |
 | `latency_source` | string | where the service's delays came from: `measured` (the real service), or what the local service said in `session.created`: `simulated:<profile>` (e.g. `simulated:flash`), `replay:<run>/<file>` (a measured run replayed, `qvtools serve --latency-from`), `none` (no added delay) |
@@ -142,8 +144,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "target_model": ("string", "realtime model"),
     "prompt_id": ("string", "user prompt identifier; pairing key"),
     "repeat": ("Int64", "repetition index; pairing key"),
-    "status": ("string", "completed / incomplete / failed / cancelled"),
+    "status": ("string", "completed / incomplete / failed / cancelled / rejected (semantic VAD, §7.23)"),
     "error": ("string", "error message of a failed turn"),
+    "transient": ("boolean", "the (last) failure was transient (§7.24: COMMON_ERROR/1011, abnormal close, 5xx)"),
+    "attempts": ("Int64", "sessions the turn took (transient failures retried on a new session)"),
     "region": ("string", "beijing / singapore / local"),
     "simulated": ("boolean", "local service: the SIMULATED_COLUMNS come from simulated profiles or a replayed run"),
     "latency_source": ("string", "measured / simulated:<profile> / replay:<run>/<file> / none"),
