@@ -56,7 +56,7 @@ def test_voice_kinds():
 def test_enrollment_targets():
     assert catalog.check_target_model("qwen3.5-omni-plus-realtime") == []
     assert catalog.check_target_model("qwen3.5-omni-flash") == []
-    assert "not one of the documented" in catalog.check_target_model("qwen3.8-omni-flash-realtime")[0]
+    assert "not one of the documented" in catalog.check_target_model("qwen3-omni-flash-realtime")[0]
 
 
 def test_clone_model_rule_is_one_definition_used_by_client_and_service():
