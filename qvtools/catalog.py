@@ -88,6 +88,10 @@ class ModelFamily:
     smooth_output: bool = False
     known: bool = True
     clone_parameters: tuple[tuple[str, str], ...] = ()
+    #: §7.27: False when the model is not in the model list of 2026 accounts (a warning, never a refusal).
+    listed: bool = True
+    #: §7.27: the family is reported to ignore typed (text) user turns.
+    ignores_text_turns: bool = False
     source: str = ""
     guesses: tuple[str, ...] = ()
 
@@ -124,7 +128,7 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
         "qwen3-omni-flash", "qwen3", "flash", "Cherry", _VOICES_QWEN3,
         input_audio_format="pcm16", output_audio_format="pcm24", transcription_model="gummy-realtime-v1",
         audio_tokens_in_per_s=12.5, audio_tokens_out_per_s=12.5, sampling=_SAMPLING_QWEN3, smooth_output=True,
-        source="§4.2, §4.6, §7.1, §7.11"),
+        ignores_text_turns=True, source="§4.2, §4.6, §7.1, §7.11, §7.27 (ignores text turns)"),
     ModelFamily(
         "qwen3.8-omni-flash", "qwen3.8", "flash", "Chelsie", _VOICES_QWEN3,
         input_audio_format="pcm16", output_audio_format="pcm24", transcription_model="gummy-realtime-v1",
@@ -136,7 +140,7 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
     ModelFamily(
         "qwen-omni-turbo", "turbo", "turbo", "Chelsie", _VOICES_TURBO,
         audio_tokens_in_per_s=25.0, audio_tokens_out_per_s=25.0, sampling=_SAMPLING_TURBO, sampling_fixed=True,
-        max_tokens=2048, source="§4.2, §4.6"),
+        max_tokens=2048, listed=False, source="§4.2, §4.6; §7.27: not listed for 2026 accounts"),
 )}
 
 #: The pair ``qvtools compare`` measures by default (the two documented enrollment targets, SEED §2.1).
@@ -210,6 +214,9 @@ def check_model(model: str) -> list[str]:
     if not is_known_model(model):
         return [f"{model!r} is not in the qvtools model catalog; qwen3.5 defaults are assumed "
                 f"(known families: {', '.join(f.realtime_model for f in FAMILIES.values())})"]
+    if not family(model).listed:
+        return [f"{model!r} was not in the model list of a 2026 account (§7.27); the service may refuse it "
+                f"(listed: {', '.join(f.realtime_model for f in FAMILIES.values() if f.listed)})"]
     return []
 
 

@@ -630,6 +630,9 @@ class RealtimeSession:
         """
         if not isinstance(text, str) or not text.strip():
             raise ConfigError("text must be a non-empty string")
+        if self.family.ignores_text_turns:
+            log.warning("%s is reported to ignore typed (text) turns (§7.27); send audio for a reliable reply",
+                        self.model)
         self._check_usable()
         tracker = self._new_tracker()
         wait = float(timeout if timeout is not None else self.response_timeout)
