@@ -443,3 +443,55 @@ def test_talk_says_how_latencies_were_measured(env, prompt_wav, tmp_path, capsys
     text = capsys.readouterr().out
     assert re.search(r"^measured on this client from the last audio chunk holding speech; audio sent as fast as "
                      r"possible; server VAD ended the turn: the latencies from end of user speech INCLUDE", text, re.M)
+
+
+# -- issue 18: semantic VAD and rehearsed session endings --------------------------------------------
+@pytest.mark.slow
+def test_talk_semantic_vad(env, prompt_wav, tmp_path, capsys):
+    from qvtools.realtime.turn import Turn
+
+    assert main(["talk", "--voice", "Tina", "--model", PLUS, "--input", str(prompt_wav), "--out",
+                 str(tmp_path / "r.wav"), "--semantic-vad", "--fast", "--timeout", "60"]) == 0
+    assert "semantic VAD ended the turn" in capsys.readouterr().out
+    turn = Turn.load(tmp_path / "r")
+    assert turn.status == "completed" and "speech_stopped" in turn.marks
+
+
+def test_manual_and_semantic_vad_exclude_each_other(env, prompt_wav, tmp_path, capsys):
+    before = _sessions(env)
+    assert main(["talk", "--voice", "Tina", "--model", PLUS, "--input", str(prompt_wav), "--out",
+                 str(tmp_path / "r.wav"), "--manual", "--semantic-vad"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    assert _sessions(env) == before
+
+
+def test_serve_rehearses_a_1011_ending(tmp_path):
+    """``qvtools serve --fault-ending model_error --fault-sessions 1``: the first session's turn meets
+    COMMON_ERROR + close 1011 (transient), the next session is answered normally."""
+    from qvtools.config import Settings
+    from qvtools.realtime.session import RealtimeSession
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "qvtools.cli", "serve", "--port", "0", "--data-dir",
+                             str(tmp_path), "--api-key", KEY, "--fault-ending", "model_error",
+                             "--fault-sessions", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        url = _read_line(proc.stdout, timeout=60).strip()
+        settings = Settings(region="local", base_url=url, api_key=KEY, data_dir=tmp_path)
+        with RealtimeSession(settings, PLUS, voice="Tina", modalities=("text",)) as rt:
+            turn = rt.send_text("Hello!")
+            rt._reader.join(10)
+            assert rt.close_code == 1011
+        assert turn.status == "failed" and turn.transient and "ModelServingError" in turn.error
+        with RealtimeSession(settings, PLUS, voice="Tina", modalities=("text",)) as rt:
+            again = rt.send_text("Hello!")
+        assert again.status == "completed", again.error
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
