@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -183,11 +184,7 @@ def _read_line(stream, timeout: float) -> str:
 
 @pytest.mark.slow
 def test_serve_subprocess_prints_its_url(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "qvtools.cli", "serve", "--port", "0", "--data-dir",
-                             str(tmp_path), "--api-key", KEY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
-    try:
+    with _serve_process(tmp_path) as proc:
         line = _read_line(proc.stdout, timeout=60).strip()
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", line), line
         resp = requests.post(line + ENROLLMENT_PATH, json={"model": "qwen-voice-enrollment",
@@ -196,12 +193,6 @@ def test_serve_subprocess_prints_its_url(tmp_path):
         assert resp.status_code == 200 and resp.json()["output"]["total_count"] == 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 # -- talk ----------------------------------------------------------------------------------------------
@@ -471,12 +462,7 @@ def test_serve_rehearses_a_1011_ending(tmp_path):
     from qvtools.config import Settings
     from qvtools.realtime.session import RealtimeSession
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "qvtools.cli", "serve", "--port", "0", "--data-dir",
-                             str(tmp_path), "--api-key", KEY, "--fault-ending", "model_error",
-                             "--fault-sessions", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
-    try:
+    with _serve_process(tmp_path, "--fault-ending", "model_error", "--fault-sessions", "1") as proc:
         url = _read_line(proc.stdout, timeout=60).strip()
         settings = Settings(region="local", base_url=url, api_key=KEY, data_dir=tmp_path)
         with RealtimeSession(settings, PLUS, voice="Tina", modalities=("text",)) as rt:
@@ -489,6 +475,17 @@ def test_serve_rehearses_a_1011_ending(tmp_path):
         assert again.status == "completed", again.error
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+@contextlib.contextmanager
+def _serve_process(data_dir, *extra):
+    """``qvtools serve`` as a subprocess (port 0, the test key); killed if still running at the end."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "qvtools.cli", "serve", "--port", "0", "--data-dir",
+                             str(data_dir), "--api-key", KEY, *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
