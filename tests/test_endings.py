@@ -170,3 +170,17 @@ def test_semantic_vad_rejects_then_the_session_keeps_working(svc):
         answered = rt.send_audio(utterance(), realtime=False)
     assert answered.status == "completed", answered.error
     assert answered.user_transcript and "weather" in answered.user_transcript.lower()
+
+
+def test_a_connection_dropped_during_a_response_is_transient(svc):
+    """An abnormal end (no close frame) while a response streams: worth a new session (§7.24 a's rule)."""
+    key = _key()
+    svc.set_faults(key, FaultPlan(drop_after_audio_deltas=1))
+    try:
+        with _session(svc, key) as rt:
+            turn = rt.send_audio(utterance(), realtime=False)
+            assert rt.close_code == endings.CLOSE_ABNORMAL
+        assert turn.status == "failed" and turn.transient, turn.error
+        assert "response_created" in turn.marks
+    finally:
+        svc.set_faults(key, None)
