@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import queue
 import re
 import signal
-import subprocess
 import sys
 import threading
 
@@ -20,6 +17,8 @@ from qvtools.resources import samples_dir
 from qvtools.cli import COMMANDS, main
 from qvtools.config import ENROLLMENT_PATH
 from qvtools.server import LocalService
+
+from conftest import serve_process
 
 PLUS = "qwen3.5-omni-plus-realtime"
 KEY = "sk-cli-secret-key"
@@ -184,7 +183,7 @@ def _read_line(stream, timeout: float) -> str:
 
 @pytest.mark.slow
 def test_serve_subprocess_prints_its_url(tmp_path):
-    with _serve_process(tmp_path) as proc:
+    with serve_process(tmp_path, KEY) as proc:
         line = _read_line(proc.stdout, timeout=60).strip()
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", line), line
         resp = requests.post(line + ENROLLMENT_PATH, json={"model": "qwen-voice-enrollment",
@@ -462,7 +461,7 @@ def test_serve_rehearses_a_1011_ending(tmp_path):
     from qvtools.config import Settings
     from qvtools.realtime.session import RealtimeSession
 
-    with _serve_process(tmp_path, "--fault-ending", "model_error", "--fault-sessions", "1") as proc:
+    with serve_process(tmp_path, KEY, "--fault-ending", "model_error", "--fault-sessions", "1") as proc:
         url = _read_line(proc.stdout, timeout=60).strip()
         settings = Settings(region="local", base_url=url, api_key=KEY, data_dir=tmp_path)
         with RealtimeSession(settings, PLUS, voice="Tina", modalities=("text",)) as rt:
@@ -475,20 +474,3 @@ def test_serve_rehearses_a_1011_ending(tmp_path):
         assert again.status == "completed", again.error
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-
-
-@contextlib.contextmanager
-def _serve_process(data_dir, *extra):
-    """``qvtools serve`` as a subprocess (port 0, the test key); killed if still running at the end."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "qvtools.cli", "serve", "--port", "0", "--data-dir",
-                             str(data_dir), "--api-key", KEY, *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stdout.close()
-        proc.stderr.close()
