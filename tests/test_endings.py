@@ -184,3 +184,29 @@ def test_a_connection_dropped_during_a_response_is_transient(svc):
         assert "response_created" in turn.marks
     finally:
         svc.set_faults(key, None)
+
+
+def test_a_1007_close_without_an_error_event_carries_its_reason(tmp_path):
+    """§7.24 (b), replayed: the idle-close fixture with its error event removed and a parameter-error reason;
+    the reason of the close is the turn's error."""
+    from qvtools.config import Settings
+    from qvtools.realtime.session import RealtimeSession
+    from replay_server import ReplayServer, load_script
+
+    reason = endings.voice_error_reason("Tina")
+    script = [ln for ln in load_script("idle_close.jsonl") if ln.get("event", {}).get("type") != "error"]
+    for ln in script:
+        if "close" in ln:
+            ln["close"] = {"code": endings.CLOSE_INVALID_PAYLOAD, "reason": reason}
+    srv = ReplayServer(script).start()
+    try:
+        settings = Settings(region="local", base_url=srv.url, api_key="sk-h18-replay")
+        t = np.arange(16000) / 16000
+        x = np.concatenate([np.zeros(3200), 0.3 * np.sin(2 * np.pi * 440 * t)]).astype(np.float32)
+        with RealtimeSession(settings, FLASH, turn_detection=None, timeout=5.0, response_timeout=5.0) as rt:
+            turn = rt.send_audio((x, 16000), realtime=False)
+            assert rt.close_code == endings.CLOSE_INVALID_PAYLOAD
+    finally:
+        srv.stop()
+    assert turn.status == "failed" and not turn.transient
+    assert "1007" in turn.error and "Voice 'Tina' is not supported" in turn.error
