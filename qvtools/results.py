@@ -39,7 +39,7 @@ Schema
 | `voice_fallback_reason` | string | the service's `fallback_reason` for a degraded clone |
 | `latency_origin` | string | client mark every `*_ms` "end of user speech" figure starts at: `speech_end_sent` (last audio chunk holding speech sent, before any trailing silence), `last_audio_sent` or `response_create_sent` (text turns) |
 | `audio_pacing` | string | how the prompt audio was sent: `realtime` (100 ms chunks at microphone pace) or `fast` (as fast as possible) |
-| `turn_detection` | string | `server_vad` (the server ended the turn) or `manual` (client `commit` + `response.create`) |
+| `turn_detection` | string | `server_vad` (the server ended the turn), `semantic_vad` (§7.23) or `manual` (client `commit` + `response.create`) |
 | `vad_silence_ms` | float64 | ms, the server VAD `silence_duration_ms` in effect for the turn: the value requested, else the documented default of the model family (§4.2); NaN in manual mode |
 | `vad_window_included` | boolean | True when the latencies from end of user speech include the server VAD silence window (server VAD + `speech_end_sent` origin) |
 | `response_create_sent_ms` | float64 | ms, end of user speech (`latency_origin`) -> the client sent `response.create` (manual and text turns: the rest of the audio and the commit; 0 for text turns); NaN with server VAD |
@@ -159,7 +159,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "latency_origin": ("string", "client mark the end-of-speech latencies start at: speech_end_sent (last chunk "
                                  "holding speech sent) / last_audio_sent / response_create_sent"),
     "audio_pacing": ("string", "realtime (microphone-paced 100 ms chunks) / fast (as fast as possible)"),
-    "turn_detection": ("string", "server_vad (the server ended the turn) / manual (commit + response.create)"),
+    "turn_detection": ("string", "server_vad (the server ended the turn) / semantic_vad / manual (commit + "
+                                 "response.create)"),
     "vad_silence_ms": ("float64", "ms, server VAD silence_duration_ms in effect: requested, else the family default (NaN: manual)"),
     "vad_window_included": ("boolean", "latencies from end of speech include the server VAD silence window"),
     "response_create_sent_ms": ("float64", "ms, end of user speech -> response.create sent (manual/text turns; "
@@ -519,6 +520,9 @@ def latency_provenance(df: pd.DataFrame) -> str:
         window = (", ".join(f"{v:.0f} ms" for v in sil) if sil else "the service default (not echoed, §7.2)")
         parts.append("With server VAD (silence_duration_ms " + window + ") the figures from end of speech INCLUDE "
                      "the server's silence wait; the 'from response.created' figures exclude it.")
+    if "semantic_vad" in modes:
+        parts.append("With semantic VAD (§7.23; on the local service an imitation) the figures from end of speech "
+                     "INCLUDE the service's end-of-turn wait; rejected turns have no reply and no latencies.")
     if "manual" in modes:
         parts.append("Manual turns (commit + response.create right after the audio) include no VAD wait.")
     return " ".join(parts)
