@@ -61,3 +61,37 @@ def test_no_keepalive_on_a_closed_session():
     ka = KeepAlive(rt, clock=clock)
     clock.t += 60
     assert not ka.tick()
+
+
+def test_live_talk_keeps_a_muted_session_alive():
+    """issue 18 (§7.22): with ``keepalive=True`` a muted LiveTalk sends 1 s of zero PCM once 30 s passed."""
+    import threading
+
+    pytest.importorskip("anywidget")
+    from qvtools.mic import LiveTalk
+
+    from realtime_support import FLASH, settings_for, shared_service
+
+    from qvtools.realtime.session import RealtimeSession
+
+    now = [1000.0]
+    rt = RealtimeSession(settings_for(shared_service()), FLASH, voice="Ethan")
+    rt.connect()
+    talk = LiveTalk(rt, keepalive=True)
+    try:
+        ka = talk.keepalive
+        ka._clock = lambda: now[0]
+        ka.touch()
+        sent = threading.Event()
+        real_tick = ka.tick
+        ka.tick = lambda: (real_tick() and sent.set()) or sent.is_set()
+        assert not sent.wait(0.3) and ka.sent == 0  # muted, but not due yet
+        now[0] += 30.0
+        assert sent.wait(10) and ka.sent == 1
+        assert rt.connected
+        other = LiveTalk(rt)
+        assert other.keepalive is None  # off by default
+        other.close()
+    finally:
+        talk.close()
+        rt.close()
