@@ -433,9 +433,9 @@ def _compare(args) -> int:
         exp = experiment.Experiment(ws, run_dir, voices=voices, prompts=prompts, models=args.models,
                                     repeats=args.repeats, seed=args.seed, realtime=args.realtime,
                                     workers=args.workers, retry_failed=args.retry_failed,
-                                    turn_detection=_turn_detection(args),
+                                    turn_detection=_turn_detection(args), max_attempts=args.max_attempts,
                                     silence_duration_ms=args.silence_ms, prices=args.prices,
-                                    executor=executor, max_attempts=args.max_attempts)
+                                    executor=executor)
         if ws.settings.is_cloud:  # the local service never asks (it bills nothing)
             plan = exp.billing_plan()
             _out(plan.text())

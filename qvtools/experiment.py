@@ -790,8 +790,9 @@ class Experiment:
                  models: Sequence[str] = DEFAULT_COMPARE_MODELS, repeats: int = 1, seed: int = 0,
                  realtime: bool = False, executor: Executor | None = None, workers: int = 2,
                  metrics: Sequence[str] = DEFAULT_METRICS, retry_failed: bool = False,
+                 max_attempts: int = MAX_ATTEMPTS,
                  progress=None, turn_detection: str | None = "server_vad",
-                 silence_duration_ms: int | None = None, prices=None, max_attempts: int = MAX_ATTEMPTS):
+                 silence_duration_ms: int | None = None, prices=None):
         self.workspace = workspace
         self.run_dir = Path(run_dir)
         self.voices = _as_voices(voices)
@@ -835,10 +836,6 @@ class Experiment:
         self.workers = int(workers)
         self.metrics = tuple(metrics)
         self.retry_failed = bool(retry_failed)
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not 1 <= max_attempts <= 10:
-            raise ConfigError(f"max_attempts must be an integer in 1..10, got {max_attempts!r}")
-        #: Attempts per turn while it fails transiently (§7.24; qvtools.retries); never re-creates a voice.
-        self.max_attempts = max_attempts
         if not (progress is None or isinstance(progress, bool) or callable(progress)):
             raise ConfigError("progress must be None, True/False (the tqdm bar) or a callable "
                               f"progress(done, total, message); got {type(progress).__name__}")
@@ -846,6 +843,10 @@ class Experiment:
         self.show_bar = progress is not False
         #: The ``progress(done, total, message)`` callback, or None.
         self.progress = progress if callable(progress) else None
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not 1 <= max_attempts <= 10:
+            raise ConfigError(f"max_attempts must be an integer in 1..10, got {max_attempts!r}")
+        #: Attempts per turn while it fails transiently (§7.24; qvtools.retries); never re-creates a voice.
+        self.max_attempts = max_attempts
 
     # -- plan
     def plan(self) -> list[tuple[str, str, str, int]]:
