@@ -24,7 +24,7 @@ __all__ = [
     "ModelFamily", "FAMILIES", "family", "base_model", "is_known_model", "is_realtime_model",
     "check_model", "DEFAULT_COMPARE_MODELS", "ENROLLMENT_TARGET_MODELS", "check_target_model",
     "OMNI_CLONE_PREFIX", "TTS_CLONE_PREFIX", "VOICE_KINDS", "voice_kind", "is_cloned_voice",
-    "SAMPLE_RATES", "clone_realtime_model", "clone_usable_with",
+    "SAMPLE_RATES", "clone_realtime_model", "clone_usable_with", "VOICE_CLONE_MODES", "create_parameters",
 ]
 
 #: ``audio.{input,output}.format.sample_rate`` values where the family can configure them (§4.2).
@@ -62,7 +62,9 @@ class ModelFamily:
     ``cloned_voices``: True when a ``qwen-omni-vc-*`` voice enrolled for this model works, None when unknown.
     ``voices``: built-in voices known to work on this family; ``default_voice`` is the one a session starts
     with. ``audio_tokens_in_per_s``/``audio_tokens_out_per_s``: §4.6 token rates. ``guesses`` names the
-    fields that are our inference rather than documented or observed.
+    fields that are our inference rather than documented or observed. ``clone_parameters``: the
+    ``parameters`` a voice-enrollment create for this family sends (§7.28: ``voice_clone_mode: normal``
+    for qwen3.8, without which the clone is silently made in the older mode; none for qwen3.5).
     """
 
     name: str
@@ -85,6 +87,11 @@ class ModelFamily:
     max_tokens: int = 16384
     smooth_output: bool = False
     known: bool = True
+    clone_parameters: tuple[tuple[str, str], ...] = ()
+    #: §7.27: False when the model is not in the model list of 2026 accounts (a warning, never a refusal).
+    listed: bool = True
+    #: §7.27: the family is reported to ignore typed (text) user turns.
+    ignores_text_turns: bool = False
     source: str = ""
     guesses: tuple[str, ...] = ()
 
@@ -121,26 +128,39 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
         "qwen3-omni-flash", "qwen3", "flash", "Cherry", _VOICES_QWEN3,
         input_audio_format="pcm16", output_audio_format="pcm24", transcription_model="gummy-realtime-v1",
         audio_tokens_in_per_s=12.5, audio_tokens_out_per_s=12.5, sampling=_SAMPLING_QWEN3, smooth_output=True,
-        source="§4.2, §4.6, §7.1, §7.11"),
+        ignores_text_turns=True, source="§4.2, §4.6, §7.1, §7.11, §7.27 (ignores text turns)"),
     ModelFamily(
         "qwen3.8-omni-flash", "qwen3.8", "flash", "Chelsie", _VOICES_QWEN3,
         input_audio_format="pcm16", output_audio_format="pcm24", transcription_model="gummy-realtime-v1",
-        semantic_vad=True, cloned_voices=None,
+        semantic_vad=True, cloned_voices=True, clone_parameters=(("voice_clone_mode", "normal"),),
         audio_tokens_in_per_s=12.5, audio_tokens_out_per_s=12.5, sampling=_SAMPLING_QWEN3,
-        source="§7.1, §7.2, §7.4, §7.6, §7.8 (observed, September 2026)",
-        guesses=("voices", "audio_tokens_in_per_s", "audio_tokens_out_per_s", "sampling", "cloned_voices")),
+        source="§7.1, §7.2, §7.4, §7.6, §7.8 (observed, September 2026); §7.22 and §7.28 (clones, "
+               "voice_clone_mode)",
+        guesses=("voices", "audio_tokens_in_per_s", "audio_tokens_out_per_s", "sampling")),
     ModelFamily(
         "qwen-omni-turbo", "turbo", "turbo", "Chelsie", _VOICES_TURBO,
         audio_tokens_in_per_s=25.0, audio_tokens_out_per_s=25.0, sampling=_SAMPLING_TURBO, sampling_fixed=True,
-        max_tokens=2048, source="§4.2, §4.6"),
+        max_tokens=2048, listed=False, source="§4.2, §4.6; §7.27: not listed for 2026 accounts"),
 )}
 
 #: The pair ``qvtools compare`` measures by default (the two documented enrollment targets, SEED §2.1).
 DEFAULT_COMPARE_MODELS = ("qwen3.5-omni-plus-realtime", "qwen3.5-omni-flash-realtime")
 
-#: Documented ``target_model`` values of a voice enrollment (SEED §2.1; §7.19 adds the non-realtime names).
+#: Documented ``target_model`` values of a voice enrollment (SEED §2.1; §7.19 adds the non-realtime names;
+#: §7.22/§7.28: Qwen's own harness and a third-party test enroll for qwen3.8-omni-flash-realtime).
 ENROLLMENT_TARGET_MODELS = ("qwen3.5-omni-plus-realtime", "qwen3.5-omni-flash-realtime",
-                            "qwen3.5-omni-plus", "qwen3.5-omni-flash")
+                            "qwen3.5-omni-plus", "qwen3.5-omni-flash", "qwen3.8-omni-flash-realtime")
+
+#: ``parameters.voice_clone_mode`` values known (§7.28: "normal"; the older mode's name was not recorded).
+VOICE_CLONE_MODES = ("normal",)
+
+
+def create_parameters(target_model: str) -> dict:
+    """The ``parameters`` object a voice-enrollment create for ``target_model`` sends (§7.28), from the
+    family of the realtime model the clone serves: ``{"voice_clone_mode": "normal"}`` for qwen3.8, ``{}``
+    (no ``parameters``) for qwen3.5 and names outside the catalog."""
+    fam = FAMILIES.get(_family_key(clone_realtime_model(target_model or "")))
+    return dict(fam.clone_parameters) if fam is not None else {}
 
 _SUFFIX = re.compile(r"-(latest|\d{4}-\d{2}-\d{2}|\d{8})$")
 #: §7.8: "code should accept any ``…-omni-…-realtime`` name".
@@ -194,6 +214,9 @@ def check_model(model: str) -> list[str]:
     if not is_known_model(model):
         return [f"{model!r} is not in the qvtools model catalog; qwen3.5 defaults are assumed "
                 f"(known families: {', '.join(f.realtime_model for f in FAMILIES.values())})"]
+    if not family(model).listed:
+        return [f"{model!r} was not in the model list of a 2026 account (§7.27); the service may refuse it "
+                f"(listed: {', '.join(f.realtime_model for f in FAMILIES.values() if f.listed)})"]
     return []
 
 

@@ -207,6 +207,13 @@ def _build_serve(sub):
     p.add_argument("--latency-pool", action="store_true",
                    help="with --latency-from: a model the run has no turns of draws from all its turns "
                         "(default: its sessions are refused)")
+    p.add_argument("--fault-ending", choices=("model_error", "param_error", "bare_close"),
+                   help="rehearse a §7.24 session ending (fault injection, every key): COMMON_ERROR + close 1011, "
+                        "an error + close 1007, or a bare close after speech_stopped")
+    p.add_argument("--fault-turn", type=int, default=1, metavar="N", help="with --fault-ending: on the Nth turn "
+                   "of a session (default 1)")
+    p.add_argument("--fault-sessions", type=int, metavar="N", help="with --fault-ending: only the first N "
+                   "sessions (default: every session)")
     p.set_defaults(func=_serve)
 
 
@@ -236,7 +243,16 @@ def _serve(args) -> int:
         raise ConfigError("--latency-pool needs --latency-from RUN_DIR|results.parquet")
     _configure_service_logging(args.log_level)
     data_dir = Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir / "service"
-    config = ServiceConfig(latency_from=args.latency_from, latency_from_pool=args.latency_pool)
+    faults = None
+    if args.fault_ending:
+        from .server.faults import FaultPlan
+
+        try:
+            faults = {"*": FaultPlan(end_session=args.fault_ending, end_on_turn=args.fault_turn,
+                                     times=args.fault_sessions)}
+        except ValueError as exc:
+            raise ConfigError(f"--fault-*: {exc}") from None
+    config = ServiceConfig(latency_from=args.latency_from, latency_from_pool=args.latency_pool, faults=faults)
     serve_forever(host=args.host, port=args.port, data_dir=data_dir, api_key=args.api_key, config=config,
                   on_ready=lambda svc: _out(svc.url))
     return 0
@@ -254,6 +270,9 @@ def _build_talk(sub):
                    help="where the reply audio goes; the turn JSON is written next to it (REPLY.json)")
     p.add_argument("--manual", action="store_true",
                    help="no server VAD: commit and request the response right after the audio")
+    p.add_argument("--semantic-vad", action="store_true",
+                   help="turn_detection semantic_vad (qwen3.5+, §7.23): a turn the service does not accept ends "
+                        "'rejected' (the local service's rule is its own imitation)")
     pace = p.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
                       help="stream the audio at real-time pace, like a microphone (default)")
@@ -283,7 +302,7 @@ def _talk(args) -> int:
     _warn_models([args.model])
     with _workspace() as ws:
         print(ws.describe(), file=sys.stderr, flush=True)
-        turn_detection = None if args.manual else "server_vad"
+        turn_detection = _turn_detection(args)
         session = ws.realtime(args.model, voice=args.voice, instructions=args.instructions,
                               turn_detection=turn_detection)  # a voice/model mismatch stops here
         ws.wait_ready()  # a fresh embedded service: keep its one-time model loading out of the latencies
@@ -302,6 +321,9 @@ def _talk(args) -> int:
     pacing = "at real-time pace (like a microphone)" if args.realtime else "as fast as possible"
     if args.manual:
         how = "manual turn (commit + response.create right after the audio): no VAD wait included"
+    elif args.semantic_vad:
+        how = ("semantic VAD ended the turn: the latencies from end of user speech INCLUDE its silence window "
+               "(the response.created figures do not)")
     else:
         how = ("server VAD ended the turn: the latencies from end of user speech INCLUDE its silence window "
                "(the response.created figures do not)")
@@ -315,6 +337,15 @@ def _talk(args) -> int:
         print(f"turn {turn.status}: {error}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def _turn_detection(args):
+    """``--manual`` / ``--semantic-vad`` / default server VAD (never both flags)."""
+    from .errors import ConfigError
+
+    if args.manual and args.semantic_vad:
+        raise ConfigError("--manual and --semantic-vad exclude each other")
+    return None if args.manual else "semantic_vad" if args.semantic_vad else "server_vad"
 
 
 # -- compare / report / replay -----------------------------------------------------------------------
@@ -367,6 +398,11 @@ def _build_compare(sub):
     p.add_argument("--retry-failed", action="store_true", help="re-run turns recorded as failed")
     p.add_argument("--manual", action="store_true",
                    help="no server VAD: commit and request the response right after the audio")
+    p.add_argument("--semantic-vad", action="store_true",
+                   help="turn_detection semantic_vad (qwen3.5+, §7.23) instead of server VAD")
+    p.add_argument("--max-attempts", type=int, default=3, metavar="N",
+                   help="attempts per turn while it fails transiently (COMMON_ERROR / close 1011, §7.24), each "
+                        "on a new session; never re-creates a voice (default 3)")
     p.add_argument("--silence-ms", type=int, metavar="MS",
                    help="server VAD silence_duration_ms, 200-6000 (default: the service's)")
     p.add_argument("--prices", metavar="PRICES.json", help="your price table, for a cost estimate in the report "
@@ -401,7 +437,7 @@ def _compare(args) -> int:
         exp = experiment.Experiment(ws, run_dir, voices=voices, prompts=prompts, models=args.models,
                                     repeats=args.repeats, seed=args.seed, realtime=args.realtime,
                                     workers=args.workers, retry_failed=args.retry_failed,
-                                    turn_detection=None if args.manual else "server_vad",
+                                    turn_detection=_turn_detection(args), max_attempts=args.max_attempts,
                                     silence_duration_ms=args.silence_ms, prices=args.prices,
                                     executor=executor, similarity_encoder=args.similarity_encoder)
         if ws.settings.is_cloud:  # the local service never asks (it bills nothing)

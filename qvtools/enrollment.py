@@ -32,7 +32,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator
 
 from . import spec
-from .catalog import VOICE_KINDS, check_target_model, voice_kind
+from .catalog import VOICE_KINDS, check_target_model, create_parameters, voice_kind
 from .config import ENROLLMENT_MODEL, Settings
 from .errors import APIError, ConfigError, InvalidAudio, TransportError, api_error_from_http, redact_text
 
@@ -88,6 +88,9 @@ class Voice:
     #: mode (poor audio or a text mismatch); None when the service did not say (list items, older answers).
     fallback_mode: bool | None = None
     fallback_reason: str | None = None
+    #: ``parameters.voice_clone_mode`` the create sent (§7.28; ``"normal"`` for qwen3.8 targets); None when
+    #: none was sent or the voice was only listed (the service does not report it).
+    clone_mode: str | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -178,6 +181,18 @@ def validate_create_args(target_model: str, preferred_name: str, language: str |
     if language is not None and language not in LANGUAGES:
         raise ConfigError(f"language {language!r} is not supported; use a code such as 'en' or 'zh' "
                           f"({', '.join(LANGUAGE_CODES)}) or a dialect ({', '.join(DIALECTS)})")
+
+
+def _create_parameters(target_model: str, parameters) -> dict:
+    """The create's ``parameters``: the caller's (checked) or the catalog's for the target (§7.28)."""
+    if parameters is None:
+        return create_parameters(target_model)
+    if not isinstance(parameters, dict) or not all(isinstance(k, str) for k in parameters):
+        raise ConfigError(f"parameters must be a dict with string keys, got {parameters!r}")
+    mode = parameters.get("voice_clone_mode")
+    if "voice_clone_mode" in parameters and (not isinstance(mode, str) or not mode.strip()):
+        raise ConfigError(f"parameters['voice_clone_mode'] must be a non-empty string, got {mode!r}")
+    return dict(parameters)
 
 
 def encode_for_upload(src) -> str:
@@ -434,12 +449,14 @@ class VoiceClient:
                                    f"{MAX_RESPONSE_BYTES} bytes; qvtools stopped reading it")
                 return bytes(buf[:MAX_RESPONSE_BYTES])  # an error page: its start says enough
 
-    def _call(self, inp: dict, *, retry: bool = True, on_final_error=None) -> dict:
+    def _call(self, inp: dict, *, retry: bool = True, on_final_error=None, parameters: dict | None = None) -> dict:
         """One API call with its total deadline (``settings.timeout_s``); idempotent calls retry with
         exponential backoff on 429/5xx/connection errors, honouring ``Retry-After`` (capped, §3) only
         while it fits in the time left."""
         deadline = _Deadline(self.settings.timeout_s)
         payload = {"model": ENROLLMENT_MODEL, "input": inp}
+        if parameters:
+            payload["parameters"] = parameters  # §7.28: top level, beside "input"
         action = inp["action"]
         attempt = 0
         while True:
@@ -470,14 +487,21 @@ class VoiceClient:
 
     # -- API -----------------------------------------------------------------------------------
     def create(self, audio, target_model: str, preferred_name: str, *, language: str | None = None,
-               text: str | None = None, force: bool = False) -> Voice:
+               text: str | None = None, force: bool = False, parameters: dict | None = None) -> Voice:
         """Enroll a voice from a recording (path, bytes, file object or ``(samples, rate)``).
+
+        ``parameters`` is the create's top-level ``parameters`` object; None (default) sends what the
+        catalog says for the target's family (:func:`qvtools.catalog.create_parameters`: ``voice_clone_mode:
+        normal`` for qwen3.8, without which the service silently makes an older-mode clone, §7.28; nothing
+        for qwen3.5); ``{}`` sends none. The service accepts duplicate ``preferred_name`` values (§7.28):
+        each create makes a new voice, whatever the name.
 
         Checked locally first: the field rules (§2.1) and the preflight (§2.4); a failing
         preflight raises :class:`InvalidAudio` carrying ``.report`` unless ``force=True``.
         A clone made in degraded mode comes back with ``fallback_mode=True`` (and a logged warning).
         """
         validate_create_args(target_model, preferred_name, language)
+        parameters = _create_parameters(target_model, parameters)
         from .preflight import check
 
         # transcript_match (an offline ASR pass) is left to the service, which compares text and audio itself
@@ -500,15 +524,17 @@ class VoiceClient:
         before = {v.voice for v in self.list() if v.preferred_name == preferred_name}
         started = datetime.now(timezone.utc)
         try:
-            body = self._call(inp, retry=False)
+            body = self._call(inp, retry=False, parameters=parameters)
         except TransportError as exc:
-            return self._reconcile_create(preferred_name, target_model, started, before, exc)
+            found = self._reconcile_create(preferred_name, target_model, started, before, exc)
+            return replace(found, clone_mode=parameters.get("voice_clone_mode"))
         out = body.get("output")
         if not isinstance(out, dict) or not isinstance(out.get("voice"), str) or not out["voice"]:
             raise APIError(200, "InvalidResponse", "the create answer has no output.voice: "
                            f"{_preview(body)}", body.get("request_id") if isinstance(body.get("request_id"),
                                                                                    str) else None)
-        voice = replace(Voice.from_item({"target_model": target_model, "language": language, **out}), raw=body)
+        voice = replace(Voice.from_item({"target_model": target_model, "language": language, **out}), raw=body,
+                        clone_mode=parameters.get("voice_clone_mode"))
         log.info("created voice %s for %s", voice.voice, voice.target_model)
         if voice.fallback_mode:
             log.warning("voice %s is a degraded clone (fallback_mode, reason %s): %s", voice.voice,

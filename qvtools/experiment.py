@@ -55,6 +55,7 @@ from .catalog import DEFAULT_COMPARE_MODELS, check_model
 from .config import Settings, redact
 from .errors import ConfigError, QVError
 from .resources import samples_dir
+from .retries import MAX_ATTEMPTS, run_with_retries, transient_exception
 
 __all__ = [
     "Experiment",
@@ -443,6 +444,8 @@ class TurnTask:
     #: content, so while an earlier run's futures are still held (a notebook, an interrupted run's
     #: traceback) a retry could otherwise be answered with the old result (tests/test_dask.py).
     attempt: str = ""
+    #: Attempts of this turn while it fails transiently (qvtools.retries, §7.24); each on a new session.
+    max_attempts: int = MAX_ATTEMPTS
 
     def __repr__(self):  # settings carries the key; keep the repr short and key-free
         return f"TurnTask({self.turn_id!r})"
@@ -479,6 +482,13 @@ def save_turn(turn, row: dict, audio_dir) -> None:
 
 
 def run_turn_detached(task: TurnTask) -> tuple[dict, object]:
+    """:func:`_run_turn_once`, run again on a new session while it fails transiently (``COMMON_ERROR`` /
+    close 1011, an abnormal close during a response, a handshake 5xx; :mod:`qvtools.retries`, §7.24), at
+    most ``task.max_attempts`` times; the row's ``attempts`` says how many were made."""
+    return run_with_retries(_run_turn_once, task, attempts=task.max_attempts)
+
+
+def _run_turn_once(task: TurnTask) -> tuple[dict, object]:
     """Run one turn and score it, writing nothing: returns ``(row, turn)`` (``turn`` is the
     :class:`~qvtools.realtime.turn.Turn`, or None when no session happened) for the caller to save.
 
@@ -511,12 +521,13 @@ def run_turn_detached(task: TurnTask) -> tuple[dict, object]:
                 row["latency_source"] = redact(service_info["latency_source"][:200], *secrets)
     except Exception as exc:  # a failed turn is a row, not a crash
         row["error"] = redact(f"{type(exc).__name__}: {exc}", *secrets)
+        row["transient"] = transient_exception(exc)  # a handshake refused with 5xx (§7.24)
         log.warning("turn %s failed: %s", task.turn_id, row["error"])
     row["session_s"] = time.perf_counter() - t_sess
     t_met = time.perf_counter()
     if turn is not None:
         row.update(status=turn.status, error=redact(turn.error, *secrets) if turn.error else None,
-                   session_id=turn.session_id, response_id=turn.response_id,
+                   transient=bool(turn.transient), session_id=turn.session_id, response_id=turn.response_id,
                    user_transcript=turn.user_transcript, assistant_transcript=turn.assistant_transcript)
         row.update(_provenance(turn, task.turn_detection, task.silence_duration_ms, session_cfg))
         t_met = time.perf_counter()
@@ -539,7 +550,7 @@ def _base_row(task: TurnTask) -> dict:
     """The identifying columns of a row (qvtools.results schema: voice_ref/prompt_id/repeat pair turns)."""
     return {"run_id": task.run_id, "turn_id": task.turn_id, "voice_ref": task.voice, "voice": task.voice_id,
             "target_model": task.model, "prompt_id": task.prompt, "repeat": int(task.repeat),
-            "status": "failed", "error": None, "region": task.settings.region, "simulated": task.simulated,
+            "status": "failed", "error": None, "transient": False, "attempts": 1, "region": task.settings.region, "simulated": task.simulated,
             # the real service's own latency; a local service's source is read from its session.created
             "latency_source": None if task.simulated else "measured",
             "voice_fallback_mode": task.voice_fallback_mode, "voice_fallback_reason": task.voice_fallback_reason,
@@ -916,6 +927,7 @@ class Experiment:
                  models: Sequence[str] = DEFAULT_COMPARE_MODELS, repeats: int = 1, seed: int = 0,
                  realtime: bool = False, executor: Executor | None = None, workers: int = 2,
                  metrics: Sequence[str] = DEFAULT_METRICS, retry_failed: bool = False,
+                 max_attempts: int = MAX_ATTEMPTS,
                  progress=None, turn_detection: str | None = "server_vad",
                  silence_duration_ms: int | None = None, prices=None, similarity_encoder=None):
         self.workspace = workspace
@@ -974,6 +986,10 @@ class Experiment:
         self.show_bar = progress is not False
         #: The ``progress(done, total, message)`` callback, or None.
         self.progress = progress if callable(progress) else None
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not 1 <= max_attempts <= 10:
+            raise ConfigError(f"max_attempts must be an integer in 1..10, got {max_attempts!r}")
+        #: Attempts per turn while it fails transiently (§7.24; qvtools.retries); never re-creates a voice.
+        self.max_attempts = max_attempts
 
     # -- plan
     def plan(self) -> list[tuple[str, str, str, int]]:
@@ -1126,7 +1142,8 @@ class Experiment:
                         realtime=self.realtime, metrics=self.metrics, enroll_error=err,
                         simulated=self._simulated(), voice_fallback_mode=fb, voice_fallback_reason=reason,
                         turn_detection=self.turn_detection, silence_duration_ms=self.silence_duration_ms,
-                        prompt_audio=audio[prompt.path], reference_audio=audio[voice.path], attempt=attempt)
+                        prompt_audio=audio[prompt.path], reference_audio=audio[voice.path], attempt=attempt,
+                        max_attempts=self.max_attempts)
 
     def _execute(self, tasks: list[TurnTask], total: int | None = None) -> None:
         from tqdm.auto import tqdm

@@ -424,10 +424,18 @@ class LiveTalk(_MicWidget):
     server's ``speech_stopped`` arrived (server VAD; it includes the VAD's silence wait) or before Stop
     (push-to-talk). ``ttfa_ms`` of a server-VAD live turn is therefore shorter than a file-driven turn's by
     about ``silence_duration_ms``; compare ``ttfa_created_ms`` across the two.
+
+    ``keepalive=True``: while the microphone is muted (between Stop and Start), 1 s of zero PCM every 30 s
+    keeps the session from the §7.12 idle close, as Qwen's own client does (§7.22;
+    :class:`qvtools.realtime.keepalive.KeepAlive`).
     """
 
-    def __init__(self, session, *, max_seconds: float = MAX_DURATION_S, reply_timeout: float = REPLY_TIMEOUT_S):
+    def __init__(self, session, *, max_seconds: float = MAX_DURATION_S, reply_timeout: float = REPLY_TIMEOUT_S,
+                 keepalive: bool = False):
+        from .realtime.keepalive import KeepAlive
+
         self.session = session
+        self.keepalive = KeepAlive(session) if keepalive else None
         self.mode = "push_to_talk" if session.manual else "server_vad"
         super().__init__(max_seconds=max_seconds, label=f"Talk ({self.mode.replace('_', '-')})")
         self.reply_timeout = float(reply_timeout)
@@ -480,6 +488,8 @@ class LiveTalk(_MicWidget):
             except queue.Empty:
                 if st is not None:
                     self._poll(st)
+                elif self.keepalive is not None:
+                    self._keep_alive()
                 continue
             try:
                 if kind == "quit":
@@ -499,6 +509,13 @@ class LiveTalk(_MicWidget):
                 self._say(f"live turn failed: {exc}", error=True)
                 st = None
                 self._idle.set()
+
+    def _keep_alive(self) -> None:
+        """Muted microphone: the §7.22 keep-alive when due; a failure is said, never raised."""
+        try:
+            self.keepalive.tick()
+        except QVError as exc:
+            log.info("keep-alive not sent: %s", exc)
 
     def _begin(self, rate: int) -> dict:
         import soxr
@@ -520,6 +537,8 @@ class LiveTalk(_MicWidget):
             return
         tr, s = st["tracker"], self.session
         t = s._send(ev.audio_append(qaudio.to_pcm16(y)))
+        if self.keepalive is not None:
+            self.keepalive.touch()
         tr.mark("first_audio_sent", t, overwrite=False)
         tr.mark("last_audio_sent", t)
         # end of user speech for a live turn: the last microphone chunk sent before the server's VAD said

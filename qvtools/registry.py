@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from .catalog import create_parameters
 from .enrollment import FALLBACK_ADVICE, Voice, VoiceClient
 
 __all__ = ["VoiceRegistry", "content_hash", "key_fingerprint"]
@@ -38,13 +39,14 @@ CREATE TABLE IF NOT EXISTS voices (
     raw TEXT,
     fallback_mode INTEGER,
     fallback_reason TEXT,
+    clone_mode TEXT,
     PRIMARY KEY (content_sha, target_model, base_url, key_fp)
 );
 """
 #: Columns added after the first schema, with their types: a registry file written by an older qvtools is
 #: migrated in place (``ALTER TABLE … ADD COLUMN``), its rows kept with NULL in the new columns.
-_ADDED_COLUMNS = (("fallback_mode", "INTEGER"), ("fallback_reason", "TEXT"))
-_COLUMNS = "voice, target_model, raw, fallback_mode, fallback_reason"
+_ADDED_COLUMNS = (("fallback_mode", "INTEGER"), ("fallback_reason", "TEXT"), ("clone_mode", "TEXT"))
+_COLUMNS = "voice, target_model, raw, fallback_mode, fallback_reason, clone_mode"
 
 
 def content_hash(src) -> str:
@@ -70,7 +72,7 @@ def key_fingerprint(api_key: str | None) -> str:
 
 
 def _voice_from_row(row) -> Voice:
-    voice, target_model, raw_text, fallback, reason = row
+    voice, target_model, raw_text, fallback, reason, clone_mode = row
     try:
         raw = json.loads(raw_text) if raw_text else {}
     except ValueError:
@@ -78,7 +80,8 @@ def _voice_from_row(row) -> Voice:
     raw = raw if isinstance(raw, dict) else {}
     return Voice(voice=voice, target_model=target_model, gmt_create=raw.get("gmt_create"),
                  gmt_modified=raw.get("gmt_modified"), language=raw.get("language"),
-                 fallback_mode=None if fallback is None else bool(fallback), fallback_reason=reason, raw=raw)
+                 fallback_mode=None if fallback is None else bool(fallback), fallback_reason=reason,
+                 clone_mode=clone_mode, raw=raw)
 
 
 class VoiceRegistry:
@@ -133,12 +136,20 @@ class VoiceRegistry:
     def ensure(self, audio, target_model: str, preferred_name: str, **kw) -> Voice:
         """The voice for this recording + target model on this service and key; created only if new.
 
-        ``**kw`` goes to :meth:`VoiceClient.create` (``language``, ``text``, ``force``).
+        ``**kw`` goes to :meth:`VoiceClient.create` (``language``, ``text``, ``force``, ``parameters``); the
+        clone mode the create sent (§7.28) is kept with the voice. A registered voice made in another mode
+        than the one asked for now is reused with a warning (delete it to re-create it).
         """
         sha = content_hash(audio)
         found = self._get(sha, target_model)
         if found is not None:
             log.info("reusing voice %s for the same recording", found.voice)
+            wanted = kw.get("parameters")
+            wanted = (create_parameters(target_model) if wanted is None else wanted).get("voice_clone_mode")
+            if wanted != found.clone_mode:
+                log.warning("reusing voice %s, made with voice_clone_mode %r; %r is asked for now (§7.28). Delete "
+                            "it (qvtools voices delete) to create it again in that mode", found.voice,
+                            found.clone_mode, wanted)
             if found.fallback_mode:
                 log.warning("reusing voice %s, a degraded clone (fallback_mode, reason %s): %s", found.voice,
                             found.fallback_reason or "not given", FALLBACK_ADVICE)
@@ -157,9 +168,9 @@ class VoiceRegistry:
                     fallback = None if voice.fallback_mode is None else int(voice.fallback_mode)
                     self._db.execute(
                         "INSERT INTO voices (content_sha, target_model, base_url, key_fp, voice, preferred_name, "
-                        "created_at, raw, fallback_mode, fallback_reason) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        "created_at, raw, fallback_mode, fallback_reason, clone_mode) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         (sha, target_model, base_url, fp, voice.voice, preferred_name, time.time(),
-                         json.dumps(raw), fallback, voice.fallback_reason))
+                         json.dumps(raw), fallback, voice.fallback_reason, voice.clone_mode))
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise

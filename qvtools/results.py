@@ -28,8 +28,10 @@ Schema
 | `target_model` | string | realtime model, e.g. `qwen3.5-omni-plus-realtime` |
 | `prompt_id` | string | user prompt identifier; pairing key |
 | `repeat` | Int64 | repetition index of the same (voice_ref, prompt_id, model); pairing key |
-| `status` | string | `completed` / `incomplete` / `failed` / `cancelled` |
+| `status` | string | `completed` / `incomplete` / `failed` / `cancelled` / `rejected` (semantic VAD did not accept the input, §7.23) |
 | `error` | string | error message of a failed turn |
+| `transient` | boolean | the (last) failure was transient: `COMMON_ERROR` / close 1011, an abnormal close during a response, a handshake 5xx (§7.24) |
+| `attempts` | Int64 | sessions the turn took: 1, or more when transient failures were retried on a new session (`qvtools.retries`) |
 | `region` | string | `beijing` / `singapore` / `local` |
 | `simulated` | boolean | True when the run used the local service: its latency and delivery figures (the columns of `SIMULATED_COLUMNS`) come from simulated profiles or a replayed run, not from DashScope |
 | `latency_source` | string | where the service's delays came from: `measured` (the real service), or what the local service said in `session.created`: `simulated:<profile>` (e.g. `simulated:flash`), `replay:<run>/<file>` (a measured run replayed, `qvtools serve --latency-from`), `none` (no added delay) |
@@ -37,7 +39,7 @@ Schema
 | `voice_fallback_reason` | string | the service's `fallback_reason` for a degraded clone |
 | `latency_origin` | string | client mark every `*_ms` "end of user speech" figure starts at: `speech_end_sent` (last audio chunk holding speech sent, before any trailing silence), `last_audio_sent` or `response_create_sent` (text turns) |
 | `audio_pacing` | string | how the prompt audio was sent: `realtime` (100 ms chunks at microphone pace) or `fast` (as fast as possible) |
-| `turn_detection` | string | `server_vad` (the server ended the turn) or `manual` (client `commit` + `response.create`) |
+| `turn_detection` | string | `server_vad` (the server ended the turn), `semantic_vad` (§7.23) or `manual` (client `commit` + `response.create`) |
 | `vad_silence_ms` | float64 | ms, the server VAD `silence_duration_ms` in effect for the turn: the value requested, else the documented default of the model family (§4.2); NaN in manual mode |
 | `vad_window_included` | boolean | True when the latencies from end of user speech include the server VAD silence window (server VAD + `speech_end_sent` origin) |
 | `response_create_sent_ms` | float64 | ms, end of user speech (`latency_origin`) -> the client sent `response.create` (manual and text turns: the rest of the audio and the commit; 0 for text turns); NaN with server VAD |
@@ -156,8 +158,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "target_model": ("string", "realtime model"),
     "prompt_id": ("string", "user prompt identifier; pairing key"),
     "repeat": ("Int64", "repetition index; pairing key"),
-    "status": ("string", "completed / incomplete / failed / cancelled"),
+    "status": ("string", "completed / incomplete / failed / cancelled / rejected (semantic VAD, §7.23)"),
     "error": ("string", "error message of a failed turn"),
+    "transient": ("boolean", "the (last) failure was transient (§7.24: COMMON_ERROR/1011, abnormal close, 5xx)"),
+    "attempts": ("Int64", "sessions the turn took (transient failures retried on a new session)"),
     "region": ("string", "beijing / singapore / local"),
     "simulated": ("boolean", "local service: the SIMULATED_COLUMNS come from simulated profiles or a replayed run"),
     "latency_source": ("string", "measured / simulated:<profile> / replay:<run>/<file> / none"),
@@ -169,7 +173,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "latency_origin": ("string", "client mark the end-of-speech latencies start at: speech_end_sent (last chunk "
                                  "holding speech sent) / last_audio_sent / response_create_sent"),
     "audio_pacing": ("string", "realtime (microphone-paced 100 ms chunks) / fast (as fast as possible)"),
-    "turn_detection": ("string", "server_vad (the server ended the turn) / manual (commit + response.create)"),
+    "turn_detection": ("string", "server_vad (the server ended the turn) / semantic_vad / manual (commit + "
+                                 "response.create)"),
     "vad_silence_ms": ("float64", "ms, server VAD silence_duration_ms in effect: requested, else the family default (NaN: manual)"),
     "vad_window_included": ("boolean", "latencies from end of speech include the server VAD silence window"),
     "response_create_sent_ms": ("float64", "ms, end of user speech -> response.create sent (manual/text turns; "
@@ -649,6 +654,9 @@ def latency_provenance(df: pd.DataFrame) -> str:
         window = (", ".join(f"{v:.0f} ms" for v in sil) if sil else "the service default (not echoed by the service)")
         parts.append("With server VAD (silence_duration_ms " + window + ") the figures from end of speech INCLUDE "
                      "the server's silence wait; the 'from response.created' figures exclude it.")
+    if "semantic_vad" in modes:
+        parts.append("With semantic VAD (§7.23; on the local service an imitation) the figures from end of speech "
+                     "INCLUDE the service's end-of-turn wait; rejected turns have no reply and no latencies.")
     if "manual" in modes:
         parts.append("Manual turns (commit + response.create right after the audio) include no VAD wait.")
     return " ".join(parts)

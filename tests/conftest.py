@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +101,20 @@ def adts_bytes(x: np.ndarray, sr: int) -> bytes:
         for packet in list(stream.encode(frame)) + list(stream.encode(None)):
             container.mux(packet)
     return out.getvalue()
+
+
+@contextlib.contextmanager
+def serve_process(data_dir, api_key: str, *extra):
+    """``qvtools serve`` as a subprocess (port 0, ``api_key``), its stdout/stderr piped as text; killed if
+    still running at the end of the block."""
+    proc = subprocess.Popen([sys.executable, "-m", "qvtools.cli", "serve", "--port", "0", "--data-dir",
+                             str(data_dir), "--api-key", api_key, *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()

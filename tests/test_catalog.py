@@ -17,7 +17,7 @@ def test_families_follow_observed_shapes(model, fam, fmt_in, fmt_out, voice, asr
     f = catalog.family(model)
     assert (f.name, f.input_audio_format, f.output_audio_format, f.default_voice, f.transcription_model) == (
         fam, fmt_in, fmt_out, voice, asr)
-    assert f.known and catalog.is_known_model(model) and catalog.check_model(model) == []
+    assert f.known and catalog.is_known_model(model) and (catalog.check_model(model) == []) == f.listed
     assert f.default_voice in f.voices
 
 
@@ -56,7 +56,7 @@ def test_voice_kinds():
 def test_enrollment_targets():
     assert catalog.check_target_model("qwen3.5-omni-plus-realtime") == []
     assert catalog.check_target_model("qwen3.5-omni-flash") == []
-    assert "not one of the documented" in catalog.check_target_model("qwen3.8-omni-flash-realtime")[0]
+    assert "not one of the documented" in catalog.check_target_model("qwen3-omni-flash-realtime")[0]
 
 
 def test_clone_model_rule_is_one_definition_used_by_client_and_service():
@@ -97,3 +97,26 @@ def test_readme_catalog_table_agrees_with_the_catalog():
         assert asr == f"`{fam.transcription_model}`"
         assert tokens.startswith(f"{fam.audio_tokens_in_per_s:g} / {fam.audio_tokens_out_per_s:g}")
         assert tier == fam.latency_profile
+
+
+def test_2026_listing_and_text_turn_notes():
+    """§7.27: qwen-omni-turbo-realtime is not listed for 2026 accounts (a warning, not a refusal);
+    qwen3-omni-flash is reported to ignore typed turns."""
+    [warning] = catalog.check_model("qwen-omni-turbo-realtime")
+    assert "2026" in warning and "§7.27" in warning
+    assert catalog.family("qwen-omni-turbo-realtime").known
+    assert catalog.check_model("qwen3-omni-flash-realtime") == []
+    assert catalog.family("qwen3-omni-flash-realtime").ignores_text_turns
+    assert not catalog.family("qwen3.5-omni-flash-realtime").ignores_text_turns
+
+
+def test_text_turn_to_qwen3_omni_flash_warns(caplog):
+    from realtime_support import settings_for, shared_service
+
+    from qvtools.realtime.session import RealtimeSession
+
+    with RealtimeSession(settings_for(shared_service()), "qwen3-omni-flash-realtime", voice="Ethan") as rt, \
+            caplog.at_level("WARNING", logger="qvtools.realtime.session"):
+        turn = rt.send_text("Hello, how are you?")
+    assert "ignore typed (text) turns" in caplog.text
+    assert turn.status == "completed", turn.error  # a warning, not a refusal

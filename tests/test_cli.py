@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import signal
-import subprocess
 import sys
 import threading
 
@@ -19,6 +17,8 @@ from qvtools.resources import samples_dir
 from qvtools.cli import COMMANDS, main
 from qvtools.config import ENROLLMENT_PATH
 from qvtools.server import LocalService
+
+from conftest import serve_process
 
 PLUS = "qwen3.5-omni-plus-realtime"
 KEY = "sk-cli-secret-key"
@@ -183,11 +183,7 @@ def _read_line(stream, timeout: float) -> str:
 
 @pytest.mark.slow
 def test_serve_subprocess_prints_its_url(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "qvtools.cli", "serve", "--port", "0", "--data-dir",
-                             str(tmp_path), "--api-key", KEY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
-    try:
+    with serve_process(tmp_path, KEY) as proc:
         line = _read_line(proc.stdout, timeout=60).strip()
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", line), line
         resp = requests.post(line + ENROLLMENT_PATH, json={"model": "qwen-voice-enrollment",
@@ -196,12 +192,6 @@ def test_serve_subprocess_prints_its_url(tmp_path):
         assert resp.status_code == 200 and resp.json()["output"]["total_count"] == 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 # -- talk ----------------------------------------------------------------------------------------------
@@ -470,3 +460,44 @@ def test_plan_sizes_a_study_from_a_pilot_run(tmp_path, capsys):
     assert "voice(s) to create" in out and "billing rule" in out and "no price table" in out
     assert main(["plan", str(run_dir), "--effect", "ttfa_ms", "fast"]) == 2
     assert "must be a number" in capsys.readouterr().err
+
+
+# -- issue 18: semantic VAD and rehearsed session endings --------------------------------------------
+@pytest.mark.slow
+def test_talk_semantic_vad(env, prompt_wav, tmp_path, capsys):
+    from qvtools.realtime.turn import Turn
+
+    assert main(["talk", "--voice", "Tina", "--model", PLUS, "--input", str(prompt_wav), "--out",
+                 str(tmp_path / "r.wav"), "--semantic-vad", "--fast", "--timeout", "60"]) == 0
+    assert "semantic VAD ended the turn" in capsys.readouterr().out
+    turn = Turn.load(tmp_path / "r")
+    assert turn.status == "completed" and "speech_stopped" in turn.marks
+
+
+def test_manual_and_semantic_vad_exclude_each_other(env, prompt_wav, tmp_path, capsys):
+    before = _sessions(env)
+    assert main(["talk", "--voice", "Tina", "--model", PLUS, "--input", str(prompt_wav), "--out",
+                 str(tmp_path / "r.wav"), "--manual", "--semantic-vad"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    assert _sessions(env) == before
+
+
+def test_serve_rehearses_a_1011_ending(tmp_path):
+    """``qvtools serve --fault-ending model_error --fault-sessions 1``: the first session's turn meets
+    COMMON_ERROR + close 1011 (transient), the next session is answered normally."""
+    from qvtools.config import Settings
+    from qvtools.realtime.session import RealtimeSession
+
+    with serve_process(tmp_path, KEY, "--fault-ending", "model_error", "--fault-sessions", "1") as proc:
+        url = _read_line(proc.stdout, timeout=60).strip()
+        settings = Settings(region="local", base_url=url, api_key=KEY, data_dir=tmp_path)
+        with RealtimeSession(settings, PLUS, voice="Tina", modalities=("text",)) as rt:
+            turn = rt.send_text("Hello!")
+            rt._reader.join(10)
+            assert rt.close_code == 1011
+        assert turn.status == "failed" and turn.transient and "ModelServingError" in turn.error
+        with RealtimeSession(settings, PLUS, voice="Tina", modalities=("text",)) as rt:
+            again = rt.send_text("Hello!")
+        assert again.status == "completed", again.error
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

@@ -25,7 +25,7 @@ from replay_server import ReplayServer, load_script, meta
 KEY = "sk-replay-SECRET-0123456789abcdef"
 FIXTURE_FILES = ("manual_turn_qwen38.jsonl", "vad_turn_long_silence.jsonl", "two_turns.jsonl",
                  "cancel_qwen38.jsonl", "error_at_generation.jsonl", "idle_close.jsonl",
-                 "text_item_replaced_id.jsonl")
+                 "text_item_replaced_id.jsonl", "text_only_qwen35.jsonl")
 
 
 def tone(seconds=0.6, rate=16000, lead=0.2):
@@ -87,8 +87,11 @@ def test_fixtures_are_well_formed():
                 assert isinstance(line["event"]["type"], str)
         created = server_lines(script, "session.created")[0]["session"]
         assert "audio" not in created  # §7.1: no audio object
+        manual = m.get("client", {}).get("turn_detection", "server_vad") is None
         for upd in server_lines(script, "session.updated"):
-            assert "turn_detection" not in upd["session"] and "audio" not in upd["session"]  # §7.2
+            assert "audio" not in upd["session"]  # §7.2
+            # §7.2 as corrected by §7.21: the key is absent exactly when manual mode was asked for
+            assert ("turn_detection" in upd["session"]) is not manual, name
 
 
 # ------------------------------------------------------------------------------------- §7 scenarios
@@ -305,6 +308,22 @@ def test_text_items_with_server_made_ids(replay):
     assert [t.status for t in turns] == ["completed", "completed"], [t.error for t in turns]
     assert [t.user_item_id for t in turns] == acks  # the server's ids, not the client's
     assert [t.assistant_transcript for t in turns] == ["Hello! How can I help?", "Tomorrow is Friday."]
+
+
+def test_text_only_reply_as_recorded(replay):
+    """§7.21: the echo's full turn_detection is not what the client relies on; a text-only reply whose
+    output_item.done has no text and whose usage has text_tokens only is a completed turn with its text."""
+    srv = replay("text_only_qwen35.jsonl")
+    done = server_lines(srv.script, "response.output_item.done")[0]["item"]["content"]
+    usage = server_lines(srv.script, "response.done")[0]["response"]["usage"]
+    assert done == [{"type": "text"}] and "audio_tokens" not in usage["output_tokens_details"]
+    with open_session(srv, response_timeout=5.0, turn_detection=None) as rt:
+        assert "turn_detection" in rt.echo  # the recorded echo: the full default object
+        assert rt.manual and rt.effective["turn_detection"] is None  # the request, not the echo
+        turn = rt.send_text("Hello there.")
+    assert turn.status == "completed", turn.error
+    assert turn.assistant_transcript == "Hello! How can I help?" and turn.audio.size == 0
+    assert turn.usage == usage
 
 
 # ------------------------------------------------------------------------------ issue 13 hardening

@@ -121,7 +121,7 @@ def test_old_registry_file_is_migrated_keeping_its_rows(tmp_path, enrollment_wav
         assert [v.voice for v in reg.voices()] == [kept.voice]
         reg.close()
     cols = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(voices)")]
-    assert cols[-2:] == ["fallback_mode", "fallback_reason"]
+    assert cols[-3:] == ["fallback_mode", "fallback_reason", "clone_mode"]
 
 
 def test_registry_keeps_a_degraded_clones_fallback_mode(tmp_path, enrollment_wav, caplog):

@@ -376,3 +376,16 @@ def test_every_key_of_a_recorded_run_is_a_documented_column(tmp_path, monkeypatc
         assert str(df[col].dtype) == "float64" and (df[col] >= 0).all()
     assert df.loc[0, "audio_path"] == f"audio/{rows[0]['turn_id']}.wav"
     assert (df["started_at"] <= df["finished_at"]).all()
+
+
+def test_semantic_vad_rows_say_what_their_latencies_include_and_retries_are_typed():
+    """issue 18: semantic-VAD turns get their own provenance sentence; attempts/transient are typed columns."""
+    df = results.to_frame([
+        {"target_model": PLUS, "status": "rejected", "turn_detection": "semantic_vad", "attempts": 1,
+         "transient": False, "latency_origin": "speech_end_sent", "vad_window_included": True},
+        {"target_model": PLUS, "status": "completed", "turn_detection": "semantic_vad", "attempts": 2,
+         "transient": False, "latency_origin": "speech_end_sent", "vad_window_included": True}])
+    assert str(df["attempts"].dtype) == "Int64" and df["attempts"].tolist() == [1, 2]
+    assert str(df["transient"].dtype) == "boolean"
+    note = results.latency_provenance(df)
+    assert "semantic VAD" in note and "INCLUDE" in note and "Manual turns" not in note

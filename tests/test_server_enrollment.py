@@ -683,19 +683,15 @@ def test_list_latency_during_a_burst_of_12_creates(tmp_path, enrollment_wav):
 
 # -- issue 13: qvtools serve logging -----------------------------------------------------------------------------
 def test_serve_logs_one_line_per_request_error_and_never_the_key(tmp_path):
-    import os
     import queue
     import signal
     import struct
-    import subprocess
-    import sys
     import threading
 
+    from conftest import serve_process
+
     secret = "sk-configured-secret"
-    proc = subprocess.Popen([sys.executable, "-m", "qvtools.cli", "serve", "--port", "0", "--data-dir", str(tmp_path),
-                             "--api-key", secret, "--log-level", "info"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
+    with serve_process(tmp_path, secret, "--log-level", "info") as proc:
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
         url = lines.get(timeout=60).strip()
@@ -721,12 +717,6 @@ def test_serve_logs_one_line_per_request_error_and_never_the_key(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         err = proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stdout.close()
-        proc.stderr.close()
     assert secret not in err and "sk-wrong-key" not in err
     assert "Traceback" not in err
     assert len([ln for ln in err.splitlines() if "-> 401 InvalidApiKey" in ln]) == 1, err

@@ -278,7 +278,7 @@ def check_echo_values(fixture: list[dict], got: list[dict]) -> None:
 
 
 SCENARIOS = ["manual_turn_qwen38", "vad_turn_long_silence", "two_turns", "cancel_qwen38", "error_at_generation",
-             "text_item_replaced_id"]
+             "text_item_replaced_id", "text_only_qwen35"]
 
 
 @pytest.mark.slow
@@ -306,6 +306,18 @@ def test_local_service_speaks_the_fixture_shapes(svc, speech16, name):
             users = [e for e in got if e["type"] == "conversation.item.created" and e["item"]["role"] == "user"]
             assert len(users) == 2 and not sent_ids & {u["item"]["id"] for u in users}  # §7.13 server-made ids
             assert users[1]["previous_item_id"] and all(u["item"]["status"] == "completed" for u in users)
+        if name == "text_only_qwen35":
+            # §7.21: the full default turn_detection echoed; output_item.done without the text; text-only usage
+            upd = next(e for e in got if e["type"] == "session.updated")["session"]
+            assert upd["turn_detection"] == next(e for e in fixture if e["type"] == "session.updated")[
+                "session"]["turn_detection"]
+            assert list(upd) == list(next(e for e in fixture if e["type"] == "session.updated")["session"])
+            item_done = next(e for e in got if e["type"] == "response.output_item.done")["item"]
+            assert item_done["content"] == [{"type": "text"}]
+            final = next(e for e in got if e["type"] == "response.done")["response"]
+            assert final["output"][0]["content"][0]["text"]
+            assert set(final["usage"]["input_tokens_details"]) == set(final["usage"]["output_tokens_details"]) \
+                == {"text_tokens"}
         if name == "manual_turn_qwen38":
             types = [e["type"] for e in got]
             # §7.4: the user item and input-transcription deltas arrive while audio is still appended

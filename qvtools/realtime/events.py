@@ -237,9 +237,12 @@ def default_session(model: str, session_id: str | None = None) -> dict:
 #: ``session.created`` keys as observed (§7.1; no ``audio`` object, no sampling parameters).
 SESSION_CREATED_KEYS = ("object", "model", "modalities", "voice", "input_audio_format", "output_audio_format",
                         "input_audio_transcription", "turn_detection", "id")
-#: ``session.updated`` keys as observed (§7.2; no ``turn_detection`` even after ``turn_detection: null``).
+#: ``session.updated`` keys as observed (§7.2, order of the §7.21 recording). ``turn_detection`` is echoed
+#: (the full object) only while VAD is on: §7.21 saw it after an update that did not mention it, §7.2 saw
+#: no key after ``turn_detection: null`` -- key absent means manual mode.
 SESSION_UPDATED_KEYS = ("id", "object", "model", "modalities", "instructions", "voice", "input_audio_format",
-                        "output_audio_format", "input_audio_transcription", "tools", "max_tokens")
+                        "output_audio_format", "input_audio_transcription", "turn_detection", "tools",
+                        "max_tokens")
 
 
 def session_echo(session: dict, kind: str = "updated", shape: str = "observed") -> dict:
@@ -255,6 +258,8 @@ def session_echo(session: dict, kind: str = "updated", shape: str = "observed") 
         raise ValueError(f"kind must be 'created' or 'updated', got {kind!r}")
     keys = SESSION_CREATED_KEYS if kind == "created" else SESSION_UPDATED_KEYS
     out = {k: copy.deepcopy(session.get(k)) for k in keys}
+    if kind == "updated" and out.get("turn_detection") is None:
+        del out["turn_detection"]  # manual mode: no key (§7.2)
     if "tools" in out and _catalog.family(session.get("model", "")).generation == "qwen3":
         out["tools"] = None  # §7.15: qwen3-omni-flash accepts tools but echoes null
     if kind == "created" and "qvtools" in session:
@@ -558,10 +563,12 @@ def _audio_tokens(seconds: float, rate: float) -> int:
 
 
 def compute_usage(model: str, *, input_audio_s: float, output_audio_s: float, input_text: str = "",
-                  output_text: str = "", history_tokens: int = 0) -> dict:
+                  output_text: str = "", history_tokens: int = 0, text_only: bool = False) -> dict:
     """``response.done.usage`` (§4.4 example shape) at the family's §4.6 audio token rates (catalog).
 
     ``history_tokens`` are the text tokens of earlier turns, re-fed every turn (§4.6 "History").
+    ``text_only``: a text reply to text input carries ``text_tokens`` details only, no ``audio_tokens``
+    keys (§7.15, §7.21 recording).
     """
     fam = _catalog.family(model)
     rin, rout = fam.audio_tokens_in_per_s, fam.audio_tokens_out_per_s
@@ -570,6 +577,9 @@ def compute_usage(model: str, *, input_audio_s: float, output_audio_s: float, in
     in_text = estimate_text_tokens(input_text) + int(history_tokens)
     out_text = estimate_text_tokens(output_text)
     inp, out = in_text + in_audio, out_text + out_audio
+    if text_only and not in_audio and not out_audio:  # §7.21: {"text_tokens"} only, on both sides
+        return {"total_tokens": inp + out, "input_tokens": inp, "output_tokens": out,
+                "input_tokens_details": {"text_tokens": in_text}, "output_tokens_details": {"text_tokens": out_text}}
     return {"total_tokens": inp + out, "input_tokens": inp, "output_tokens": out,
             "input_tokens_details": {"text_tokens": in_text, "audio_tokens": in_audio},
             "output_tokens_details": {"text_tokens": out_text, "audio_tokens": out_audio}}

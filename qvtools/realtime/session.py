@@ -36,6 +36,7 @@ from .. import catalog
 from ..config import Settings
 from ..errors import (APIError, ConfigError, RealtimeError, SessionTimeout, TransportError,
                       VoiceModelMismatch, api_error_from_http, redact_text)
+from . import endings
 from . import events as ev
 from .turn import Turn, TurnTracker
 
@@ -253,6 +254,8 @@ class RealtimeSession:
         self._send_lock = threading.Lock()
         self._closed = threading.Event()
         self._close_info: str | None = None
+        #: The close code the server sent (1005 for a close frame without one, 1006 for a lost connection).
+        self.close_code: int | None = None
         self._tracker: TurnTracker | None = None
         self._reopen: RealtimeError | None = None  # set after §7.3 / §7.12: this connection is unusable
         self._past_items: set[str] = set()  # user item ids of earlier turns (late transcription events)
@@ -395,7 +398,8 @@ class RealtimeSession:
                 elif opcode == websocket.ABNF.OPCODE_CLOSE:
                     code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
                     reason = bytes(data[2:]).decode("utf-8", "replace").strip() if len(data) > 2 else ""
-                    self._close_info = (f"server closed the connection (code {code}"
+                    self.close_code = code if code is not None else endings.CLOSE_NO_STATUS
+                    self._close_info = (f"server closed the connection (code {self.close_code}"
                                         + (f": {self._redact(reason)})" if reason else ")"))
                     break
                 # binary frames are ignored (§4.1 [sdk])
@@ -409,6 +413,7 @@ class RealtimeSession:
                 pass
         except Exception as exc:  # socket gone: tell the consumer instead of raising in a thread
             if not self._closed.is_set():
+                self.close_code = endings.CLOSE_ABNORMAL
                 self._close_info = f"connection lost: {type(exc).__name__}: {self._redact(exc)}"
         finally:
             self._closed.set()
@@ -613,7 +618,7 @@ class RealtimeSession:
                 hint = "" if manual else " (did the server VAD detect speech and its end?)"
                 tracker.fail(f"no reply within {wait:.1f} s{hint}")
         except TransportError as exc:
-            tracker.fail(self._close_info if self._close_info and not self.connected else str(exc))
+            self._fail_closed(tracker, str(exc))
         return self._end(tracker.result())
 
     def send_text(self, text: str, *, timeout: float | None = None, instructions: str | None = None,
@@ -625,6 +630,9 @@ class RealtimeSession:
         """
         if not isinstance(text, str) or not text.strip():
             raise ConfigError("text must be a non-empty string")
+        if self.family.ignores_text_turns:
+            log.warning("%s is reported to ignore typed (text) turns (§7.27); send audio for a reliable reply",
+                        self.model)
         self._check_usable()
         tracker = self._new_tracker()
         wait = float(timeout if timeout is not None else self.response_timeout)
@@ -638,7 +646,7 @@ class RealtimeSession:
             if not tracker.done:
                 tracker.fail(f"no reply within {wait:.1f} s")
         except TransportError as exc:
-            tracker.fail(self._close_info if self._close_info and not self.connected else str(exc))
+            self._fail_closed(tracker, str(exc))
         return self._end(tracker.result())
 
     def _end(self, turn: Turn) -> Turn:
@@ -673,13 +681,29 @@ class RealtimeSession:
     def _handle(self, tracker: TurnTracker, item, on_event) -> None:
         t, text = item
         if text is _CLOSED:
-            tracker.fail(self._close_info or "connection closed")
+            self._fail_closed(tracker, "connection closed")
             return
         event = tracker.feed(text, t)
         if event is None:
             return
         if on_event is not None:
             on_event(event)
+
+    def _fail_closed(self, tracker: TurnTracker, fallback: str) -> None:
+        """End the turn because the connection closed (§7.24): a bare close (1005) right after
+        ``speech_stopped`` names the voice and family; 1011, or an abnormal end during a response, marks
+        the turn transient; a 1007 reason is in :attr:`closed_because` and so in ``Turn.error``."""
+        if tracker.done:
+            return
+        marks = tracker.turn.marks
+        during = tracker.response_active
+        message = self._close_info if self._close_info and not self.connected else fallback
+        if self.close_code == endings.CLOSE_NO_STATUS and "speech_stopped" in marks \
+                and "response_created" not in marks:
+            message = endings.bare_close_message(self.voice, self.family.name)
+        tracker.fail(message)
+        if endings.transient_close(self.close_code, during):
+            tracker.turn.transient = True
 
     def _drain(self, tracker, on_event, *, armed: bool = True) -> None:
         tracker.armed = armed

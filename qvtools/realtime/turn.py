@@ -24,6 +24,7 @@ import numpy as np
 from ..audio import from_pcm16, wav_bytes
 from ..errors import redact_text
 from ..metrics import latencies
+from . import endings
 from .events import SERVER_EVENT_TYPES, Event, parse
 
 __all__ = ["TimedEvent", "Turn", "TurnTracker", "MARKS", "TURN_STATUSES"]
@@ -35,7 +36,8 @@ MARKS = ("connect", "session_ready", "first_audio_sent", "speech_end_sent", "las
          "response_create_sent", "cancel_sent", "speech_started", "speech_stopped", "committed",
          "transcript_done", "response_created", "first_text_delta", "first_audio_delta", "audio_done",
          "response_done")
-TURN_STATUSES = ("completed", "incomplete", "failed", "cancelled")
+#: ``rejected``: semantic VAD did not accept the input (§7.23); no reply, the session stays usable.
+TURN_STATUSES = ("completed", "incomplete", "failed", "cancelled", "rejected")
 
 # server event type -> mark set on its first occurrence
 _EVENT_MARKS = {
@@ -74,8 +76,11 @@ class Turn:
     voice: str | None = None
     session_id: str | None = None
     response_id: str | None = None
-    status: str = "failed"  # "completed" | "incomplete" | "failed" | "cancelled"
+    status: str = "failed"  # "completed" | "incomplete" | "failed" | "cancelled" | "rejected"
     error: str | None = None
+    #: True when the failure is worth retrying on a new session (§7.24 a: ``COMMON_ERROR`` / close 1011, an
+    #: abnormal close during a response, a refused handshake with 5xx); see :mod:`qvtools.realtime.endings`.
+    transient: bool = False
     events: list[TimedEvent] = field(default_factory=list)
     marks: dict[str, float] = field(default_factory=dict)
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
@@ -110,7 +115,7 @@ class Turn:
         return {
             "model": self.model, "voice": self.voice, "session_id": self.session_id,
             "response_id": self.response_id, "status": self.status, "error": self.error,
-            "marks": dict(self.marks), "sample_rate": self.sample_rate,
+            "transient": self.transient, "marks": dict(self.marks), "sample_rate": self.sample_rate,
             "audio_chunks": [list(c) for c in self.audio_chunks],
             "user_transcript": self.user_transcript, "assistant_transcript": self.assistant_transcript,
             "usage": self.usage, "user_item_id": self.user_item_id,
@@ -151,6 +156,7 @@ class Turn:
         for a document that is not one)."""
         return cls(model=meta["model"], voice=meta.get("voice"), session_id=meta.get("session_id"),
                    response_id=meta.get("response_id"), status=meta["status"], error=meta.get("error"),
+                   transient=bool(meta.get("transient", False)),
                    events=[TimedEvent(e["t"], e["type"], e["data"]) for e in meta.get("events", [])],
                    marks={k: float(v) for k, v in meta.get("marks", {}).items()},
                    audio=np.asarray(x, dtype=np.float32), sample_rate=int(sr),
@@ -370,6 +376,14 @@ class TurnTracker:
         if not self.armed:
             self._early_error = text
             return
+        if endings.is_semantic_vad_rejection(message) and not self.response_active:
+            # §7.23: non-fatal; the turn ends at once with its own status, the session stays usable
+            self.error_code = endings.REJECTED_CODE
+            self.turn.error = self._join(f"{endings.REJECTED_CODE}: {self._redact(message)}")
+            self._finish("rejected")
+            return
+        if endings.transient_error_code(code):
+            self.turn.transient = True  # §7.24 a: a model-serving fault, a new session usually succeeds
         self.turn.error = self._join(text)
         if not self.response_active and not self.cancel_requested:
             # an error in place of a response ends the turn at once, in both modes (§7.3)

@@ -70,6 +70,7 @@ encoded bytes, decoded float32 samples and the work copies), measured by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .. import spec
 from ..catalog import ENROLLMENT_TARGET_MODELS
@@ -328,8 +329,18 @@ class ServiceConfig:
     #: the connection is aborted and "slow reader" logged, instead of buffering for it without bound.
     realtime_send_timeout_s: float = 10.0
 
+    # --- issue 18 (§7.23, §7.24): semantic VAD imitation; session endings are FaultPlan.end_session -------
+    #: What the local semantic VAD rejects with the non-fatal §7.23 error (qvtools/server/semantic_vad.py,
+    #: our own imitation): ``"empty_or_incomplete"`` (default), ``"empty"`` or ``"never"``.
+    semantic_vad_reject: Literal["empty_or_incomplete", "empty", "never"] = "empty_or_incomplete"
+
     def __post_init__(self):
         from ..errors import ConfigError
+        from .semantic_vad import REJECT_MODES
+
+        if self.semantic_vad_reject not in REJECT_MODES:
+            raise ConfigError(f"semantic_vad_reject must be one of {', '.join(REJECT_MODES)}, "
+                              f"got {self.semantic_vad_reject!r}")
 
         if self.realtime_language_detection not in LANGUAGE_DETECTION_MODES:
             raise ConfigError(f"realtime_language_detection must be one of {', '.join(LANGUAGE_DETECTION_MODES)}, "

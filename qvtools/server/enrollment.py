@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from ..catalog import OMNI_CLONE_PREFIX
+from ..catalog import OMNI_CLONE_PREFIX, VOICE_CLONE_MODES, create_parameters
 from ..config import ENROLLMENT_MODEL
 from ..spec import LANGUAGES, NAME_PATTERN
 from .faults import FAULTS
@@ -337,7 +337,7 @@ def _throttled(config: ServiceConfig) -> ServiceError:
                         headers={"Retry-After": str(int(config.enroll_retry_after_s))})
 
 
-async def _create(request: web.Request, scope: str, inp: dict) -> web.Response:
+async def _create(request: web.Request, scope: str, inp: dict, *, clone_mode: str | None = None) -> web.Response:
     config: ServiceConfig = request.app[CONFIG]
     store: VoiceStore = request.app[STORE]
     target_model = inp.get("target_model")
@@ -406,9 +406,13 @@ async def _create(request: web.Request, scope: str, inp: dict) -> web.Response:
         await loop.run_in_executor(store_pool, lambda: store.add(scope, record, quota=config.voice_quota))
     except QuotaExceeded:
         raise _quota_error() from None
-    log.info("created voice %s (%s, %.1f s at %d Hz, SNR %.0f dB%s)", record.voice, target_model,
-             enrolled.duration_s, enrolled.sample_rate, enrolled.snr_db,
-             f", degraded: {enrolled.fallback_reason}" if enrolled.fallback_mode else "")
+    log.info("created voice %s (%s, %.1f s at %d Hz, SNR %.0f dB%s, voice_clone_mode %s)", record.voice,
+             target_model, enrolled.duration_s, enrolled.sample_rate, enrolled.snr_db,
+             f", degraded: {enrolled.fallback_reason}" if enrolled.fallback_mode else "", clone_mode)
+    if clone_mode is None and create_parameters(target_model).get("voice_clone_mode"):
+        # §7.28: no error -- the cloud silently makes the clone in the older mode; the local service says so
+        log.warning("voice %s for %s was created without parameters.voice_clone_mode: the real service makes "
+                    "such a clone in the older mode without an error (§7.28)", record.voice, target_model)
     # QC-VC extra fields (§2.1, §7.9): fallback_mode/fallback_reason on every create answer
     output = {"voice": record.voice, "target_model": target_model, "fallback_mode": enrolled.fallback_mode}
     if enrolled.fallback_mode:
@@ -462,12 +466,31 @@ async def handle_customization(request: web.Request) -> web.Response:
     inp = body.get("input")
     if not isinstance(inp, dict):
         raise _param_error("input")
-    # body["parameters"] (the SDK sends {}) is tolerated and ignored (§2 [sdk]).
+    # body["parameters"]: the SDK sends {} (§2 [sdk]); a create may carry voice_clone_mode (§7.28)
+    clone_mode = _clone_mode(body.get("parameters"))
     action = inp.get("action")
     handler = _ACTIONS.get(action) if isinstance(action, str) else None
     if handler is None:
         raise _param_error("input.action")
     faults = request.app.get(FAULTS)  # injected faults (qvtools/server/faults.py), off by default
+    work = handler(request, scope, inp, clone_mode=clone_mode) if action == "create" \
+        else handler(request, scope, inp)
     if faults is not None:
-        return await faults.enrollment(request, scope, action, handler(request, scope, inp))
-    return await handler(request, scope, inp)
+        return await faults.enrollment(request, scope, action, work)
+    return await work
+
+
+def _clone_mode(parameters) -> str | None:
+    """``parameters.voice_clone_mode`` (§7.28), checked: a string of :data:`qvtools.catalog.VOICE_CLONE_MODES`.
+    Other ``parameters`` keys are tolerated, as the SDK's ``{}`` is."""
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise _param_error("parameters")
+    mode = parameters.get("voice_clone_mode")
+    if mode is None and "voice_clone_mode" not in parameters:
+        return None
+    if not isinstance(mode, str) or mode not in VOICE_CLONE_MODES:
+        raise ServiceError(400, "InvalidParameter", "Required parameter(parameters.voice_clone_mode) missing or "
+                           f"invalid, please check the request parameters (known: {', '.join(VOICE_CLONE_MODES)}).")
+    return mode

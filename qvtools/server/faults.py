@@ -29,14 +29,16 @@ import logging
 import random
 import threading
 from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
 
 from aiohttp import web
 
+from ..realtime import endings
 from ..realtime import events as ev
 from .http import ServiceError, authenticate, error_response, read_json
 
 __all__ = ["FaultPlan", "FaultInjector", "SessionFaults", "FAULTS_PATH", "ENROLL_STATUSES", "MALFORMED_FRAME",
-           "UNKNOWN_EVENT_TYPE", "client_faults", "FAULTS"]
+           "UNKNOWN_EVENT_TYPE", "client_faults", "FAULTS", "SESSION_ENDINGS"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,13 @@ ENROLL_STATUSES = {
     504: ("GatewayTimeout", "Gateway timeout (injected fault)."),
 }
 _ACTIONS = ("create", "list", "delete")
+#: Injectable ends of a realtime session (§7.24, :mod:`qvtools.realtime.endings`):
+#: ``model_error``: ``error`` COMMON_ERROR then close 1011, in place of the turn's ``response.created``;
+#: ``param_error``: ``error`` InvalidParameter then close 1007 with the same text as the reason, likewise;
+#: ``bare_close``: right after the turn's ``speech_stopped`` (manual mode: ``committed``), a close frame
+#: without a status code (the client sees 1005), no ``error`` event.
+SESSION_ENDINGS = ("model_error", "param_error", "bare_close")
+SessionEnding = Literal["model_error", "param_error", "bare_close"]
 _DROP_WHEN = ("before", "after")
 #: The frame sent by ``malformed_after_audio_deltas``: a truncated JSON object (not parseable).
 MALFORMED_FRAME = '{"type": "response.audio.delta", "delta": "AAAA'
@@ -89,6 +98,11 @@ class FaultPlan:
     stops sending anything for the rest of the session while the socket stays open;
     ``malformed_after_audio_deltas`` sends one non-JSON frame (:data:`MALFORMED_FRAME`);
     ``unknown_after_audio_deltas`` sends one event of type :data:`UNKNOWN_EVENT_TYPE`.
+
+    Session endings (§7.24; :data:`SESSION_ENDINGS`): ``end_session`` ends the session on its
+    ``end_on_turn``-th turn (1 = the first; counted per session); ``end_reason`` replaces the 1007 text
+    (default: the §7.24 b voice text for the session's voice). Combine with ``times=1`` to fault only the
+    first session, so a retry on a new session succeeds.
     """
 
     times: int | None = None
@@ -103,6 +117,10 @@ class FaultPlan:
     stall_after_audio_deltas: int | None = None
     malformed_after_audio_deltas: int | None = None
     unknown_after_audio_deltas: int | None = None
+    # -- session endings (§7.24), so they can be rehearsed offline
+    end_session: SessionEnding | None = None
+    end_on_turn: int = 1
+    end_reason: str | None = None
 
     def __post_init__(self):
         _opt_int("times", self.times)
@@ -130,6 +148,14 @@ class FaultPlan:
         for name in ("drop_after_audio_deltas", "stall_after_audio_deltas", "malformed_after_audio_deltas",
                      "unknown_after_audio_deltas"):
             _opt_int(name, getattr(self, name))
+        if self.end_session is not None and self.end_session not in SESSION_ENDINGS:
+            raise ValueError(f"FaultPlan.end_session must be one of {SESSION_ENDINGS} or None, "
+                             f"got {self.end_session!r}")
+        _opt_int("end_on_turn", self.end_on_turn, lo=1)
+        if self.end_reason is not None and (not isinstance(self.end_reason, str) or not self.end_reason.strip()
+                                            or len(self.end_reason.encode("utf-8")) > 123):
+            raise ValueError("FaultPlan.end_reason must be a non-empty text of at most 123 bytes (RFC 6455 "
+                             f"§5.5), got {self.end_reason!r}")
 
     @classmethod
     def from_dict(cls, data) -> "FaultPlan":
@@ -157,7 +183,7 @@ class FaultPlan:
     def realtime_faults(self) -> bool:
         return self.added_latency_ms > 0 or any(getattr(self, n) is not None for n in (
             "drop_after_audio_deltas", "stall_after_audio_deltas", "malformed_after_audio_deltas",
-            "unknown_after_audio_deltas"))
+            "unknown_after_audio_deltas", "end_session"))
 
 
 @dataclass
@@ -364,6 +390,7 @@ class SessionFaults:
     key_hash: str | None = field(repr=False, default=None)
     stalled: bool = False
     _deltas: dict = field(default_factory=dict, repr=False)  # response_id -> audio deltas sent
+    _turns: int = 0  # turns seen by the session-ending fault (response.created / speech_stopped sent)
 
     def set_plan(self, plan) -> None:
         """A session-level plan (client ``session.update`` extension or ``set_faults(session_id)``)."""
@@ -377,6 +404,11 @@ class SessionFaults:
         if plan is None:
             return True
         etype = event.get("type")
+        if etype == "response.created" and plan.end_session in ("model_error", "param_error"):
+            self._turns += 1
+            if self._turns == plan.end_on_turn:
+                await self._end_session(conn, plan)
+                return False
         if etype == "response.created" and plan.added_latency_ms > 0:
             self.injector.record("added_latency", session_id=self.session_id, ms=plan.added_latency_ms)
             await asyncio.sleep(plan.added_latency_ms / 1000.0)
@@ -389,6 +421,14 @@ class SessionFaults:
 
     async def after_send(self, conn, event: dict) -> None:
         plan = self.plan
+        if plan is not None and plan.end_session == "bare_close" and event.get("type") in (
+                "input_audio_buffer.speech_stopped", "input_audio_buffer.committed"):
+            manual = not (conn.session.get("turn_detection") or None)
+            if (event["type"] == "input_audio_buffer.committed") == manual:
+                self._turns += 1
+                if self._turns == plan.end_on_turn:
+                    await self._end_session(conn, plan)
+            return
         if plan is None or event.get("type") != "response.audio.delta":
             return
         rid = event.get("response_id")
@@ -413,6 +453,25 @@ class SessionFaults:
             if self.transport is not None:
                 self.transport.abort()  # no close frame: the client sees the connection vanish
 
+    async def _end_session(self, conn, plan: FaultPlan) -> None:
+        """The §7.24 ending ``plan.end_session``: the error event (none for a bare close), then the close."""
+        kind = plan.end_session
+        self.injector.record("end_session", session_id=self.session_id, ending=kind, turn=self._turns)
+        if kind == "bare_close":
+            conn.closed = True
+            await _close_without_status(conn)
+            return
+        if kind == "model_error":
+            code, message, close = endings.MODEL_SERVING_CODE, endings.MODEL_SERVING_ERROR, \
+                endings.CLOSE_INTERNAL_ERROR
+            info = {"code": code, "message": message}
+        else:
+            message = plan.end_reason or endings.voice_error_reason(str(conn.session.get("voice")))
+            code, close = "InternalError.Algo.InvalidParameter", endings.CLOSE_INVALID_PAYLOAD
+            info = {"type": "invalid_request_error", "code": code, "message": message, "param": None}
+        await self._raw(conn, json.dumps({"event_id": ev.new_id("event"), "type": "error", "error": info}), "error")
+        await conn._close(close, message)
+
     async def _raw(self, conn, text: str, trace_type: str) -> None:
         if conn.closed or conn.ws.closed:
             return
@@ -434,6 +493,24 @@ class SessionFaults:
         conn.closed = True
         if self.transport is not None:
             self.transport.abort()
+
+async def _close_without_status(conn) -> None:
+    """Send a close frame with an empty payload (RFC 6455 §7.1.5: the peer reads 1005) and end the
+    connection. aiohttp's public ``close()`` always writes a code, so its frame writer is used directly."""
+    from aiohttp import WSMsgType
+
+    ws = conn.ws
+    writer = getattr(ws, "_writer", None)
+    try:
+        if writer is not None and not ws.closed:
+            async with conn.send_lock:
+                await writer.send_frame(b"", WSMsgType.CLOSE)
+    except (ConnectionError, RuntimeError):
+        pass
+    transport = getattr(conn.faults, "transport", None)
+    if transport is not None:
+        transport.close()
+
 
 def client_faults(config, session) -> tuple[bool, FaultPlan | None, dict | None]:
     """The ``qvtools.faults`` extension of a ``session.update`` payload: ``(present, plan, error)``.

@@ -56,6 +56,7 @@ from .. import catalog
 from ..audio import from_pcm16, resample, to_pcm16
 from ..realtime import events as ev
 from .faults import FAULTS, client_faults
+from . import semantic_vad
 from .http import CONFIG, LATENCY, STORE, TRACE, authenticate, error_response
 from .latency import NO_DELAYS, LatencySource
 from .rt_handshake import admit, check_handshake, release
@@ -947,7 +948,15 @@ class _Connection:
                 user.text_future.set_result(text)
 
     # ------------------------------------------------------------------------------- responses
-    async def _start_response(self, modalities, instructions, event_id: str | None = None) -> None:
+    async def _start_response(self, modalities, instructions, event_id: str | None = None, *,
+                              judged: bool = False) -> None:
+        td = self.session.get("turn_detection") or {}
+        if td.get("type") == "semantic_vad" and self.pending_user is not None and not judged \
+                and self.voice_error is None:
+            # semantic VAD (our imitation, qvtools/server/semantic_vad.py): judged on the transcript first
+            user, self.pending_user = self.pending_user, None
+            self.spawn(self._semantic_turn(user, modalities, instructions, event_id))
+            return
         if self.voice_error is not None:
             # §7.3 (observed): an unusable voice is answered at the response trigger by a lone error, no
             # response.created; later session.update events get no answer (realtime_dead_after_voice_error)
@@ -961,6 +970,19 @@ class _Connection:
         self.response = resp
         self.idle_since = time.monotonic()
         resp.task = self.spawn(self._respond(resp))
+
+    async def _semantic_turn(self, user, modalities, instructions, event_id) -> None:
+        """§7.23: accept the turn (then respond as server VAD would) or send the non-fatal rejection."""
+        text = await user.text_future
+        why = semantic_vad.rejects(text, self.cfg.semantic_vad_reject)
+        if why is not None:
+            log.info("session %s: semantic VAD (imitation) rejected the turn: %s", self.session_id, why)
+            await self.send(semantic_vad.rejection(event_id))
+            return
+        if self.response is not None or self.closed:
+            return
+        self.pending_user = user
+        await self._start_response(modalities, instructions, event_id, judged=True)
 
     def _cancel_response(self) -> None:
         if self.response is not None:
@@ -1203,7 +1225,8 @@ class _Connection:
         out_s = resp.audio_samples / float(self.out_rate)
         usage = ev.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
                                  output_audio_s=out_s, input_text=(instructions or "") + " " + user_text,
-                                 output_text=text, history_tokens=self.history_tokens)
+                                 output_text=text, history_tokens=self.history_tokens,
+                                 text_only=not resp.audio_on)
         self.history_tokens += ev.estimate_text_tokens(user_text) + ev.estimate_text_tokens(text)
         await self.send(ev.response_done(self._resp_obj(resp, "completed", output=[resp.final_item("completed")],
                                                         usage=usage)), resp.id)

@@ -105,10 +105,15 @@ class ResponseStream:
         self.audio_samples += len(chunk) // 2
         return ev.audio_delta(self.id, self.item_id, chunk)
 
-    def final_item(self, status: str) -> dict:
-        """The assistant item as ``response.output_item.done`` / ``response.done`` carry it."""
+    def final_item(self, status: str, *, item_done: bool = False) -> dict:
+        """The assistant item as ``response.output_item.done`` (``item_done``) / ``response.done`` carry it.
+        §7.21: a text-only ``output_item.done`` has ``content: [{"type": "text"}]`` without the text;
+        ``response.done`` has the full text."""
         text = "".join(self.transcript)
-        content = [{"type": "audio", "transcript": text}] if self.audio_on else [{"type": "text", "text": text}]
+        if self.audio_on:
+            content = [{"type": "audio", "transcript": text}]
+        else:
+            content = [{"type": "text"}] if item_done else [{"type": "text", "text": text}]
         return ev.assistant_item(self.item_id, status=status, content=content)
 
     def dones(self, status: str) -> list[dict]:
@@ -123,7 +128,7 @@ class ResponseStream:
                 out += [ev.text_done(self.id, self.item_id, text),
                         ev.content_part_done(self.id, self.item_id, text, "text")]
         if self.stage in ("item", "part"):
-            out.append(ev.output_item_done(self.id, self.final_item(status)))
+            out.append(ev.output_item_done(self.id, self.final_item(status, item_done=True)))
         self.stage = "done"
         return out
 
