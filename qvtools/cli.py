@@ -269,7 +269,7 @@ def _talk(args) -> int:
     from pathlib import Path
 
     from .audio import load
-    from .config import redact
+    from .errors import redact
     from .errors import ConfigError
 
     out = Path(args.out)
@@ -484,7 +484,7 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except QVError as exc:
-        from .config import redact
+        from .errors import redact
 
         print(f"error: {redact(str(exc), _env_key())}", file=sys.stderr, flush=True)
         return 2

@@ -35,7 +35,7 @@ from .. import audio as _audio
 from .. import catalog
 from ..config import Settings
 from ..errors import (APIError, ConfigError, RealtimeError, SessionTimeout, TransportError,
-                      VoiceModelMismatch, api_error_from_http, redact_text)
+                      VoiceModelMismatch, api_error_from_http, redact)
 from . import events as ev
 from .turn import Turn, TurnTracker
 
@@ -326,7 +326,7 @@ class RealtimeSession:
         return str(self.effective.get("output_audio_format"))
 
     def _redact(self, text) -> str:
-        return redact_text(text, self.settings.api_key)
+        return redact(text, self.settings.api_key)
 
     # -------------------------------------------------------------------------------- transport
     def connect(self) -> "RealtimeSession":

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import from_pcm16, wav_bytes
-from ..errors import redact_text
+from ..errors import redact
 from ..metrics import latencies
 from .events import SERVER_EVENT_TYPES, Event, parse
 
@@ -155,13 +155,13 @@ _KNOWN_TYPES = frozenset(SERVER_EVENT_TYPES)
 
 
 def _redact_tree(value, secrets, depth: int = 0):
-    """``value`` with every string passed through :func:`~qvtools.errors.redact_text` (keys included)."""
+    """``value`` with every string passed through :func:`~qvtools.errors.redact` (keys included)."""
     if depth > 20:
         return "…"
     if isinstance(value, str):
-        return redact_text(value, *secrets)
+        return redact(value, *secrets)
     if isinstance(value, dict):
-        return {redact_text(k, *secrets): _redact_tree(v, secrets, depth + 1) for k, v in value.items()}
+        return {redact(k, *secrets): _redact_tree(v, secrets, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact_tree(v, secrets, depth + 1) for v in value]
     return value
@@ -226,7 +226,7 @@ class TurnTracker:
         return self.turn.response_id is not None and not self.done
 
     def _redact(self, text) -> str:
-        return redact_text(text, *self._secrets)
+        return redact(text, *self._secrets)
 
     # server side --------------------------------------------------------------------------------
     def feed(self, text: str | bytes, t: float) -> Event | None:
