@@ -296,6 +296,7 @@ def test_idle_close_as_observed_and_the_session_cap(tmp_path):
         c.close()
 
 
+@pytest.mark.perf  # wall clock: bounds relative to the configured idle timeout
 def test_idle_close_counts_from_the_last_response_not_from_client_frames(tmp_path):
     import websocket
 
