@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import from_pcm16, wav_bytes
+from ..catalog import DEFAULT_OUTPUT_SAMPLE_RATE
 from ..errors import redact
-from ..metrics import latencies
+from ..metrics import EVENT_MARKS, latencies
 from .events import SERVER_EVENT_TYPES, Event, parse
 
 __all__ = ["TimedEvent", "Turn", "TurnTracker", "MARKS", "TURN_STATUSES"]
@@ -38,18 +39,7 @@ MARKS = ("connect", "session_ready", "first_audio_sent", "speech_end_sent", "las
 TURN_STATUSES = ("completed", "incomplete", "failed", "cancelled")
 
 # server event type -> mark set on its first occurrence
-_EVENT_MARKS = {
-    "input_audio_buffer.speech_started": "speech_started",
-    "input_audio_buffer.speech_stopped": "speech_stopped",
-    "input_audio_buffer.committed": "committed",
-    "conversation.item.input_audio_transcription.completed": "transcript_done",
-    "response.created": "response_created",
-    "response.audio_transcript.delta": "first_text_delta",
-    "response.text.delta": "first_text_delta",
-    "response.audio.delta": "first_audio_delta",
-    "response.audio.done": "audio_done",
-    "response.done": "response_done",
-}
+_EVENT_MARKS = EVENT_MARKS  # the one table, in qvtools.metrics
 
 
 @dataclass
@@ -79,7 +69,7 @@ class Turn:
     events: list[TimedEvent] = field(default_factory=list)
     marks: dict[str, float] = field(default_factory=dict)
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
-    sample_rate: int = 24000
+    sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE
     audio_chunks: list[tuple[float, int]] = field(default_factory=list)
     user_transcript: str | None = None
     assistant_transcript: str | None = None
@@ -193,7 +183,7 @@ class TurnTracker:
     """
 
     def __init__(self, model: str, *, voice: str | None = None, session_id: str | None = None,
-                 sample_rate: int = 24000, marks: dict | None = None, secrets=(), ignore_items=()):
+                 sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE, marks: dict | None = None, secrets=(), ignore_items=()):
         self.turn = Turn(model=model, voice=voice, session_id=session_id, sample_rate=int(sample_rate),
                          marks=dict(marks or {}))
         self._pcm: list[bytes] = []

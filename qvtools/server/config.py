@@ -170,7 +170,7 @@ class ServiceConfig:
     max_decoded_samples: int = 60 * 48000 * 2
     #: Rate the voice's audio is stored at (mono 16-bit WAV): a 384 kHz upload is kept as 24 kHz, so a
     #: stored blob is at most ``max_audio_s`` × 48 KB/s (2.9 MB).
-    store_sample_rate: int = 24000
+    store_sample_rate: int = spec.MIN_SAMPLE_RATE  # 24 kHz (§2.4 "Sample rate ≥ 24 kHz")
     #: Seconds of speech (from the first speech onward) the voice profile is measured on (§2.4 recommends
     #: 10-20 s); bounds the analysis memory (pyworld spectra: ~110 MB for 60 s). None: the whole clip.
     analysis_max_s: float | None = 20.0
