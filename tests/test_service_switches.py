@@ -101,3 +101,37 @@ def test_reply_mode_echo_repeats_a_typed_turn(tmp_path, mode):
         assert words.lower() in text.lower()
     else:
         assert words.lower() not in text.lower()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["stash", "text"])
+def test_transcription_delta_shape_is_a_choice(tmp_path, shape):
+    # §7.14 (observed, default "stash"): the delta's text is empty and stash holds the sentence; "text": the guess
+    import base64
+
+    from qvtools.audio import resample, to_pcm16
+    from realtime_support import utterance
+
+    x, sr = utterance()
+    pcm = to_pcm16(resample(x, sr, 16000))
+    cfg = ServiceConfig(realtime_latency="none", warm_speech=False, realtime_transcription_delta=shape,
+                        realtime_partial_transcription_s=0)
+    with LocalService(data_dir=tmp_path, config=cfg) as svc:
+        c = RawClient(svc, FLASH, timeout=120)
+        try:
+            c.until("session.created")
+            c.send({"type": "session.update", "session": {"turn_detection": None, "modalities": ["text"]}})
+            c.until("session.updated")
+            for i in range(0, len(pcm), 6400):
+                c.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm[i:i + 6400]).decode()})
+            c.send({"type": "input_audio_buffer.commit"})
+            events = c.until("conversation.item.input_audio_transcription.completed", timeout=120)
+        finally:
+            c.close()
+    delta = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.delta"][-1]
+    heard = events[-1]["transcript"]
+    assert "weather" in heard.lower(), heard
+    if shape == "stash":
+        assert delta["text"] == "" and delta["stash"] == heard
+    else:
+        assert delta["text"] == heard and delta["stash"] == ""
