@@ -1,10 +1,11 @@
 """Metric throughput: seconds of audio scored per second of compute (x real time).
 
-    /work/venv/bin/python benchmarks/bench_metrics.py [--repeats 3] [--no-asr]
+    /work/venv/bin/python benchmarks/bench_metrics.py [--repeats 3] [--no-asr] [--replies RUN_DIR]
 
 Scores real speech from the shared test data (QVTOOLS_SPEECH_DIR, default ../shared/data/speech)
 or, when it is absent, a synthetic voiced signal. Model loading is timed separately (first call)
-and excluded from throughput. Target: everything but ASR >= 20x real time.
+and excluded from throughput. Target: everything but ASR, naturalness (DNSMOS) included, >= 20x real time
+(issue 20); the audible-latency onset (Silero VAD) is in the bundle too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qvtools import metrics  # noqa: E402
+from qvtools import audible, metrics, naturalness  # noqa: E402
 from qvtools.audio import load  # noqa: E402
 
 
@@ -38,6 +39,12 @@ def speech_clips(max_clips: int = 4):
         x, sr = load(d / r["path"], mono=True)
         clips.append((x, sr, r["transcript"] or None, r["path"]))
     return clips
+
+
+def reply_clips(run_dir, max_clips: int = 8):
+    """The first ``max_clips`` reply WAVs of a ``qvtools compare`` run (what a turn really scores)."""
+    paths = sorted((Path(run_dir) / "audio").glob("*.wav"))[:max_clips]
+    return [(*load(p, mono=True), None, f"reply {p.stem}") for p in paths] or None
 
 
 def synthetic_clips():
@@ -68,16 +75,30 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-asr", action="store_true")
+    ap.add_argument("--replies", metavar="RUN_DIR", help="score the reply WAVs of a compare run (the reference is "
+                    "still the first shared clip)")
     args = ap.parse_args(argv)
 
     clips = speech_clips() or synthetic_clips()
-    audio_s = sum(x.shape[0] / sr for x, sr, _, _ in clips)
     ref, ref_sr = clips[0][0], clips[0][1]
+    if args.replies:
+        clips = reply_clips(args.replies)
+        if not clips:
+            ap.error(f"no reply WAVs under {args.replies}/audio")
+    audio_s = sum(x.shape[0] / sr for x, sr, _, _ in clips)
     print(f"clips: {len(clips)} ({audio_s:.1f} s of audio): {', '.join(c[3] for c in clips)}")
 
     t0 = time.perf_counter()
     metrics.speaker_similarity(ref[: ref_sr], ref_sr, ref, ref_sr)  # loads the model, caches ref
     print(f"speaker model load + first embed: {time.perf_counter() - t0:.2f} s")
+
+    t0 = time.perf_counter()
+    naturalness.reference_mos(ref, ref_sr)  # loads DNSMOS, caches the reference's score
+    print(f"DNSMOS load + first score: {time.perf_counter() - t0:.2f} s")
+
+    def bundle(x, sr, _):
+        return (metrics.audio_metrics(x, sr, reference=(ref, ref_sr), asr=False, speaker=True),
+                naturalness.mos_columns(x, sr, (ref, ref_sr)), audible.speech_onset_s(x, sr))
 
     cases = {
         "levels (rms, peak, clipping)": lambda x, sr, _: (metrics.rms_dbfs(x, sr), metrics.peak_dbfs(x, sr),
@@ -88,6 +109,9 @@ def main(argv=None) -> int:
         "speaker_similarity (ref cached)": lambda x, sr, _: metrics.speaker_similarity(x, sr, ref, ref_sr),
         "audio_metrics(asr=False) ALL NON-ASR": lambda x, sr, _: metrics.audio_metrics(
             x, sr, reference=(ref, ref_sr), asr=False, speaker=True),
+        "naturalness (DNSMOS P.835 + P.808)": lambda x, sr, _: naturalness.dnsmos(x, sr),
+        "audible onset (Silero VAD)": lambda x, sr, _: audible.speech_onset_s(x, sr),
+        "ALL NON-ASR + MOS + onset (per turn)": bundle,
     }
     header = f"{'metric':40s} {'wall s':>8s} {'xRT wall':>9s} {'cpu s':>8s} {'xRT cpu':>9s}"
     print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
@@ -114,11 +138,11 @@ def main(argv=None) -> int:
                 r = metrics.intelligibility(x, sr, text)
                 print(f"  {path}: wer={r['wer']:.3f} cer={r['cer']:.3f}")
 
-    wall, cpu = results["audio_metrics(asr=False) ALL NON-ASR"]
+    wall, cpu = results["ALL NON-ASR + MOS + onset (per turn)"]
     # "compute" = process CPU seconds: on a shared, oversubscribed machine wall time mostly measures
     # the wait for a core (the load average is printed above so the two can be read together).
     verdict = "OK" if cpu >= 20 else "BELOW TARGET"
-    print(f"non-ASR bundle: {cpu:.1f}x real time per CPU second ({wall:.1f}x wall at load "
+    print(f"non-ASR bundle with MOS: {cpu:.1f}x real time per CPU second ({wall:.1f}x wall at load "
           f"{os.getloadavg()[0]:.1f}); target >= 20x: {verdict}")
     return 0
 

@@ -29,7 +29,7 @@ def journal_bench(tmp: Path, n: int = 1000) -> tuple[float, float]:
     t0 = time.perf_counter()
     with open(path, "a", encoding="utf-8") as fh:
         for i in range(n):
-            ex.append_row(fh, dict(row, turn_id=f"t{i}"))
+            ex.append_row(fh, dict(row, turn_id=ex.turn_id("v", "m", "p", i)))
     t_append = (time.perf_counter() - t0) / n
     t0 = time.perf_counter()
     assert len(ex.read_turns(path)) == n

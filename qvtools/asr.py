@@ -30,8 +30,9 @@ from .audio import as_mono
 from .errors import ConfigError
 from .lang import LANGUAGE_CODES, base_language
 
-__all__ = ["MODEL_NAME", "MODEL_NAMES", "ENGLISH_MODEL", "Transcription", "model_name", "transcribe",
-           "recognize", "detect_language", "load_model", "to_simplified"]
+__all__ = ["MODEL_NAME", "MODEL_NAMES", "ENGLISH_MODEL", "DETECTORS", "EnglishGate", "ENGLISH_GATE", "GateStats",
+           "Transcription", "model_name", "transcribe", "recognize", "detect_language", "english_gate_stats",
+           "load_model", "to_simplified"]
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,59 @@ _load_lock = threading.Lock()
 _run_lock = threading.Lock()
 
 
+#: How the language of an utterance nobody named is found (``recognize(detector=...)``, the local service's
+#: ``ServiceConfig.realtime_language_detector``): ``"english_gate"`` (default) decodes with tiny.en first and
+#: keeps that transcript when :data:`ENGLISH_GATE` accepts it, running Whisper base's detection only on the
+#: turns it is unsure of; ``"whisper_base"`` always runs Whisper base's detection first (the behaviour before
+#: issue 22).
+DETECTORS = ("english_gate", "whisper_base")
+
+
+class GateStats(NamedTuple):
+    """tiny.en's own confidence on one utterance: the token-weighted mean of the segments' ``avg_logprob``,
+    the largest segment ``compression_ratio`` (a repetition loop, e.g. tiny.en on Mandarin, goes far above
+    Whisper's usual 2.4) and the largest ``no_speech_prob``; ``text`` is tiny.en's transcript."""
+
+    logprob: float
+    compression: float
+    no_speech: float
+    text: str
+
+
+class EnglishGate(NamedTuple):
+    """Accept an utterance as English from tiny.en's confidence (issue 22 item 4: a cheap first pass, Whisper
+    base's detection only when unsure). Thresholds from ``benchmarks/calibrate_language_gate.py``: chosen on
+    the project's own packaged samples (Piper English, Kokoro Mandarin; whole and cut into 2 s / 3 s windows)
+    as the highest non-English mean log-probability there (-0.89) plus a safety margin of 0.35 (a Mandarin
+    turn taken for English costs a wrong transcript and reply; an English turn sent on to Whisper base costs
+    only CPU), and tested on the held-out real speech of ../shared/data/speech (English, Mandarin, German, Spanish and
+    the bad/ inputs), figures in the README "Language detection" entry. The gate is one-sided: a rejection
+    means "unsure", never "not English" -- Whisper base decides those."""
+
+    min_logprob: float = -0.54
+    max_compression: float = 2.4
+    max_no_speech: float = 0.6
+
+    def accepts(self, stats: GateStats) -> bool:
+        return (bool(stats.text) and stats.logprob >= self.min_logprob and stats.compression <= self.max_compression
+                and stats.no_speech <= self.max_no_speech)
+
+
+#: The gate the local service uses (see :class:`EnglishGate`).
+ENGLISH_GATE = EnglishGate()
+
+
 class Transcription(NamedTuple):
     """One recognised utterance: the text, its language code, the detection probability
-    (1.0 when the caller gave the language) and the :data:`MODEL_NAMES` value of the model used."""
+    (1.0 when the caller gave the language or the English gate accepted it) and the :data:`MODEL_NAMES`
+    value of the model used; ``detector`` says how the language was found: ``"given"``,
+    ``"english_gate"`` (tiny.en's confidence, :data:`ENGLISH_GATE`) or ``"whisper_base"``."""
 
     text: str
     language: str | None
     probability: float
     model: str
+    detector: str = "given"
 
 
 def model_name(language: str | None = None) -> str:
@@ -154,17 +200,55 @@ def _candidates(candidates) -> frozenset:
     return out
 
 
-def _decode(model, x, language: str) -> str:
+#: Most tokens the English gate lets tiny.en write per second of audio (plus a constant): English speech is about
+#: 4 tokens/s, while tiny.en on Mandarin loops on repeated tokens up to its window limit (1.1 CPU s for a 2.3 s
+#: prompt, benchmarks/bench_turn_profile.py). A decode that reaches the cap is not accepted (unsure).
+_GATE_TOKENS_PER_S = 8
+_GATE_TOKENS_MIN = 16
+
+
+def _segments(model, x, language: str, max_new_tokens: int | None = None) -> list:
     prompt = _ZH_PROMPT if language == "zh" else None
     # temperature 0 only: faster-whisper's default falls back to sampling at 0.2 … 1.0 when a window
     # looks repetitive, which makes results random and, on speech in another language than the one
     # asked for, re-decodes each window six times (60 s for a 10 s clip here).
     segments, _info = model.transcribe(x, language=language, beam_size=1, temperature=0.0, vad_filter=False,
-                                       condition_on_previous_text=False, initial_prompt=prompt)
+                                       condition_on_previous_text=False, initial_prompt=prompt,
+                                       max_new_tokens=max_new_tokens)
+    return list(segments)
+
+
+def _join(segments, language: str) -> str:
     if language == "zh":
         text = "".join(s.text.strip() for s in segments)
         return to_simplified(text).strip()
     return " ".join(s.text.strip() for s in segments).strip()
+
+
+def _decode(model, x, language: str) -> str:
+    return _join(_segments(model, x, language), language)
+
+
+def _gate_stats(model, x) -> GateStats:
+    cap = _GATE_TOKENS_MIN + int(_GATE_TOKENS_PER_S * x.size / _SR)
+    segments = _segments(model, x, "en", max_new_tokens=cap)
+    weights = [max(1, len(s.tokens)) for s in segments]
+    total = sum(weights)
+    logprob = sum(s.avg_logprob * w for s, w in zip(segments, weights)) / total if total else float("-inf")
+    compression = max((float(s.compression_ratio) for s in segments), default=0.0)
+    if any(len(s.tokens) >= cap for s in segments):
+        compression = float("inf")  # cut at the cap: a runaway decode, never accepted as English
+    return GateStats(float(logprob), compression, max((float(s.no_speech_prob) for s in segments), default=1.0),
+                     _join(segments, "en"))
+
+
+def english_gate_stats(x, sr: int) -> GateStats:
+    """tiny.en's confidence on mono speech ``x`` at ``sr`` (:class:`GateStats`; what :data:`ENGLISH_GATE`
+    judges)."""
+    x = as_mono(x, sr, _SR)
+    model = load_model(ENGLISH_MODEL)
+    with _run_lock:
+        return _gate_stats(model, x)
 
 
 def detect_language(x, sr: int, candidates=None) -> tuple[str | None, float]:
@@ -179,28 +263,43 @@ def detect_language(x, sr: int, candidates=None) -> tuple[str | None, float]:
         return _detect(model, x, allowed)
 
 
-def recognize(x, sr: int, language: str | None = None, *, candidates=None) -> Transcription:
+def recognize(x, sr: int, language: str | None = None, *, candidates=None,
+              detector: str = "english_gate") -> Transcription:
     """Transcribe mono speech ``x`` at rate ``sr``: a :class:`Transcription`.
 
     ``language`` (a documented code or Chinese dialect, see :func:`qvtools.lang.base_language`)
     skips detection; ``None`` detects it per utterance, among ``candidates`` when given (detection
     on a second of speech is unreliable: a short Spanish phrase can come out as Japanese, so a
-    caller that knows which languages to expect should say so). Text is stripped, ``''`` for no samples.
+    caller that knows which languages to expect should say so). ``detector`` (:data:`DETECTORS`):
+    ``"english_gate"`` tries tiny.en first when English is a candidate and keeps its transcript when
+    :data:`ENGLISH_GATE` accepts it (one decode, no detection pass); otherwise, and with
+    ``"whisper_base"``, Whisper base detects the language. Text is stripped, ``''`` for no samples.
     """
+    if detector not in DETECTORS:
+        raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, not {detector!r}")
     lang = base_language(language)
     allowed = _candidates(candidates)
     x = as_mono(x, sr, _SR)
     if x.size == 0:
         return Transcription("", lang, 1.0 if lang else 0.0, model_name(lang))
+    gate = lang is None and detector == "english_gate" and ENGLISH_MODEL == "tiny.en" and "en" in allowed
+    english = load_model(ENGLISH_MODEL) if gate else None
     base = load_model("base")
     with _run_lock:
-        prob = 1.0
+        if gate:
+            stats = _gate_stats(english, x)
+            if ENGLISH_GATE.accepts(stats):
+                return Transcription(stats.text, "en", 1.0, MODEL_NAMES[ENGLISH_MODEL], "english_gate")
+        prob, found_by = 1.0, "given"
         if lang is None:
             lang, prob = _detect(base, x, allowed)
+            found_by = "whisper_base"
         kind = ENGLISH_MODEL if lang == "en" else "base"
-        model = base if kind == "base" else load_model(kind)
-        text = _decode(model, x, lang)
-    return Transcription(text, lang, float(prob), MODEL_NAMES[kind])
+        if gate and kind == ENGLISH_MODEL:
+            text = stats.text  # the gate was unsure but base says English: tiny.en's decode is already done
+        else:
+            text = _decode(base if kind == "base" else load_model(kind), x, lang)
+    return Transcription(text, lang, float(prob), MODEL_NAMES[kind], found_by)
 
 
 def transcribe(x, sr: int, language: str | None = None, *, candidates=None) -> str:

@@ -69,8 +69,10 @@ def _prepare(args) -> int:
 
     from .preflight import prepare
 
+    from .rundir import write_atomic
+
     clip = prepare(args.input, allow_upsample=args.allow_upsample)
-    Path(args.output).write_bytes(clip.wav)
+    write_atomic(Path(args.output), clip.wav)  # all or nothing; an error names the path
     for note in clip.notes:
         _out(f"note: {note}")
     _out(f"wrote {args.output} ({clip.duration_s:.1f} s at {clip.sample_rate} Hz): {clip.report.status}")
@@ -372,6 +374,8 @@ def _build_compare(sub):
     p.add_argument("--yes", action="store_true",
                    help="do not ask before creating voices and running turns on the billed cloud service")
     p.add_argument("--no-report", action="store_true", help="do not build report.html at the end")
+    p.add_argument("--similarity-encoder", metavar="NAME|MODEL.onnx", help="speaker encoder of the similarity columns: dvector (default), resemblyzer (the judge extra) or "
+                   "the path of an ONNX speaker-verification model (e.g. a WavLM-SV, ECAPA or CAM++ export)")
     p.set_defaults(func=_compare)
 
 
@@ -399,7 +403,7 @@ def _compare(args) -> int:
                                     workers=args.workers, retry_failed=args.retry_failed,
                                     turn_detection=None if args.manual else "server_vad",
                                     silence_duration_ms=args.silence_ms, prices=args.prices,
-                                    executor=executor)
+                                    executor=executor, similarity_encoder=args.similarity_encoder)
         if ws.settings.is_cloud:  # the local service never asks (it bills nothing)
             plan = exp.billing_plan()
             _out(plan.text())
@@ -445,6 +449,8 @@ def _build_replay(sub):
     p.add_argument("--sample-turns", type=int, default=6, help="turns with audio players (default 6)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per notebook cell (default 600)")
     p.add_argument("--no-report", action="store_true", help="only recompute results.parquet")
+    p.add_argument("--similarity-encoder", metavar="NAME|MODEL.onnx", help="speaker encoder of the similarity columns: dvector (default), resemblyzer (the judge extra) or "
+                   "the path of an ONNX speaker-verification model (e.g. a WavLM-SV, ECAPA or CAM++ export)" + " (default: the run's)")
     p.set_defaults(func=_replay)
 
 
@@ -454,13 +460,20 @@ def _replay(args) -> int:
     from . import experiment
     from .report import build_report
 
-    frame = experiment.replay(args.run_dir, references=dict(args.reference))
+    frame = experiment.replay(args.run_dir, references=dict(args.reference),
+                              similarity_encoder=args.similarity_encoder)
     n_ok = int((frame["status"] == "completed").fillna(False).sum())
     _out(f"{len(frame)} turns replayed ({n_ok} completed); results: "
          f"{Path(args.run_dir) / experiment.RESULTS_FILE}")
     if not args.no_report:
         out = build_report(args.run_dir, sample_turns=args.sample_turns, timeout=args.timeout, prices=args.prices)
         _out(f"report: {out}")
+    failures = frame.attrs.get("replay_failures") or []
+    if failures:  # issue 23: the replay went on; the user is told in one line, and the status says so
+        first_id, first_msg = failures[0]
+        _err(f"error: {len(failures)} of {len(frame)} turn(s) could not be replayed (kept as journaled, with "
+             f"metrics_error), e.g. {first_id}: {first_msg[:200]}")
+        return 2
     return 0
 
 
@@ -481,18 +494,53 @@ def main(argv=None) -> int:
     """Run one command; returns the exit status (0 ok, 1 check failed, 2 error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    handler = None if args.command == "serve" else _user_warnings()
     try:
         return int(args.func(args) or 0)
     except QVError as exc:
-        from .errors import redact
-
-        print(f"error: {redact(str(exc), _env_key())}", file=sys.stderr, flush=True)
+        _error_line(str(exc))
         return 2
     except OSError as exc:  # e.g. an output path that cannot be written
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        _error_line(str(exc))
+        return 2
+    except (ValueError, RecursionError, OverflowError, MemoryError) as exc:  # malformed input (issue 23)
+        _error_line(f"malformed input ({type(exc).__name__}): {str(exc)[:300]}")
+        return 2
+    except RuntimeError as exc:
+        if type(exc).__name__ != "LibsndfileError":  # a file that is not audio; anything else is a bug
+            raise
+        _error_line(f"not readable audio: {exc}")
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        if handler is not None:
+            import logging
+
+            logging.getLogger("qvtools").removeHandler(handler)
+
+
+def _error_line(text: str) -> None:
+    """THE error line of the CLI: one line on stderr, the key redacted."""
+    from .errors import redact
+
+    line = " ".join(redact(text, _env_key()).split())
+    print(f"error: {line}", file=sys.stderr, flush=True)
+
+
+def _user_warnings():
+    """Show qvtools' warnings (a dropped truncated journal line, a reference not used, a turn not replayed)
+    on stderr as ``warning: ...`` lines while a command runs (issue 23: they were invisible on the CLI)."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger = logging.getLogger("qvtools")
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    return handler
 
 
 def _env_key() -> str | None:

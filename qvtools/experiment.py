@@ -100,7 +100,7 @@ RESULTS_FILE = "results.parquet"
 PRICES_FILE = "prices.json"
 AUDIO_DIR = "audio"
 #: Audio metrics computed for each reply (names understood by :func:`run_turn`).
-DEFAULT_METRICS = ("speaker_similarity", "intelligibility", "f0_ratio", "loudness")
+DEFAULT_METRICS = ("speaker_similarity", "intelligibility", "f0_ratio", "loudness", "naturalness")
 
 #: The billing rule of voice enrollment as documented (SEED §2.4; ../shared/reference/dashscope-protocol.md §2.4).
 BILLING_RULE = ("Voice creation is billed at $0.01 per created voice after a free quota of 1,000 creations "
@@ -316,8 +316,15 @@ def turn_id(voice: str, model: str, prompt: str, repeat: int) -> str:
 
 
 def read_turns(path) -> list[dict]:
-    """Rows of a ``turns.jsonl``. A truncated or corrupt LAST line (crash mid-write) is dropped;
-    a corrupt line elsewhere is an error (the file was edited, not interrupted)."""
+    """Rows of a ``turns.jsonl``. A truncated or corrupt LAST line (crash mid-write) is dropped with a
+    warning; a corrupt line elsewhere is an error (the file was edited, not interrupted). Every row is
+    checked (issue 23, :mod:`qvtools.rundir` / :mod:`qvtools.validate`): its ``turn_id`` has the shape
+    :func:`turn_id` writes and its numbers are finite, in range and numbers; a bad row is a ConfigError
+    naming the file, line and field."""
+    from .results import COLUMNS
+    from .rundir import MAX_JSON_BYTES, check_turn_id, contained, parse_json
+    from .validate import check_row
+
     path = Path(path)
     if not path.is_file():
         return []
@@ -326,16 +333,22 @@ def read_turns(path) -> list[dict]:
     for i, line in enumerate(lines):
         if not line.strip():
             continue
+        where = f"{path.name} line {i + 1}"
         try:
-            row = json.loads(line)
+            if len(line) > MAX_JSON_BYTES:
+                raise ConfigError(f"{where}: longer than {MAX_JSON_BYTES:,} bytes")
+            row = parse_json(line, where=where)
             if not isinstance(row, dict) or "turn_id" not in row:
-                raise ValueError("not a turn row")
-        except ValueError:
+                raise ConfigError(f"{where}: not a turn row")
+        except ConfigError as exc:
             if all(not rest.strip() for rest in lines[i + 1:]):
-                log.warning("dropping a truncated last line in %s (interrupted write)", path)
+                log.warning("dropping a truncated last line in %s (interrupted write): %s", path, exc)
                 break
             raise QVError(f"{path} line {i + 1} is not a turn row; the file was edited or corrupted") from None
-        rows.append(row)
+        check_turn_id(row["turn_id"], where=where)
+        if row.get("audio_path") is not None:  # never a file outside the run directory (issue 23)
+            contained(path.parent, row["audio_path"], where=f"{where}, field 'audio_path'", links=False)
+        rows.append(check_row(row, where=where, dtypes=COLUMNS))
     return rows
 
 
@@ -431,7 +444,7 @@ def _reference_audio(src):
     """The reference recording (a path or its bytes), mono."""
     from .audio import load
 
-    return load(src if isinstance(src, (bytes, bytearray)) else str(src), mono=True)
+    return load(src if isinstance(src, (bytes, bytearray, tuple)) else str(src), mono=True)
 
 
 def run_turn(task: TurnTask) -> dict:
@@ -552,7 +565,7 @@ def _provenance(turn, turn_detection, silence_ms, session_cfg=None) -> dict:
 
 
 def _as_saved(turn):
-    """The turn with its reply as :meth:`Turn.save` writes it and :func:`_reloaded` reads it back
+    """The turn with its reply as :meth:`Turn.save` writes it and :func:`replay` reads it back
     (PCM16 WAV bytes decoded again), computed in memory so a worker writes nothing."""
     from .audio import load, wav_bytes
 
@@ -567,13 +580,16 @@ def _score(turn, wanted: Sequence[str], reference=None) -> dict:
     """Latency, usage and audio metrics of a turn; ``reference`` is the voice's recording (path or bytes)."""
     from . import metrics
 
+    from .audible import audible_latency
+
     out = dict(metrics.latency_metrics(turn))
     out.update(metrics.usage_metrics(getattr(turn, "usage", None)))
     audio = getattr(turn, "audio", None)
     if audio is None or len(audio) == 0:
         return out
+    out.update(audible_latency(turn, out.get("ttfa_ms")))  # first audible speech (qvtools.audible)
     want = set(wanted)
-    if want & {"speaker_similarity", "f0_ratio"} and reference is not None:
+    if want & {"speaker_similarity", "f0_ratio", "naturalness"} and reference is not None:
         reference = _reference_audio(reference)
     else:
         reference = None
@@ -583,6 +599,10 @@ def _score(turn, wanted: Sequence[str], reference=None) -> dict:
                                      expected_text=turn.assistant_transcript,
                                      asr="intelligibility" in want,
                                      speaker="speaker_similarity" in want))
+    if "naturalness" in want:  # DNSMOS of the reply and of its reference (qvtools.naturalness)
+        from .naturalness import mos_columns
+
+        out.update(mos_columns(turn.audio, turn.sample_rate, reference))
     return out
 
 
@@ -625,9 +645,14 @@ class BillingPlan:
 # --------------------------------------------------------------------------- replay (no network)
 
 def _write_parquet(frame, path: Path) -> None:
+    """All or nothing: a failed write (disk full) removes its temp file and names the path (issue 23)."""
     tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _write_json(path: Path, doc) -> None:
@@ -637,85 +662,181 @@ def _write_json(path: Path, doc) -> None:
 
 
 #: Metrics that need the reference recording (kept from the journal when it is not on disk).
-_REFERENCE_COLUMNS = ("speaker_similarity", "speaker_model", "ref_f0_median_hz", "f0_ratio")
+_REFERENCE_COLUMNS = ("speaker_similarity", "speaker_model", "ref_f0_median_hz", "f0_ratio", "ref_mos_ovrl",
+                      "mos_ovrl_delta")
+
+
+def _calibrated(frame, run_dir: Path, refs: Mapping, encoder):
+    """``frame`` with the run-level similarity columns (:func:`qvtools.similarity.calibrate`: ceiling,
+    s-norm against impostors, identification); when that fails, ``frame`` as it was and a warning
+    (``turns.jsonl`` and the audio keep everything: ``qvtools replay`` redoes it)."""
+    from .similarity import calibrate
+
+    try:
+        return calibrate(frame, {v: p for v, p in refs.items() if p and Path(p).is_file()}, audio_root=run_dir,
+                         encoder=encoder)
+    except Exception as exc:
+        log.warning("similarity calibration of %s failed (%s: %s); results are written without it", run_dir,
+                    type(exc).__name__, exc)
+        return frame
+
+
+def _kept_calibration(frame, previous: Path):
+    """``frame`` with the run-level similarity columns of the ``results.parquet`` written before (by
+    ``turn_id``), for a replay that cannot recompute them (a reference is not on disk)."""
+    import pandas as pd
+
+    from . import results
+    from .similarity import CALIBRATION_COLUMNS
+
+    cols = [*CALIBRATION_COLUMNS, "speaker_model"]
+    try:
+        old = pd.read_parquet(previous, columns=["turn_id", *cols]) if previous.is_file() else None
+    except Exception as exc:  # an older results file without the columns, or an unreadable one
+        log.warning("replay: the similarity calibration of %s is not kept (%s)", previous, exc)
+        old = None
+    if old is None:
+        log.warning("replay: a reference is missing, so speaker_similarity_norm, speaker_identified and "
+                    "ref_ceiling_similarity are left empty (pass references= to recompute them)")
+        return frame
+    old = old.set_index("turn_id")
+    keep = frame["turn_id"].isin(old.index)
+    for col in cols:
+        frame.loc[keep, col] = old.loc[frame.loc[keep, "turn_id"], col].to_numpy()
+    log.warning("replay: a reference is missing; the similarity calibration is kept from %s", previous.name)
+    return results.to_frame(frame)
 
 
 def replay(run_dir, *, metrics: Sequence[str] | None = None, references: Mapping[str, str] | None = None,
-           write: bool = True):
+           write: bool = True, similarity_encoder=None):
     """Recompute the results table of a run from its saved turns, with no network; returns the DataFrame.
 
     For every journaled row whose turn was saved (``audio/<turn_id>.json`` + ``.wav``), the latency,
     usage and provenance columns are recomputed from the saved marks and events, and the audio metrics
     (``metrics``, default: the run's) from the saved reply; identifiers, status and errors come from
-    ``turns.jsonl``. The reference recordings are the run's (``run.json``) or ``references``
-    (voice -> path); a missing one keeps the journaled reference-based columns (a warning says so).
-    Rows without a saved turn (failed before any reply) are kept as journaled. ``write``: also write
-    ``results.parquet`` (atomically).
+    ``turns.jsonl``. The reference recordings are ``references`` (voice -> path) or the run's
+    (``run.json``) when they are inside the run directory or the packaged samples (:func:`qvtools.rundir.
+    reference_path`; never an arbitrary absolute path named in a shared file); a missing one keeps the
+    journaled reference-based columns (a warning says so). Rows without a saved turn (failed before any
+    reply) are kept as journaled. ``write``: also write ``results.parquet`` (atomically), holding the
+    run directory's lock (:class:`qvtools.rundir.RunLock`).
+
+    Issue 23: saved files are read contained and bounded (:mod:`qvtools.rundir`); a turn whose files fail
+    to load or score keeps its journaled values with ``metrics_error`` set and the replay goes on; the
+    failures are listed in ``frame.attrs["replay_failures"]`` (``[(turn_id, message)]``).
+    The run-level similarity columns are recomputed with ``similarity_encoder`` (default: the run's,
+    ``run.json``; :func:`qvtools.similarity.get_encoder`); ``naturalness`` (DNSMOS) is scored even when an
+    older run's metrics list predates it.
     """
-    from . import results
-    from .realtime.turn import Turn
+    from .rundir import RunLock
 
     run_dir = Path(run_dir)
     turns_path = run_dir / TURNS_FILE
     if not turns_path.is_file():
         raise ConfigError(f"{run_dir} holds no {TURNS_FILE}; is it a qvtools run directory?")
-    meta_path = run_dir / RUN_FILE
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{meta_path} is not valid JSON: {exc}") from None
+    if not write:
+        return _replay(run_dir, metrics, references, write, similarity_encoder)
+    with RunLock(run_dir, "qvtools replay"):
+        return _replay(run_dir, metrics, references, write, similarity_encoder)
+
+
+def _read_json_file(path: Path):
+    from .rundir import read_json
+
+    return read_json(path, where=path.name)
+
+
+def _read_meta(run_dir: Path) -> dict:
+    """``run.json`` (bounded, must be an object); {} when absent."""
+    from .rundir import read_object
+
+    path = run_dir / RUN_FILE
+    return read_object(path, where=RUN_FILE) if path.is_file() else {}
+
+
+def _replay(run_dir: Path, metrics, references, write: bool, similarity_encoder=None):
+    from . import results
+    from .rundir import reference_path
+
+    meta = _read_meta(run_dir)
     wanted = tuple(metrics) if metrics is not None else tuple(meta.get("metrics") or DEFAULT_METRICS)
-    unknown = set(wanted) - set(DEFAULT_METRICS)
+    if metrics is None and "naturalness" not in wanted:
+        wanted += ("naturalness",)  # needs only the saved reply (and the reference when on disk)
+    unknown = set(map(str, wanted)) - set(DEFAULT_METRICS)
     if unknown:
         raise ConfigError(f"unknown metrics {sorted(unknown)}; choose from {DEFAULT_METRICS}")
-    refs = {k: str(v) for k, v in (meta.get("voices") or {}).items()}
-    refs.update({k: str(v) for k, v in (references or {}).items()})
+    voices = meta.get("voices") if isinstance(meta.get("voices"), dict) else {}
+    refs = {str(k): reference_path(run_dir, v, where=f"{RUN_FILE}, voices[{str(k)[:40]!r}]")
+            for k, v in voices.items()}
+    refs.update({str(k): str(v) for k, v in (references or {}).items()})
     missing_refs: set[str] = set()
-    out = []
-    for row in read_turns(turns_path):
-        stem = run_dir / AUDIO_DIR / str(row["turn_id"])
-        if not (stem.with_name(stem.name + ".json").is_file() and stem.with_name(stem.name + ".wav").is_file()):
-            out.append(dict(row))
-            continue
-        turn = _reloaded(Turn.load(stem), stem)
-        new = dict(row)
-        mode = row.get("turn_detection")
-        if mode is None:  # a run from before the column: manual turns sent commit
-            mode = "manual" if "commit_sent" in turn.marks else "server_vad"
-        silence = row.get("vad_silence_ms")
-        silence = silence if isinstance(silence, (int, float)) and silence == silence else None
-        new.update(_provenance(turn, None if mode == "manual" else mode, silence))
-        if row.get("audio_pacing") is None and "realtime_pacing" in meta:
-            new["audio_pacing"] = "realtime" if meta["realtime_pacing"] else "fast"
-        ref = refs.get(str(row.get("voice_ref")))
-        if ref and not Path(ref).is_file():
-            missing_refs.add(str(row.get("voice_ref")))
-            ref = None
+    out, failures = [], []
+    for line, row in enumerate(read_turns(run_dir / TURNS_FILE), 1):
         try:
-            scored = _score(turn, wanted, ref)
-        except Exception as exc:
-            new["metrics_error"] = f"{type(exc).__name__}: {exc}"
-            log.warning("replay: scoring %s failed: %s", row["turn_id"], new["metrics_error"])
-        else:
-            if ref is None:
-                scored = {k: v for k, v in scored.items() if k not in _REFERENCE_COLUMNS}
-            new.update(scored)
-            new.pop("metrics_error", None)
+            new = _replay_row(run_dir, row, meta, wanted, refs, missing_refs)
+        except Exception as exc:  # one bad turn is a row with metrics_error, never the end of the replay
+            msg = f"{type(exc).__name__}: {exc}" if not isinstance(exc, QVError) else str(exc)
+            new = dict(row, metrics_error=msg[:500])
+            failures.append((row["turn_id"], msg))
+            log.warning("replay: turn %s not replayed: %s", row["turn_id"], msg)
         out.append(new)
     for name in sorted(missing_refs):
-        log.warning("replay: reference of %s not on disk (%s); its similarity / F0 ratio are kept as "
-                    "recorded (pass references= to recompute them)", name, refs.get(name))
-    frame = results.to_frame(out)
+        log.warning("replay: reference of %s not on disk or not usable here (%s); its similarity / F0 ratio are kept as "
+                    "recorded (pass references= to recompute them)", name, refs.get(name) or "not usable")
+    if missing_refs:  # the calibration needs every reference of the run: keep the one already written
+        frame = _kept_calibration(results.to_frame(out), run_dir / RESULTS_FILE)
+    else:
+        frame = _calibrated(results.to_frame(out), run_dir, refs,
+                            similarity_encoder if similarity_encoder is not None else meta.get("similarity_encoder"))
+    frame.attrs["replay_failures"] = failures
     if write:
         _write_parquet(frame, run_dir / RESULTS_FILE)
     return frame
 
 
-def _reloaded(turn, stem: Path):
-    from .audio import load
+def _replay_row(run_dir: Path, row: dict, meta: dict, wanted, refs: dict, missing_refs: set) -> dict:
+    """One journaled row recomputed from its saved turn (unchanged when no turn was saved)."""
+    from .realtime.turn import Turn
+    from .rundir import read_audio, read_json, turn_stem
 
-    x, sr = load(stem.with_name(stem.name + ".wav"), mono=True)
-    return dataclasses.replace(turn, audio=x, sample_rate=int(sr))
+    tid = row["turn_id"]
+    stem = turn_stem(run_dir, AUDIO_DIR, tid, where=f"{TURNS_FILE} turn {tid}")
+    js, wav = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".wav")
+    if not (js.is_file() and wav.is_file()):
+        return dict(row)
+    doc = read_json(js, where=f"{AUDIO_DIR}/{js.name}")
+    x, sr = read_audio(wav, where=f"{AUDIO_DIR}/{wav.name}")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{AUDIO_DIR}/{js.name}: expected a saved turn (a JSON object)")
+    try:
+        turn = Turn.from_dict(doc, x, sr)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise ConfigError(f"{AUDIO_DIR}/{js.name}: not a saved turn ({type(exc).__name__}: {exc})") from None
+    new = dict(row)
+    mode = row.get("turn_detection")
+    if mode is None:  # a run from before the column: manual turns sent commit
+        mode = "manual" if "commit_sent" in turn.marks else "server_vad"
+    silence = row.get("vad_silence_ms")  # read_turns checked it (finite, >= 0, or missing)
+    new.update(_provenance(turn, None if mode == "manual" else mode, silence))
+    if row.get("audio_pacing") is None and "realtime_pacing" in meta:
+        new["audio_pacing"] = "realtime" if meta["realtime_pacing"] else "fast"
+    ref = refs.get(str(row.get("voice_ref")))
+    if not ref or not Path(ref).is_file():
+        missing_refs.add(str(row.get("voice_ref")))
+        ref = None
+    scored = _score(turn, wanted, _bounded_reference(ref) if ref else None)
+    if ref is None:
+        scored = {k: v for k, v in scored.items() if k not in _REFERENCE_COLUMNS}
+    new.update(scored)
+    new.pop("metrics_error", None)
+    return new
+
+
+def _bounded_reference(path):
+    """A reference recording as ``(samples, rate)``, read with the run-directory caps."""
+    from .rundir import read_audio
+
+    return read_audio(path, where=f"reference {Path(path).name}")
 
 
 # --------------------------------------------------------------------------- the runner
@@ -773,6 +894,8 @@ class Experiment:
     of silence, None = the service default) or ``None`` (manual: commit + response.create after the audio).
     ``prices``: a price table (path or dict, :data:`qvtools.results.PRICES_FORMAT`), copied to
     ``RUN_DIR/prices.json`` so the report estimates costs; qvtools ships no prices.
+    ``similarity_encoder``: the speaker encoder of the run-level similarity columns (``"dvector"``, the
+    default; ``"resemblyzer"``; a path to an ONNX speaker-verification model; see :mod:`qvtools.similarity`).
     """
 
     def __init__(self, workspace, run_dir, *, voices: Iterable, prompts: Iterable,
@@ -780,7 +903,7 @@ class Experiment:
                  realtime: bool = False, executor: Executor | None = None, workers: int = 2,
                  metrics: Sequence[str] = DEFAULT_METRICS, retry_failed: bool = False,
                  progress=None, turn_detection: str | None = "server_vad",
-                 silence_duration_ms: int | None = None, prices=None):
+                 silence_duration_ms: int | None = None, prices=None, similarity_encoder=None):
         self.workspace = workspace
         self.run_dir = Path(run_dir)
         self.voices = _as_voices(voices)
@@ -824,6 +947,12 @@ class Experiment:
         self.workers = int(workers)
         self.metrics = tuple(metrics)
         self.retry_failed = bool(retry_failed)
+        from .similarity import DEFAULT_ENCODER, get_encoder
+
+        get_encoder(similarity_encoder)  # a missing dependency or model file fails here, before any turn
+        #: The speaker encoder of the run-level similarity columns (qvtools.similarity), kept in run.json.
+        self.similarity_encoder = DEFAULT_ENCODER if similarity_encoder is None else \
+            str(similarity_encoder) if isinstance(similarity_encoder, (str, Path)) else similarity_encoder
         if not (progress is None or isinstance(progress, bool) or callable(progress)):
             raise ConfigError("progress must be None, True/False (the tqdm bar) or a callable "
                               f"progress(done, total, message); got {type(progress).__name__}")
@@ -887,9 +1016,16 @@ class Experiment:
     def run(self):
         """Run the missing turns, consolidate ``results.parquet`` and return the DataFrame."""
         from . import results
+        from .rundir import RunLock
 
         self._created_now = 0  # voices this call enrolls (run.json voices_created adds them up)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # one writer per run directory (issue 23): a second compare fails here, naming the holder
+        with RunLock(self.run_dir, "qvtools compare"):
+            return self._run_locked(results)
+
+    def _run_locked(self, results):
+        self._check_resume_target()
         (self.run_dir / AUDIO_DIR).mkdir(exist_ok=True)
         _repair_tail(self.turns_path)
         rows = read_turns(self.turns_path)
@@ -914,7 +1050,8 @@ class Experiment:
                               total=len(self.plan()))
         finally:
             self._finish_meta(meta)
-        frame = results.to_frame(read_turns(self.turns_path))
+        frame = _calibrated(results.to_frame(read_turns(self.turns_path)), self.run_dir,
+                            {v.name: str(v.path) for v in self.voices}, self.similarity_encoder)
         _write_parquet(frame, self.run_dir / RESULTS_FILE)
         return frame
 
@@ -924,9 +1061,11 @@ class Experiment:
         by_name = {v.name: v for v in self.voices}
         record_path = self.run_dir / VOICES_FILE
         try:
-            record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
-        except json.JSONDecodeError:
+            record = _read_json_file(record_path) if record_path.is_file() else {}
+        except ConfigError as exc:
+            log.warning("%s; it is rewritten from this run's voices", exc)
             record = {}
+        record = record if isinstance(record, dict) else {}
         out = {}
         self._created_now = 0
         for vname, model in sorted(pairs):
@@ -1013,6 +1152,21 @@ class Experiment:
             if own:
                 executor.shutdown(wait=True, cancel_futures=True)
 
+    def _check_resume_target(self) -> None:
+        """A run is resumed only against the service it was started with (issue 23): another region, or
+        another cloud base URL, would mix two services' turns under one provenance."""
+        meta = _read_meta(self.run_dir)
+        settings = self.workspace.settings
+        was, now = meta.get("region"), settings.region
+        problem = None
+        if was is not None and was != now:
+            problem = f"region {was!r}, now {now!r}"
+        elif now != "local" and meta.get("base_url") not in (None, settings.base_url):
+            problem = f"base URL {meta.get('base_url')!r}, now {settings.base_url!r}"
+        if problem:
+            raise ConfigError(f"{self.run_dir} was started with {problem}; resuming it would mix two services' "
+                              "turns -- use a new run directory (--out) for this service")
+
     # -- run.json
     def _simulated(self) -> bool:
         ws = self.workspace
@@ -1022,11 +1176,7 @@ class Experiment:
         return getattr(self.workspace.settings, "api_key", None)
 
     def _start_meta(self, n_todo: int) -> dict:
-        path = self.run_dir / RUN_FILE
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        except json.JSONDecodeError:
-            meta = {}
+        meta = _read_meta(self.run_dir)
         ws = self.workspace
         settings = ws.settings
         is_local = self._simulated()
@@ -1058,6 +1208,8 @@ class Experiment:
             "model_warnings": self.model_warnings,
             "prices": PRICES_FILE if self.prices is not None else meta.get("prices"),
             "metrics": list(self.metrics),
+            "similarity_encoder": self.similarity_encoder if isinstance(self.similarity_encoder, str)
+            else self.similarity_encoder.name,
             "planned_turns": len(self.plan()),
             "started_at": _utcnow(),
             "finished_at": None,

@@ -51,6 +51,12 @@ ASSET_DIR = resource_path("static")
 
 #: Wait for a reply after the microphone stopped (s); every network wait has a timeout.
 REPLY_TIMEOUT_S = 60.0
+#: Capture rates accepted from the page (Hz): what browsers' AudioContexts offer (8 kHz .. 384 kHz).
+MIN_MIC_RATE, MAX_MIC_RATE = 8000, 384000
+#: Longest single microphone chunk accepted (s of audio at its rate); the page sends 4096-sample blocks.
+MAX_CHUNK_S = 2.0
+#: Most messages a LiveTalk worker may have waiting (~40 s of 4096-sample blocks at 48 kHz); more are dropped.
+LIVE_QUEUE_MAX = 512
 
 
 def _now_ms() -> float:
@@ -122,6 +128,29 @@ def _fmt_ms(v) -> str:
     return "n/a" if v is None else f"{v:.1f} ms"
 
 
+def _msg_number(content: dict, name: str) -> float:
+    """A finite number field of a page message (a timestamp), else InvalidAudio naming it."""
+    v = content.get(name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InvalidAudio(f"message field {name!r} must be a number, got {type(v).__name__}")
+    try:
+        x = float(v)
+    except OverflowError:
+        raise InvalidAudio(f"message field {name!r} is out of range") from None
+    if not np.isfinite(x):
+        raise InvalidAudio(f"message field {name!r} must be finite, got {x}")
+    return x
+
+
+def _msg_rate(v) -> int:
+    """A capture rate from the page: a whole number of Hz in [MIN_MIC_RATE, MAX_MIC_RATE], else InvalidAudio."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (MIN_MIC_RATE <= v <= MAX_MIC_RATE) \
+            or float(v) != int(v):
+        raise InvalidAudio(f"capture rate must be a whole number of Hz in {MIN_MIC_RATE}..{MAX_MIC_RATE}, "
+                           f"got {str(v)[:40]!r}")
+    return int(v)
+
+
 # --------------------------------------------------------------------------- base widget
 
 
@@ -162,35 +191,84 @@ class _MicWidget(_aw.AnyWidget):
         self.transport = TransportStats()
         self.rate: int | None = None
         self.errors: list[str] = []
+        #: Notices about microphone data that was dropped (past the cap, after stop, a bad chunk).
+        self.dropped: list[str] = []
+        self._active = False  # between start and stop
+        self._n = 0  # samples accepted since start (the cap: max_seconds x rate, enforced as chunks arrive)
         self.on_msg(self._on_msg)
 
     # messages from the browser ------------------------------------------------------------
     def _on_msg(self, _widget, content, buffers) -> None:
+        """Every message of the page, whatever its content (issue 23: total over arbitrary JSON and
+        buffers, fuzzed in tests/test_mic.py): a malformed one is refused with a visible notice, never an
+        uncaught exception in the kernel's comm handler."""
         k = _now_ms()
         kind = content.get("type") if isinstance(content, dict) else None
+        kind = kind if isinstance(kind, str) else None
         try:
             if kind == "ping":
-                self.send({"type": "pong", "b_send": content["b_send"], "k": _now_ms()})
+                self.send({"type": "pong", "b_send": _msg_number(content, "b_send"), "k": _now_ms()})
             elif kind == "clock":
-                self.clock.add(content["b_send"], content["k"], content["b_recv"])
+                self.clock.add(*(_msg_number(content, f) for f in ("b_send", "k", "b_recv")))
             elif kind == "start":
-                self.rate = int(content["rate"])
+                rate = _msg_rate(content.get("rate"))
+                if self._active:
+                    self._stop_capture("restart")
+                self.rate, self._active, self._n = rate, True, 0
                 self.transport = TransportStats()
                 self._started(self.rate)
             elif kind == "chunk":
-                if not buffers:
-                    raise InvalidAudio("a microphone chunk arrived without its audio buffer")
-                x = np.frombuffer(bytes(buffers[0]), dtype=np.float32)
-                delay = self.transport.add(float(content["t"]), k, self.clock)
-                self._chunk(x, int(content.get("rate") or self.rate), delay, k)
+                self._on_chunk(content, buffers, k)
             elif kind == "stop":
-                self._stopped(content.get("why", "button"))
+                if not self._active and self.rate is not None:
+                    return  # a second stop (button + cap): nothing more to do
+                self._stop_capture(str(content.get("why", "button"))[:40])
             elif kind == "error":
-                self.errors.append(str(content.get("message")))
-                self._say(f"microphone: {content.get('message')}", error=True)
-        except (QVError, ValueError, KeyError) as exc:
-            log.warning("microphone message %s: %s", kind, exc)
+                message = str(content.get("message"))[:500]
+                self.errors.append(message)
+                self._say(f"microphone: {message}", error=True)
+        except Exception as exc:  # noqa: BLE001 -- a bad message must not escape into the comm handler
+            log.warning("microphone message %s: %s", kind, exc, exc_info=not isinstance(exc, (QVError, ValueError)))
             self._say(f"{kind}: {exc}", error=True)
+
+    def _on_chunk(self, content, buffers, k: float) -> None:
+        if not self._active:
+            return self._drop("a microphone chunk arrived after stop (or before start); ignored")
+        if not buffers:
+            raise InvalidAudio("a microphone chunk arrived without its audio buffer")
+        rate = content.get("rate")
+        if rate is not None and _msg_rate(rate) != self.rate:
+            raise InvalidAudio(f"the capture rate changed mid-recording ({self.rate} -> {rate} Hz); chunk refused "
+                               "-- stop and start again")
+        t = _msg_number(content, "t")
+        buf = buffers[0]
+        size = buf.nbytes if isinstance(buf, memoryview) else len(buf)
+        if size > MAX_CHUNK_S * self.rate * 4:
+            raise InvalidAudio(f"a microphone chunk of {size:,} bytes is longer than {MAX_CHUNK_S:g} s; refused")
+        if size % 4:
+            raise InvalidAudio(f"a microphone chunk of {size} bytes is not float32 samples; refused")
+        x = np.frombuffer(bytes(buf), dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise InvalidAudio("a microphone chunk holds NaN or infinite samples; refused")
+        room = int(round(self.max_seconds * self.rate)) - self._n
+        if room <= 0:
+            return self._drop(f"the {self.max_seconds:g} s cap was reached; later microphone audio is dropped")
+        if x.size > room:
+            x = x[:room]
+            self._drop(f"the {self.max_seconds:g} s cap was reached; the rest of the audio is dropped")
+        self._n += x.size
+        delay = self.transport.add(t, k, self.clock)
+        self._chunk(x, self.rate, delay, k)
+
+    def _stop_capture(self, why: str) -> None:
+        self._active = False
+        self._stopped(why)
+
+    def _drop(self, notice: str) -> None:
+        if not self.dropped or self.dropped[-1] != notice:
+            self.dropped.append(notice)
+            log.warning("microphone: %s", notice)
+        self._say(notice, error=True)
 
     # feeding the protocol from Python (tests, benchmarks) ----------------------------------
     def feed(self, samples: np.ndarray, rate: int, *, block: int = 4096, clock: Callable[[], float] = _now_ms):
@@ -262,7 +340,7 @@ class Recorder(_MicWidget):
         self._say(f"recording at {rate} Hz (max {self.max_seconds:g} s)")
 
     def _chunk(self, x, rate, delay_ms, kernel_ms) -> None:
-        self._parts.append(x)
+        self._parts.append(x)  # _MicWidget already capped the total at max_seconds x rate
 
     def _stopped(self, why: str) -> None:
         if self.rate is None:
@@ -301,10 +379,10 @@ class Recorder(_MicWidget):
         return qaudio.wav_bytes(*self.recording, "PCM_16")
 
     def save(self, path) -> Path:
-        p = Path(path)
-        data = self.wav
-        p.write_bytes(data)
-        return p
+        """Write the recording as 16-bit WAV, all or nothing (an error names the path)."""
+        from .rundir import write_atomic
+
+        return write_atomic(Path(path), self.wav)
 
 
 # --------------------------------------------------------------------------- LiveTalk
@@ -354,7 +432,7 @@ class LiveTalk(_MicWidget):
         super().__init__(max_seconds=max_seconds, label=f"Talk ({self.mode.replace('_', '-')})")
         self.reply_timeout = float(reply_timeout)
         self.turns: list[LiveTurn] = []
-        self._q: queue.Queue = queue.Queue()
+        self._q: queue.Queue = queue.Queue(maxsize=LIVE_QUEUE_MAX)  # bounded (issue 23)
         self._idle = threading.Event()
         self._idle.set()
         self._worker = threading.Thread(target=self._run, name="qvtools-livetalk", daemon=True)
@@ -363,20 +441,33 @@ class LiveTalk(_MicWidget):
     # main thread: hand over to the worker ------------------------------------------------
     def _started(self, rate: int) -> None:
         self._idle.clear()
-        self._q.put(("start", rate, None))
+        self._hand_over(("start", rate, None))
 
     def _chunk(self, x, rate, delay_ms, kernel_ms) -> None:
-        self._q.put(("chunk", x, delay_ms))
+        try:
+            self._q.put_nowait(("chunk", x, delay_ms))
+        except queue.Full:  # the worker is behind (a stalled service): drop, and say so
+            self._drop(f"the live queue is full ({LIVE_QUEUE_MAX} messages); microphone audio dropped")
 
     def _stopped(self, why: str) -> None:
-        self._q.put(("stop", why, None))
+        self._hand_over(("stop", why, None))
+
+    def _hand_over(self, item) -> None:
+        """Queue a control message, waiting at most a few seconds for room (never forever)."""
+        try:
+            self._q.put(item, timeout=5.0)
+        except queue.Full:
+            raise QVError(f"the live worker is not keeping up; {item[0]} not delivered") from None
 
     def wait_idle(self, timeout: float) -> bool:
         """True once every exchange handed over so far has finished (bounded by ``timeout``)."""
         return self._idle.wait(timeout)
 
     def close(self) -> None:
-        self._q.put(("quit", None, None))
+        try:
+            self._q.put(("quit", None, None), timeout=5.0)
+        except queue.Full:
+            log.warning("live worker queue full at close; the worker is abandoned (daemon thread)")
         self._worker.join(timeout=5)
         super().close()
 

@@ -26,6 +26,7 @@ __all__ = [
     "f0_contours",
     "similarity_heatmap",
     "simulated_suffix",
+    "plain_text",
     "METRIC_LABELS",
 ]
 
@@ -45,6 +46,13 @@ def simulated_suffix(df: pd.DataFrame, metric: str | None = None) -> str:
         return ""
     sim = df["simulated"].astype("boolean").fillna(False)
     return SIMULATED if bool(sim.any()) else ""
+
+
+def plain_text(value) -> str:
+    """``str(value)`` shown literally by matplotlib: ``$`` escaped so data (a model or voice name such as
+    ``a$x^2$``, issue 23) is never parsed as mathtext -- which fails at draw time, after the command
+    reported success."""
+    return str(value).replace("$", r"\$")
 
 
 def _axes(ax):
@@ -76,7 +84,7 @@ def _groups(df: pd.DataFrame, metric: str, by: str | None) -> list[tuple[str, np
     out = []
     for key, g in values.groupby(df[by].astype("object").where(df[by].notna(), "<NA>"), sort=True):
         v = g.to_numpy()
-        out.append((str(key), v[np.isfinite(v)]))
+        out.append((plain_text(key), v[np.isfinite(v)]))
     return out
 
 
@@ -161,7 +169,7 @@ def event_waterfall(turn, ax=None, *, origin: str = "connect", simulated: bool |
     ax.set_ylabel("event type")
     ax.grid(True, axis="x", alpha=0.3)
     model = getattr(turn, "model", None) or ""
-    ax.set_title(f"Events of one turn {model}".rstrip() + (SIMULATED if simulated else ""))
+    ax.set_title(f"Events of one turn {plain_text(model)}".rstrip() + (SIMULATED if simulated else ""))
     return ax
 
 
@@ -222,6 +230,7 @@ def f0_contours(signals: Mapping[str, tuple] | Sequence[tuple], ax=None, **f0_kw
         f0 = np.where(f0 > 0, f0, np.nan)
         voiced = f0[np.isfinite(f0)]
         med = float(np.median(voiced)) if voiced.size else float("nan")
+        label = plain_text(label)
         ax.plot(t, f0, lw=1.2, color=f"C{i}", label=f"{label} (median {med:.0f} Hz)" if voiced.size else label)
         if voiced.size:
             ax.axhline(med, ls=":", lw=0.8, color=f"C{i}")
@@ -244,9 +253,9 @@ def similarity_heatmap(matrix_df: pd.DataFrame, ax=None, *, annotate: bool = Tru
     m = matrix_df.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(m.shape[1]))
-    ax.set_xticklabels([str(c) for c in matrix_df.columns], rotation=45, ha="right", fontsize="small")
+    ax.set_xticklabels([plain_text(c) for c in matrix_df.columns], rotation=45, ha="right", fontsize="small")
     ax.set_yticks(range(m.shape[0]))
-    ax.set_yticklabels([str(i) for i in matrix_df.index], fontsize="small")
+    ax.set_yticklabels([plain_text(i) for i in matrix_df.index], fontsize="small")
     if annotate:
         lo, hi = np.nanmin(m) if np.isfinite(m).any() else 0.0, np.nanmax(m) if np.isfinite(m).any() else 1.0
         mid = (lo + hi) / 2
@@ -255,8 +264,8 @@ def similarity_heatmap(matrix_df: pd.DataFrame, ax=None, *, annotate: bool = Tru
                 ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize="x-small",
                         color="black" if v > mid else "white")
     ax.figure.colorbar(im, ax=ax, label="cosine similarity")
-    ax.set_xlabel(matrix_df.columns.name or "")
-    ax.set_ylabel(matrix_df.index.name or "")
-    ax.set_title(title)
+    ax.set_xlabel(plain_text(matrix_df.columns.name or ""))
+    ax.set_ylabel(plain_text(matrix_df.index.name or ""))
+    ax.set_title(plain_text(title))
     return ax
 

@@ -371,7 +371,7 @@ def _format_row(info: AudioInfo, is_array: bool) -> Row:
 
 
 def check(src: AudioSource, *, transcript: str | None = None, language: str | None = None,
-          transcript_match: bool = True) -> PreflightReport:
+          transcript_match: bool = True, naturalness: bool = True) -> PreflightReport:
     """Check a recording against the enrollment audio rules (§2.4); never raises for a bad
     recording (that is what the report is for), only for one that cannot be decoded
     (:class:`~qvtools.errors.InvalidAudio`).
@@ -381,6 +381,8 @@ def check(src: AudioSource, *, transcript: str | None = None, language: str | No
     False, a ``transcript_match`` row: the audio transcribed offline (in ``language`` when given, else
     detected) and compared with the text by :func:`qvtools.metrics.transcript_mismatch`, the comparison the
     local service makes for ``input.text`` (§2.1: a large mismatch gives ``Audio.PreprocessError``).
+    ``naturalness`` adds an information row (never a warning: no enrollment rule) with the clip's DNSMOS
+    (:mod:`qvtools.naturalness`): a noisy clip shows a low BAK, and the clone may copy what it hears.
     """
     if language is not None:
         from .lang import base_language
@@ -571,12 +573,29 @@ def check(src: AudioSource, *, transcript: str | None = None, language: str | No
         rows.append(Row("second_voice", "pass", round(spread, 3) if math.isfinite(spread) else spread, vlim, "",
                         vdet if math.isfinite(spread) else "too little speech to compare windows"))
 
+    if naturalness:
+        rows.append(_naturalness_row(x16, measures))
+
     if transcript is not None:
         rows.append(_transcript_row(transcript, sum(e - s for s, e in segs)))
         if transcript_match:
             rows.append(_transcript_match_row(x, sr, transcript, language))
 
     return PreflightReport(rows, info, measures)
+
+
+def _naturalness_row(x16: np.ndarray, measures: dict) -> Row:
+    """Information only: DNSMOS P.835 / P.808 of the clip (qvtools.naturalness); status always "pass"."""
+    from .naturalness import MODEL_NAME, dnsmos
+
+    mos = dnsmos(x16, vad.SAMPLE_RATE)
+    measures.update(mos)
+    det = (f"SIG {mos['mos_sig']:.2f}, BAK {mos['mos_bak']:.2f}, OVRL {mos['mos_ovrl']:.2f}, "
+           f"P.808 {mos['mos_p808']:.2f} ({MODEL_NAME}; 1-5; clean read speech measured OVRL 3.2-3.6)")
+    advice = ("listeners would hear background noise (BAK below 3): the clone may copy it; record in a quieter "
+              "room" if mos["mos_bak"] < 3.0 else "")
+    return Row("naturalness", "pass", round(mos["mos_ovrl"], 2), "information only (DNSMOS OVRL; no enrollment "
+               "rule)", advice, det)
 
 
 def _transcript_row(text: str, speech_s: float) -> Row:

@@ -61,11 +61,13 @@ FALLBACK_NOTE = ("Some cloned voices were made in DEGRADED mode (the enrollment 
 EMBED_SR = 16000
 EMBED_REFERENCE_S = 8.0
 EMBED_REPLY_S = 20.0
-#: Columns summarised and paired in the report.
-LATENCY_COLUMNS = ("ttfa_ms", "ttft_ms", "e2e_ms", "response_created_ms", "delivery_rtf")
+#: Columns summarised and paired in the report; the audible TTFA first (issue 20: leading silence is not speech).
+LATENCY_COLUMNS = ("ttfa_audible_ms", "ttfa_ms", "reply_leading_silence_ms", "ttft_ms", "e2e_ms",
+                   "response_created_ms", "delivery_rtf")
 #: Intelligibility: ``wer`` over the rows scored by WER and ``cer`` over the zh/ja/ko rows scored by CER
 #: (``error_metric``; the frame is split by :func:`qvtools.metrics.by_error_metric`, issue 10 item 5).
-QUALITY_COLUMNS = ("speaker_similarity", "wer", "cer", "f0_ratio", "loudness_lufs", "reply_duration_s")
+QUALITY_COLUMNS = ("speaker_similarity", "speaker_similarity_norm", "mos_ovrl", "mos_ovrl_delta", "mos_sig",
+                   "mos_bak", "mos_p808", "wer", "cer", "f0_ratio", "loudness_lufs", "reply_duration_s")
 #: Said under the summary: which rows each error metric covers.
 ERROR_METRIC_NOTE = ("Intelligibility of the replies: WER (word error rate) on rows in space-separated languages "
                      "and CER (character error rate) on Chinese, Japanese and Korean rows (asr_language, "
@@ -163,9 +165,17 @@ class RunView:
     # -- facts
     @property
     def simulated(self) -> bool:
-        """True when the latencies come from the local service's simulated profiles."""
+        """True when the latencies come from the local service's simulated profiles. The banner follows
+        the ROWS (issue 23: an edited ``run.json`` or a resumed run cannot drop it): any row with
+        ``simulated`` true or a ``simulated:``/``replay:`` latency source makes it true; ``run.json``
+        can only add it."""
+        f = self.frame
+        if "simulated" in f and bool(f["simulated"].astype("boolean").fillna(False).any()):
+            return True
+        if any(s.startswith(("simulated:", "replay:")) for s in self.latency_sources):
+            return True
         if "simulated_latency" in self.meta:
-            return bool(self.meta["simulated_latency"])
+            return self.meta["simulated_latency"] is not False
         return self.meta.get("region", "local") == "local"
 
     @property
@@ -199,6 +209,9 @@ class RunView:
                          'margin:8px 0;font-weight:bold">&#9888; ' + html.escape(note) + "</div>")
         parts.append('<p class="qv-latency-origin"><b>How latencies were measured.</b> '
                      + html.escape(self.latency_note()) + "</p>")
+        if self.metrics_note():
+            parts.append('<p class="qv-metrics-note"><b>How the voices were judged.</b> '
+                         + html.escape(self.metrics_note()) + "</p>")
         if self.degraded_voices:
             parts.append('<div class="qv-fallback" style="border:2px solid #c60;background:#fff3e0;padding:8px;'
                          'margin:8px 0;font-weight:bold">&#9888; ' + html.escape(FALLBACK_NOTE) + " ("
@@ -226,6 +239,27 @@ class RunView:
         rows += [(f"version: {k}", v) for k, v in versions.items()]
         key = os.environ.get("DASHSCOPE_API_KEY")
         return pd.DataFrame([(k, redact(str(v), key, limit=None, keep_newlines=True)) for k, v in rows], columns=["field", "value"]).set_index("field")
+
+    def metrics_note(self) -> str:
+        """Which models scored similarity and naturalness and how (issue 20); empty for a run without them."""
+        ok = self.ok
+        parts = []
+        encoders = sorted(set(ok["similarity_encoder"].dropna())) if "similarity_encoder" in ok else []
+        if encoders:
+            parts.append(f"Speaker similarity by {' and '.join(encoders)}"
+                         + (" (different encoders: never compare their scores)" if len(encoders) > 1 else "")
+                         + ": speaker_similarity is the raw cosine to the reference, speaker_similarity_norm the "
+                         "cosine s-normalised against impostors (the run's other references and the packaged sample "
+                         "voices), ref_ceiling_similarity the reference's two halves compared, speaker_identified "
+                         "whether the reply is closest to its own reference among the run's references.")
+        mos = sorted(set(ok["mos_model"].dropna())) if "mos_model" in ok else []
+        if mos:
+            parts.append(f"Naturalness by {', '.join(mos)}: predicted listener scores on a 1-5 scale, "
+                         "no reference needed; mos_ovrl_delta is the reply minus its reference recording.")
+        if "ttfa_audible_ms" in ok and ok["ttfa_audible_ms"].notna().any():
+            parts.append("ttfa_audible_ms runs to the first reply sample that is speech (Silero VAD), as played "
+                         "at the chunk arrival times; reply_leading_silence_ms is the silence before it.")
+        return " ".join(parts)
 
     def latency_note(self) -> str:
         """What the latencies are measured from and how the audio was sent (results.latency_provenance);
@@ -346,12 +380,12 @@ class RunView:
 
     # -- figures (qvtools.plots draws; one figure per call, shown by the notebook's inline backend)
     def plot_latency(self) -> list:
-        """ECDF of time-to-first-audio and box plots of TTFA / end-to-end latency per model."""
+        """ECDF of time to audible speech and to first audio, box plots of TTFA / end-to-end latency per model."""
         from . import plots
 
         drawn = []
-        for fn, metric in ((plots.latency_ecdf, "ttfa_ms"), (plots.latency_box, "ttfa_ms"),
-                           (plots.latency_box, "e2e_ms")):
+        for fn, metric in ((plots.latency_ecdf, "ttfa_audible_ms"), (plots.latency_ecdf, "ttfa_ms"),
+                           (plots.latency_box, "ttfa_ms"), (plots.latency_box, "e2e_ms")):
             if metric in self._metrics([metric]):
                 drawn.append(fn(self.ok, metric))
         return drawn
@@ -407,9 +441,13 @@ class RunView:
         from .audio import load
 
         if voice not in self._refs:
-            path = (self.meta.get("voices") or {}).get(voice)
+            from .rundir import read_audio, reference_path
+
+            voices = self.meta.get("voices") if isinstance(self.meta.get("voices"), dict) else {}
+            # never an arbitrary absolute path from a shared run.json (issue 23): run dir or samples only
+            path = reference_path(self.run_dir, voices.get(voice), where=f"run.json voices[{voice!r}]")
             try:
-                self._refs[voice] = load(path, mono=True) if path else None
+                self._refs[voice] = read_audio(path, where=f"reference of {voice}") if path else None
             except Exception as exc:
                 log.warning("reference of %s not readable: %s", voice, exc)
                 self._refs[voice] = None
@@ -426,8 +464,11 @@ class RunView:
             ref_tag = (audio_tag(ref, max_s=EMBED_REFERENCE_S, rate=EMBED_SR, title=f"reference {r['voice_ref']}")
                        if ref else "(reference missing)")
             try:
-                reply_tag = audio_tag(self.run_dir / r["audio_path"], max_s=EMBED_REPLY_S, rate=EMBED_SR,
-                                      title=f"reply {r['turn_id']}")
+                from .rundir import contained, read_audio
+
+                where = f"turn {r['turn_id']}, audio_path"
+                reply = read_audio(contained(self.run_dir, r["audio_path"], where=where), where=where)
+                reply_tag = audio_tag(reply, max_s=EMBED_REPLY_S, rate=EMBED_SR, title=f"reply {r['turn_id']}")
             except Exception as exc:
                 reply_tag = f"(reply audio unreadable: {html.escape(str(exc))})"
             scores = []
@@ -440,7 +481,8 @@ class RunView:
                 v = r.get(col)
                 if v is not None and np.isfinite(_num(v)):
                     scores.append(fmt.format(_num(v)))
-            text = r.get("assistant_transcript") or ""
+            text = r.get("assistant_transcript")
+            text = text if isinstance(text, str) else ""  # <NA> has no truth value
             if _flag(r.get("voice_fallback_mode")):
                 scores.append("DEGRADED clone (fallback_mode)")
             rows.append(
@@ -481,15 +523,21 @@ def load_run(run_dir, *, quick: bool = False, prices=None) -> RunView:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"no run directory {run_dir}")
-    meta_path = run_dir / RUN_FILE
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    from .rundir import check_run_rows, read_object
+
+    meta = read_object(run_dir / RUN_FILE, where=RUN_FILE) if (run_dir / RUN_FILE).is_file() else {}
     parquet, turns = run_dir / RESULTS_FILE, run_dir / TURNS_FILE
     if parquet.is_file() and (not turns.is_file() or parquet.stat().st_mtime >= turns.stat().st_mtime):
-        frame = pd.read_parquet(parquet)
+        try:
+            frame, source = pd.read_parquet(parquet), RESULTS_FILE
+        except Exception as exc:  # a corrupt or foreign file
+            raise ConfigError(f"{RESULTS_FILE}: not a readable results table ({type(exc).__name__})") from None
     elif turns.is_file():
-        frame = results.to_frame(read_turns(turns))
+        frame, source = results.to_frame(read_turns(turns)), TURNS_FILE
     else:
         raise ConfigError(f"{run_dir} holds no {TURNS_FILE} or {RESULTS_FILE}; is it a qvtools run directory?")
+    # issue 23: every turn id has the runner's shape and every audio_path stays inside the run directory
+    check_run_rows(run_dir, frame.to_dict("records"), where=source)
     if prices is None and (run_dir / PRICES_FILE).is_file():
         prices = run_dir / PRICES_FILE
     from .metrics import by_error_metric

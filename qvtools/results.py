@@ -59,6 +59,8 @@ Schema
 | `gap_max_ms` | float64 | ms, largest inter-chunk arrival gap |
 | `underrun_count` | Int64 | audible gaps of a simulated player starting at the first chunk (+ jitter buffer) |
 | `underrun_ms` | float64 | ms, total length of those gaps |
+| `ttfa_audible_ms` | float64 | ms, end of user speech -> the first reply sample that is speech (Silero VAD on the reply as received) is played by a player fed at the chunk arrival times (`qvtools.audible`) |
+| `reply_leading_silence_ms` | float64 | ms of reply audio before its first speech (Silero VAD; audio time) |
 | `input_tokens` | Int64 | tokens, `usage.input_tokens` |
 | `output_tokens` | Int64 | tokens, `usage.output_tokens` |
 | `total_tokens` | Int64 | tokens, `usage.total_tokens` |
@@ -80,6 +82,17 @@ Schema
 | `f0_ratio` | float64 | `f0_median_hz / ref_f0_median_hz` |
 | `speaker_similarity` | float64 | cosine similarity of speaker embeddings, reply vs reference (-1..1) |
 | `speaker_model` | string | speaker embedding model name |
+| `speaker_similarity_norm` | float64 | `speaker_similarity` s-normalised against the run's impostor cosines (other references + packaged sample voices; `qvtools.similarity`); 0 = impostor-like |
+| `speaker_identified` | boolean | the reply is closer to its own reference than to every other reference of the run (closed-set identification); `<NA>` with one reference |
+| `ref_ceiling_similarity` | float64 | cosine of the two halves of the row's reference recording (same speaker, same encoder): the ceiling, per voice |
+| `similarity_encoder` | string | the speaker encoder behind the `speaker_similarity*` columns (never pool two) |
+| `mos_sig` | float64 | DNSMOS P.835 SIG (speech signal, 1-5) of the reply (`qvtools.naturalness`) |
+| `mos_bak` | float64 | DNSMOS P.835 BAK (background, 1-5) of the reply |
+| `mos_ovrl` | float64 | DNSMOS P.835 OVRL (overall, 1-5) of the reply |
+| `mos_p808` | float64 | DNSMOS P.808 MOS (1-5) of the reply |
+| `ref_mos_ovrl` | float64 | DNSMOS P.835 OVRL of the reference recording |
+| `mos_ovrl_delta` | float64 | `mos_ovrl - ref_mos_ovrl` (reply minus reference) |
+| `mos_model` | string | the MOS model name (`qvtools.naturalness.MODEL_NAME`) |
 | `asr_text` | string | offline ASR transcript of the reply |
 | `wer` | float64 | word error rate of `asr_text` vs the expected text (normalised) |
 | `cer` | float64 | character error rate, same normalisation |
@@ -179,6 +192,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "gap_max_ms": ("float64", "ms, largest inter-chunk arrival gap"),
     "underrun_count": ("Int64", "audible gaps of a simulated player"),
     "underrun_ms": ("float64", "ms, total length of audible gaps"),
+    # latency to audible speech (qvtools.audible)
+    "ttfa_audible_ms": ("float64", "ms, end of user speech -> first reply speech sample played (Silero VAD on "
+                                   "the reply as received, player fed at the chunk arrival times)"),
+    "reply_leading_silence_ms": ("float64", "ms of reply audio before its first speech (Silero VAD)"),
     # usage (qvtools.metrics.usage_metrics)
     "input_tokens": ("Int64", "tokens, usage.input_tokens"),
     "output_tokens": ("Int64", "tokens, usage.output_tokens"),
@@ -202,6 +219,19 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "f0_ratio": ("float64", "f0_median_hz / ref_f0_median_hz"),
     "speaker_similarity": ("float64", "cosine similarity of speaker embeddings vs the reference"),
     "speaker_model": ("string", "speaker embedding model name"),
+    # calibrated similarity (qvtools.similarity.calibrate, per run)
+    "speaker_similarity_norm": ("float64", "speaker_similarity s-normalised against the run's impostor cosines"),
+    "speaker_identified": ("boolean", "closer to its own reference than to every other reference of the run"),
+    "ref_ceiling_similarity": ("float64", "cosine of the two halves of the reference (per voice): the ceiling"),
+    "similarity_encoder": ("string", "speaker encoder behind the speaker_similarity* columns"),
+    # naturalness (qvtools.naturalness, DNSMOS)
+    "mos_sig": ("float64", "DNSMOS P.835 SIG of the reply (1-5)"),
+    "mos_bak": ("float64", "DNSMOS P.835 BAK of the reply (1-5)"),
+    "mos_ovrl": ("float64", "DNSMOS P.835 OVRL of the reply (1-5)"),
+    "mos_p808": ("float64", "DNSMOS P.808 MOS of the reply (1-5)"),
+    "ref_mos_ovrl": ("float64", "DNSMOS P.835 OVRL of the reference"),
+    "mos_ovrl_delta": ("float64", "mos_ovrl - ref_mos_ovrl"),
+    "mos_model": ("string", "MOS model name"),
     "asr_text": ("string", "offline ASR transcript of the reply"),
     "wer": ("float64", "word error rate vs the expected text"),
     "cer": ("float64", "character error rate vs the expected text"),
@@ -227,7 +257,7 @@ LATENCY_METRICS = ("ttfa_ms", "ttft_ms", "e2e_ms")
 #: wall times that contain those delays (issue 11: ``delivery_rtf`` comes from the profile's delivery rate).
 #: Audio, quality and token columns are not here: they are the same whatever the latency source.
 SIMULATED_COLUMNS = ("ttfa_ms", "ttft_ms", "ttfa_created_ms", "ttft_created_ms", "response_created_ms",
-                     "speech_stopped_ms", "e2e_ms", "delivery_rtf", "gap_p95_ms", "gap_max_ms",
+                     "speech_stopped_ms", "e2e_ms", "ttfa_audible_ms", "delivery_rtf", "gap_p95_ms", "gap_max_ms",
                      "underrun_count", "underrun_ms", "session_s", "turn_wall_s")
 
 
@@ -274,6 +304,7 @@ def to_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
             if not isinstance(r, Mapping):
                 raise ConfigError(f"to_frame expects dicts, row {i} is a {type(r).__name__}")
         raw = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+    _check_unique_turns(raw)
     n = len(raw)
     out = {}
     for name, (dtype, _) in COLUMNS.items():
@@ -283,6 +314,18 @@ def to_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     for c in extra:
         out[c] = raw[c]
     return pd.DataFrame(out, index=raw.index).reset_index(drop=True)
+
+
+def _check_unique_turns(raw: pd.DataFrame) -> None:
+    """A turn is one row (issue 23: two writers once journaled every turn twice and doubled ``n``)."""
+    if "turn_id" not in raw.columns:
+        return
+    ids = raw["turn_id"].dropna()
+    dupes = ids[ids.duplicated()]
+    if len(dupes):
+        shown = ", ".join(map(str, dupes.unique()[:3]))
+        raise ConfigError(f"turn_id must be unique; {dupes.nunique()} repeated (e.g. {shown}): the journal holds "
+                          "a turn twice (two writers?) -- keep one row per turn")
 
 
 def _check_columns(df: pd.DataFrame, cols: Iterable[str], what: str) -> None:
@@ -550,9 +593,9 @@ estimate."""
 
 
 def _price(v, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
-        raise ConfigError(f"price table: {where} must be a non-negative number, got {v!r}")
-    return float(v)
+    from .validate import number
+
+    return number(v, where=f"price table: {where} (a non-negative number)", low=0.0)
 
 
 def load_prices(src) -> dict:
@@ -574,16 +617,17 @@ def load_prices(src) -> dict:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"price table not found: {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"price table {path} is not readable JSON: {exc}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, OverflowError) as exc:
+            raise ConfigError(f"price table {path} is not readable JSON: {type(exc).__name__}: "
+                              f"{str(exc)[:120]}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict) or not doc["models"]:
         raise ConfigError(f"{where} needs a non-empty 'models' object (format: qvtools.results.PRICES_FORMAT)")
     currency = doc.get("currency")
     if not isinstance(currency, str) or not currency.strip():
         raise ConfigError(f"{where} needs a 'currency' (e.g. \"USD\")")
-    per = doc.get("per_tokens", 1_000_000)
-    if isinstance(per, bool) or not isinstance(per, (int, float)) or per <= 0:
-        raise ConfigError(f"{where}: per_tokens must be a positive number, got {per!r}")
+    from .validate import number
+
+    per = number(doc.get("per_tokens", 1_000_000), where=f"{where}: per_tokens", low=1.0)
     models = {}
     for name, table in doc["models"].items():
         if not isinstance(table, dict):

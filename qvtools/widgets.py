@@ -14,6 +14,7 @@ it by leaving it as the last expression of a cell.
   voices of a workspace.
 - :func:`preflight_view` renders a :class:`~qvtools.preflight.PreflightReport`.
 - :class:`RunProgress` is a live progress bar a run updates through a callback.
+- :class:`ListeningTest` is a blinded listening test (A/B, SMOS, MOS) on a run (:mod:`qvtools.listening`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ __all__ = [
     "Recorder",
     "LiveTalk",
     "LiveTurn",
+    "ListeningTest",
 ]
 
 log = logging.getLogger(__name__)
@@ -510,3 +512,130 @@ class RunProgress(widgets.VBox):
     @property
     def total(self) -> int:
         return self.bar.max
+
+
+# --------------------------------------------------------------------------- listening test
+
+
+class ListeningTest(widgets.VBox):
+    """A blinded listening test on a ``compare`` run (issue 21; design and answer log: :mod:`qvtools.listening`).
+
+    ``kind``: ``"ab"`` (two models' replies to the same voice x prompt, answer A / B / Tie to ``question``
+    ``"similarity"`` or ``"naturalness"``), ``"smos"`` (1-5 similarity, the reference playable) or ``"mos"``
+    (1-5 naturalness, no reference). Model names are never put in any widget (only "A", "B", "this voice"):
+    the trials, which hold them, stay on the Python side. Every player is loudness-matched
+    (:func:`qvtools.listening.matched_audio`). The trial order and the A/B sides come from ``seed``
+    (default: the seed of the rater's earlier answers to this test, else a fresh random one), recorded in
+    every answer. Each click appends and fsyncs one answer to ``RUN_DIR/listening/<rater>.jsonl``; a rater who
+    comes back sees only the trials not yet answered. ``attention``: that many checks (the reference against
+    itself); ``limit``: rate only the first ``limit`` trials of the rater's order.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, rater: str, kind: str = "ab", *, question: str | None = None,
+                 seed: int | None = None, attention: int = 0, limit: int | None = None):
+        import secrets
+
+        from . import listening
+        from .report import load_run
+
+        self.run_dir = Path(run_dir)
+        self.rater = rater
+        self.kind = kind
+        listening.answers_path(run_dir, rater)  # checks the rater name before anything is read
+        self.question = question or listening.KIND_QUESTION.get(kind, "")
+        earlier = [a for a in listening.read_answers(run_dir, rater)
+                   if a["kind"] == kind and a["question"] == self.question]
+        if seed is None:
+            seed = earlier[0]["seed"] if earlier else secrets.randbits(31)
+        elif earlier and earlier[0]["seed"] != int(seed):
+            raise ConfigError(f"rater {rater!r} answered this test with seed {earlier[0]['seed']}, not {seed}: "
+                              "leave seed unset to resume, or use another rater name")
+        self.seed = int(seed)
+        self.trials = listening.design(run_dir, kind, seed=self.seed, question=question, attention=attention,
+                                       limit=limit)
+        self.pending = listening.remaining(self.trials, earlier)
+        self._view = load_run(run_dir, quick=True)
+        self.heading = widgets.HTML(value=f"<b>{html.escape(listening.QUESTIONS[self.question])}</b>")
+        self.counter = widgets.HTML()
+        self.stimuli = widgets.HTML()
+        self.stimuli.add_class("qv-stimuli")
+        labels = [("A", "A"), ("B", "B"), ("Tie", "tie")] if kind == "ab" else [(str(s), s) for s in listening.SCORES]
+        self.buttons = []
+        for text, value in labels:
+            b = widgets.Button(description=text, layout=widgets.Layout(width="64px"))
+            b.add_class("qv-answer")
+            b.add_class(f"qv-answer-{text.lower()}")
+            b.on_click(lambda _b, v=value: self._click(v))
+            self.buttons.append(b)
+        self.status = widgets.HTML()
+        super().__init__(children=[self.heading, self.counter, self.stimuli, widgets.HBox(self.buttons), self.status])
+        self.add_class("qv-listening-test")
+        self._show()
+
+    @property
+    def current(self):
+        """The trial on screen (a :class:`qvtools.listening.Trial`), None when all are answered."""
+        return self.pending[0] if self.pending else None
+
+    @property
+    def done(self) -> bool:
+        return not self.pending
+
+    def _player(self, path: str, voice: str, label: str) -> str:
+        from .listening import REFERENCE, matched_audio
+
+        src = self._view.reference(voice) if path == REFERENCE else self._view.run_dir / path
+        if src is None:
+            return f'<span class="qv-missing">{html.escape(label)}: audio unavailable</span>'
+        x, sr = matched_audio(src)
+        return (f'<div class="qv-stimulus" style="margin:2px 0;display:flex;align-items:center"><b style="width:90px">'
+                f'{html.escape(label)}</b>{audio_tag(x, sr, title=label)}</div>')
+
+    def _show(self) -> None:
+        total = len(self.trials)
+        t = self.current
+        if t is None:
+            self.counter.value = f"All {total} trials answered. Thank you."
+            self.stimuli.value = ""
+            for b in self.buttons:
+                b.disabled = True
+            return
+        self.counter.value = f"Trial {total - len(self.pending) + 1} of {total}"
+        parts = []
+        if self.kind == "smos" or (self.kind == "ab" and self.question == "similarity"):
+            from .listening import REFERENCE
+
+            parts.append(self._player(REFERENCE, t.voice, "reference"))
+        names = ("A", "B") if self.kind == "ab" else ("this voice",)
+        parts += [self._player(path, t.voice, name) for path, name in zip(t.audio, names)]
+        self.stimuli.value = "".join(parts)
+
+    def _click(self, value) -> None:
+        try:
+            self.answer(value)
+        except QVError as exc:
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+
+    def answer(self, value, *, scripted: bool = False) -> dict:
+        """Record ``value`` for the current trial (what a button click does); returns the answer written.
+        ``scripted``: a program answered, not a person (the answer is labelled so)."""
+        from . import listening
+
+        t = self.current
+        if t is None:
+            raise ConfigError("every trial of this listening test is answered")
+        a = listening.make_answer(t, value, rater=self.rater, seed=self.seed, scripted=scripted)
+        listening.append_answer(self.run_dir, a)
+        self.pending.pop(0)
+        self.status.value = ""
+        self._show()
+        return a
+
+    def run_scripted(self, rater, n: int | None = None) -> int:
+        """Let a scripted rater (``rater(trial) -> answer``, e.g. :class:`qvtools.listening.ScriptedRater`)
+        answer the next ``n`` trials (all by default); returns how many it answered."""
+        k = 0
+        while self.current is not None and (n is None or k < n):
+            self.answer(rater(self.current), scripted=True)
+            k += 1
+        return k

@@ -35,21 +35,23 @@ def test_turn_id_is_deterministic_safe_and_distinct():
 
 def test_append_and_read_rows_tolerates_truncated_last_line(tmp_path):
     path = tmp_path / "turns.jsonl"
+    t1, t2, t3 = (ex.turn_id("ava", "m", "p", r) for r in range(3))
     with open(path, "a", encoding="utf-8") as fh:
-        ex.append_row(fh, {"turn_id": "t1", "status": "completed", "ttfa_ms": float("nan")})
-        ex.append_row(fh, {"turn_id": "t2", "status": "failed", "error": "boom"})
+        ex.append_row(fh, {"turn_id": t1, "status": "completed", "ttfa_ms": float("nan")})
+        ex.append_row(fh, {"turn_id": t2, "status": "failed", "error": "boom"})
     with open(path, "ab") as fh:
-        fh.write(b'{"turn_id": "t3", "sta')  # killed mid-write
+        fh.write(b'{"turn_id": "' + t3.encode() + b'", "sta')  # killed mid-write
     rows = ex.read_turns(path)
-    assert [r["turn_id"] for r in rows] == ["t1", "t2"]
+    assert [r["turn_id"] for r in rows] == [t1, t2]
     ex._repair_tail(path)
     assert path.read_bytes().endswith(b"\n")
-    assert [r["turn_id"] for r in ex.read_turns(path)] == ["t1", "t2"]
+    assert [r["turn_id"] for r in ex.read_turns(path)] == [t1, t2]
 
 
 def test_corrupt_middle_line_is_an_error(tmp_path):
     path = tmp_path / "turns.jsonl"
-    path.write_text('{"turn_id": "t1"}\nnot json\n{"turn_id": "t2"}\n')
+    t1, t2 = ex.turn_id("ava", "m", "p", 0), ex.turn_id("ava", "m", "p", 1)
+    path.write_text(f'{{"turn_id": "{t1}"}}\nnot json\n{{"turn_id": "{t2}"}}\n')
     with pytest.raises(QVError, match="line 2"):
         ex.read_turns(path)
 
@@ -82,6 +84,12 @@ def test_experiment_rejects_bad_arguments(tmp_path):
         ex.Experiment(None, tmp_path, voices=[tmp_path / "missing.wav"], prompts=prompts)
     with pytest.raises(ConfigError, match="at least one"):
         ex.Experiment(None, tmp_path, voices=voices, prompts=[])
+    # the similarity encoder is resolved before any turn runs (issue 20)
+    with pytest.raises(ConfigError, match="unknown similarity encoder"):
+        ex.Experiment(None, tmp_path, voices=voices, prompts=prompts, similarity_encoder="wavlm")
+    with pytest.raises(ConfigError, match="no such ONNX file"):
+        ex.Experiment(None, tmp_path, voices=voices, prompts=prompts, similarity_encoder=str(tmp_path / "sv.onnx"))
+    assert not (tmp_path / ex.TURNS_FILE).exists()
 
 
 def test_plan_is_seeded_complete_and_interleaved(tmp_path):
@@ -185,6 +193,30 @@ def test_small_run_rows_and_metrics(small_run):
     for r in rows:
         assert (run_dir / r["audio_path"]).is_file()
         assert r["turn_wall_s"] >= r["session_s"] + r["metrics_s"] - 1e-6
+
+
+@pytest.mark.slow
+def test_small_run_naturalness_calibrated_similarity_and_audible_latency(small_run):
+    """Issue 20: every completed row carries DNSMOS, the calibrated similarity and the audible latency."""
+    import pandas as pd
+
+    from qvtools import naturalness, similarity
+
+    run_dir, _, _ = small_run
+    ok = pd.read_parquet(run_dir / ex.RESULTS_FILE).query("status == 'completed'")
+    assert len(ok) == 4
+    for col in ("mos_sig", "mos_bak", "mos_ovrl", "mos_p808", "ref_mos_ovrl"):
+        assert ok[col].between(1, 5).all(), col
+    assert (ok["mos_ovrl_delta"] - (ok["mos_ovrl"] - ok["ref_mos_ovrl"])).abs().max() < 1e-9
+    assert set(ok["mos_model"]) == {naturalness.MODEL_NAME}
+    assert set(ok["similarity_encoder"]) == {similarity.get_encoder().name}
+    assert ok["speaker_similarity_norm"].notna().all() and ok["speaker_identified"].notna().all()
+    assert ok["ref_ceiling_similarity"].between(0, 1).all()
+    assert ok.groupby("voice_ref")["ref_ceiling_similarity"].nunique().eq(1).all()  # one ceiling per voice
+    assert (ok["reply_leading_silence_ms"] >= 0).all()
+    assert (ok["ttfa_audible_ms"] >= ok["ttfa_ms"] + ok["reply_leading_silence_ms"] - 1e-6).all()
+    meta = json.loads((run_dir / ex.RUN_FILE).read_text())
+    assert meta["similarity_encoder"] == "dvector" and "naturalness" in meta["metrics"]
 
 
 @pytest.mark.slow
@@ -400,7 +432,8 @@ def test_replay_recomputes_results_offline(small_run, tmp_path, monkeypatch):
     (run_dir / ex.RESULTS_FILE).unlink()
     rows = ex.read_turns(run_dir / ex.TURNS_FILE)
     # the journal's metric values are not what replay returns: spoil them and expect them recomputed
-    spoiled = [dict(r, ttfa_ms=-1.0, speaker_similarity=-1.0, wer=99.0) for r in rows]
+    # (valid numbers: a negative ttfa_ms is refused by read_turns, issue 23)
+    spoiled = [dict(r, ttfa_ms=123456.0, speaker_similarity=-1.0, wer=99.0) for r in rows]
     ex._rewrite_rows(run_dir / ex.TURNS_FILE, spoiled)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -419,7 +452,7 @@ def test_replay_recomputes_results_offline(small_run, tmp_path, monkeypatch):
     monkeypatch.undo()
     assert attempts == []
     replayed = pd.read_parquet(run_dir / ex.RESULTS_FILE)
-    assert (replayed["ttfa_ms"] > 0).all() and replayed["speaker_similarity"].between(0, 1).all()
+    assert (replayed["ttfa_ms"] < 123456.0).all() and replayed["speaker_similarity"].between(0, 1).all()
     _compare_frames(original, replayed)
     assert FAKE_KEY.encode() not in (run_dir / ex.RESULTS_FILE).read_bytes()
 
@@ -516,3 +549,29 @@ def test_provenance_says_when_a_manual_turn_asked_for_the_response():
     assert _provenance(manual, None, None)["response_create_sent_ms"] == pytest.approx(402.0)
     text = SimpleNamespace(marks={"response_create_sent": 5.0})
     assert _provenance(text, None, None)["response_create_sent_ms"] == 0.0
+
+
+def test_score_adds_naturalness_and_audible_latency_offline():
+    """Issue 20, without a service: a turn's scoring carries DNSMOS (reply and reference) and the audible TTFA."""
+    import numpy as np
+
+    from qvtools.audio import load
+    from qvtools.realtime.turn import Turn
+
+    voice = ex.sample_voices()[0]
+    x, sr = load(voice.path, mono=True)
+    reply = np.concatenate([np.zeros(int(0.3 * sr), np.float32), x[: 4 * sr]])
+    n = sr // 10
+    chunks = [(1.0 + i * 0.01, min(n, len(reply) - s)) for i, s in enumerate(range(0, len(reply), n))]
+    turn = Turn(model="m", status="completed", audio=reply, sample_rate=sr, audio_chunks=chunks,
+                marks={"speech_end_sent": 0.5, "first_audio_delta": 1.0})
+    row = ex._score(turn, ("speaker_similarity", "naturalness"), voice.path)
+    assert row["ttfa_ms"] == pytest.approx(500.0)
+    assert row["ttfa_audible_ms"] - row["ttfa_ms"] == pytest.approx(row["reply_leading_silence_ms"])
+    from qvtools.audible import speech_onset_s
+
+    own = 1000 * speech_onset_s(x[: 4 * sr], sr)  # the sample voice's own lead-in
+    assert row["reply_leading_silence_ms"] == pytest.approx(300 + own, abs=40)
+    assert all(1 <= row[c] <= 5 for c in ("mos_sig", "mos_bak", "mos_ovrl", "mos_p808", "ref_mos_ovrl"))
+    assert row["mos_ovrl_delta"] == pytest.approx(row["mos_ovrl"] - row["ref_mos_ovrl"])
+    assert "mos_ovrl" not in ex._score(turn, ("speaker_similarity",), voice.path)

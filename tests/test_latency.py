@@ -70,7 +70,7 @@ def test_profile_overrides_are_checked_when_the_service_is_configured():
     assert src.sampler(FLASH, 1).profile.created_ms == 900
     with pytest.raises(LatencySourceError, match="created_sec"):
         lat.LatencySource.from_config(ServiceConfig(realtime_latency_profiles={"flash": {"created_sec": 1}}))
-    with pytest.raises(ConfigError, match="realtime_latency must be one of 'simulated', 'none', got 'fast'"):
+    with pytest.raises(ConfigError, match="realtime_latency must be one of simulated, none, got 'fast'"):
         ServiceConfig(realtime_latency="fast")  # the switch is checked where it is set (issue 19 item 3) ...
     cfg = ServiceConfig()
     cfg.realtime_latency = "fast"  # ... and again by the latency source, for a config changed after construction
@@ -80,24 +80,31 @@ def test_profile_overrides_are_checked_when_the_service_is_configured():
 
 # --------------------------------------------------------------------------- replay: the empirical sampler
 
+def _tid(name: str) -> str:
+    """A turn id of the runner's shape (qvtools.rundir.TURN_ID_RE: turns.jsonl refuses others)."""
+    from qvtools.experiment import turn_id
+
+    return turn_id("v", "m", name, 0)
+
+
 def _rows():
     """A small results table: flash fast, plus slow, one failed and one server-VAD row."""
     rows = []
     for i in range(5):
-        rows.append({"turn_id": f"f{i}", "target_model": FLASH, "status": "completed", "turn_detection": "manual",
+        rows.append({"turn_id": _tid(f"f{i}"), "target_model": FLASH, "status": "completed", "turn_detection": "manual",
                      "response_created_ms": 100.0 + i, "ttfa_created_ms": 10.0 + i, "delivery_rtf": 3.0 + i,
                      "speech_stopped_ms": float("nan")})
-        rows.append({"turn_id": f"p{i}", "target_model": PLUS, "status": "completed", "turn_detection": "manual",
+        rows.append({"turn_id": _tid(f"p{i}"), "target_model": PLUS, "status": "completed", "turn_detection": "manual",
                      "response_created_ms": 500.0 + i, "ttfa_created_ms": 50.0 + i,
                      "delivery_rtf": float("nan") if i == 0 else 2.0, "speech_stopped_ms": float("nan")})
-    rows.append({"turn_id": "x", "target_model": FLASH, "status": "failed", "turn_detection": "manual",
+    rows.append({"turn_id": _tid("x"), "target_model": FLASH, "status": "failed", "turn_detection": "manual",
                  "response_created_ms": 9999.0, "ttfa_created_ms": 9999.0, "delivery_rtf": 1.0})
-    rows.append({"turn_id": "m", "target_model": PLUS, "status": "completed", "turn_detection": "manual",
+    rows.append({"turn_id": _tid("m"), "target_model": PLUS, "status": "completed", "turn_detection": "manual",
                  "response_created_ms": 900.0, "response_create_sent_ms": 400.0, "ttfa_created_ms": 56.0,
                  "delivery_rtf": 2.0})
-    rows.append({"turn_id": "na", "target_model": FLASH, "response_created_ms": 9999.0})  # <NA> status, mode
-    rows.append({"turn_id": "nm", "status": "completed", "response_created_ms": 9999.0, "ttfa_created_ms": 1.0})
-    rows.append({"turn_id": "v", "target_model": PLUS + "-2026-03-15", "status": "completed",
+    rows.append({"turn_id": _tid("na"), "target_model": FLASH, "response_created_ms": 9999.0})  # <NA> status, mode
+    rows.append({"turn_id": _tid("nm"), "status": "completed", "response_created_ms": 9999.0, "ttfa_created_ms": 1.0})
+    rows.append({"turn_id": _tid("v"), "target_model": PLUS + "-2026-03-15", "status": "completed",
                  "turn_detection": "server_vad", "response_created_ms": 1400.0, "speech_stopped_ms": 900.0,
                  "ttfa_created_ms": 55.0, "delivery_rtf": 2.0})
     return results.to_frame(rows)

@@ -195,3 +195,91 @@ def test_live_talk_reports_an_unreachable_service_and_keeps_listening():
         assert talk.turns == [] and talk._worker.is_alive()  # the next Start can try again
     finally:
         talk.close()
+
+
+# ------------------------------------------------------------------------------ issue 23: bounded, total handlers
+
+def test_the_cap_is_enforced_while_recording_and_later_chunks_are_dropped_with_a_notice():
+    rec = Recorder(max_seconds=1.0, run_preflight=False)
+    rec._on_msg(rec, {"type": "start", "rate": 48000}, [])
+    block = np.full(4096, 0.1, np.float32)
+    for i in range(60):  # ~5 s of audio sent to a 1 s recorder
+        rec._on_msg(rec, {"type": "chunk", "t": 1.0, "rate": 48000}, [block.tobytes()])
+    assert sum(p.size for p in rec._parts) == 48000  # kept while recording, not cut at stop
+    assert any("cap was reached" in d for d in rec.dropped) and "cap was reached" in rec.status_html
+    rec._on_msg(rec, {"type": "stop"}, [])
+    rec._on_msg(rec, {"type": "chunk", "t": 2.0, "rate": 48000}, [block.tobytes()])  # after stop
+    assert rec.recording[0].size == 48000 and "after stop" in rec.dropped[-1]
+
+
+def test_one_huge_chunk_a_rate_change_and_non_finite_samples_are_refused():
+    rec = Recorder(max_seconds=5.0, run_preflight=False)
+    rec._on_msg(rec, {"type": "start", "rate": 48000}, [])
+    rec._on_msg(rec, {"type": "chunk", "t": 1.0}, [np.zeros(48000 * 3, np.float32).tobytes()])
+    assert "longer than 2 s" in rec.status_html and rec._n == 0
+    rec._on_msg(rec, {"type": "chunk", "t": 1.0, "rate": 16000}, [np.zeros(1600, np.float32).tobytes()])
+    assert "rate changed mid-recording" in rec.status_html and rec._n == 0
+    bad = np.zeros(4096, np.float32)
+    bad[7] = np.nan
+    rec._on_msg(rec, {"type": "chunk", "t": 1.0}, [bad.tobytes()])
+    assert "NaN or infinite" in rec.status_html and rec._n == 0
+    for content in ({"type": "start", "rate": None}, {"type": "start", "rate": [48000]},
+                    {"type": "start", "rate": float("inf")}, {"type": "start", "rate": True},
+                    {"type": "chunk", "t": None}, {"type": "clock", "b_send": 10**400, "k": 1, "b_recv": 2}):
+        rec._on_msg(rec, content, [np.zeros(8, np.float32).tobytes()])  # never raises
+    assert rec.rate == 48000  # the refused starts changed nothing
+
+
+def test_microphone_handlers_are_total_over_arbitrary_messages():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                               lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                            max_size=4),
+                               max_leaves=10)
+    kinds = st.sampled_from(["ping", "clock", "start", "chunk", "stop", "error", "other"])
+    messages = st.fixed_dictionaries({"type": kinds}, optional={
+        "rate": json_values | st.sampled_from([48000, 44100, 16000]), "t": json_values | st.floats(0, 1e6),
+        "b_send": json_values, "k": json_values, "b_recv": json_values, "why": json_values,
+        "message": json_values})
+    buffers = st.lists(st.binary(max_size=64) | st.just(np.full(512, 0.2, np.float32).tobytes()), max_size=2)
+    rec = Recorder(max_seconds=0.05, run_preflight=False)
+
+    @hypothesis.settings(max_examples=300, derandomize=True, deadline=None)
+    @hypothesis.given(st.lists(st.tuples(messages | json_values, buffers), min_size=1, max_size=12))
+    def check(msgs):
+        for content, bufs in msgs:
+            rec._on_msg(rec, content, bufs)  # must not raise
+            if rec.rate:
+                assert rec._n <= round(rec.max_seconds * rec.rate)
+                assert sum(p.size for p in rec._parts) <= round(rec.max_seconds * rec.rate)
+
+    check()
+
+
+def test_live_talk_queue_is_bounded_and_drops_with_a_notice():
+    import threading
+
+    from qvtools.mic import LIVE_QUEUE_MAX
+
+    release = threading.Event()
+
+    class StalledSession:  # the worker blocks in connect(), as behind a stalled service
+        manual = True
+        connected = False
+        input_sample_rate = 16000
+
+        def connect(self):
+            release.wait(30)
+            raise ConnectionError("stalled service gave up")
+
+    talk = LiveTalk(StalledSession(), max_seconds=60.0)
+    try:
+        talk._on_msg(talk, {"type": "start", "rate": 48000}, [])
+        block = np.full(480, 0.1, np.float32).tobytes()
+        for _ in range(LIVE_QUEUE_MAX + 50):
+            talk._on_msg(talk, {"type": "chunk", "t": 1.0}, [block])
+        assert talk._q.qsize() <= LIVE_QUEUE_MAX and any("queue is full" in d for d in talk.dropped)
+    finally:
+        release.set()
+        talk.close()

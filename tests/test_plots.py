@@ -149,3 +149,19 @@ def test_no_show_is_called(monkeypatch, frame):
     plots.latency_ecdf(frame)
     plots.latency_box(frame)
     plots.event_waterfall(_turn())
+
+
+def test_data_with_dollar_signs_is_drawn_literally_not_as_mathtext(rng):
+    """Issue 23: a model named ``a$x^{2$`` made every figure a mathtext parse error at draw time."""
+    odd = "evil$x^{2$-realtime"
+    df = pd.DataFrame([{"target_model": m, "ttfa_ms": float(v), "simulated": False}
+                       for m in (odd, FLASH) for v in rng.normal(500, 50, 10)])
+    ax = plots.latency_box(df, "ttfa_ms")
+    ax2 = plots.latency_ecdf(df, "ttfa_ms")
+    heat = plots.similarity_heatmap(pd.DataFrame([[0.5]], index=[odd], columns=["$v$"]))
+    for a in (ax, ax2, heat):
+        a.figure.canvas.draw()  # raises ValueError on a mathtext parse error
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert any(r"evil\$x^{2\$-realtime" in t for t in labels)
+    assert any(r"evil\$x" in t.get_text() for t in ax2.get_legend().get_texts())
+    assert plots.plain_text("a$b") == r"a\$b"

@@ -365,3 +365,16 @@ def test_prepare_rejects_silence_and_bad_window(sentence):
         preflight.prepare((_sil(3.0, 24000), 24000))
     with pytest.raises(ValueError):
         preflight.prepare(sentence, window_s=(20, 10))
+
+
+def test_naturalness_information_row_shows_a_noisy_clip(speech_data):
+    """Issue 20: the DNSMOS row is information only (never a warning); a noisy clip shows a low BAK."""
+    clean = preflight.check(speech_data / "clean/en_F_ljspeech_LJ001-0003.wav")
+    noisy = preflight.check(speech_data / "bad/noisy_synthetic_ljspeech-LJ001-0007_plus_dishes-noise_snr5dB.wav")
+    for rep in (clean, noisy):
+        assert rep["naturalness"].status == "pass" and "information only" in rep["naturalness"].limit
+    assert clean.measures["mos_bak"] > 3.5 and clean["naturalness"].advice == ""
+    assert noisy.measures["mos_bak"] < 2.0 and "background noise" in noisy["naturalness"].advice
+    assert "BAK" in noisy["naturalness"].details
+    assert "naturalness" not in [r.name for r in preflight.check(speech_data / "clean/en_F_ljspeech_LJ001-0003.wav",
+                                                                 naturalness=False).rows]

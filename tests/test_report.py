@@ -50,7 +50,7 @@ def _write_run(run_dir: Path, *, simulated: bool = True, failed: int = 1, models
                              "input_text_tokens": 10, "input_audio_tokens": 40, "output_text_tokens": 5,
                              "output_audio_tokens": 60, "input_tokens": 50, "output_tokens": 65})
     for i in range(failed):
-        rows.append({"run_id": run_dir.name, "turn_id": f"failed-{i}", "voice_ref": voices[0].name,
+        rows.append({"run_id": run_dir.name, "turn_id": ex.turn_id(voices[0].name, models[0], "failed", i), "voice_ref": voices[0].name,
                      "target_model": models[0], "prompt_id": "math", "repeat": 0, "status": "failed",
                      "error": "TransportError: connection reset", "region": "local", "simulated": simulated})
     with open(run_dir / ex.TURNS_FILE, "w") as fh:
@@ -293,3 +293,20 @@ def test_wer_and_cer_each_over_their_own_rows(tmp_path):
     html_text = view.audio_html(12)
     assert "CER 0.30" in html_text and "WER" in html_text and "CER 0.05" not in html_text
     assert report.ERROR_METRIC_NOTE and "CER" in report.ERROR_METRIC_NOTE
+
+
+def test_header_names_the_similarity_encoder_and_the_mos_model():
+    """Issue 20: the report header says which encoder and MOS model scored the run; none for an older run."""
+    import pandas as pd
+
+    from qvtools.report import RunView
+
+    rows = [{"turn_id": "a", "status": "completed", "target_model": "m", "similarity_encoder": "enc-1",
+             "mos_model": "DNSMOS x", "ttfa_audible_ms": 500.0}]
+    view = RunView(run_dir=Path("run"), meta={}, frame=pd.DataFrame(rows))
+    note = view.metrics_note()
+    assert "enc-1" in note and "s-normalised" in note and "DNSMOS x" in note and "ttfa_audible_ms" in note
+    view.frame = pd.DataFrame([dict(rows[0], similarity_encoder="enc-2"), rows[0]])
+    assert "never compare" in view.metrics_note()
+    view.frame = pd.DataFrame([{"turn_id": "a", "status": "completed", "target_model": "m"}])
+    assert view.metrics_note() == ""

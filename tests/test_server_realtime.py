@@ -841,21 +841,28 @@ def test_reply_sentences_sharing_the_users_words_are_never_reused():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, second", [("first_turn", "en"), ("every_turn", None)])
-def test_language_is_detected_once_per_session_unless_every_turn(tmp_path, pcm16k, mode, second):
+@pytest.mark.parametrize("mode, second, detector", [("first_turn", "en", "english_gate"),
+                                                   ("every_turn", None, "whisper_base")])
+def test_language_is_detected_once_per_session_unless_every_turn(tmp_path, pcm16k, mode, second, detector):
     # ServiceConfig.realtime_language_detection: with no session or voice language the first turn is
-    # detected; "first_turn" then tells ASR that language (tiny.en for English), "every_turn" detects again
+    # detected; "first_turn" then tells ASR that language (tiny.en for English), "every_turn" detects again;
+    # ServiceConfig.realtime_language_detector reaches the ASR call (issue 22 item 4)
     from qvtools.server.realtime import REALTIME
 
-    cfg = ServiceConfig(realtime_language_detection=mode, realtime_partial_transcription_s=0)
+    cfg = ServiceConfig(realtime_language_detection=mode, realtime_language_detector=detector,
+                        realtime_partial_transcription_s=0)
     with LocalService(tmp_path, config=cfg) as local:
         speech = local.app[REALTIME].get_speech()
         told = []
         inner = speech.recognize
 
-        def recording(x16, language=None, candidates=None):
+        found = []
+
+        def recording(x16, language=None, candidates=None, detector="english_gate"):
             told.append(language)
-            return inner(x16, language, candidates)
+            rec = inner(x16, language, candidates, detector)
+            found.append((detector, rec.detector))
+            return rec
 
         speech.recognize = recording
         c = RawClient(local, FLASH)
@@ -872,3 +879,6 @@ def test_language_is_detected_once_per_session_unless_every_turn(tmp_path, pcm16
         finally:
             c.close()
     assert told == [None, second]
+    # the first turn was detected by the configured detector (English speech: the gate takes it cheaply)
+    assert found[0] == (detector, detector)
+    assert found[1] == (detector, "given" if second else detector)

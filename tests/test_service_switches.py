@@ -16,7 +16,8 @@ SWITCHES = service_config._switch_choices()
 def test_every_string_switch_is_typed_and_checked():
     # the switches the service reads with == (qvtools/server/realtime.py, enrollment.py, latency.py)
     assert set(SWITCHES) == {"enroll_text_check", "realtime_latency", "realtime_reply_mode",
-                             "realtime_language_detection", "realtime_cancel_status", "realtime_voice_error_timing",
+                             "realtime_language_detection", "realtime_language_detector", "realtime_cancel_status",
+                             "realtime_voice_error_timing",
                              "realtime_session_keys", "realtime_item_ids", "realtime_transcription_delta",
                              "realtime_manual_user_item", "realtime_idle_close"}
     defaults = ServiceConfig()
@@ -30,7 +31,7 @@ def test_a_mistyped_switch_raises_naming_the_allowed_values(name):
     typo = allowed[-1].capitalize()  # "Legacy" for "legacy": once silently the other branch
     with pytest.raises(ConfigError) as e:
         ServiceConfig(**{name: typo})
-    assert str(e.value) == f"{name} must be one of {', '.join(map(repr, allowed))}, got {typo!r}"
+    assert str(e.value) == f"{name} must be one of {', '.join(allowed)}, got {typo!r}"
     for value in allowed:
         assert getattr(ServiceConfig(**{name: value}), name) == value
 

@@ -105,3 +105,6 @@ def test_language_detection_mode_is_validated():
     assert ServiceConfig().realtime_language_detection == "first_turn" in LANGUAGE_DETECTION_MODES
     with pytest.raises(ConfigError, match="realtime_language_detection"):
         ServiceConfig(realtime_language_detection="sometimes")
+    assert ServiceConfig().realtime_language_detector == "english_gate"
+    with pytest.raises(ConfigError, match="english_gate, whisper_base"):
+        ServiceConfig(realtime_language_detector="tiny")

@@ -113,8 +113,16 @@ class Turn:
         stem = Path(path_stem)
         stem.parent.mkdir(parents=True, exist_ok=True)
         wav, js = stem.with_name(stem.name + ".wav"), stem.with_name(stem.name + ".json")
-        wav.write_bytes(wav_bytes(self.audio, self.sample_rate))
-        js.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
+        from ..rundir import write_atomic
+
+        # all or nothing, the path named in any error (issue 23); the WAV is removed if the JSON fails
+        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1).encode("utf-8")
+        write_atomic(wav, wav_bytes(self.audio, self.sample_rate))
+        try:
+            write_atomic(js, text)
+        except BaseException:
+            wav.unlink(missing_ok=True)
+            raise
         return wav, js
 
     @classmethod
@@ -125,6 +133,12 @@ class Turn:
         stem = Path(path_stem)
         meta = json.loads(stem.with_name(stem.name + ".json").read_text(encoding="utf-8"))
         x, sr = sf.read(str(stem.with_name(stem.name + ".wav")), dtype="float32", always_2d=False)
+        return cls.from_dict(meta, x, sr)
+
+    @classmethod
+    def from_dict(cls, meta: dict, x, sr: int) -> "Turn":
+        """A turn from :meth:`to_dict` output and its reply samples (``KeyError``/``TypeError``/``ValueError``
+        for a document that is not one)."""
         return cls(model=meta["model"], voice=meta.get("voice"), session_id=meta.get("session_id"),
                    response_id=meta.get("response_id"), status=meta["status"], error=meta.get("error"),
                    events=[TimedEvent(e["t"], e["type"], e["data"]) for e in meta.get("events", [])],

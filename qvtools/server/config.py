@@ -73,6 +73,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Literal, get_args, get_type_hints
 
 from .. import spec
+from ..asr import DETECTORS
 from ..catalog import ENROLLMENT_TARGET_MODELS
 
 __all__ = ["ServiceConfig", "MAX_DATA_URI_BYTES", "REQUEST_MEMORY_BUDGET_MB"]
@@ -103,6 +104,8 @@ __all__ += ["TEXT_CHECK_MODES"]
 #: Values of :attr:`ServiceConfig.realtime_language_detection` (issue 10/11: detect the language once per
 #: session, or on every turn).
 LanguageDetectionMode = Literal["first_turn", "every_turn"]
+#: Values of :attr:`ServiceConfig.realtime_language_detector` (issue 22): the detectors :mod:`qvtools.asr` defines.
+LanguageDetector = Literal[DETECTORS]
 LANGUAGE_DETECTION_MODES = get_args(LanguageDetectionMode)
 __all__ += ["LANGUAGE_DETECTION_MODES"]
 
@@ -261,6 +264,12 @@ class ServiceConfig:
     #: 9 ms), which the latency and capacity figures of issue 11 cannot afford. A guess-free setting for a
     #: mixed-language study: name the language per session (the extension above) or use "every_turn".
     realtime_language_detection: LanguageDetectionMode = "first_turn"
+    #: How a turn's language is detected when it must be (:data:`qvtools.asr.DETECTORS`, issue 22 item 4):
+    #: "english_gate" decodes with Whisper tiny.en first and keeps it when tiny.en's own confidence passes
+    #: :data:`qvtools.asr.ENGLISH_GATE` (calibrated on the packaged samples, tested on ../shared/data/speech:
+    #: benchmarks/calibrate_language_gate.py), so English turns pay no detection pass and only the turns the
+    #: gate is unsure of wait for Whisper base; "whisper_base" always detects with Whisper base first.
+    realtime_language_detector: LanguageDetector = "english_gate"
     #: Milliseconds of audio per ``response.audio.delta`` (§5.8 [guess] 100-200 ms).
     realtime_audio_chunk_ms: int = 100
     #: Send ``response.done`` after ``response.cancel`` (§4.5 c [obs 2026]; the v2 SDK needs it). False: the
@@ -376,7 +385,7 @@ def check_switches(config: ServiceConfig) -> None:
     for name, allowed in _switch_choices().items():
         value = getattr(config, name)
         if value not in allowed:
-            raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 _CHOICES: dict[str, tuple] | None = None

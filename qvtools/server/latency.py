@@ -58,8 +58,8 @@ from pathlib import Path
 from typing import get_args
 
 from ..catalog import base_model, family
+from ..errors import ConfigError, LatencySourceError
 from .config import LatencyMode
-from ..errors import LatencySourceError
 
 __all__ = ["LatencyProfile", "TurnDelays", "PROFILES", "profile_for_model", "LatencySimulator", "NO_DELAYS",
            "LATENCY_MODES", "REPLAY_COLUMNS", "ReplayTable", "ReplaySampler", "LatencySource"]
@@ -212,6 +212,29 @@ def _finite(x) -> bool:
         return False
 
 
+def _check_replay_row(rec: dict, where: str) -> None:
+    """The figures a replayed session would wait on, checked by THE validator (issue 23): delays 0 ..
+    :data:`qvtools.validate.MAX_REPLAY_DELAY_MS`, a delivery rate >= :data:`qvtools.validate.MIN_DELIVERY_RTF`,
+    real numbers (missing is NaN / None); otherwise a LatencySourceError naming the row and field, before
+    any session starts."""
+    import pandas as pd
+
+    from ..validate import MAX_REPLAY_DELAY_MS, MIN_DELIVERY_RTF, number
+
+    limits = {"response_created_ms": (0.0, MAX_REPLAY_DELAY_MS), "ttfa_created_ms": (0.0, MAX_REPLAY_DELAY_MS),
+              "speech_stopped_ms": (0.0, MAX_REPLAY_DELAY_MS), "response_create_sent_ms": (0.0, MAX_REPLAY_DELAY_MS),
+              "delivery_rtf": (MIN_DELIVERY_RTF, None)}
+    for col, (low, high) in limits.items():
+        value = rec.get(col)
+        if value is None or value is pd.NA:
+            continue
+        try:
+            number(value, where=f"{where}, field {col!r}", low=low, high=high, allow_missing=True)
+        except ConfigError as exc:
+            raise LatencySourceError(str(exc), source=where.split(" row ")[0][len("latency_from "):],
+                                     problem="format") from None
+
+
 class ReplayTable:
     """The completed rows of a measured run, per target model, as ``(created_ms, first_audio_ms, rtf)``
     (``rtf`` NaN when the row has none). Load with :meth:`load`; ``name`` is what metadata shows."""
@@ -264,6 +287,8 @@ class ReplayTable:
                                          f"table or a {TURNS_FILE}", source=name, problem="format")
         except LatencySourceError:
             raise
+        except ConfigError as exc:  # a row refused by read_turns (issue 23): its file, line and field
+            raise LatencySourceError(f"latency_from {name}: {exc}", source=name, problem="format") from None
         except Exception as exc:  # a corrupt or foreign file
             raise LatencySourceError(f"latency_from {name}: cannot read it ({type(exc).__name__})",
                                      source=name, problem="format") from None
@@ -279,10 +304,11 @@ class ReplayTable:
                                      problem="columns")
         has_vad = "speech_stopped_ms" in frame.columns and "turn_detection" in frame.columns
         rows: dict[str, list] = {}
-        for rec in frame.to_dict("records"):
+        for i, rec in enumerate(frame.to_dict("records")):
             status, model, mode = rec.get("status"), rec.get("target_model"), rec.get("turn_detection")
             if not (isinstance(status, str) and status == "completed" and isinstance(model, str)):
                 continue  # (missing values are pd.NA: compared only once known to be strings)
+            _check_replay_row(rec, f"latency_from {name} row {i + 1}")
             created, first, rtf = rec.get("response_created_ms"), rec.get("ttfa_created_ms"), rec.get("delivery_rtf")
             if not (_finite(created) and _finite(first)):
                 continue

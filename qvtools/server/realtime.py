@@ -903,7 +903,8 @@ class _Connection:
         """The :class:`qvtools.asr.Transcription` of user audio ``x`` at ``rate`` Hz in ``language`` (None:
         detected among the candidates), text stripped (runs in the executor)."""
         x16 = resample(x, rate, 16000) if rate != 16000 else x
-        rec = get_speech(self.app).recognize(x16, language, self.app[REALTIME].language_candidates)
+        rec = get_speech(self.app).recognize(x16, language, self.app[REALTIME].language_candidates,
+                                             self.cfg.realtime_language_detector)
         return rec._replace(text=rec.text.strip())
 
     async def _transcribe(self, user: UserTurn, speculative: asyncio.Task | None = None) -> None:

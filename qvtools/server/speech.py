@@ -238,15 +238,16 @@ class SpeechPipeline:
 
     # ---------------------------------------------------------------- steps
 
-    def recognize(self, x16k, language: str | None = None, candidates=None):
+    def recognize(self, x16k, language: str | None = None, candidates=None, detector: str = "english_gate"):
         """Recognise 16 kHz mono user audio: a :class:`qvtools.asr.Transcription` (text, language,
         probability, model). ``language`` (a documented code or Chinese dialect) skips detection: English
         goes to Whisper tiny.en (better and faster there, :data:`qvtools.asr.ENGLISH_MODEL`), any other
-        language to Whisper base. ``None`` detects it per utterance with Whisper base among
-        ``candidates`` (None: all documented languages). Mandarin text is in Simplified characters."""
+        language to Whisper base. ``None`` detects it per utterance among ``candidates`` (None: all
+        documented languages) by ``detector`` (:data:`qvtools.asr.DETECTORS`: tiny.en's English gate first,
+        else Whisper base). Mandarin text is in Simplified characters."""
         from .. import asr
 
-        return asr.recognize(x16k, 16000, language, candidates=candidates)
+        return asr.recognize(x16k, 16000, language, candidates=candidates, detector=detector)
 
     def transcribe(self, x16k, language: str | None = ENGLISH, candidates=None) -> str:
         """The text of :meth:`recognize`; English unless told otherwise (``language=None`` detects)."""
