@@ -6,7 +6,7 @@ from . import audio, catalog, metrics, preflight, results
 from ._version import __version__
 from .config import REGIONS, TARGET_MODELS, Settings
 from .enrollment import Voice, VoiceClient
-from .errors import (APIError, ConfigError, InvalidAudio, LatencySourceError, QVError, RealtimeError,
+from .errors import (APIError, ConfigError, InvalidAudio, LatencySourceError, MissingExtra, QVError, RealtimeError,
                      SessionTimeout, TransportError, VoiceModelMismatch)
 from .experiment import Experiment
 from .realtime.session import RealtimeSession
@@ -33,6 +33,7 @@ __all__ = [
     "SessionTimeout",
     "VoiceModelMismatch",
     "LatencySourceError",
+    "MissingExtra",
     "connect",
     "Workspace",
     "Voice",

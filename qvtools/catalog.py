@@ -25,10 +25,19 @@ __all__ = [
     "check_model", "DEFAULT_COMPARE_MODELS", "ENROLLMENT_TARGET_MODELS", "check_target_model",
     "OMNI_CLONE_PREFIX", "TTS_CLONE_PREFIX", "VOICE_KINDS", "voice_kind", "is_cloned_voice",
     "SAMPLE_RATES", "clone_realtime_model", "clone_usable_with", "VOICE_CLONE_MODES", "create_parameters",
+    "DEFAULT_INPUT_SAMPLE_RATE", "DEFAULT_OUTPUT_SAMPLE_RATE", "DEFAULT_VAD_THRESHOLD", "DEFAULT_PREFIX_PADDING_MS",
+    "DEFAULT_SILENCE_DURATION_MS",
 ]
 
 #: ``audio.{input,output}.format.sample_rate`` values where the family can configure them (§4.2).
 SAMPLE_RATES = (8000, 16000, 24000, 48000)
+#: Audio rates of a session that sets none (§4.1: input PCM 16 kHz, output PCM 24 kHz); the one definition.
+DEFAULT_INPUT_SAMPLE_RATE = 16000
+DEFAULT_OUTPUT_SAMPLE_RATE = 24000
+#: Server VAD defaults (§4.2): threshold 0.5, prefix padding 300 ms, silence 800 ms before speech_stopped.
+DEFAULT_VAD_THRESHOLD = 0.5
+DEFAULT_PREFIX_PADDING_MS = 300
+DEFAULT_SILENCE_DURATION_MS = 800
 
 _SAMPLING_QWEN35 = dict(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.0, presence_penalty=1.5)
 _SAMPLING_QWEN3 = dict(temperature=0.9, top_p=1.0, top_k=50, repetition_penalty=1.05, presence_penalty=0.0)
@@ -75,8 +84,8 @@ class ModelFamily:
     input_audio_format: str = "pcm"
     output_audio_format: str = "pcm"
     transcription_model: str = "qwen3-asr-flash-realtime"
-    input_sample_rate: int = 16000
-    output_sample_rate: int = 24000
+    input_sample_rate: int = DEFAULT_INPUT_SAMPLE_RATE
+    output_sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE
     configurable_audio: bool = False
     semantic_vad: bool = False
     cloned_voices: bool | None = False

@@ -290,7 +290,7 @@ def _talk(args) -> int:
     from pathlib import Path
 
     from .audio import load
-    from .config import redact
+    from .errors import redact
     from .errors import ConfigError
 
     out = Path(args.out)
@@ -597,7 +597,7 @@ def main(argv=None) -> int:
 
 def _error_line(text: str) -> None:
     """THE error line of the CLI: one line on stderr, the key redacted."""
-    from .config import redact
+    from .errors import redact
 
     line = " ".join(redact(text, _env_key()).split())
     print(f"error: {line}", file=sys.stderr, flush=True)

@@ -1,7 +1,7 @@
 """Settings, read from the environment in one place (:meth:`Settings.from_env`).
 
 Every variable is documented in the README. The API key is kept out of ``repr``
-and can be scrubbed from any text with :func:`redact`.
+and can be scrubbed from any text with :meth:`Settings.redact` (:func:`qvtools.errors.redact`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .catalog import DEFAULT_COMPARE_MODELS
-from .errors import ConfigError
+from .errors import ConfigError, redact
 
 __all__ = ["Settings", "REGIONS", "TARGET_MODELS", "ENROLLMENT_MODEL", "ENROLLMENT_PATH",
-           "REALTIME_PATH", "redact", "LOCAL_API_KEY"]
+           "REALTIME_PATH", "LOCAL_API_KEY"]
 
 #: Documented regions (protocol reference §1). ``local`` is the embedded local service.
 REGIONS = {
@@ -142,12 +142,3 @@ class Settings:
 
     def redact(self, text: str) -> str:
         return redact(text, self.api_key)
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    """Replace every occurrence of each secret (and its Bearer header form) with a mask."""
-    out = str(text)
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            out = out.replace(secret, "***")
-    return out

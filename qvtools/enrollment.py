@@ -34,7 +34,7 @@ from typing import Iterable, Iterator
 from . import spec
 from .catalog import VOICE_KINDS, check_target_model, create_parameters, voice_kind
 from .config import ENROLLMENT_MODEL, Settings
-from .errors import APIError, ConfigError, InvalidAudio, TransportError, api_error_from_http, redact_text
+from .errors import APIError, ConfigError, InvalidAudio, TransportError, api_error_from_http, redact
 
 __all__ = ["Voice", "VoiceClient", "raise_for_response", "LANGUAGES", "DIALECTS", "NAME_PATTERN",
            "validate_create_args", "encode_for_upload", "OMNI_ONLY", "MAX_LIST_PAGES", "MAX_RESPONSE_BYTES",
@@ -141,7 +141,7 @@ def _preview(obj, n: int = 80) -> str:
         text = json.dumps(obj)
     except (TypeError, ValueError):
         text = repr(obj)
-    return redact_text(text[:n] + ("…" if len(text) > n else ""))
+    return redact(text[:n] + ("…" if len(text) > n else ""))
 
 
 def _json_or_none(text: str):
@@ -369,7 +369,7 @@ class VoiceClient:
 
     # -- transport -----------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
-        return redact_text(text, self.settings.api_key)
+        return redact(text, self.settings.api_key)
 
     def _post_once(self, payload: dict, deadline: _Deadline) -> dict:
         """One POST bounded by ``deadline``: the JSON object of a 200 answer, else APIError/TransportError."""

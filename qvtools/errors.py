@@ -18,8 +18,9 @@ __all__ = [
     "SessionTimeout",
     "VoiceModelMismatch",
     "LatencySourceError",
+    "MissingExtra",
     "api_error_from_http",
-    "redact_text",
+    "redact",
     "RETRY_AFTER_CAP_S",
 ]
 
@@ -33,7 +34,7 @@ RETRY_AFTER_CAP_S = 60.0
 #: Longest server text kept in an error message (characters).
 _MAX_SERVER_TEXT = 300
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"'<>,;]+")
-_KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
+_KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]+")
 
 
 class QVError(Exception):
@@ -42,6 +43,11 @@ class QVError(Exception):
 
 class ConfigError(QVError, ValueError):
     """A setting or argument is missing or invalid."""
+
+
+class MissingExtra(QVError, ModuleNotFoundError):
+    """An optional part was asked for without its extra installed (e.g. the local service without
+    ``qvtools[local]``). The message names the extra to install; ``name`` is the missing module."""
 
 
 class InvalidAudio(QVError, ValueError):
@@ -134,18 +140,22 @@ def _rebuild_latency_error(message, source, problem, model, models):
     return LatencySourceError(message, source=source, problem=problem, model=model, models=models)
 
 
-def redact_text(text, *secrets: str | None) -> str:
-    """Server-supplied text made safe to log, raise or save: each secret (the API key) and anything that
-    looks like a key (``Bearer …``, ``sk-…``) is masked, control characters are dropped, length is capped."""
+def redact(text, *secrets: str | None, limit: int | None = _MAX_SERVER_TEXT, keep_newlines: bool = False) -> str:
+    """The one redaction (issue 19 item 4) of text that came from a server or may hold the key, before it is
+    logged, raised, saved in a result row, ``run.json`` or a report: each secret (the API key) and anything
+    that looks like a key (``Bearer …``, ``sk-…``) is masked, control characters are dropped (a newline too,
+    unless ``keep_newlines``: a whole document such as ``run.json``), and the text is cut to ``limit``
+    characters (None: not cut)."""
     out = str(text)
     for secret in secrets:
         if secret and len(secret) >= 4:
             out = out.replace(secret, "***")
     out = _BEARER.sub(lambda m: m.group(1) + "***", out)
     out = _KEYLIKE.sub("***", out)
-    out = "".join(ch if ch.isprintable() or ch in " \t" else " " for ch in out)
-    if len(out) > _MAX_SERVER_TEXT:
-        out = out[:_MAX_SERVER_TEXT] + "…"
+    keep = " \t\n" if keep_newlines else " \t"
+    out = "".join(ch if ch.isprintable() or ch in keep else " " for ch in out)
+    if limit is not None and len(out) > limit:
+        out = out[:limit] + "…"
     return out
 
 
@@ -165,7 +175,7 @@ def api_error_from_http(status: int, body, headers: Mapping | None = None, reaso
     """The one mapping of a non-200 HTTP answer (an enrollment call or a refused realtime handshake) to
     :class:`APIError`. Follows the SDK's parsing (protocol reference §3): ``code``, ``message`` (or ``msg``),
     ``request_id`` from a JSON body; a non-JSON body gives code ``"Unknown"``; ``request_id`` falls back to the
-    ``x-request-id`` header; ``Retry-After`` is kept (capped). Server text is redacted (:func:`redact_text`)."""
+    ``x-request-id`` header; ``Retry-After`` is kept (capped). Server text is redacted (:func:`redact`)."""
     def header(name):
         if headers is None:
             return None
@@ -192,5 +202,5 @@ def api_error_from_http(status: int, body, headers: Mapping | None = None, reaso
         message = (text[:200] if text else reason) or f"HTTP {status} with a non-JSON body"
         rid = header("x-request-id")
     rid = rid if isinstance(rid, str) else None
-    return APIError(int(status or 0), redact_text(code, *secrets), redact_text(message, *secrets),
-                    redact_text(rid, *secrets) if rid else None, _retry_after_s(header("Retry-After")))
+    return APIError(int(status or 0), redact(code, *secrets), redact(message, *secrets),
+                    redact(rid, *secrets) if rid else None, _retry_after_s(header("Retry-After")))

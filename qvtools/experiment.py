@@ -52,8 +52,8 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from .catalog import DEFAULT_COMPARE_MODELS, check_model
-from .config import Settings, redact
-from .errors import ConfigError, QVError
+from .config import Settings
+from .errors import ConfigError, QVError, redact
 from .resources import samples_dir
 from .retries import MAX_ATTEMPTS, run_with_retries, transient_exception
 
@@ -1269,7 +1269,8 @@ class Experiment:
 
     def _write_meta(self, meta: dict) -> None:
         # The key never reaches disk: scrub the serialised text, whatever field it might hide in.
-        text = redact(json.dumps(meta, indent=2, default=_json_default), self._api_key())
+        text = redact(json.dumps(meta, indent=2, default=_json_default), self._api_key(), limit=None,
+                      keep_newlines=True)
         path = self.run_dir / RUN_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text + "\n", encoding="utf-8")

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import math
 import re
+import threading
 import unicodedata
 import warnings
 from collections import OrderedDict
@@ -29,9 +30,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .catalog import DEFAULT_OUTPUT_SAMPLE_RATE
 from .errors import InvalidAudio
 
 __all__ = [
+    "EVENT_MARKS",
     "FLOOR_DB",
     "END_OF_SPEECH_MARKS",
     "LATENCY_NAMES",
@@ -86,13 +89,23 @@ FLOOR_DB = -120.0
 END_OF_SPEECH_MARKS = ("speech_end_sent", "last_audio_sent")
 
 # Event types that stand in for a missing mark (protocol reference §5 server events).
-_MARK_EVENTS = {
-    "response_created": ("response.created",),
-    "first_audio_delta": ("response.audio.delta",),
-    "first_text_delta": ("response.audio_transcript.delta", "response.text.delta"),
-    "response_done": ("response.done",),
-    "speech_stopped": ("input_audio_buffer.speech_stopped",),
+#: Realtime event type -> the turn mark its first occurrence sets (``Turn.marks``): the one table (issue 19);
+#: :mod:`qvtools.realtime.turn` records marks from it and :data:`_MARK_EVENTS` (its inverse) is derived.
+EVENT_MARKS = {
+    "input_audio_buffer.speech_started": "speech_started",
+    "input_audio_buffer.speech_stopped": "speech_stopped",
+    "input_audio_buffer.committed": "committed",
+    "conversation.item.input_audio_transcription.completed": "transcript_done",
+    "response.created": "response_created",
+    "response.audio_transcript.delta": "first_text_delta",
+    "response.text.delta": "first_text_delta",
+    "response.audio.delta": "first_audio_delta",
+    "response.audio.done": "audio_done",
+    "response.done": "response_done",
 }
+#: Mark name -> the event types that set it (a turn without marks falls back to its events).
+_MARK_EVENTS = {mark: tuple(t for t, m in EVENT_MARKS.items() if m == mark)
+                for mark in dict.fromkeys(EVENT_MARKS.values())}
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,7 +247,7 @@ def latency_metrics(turn, *, jitter_buffer_ms: float = 0.0) -> dict[str, float]:
     - ``underrun_count`` / ``underrun_ms``: audible gaps of a player starting at the first chunk
       (+ ``jitter_buffer_ms``), see :func:`playback_underruns`
     """
-    sr = getattr(turn, "sample_rate", None) or 24000
+    sr = getattr(turn, "sample_rate", None) or DEFAULT_OUTPUT_SAMPLE_RATE
     chunks = sorted((float(t), int(n)) for t, n in (getattr(turn, "audio_chunks", None) or ()))
     audio = getattr(turn, "audio", None)
     n_audio = int(np.asarray(audio).shape[0]) if audio is not None and np.asarray(audio).ndim >= 1 else 0
@@ -314,6 +327,9 @@ def clipping_ratio(x, sr=None, *, threshold: float = 0.999) -> float:
 
 
 _METERS: dict[int, Any] = {}
+#: Guards the module caches (_METERS, _REF_F0, _REF_EMBEDDINGS): metrics run on worker threads (issue 19). Held
+#: only to read or update a cache, never while a value is computed (two threads may compute one value once each).
+_CACHE_LOCK = threading.Lock()
 
 
 def loudness_lufs(x, sr) -> float:
@@ -325,11 +341,13 @@ def loudness_lufs(x, sr) -> float:
     a, sr = _mono(x, sr)
     if a.shape[0] < int(0.4 * sr):  # BS.1770: gating blocks of 400 ms
         return NAN
-    meter = _METERS.get(sr)
+    with _CACHE_LOCK:
+        meter = _METERS.get(sr)
     if meter is None:
         import pyloudnorm
 
-        meter = _METERS[sr] = pyloudnorm.Meter(sr)
+        with _CACHE_LOCK:
+            meter = _METERS.setdefault(sr, pyloudnorm.Meter(sr))
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore")
         value = float(meter.integrated_loudness(a))
@@ -481,11 +499,14 @@ _REF_F0: "OrderedDict[tuple, float]" = OrderedDict()
 
 def _reference_f0_median(ref: np.ndarray, ref_sr: int) -> float:
     key = _audio_key(ref, ref_sr)
-    med = _REF_F0.get(key)
+    with _CACHE_LOCK:
+        med = _REF_F0.get(key)
     if med is None:
-        med = _REF_F0[key] = f0_stats(ref, ref_sr)[0]
-        if len(_REF_F0) > _REF_CACHE_SIZE:
-            _REF_F0.popitem(last=False)
+        med = f0_stats(ref, ref_sr)[0]
+        with _CACHE_LOCK:
+            _REF_F0[key] = med
+            if len(_REF_F0) > _REF_CACHE_SIZE:
+                _REF_F0.popitem(last=False)
     return med
 
 
@@ -493,14 +514,16 @@ def _reference_embedding(ref: np.ndarray, ref_sr: int) -> np.ndarray:
     from . import speaker
 
     key = (speaker.MODEL_NAME,) + _audio_key(ref, ref_sr)
-    emb = _REF_EMBEDDINGS.get(key)
+    with _CACHE_LOCK:
+        emb = _REF_EMBEDDINGS.get(key)
+        if emb is not None:
+            _REF_EMBEDDINGS.move_to_end(key)
     if emb is None:
         emb = speaker.embed(ref.astype(np.float32), ref_sr)
-        _REF_EMBEDDINGS[key] = emb
-        if len(_REF_EMBEDDINGS) > _REF_CACHE_SIZE:
-            _REF_EMBEDDINGS.popitem(last=False)
-    else:
-        _REF_EMBEDDINGS.move_to_end(key)
+        with _CACHE_LOCK:
+            _REF_EMBEDDINGS[key] = emb
+            if len(_REF_EMBEDDINGS) > _REF_CACHE_SIZE:
+                _REF_EMBEDDINGS.popitem(last=False)
     return emb
 
 
@@ -521,9 +544,10 @@ def speaker_similarity(x, sr, ref, ref_sr) -> float:
 
 def clear_caches() -> None:
     """Forget cached reference embeddings, reference F0 medians and loudness meters."""
-    _REF_EMBEDDINGS.clear()
-    _REF_F0.clear()
-    _METERS.clear()
+    with _CACHE_LOCK:
+        _REF_EMBEDDINGS.clear()
+        _REF_F0.clear()
+        _METERS.clear()
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import redact
-from .errors import ConfigError, QVError
+from .errors import ConfigError, QVError, redact
 from .resources import report_notebook
 
 __all__ = [
@@ -295,7 +294,7 @@ class RunView:
         ]
         rows += [(f"version: {k}", v) for k, v in versions.items()]
         key = os.environ.get("DASHSCOPE_API_KEY")
-        return pd.DataFrame([(k, redact(str(v), key)) for k, v in rows], columns=["field", "value"]).set_index("field")
+        return pd.DataFrame([(k, redact(str(v), key, limit=None, keep_newlines=True)) for k, v in rows], columns=["field", "value"]).set_index("field")
 
     def metrics_note(self) -> str:
         """Which models scored similarity and naturalness and how (issue 20); empty for a run without them."""
@@ -795,6 +794,6 @@ def build_report(run_dir, *, sample_turns: int = 6, timeout: float = 600, quick:
                             template_file=_TEMPLATE_NAME)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": f"qvtools report {run_dir.name}"}})
     out = run_dir / REPORT_FILE
-    out.write_text(redact(body, key), encoding="utf-8")
+    out.write_text(redact(body, key, limit=None, keep_newlines=True), encoding="utf-8")
     log.info("report written to %s", out)
     return out

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import spec
+from .catalog import DEFAULT_PREFIX_PADDING_MS, DEFAULT_SILENCE_DURATION_MS, DEFAULT_VAD_THRESHOLD
 from .audio import as_mono, from_pcm16
 from .errors import ConfigError
 
@@ -246,8 +247,8 @@ class StreamingVAD:
     Not thread-safe: use one instance per audio stream.
     """
 
-    def __init__(self, threshold: float = 0.5, prefix_padding_ms: int = 300, silence_duration_ms: int = 800,
-                 sample_rate: int = 16000):
+    def __init__(self, threshold: float = DEFAULT_VAD_THRESHOLD, prefix_padding_ms: int = DEFAULT_PREFIX_PADDING_MS,
+                 silence_duration_ms: int = DEFAULT_SILENCE_DURATION_MS, sample_rate: int = SAMPLE_RATE):
         _check_threshold(threshold)
         if int(prefix_padding_ms) < 0:
             raise ConfigError(f"prefix_padding_ms must be >= 0, got {prefix_padding_ms}")

@@ -21,6 +21,20 @@ def speech_dir() -> Path | None:
     return path if (path / "manifest.csv").is_file() else None
 
 
+#: Per-test limit (s) of the fast tier (tests not marked ``slow``); the slow tier and notebooks have pyproject's
+#: ``timeout``. The slowest fast test takes ~30 s on the shared 2-core machine under load; a hang fails here.
+FAST_TEST_TIMEOUT_S = 120
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if item.get_closest_marker("slow") or item.get_closest_marker("timeout"):
+            continue
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.timeout(FAST_TEST_TIMEOUT_S))
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

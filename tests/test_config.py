@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qvtools.config import ENROLLMENT_PATH, REALTIME_PATH, Settings, redact
+from qvtools.config import ENROLLMENT_PATH, REALTIME_PATH, Settings
+from qvtools.errors import redact
 from qvtools.errors import ConfigError
 from qvtools.server.config import MAX_DATA_URI_BYTES, ServiceConfig
 
@@ -65,3 +66,19 @@ def test_service_config_defaults_follow_the_documented_limits():
     assert c.max_body_bytes > c.max_data_uri_bytes
     assert (c.max_audio_s, c.min_sample_rate, c.min_continuous_speech_s) == (60.0, 24000, 3.0)
     assert c.allowed_mime == ("audio/wav", "audio/mpeg", "audio/mp4")
+
+
+def test_one_redact_for_all_server_text():
+    # issue 19 item 4: the strongest of the three former functions, in qvtools.errors
+    import json
+
+    from qvtools import config
+    from qvtools.errors import redact as the_one
+
+    assert config.redact is the_one  # Settings.redact's helper is the same function, not a second definition
+    assert redact("key sk-abc1 leaked") == "key *** leaked"  # short sk- tokens too (server/app's rule)
+    assert redact("a\nb\x1b[2Jc") == "a b [2Jc"  # control characters dropped (log injection)
+    assert redact("x" * 400).endswith("…") and len(redact("x" * 400)) == 301
+    doc = json.dumps({"note": "Bearer abcdef", "key": "my-secret-1"}, indent=2)
+    out = redact(doc, "my-secret-1", limit=None, keep_newlines=True)
+    assert json.loads(out) == {"note": "Bearer ***", "key": "***"} and out.count("\n") == doc.count("\n")

@@ -248,6 +248,7 @@ def _drip_headers(req, stub):
         w.flush()
 
 
+@pytest.mark.perf  # wall clock: bounds relative to the configured deadline
 @pytest.mark.parametrize("behaviour", [_silent, _drip_body, _drip_headers], ids=["silent", "drip-body",
                                                                                  "drip-headers"])
 def test_every_call_ends_within_its_total_deadline(behaviour, tmp_path):
@@ -264,6 +265,7 @@ def test_every_call_ends_within_its_total_deadline(behaviour, tmp_path):
     assert KEY not in str(info.value)
 
 
+@pytest.mark.perf  # wall clock: bounds relative to Retry-After and the configured deadline
 def test_retry_after_is_honoured_only_within_the_deadline(tmp_path, caplog):
     def throttled(req, stub):
         req.send(429, {"code": "Throttling", "message": "slow down", "request_id": "t"}, {"Retry-After": "1.2"})

@@ -70,8 +70,12 @@ def test_profile_overrides_are_checked_when_the_service_is_configured():
     assert src.sampler(FLASH, 1).profile.created_ms == 900
     with pytest.raises(LatencySourceError, match="created_sec"):
         lat.LatencySource.from_config(ServiceConfig(realtime_latency_profiles={"flash": {"created_sec": 1}}))
+    with pytest.raises(ConfigError, match="realtime_latency must be one of simulated, none, got 'fast'"):
+        ServiceConfig(realtime_latency="fast")  # the switch is checked where it is set (issue 19 item 3) ...
+    cfg = ServiceConfig()
+    cfg.realtime_latency = "fast"  # ... and again by the latency source, for a config changed after construction
     with pytest.raises(LatencySourceError, match="realtime_latency must be"):
-        lat.LatencySource.from_config(ServiceConfig(realtime_latency="fast"))
+        lat.LatencySource.from_config(cfg)
 
 
 # --------------------------------------------------------------------------- replay: the empirical sampler

@@ -118,8 +118,8 @@ def test_english_turn_is_still_heard_and_answered_in_english():
     heard = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
     delta = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.delta"][-1]
     assert delta["language"] == "en"  # detected among the candidates, then decoded by tiny.en
-    # at most one word of six misheard (CI once heard "weather light today": Piper's input varies with
-    # onnxruntime's seed); an untranscribed or non-English turn is far above it
-    assert wer(UTTERANCE, heard["transcript"], language="en") <= 0.17, heard
+    # Piper's noise is seeded per sentence (qvtools/server/piper_noise.py, issue 19), so the turn is the same
+    # audio on every run: back to the bound of before (at most one word in ten misheard)
+    assert wer(UTTERANCE, heard["transcript"], language="en") <= 0.1, heard
     said = next(e for e in events if e["type"] == "response.done")["response"]["output"][0]["content"][0]["transcript"]
     assert script_language(said) is None and said.isascii(), said

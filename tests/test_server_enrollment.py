@@ -635,6 +635,7 @@ def test_full_decode_queue_is_a_429_with_retry_after(tmp_path, enrollment_wav):
         assert total(svc) == 1
 
 
+@pytest.mark.perf  # wall clock: list/delete answer within 5 s while decode work holds the pool
 def test_list_and_delete_never_wait_behind_decode_work(tmp_path):
     """The decode threads all busy (blocked here): list and delete are answered from their own pool."""
     import threading
@@ -657,6 +658,7 @@ def test_list_and_delete_never_wait_behind_decode_work(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.perf  # wall clock: list p95 during creates
 def test_list_latency_during_a_burst_of_12_creates(tmp_path, enrollment_wav):
     """issue 13: a list during 12 concurrent creates waited ~1.8 s; target p95 < 0.5 s."""
     import concurrent.futures

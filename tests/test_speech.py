@@ -58,9 +58,10 @@ def test_synthesize_speaks_text_in_the_target_pitch(pipeline):
     target = builtin_profile("Cherry")
     y = pipeline.synthesize("Thank you for calling. How can I help you today?", target)
     assert y.dtype == np.float32 and y.ndim == 1 and 1.0 < len(y) / 24000 < 6.0
-    # within 12 % of the target (Piper's own voice is ~168 Hz, Cherry's 225 Hz); Piper's VITS noise follows
-    # onnxruntime's seed, and one CI draw came out 8.4 % low
-    assert analyze(y, 24000).f0_median_hz == pytest.approx(target.f0_median_hz, rel=0.12)
+    # within 8 % of the target (Piper's own voice is ~168 Hz, Cherry's 225 Hz); Piper's VITS noise is seeded per
+    # sentence (issue 19), so this is the same audio on every run
+    f0 = analyze(y, 24000).f0_median_hz
+    assert f0 == pytest.approx(target.f0_median_hz, rel=0.08), (f0, target.f0_median_hz)
     text = asr.transcribe(y, 24000, "en").lower()  # English speech: no language detection
     assert "thank you" in text and "help" in text
 
@@ -155,13 +156,13 @@ def test_cloned_voice_moves_toward_the_reference_speaker(pipeline, speech_data):
     before = speaker.similarity(ref, speaker.embed(plain, tsr))
     after = speaker.similarity(ref, speaker.embed(cloned, 24000))
     assert after > before + 0.2
-    # still intelligible: at most two of the eleven words misheard. The conversion's measured cost is about
-    # +0.10 WER (bench_voice_fidelity: converted English replies WER 0.145 over 54 replies), and Piper's input
-    # varies with onnxruntime's seed: CI heard "Let's be done Thursday" once (0.18); a word-exact check flipped
-    # "plan" -> "player" before. An unintelligible reply is far above 0.2.
+    # still intelligible: at most one of the eleven words misheard. Piper's noise is seeded per sentence (issue 19),
+    # so this is the same audio on every run (before, it followed onnxruntime's per-process seed: CI heard
+    # "Let's be done Thursday" once, 0.18). An unintelligible reply is far above 0.1.
     from qvtools.metrics import wer
 
-    assert wer(text, asr.transcribe(cloned, 24000, "en"), language="en") <= 0.2
+    heard = asr.transcribe(cloned, 24000, "en")
+    assert wer(text, heard, language="en") <= 0.1, heard
 
 
 # -- warm-up (SpeechPipeline.warm, ServiceConfig.warm_speech) ----------------------------------------

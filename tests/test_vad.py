@@ -172,13 +172,24 @@ def test_streaming_reset(speech):
     assert not v.speaking and v.position_ms == 0 and v.processed_ms == 0
 
 
+@pytest.mark.perf
 def test_streaming_is_fast(speech):
+    # relative bound (issue 19 item 8): streaming 100 ms chunks costs at most 4x one whole-clip pass over the same
+    # audio, best of three each (measured 1.3-2.4x at load 7 on the shared 2-core machine; RTF ~0.006-0.009,
+    # far under the 0.1 this test used to demand against the wall clock alone)
     x, sr = speech
     x16 = resample(x, sr, 16000)
     y = np.tile(np.concatenate([x16, _silence(1.0, 16000)]), 6)  # ~30 s
-    v = vad.StreamingVAD()
     vad.speech_probabilities(x16[:1600], 16000)  # warm the cached model
-    t0 = time.perf_counter()
-    _stream(v, y, 16000)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 0.1 * len(y) / 16000, f"{elapsed:.3f} s for {len(y) / 16000:.1f} s of audio"
+
+    def best_of_3(fn):
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    whole = best_of_3(lambda: vad.speech_probabilities(y, 16000))
+    streamed = best_of_3(lambda: _stream(vad.StreamingVAD(), y, 16000))
+    assert streamed < 4 * whole, f"streamed {streamed:.3f} s vs whole {whole:.3f} s for {len(y) / 16000:.1f} s"

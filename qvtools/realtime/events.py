@@ -195,7 +195,9 @@ _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "repetition_pen
 
 def _default_turn_detection() -> dict:
     # §4.2: server_vad, threshold 0.5, silence 800 ms; prefix 300, create/interrupt echoed true (§4.4 example).
-    return {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 800,
+    return {"type": "server_vad", "threshold": _catalog.DEFAULT_VAD_THRESHOLD,
+            "prefix_padding_ms": _catalog.DEFAULT_PREFIX_PADDING_MS,
+            "silence_duration_ms": _catalog.DEFAULT_SILENCE_DURATION_MS,
             "create_response": True, "interrupt_response": True}
 
 
@@ -270,13 +272,13 @@ def session_echo(session: dict, kind: str = "updated", shape: str = "observed") 
 def input_format(session: dict) -> tuple[str, int]:
     """``(type, sample_rate)`` of the input audio of a session config (defaults pcm/16000, §4.1)."""
     fmt = ((session.get("audio") or {}).get("input") or {}).get("format") or {}
-    return fmt.get("type", "pcm"), int(fmt.get("sample_rate", 16000))
+    return fmt.get("type", "pcm"), int(fmt.get("sample_rate", _catalog.DEFAULT_INPUT_SAMPLE_RATE))
 
 
 def output_format(session: dict) -> tuple[str, int]:
     """``(type, sample_rate)`` of the output audio (defaults pcm/24000, §4.1)."""
     fmt = ((session.get("audio") or {}).get("output") or {}).get("format") or {}
-    return fmt.get("type", "pcm"), int(fmt.get("sample_rate", 24000))
+    return fmt.get("type", "pcm"), int(fmt.get("sample_rate", _catalog.DEFAULT_OUTPUT_SAMPLE_RATE))
 
 
 def error_info(message: str, param: str | None = None, code: str = "invalid_value",
@@ -417,7 +419,8 @@ def merge_session(current: dict, update: Any, *, model: str | None = None,
         if not fam.configurable_audio:
             return fail(f"'audio' formats can be configured only on qwen3.5 models, not '{model}'.",
                         "session.audio")
-        for side, default_rate in (("input", 16000), ("output", 24000)):
+        for side, default_rate in (("input", _catalog.DEFAULT_INPUT_SAMPLE_RATE),
+                                   ("output", _catalog.DEFAULT_OUTPUT_SAMPLE_RATE)):
             if side not in audio or audio[side] is None:
                 continue
             part = audio[side]

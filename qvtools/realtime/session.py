@@ -35,7 +35,7 @@ from .. import audio as _audio
 from .. import catalog
 from ..config import Settings
 from ..errors import (APIError, ConfigError, RealtimeError, SessionTimeout, TransportError,
-                      VoiceModelMismatch, api_error_from_http, redact_text)
+                      VoiceModelMismatch, api_error_from_http, redact)
 from . import endings
 from . import events as ev
 from .turn import Turn, TurnTracker
@@ -309,7 +309,8 @@ class RealtimeSession:
         if td is None:
             return None
         value = _obj(td).get("silence_duration_ms", ev.default_turn_detection()["silence_duration_ms"])
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 800.0
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else float(catalog.DEFAULT_SILENCE_DURATION_MS)
 
     @property
     def input_sample_rate(self) -> int:
@@ -329,7 +330,7 @@ class RealtimeSession:
         return str(self.effective.get("output_audio_format"))
 
     def _redact(self, text) -> str:
-        return redact_text(text, self.settings.api_key)
+        return redact(text, self.settings.api_key)
 
     # -------------------------------------------------------------------------------- transport
     def connect(self) -> "RealtimeSession":
@@ -549,7 +550,7 @@ class RealtimeSession:
         """Trailing silence (ms) sent after the speech in server-VAD mode: the effective
         ``silence_duration_ms`` (200–6000, §4.2) plus :data:`TRAILING_SILENCE_MARGIN_MS`."""
         sd = self.silence_duration_ms if silence_duration_ms is None else silence_duration_ms
-        return int(round((sd if sd is not None else 800.0) + TRAILING_SILENCE_MARGIN_MS))
+        return int(round((sd if sd is not None else catalog.DEFAULT_SILENCE_DURATION_MS) + TRAILING_SILENCE_MARGIN_MS))
 
     def _new_tracker(self) -> TurnTracker:
         tracker = TurnTracker(self.model, voice=self.voice, session_id=self.session_id,

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import from_pcm16, wav_bytes
-from ..errors import redact_text
-from ..metrics import latencies
+from ..catalog import DEFAULT_OUTPUT_SAMPLE_RATE
+from ..errors import redact
+from ..metrics import EVENT_MARKS, latencies
 from . import endings
 from .events import SERVER_EVENT_TYPES, Event, parse
 
@@ -40,18 +41,7 @@ MARKS = ("connect", "session_ready", "first_audio_sent", "speech_end_sent", "las
 TURN_STATUSES = ("completed", "incomplete", "failed", "cancelled", "rejected")
 
 # server event type -> mark set on its first occurrence
-_EVENT_MARKS = {
-    "input_audio_buffer.speech_started": "speech_started",
-    "input_audio_buffer.speech_stopped": "speech_stopped",
-    "input_audio_buffer.committed": "committed",
-    "conversation.item.input_audio_transcription.completed": "transcript_done",
-    "response.created": "response_created",
-    "response.audio_transcript.delta": "first_text_delta",
-    "response.text.delta": "first_text_delta",
-    "response.audio.delta": "first_audio_delta",
-    "response.audio.done": "audio_done",
-    "response.done": "response_done",
-}
+_EVENT_MARKS = EVENT_MARKS  # the one table, in qvtools.metrics
 
 
 @dataclass
@@ -84,7 +74,7 @@ class Turn:
     events: list[TimedEvent] = field(default_factory=list)
     marks: dict[str, float] = field(default_factory=dict)
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
-    sample_rate: int = 24000
+    sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE
     audio_chunks: list[tuple[float, int]] = field(default_factory=list)
     user_transcript: str | None = None
     assistant_transcript: str | None = None
@@ -175,13 +165,13 @@ _KNOWN_TYPES = frozenset(SERVER_EVENT_TYPES)
 
 
 def _redact_tree(value, secrets, depth: int = 0):
-    """``value`` with every string passed through :func:`~qvtools.errors.redact_text` (keys included)."""
+    """``value`` with every string passed through :func:`~qvtools.errors.redact` (keys included)."""
     if depth > 20:
         return "…"
     if isinstance(value, str):
-        return redact_text(value, *secrets)
+        return redact(value, *secrets)
     if isinstance(value, dict):
-        return {redact_text(k, *secrets): _redact_tree(v, secrets, depth + 1) for k, v in value.items()}
+        return {redact(k, *secrets): _redact_tree(v, secrets, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact_tree(v, secrets, depth + 1) for v in value]
     return value
@@ -213,7 +203,7 @@ class TurnTracker:
     """
 
     def __init__(self, model: str, *, voice: str | None = None, session_id: str | None = None,
-                 sample_rate: int = 24000, marks: dict | None = None, secrets=(), ignore_items=()):
+                 sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE, marks: dict | None = None, secrets=(), ignore_items=()):
         self.turn = Turn(model=model, voice=voice, session_id=session_id, sample_rate=int(sample_rate),
                          marks=dict(marks or {}))
         self._pcm: list[bytes] = []
@@ -246,7 +236,7 @@ class TurnTracker:
         return self.turn.response_id is not None and not self.done
 
     def _redact(self, text) -> str:
-        return redact_text(text, *self._secrets)
+        return redact(text, *self._secrets)
 
     # server side --------------------------------------------------------------------------------
     def feed(self, text: str | bytes, t: float) -> Event | None:

@@ -16,6 +16,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ..errors import MissingExtra
+
+try:  # the local service needs the "local" extra; without it, say so instead of a bare ModuleNotFoundError
+    import aiohttp  # noqa: F401
+except ModuleNotFoundError as _exc:
+    raise MissingExtra(f"the local service needs the 'local' extra (missing module {_exc.name!r}): "
+                       "pip install 'qvtools[local]'", name=_exc.name) from None
+
 from ..config import LOCAL_API_KEY
 from ..errors import QVError
 from .app import ServiceRunner, create_app

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
 from ..config import ENROLLMENT_PATH, REALTIME_PATH
+from ..errors import redact
 from .config import ServiceConfig
 from .enrollment import ENROLL_SLOTS, DecodeSlots, handle_customization
 from .faults import FAULTS, FaultInjector
@@ -38,7 +38,7 @@ from .store import VoiceStore
 from .trace import ServerTrace
 
 __all__ = ["create_app", "authenticate", "error_response", "read_json", "ServerTrace", "ServiceError",
-           "new_request_id", "ServiceRunner", "redact"]
+           "new_request_id", "ServiceRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +131,9 @@ async def _speech_warmup(app: web.Application):
     cancel.set()
 
 
-_SECRETS = re.compile(r"(?i)(bearer\s+)\S+|\bsk-[A-Za-z0-9_\-]+")
-
-
-def redact(text: str) -> str:
-    """``text`` cut to one short line, with anything like a key (``Bearer …``, ``sk-…``) masked."""
-    line = str(text).split("\n", 1)[0][:160]
-    line = _SECRETS.sub(lambda m: (m.group(1) or "") + "***", line)
+def _log_text(text: str) -> str:
+    """``text`` for one log line: the first line, redacted (:func:`qvtools.errors.redact`), 160 characters, ASCII."""
+    line = redact(str(text).split("\n", 1)[0], limit=160)
     return line.encode("ascii", "backslashreplace").decode("ascii")
 
 
@@ -147,7 +143,7 @@ def _exc_summary(exc: BaseException | None) -> str:
     # aiohttp's parser messages quote the offending bytes after a colon ("Invalid header value char:
     # b'Authorization: …'"): only the part before it is kept
     text = str(getattr(exc, "message", None) or exc).split(":", 1)[0]
-    return f"{type(exc).__name__}: {redact(text)}"
+    return f"{type(exc).__name__}: {_log_text(text)}"
 
 
 class _GuardedHandler(RequestHandler):

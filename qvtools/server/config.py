@@ -69,11 +69,13 @@ encoded bytes, decoded float32 samples and the work copies), measured by
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal, get_args, get_type_hints
 
 from .. import spec
+from ..asr import DETECTORS
 from ..catalog import ENROLLMENT_TARGET_MODELS
+from .semantic_vad import REJECT_MODES
 
 __all__ = ["ServiceConfig", "MAX_DATA_URI_BYTES", "REQUEST_MEMORY_BUDGET_MB"]
 
@@ -96,13 +98,49 @@ MAX_TOOLS_CHARS = 65_536
 __all__ += ["MAX_INSTRUCTIONS_CHARS", "MAX_TEXT_CHARS", "MAX_NAME_CHARS", "MAX_TOOLS_CHARS"]
 
 #: Values of :attr:`ServiceConfig.enroll_text_check`: what a create does when ``input.text`` does not match the audio.
-TEXT_CHECK_MODES = ("refuse", "fallback", "off")
+TextCheckMode = Literal["refuse", "fallback", "off"]
+TEXT_CHECK_MODES = get_args(TextCheckMode)
 __all__ += ["TEXT_CHECK_MODES"]
 
 #: Values of :attr:`ServiceConfig.realtime_language_detection` (issue 10/11: detect the language once per
 #: session, or on every turn).
-LANGUAGE_DETECTION_MODES = ("first_turn", "every_turn")
+LanguageDetectionMode = Literal["first_turn", "every_turn"]
+#: Values of :attr:`ServiceConfig.realtime_language_detector` (issue 22): the detectors :mod:`qvtools.asr` defines.
+LanguageDetector = Literal[DETECTORS]
+LANGUAGE_DETECTION_MODES = get_args(LanguageDetectionMode)
 __all__ += ["LANGUAGE_DETECTION_MODES"]
+#: Values of :attr:`ServiceConfig.semantic_vad_reject` (issue 18): the modes :mod:`qvtools.server.semantic_vad` defines.
+SemanticVadReject = Literal[REJECT_MODES]
+
+# The other string switches of the realtime half (issue 19 item 3). Each is a ``Literal``; the first value is
+# the observed cloud behaviour (§7) or the default, the rest earlier guesses kept as choices. All of them are
+#: validated in one place (:meth:`ServiceConfig.__post_init__` -> :func:`check_switches`).
+LatencyMode = Literal["simulated", "none"]
+ReplyMode = Literal["conversation", "echo"]
+CancelStatus = Literal["cancelled", "incomplete"]
+VoiceErrorTiming = Literal["generation", "update"]
+SessionKeys = Literal["observed", "full"]
+ItemIds = Literal["server", "client"]
+TranscriptionDelta = Literal["stash", "text"]
+ManualUserItem = Literal["early", "commit"]
+IdleClose = Literal["observed", "legacy"]
+
+#: Named compatibility profiles: sets of switch values applied together with :meth:`ServiceConfig.with_profile`.
+#: "observed" is the default (the cloud as observed in the protocol reference §7); "guesses" brings back every
+#: behaviour §7 superseded (the earlier [guess]/[obs RELAY] sections §4.5, §5), for clients written against them.
+COMPAT_PROFILES: dict[str, dict] = {
+    "observed": {"realtime_response_done_on_cancel": True, "realtime_cancel_status": "cancelled",
+                 "realtime_voice_error_timing": "generation", "realtime_dead_after_voice_error": True,
+                 "realtime_session_keys": "observed", "realtime_item_ids": "server",
+                 "realtime_transcription_delta": "stash", "realtime_manual_user_item": "early",
+                 "realtime_idle_close": "observed"},
+    "guesses": {"realtime_response_done_on_cancel": True, "realtime_cancel_status": "incomplete",
+                "realtime_voice_error_timing": "update", "realtime_dead_after_voice_error": False,
+                "realtime_session_keys": "full", "realtime_item_ids": "client",
+                "realtime_transcription_delta": "text", "realtime_manual_user_item": "commit",
+                "realtime_idle_close": "legacy"},
+}
+__all__ += ["COMPAT_PROFILES", "check_switches"]
 
 
 @dataclass
@@ -138,7 +176,7 @@ class ServiceConfig:
     max_decoded_samples: int = 60 * 48000 * 2
     #: Rate the voice's audio is stored at (mono 16-bit WAV): a 384 kHz upload is kept as 24 kHz, so a
     #: stored blob is at most ``max_audio_s`` × 48 KB/s (2.9 MB).
-    store_sample_rate: int = 24000
+    store_sample_rate: int = spec.MIN_SAMPLE_RATE  # 24 kHz (§2.4 "Sample rate ≥ 24 kHz")
     #: Seconds of speech (from the first speech onward) the voice profile is measured on (§2.4 recommends
     #: 10-20 s); bounds the analysis memory (pyworld spectra: ~110 MB for 60 s). None: the whole clip.
     analysis_max_s: float | None = 20.0
@@ -165,7 +203,7 @@ class ServiceConfig:
     #: the cloud may instead clone in degraded mode): 200 with ``fallback_mode: true`` and
     #: ``fallback_reason`` = ``text_mismatch_reason``; "off": the text is stored, never compared. Without the
     #: ASR engines (``qvtools[eval]``) the check is skipped with a logged warning.
-    enroll_text_check: str = "refuse"
+    enroll_text_check: TextCheckMode = "refuse"
     #: ``fallback_reason`` of a degraded clone made because of a text mismatch ("fallback" above). The cloud's
     #: value for this case is not documented (§2.1 lists ``no_merged_segments``, ``no_valid_asr_segments``,
     #: …): [guess].
@@ -194,7 +232,7 @@ class ServiceConfig:
     #: "simulated" adds per-model delays (qvtools/server/latency.py: profiles shaped on §7.5/§7.6, SIMULATED
     #: numbers); "none" disables them. A response is sent at end of input + delay or when its work is done,
     #: whichever is later (the latency module's docs).
-    realtime_latency: str = "simulated"
+    realtime_latency: LatencyMode = "simulated"
     #: Multiplies every simulated or replayed delay (0 disables them).
     realtime_latency_scale: float = 1.0
     #: Per-profile field overrides, e.g. ``{"plus": {"first_audio_ms": 900}}``.
@@ -209,7 +247,7 @@ class ServiceConfig:
     #: handshake (HTTP 400 naming the models the file has); True draws from all rows of the file.
     latency_from_pool: bool = False
     #: Reply text mode of the stand-in model: "conversation" or "echo".
-    realtime_reply_mode: str = "conversation"
+    realtime_reply_mode: ReplyMode = "conversation"
     #: Languages a user turn is detected among when neither the session (the qvtools extension
     #: ``input_audio_transcription.language``) nor the voice's enrollment ``language`` names one
     #: (qvtools/server/turn_language.py; issue 10 item 1). Detection on short clips is unreliable and a
@@ -228,43 +266,43 @@ class ServiceConfig:
     #: 3.9 CPU s per turn detected every turn vs 1.4 with the language known, and processing p95 1.9 s vs
     #: 9 ms), which the latency and capacity figures of issue 11 cannot afford. A guess-free setting for a
     #: mixed-language study: name the language per session (the extension above) or use "every_turn".
-    realtime_language_detection: str = "first_turn"
+    realtime_language_detection: LanguageDetectionMode = "first_turn"
     #: How a turn's language is detected when it must be (:data:`qvtools.asr.DETECTORS`, issue 22 item 4):
     #: "english_gate" decodes with Whisper tiny.en first and keeps it when tiny.en's own confidence passes
     #: :data:`qvtools.asr.ENGLISH_GATE` (calibrated on the packaged samples, tested on ../shared/data/speech:
     #: benchmarks/calibrate_language_gate.py), so English turns pay no detection pass and only the turns the
     #: gate is unsure of wait for Whisper base; "whisper_base" always detects with Whisper base first.
-    realtime_language_detector: str = "english_gate"
+    realtime_language_detector: LanguageDetector = "english_gate"
     #: Milliseconds of audio per ``response.audio.delta`` (§5.8 [guess] 100-200 ms).
     realtime_audio_chunk_ms: int = 100
     #: Send ``response.done`` after ``response.cancel`` (§4.5 c [obs 2026]; the v2 SDK needs it). False: the
     #: older models' behaviour (no ``response.done``, [obs RELAY]).
     realtime_response_done_on_cancel: bool = True
     #: ``response.done`` status after a cancel: "cancelled" (observed, §7.6) or "incomplete" (earlier guess).
-    realtime_cancel_status: str = "cancelled"
+    realtime_cancel_status: CancelStatus = "cancelled"
     #: When an unusable voice (unknown clone, clone of another target model, a built-in the family does not
     #: offer, §7.11) is refused: "generation" (observed, §7.3: accepted at ``session.update``, a lone
     #: ``error`` at the next response trigger, no ``response.created``) or "update" (earlier guess).
-    realtime_voice_error_timing: str = "generation"
+    realtime_voice_error_timing: VoiceErrorTiming = "generation"
     #: After that generation-time voice error, leave further ``session.update`` events unanswered (§7.3:
     #: "a later session.update on that connection got no answer"; the client must reconnect).
     realtime_dead_after_voice_error: bool = True
     #: Key sets of the ``session`` echo: "observed" (§7.1 ``session.created``, §7.2 ``session.updated``: no
     #: ``turn_detection``, no ``audio`` object) or "full" (the whole effective configuration, earlier guess).
-    realtime_session_keys: str = "observed"
+    realtime_session_keys: SessionKeys = "observed"
     #: Put the ``qvtools`` metadata field (``latency``, ``latency_source``, profile name, a note saying the
     #: latencies are SIMULATED or REPLAYED) into ``session.created``.
     realtime_metadata: bool = True
     #: Ids of ``conversation.item.create`` items: "server" (observed, §7.13: a client-chosen id is not kept)
     #: or "client" (keep the client's id, earlier guess).
-    realtime_item_ids: str = "server"
+    realtime_item_ids: ItemIds = "server"
     #: Shape of ``…input_audio_transcription.delta``: "stash" (observed, §7.14: ``text`` empty, ``stash`` the
     #: sentence so far) or "text" (the transcript in ``text``, earlier guess).
-    realtime_transcription_delta: str = "stash"
+    realtime_transcription_delta: TranscriptionDelta = "stash"
     #: Manual mode (§7.4): "early" sends the user item's ``conversation.item.created`` at the first append
     #: of a turn and input-transcription deltas while audio is still appended; "commit" (earlier guess,
     #: §4.5 b) sends the item after ``committed`` and the transcription after it.
-    realtime_manual_user_item: str = "early"
+    realtime_manual_user_item: ManualUserItem = "early"
     #: Manual mode with "early": re-transcribe the buffer so far (Whisper, whole-utterance) after every this
     #: many seconds of newly appended audio and send the partial text as a delta (0: deltas only at commit).
     realtime_partial_transcription_s: float = 1.0
@@ -274,7 +312,7 @@ class ServiceConfig:
     #: ``error`` with code ``response_idle_timeout`` and then close 1007 with the same text (§7.12).
     realtime_idle_timeout_s: float = 300.0
     #: "observed" (§7.12, above) or "legacy" (seconds without any client frame; ``idle_timeout``, close 1000).
-    realtime_idle_close: str = "observed"
+    realtime_idle_close: IdleClose = "observed"
     #: Hard cap on a session's length (§4.1 "At most 120 min").
     realtime_max_session_s: float = 7200.0
     #: Concurrent realtime sessions per API key; the handshake beyond it is refused *before the upgrade*
@@ -332,24 +370,40 @@ class ServiceConfig:
     # --- issue 18 (§7.23, §7.24): semantic VAD imitation; session endings are FaultPlan.end_session -------
     #: What the local semantic VAD rejects with the non-fatal §7.23 error (qvtools/server/semantic_vad.py,
     #: our own imitation): ``"empty_or_incomplete"`` (default), ``"empty"`` or ``"never"``.
-    semantic_vad_reject: Literal["empty_or_incomplete", "empty", "never"] = "empty_or_incomplete"
+    semantic_vad_reject: SemanticVadReject = "empty_or_incomplete"
 
     def __post_init__(self):
+        check_switches(self)
+
+    def with_profile(self, name: str) -> "ServiceConfig":
+        """A copy with the switches of the compatibility profile ``name`` (:data:`COMPAT_PROFILES`)."""
         from ..errors import ConfigError
-        from .semantic_vad import REJECT_MODES
 
-        if self.semantic_vad_reject not in REJECT_MODES:
-            raise ConfigError(f"semantic_vad_reject must be one of {', '.join(REJECT_MODES)}, "
-                              f"got {self.semantic_vad_reject!r}")
+        if name not in COMPAT_PROFILES:
+            raise ConfigError(f"unknown compatibility profile {name!r}; allowed: {', '.join(COMPAT_PROFILES)}")
+        return replace(self, **COMPAT_PROFILES[name])
 
-        if self.realtime_language_detection not in LANGUAGE_DETECTION_MODES:
-            raise ConfigError(f"realtime_language_detection must be one of {', '.join(LANGUAGE_DETECTION_MODES)}, "
-                              f"got {self.realtime_language_detection!r}")
-        from ..asr import DETECTORS
 
-        if self.realtime_language_detector not in DETECTORS:
-            raise ConfigError(f"realtime_language_detector must be one of {', '.join(DETECTORS)}, "
-                              f"got {self.realtime_language_detector!r}")
-        if self.enroll_text_check not in TEXT_CHECK_MODES:
-            raise ConfigError(f"enroll_text_check must be one of {', '.join(TEXT_CHECK_MODES)}, "
-                              f"got {self.enroll_text_check!r}")
+def check_switches(config: ServiceConfig) -> None:
+    """The one validation of :class:`ServiceConfig`'s string switches: every field typed as a ``Literal`` must
+    hold one of its values; otherwise :class:`~qvtools.errors.ConfigError` naming the field and the allowed
+    values (a typo such as ``realtime_idle_close="Legacy"`` no longer silently picks the other branch)."""
+    from ..errors import ConfigError
+
+    for name, allowed in _switch_choices().items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+_CHOICES: dict[str, tuple] | None = None
+
+
+def _switch_choices() -> dict[str, tuple]:
+    """Field name -> allowed values, for every ``Literal``-typed field of :class:`ServiceConfig` (cached)."""
+    global _CHOICES
+    if _CHOICES is None:
+        hints = get_type_hints(ServiceConfig)
+        _CHOICES = {f.name: get_args(hints[f.name]) for f in fields(ServiceConfig)
+                    if getattr(hints[f.name], "__origin__", None) is Literal}
+    return _CHOICES

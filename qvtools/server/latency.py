@@ -55,15 +55,17 @@ import math
 import random
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import get_args
 
 from ..catalog import base_model, family
 from ..errors import ConfigError, LatencySourceError
+from .config import LatencyMode
 
 __all__ = ["LatencyProfile", "TurnDelays", "PROFILES", "profile_for_model", "LatencySimulator", "NO_DELAYS",
            "LATENCY_MODES", "REPLAY_COLUMNS", "ReplayTable", "ReplaySampler", "LatencySource"]
 
 #: ``ServiceConfig.realtime_latency`` values (``latency_from`` set: a replay, which needs "simulated").
-LATENCY_MODES = ("simulated", "none")
+LATENCY_MODES = get_args(LatencyMode)
 
 #: Columns a replayed run must have (qvtools.results schema).
 REPLAY_COLUMNS = ("target_model", "status", "response_created_ms", "ttfa_created_ms", "delivery_rtf")

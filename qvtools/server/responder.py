@@ -31,13 +31,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import get_args
 
 from ..errors import ConfigError
+from .config import ReplyMode
 
 __all__ = ["Responder", "MODES", "EMPTY_ECHO", "REPLY_LANGUAGES", "reply_language", "topic", "opener_head",
            "split_opener"]
 
-MODES = ("conversation", "echo")
+#: Reply modes (``ServiceConfig.realtime_reply_mode``; the one definition is its ``Literal`` type).
+MODES = get_args(ReplyMode)
 
 #: What echo mode says when the user said nothing recognizable (English; each table has its own "empty").
 EMPTY_ECHO = "Sorry, I did not catch that. Could you say it again?"

@@ -46,7 +46,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..audio import load, resample
-from ..catalog import is_cloned_voice
+from ..catalog import DEFAULT_OUTPUT_SAMPLE_RATE, is_cloned_voice
 from ..errors import ConfigError
 from .responder import Responder
 from .voice import VoiceProfile, analyze, builtin_profile, convert
@@ -280,7 +280,7 @@ class SpeechPipeline:
     def _opener_key(text: str, voice_key, sample_rate: int, language: str | None, gap: bool = True) -> tuple:
         return (voice_key, (language or "en").lower(), int(sample_rate), text, bool(gap))
 
-    def cached_opener_audio(self, text: str, *, voice_key, sample_rate: int = 24000,
+    def cached_opener_audio(self, text: str, *, voice_key, sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE,
                             language: str | None = None, gap: bool = True) -> np.ndarray | None:
         """The opener's audio when :meth:`opener_audio` already made it for this voice, else None (no
         synthesis: cheap enough for the event loop)."""
@@ -309,7 +309,7 @@ class SpeechPipeline:
         x = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
         return self._convert(x, synth.sample_rate, profile, sample_rate, source)
 
-    def opener_audio(self, text: str, profile: VoiceProfile, sample_rate: int = 24000, *, voice_key,
+    def opener_audio(self, text: str, profile: VoiceProfile, sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE, *, voice_key,
                      language: str | None = None, gap: bool = True) -> np.ndarray:
         """``text`` (an opener, :meth:`opener_text`, or any sentence that does not depend on the user's
         words) spoken in ``profile``'s voice, float32 at ``sample_rate``, followed by the pause the TTS puts
@@ -348,7 +348,7 @@ class SpeechPipeline:
                 building.set()
         return x
 
-    def stream_synthesize_reusing(self, text: str, profile: VoiceProfile, sample_rate: int = 24000, *,
+    def stream_synthesize_reusing(self, text: str, profile: VoiceProfile, sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE, *,
                                   voice_key, language: str | None = None,
                                   reusable=None) -> Iterator[tuple[str, np.ndarray]]:
         """:meth:`stream_synthesize`, except that sentences for which ``reusable(sentence)`` is true (those
@@ -367,7 +367,7 @@ class SpeechPipeline:
             else:
                 yield piece, self._speak(piece, profile, sample_rate, gap, language)
 
-    def prepare_openers(self, profile: VoiceProfile, sample_rate: int = 24000, *, voice_key, turns,
+    def prepare_openers(self, profile: VoiceProfile, sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE, *, voice_key, turns,
                         mode: str = "conversation", seed: int = 0, instructions: str | None = None,
                         language: str | None = None) -> int:
         """Make the opener audio of the given turn indices ahead of time (in an executor, e.g. right after
@@ -523,7 +523,7 @@ class SpeechPipeline:
         y = convert(x, sr, profile, source if source is not None else self.source_profile())
         return resample(y, sr, int(sample_rate)).astype(np.float32, copy=False)
 
-    def synthesize(self, text: str, profile: VoiceProfile, sample_rate: int = 24000,
+    def synthesize(self, text: str, profile: VoiceProfile, sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE,
                    language: str | None = None) -> np.ndarray:
         """Speak ``text`` (in ``language``, None = English) in ``profile``'s voice; float32 mono at ``sample_rate``."""
         self._check(profile, sample_rate)
@@ -532,7 +532,7 @@ class SpeechPipeline:
         x, sr = eng.synthesize(text)
         return self._convert(x, sr, profile, sample_rate, source)
 
-    def stream_synthesize(self, text: str, profile: VoiceProfile, sample_rate: int = 24000,
+    def stream_synthesize(self, text: str, profile: VoiceProfile, sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE,
                           language: str | None = None) -> Iterator[tuple[str, np.ndarray]]:
         """Yield ``(sentence, float32 audio at sample_rate)`` per sentence, spoken by the engine for
         ``language`` (None = English) and converted to ``profile``. Kokoro cuts a long first sentence at a

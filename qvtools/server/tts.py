@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import ConfigError
+from .piper_noise import SeededSession, seeded_model
 from .sentences import SENTENCE_GAP_S as _SENTENCE_GAP_S
 from .sentences import SENTENCE_PEAK as _PEAK
 from .sentences import split_sentences  # re-exported: tests and data/make_samples.py use it here
@@ -77,8 +78,11 @@ class Synthesizer:
                 opts = onnxruntime.SessionOptions()
                 opts.intra_op_num_threads = self._threads
                 opts.inter_op_num_threads = 1
-                session = onnxruntime.InferenceSession(str(model), sess_options=opts,
-                                                       providers=["CPUExecutionProvider"])
+                # the sampling noise is fed from a generator seeded by each sentence's own input, so a
+                # sentence is the same bytes on every run (issue 19 item 8; qvtools/server/piper_noise.py)
+                graph, channels = seeded_model(model)
+                session = SeededSession(onnxruntime.InferenceSession(graph, sess_options=opts,
+                                                                     providers=["CPUExecutionProvider"]), channels)
                 self._voice = PiperVoice(session=session, config=cfg)
                 log.info("loaded Piper voice %s (%d Hz)", VOICE_NAME, cfg.sample_rate)
         return self._voice

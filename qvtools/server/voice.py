@@ -505,7 +505,7 @@ def builtin_profile(name: str) -> VoiceProfile:
         formant_scale=float(scale),
         envelope_db=_synthetic_envelope(formants, tilt),
         speaking_rate_hz=float(rate),
-        sample_rate=24000,
+        sample_rate=_catalog.DEFAULT_OUTPUT_SAMPLE_RATE,
         origin="builtin",
         name=name,
     )
