@@ -786,6 +786,10 @@ def build_report(run_dir, *, sample_turns: int = 6, timeout: float = 600, quick:
     try:
         client.execute()
     except CellExecutionError as exc:
+        if getattr(exc, "ename", None) in ("ConfigError", "InvalidAudio"):
+            # a run directory the report refuses (qvtools.rundir / validate): the same one-line error as
+            # in-process, not the notebook's traceback
+            raise ConfigError(f"{exc.evalue}") from None
         raise QVError(f"the report notebook failed on {run_dir}: {str(exc)[-1500:]}") from None
     key = os.environ.get("DASHSCOPE_API_KEY")
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
