@@ -19,7 +19,7 @@ def test_every_string_switch_is_typed_and_checked():
                              "realtime_language_detection", "realtime_language_detector", "realtime_cancel_status",
                              "realtime_voice_error_timing",
                              "realtime_session_keys", "realtime_item_ids", "realtime_transcription_delta",
-                             "realtime_manual_user_item", "realtime_idle_close"}
+                             "realtime_manual_user_item", "realtime_idle_close", "semantic_vad_reject"}
     defaults = ServiceConfig()
     for name, allowed in SWITCHES.items():
         assert len(allowed) >= 2 and getattr(defaults, name) == allowed[0], name
@@ -71,8 +71,9 @@ def test_session_keys_and_item_ids_follow_the_profile(tmp_path, profile):
     cfg = ServiceConfig(realtime_latency="none", warm_speech=False).with_profile(profile)
     session, item_id = _session_and_item(cfg, tmp_path)
     if profile == "observed":
-        # §7.2: no turn_detection and no audio object in session.updated; §7.13: the client's id is not kept
-        assert "turn_detection" not in session and "audio" not in session
+        # §7.21 (correcting §7.2): an update that does not mention turn_detection, server VAD still on, is
+        # answered with the full default turn_detection object; no audio object; §7.13: the client's id is not kept
+        assert session["turn_detection"]["type"] == "server_vad" and "audio" not in session
         assert item_id != "item_mine_0001" and item_id.startswith("item_")
     else:
         # the earlier guesses: the whole effective configuration; the client's id kept
