@@ -160,7 +160,9 @@ def _piper_items():
     from qvtools.server.voice import analyze
 
     onnxruntime.set_seed(SEED)  # before the session exists: seeds the VITS noise ops
-    synth = Synthesizer()
+    # the graph's own noise ops (not the service's per-sentence seeded noise, issue 19): the packaged English
+    # samples were made this way and stay byte-identical on regeneration
+    synth = Synthesizer(seeded_noise=False)
     rng = np.random.default_rng(SEED)
     # The source profile: Piper's own voice, measured once on all the speaker texts.
     calib, sr = synth.synthesize(" ".join(t for *_, t in SPEAKERS))

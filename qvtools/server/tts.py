@@ -46,8 +46,12 @@ class Synthesizer:
     """
 
     def __init__(self, *, threads: int = 2, noise_scale: float | None = None,
-                 noise_w_scale: float | None = None):
+                 noise_w_scale: float | None = None, seeded_noise: bool = True):
         self._threads = int(threads)
+        #: False: the voice's own RandomNormalLike noise, drawn by onnxruntime (seeded only by
+        #: ``onnxruntime.set_seed`` and the order of calls) -- how data/make_samples.py made the packaged
+        #: English samples, kept so they stay reproducible byte for byte (``--check``).
+        self._seeded_noise = bool(seeded_noise)
         self._noise_scale = noise_scale
         self._noise_w_scale = noise_w_scale
         self._voice = None
@@ -80,9 +84,13 @@ class Synthesizer:
                 opts.inter_op_num_threads = 1
                 # the sampling noise is fed from a generator seeded by each sentence's own input, so a
                 # sentence is the same bytes on every run (issue 19 item 8; qvtools/server/piper_noise.py)
-                graph, channels = seeded_model(model)
-                session = SeededSession(onnxruntime.InferenceSession(graph, sess_options=opts,
-                                                                     providers=["CPUExecutionProvider"]), channels)
+                if self._seeded_noise:
+                    graph, channels = seeded_model(model)
+                    session = SeededSession(onnxruntime.InferenceSession(graph, sess_options=opts,
+                                                                         providers=["CPUExecutionProvider"]), channels)
+                else:
+                    session = onnxruntime.InferenceSession(str(model), sess_options=opts,
+                                                           providers=["CPUExecutionProvider"])
                 self._voice = PiperVoice(session=session, config=cfg)
                 log.info("loaded Piper voice %s (%d Hz)", VOICE_NAME, cfg.sample_rate)
         return self._voice
