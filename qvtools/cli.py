@@ -599,7 +599,7 @@ def _error_line(text: str) -> None:
     """THE error line of the CLI: one line on stderr, the key redacted."""
     from .errors import redact
 
-    line = " ".join(redact(text, _env_key()).split())
+    line = " ".join(redact(text, _env_key(), limit=None).split())
     print(f"error: {line}", file=sys.stderr, flush=True)
 
 
