@@ -207,9 +207,12 @@ class SpeechPipeline:
         if self._synth is None:
             with self._lock:
                 if self._synth is None:
-                    from .tts import Synthesizer
+                    from .tts import engine_for_language
 
-                    self._synth = Synthesizer()
+                    # the process-wide Piper engine (as the Kokoro engines are): one loaded voice however many
+                    # services a process starts and stops (a test run starts ~100; each Piper session held
+                    # ~100-400 MB that was not given back, and the suite ran out of memory)
+                    self._synth = engine_for_language(ENGLISH)
         return self._synth
 
     def source_profile(self) -> VoiceProfile:
