@@ -350,8 +350,9 @@ def test_every_key_of_a_recorded_run_is_a_documented_column(tmp_path, monkeypatc
             raise RuntimeError("scoring broke")
 
         monkeypatch.setattr(ex, "_score", broken_score)
+        # another prompt: the two journals are framed together and turn ids are unique per table (issue 23)
         bad = ex.Experiment(ws, tmp_path / "bad", voices=ex.sample_voices()[:1],
-                            prompts=ex.sample_prompts()[:1], models=(model,), workers=1, metrics=(),
+                            prompts=ex.sample_prompts()[1:2], models=(model,), workers=1, metrics=(),
                             progress=False)
         bad.run()
     rows = ex.read_turns(run.turns_path) + ex.read_turns(bad.turns_path)
