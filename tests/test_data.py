@@ -95,32 +95,20 @@ def test_mandarin_samples_say_their_text():
 
 
 @pytest.mark.slow
-def test_mandarin_samples_regenerate_byte_for_byte():
-    """data/make_samples.py --check --language zh: Kokoro + conversion again, compared byte for byte with
-    the packaged files and manifest entries (seeded; about a minute on a shared 2-core machine)."""
+@pytest.mark.parametrize("language, engine, entries", [("zh", "misaki", 3 + 3), ("en", "piper", 9 + 9)])
+def test_samples_regenerate_byte_for_byte(language, engine, entries):
+    """data/make_samples.py --check --language L: the engine (Kokoro for zh; for en Piper with its graph's own
+    onnxruntime-seeded noise, not the service's per-sentence seeded noise) + conversion again, compared byte for
+    byte with the packaged files and manifest entries (about a minute each on a shared 2-core machine)."""
     script = Path(__file__).resolve().parents[1] / "data" / "make_samples.py"
     if not script.is_file():
         pytest.skip("data/make_samples.py is in the checkout, not in an installed package")
-    pytest.importorskip("misaki")
-    res = subprocess.run([sys.executable, str(script), "--check", "--language", "zh"], capture_output=True,
+    pytest.importorskip(engine)
+    res = subprocess.run([sys.executable, str(script), "--check", "--language", language], capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.count("same") == 3 + 3 and "DIFFERENT" not in res.stdout
+    assert res.stdout.count("same") == entries and "DIFFERENT" not in res.stdout
 
-
-
-@pytest.mark.slow
-def test_english_samples_regenerate_byte_for_byte():
-    """data/make_samples.py --check --language en: Piper (its graph's own noise, onnxruntime-seeded, not the
-    service's per-sentence seeded noise) + conversion again, byte for byte with the packaged files."""
-    script = Path(__file__).resolve().parents[1] / "data" / "make_samples.py"
-    if not script.is_file():
-        pytest.skip("data/make_samples.py is in the checkout, not in an installed package")
-    pytest.importorskip("piper")
-    res = subprocess.run([sys.executable, str(script), "--check", "--language", "en"], capture_output=True,
-                         text=True, timeout=600)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.count("same") == 9 + 9 and "DIFFERENT" not in res.stdout
 
 def test_readme_states_licences_and_no_shared_copy():
     text = (DATA / "README.md").read_text(encoding="utf-8")
