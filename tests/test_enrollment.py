@@ -485,3 +485,21 @@ def test_lost_create_answer_judges_age_on_the_service_clock(tmp_path, enrollment
             else:
                 with pytest.raises(TransportError, match="predate the request"):
                     _create(stub, tmp_path, enrollment_speech)
+
+
+def test_create_gates_on_the_preflight_without_the_information_only_dnsmos_row(client, enrollment_wav, monkeypatch):
+    """The DNSMOS row never fails a clip, and cost most of the check's CPU: a create does not compute it
+    (`qvtools check` still shows it); the verdict rows that gate the upload are all there."""
+    import qvtools.naturalness as nat
+
+    def refuse(*a, **k):
+        raise AssertionError("create computed DNSMOS")
+
+    monkeypatch.setattr(nat, "dnsmos", refuse)
+    voice = client.create(enrollment_wav, PLUS, "nodnsmos")
+    assert voice.target_model == PLUS
+    with pytest.raises(InvalidAudio) as info:
+        client.create((np.zeros(12 * 24000, np.float32), 24000), PLUS, "quiet2")
+    names = [r.name for r in info.value.report.rows]
+    assert "naturalness" not in names and {"duration", "sample_rate"} <= set(names)
+    client.delete(voice.voice)
