@@ -22,7 +22,6 @@ Usage::
 
 from __future__ import annotations
 
-import copy
 import logging
 import queue
 import socket
@@ -38,9 +37,10 @@ from ..errors import (APIError, ConfigError, RealtimeError, SessionTimeout, Tran
                       VoiceModelMismatch, api_error_from_http, redact)
 from . import endings
 from . import events as ev
+from .session_model import default_turn_detection, effective_session
 from .turn import Turn, TurnTracker
 
-__all__ = ["RealtimeSession", "MAX_FRAME_BYTES", "TRAILING_SILENCE_MARGIN_MS", "effective_session"]
+__all__ = ["RealtimeSession", "MAX_FRAME_BYTES", "TRAILING_SILENCE_MARGIN_MS"]
 
 log = logging.getLogger(__name__)
 
@@ -70,46 +70,6 @@ def _voice_name_and_target(voice, voice_target_model):
 
 def _obj(value) -> dict:
     return value if isinstance(value, dict) else {}
-
-
-def effective_session(model: str, requested: dict | None = None, base: dict | None = None) -> dict:
-    """The configuration a client can rely on: ``base`` (or the model family's defaults from
-    :func:`qvtools.catalog.family`, §4.2/§7.1) with the ``session`` it requested merged on top.
-
-    Never built from ``session.updated``: the real echo omits ``turn_detection`` and the ``audio`` object
-    (§4.2, §7.2), so a client that read its mode or rates from it would be wrong. The result always has
-    ``turn_detection`` (None = manual) and ``audio.input/output.format`` with the rates in use.
-    """
-    fam = catalog.family(model)
-    if base is None:
-        base = {
-            "modalities": ["text", "audio"], "voice": fam.default_voice,
-            "input_audio_format": fam.input_audio_format, "output_audio_format": fam.output_audio_format,
-            "input_audio_transcription": {"model": fam.transcription_model},
-            "turn_detection": ev.default_turn_detection(),
-            "audio": {"input": {"format": {"type": "pcm", "sample_rate": fam.input_sample_rate}},
-                      "output": {"format": {"type": "pcm", "sample_rate": fam.output_sample_rate}}},
-        }
-    out = copy.deepcopy(base)
-    for key, value in _obj(requested).items():
-        if key == "audio":
-            for side in ("input", "output"):
-                fmt = _obj(_obj(_obj(value).get(side)).get("format"))
-                if fmt:
-                    cur = out.setdefault("audio", {}).setdefault(side, {}).setdefault("format", {})
-                    cur.update(fmt)
-        elif key == "turn_detection":
-            if value is None:
-                out["turn_detection"] = None
-            else:
-                td = dict(out.get("turn_detection") or ev.default_turn_detection())
-                td.update(_obj(value))
-                out["turn_detection"] = td
-        elif key == "voice" and value is None:
-            out["voice"] = fam.default_voice  # §4.2 [sdk]: null means the default
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _capped_frame_buffer(ws, max_bytes: int):
@@ -308,7 +268,7 @@ class RealtimeSession:
         td = self.effective.get("turn_detection")
         if td is None:
             return None
-        value = _obj(td).get("silence_duration_ms", ev.default_turn_detection()["silence_duration_ms"])
+        value = _obj(td).get("silence_duration_ms", default_turn_detection()["silence_duration_ms"])
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
             else float(catalog.DEFAULT_SILENCE_DURATION_MS)
 
