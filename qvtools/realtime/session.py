@@ -38,6 +38,7 @@ from ..errors import (APIError, ConfigError, RealtimeError, SessionTimeout, Tran
 from . import endings
 from . import events as ev
 from .session_model import default_turn_detection, effective_session
+from .streaming import TurnHandle
 from .turn import Turn, TurnTracker
 
 __all__ = ["RealtimeSession", "MAX_FRAME_BYTES", "TRAILING_SILENCE_MARGIN_MS"]
@@ -519,10 +520,25 @@ class RealtimeSession:
         self._tracker = tracker
         return tracker
 
+    def begin_turn(self, *, manual: bool | None = None,
+                   on_event: Callable[[ev.Event], None] | None = None) -> TurnHandle:
+        """Start a streamed user turn: a :class:`~qvtools.realtime.streaming.TurnHandle` whose
+        ``append(pcm, speech=...)``, ``poll(timeout)`` and ``finish()`` send the audio as it comes (a file,
+        a microphone) and return the :class:`Turn` (:mod:`qvtools.realtime.streaming`).
+
+        ``manual`` defaults to the mode the client requested (``turn_detection=None``, never the echo,
+        §7.2): push-to-talk ends with ``commit`` + ``response.create``, server VAD with trailing silence.
+        ``on_event`` sees every event of the turn (it may call :meth:`cancel`). Late events of an earlier
+        turn are processed first. Raises :class:`~qvtools.errors.RealtimeError` when the session must be
+        reopened (§7.3, §7.12); a closed connection gives a handle whose turn has already failed.
+        """
+        self._check_usable()
+        return TurnHandle(self, manual=self.manual if manual is None else manual, on_event=on_event)
+
     def send_audio(self, src, *, realtime: bool = True, chunk_ms: int = 100, trailing_silence_ms: int | None = None,
                    manual: bool | None = None, timeout: float | None = None,
                    on_event: Callable[[ev.Event], None] | None = None) -> Turn:
-        """Stream one utterance and collect the reply as a :class:`Turn`.
+        """Stream one utterance and collect the reply as a :class:`Turn` (on :meth:`begin_turn`).
 
         The audio (path, bytes, file or ``(samples, rate)``) is resampled to the session input rate
         (16 kHz unless the client asked for another) and sent as PCM16 ``append`` events of ``chunk_ms``
@@ -537,50 +553,19 @@ class RealtimeSession:
         if chunk_ms <= 0:
             raise ConfigError(f"chunk_ms must be positive, got {chunk_ms}")
         self._check_usable()
-        if manual is None:
-            manual = self.manual  # what the client asked for, never the echo (§7.2)
-        if not manual:
-            if trailing_silence_ms is None:
-                trailing_silence_ms = self.trailing_silence_for()
-            elif self.silence_duration_ms is not None and trailing_silence_ms < self.silence_duration_ms:
-                log.warning("trailing_silence_ms=%s is shorter than silence_duration_ms=%s: the server VAD may "
-                            "never end the turn", trailing_silence_ms, self.silence_duration_ms)
         rate = self.input_sample_rate
         x, _ = _audio.load(src, mono=True, sample_rate=rate)
-        step = max(1, int(round(rate * chunk_ms / 1000.0)))
+        step = 2 * max(1, int(round(rate * chunk_ms / 1000.0)))  # bytes per chunk
         speech = _audio.to_pcm16(x)
-        silence = b"" if manual else bytes(2 * int(round(rate * trailing_silence_ms / 1000.0)))
-        tracker = self._new_tracker()
-        wait = float(timeout if timeout is not None else self.response_timeout)
-        try:
-            self._drain(tracker, on_event, armed=False)  # late events of an earlier turn
-            if not self.connected:
-                return self._end(tracker.fail(self._close_info or "the connection is closed"))
-            chunks = [(speech[i:i + 2 * step], True) for i in range(0, len(speech), 2 * step)]
-            chunks += [(silence[i:i + 2 * step], False) for i in range(0, len(silence), 2 * step)]
-            start = time.perf_counter()
-            for k, (chunk, is_speech) in enumerate(chunks):
-                t = self._send(ev.audio_append(chunk))
-                tracker.mark("first_audio_sent", t, overwrite=False)
-                tracker.mark("last_audio_sent", t)
-                if is_speech:
-                    tracker.mark("speech_end_sent", t)
-                if realtime:
-                    self._pump(tracker, on_event, until=start + (k + 1) * chunk_ms / 1000.0)
-                else:
-                    self._drain(tracker, on_event)
-                if tracker.done:
-                    break
-            if manual and not tracker.done:
-                tracker.mark("commit_sent", self._send(ev.audio_commit()))
-                tracker.mark("response_create_sent", self._send(ev.response_create()))
-            self._pump(tracker, on_event, until=time.perf_counter() + wait, stop_when_done=True)
-            if not tracker.done:
-                hint = "" if manual else " (did the server VAD detect speech and its end?)"
-                tracker.fail(f"no reply within {wait:.1f} s{hint}")
-        except TransportError as exc:
-            self._fail_closed(tracker, str(exc))
-        return self._end(tracker.result())
+        turn = self.begin_turn(manual=manual, on_event=on_event)
+        start = time.perf_counter()
+        for k, i in enumerate(range(0, len(speech), step)):
+            if turn.done:
+                break
+            turn.append(speech[i:i + step], speech=True)
+            turn.poll(start + (k + 1) * chunk_ms / 1000.0 - time.perf_counter() if realtime else 0.0)
+        return turn.finish(trailing_silence_ms=trailing_silence_ms, realtime=realtime, chunk_ms=chunk_ms,
+                           timeout=timeout)
 
     def send_text(self, text: str, *, timeout: float | None = None, instructions: str | None = None,
                   on_event: Callable[[ev.Event], None] | None = None) -> Turn:
