@@ -7,8 +7,9 @@ Every wait has a timeout; a dropped connection ends the turn with status ``"fail
 received so far -- it never hangs.
 
 The client trusts what it sent (issue 9; protocol reference §4.2, §7.2): turn mode, rates and format
-strings come from :attr:`RealtimeSession.effective` (the request merged with :mod:`qvtools.catalog`
-family defaults); ``session.created``/``session.updated`` are kept in :attr:`RealtimeSession.echo` only.
+strings come from :attr:`RealtimeSession.effective` (the request merged with the family defaults by
+:mod:`qvtools.realtime.session_model`, the local service's own session model); ``session.created``/
+``session.updated`` are kept in :attr:`RealtimeSession.echo` only.
 Server text is redacted before it reaches an exception, a log line or a saved turn; a received message
 larger than ``max_frame_bytes`` is refused from its frame header.
 
@@ -18,6 +19,7 @@ Usage::
         turn = rt.send_audio("question.wav")          # server VAD, paced like a microphone
         turn = rt.send_audio(clip, realtime=False)    # as fast as possible
         print(turn.latency()["ttfa_ms"])
+        handle = rt.begin_turn()                      # audio as it comes (qvtools.realtime.streaming)
 """
 
 from __future__ import annotations
