@@ -509,6 +509,26 @@ class RealtimeSession:
             tracker.cancel_requested = True
             tracker.mark("cancel_sent", t)
 
+    def send_silence(self, seconds: float, *, settle_timeout: float = 2.0) -> None:
+        """Send ``seconds`` of zero PCM outside any turn (the §7.22 keep-alive of a muted microphone,
+        :class:`qvtools.realtime.keepalive.KeepAlive`). In push-to-talk mode it is followed by
+        ``input_audio_buffer.clear`` so it never becomes part of the next committed turn; the service may
+        already have made a user item for it (§7.4), so the wait (at most ``settle_timeout``) for
+        ``input_audio_buffer.cleared`` marks that item as past and the next turn does not adopt it."""
+        n = int(round(self.input_sample_rate * float(seconds)))
+        self._send(ev.audio_append(bytes(2 * n)))
+        if not self.manual:
+            return
+        self._send(ev.audio_clear())
+        tracker = self._new_tracker()
+        try:
+            self._pump(tracker, None, until=time.perf_counter() + settle_timeout,
+                       stop=lambda: any(e.type == "input_audio_buffer.cleared" for e in tracker.turn.events))
+        finally:
+            if tracker.turn.user_item_id:
+                self._past_items.add(tracker.turn.user_item_id)
+            self._tracker = None
+
     def trailing_silence_for(self, silence_duration_ms: float | None = None) -> int:
         """Trailing silence (ms) sent after the speech in server-VAD mode: the effective
         ``silence_duration_ms`` (200–6000, §4.2) plus :data:`TRAILING_SILENCE_MARGIN_MS`."""
