@@ -139,20 +139,27 @@ def test_discard_records_nothing_and_the_session_goes_on(replay):
     assert turn.status == "completed", turn.error and rt.turns == [turn]
 
 
-def test_live_talk_drives_the_session_through_public_methods_only():
-    """Issue 19 item 5: LiveTalk calls no private method or attribute of the session or the turn handle."""
-    pytest.importorskip("anywidget")
-    from qvtools import mic
-
-    tree = ast.parse(inspect.getsource(mic.LiveTalk))
+def _private_uses(cls) -> list[str]:
+    """``owner._name`` accesses in a class's source where the owner is not ``self``."""
     private = []
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(inspect.getsource(cls))):
         if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
             owner = node.value
             # self._x is the widget's own state; anything else (session, handle, s, st["turn"]) must be public
             if not (isinstance(owner, ast.Name) and owner.id == "self"):
                 private.append(f"{ast.unparse(owner)}.{node.attr}")
-    assert private == []
+    return private
+
+
+def test_live_talk_drives_the_session_through_public_methods_only():
+    """Issue 19 item 5: LiveTalk (and the keep-alive it uses) calls no private method or attribute of the
+    session or the turn handle."""
+    pytest.importorskip("anywidget")
+    from qvtools import mic
+    from qvtools.realtime import keepalive
+
+    assert _private_uses(mic.LiveTalk) == []
+    assert _private_uses(keepalive.KeepAlive) == []
 
 
 # ------------------------------------------------------------------------------------------ slow tier
