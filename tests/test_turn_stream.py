@@ -136,7 +136,8 @@ def test_discard_records_nothing_and_the_session_goes_on(replay):
         rt.begin_turn().discard()  # a microphone Start .. Stop with no audio
         assert rt.turns == []
         turn = rt.send_audio((_tone(), 16000), realtime=False)
-    assert turn.status == "completed", turn.error and rt.turns == [turn]
+    assert turn.status == "completed", turn.error
+    assert rt.turns == [turn]
 
 
 def _private_uses(cls) -> list[str]:
