@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import base64
 import inspect
-import threading
 import time
 
 import numpy as np
@@ -190,4 +189,3 @@ def test_streamed_turn_against_the_local_service(manual):
     assert ("commit_sent" in m) is manual and ("speech_stopped" in m) is not manual
     assert again.status == "completed", again.error
     assert again.user_item_id != turn.user_item_id
-    assert not [t for t in threading.enumerate() if t.name == "qvtools-livetalk"]
