@@ -28,6 +28,8 @@ import math
 
 import numpy as np
 
+from .catalog import DEFAULT_OUTPUT_SAMPLE_RATE
+
 __all__ = ["AUDIBLE_COLUMNS", "speech_onset_s", "play_time_s", "audible_latency"]
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ def audible_latency(turn, ttfa_ms: float | None = None) -> dict:
     """
     out = dict.fromkeys(AUDIBLE_COLUMNS, NAN)
     audio = getattr(turn, "audio", None)
-    sr = int(getattr(turn, "sample_rate", None) or 24000)
+    sr = int(getattr(turn, "sample_rate", None) or DEFAULT_OUTPUT_SAMPLE_RATE)
     if audio is None or np.asarray(audio).shape[0] == 0:
         return out
     onset = speech_onset_s(audio, sr)

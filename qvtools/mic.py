@@ -417,7 +417,9 @@ class LiveTalk(_MicWidget):
     does, §4.5 a); ``turn_detection=None`` -> push-to-talk: Start .. Stop is one utterance, then
     ``commit`` + ``response.create`` (§4.5 b). Audio is resampled (soxr, streaming) to the session input
     rate and sent as PCM16 ``append`` events; the reply's audio deltas are played in the browser as they
-    arrive. One worker thread owns the session; finished exchanges are in :attr:`turns`.
+    arrive. One worker thread owns the session and drives it only through its public streaming-turn API
+    (:meth:`RealtimeSession.begin_turn` -> ``append`` / ``poll`` / ``finish``, the same path ``send_audio``
+    takes); finished exchanges are in :attr:`turns`.
 
     Marks: the same tracker as ``send_audio``, with one difference the microphone imposes -- the client does
     not know where the speech ends, so ``speech_end_sent`` is the last microphone chunk sent before the
@@ -498,7 +500,7 @@ class LiveTalk(_MicWidget):
                     st = self._begin(int(a))
                 elif kind == "chunk" and st is not None:
                     st["delays"].append(b)
-                    self._send_pcm(st, st["rs"].resample_chunk(a), speech=True)
+                    self._send_pcm(st, st["rs"].resample_chunk(a))
                     self._poll(st)
                 elif kind == "stop" and st is not None:
                     self._finish(st)
@@ -523,63 +525,41 @@ class LiveTalk(_MicWidget):
         s = self.session
         if not s.connected:
             s.connect()
-        s._check_usable()
-        tracker = s._new_tracker()
-        s._drain(tracker, self._on_event, armed=False)  # late events of an earlier turn
+        handle = s.begin_turn(manual=self.mode == "push_to_talk", on_event=self._on_event)
         self._say(f"listening at {rate} Hz -> {s.input_sample_rate} Hz ({self.mode})")
-        return {"tracker": tracker, "rate": rate, "delays": [],
+        return {"turn": handle, "rate": rate, "delays": [],
                 "rs": soxr.ResampleStream(rate, s.input_sample_rate, 1, dtype="float32")}
 
-    def _send_pcm(self, st, y: np.ndarray, *, speech: bool) -> None:
-        from .realtime import events as ev
-
-        if y.size == 0:
+    def _send_pcm(self, st, y: np.ndarray) -> None:
+        """Microphone audio into the turn. The client does not know where the speech ends: each chunk sent
+        before the server's VAD said ``speech_stopped`` (push-to-talk: before Stop) is the candidate."""
+        handle = st["turn"]
+        if y.size == 0 or handle.done:
             return
-        tr, s = st["tracker"], self.session
-        t = s._send(ev.audio_append(qaudio.to_pcm16(y)))
+        handle.append(y, speech="speech_stopped" not in handle.turn.marks)
         if self.keepalive is not None:
             self.keepalive.touch()
-        tr.mark("first_audio_sent", t, overwrite=False)
-        tr.mark("last_audio_sent", t)
-        # end of user speech for a live turn: the last microphone chunk sent before the server's VAD said
-        # speech stopped (push-to-talk: the last chunk before Stop)
-        if speech and "speech_stopped" not in tr.turn.marks:
-            tr.mark("speech_end_sent", t)
 
     def _poll(self, st) -> None:
-        tr = st["tracker"]
-        self.session._drain(tr, self._on_event)
-        if tr.done:
+        handle = st["turn"]
+        handle.poll(0.0)
+        if handle.done:
             self._keep(st)
             st.update(self._begin(st["rate"]), rs=st["rs"])  # server VAD: the microphone goes on
 
     def _finish(self, st) -> None:
-        from .realtime import events as ev
-
-        s, tr = self.session, st["tracker"]
+        handle = st["turn"]
         tail = st["rs"].resample_chunk(np.zeros(0, np.float32), last=True)
-        self._send_pcm(st, tail, speech=True)
-        if not tr.done and "first_audio_sent" in tr.turn.marks:
-            if self.mode == "push_to_talk":
-                tr.mark("commit_sent", s._send(ev.audio_commit()))
-                tr.mark("response_create_sent", s._send(ev.response_create()))
-            else:  # §4.5 a: keep sending silence after speech or speech_stopped never fires
-                step = int(round(s.input_sample_rate * 0.1))
-                n = int(round(s.input_sample_rate * s.trailing_silence_for() / 1000.0))
-                start = time.perf_counter()
-                for k in range(0, n, step):
-                    self._send_pcm(st, np.zeros(min(step, n - k), np.float32), speech=False)
-                    s._pump(tr, self._on_event, until=start + (k // step + 1) * 0.1, stop_when_done=True)
-                    if tr.done:
-                        break
-            s._pump(tr, self._on_event, until=time.perf_counter() + self.reply_timeout, stop_when_done=True)
-            if not tr.done:
-                tr.fail(f"no reply within {self.reply_timeout:.1f} s after the microphone stopped")
-        if "first_audio_sent" in tr.turn.marks:
-            self._keep(st)
+        self._send_pcm(st, tail)
+        if "first_audio_sent" not in handle.turn.marks:
+            handle.discard()  # Start .. Stop with no audio: no turn
+            return
+        # push-to-talk: commit + response.create; server VAD: trailing silence, paced (§4.5 a)
+        handle.finish(timeout=self.reply_timeout)
+        self._keep(st)
 
     def _keep(self, st) -> LiveTurn:
-        turn = self.session._end(st["tracker"].result())
+        turn = st["turn"].finish(timeout=self.reply_timeout)  # already ended: records and returns the Turn
         transport = TransportStats(list(st["delays"])).summary()
         transport.update(self._clock_fields())
         live = LiveTurn(turn, transport, st["rate"], self.mode)

@@ -64,7 +64,7 @@ def test_clone_model_rule_is_one_definition_used_by_client_and_service():
     non-realtime qwen3.5-omni-plus speaks on qwen3.5-omni-plus-realtime)."""
     from qvtools.config import Settings
     from qvtools.errors import VoiceModelMismatch
-    from qvtools.realtime import events
+    from qvtools.server import session_rules as sr
     from qvtools.realtime.session import RealtimeSession
 
     assert catalog.clone_usable_with("qwen3.5-omni-plus", "qwen3.5-omni-plus-realtime-latest")
@@ -72,8 +72,8 @@ def test_clone_model_rule_is_one_definition_used_by_client_and_service():
     assert not catalog.clone_usable_with(None, "qwen3.5-omni-flash-realtime")
     voice = "qwen-omni-vc-x-voice-20260101000000000-abcd"
     lookup = {voice: "qwen3.5-omni-plus"}.get
-    assert events.voice_problem(voice, "qwen3.5-omni-plus-realtime", lookup) is None
-    assert "enrolled for target_model" in events.voice_problem(voice, "qwen3.5-omni-flash-realtime", lookup)
+    assert sr.voice_problem(voice, "qwen3.5-omni-plus-realtime", lookup) is None
+    assert "enrolled for target_model" in sr.voice_problem(voice, "qwen3.5-omni-flash-realtime", lookup)
     settings = Settings(region="local", base_url="http://127.0.0.1:9", api_key="k")
     RealtimeSession(settings, "qwen3.5-omni-plus-realtime", voice=voice, voice_target_model="qwen3.5-omni-plus")
     with pytest.raises(VoiceModelMismatch):

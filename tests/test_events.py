@@ -8,6 +8,8 @@ import pytest
 
 from qvtools.errors import RealtimeError
 from qvtools.realtime import events as ev
+from qvtools.realtime import session_model as sm
+from qvtools.server import session_rules as sr
 
 PLUS = "qwen3.5-omni-plus-realtime"
 FLASH = "qwen3.5-omni-flash-realtime"
@@ -48,7 +50,7 @@ def test_sdk_style_session_update_is_accepted():
                         '"output_audio_format":"pcm16","input_audio_transcription":{"model":null},'
                         '"turn_detection":{"type":"server_vad","threshold":0.2,"prefix_padding_ms":300,'
                         '"silence_duration_ms":800}}')
-    new, err = ev.merge_session(ev.default_session(PLUS), update)
+    new, err = sr.merge_session(sm.default_session(PLUS), update)
     assert err is None
     assert new["modalities"] == ["text", "audio"]
     assert new["voice"] == "Tina"
@@ -59,8 +61,8 @@ def test_sdk_style_session_update_is_accepted():
 
 
 def test_audio_only_modalities_gives_documented_message():
-    cur = ev.default_session(PLUS)
-    new, err = ev.merge_session(cur, {"modalities": ["audio"]})
+    cur = sm.default_session(PLUS)
+    new, err = sr.merge_session(cur, {"modalities": ["audio"]})
     assert new is cur
     assert err == {"type": "invalid_request_error", "code": "invalid_value",
                    "message": "Invalid modalities: ['audio']. Supported combinations are: ['text'] and "
@@ -84,12 +86,12 @@ def test_audio_only_modalities_gives_documented_message():
     ({"input_audio_transcription": {"model": "whisper-1"}}, "session.input_audio_transcription.model"),
 ])
 def test_invalid_updates_name_the_param(update, param):
-    _, err = ev.merge_session(ev.default_session(PLUS), update)
+    _, err = sr.merge_session(sm.default_session(PLUS), update)
     assert err is not None and err["param"] == param, err
 
 
 def test_formats_rates_and_nulls():
-    new, err = ev.merge_session(ev.default_session(FLASH), {
+    new, err = sr.merge_session(sm.default_session(FLASH), {
         "audio": {"input": {"format": {"type": "wav", "sample_rate": 8000}},
                   "output": {"format": {"type": "pcm", "sample_rate": 48000}}},
         "input_audio_transcription": None, "turn_detection": None, "seed": 7})
@@ -97,9 +99,9 @@ def test_formats_rates_and_nulls():
     assert ev.input_format(new) == ("wav", 8000) and ev.output_format(new) == ("pcm", 48000)
     assert new["input_audio_transcription"] is None and new["turn_detection"] is None and new["seed"] == 7
     for legacy in ("pcm", "pcm16", "pcm24"):
-        assert ev.merge_session(new, {"output_audio_format": legacy})[1] is None
+        assert sr.merge_session(new, {"output_audio_format": legacy})[1] is None
     # §4.2: the input format is fixed once audio has started
-    _, err = ev.merge_session(new, {"audio": {"input": {"format": {"type": "pcm", "sample_rate": 16000}}}},
+    _, err = sr.merge_session(new, {"audio": {"input": {"format": {"type": "pcm", "sample_rate": 16000}}}},
                               audio_started=True)
     assert err["param"] == "session.audio.input.format"
 
@@ -107,25 +109,25 @@ def test_formats_rates_and_nulls():
 def test_cloned_voice_rules():
     voice = "qwen-omni-vc-guanyu-voice-20250812105009984-838b"
     lookup = {voice: PLUS}.get
-    ok, err = ev.merge_session(ev.default_session(PLUS + "-latest"), {"voice": voice}, voice_lookup=lookup)
+    ok, err = sr.merge_session(sm.default_session(PLUS + "-latest"), {"voice": voice}, voice_lookup=lookup)
     assert err is None and ok["voice"] == voice
-    _, err = ev.merge_session(ev.default_session(FLASH), {"voice": voice}, voice_lookup=lookup)
+    _, err = sr.merge_session(sm.default_session(FLASH), {"voice": voice}, voice_lookup=lookup)
     assert err["param"] == "session.voice" and "target_model" in err["message"]
-    _, err = ev.merge_session(ev.default_session(PLUS), {"voice": voice}, voice_lookup=lambda v: None)
+    _, err = sr.merge_session(sm.default_session(PLUS), {"voice": voice}, voice_lookup=lambda v: None)
     assert err["param"] == "session.voice" and "not found" in err["message"]
-    _, err = ev.merge_session(ev.default_session("qwen3-omni-flash-realtime"), {"voice": voice}, voice_lookup=lookup)
+    _, err = sr.merge_session(sm.default_session("qwen3-omni-flash-realtime"), {"voice": voice}, voice_lookup=lookup)
     assert err["param"] == "session.voice"
-    _, err = ev.merge_session(ok, {"voice": "Tina"}, voice_locked=True)
+    _, err = sr.merge_session(ok, {"voice": "Tina"}, voice_locked=True)
     assert err["code"] == "cannot_update_voice"
-    assert ev.merge_session(ok, {"voice": voice}, voice_locked=True, voice_lookup=lookup)[1] is None
+    assert sr.merge_session(ok, {"voice": voice}, voice_locked=True, voice_lookup=lookup)[1] is None
 
 
 def test_model_defaults():
-    assert ev.default_session(PLUS)["voice"] == "Tina"
-    assert ev.default_session("qwen3-omni-flash-realtime")["voice"] == "Cherry"
-    turbo = ev.default_session("qwen-omni-turbo-realtime")
+    assert sm.default_session(PLUS)["voice"] == "Tina"
+    assert sm.default_session("qwen3-omni-flash-realtime")["voice"] == "Cherry"
+    turbo = sm.default_session("qwen-omni-turbo-realtime")
     assert turbo["voice"] == "Chelsie" and turbo["temperature"] == 1.0 and "audio" not in turbo
-    assert ev.merge_session(turbo, {"temperature": 0.5})[1]["param"] == "session.temperature"
+    assert sr.merge_session(turbo, {"temperature": 0.5})[1]["param"] == "session.temperature"
     assert ev.is_known_model("qwen3.5-omni-flash-realtime-2026-03-15")
     assert not ev.is_known_model("gpt-4o-realtime")
     assert "qwen3.8-omni-flash-realtime" in ev.MODELS
@@ -138,7 +140,7 @@ def test_model_defaults():
     ("qwen3.8-omni-flash-realtime", "Chelsie", "pcm16", "pcm24", "gummy-realtime-v1"),
 ])
 def test_session_created_shape_per_family(model, voice, fin, fout, asr):
-    created = ev.session_echo(ev.default_session(model), "created")
+    created = sr.session_echo(sm.default_session(model), "created")
     assert list(created) == ["object", "model", "modalities", "voice", "input_audio_format",
                              "output_audio_format", "input_audio_transcription", "turn_detection", "id"]
     assert (created["voice"], created["input_audio_format"], created["output_audio_format"]) == (voice, fin, fout)
@@ -150,19 +152,19 @@ def test_session_created_shape_per_family(model, voice, fin, fout, asr):
 
 def test_session_updated_echo_is_the_observed_key_set():
     # §7.2: no turn_detection (also after turn_detection: null), no audio object
-    new, err = ev.merge_session(ev.default_session(FLASH), {"turn_detection": None, "instructions": "Be brief.",
+    new, err = sr.merge_session(sm.default_session(FLASH), {"turn_detection": None, "instructions": "Be brief.",
                                                             "audio": {"output": {"format": {"type": "pcm",
                                                                                             "sample_rate": 16000}}}})
     assert err is None and new["turn_detection"] is None and ev.output_format(new) == ("pcm", 16000)
-    echo = ev.session_echo(new, "updated")
+    echo = sr.session_echo(new, "updated")
     assert set(echo) == {"id", "object", "model", "modalities", "instructions", "voice", "input_audio_format",
                          "output_audio_format", "input_audio_transcription", "tools", "max_tokens"}
     assert echo["instructions"] == "Be brief." and echo["tools"] == []
-    assert ev.session_echo(new, "updated", "full")["turn_detection"] is None  # the earlier guess, by choice
+    assert sr.session_echo(new, "updated", "full")["turn_detection"] is None  # the earlier guess, by choice
     # §7.15: qwen3-omni-flash echoes tools: null; §7.2: qwen3.8 keeps an explicit transcription model
-    q3 = ev.session_echo(ev.default_session("qwen3-omni-flash-realtime"), "updated")
+    q3 = sr.session_echo(sm.default_session("qwen3-omni-flash-realtime"), "updated")
     assert q3["tools"] is None
-    q38, err = ev.merge_session(ev.default_session("qwen3.8-omni-flash-realtime"),
+    q38, err = sr.merge_session(sm.default_session("qwen3.8-omni-flash-realtime"),
                                 {"input_audio_transcription": {"model": "qwen3-asr-flash-realtime"},
                                  "input_audio_format": "pcm", "output_audio_format": "pcm16"})
     assert err is None and q38["input_audio_transcription"] == {"model": "qwen3-asr-flash-realtime"}
@@ -171,17 +173,17 @@ def test_session_updated_echo_is_the_observed_key_set():
 
 def test_voice_problem_follows_the_catalog():
     # §7.11: Cherry and Chelsie fail on qwen3.5-omni-flash, Tina on qwen3-omni-flash
-    assert ev.voice_problem("Tina", FLASH) is None and ev.voice_problem("Cindy", FLASH) is None
-    assert ev.voice_problem("Cherry", FLASH) == "Voice 'Cherry' is not supported."
-    assert ev.voice_problem("Tina", "qwen3-omni-flash-realtime") == "Voice 'Tina' is not supported."
-    assert ev.voice_problem("Chelsie", "qwen3.8-omni-flash-realtime") is None
+    assert sr.voice_problem("Tina", FLASH) is None and sr.voice_problem("Cindy", FLASH) is None
+    assert sr.voice_problem("Cherry", FLASH) == "Voice 'Cherry' is not supported."
+    assert sr.voice_problem("Tina", "qwen3-omni-flash-realtime") == "Voice 'Tina' is not supported."
+    assert sr.voice_problem("Chelsie", "qwen3.8-omni-flash-realtime") is None
     clone = "qwen-omni-vc-guanyu-voice-20250812105009984-838b"
-    assert "target_model" in ev.voice_problem(clone, FLASH, {clone: PLUS}.get)
-    assert "not found" in ev.voice_problem(clone, PLUS, lambda v: None)
-    assert ev.voice_problem(clone, PLUS, {clone: PLUS}.get) is None
-    assert "cloned voices" in ev.voice_problem(clone, "qwen3-omni-flash-realtime", {clone: PLUS}.get)
+    assert "target_model" in sr.voice_problem(clone, FLASH, {clone: PLUS}.get)
+    assert "not found" in sr.voice_problem(clone, PLUS, lambda v: None)
+    assert sr.voice_problem(clone, PLUS, {clone: PLUS}.get) is None
+    assert "cloned voices" in sr.voice_problem(clone, "qwen3-omni-flash-realtime", {clone: PLUS}.get)
     # accepted by merge_session when the check is left to generation time (§7.3)
-    new, err = ev.merge_session(ev.default_session(FLASH), {"voice": "Cherry"}, check_voice=False)
+    new, err = sr.merge_session(sm.default_session(FLASH), {"voice": "Cherry"}, check_voice=False)
     assert err is None and new["voice"] == "Cherry"
     assert ev.voice_error_message("Cherry") == \
         "<400> InternalError.Algo.InvalidParameter: Voice 'Cherry' is not supported."
@@ -227,7 +229,7 @@ def test_client_builders_literal_shapes():
 def test_server_builders_cover_every_event_type():
     r, i = "resp_1", "item_1"
     built = [
-        ev.session_created(ev.default_session(PLUS)), ev.session_updated(ev.default_session(PLUS)),
+        ev.session_created(sm.default_session(PLUS)), ev.session_updated(sm.default_session(PLUS)),
         ev.speech_started(3647, "item_u"), ev.speech_stopped(4453, "item_u"), ev.committed("item_u"), ev.cleared(),
         ev.item_created(ev.user_item("item_u")), ev.transcription_delta("item_u", "Hel", "lo"),
         ev.transcription_completed("item_u", "Hello."), ev.transcription_failed("item_u", "x", "y"),
@@ -250,13 +252,13 @@ def test_server_builders_cover_every_event_type():
 
 def test_usage_rates():
     # §4.6: qwen3.5 7 tokens/s in, 12.5 out; under 1 s counts as 1 s; totals = input + output
-    u = ev.compute_usage(PLUS, input_audio_s=2.0, output_audio_s=0.4, input_text="", output_text="Hello there")
+    u = sr.compute_usage(PLUS, input_audio_s=2.0, output_audio_s=0.4, input_text="", output_text="Hello there")
     assert u["input_tokens_details"]["audio_tokens"] == 14
     assert u["output_tokens_details"]["audio_tokens"] == 13
     assert u["total_tokens"] == u["input_tokens"] + u["output_tokens"]
-    assert ev.compute_usage("qwen-omni-turbo-realtime", input_audio_s=1.0, output_audio_s=1.0)["total_tokens"] == 50
+    assert sr.compute_usage("qwen-omni-turbo-realtime", input_audio_s=1.0, output_audio_s=1.0)["total_tokens"] == 50
     # the catalog's rates, qwen3.8 included (12.5/s, marked a guess there)
-    assert ev.compute_usage("qwen3.8-omni-flash-realtime", input_audio_s=2.0, output_audio_s=0.0)[
+    assert sr.compute_usage("qwen3.8-omni-flash-realtime", input_audio_s=2.0, output_audio_s=0.0)[
         "input_tokens_details"]["audio_tokens"] == 25
 
 

@@ -524,7 +524,7 @@ def test_provenance_reads_the_silence_window_from_the_effective_config_not_the_e
     from types import SimpleNamespace
 
     from qvtools.experiment import _provenance
-    from qvtools.realtime.session import effective_session
+    from qvtools.realtime.session_model import effective_session
 
     turn = SimpleNamespace(marks={"speech_end_sent": 1.0, "speech_stopped": 1.9})
     eff = effective_session("qwen3.5-omni-flash-realtime", {"turn_detection": {"type": "server_vad"}})

@@ -9,6 +9,7 @@ import pytest
 
 from qvtools.audio import resample, to_pcm16
 from qvtools.realtime import events as ev
+from qvtools.server import session_rules as sr
 from qvtools.server import LocalService, ServiceConfig
 from realtime_support import FLASH, PLUS, RawClient, shared_service, utterance
 
@@ -47,13 +48,13 @@ def test_session_created_first_and_update_before_reading_it(svc):
         assert s["turn_detection"]["type"] == "server_vad" and s["modalities"] == ["text", "audio"]
         assert "SIMULATED" in s["qvtools"]["note"]
         # §7.1: the observed key set (plus the qvtools metadata), no audio object
-        assert set(s) - {"qvtools"} == set(ev.SESSION_CREATED_KEYS) and "audio" not in s
+        assert set(s) - {"qvtools"} == set(sr.SESSION_CREATED_KEYS) and "audio" not in s
         assert (s["input_audio_format"], s["output_audio_format"]) == ("pcm", "pcm")
         updated = c.recv()
         assert updated["type"] == "session.updated" and updated["session"]["id"] == s["id"]
         assert updated["session"]["input_audio_transcription"] == {"model": "qwen3-asr-flash-realtime"}
         # §7.2: the observed echo keys; no turn_detection, no audio, no metadata
-        assert set(updated["session"]) == set(ev.SESSION_UPDATED_KEYS)
+        assert set(updated["session"]) == set(sr.SESSION_UPDATED_KEYS)
     finally:
         c.close()
 
@@ -624,7 +625,7 @@ def test_a_failure_after_the_upgrade_closes_the_socket_never_an_http_answer(tmp_
     from qvtools.server import realtime as rt
 
     async def boom(self):
-        await self.send(ev.session_created(ev.session_echo(self.session, "created")))
+        await self.send(ev.session_created(sr.session_echo(self.session, "created")))
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(rt._Connection, "run", boom)

@@ -2,6 +2,7 @@
 
 from . import events
 from .session import RealtimeSession
+from .streaming import TurnHandle
 from .turn import TimedEvent, Turn, TurnTracker
 
-__all__ = ["events", "RealtimeSession", "TimedEvent", "Turn", "TurnTracker"]
+__all__ = ["events", "RealtimeSession", "TurnHandle", "TimedEvent", "Turn", "TurnTracker"]

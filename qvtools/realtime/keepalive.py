@@ -15,8 +15,6 @@ import logging
 import time
 from typing import Callable
 
-from . import events as ev
-
 __all__ = ["KEEPALIVE_INTERVAL_S", "KEEPALIVE_SILENCE_S", "KeepAlive"]
 
 log = logging.getLogger(__name__)
@@ -55,25 +53,8 @@ class KeepAlive:
         s = self.session
         if not self.due() or not s.connected:
             return False
-        n = int(round(s.input_sample_rate * self.silence_s))
-        s._send(ev.audio_append(bytes(2 * n)))
-        if s.manual:
-            s._send(ev.audio_clear())
-            self._settle(s)
+        s.send_silence(self.silence_s)  # push-to-talk: then clear, settled (RealtimeSession.send_silence)
         self.sent += 1
         self._last = self._clock()
         log.debug("keep-alive: %.1f s of silence sent to the muted session", self.silence_s)
         return True
-
-    @staticmethod
-    def _settle(s, timeout: float = 2.0) -> None:
-        """Push-to-talk: the service may create a user item at the first append (§7.4); wait (bounded) for
-        ``input_audio_buffer.cleared`` and mark that item as past, so the next turn does not adopt it."""
-        tracker = s._new_tracker()
-        try:
-            s._pump(tracker, None, until=time.perf_counter() + timeout,
-                    stop=lambda: any(e.type == "input_audio_buffer.cleared" for e in tracker.turn.events))
-        finally:
-            if tracker.turn.user_item_id:
-                s._past_items.add(tracker.turn.user_item_id)
-            s._tracker = None

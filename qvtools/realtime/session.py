@@ -7,8 +7,9 @@ Every wait has a timeout; a dropped connection ends the turn with status ``"fail
 received so far -- it never hangs.
 
 The client trusts what it sent (issue 9; protocol reference §4.2, §7.2): turn mode, rates and format
-strings come from :attr:`RealtimeSession.effective` (the request merged with :mod:`qvtools.catalog`
-family defaults); ``session.created``/``session.updated`` are kept in :attr:`RealtimeSession.echo` only.
+strings come from :attr:`RealtimeSession.effective` (the request merged with the family defaults by
+:mod:`qvtools.realtime.session_model`, the local service's own session model); ``session.created``/
+``session.updated`` are kept in :attr:`RealtimeSession.echo` only.
 Server text is redacted before it reaches an exception, a log line or a saved turn; a received message
 larger than ``max_frame_bytes`` is refused from its frame header.
 
@@ -18,11 +19,11 @@ Usage::
         turn = rt.send_audio("question.wav")          # server VAD, paced like a microphone
         turn = rt.send_audio(clip, realtime=False)    # as fast as possible
         print(turn.latency()["ttfa_ms"])
+        handle = rt.begin_turn()                      # audio as it comes (qvtools.realtime.streaming)
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import queue
 import socket
@@ -38,9 +39,11 @@ from ..errors import (APIError, ConfigError, RealtimeError, SessionTimeout, Tran
                       VoiceModelMismatch, api_error_from_http, redact)
 from . import endings
 from . import events as ev
+from .session_model import default_turn_detection, effective_session
+from .streaming import TurnHandle
 from .turn import Turn, TurnTracker
 
-__all__ = ["RealtimeSession", "MAX_FRAME_BYTES", "TRAILING_SILENCE_MARGIN_MS", "effective_session"]
+__all__ = ["RealtimeSession", "MAX_FRAME_BYTES", "TRAILING_SILENCE_MARGIN_MS"]
 
 log = logging.getLogger(__name__)
 
@@ -70,46 +73,6 @@ def _voice_name_and_target(voice, voice_target_model):
 
 def _obj(value) -> dict:
     return value if isinstance(value, dict) else {}
-
-
-def effective_session(model: str, requested: dict | None = None, base: dict | None = None) -> dict:
-    """The configuration a client can rely on: ``base`` (or the model family's defaults from
-    :func:`qvtools.catalog.family`, §4.2/§7.1) with the ``session`` it requested merged on top.
-
-    Never built from ``session.updated``: the real echo omits ``turn_detection`` and the ``audio`` object
-    (§4.2, §7.2), so a client that read its mode or rates from it would be wrong. The result always has
-    ``turn_detection`` (None = manual) and ``audio.input/output.format`` with the rates in use.
-    """
-    fam = catalog.family(model)
-    if base is None:
-        base = {
-            "modalities": ["text", "audio"], "voice": fam.default_voice,
-            "input_audio_format": fam.input_audio_format, "output_audio_format": fam.output_audio_format,
-            "input_audio_transcription": {"model": fam.transcription_model},
-            "turn_detection": ev.default_turn_detection(),
-            "audio": {"input": {"format": {"type": "pcm", "sample_rate": fam.input_sample_rate}},
-                      "output": {"format": {"type": "pcm", "sample_rate": fam.output_sample_rate}}},
-        }
-    out = copy.deepcopy(base)
-    for key, value in _obj(requested).items():
-        if key == "audio":
-            for side in ("input", "output"):
-                fmt = _obj(_obj(_obj(value).get(side)).get("format"))
-                if fmt:
-                    cur = out.setdefault("audio", {}).setdefault(side, {}).setdefault("format", {})
-                    cur.update(fmt)
-        elif key == "turn_detection":
-            if value is None:
-                out["turn_detection"] = None
-            else:
-                td = dict(out.get("turn_detection") or ev.default_turn_detection())
-                td.update(_obj(value))
-                out["turn_detection"] = td
-        elif key == "voice" and value is None:
-            out["voice"] = fam.default_voice  # §4.2 [sdk]: null means the default
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _capped_frame_buffer(ws, max_bytes: int):
@@ -308,7 +271,7 @@ class RealtimeSession:
         td = self.effective.get("turn_detection")
         if td is None:
             return None
-        value = _obj(td).get("silence_duration_ms", ev.default_turn_detection()["silence_duration_ms"])
+        value = _obj(td).get("silence_duration_ms", default_turn_detection()["silence_duration_ms"])
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
             else float(catalog.DEFAULT_SILENCE_DURATION_MS)
 
@@ -546,6 +509,26 @@ class RealtimeSession:
             tracker.cancel_requested = True
             tracker.mark("cancel_sent", t)
 
+    def send_silence(self, seconds: float, *, settle_timeout: float = 2.0) -> None:
+        """Send ``seconds`` of zero PCM outside any turn (the §7.22 keep-alive of a muted microphone,
+        :class:`qvtools.realtime.keepalive.KeepAlive`). In push-to-talk mode it is followed by
+        ``input_audio_buffer.clear`` so it never becomes part of the next committed turn; the service may
+        already have made a user item for it (§7.4), so the wait (at most ``settle_timeout``) for
+        ``input_audio_buffer.cleared`` marks that item as past and the next turn does not adopt it."""
+        n = int(round(self.input_sample_rate * float(seconds)))
+        self._send(ev.audio_append(bytes(2 * n)))
+        if not self.manual:
+            return
+        self._send(ev.audio_clear())
+        tracker = self._new_tracker()
+        try:
+            self._pump(tracker, None, until=time.perf_counter() + settle_timeout,
+                       stop=lambda: any(e.type == "input_audio_buffer.cleared" for e in tracker.turn.events))
+        finally:
+            if tracker.turn.user_item_id:
+                self._past_items.add(tracker.turn.user_item_id)
+            self._tracker = None
+
     def trailing_silence_for(self, silence_duration_ms: float | None = None) -> int:
         """Trailing silence (ms) sent after the speech in server-VAD mode: the effective
         ``silence_duration_ms`` (200–6000, §4.2) plus :data:`TRAILING_SILENCE_MARGIN_MS`."""
@@ -559,10 +542,25 @@ class RealtimeSession:
         self._tracker = tracker
         return tracker
 
+    def begin_turn(self, *, manual: bool | None = None,
+                   on_event: Callable[[ev.Event], None] | None = None) -> TurnHandle:
+        """Start a streamed user turn: a :class:`~qvtools.realtime.streaming.TurnHandle` whose
+        ``append(pcm, speech=...)``, ``poll(timeout)`` and ``finish()`` send the audio as it comes (a file,
+        a microphone) and return the :class:`Turn` (:mod:`qvtools.realtime.streaming`).
+
+        ``manual`` defaults to the mode the client requested (``turn_detection=None``, never the echo,
+        §7.2): push-to-talk ends with ``commit`` + ``response.create``, server VAD with trailing silence.
+        ``on_event`` sees every event of the turn (it may call :meth:`cancel`). Late events of an earlier
+        turn are processed first. Raises :class:`~qvtools.errors.RealtimeError` when the session must be
+        reopened (§7.3, §7.12); a closed connection gives a handle whose turn has already failed.
+        """
+        self._check_usable()
+        return TurnHandle(self, manual=self.manual if manual is None else manual, on_event=on_event)
+
     def send_audio(self, src, *, realtime: bool = True, chunk_ms: int = 100, trailing_silence_ms: int | None = None,
                    manual: bool | None = None, timeout: float | None = None,
                    on_event: Callable[[ev.Event], None] | None = None) -> Turn:
-        """Stream one utterance and collect the reply as a :class:`Turn`.
+        """Stream one utterance and collect the reply as a :class:`Turn` (on :meth:`begin_turn`).
 
         The audio (path, bytes, file or ``(samples, rate)``) is resampled to the session input rate
         (16 kHz unless the client asked for another) and sent as PCM16 ``append`` events of ``chunk_ms``
@@ -577,50 +575,19 @@ class RealtimeSession:
         if chunk_ms <= 0:
             raise ConfigError(f"chunk_ms must be positive, got {chunk_ms}")
         self._check_usable()
-        if manual is None:
-            manual = self.manual  # what the client asked for, never the echo (§7.2)
-        if not manual:
-            if trailing_silence_ms is None:
-                trailing_silence_ms = self.trailing_silence_for()
-            elif self.silence_duration_ms is not None and trailing_silence_ms < self.silence_duration_ms:
-                log.warning("trailing_silence_ms=%s is shorter than silence_duration_ms=%s: the server VAD may "
-                            "never end the turn", trailing_silence_ms, self.silence_duration_ms)
         rate = self.input_sample_rate
         x, _ = _audio.load(src, mono=True, sample_rate=rate)
-        step = max(1, int(round(rate * chunk_ms / 1000.0)))
+        step = 2 * max(1, int(round(rate * chunk_ms / 1000.0)))  # bytes per chunk
         speech = _audio.to_pcm16(x)
-        silence = b"" if manual else bytes(2 * int(round(rate * trailing_silence_ms / 1000.0)))
-        tracker = self._new_tracker()
-        wait = float(timeout if timeout is not None else self.response_timeout)
-        try:
-            self._drain(tracker, on_event, armed=False)  # late events of an earlier turn
-            if not self.connected:
-                return self._end(tracker.fail(self._close_info or "the connection is closed"))
-            chunks = [(speech[i:i + 2 * step], True) for i in range(0, len(speech), 2 * step)]
-            chunks += [(silence[i:i + 2 * step], False) for i in range(0, len(silence), 2 * step)]
-            start = time.perf_counter()
-            for k, (chunk, is_speech) in enumerate(chunks):
-                t = self._send(ev.audio_append(chunk))
-                tracker.mark("first_audio_sent", t, overwrite=False)
-                tracker.mark("last_audio_sent", t)
-                if is_speech:
-                    tracker.mark("speech_end_sent", t)
-                if realtime:
-                    self._pump(tracker, on_event, until=start + (k + 1) * chunk_ms / 1000.0)
-                else:
-                    self._drain(tracker, on_event)
-                if tracker.done:
-                    break
-            if manual and not tracker.done:
-                tracker.mark("commit_sent", self._send(ev.audio_commit()))
-                tracker.mark("response_create_sent", self._send(ev.response_create()))
-            self._pump(tracker, on_event, until=time.perf_counter() + wait, stop_when_done=True)
-            if not tracker.done:
-                hint = "" if manual else " (did the server VAD detect speech and its end?)"
-                tracker.fail(f"no reply within {wait:.1f} s{hint}")
-        except TransportError as exc:
-            self._fail_closed(tracker, str(exc))
-        return self._end(tracker.result())
+        turn = self.begin_turn(manual=manual, on_event=on_event)
+        start = time.perf_counter()
+        for k, i in enumerate(range(0, len(speech), step)):
+            if turn.done:
+                break
+            turn.append(speech[i:i + step], speech=True)
+            turn.poll(start + (k + 1) * chunk_ms / 1000.0 - time.perf_counter() if realtime else 0.0)
+        return turn.finish(trailing_silence_ms=trailing_silence_ms, realtime=realtime, chunk_ms=chunk_ms,
+                           timeout=timeout)
 
     def send_text(self, text: str, *, timeout: float | None = None, instructions: str | None = None,
                   on_event: Callable[[ev.Event], None] | None = None) -> Turn:

@@ -13,7 +13,7 @@ server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.
 - ``session.created`` is sent at once in the family's observed shape (§7.1, :mod:`qvtools.catalog`) plus
   a ``qvtools`` metadata field that says where the latencies come from (``latency_source``: SIMULATED
   profile, REPLAYED run or none; :mod:`qvtools.server.latency`);
-- ``session.update`` is merged and validated by :func:`~qvtools.realtime.events.merge_session` and echoed
+- ``session.update`` is merged and validated by :func:`~qvtools.server.session_rules.merge_session` and echoed
   with the observed key set (§7.2); an unusable voice is accepted and answered at the next response
   trigger by a lone ``error`` (§7.3); cloned voices are looked up in the caller's key scope (§5.6), off the
   event loop, their decoded profile cached (bounded LRU);
@@ -55,6 +55,8 @@ from aiohttp import WSMsgType, web
 from .. import catalog
 from ..audio import from_pcm16, resample, to_pcm16
 from ..realtime import events as ev
+from ..realtime.session_model import default_session
+from . import session_rules as sr  # server-only session rules (validation, echo, usage)
 from .faults import FAULTS, client_faults
 from . import semantic_vad
 from .http import CONFIG, LATENCY, STORE, TRACE, authenticate, error_response
@@ -243,7 +245,7 @@ class _Connection:
         self.trace = app[TRACE]
         self.faults = None  # SessionFaults (qvtools/server/faults.py), set by handle_realtime
         self.loop = asyncio.get_running_loop()
-        self.session = ev.default_session(model)
+        self.session = default_session(model)
         self.session_id = self.session["id"]
         self.conversation_id = ev.new_id("conv")
         self.family = catalog.family(model)
@@ -342,7 +344,7 @@ class _Connection:
     # ------------------------------------------------------------------------------- main loop
     async def run(self) -> None:
         shape = self.cfg.realtime_session_keys
-        await self.send(ev.session_created(ev.session_echo(self.session, "created", shape)))
+        await self.send(ev.session_created(sr.session_echo(self.session, "created", shape)))
         self._prepare_next_opener(get_speech(self.app), 0, 1)  # the default voice (issue 11)
         idle = float(self.cfg.realtime_idle_timeout_s)
         observed_idle = self.cfg.realtime_idle_close != "legacy"
@@ -525,7 +527,7 @@ class _Connection:
         if err is None and lang_err is not None:
             err = dict(lang_err, code="invalid_value")
         if err is None:
-            new, err = ev.merge_session(self.session, update, model=self.model, voice_lookup=lookup,
+            new, err = sr.merge_session(self.session, update, model=self.model, voice_lookup=lookup,
                                         voice_locked=self.audio_output_started, audio_started=self.audio_started,
                                         check_voice=check_now)
         if err is not None:  # §4.5 d: a bad update gives error and no session.updated
@@ -536,7 +538,7 @@ class _Connection:
             new["qvtools"] = dict(new.get("qvtools") or {}, **{turn_language.SESSION_KEY: language})
         old = self.session
         self.session = new
-        echo = ev.session_echo(new, "updated", self.cfg.realtime_session_keys)
+        echo = sr.session_echo(new, "updated", self.cfg.realtime_session_keys)
         if asked and self.faults is not None:
             self.faults.set_plan(plan)
             new["qvtools"] = dict(new.get("qvtools") or {}, faults=None if plan is None else plan.to_dict())
@@ -549,7 +551,7 @@ class _Connection:
             self.voice_record = None
         if not check_now:
             # §7.3, §7.11: accepted here, refused at the next response trigger
-            self.voice_error = ev.voice_problem(new["voice"], self.model, lookup if self.voice_record is None
+            self.voice_error = sr.voice_problem(new["voice"], self.model, lookup if self.voice_record is None
                                                 else (lambda name: self.voice_record.target_model))
         if new.get("turn_detection") != old.get("turn_detection") or ev.input_format(new) != ev.input_format(old):
             self.input.configure(self.in_rate, self.session.get("turn_detection"))
@@ -817,7 +819,7 @@ class _Connection:
             return
         modalities = resp.get("modalities")
         if modalities is not None:
-            _, err = ev.merge_session(self.session, {"modalities": modalities}, model=self.model)
+            _, err = sr.merge_session(self.session, {"modalities": modalities}, model=self.model)
             if err is not None:
                 await self.error(err["message"], param="response.modalities", event_id=event.event_id)
                 return
@@ -1223,11 +1225,11 @@ class _Connection:
         await self._send_dones(resp, "completed")
         text, user_text = ctx["text"] or "", ctx["user_text"]
         out_s = resp.audio_samples / float(self.out_rate)
-        usage = ev.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
+        usage = sr.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
                                  output_audio_s=out_s, input_text=(instructions or "") + " " + user_text,
                                  output_text=text, history_tokens=self.history_tokens,
                                  text_only=not resp.audio_on)
-        self.history_tokens += ev.estimate_text_tokens(user_text) + ev.estimate_text_tokens(text)
+        self.history_tokens += sr.estimate_text_tokens(user_text) + sr.estimate_text_tokens(text)
         await self.send(ev.response_done(self._resp_obj(resp, "completed", output=[resp.final_item("completed")],
                                                         usage=usage)), resp.id)
 
@@ -1348,7 +1350,7 @@ class _Connection:
             status = self.cfg.realtime_cancel_status
             out = [resp.final_item("incomplete")] if resp.item_id and resp.transcript else []
             # §7.6: the observed response.done of a cancel carries usage (what was produced), no status_details
-            usage = ev.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
+            usage = sr.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
                                      output_audio_s=resp.audio_samples / float(self.out_rate),
                                      output_text="".join(resp.transcript), history_tokens=self.history_tokens)
             await self.send(ev.response_done(self._resp_obj(resp, status, output=out, usage=usage)), resp.id)
