@@ -3,7 +3,9 @@
 One :class:`_Connection` per socket. It moves frames and awaits (speech work in the executor, the
 simulated delays, the sends); the protocol state lives in socket-free modules that tests drive with
 bytes and dicts: :mod:`.rt_handshake` (model and session caps before the upgrade), :mod:`.rt_input`
-(the input buffer and server-VAD feed), :mod:`.rt_response` (one response's ordered events). It speaks
+(the input buffer and server-VAD feed), :mod:`.rt_response` (one response's ordered events),
+:mod:`.reply_plan` (what a reply says, in which language -- decided once --, opener or body, whether a
+speculation is still valid) and :mod:`.rt_state` (the app's realtime state). It speaks
 the wire protocol through the shared event model (:mod:`qvtools.realtime.events`), so the client and the
 server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.md``):
 
@@ -28,7 +30,8 @@ server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.
   the transcription); the body follows. With server VAD the utterance is transcribed -- and the body's
   first sentence synthesized -- speculatively once the speech is followed by :data:`SPECULATE_AFTER_MS` of
   silence, and dropped when speech resumes. Whether the reply language is known before ASR is decided in
-  one place, ``_Connection._expected_language``;
+  one place, :func:`~qvtools.server.reply_plan.language_before_asr` (``_Connection._expected_language``
+  gathers its inputs), and carried in the reply's :class:`~qvtools.server.reply_plan.ReplyParams`;
 - ``response.cancel`` (pending ``*.done``, then ``response.done`` status ``cancelled``, §7.6),
   ``session.finish``, the idle close (§7.12) and the 120-min cap (§5.9, §5.10);
 - every sent event is recorded in ``app[TRACE]`` with ``time.perf_counter()`` right before sending.
@@ -40,13 +43,9 @@ surrogates, over-long text and out-of-order events are answered with ``error`` e
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
-import threading
 import time
-from collections import OrderedDict
 
 import numpy as np
 from aiohttp import WSMsgType, web
@@ -59,9 +58,11 @@ from . import semantic_vad
 from .http import CONFIG, LATENCY, STORE, TRACE, authenticate, error_response
 from .latency import NO_DELAYS, LatencySource
 from .rt_handshake import admit, check_handshake, release
-from .rt_input import AppendError, BufferFull, InputBuffer, decode_append
+from . import rt_limits
+from .rt_input import AppendError, BufferFull, InputBuffer, decode_append, image_problem
 from .rt_response import ResponseStream, UserTurn, plan_sentence
 from . import turn_language
+from .rt_state import REALTIME, RealtimeState, get_speech, voice_cache
 from .reply_plan import SPECULATE_AFTER_MS, ReplyParams, ReplyPlanner, Speculation, Speculations, SpeculativeReply, \
     language_before_asr
 
@@ -69,88 +70,6 @@ __all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "Re
            "SPECULATE_AFTER_MS"]
 
 log = logging.getLogger(__name__)
-
-_MAX_IMAGE_B64 = 256 * 1024  # §4.3 "≤ 256 KB after base64"
-
-class _ProfileCache:
-    """A bounded LRU of cloned voices' decoded profiles, keyed by ``(key scope, voice, sha256 of the audio)``
-    (issue 13: a ``session.update`` with a cloned voice re-read the whole stored audio, on the event loop).
-    A re-enrolled or deleted voice changes the key (the store is asked for the metadata each time, off
-    the loop), so nothing stale is served."""
-
-    def __init__(self, size: int):
-        self.size = max(0, int(size))
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-        self.loads = 0  # how many times a profile was built (decoded audio or stored profile)
-
-    def get(self, key):
-        with self._lock:
-            prof = self._items.get(key)
-            if prof is not None:
-                self._items.move_to_end(key)
-            return prof
-
-    def put(self, key, prof) -> None:
-        if self.size <= 0:
-            return
-        with self._lock:
-            self._items[key] = prof
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
-
-class RealtimeState:
-    """The realtime half's state on one app (``app[REALTIME]``): open sessions, per-key session counts,
-    the cloned-voice profile cache and the speech pipeline (created once, on first use or by the warm-up)."""
-
-    def __init__(self, config):
-        self.open: set = set()  # open _Connection objects (closed with 1001 on shutdown)
-        self.active: dict[str, int] = {}  # API key -> open sessions (the caps, ServiceConfig.max_sessions*)
-        self.voice_cache = _ProfileCache(config.realtime_voice_cache_size)
-        self.speech = None  # the SpeechPipeline once created
-        self._warm_languages = tuple(getattr(config, "warm_speech_languages", ()) or ())
-        # ServiceConfig.realtime_language_candidates, validated once (a bad code fails at service start)
-        self.language_candidates = turn_language.language_candidates(config.realtime_language_candidates)
-        self._lock = threading.Lock()
-        #: issue 11, over all sessions: speculative transcriptions started / used at speech_stopped / dropped
-        #: (speech resumed, or other audio committed), and replies whose first body piece came from one
-        self.spec_stats = {"started": 0, "used": 0, "dropped": 0, "replies": 0}
-        #: manual-mode partial transcriptions running now, over all sessions (at most one, issue 11: each
-        #: re-runs Whisper on the whole buffer so far, and the ASR is one lock -- partials queued there would
-        #: delay the transcriptions that replies wait for)
-        self.partials = 0
-
-    def get_speech(self):
-        """The :class:`~qvtools.server.speech.SpeechPipeline`, created once on first use (thread-safe)."""
-        speech = self.speech
-        if speech is None:
-            with self._lock:
-                if self.speech is None:
-                    from .speech import SpeechPipeline
-
-                    self.speech = SpeechPipeline(warm_languages=self._warm_languages)
-                speech = self.speech
-        return speech
-
-
-REALTIME = web.AppKey("realtime", RealtimeState)
-
-
-def get_speech(app):
-    """The app's :class:`SpeechPipeline`, created once on first use."""
-    return app[REALTIME].get_speech()
-
-
-def voice_cache(app) -> _ProfileCache:
-    """The app's cloned-voice profile cache (``ServiceConfig.realtime_voice_cache_size`` entries)."""
-    return app[REALTIME].voice_cache
-
 
 async def handle_realtime(request: web.Request):
     """``GET /api-ws/v1/realtime?model=<m>``: auth, model check, session caps, upgrade, then the session.
@@ -397,7 +316,7 @@ class _Connection:
             await self.error(f"Invalid text in '{bad}': it contains a lone UTF-16 surrogate, which is not a "
                              "Unicode character.", param=bad, event_id=event_id)
             return
-        too_long = self._too_long(event)
+        too_long = rt_limits.too_long(event, self.cfg)
         if too_long is not None:
             param, limit = too_long
             event_id = event.event_id if param != "event_id" else None
@@ -416,52 +335,6 @@ class _Connection:
             await self.error(f"Internal error while handling '{event.type}'.", code="internal_error",
                              event_id=event.event_id if isinstance(event.event_id, str) else None,
                              type="server_error")
-
-    def _too_long(self, event) -> tuple[str, int] | None:
-        """``(param, limit)`` of the first free-text field over its ``ServiceConfig.realtime_max_*_chars``
-        limit (constants in qvtools/server/config.py), else None."""
-        cfg = self.cfg
-        names, text, ins = int(cfg.realtime_max_name_chars), int(cfg.realtime_max_text_chars), \
-            int(cfg.realtime_max_instructions_chars)
-
-        def over(value, limit):
-            return isinstance(value, str) and len(value) > limit
-
-        if over(event.get("event_id"), names):
-            return "event_id", names
-        typ = event.type
-        if typ == "session.update" and isinstance(event.get("session"), dict):
-            sess = event["session"]
-            if over(sess.get("instructions"), ins):
-                return "session.instructions", ins
-            if over(sess.get("voice"), names):
-                return "session.voice", names
-            tr = sess.get("input_audio_transcription")
-            if isinstance(tr, dict) and over(tr.get("model"), names):
-                return "session.input_audio_transcription.model", names
-            if sess.get("tools") is not None:
-                tools_len = len(json.dumps(sess["tools"], ensure_ascii=False, separators=(",", ":")))
-                if tools_len > int(cfg.realtime_max_tools_chars):
-                    return "session.tools", int(cfg.realtime_max_tools_chars)
-        elif typ == "response.create" and isinstance(event.get("response"), dict):
-            if over(event["response"].get("instructions"), ins):
-                return "response.instructions", ins
-        elif typ == "conversation.item.create" and isinstance(event.get("item"), dict):
-            item = event["item"]
-            for key in ("id", "call_id"):
-                if over(item.get(key), names):
-                    return f"item.{key}", names
-            if over(item.get("output"), text):
-                return "item.output", text
-            content = item.get("content")
-            if isinstance(content, list):
-                total = 0
-                for i, part in enumerate(content):
-                    if isinstance(part, dict) and isinstance(part.get("text"), str):
-                        total += len(part["text"])
-                        if total > text:
-                            return f"item.content[{i}].text", text
-        return None
 
     # ------------------------------------------------------------------------------- handlers
     async def _voice_meta(self, voice):
@@ -705,21 +578,9 @@ class _Connection:
         await self.send(ev.cleared())
 
     async def on_image(self, event) -> None:
-        image = event.get("image")
-        if not self.audio_started:
-            await self.error("Error append image before append audio.", param="image", event_id=event.event_id)
-            return
-        if not isinstance(image, str) or len(image) > _MAX_IMAGE_B64:
-            await self.error("'image' must be base64 JPEG of at most 256 KB.", param="image",
-                             event_id=event.event_id)
-            return
-        try:
-            raw = base64.b64decode(image, validate=True)
-        except (binascii.Error, ValueError):
-            await self.error("'image' is not valid base64.", param="image", event_id=event.event_id)
-            return
-        if not raw.startswith(b"\xff\xd8\xff"):
-            await self.error("'image' must be a JPEG.", param="image", event_id=event.event_id)
+        problem = image_problem(event.get("image"), self.audio_started)  # qvtools/server/rt_input.py
+        if problem is not None:
+            await self.error(problem, param="image", event_id=event.event_id)
 
     async def on_response_create(self, event) -> None:
         if self.response is not None:
