@@ -454,7 +454,10 @@ class _Connection:
         td = self.session.get("turn_detection") or {}
         if not td.get("create_response", True) or "audio" not in self.session["modalities"]:
             return None
-        if self.voice_error is not None or self._expected_language() is None:
+        if self.voice_error is not None:
+            return None
+        params = self._reply_params(self.turn_index, self.session.get("instructions") or None, audio=True)
+        if params.language is None:  # known only after ASR: no reply ahead
             return None
         voice = self.session.get("voice")
         meta = self.voice_record
@@ -464,7 +467,7 @@ class _Connection:
             profile = self._profiles.get(voice)
         if profile is None:
             return None
-        return self._reply_params(self.turn_index, self.session.get("instructions") or None, audio=True), profile
+        return params, profile
 
     async def _speculation_job(self, spec: Speculation, x, rate: int, inputs) -> SpeculativeReply:
         """The transcript of the utterance so far (executor) -- what the turn's transcription events and
