@@ -257,3 +257,21 @@ def test_reply_sentences_sharing_the_users_words_are_never_reused():
     assert not check("You mentioned weather.")
     assert not check("天气很好。")  # not English: never from the cache
     assert independent_of("")("How can I help you today?")
+
+
+def test_the_seed_and_the_voice_key_of_a_session():
+    from types import SimpleNamespace
+
+    from qvtools.server.reply_plan import session_seed, voice_key
+
+    assert [session_seed({"seed": s}) for s in (7, 0, -1, None)] == [7, 0, 0, 0]
+    assert session_seed({}) == 0
+    assert voice_key("scope", "Cherry") == ("builtin", "Cherry")
+    record = SimpleNamespace(sha256="ab12")
+    from qvtools.catalog import OMNI_CLONE_PREFIX
+
+    clone = OMNI_CLONE_PREFIX + "myvoice-voice-20250101000000-abcd"
+    # a cloned voice is its key scope, name and enrollment audio: re-enrolled audio is another key
+    assert voice_key("scope", clone, record) == ("clone", "scope", clone, "ab12")
+    assert voice_key("scope", clone, SimpleNamespace(sha256="cd34")) != voice_key("scope", clone, record)
+    assert voice_key("scope", "Cherry", record) == ("builtin", "Cherry")  # a built-in name stays built-in

@@ -64,7 +64,7 @@ from .rt_response import ResponseStream, UserTurn, plan_sentence
 from . import turn_language
 from .rt_state import REALTIME, RealtimeState, get_speech, voice_cache
 from .reply_plan import SPECULATE_AFTER_MS, ReplyParams, ReplyPlanner, Speculation, Speculations, SpeculativeReply, \
-    language_before_asr
+    language_before_asr, session_seed, voice_key
 
 __all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "RealtimeState", "REALTIME",
            "SPECULATE_AFTER_MS"]
@@ -830,26 +830,15 @@ class _Connection:
             audio = "audio" in self.session["modalities"]
         return language_before_asr(get_speech(self.app), lang, audio=audio, typed_text=typed_text)
 
-    def _seed(self) -> int:
-        seed = self.session.get("seed", -1)
-        return int(seed) if seed is not None and seed >= 0 else 0
-
-    def _voice_key(self, voice: str):
-        """What identifies the session voice's *audio* in the opener cache: a built-in name, or a cloned
-        voice's (key scope, name, enrollment audio hash) -- re-enrolled voices never get stale audio."""
-        meta = self.voice_record
-        if meta is not None and ev.is_cloned_voice(voice):
-            return ("clone", self.key, voice, meta.sha256)
-        return ("builtin", voice)
-
     def _reply_params(self, turn_index: int, instructions: str | None, *, audio: bool,
                       typed_text: str | None = None) -> ReplyParams:
         """What a reply depends on besides the user's words (a speculative reply is valid for these), the
         language decided here once when it is known before ASR (:meth:`_expected_language`)."""
-        return ReplyParams(turn_index=turn_index, seed=self._seed(), mode=self.cfg.realtime_reply_mode,
+        return ReplyParams(turn_index=turn_index, seed=session_seed(self.session), mode=self.cfg.realtime_reply_mode,
                            instructions=instructions, language=self._expected_language(audio=audio,
                                                                                        typed_text=typed_text),
-                           voice_key=self._voice_key(self.session.get("voice")), rate=self.out_rate, audio=audio)
+                           voice_key=voice_key(self.key, self.session.get("voice"), self.voice_record),
+                           rate=self.out_rate, audio=audio)
 
     async def _respond_inner(self, resp: ResponseStream) -> None:
         chunk_ms = int(self.cfg.realtime_audio_chunk_ms)
@@ -987,19 +976,18 @@ class _Connection:
         ready: after ``session.update`` and at each response. Skipped when the reply language is only
         known after ASR, in text-only sessions, in echo mode (no opener) and before the speech engines
         are loaded (the warm-up, ServiceConfig.warm_speech; a turn meanwhile makes its opener itself)."""
-        language = self._expected_language()
-        if language is None or "audio" not in self.session["modalities"] or self.voice_error is not None:
+        if "audio" not in self.session["modalities"] or self.voice_error is not None:
             return
-        if self.cfg.realtime_reply_mode == "echo" or not speech.ready.is_set():
+        p = self._reply_params(turns[0], self.session.get("instructions") or None, audio=True)
+        if p.language is None or p.mode == "echo" or not speech.ready.is_set():
             return  # echo has no opener; engines still loading: never load them from here
-        voice, rate = self.session.get("voice"), self.out_rate
-        instructions, seed, key = self.session.get("instructions") or None, self._seed(), self._voice_key(voice)
+        voice = self.session.get("voice")
 
         async def job():
             try:
                 profile = await self._voice_profile(speech, voice)
-                await self.run_cpu(speech.prepare_openers, profile, rate, voice_key=key, turns=turns, seed=seed,
-                                   instructions=instructions, language=language)
+                await self.run_cpu(speech.prepare_openers, profile, p.rate, voice_key=p.voice_key, turns=turns,
+                                   mode=p.mode, seed=p.seed, instructions=p.instructions, language=p.language)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # best effort: the response makes the opener itself

@@ -27,11 +27,12 @@ import re
 from dataclasses import dataclass, replace
 
 from ..lang import script_language
+from ..catalog import is_cloned_voice
 from .responder import MODES, opener_head, split_opener
 from .rt_response import tokens
 
 __all__ = ["ReplyParams", "ReplyPlanner", "SpeculativeReply", "Speculation", "Speculations", "SPECULATE_AFTER_MS",
-           "language_before_asr", "language_after_asr", "independent_of"]
+           "language_before_asr", "language_after_asr", "independent_of", "session_seed", "voice_key"]
 
 #: Server VAD: once the speech has been followed by this much silence, the utterance so far is
 #: transcribed speculatively (issue 11), so with the default 800 ms silence_duration_ms (§4.2) the
@@ -53,6 +54,21 @@ def independent_of(user_text: str | None):
         return sentence.isascii() and not any(w.lower() in heard for w in _WORD.findall(sentence) if len(w) > 2)
 
     return check
+
+
+def session_seed(session) -> int:
+    """The responder's seed of a session: its ``seed`` when set and non-negative, else 0."""
+    seed = session.get("seed", -1)
+    return int(seed) if seed is not None and seed >= 0 else 0
+
+
+def voice_key(scope: str, voice: str, record=None) -> tuple:
+    """What identifies the session voice's *audio* in the opener and sentence cache: a built-in name, or a
+    cloned voice's (key scope, name, enrollment audio hash, from its stored ``record``) -- re-enrolled
+    voices never get stale audio."""
+    if record is not None and is_cloned_voice(voice):
+        return ("clone", scope, voice, record.sha256)
+    return ("builtin", voice)
 
 
 def language_before_asr(speech, expected: str | None, *, audio: bool, typed_text: str | None = None) -> str | None:
