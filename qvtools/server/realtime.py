@@ -59,6 +59,7 @@ from .http import CONFIG, LATENCY, STORE, TRACE, authenticate, error_response
 from .latency import NO_DELAYS, LatencySource
 from .rt_handshake import admit, check_handshake, release
 from . import rt_limits
+from .rt_items import ItemError, client_item
 from .rt_input import AppendError, BufferFull, InputBuffer, decode_append, image_problem
 from .rt_response import ResponseStream, UserTurn, plan_sentence
 from . import turn_language
@@ -615,36 +616,15 @@ class _Connection:
         await self._wait_response_end()
 
     async def on_item_create(self, event) -> None:
-        item = event.get("item")
-        if not isinstance(item, dict):
-            await self.error("'item' must be an object.", param="item", event_id=event.event_id)
+        try:  # qvtools/server/rt_items.py
+            item = client_item(event.get("item"), keep_client_id=self.cfg.realtime_item_ids == "client")
+        except ItemError as exc:
+            await self.error(exc.message, param=exc.param, event_id=event.event_id)
             return
-        itype = item.get("type")
-        # §7.13 (observed): the ack carries a server-made id, a client-chosen id is not kept ("client": kept)
-        keep = self.cfg.realtime_item_ids == "client" and isinstance(item.get("id"), str) and item["id"]
-        item_id = item["id"] if keep else ev.new_id("item")
-        if itype == "message" and item.get("role", "user") == "user":
-            content = item.get("content")
-            texts = [c.get("text") for c in content if isinstance(c, dict) and c.get("type") == "input_text"] \
-                if isinstance(content, list) else []
-            if not texts or not all(isinstance(t, str) for t in texts):
-                await self.error("A user message needs 'input_text' content with a 'text' string.",
-                                 param="item.content", event_id=event.event_id)
-                return
-            text = " ".join(texts)
-            self.pending_user = UserTurn(item_id, None, self.in_rate, text=text)
-            out = ev.user_item(item_id, text=text)  # status "completed" (§7.13)
-        elif itype == "function_call_output":
-            if not isinstance(item.get("call_id"), str) or not item["call_id"] or not isinstance(item.get("output"), str):
-                await self.error("function_call_output needs 'call_id' and 'output' strings.", param="item",
-                                 event_id=event.event_id)
-                return
-            out = dict(item, id=item_id, object="realtime.item", status="completed")
-        else:
-            await self.error(f"Unsupported item type {itype!r}.", param="item.type", event_id=event.event_id)
-            return
-        prev, self.last_item_id = self.last_item_id, item_id
-        await self.send(ev.item_created(out, prev))  # previous_item_id on every item after the first
+        if item.text is not None:  # a user message: the turn a response.create answers
+            self.pending_user = UserTurn(item.item_id, None, self.in_rate, text=item.text)
+        prev, self.last_item_id = self.last_item_id, item.item_id
+        await self.send(ev.item_created(item.out, prev))  # previous_item_id on every item after the first
 
     async def on_finish(self, event) -> None:
         if self.cfg.realtime_finish_error:
