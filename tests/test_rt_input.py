@@ -197,3 +197,17 @@ def test_pending_stop_slice_is_exactly_what_the_stop_commits(speech16):
     assert (stop.item_id, stop.start_ms, int(stop.audio_ms)) == (item, start_ms, end_ms)
     assert audio == guess
     assert buf.pending_stop() is None
+
+
+# -- image_problem ---------------------------------------------------------------------------------------------
+def test_an_image_append_is_refused_with_the_error_text_unless_it_is_base64_jpeg_after_audio():
+    from qvtools.server.rt_input import MAX_IMAGE_B64, image_problem
+
+    jpeg = _b64(b"\xff\xd8\xff\xe0" + bytes(60))
+    assert image_problem(jpeg, audio_started=True) is None
+    assert image_problem(jpeg, audio_started=False) == "Error append image before append audio."  # §4.3
+    assert image_problem("A" * (MAX_IMAGE_B64 + 4), audio_started=True) == \
+        "'image' must be base64 JPEG of at most 256 KB."
+    assert image_problem(None, audio_started=True) == "'image' must be base64 JPEG of at most 256 KB."
+    assert image_problem("not base64!", audio_started=True) == "'image' is not valid base64."
+    assert image_problem(_b64(b"\x89PNG\r\n\x1a\n"), audio_started=True) == "'image' must be a JPEG."

@@ -3,7 +3,9 @@
 One :class:`_Connection` per socket. It moves frames and awaits (speech work in the executor, the
 simulated delays, the sends); the protocol state lives in socket-free modules that tests drive with
 bytes and dicts: :mod:`.rt_handshake` (model and session caps before the upgrade), :mod:`.rt_input`
-(the input buffer and server-VAD feed), :mod:`.rt_response` (one response's ordered events). It speaks
+(the input buffer and server-VAD feed), :mod:`.rt_response` (one response's ordered events),
+:mod:`.reply_plan` (what a reply says, in which language -- decided once --, opener or body, whether a
+speculation is still valid) and :mod:`.rt_state` (the app's realtime state). It speaks
 the wire protocol through the shared event model (:mod:`qvtools.realtime.events`), so the client and the
 server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.md``):
 
@@ -28,7 +30,8 @@ server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.
   the transcription); the body follows. With server VAD the utterance is transcribed -- and the body's
   first sentence synthesized -- speculatively once the speech is followed by :data:`SPECULATE_AFTER_MS` of
   silence, and dropped when speech resumes. Whether the reply language is known before ASR is decided in
-  one place, ``_Connection._expected_language``;
+  one place, :func:`~qvtools.server.reply_plan.language_before_asr` (``_Connection._expected_language``
+  gathers its inputs), and carried in the reply's :class:`~qvtools.server.reply_plan.ReplyParams`;
 - ``response.cancel`` (pending ``*.done``, then ``response.done`` status ``cancelled``, §7.6),
   ``session.finish``, the idle close (§7.12) and the 120-min cap (§5.9, §5.10);
 - every sent event is recorded in ``app[TRACE]`` with ``time.perf_counter()`` right before sending.
@@ -40,14 +43,9 @@ surrogates, over-long text and out-of-order events are answered with ``error`` e
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
-import re
-import threading
 import time
-from collections import OrderedDict
 
 import numpy as np
 from aiohttp import WSMsgType, web
@@ -62,129 +60,19 @@ from . import semantic_vad
 from .http import CONFIG, LATENCY, STORE, TRACE, authenticate, error_response
 from .latency import NO_DELAYS, LatencySource
 from .rt_handshake import admit, check_handshake, release
-from .rt_input import AppendError, BufferFull, InputBuffer, decode_append
-from .rt_response import ResponseStream, SpeculativeReply, UserTurn, plan_sentence, tokens
+from . import rt_limits
+from .rt_items import ItemError, client_item
+from .rt_input import AppendError, BufferFull, InputBuffer, decode_append, image_problem
+from .rt_response import ResponseStream, UserTurn, plan_sentence
 from . import turn_language
-from .responder import opener_head, split_opener
+from .rt_state import REALTIME, RealtimeState, get_speech, voice_cache
+from .reply_plan import SPECULATE_AFTER_MS, ReplyParams, ReplyPlanner, Speculation, Speculations, SpeculativeReply, \
+    language_before_asr, session_seed, voice_key
 
 __all__ = ["handle_realtime", "get_speech", "close_sessions", "voice_cache", "RealtimeState", "REALTIME",
            "SPECULATE_AFTER_MS"]
 
 log = logging.getLogger(__name__)
-
-_MAX_IMAGE_B64 = 256 * 1024  # §4.3 "≤ 256 KB after base64"
-
-#: Server VAD: once the speech has been followed by this much silence, the utterance so far is
-#: transcribed speculatively (issue 11), so with the default 800 ms silence_duration_ms (§4.2) the
-#: transcript is ready about when speech_stopped fires; dropped when speech resumes. Shorter pauses
-#: (between words) start nothing, which keeps the wasted ASR runs of mid-utterance pauses few.
-SPECULATE_AFTER_MS = 200
-
-
-_WORD = re.compile(r"[^\W_]+")
-
-
-def _independent_of(user_text: str | None):
-    """A predicate for English replies: True for a reply sentence that shares no word of three or more
-    letters with the user's words (e.g. "Let me think it through with you."), so its audio may be reused
-    from the cache (:meth:`SpeechPipeline.stream_synthesize_reusing`); conservative: a shared common word
-    only costs a synthesis."""
-    heard = {w.lower() for w in _WORD.findall(user_text or "") if len(w) > 2}
-
-    def check(sentence: str) -> bool:
-        return sentence.isascii() and not any(w.lower() in heard for w in _WORD.findall(sentence) if len(w) > 2)
-
-    return check
-
-
-class _Speculation:
-    """One speculative transcription: the turn it is for and the executor task making it."""
-
-    __slots__ = ("key", "pcm", "task", "dropped")
-
-    def __init__(self, key, pcm: bytes):
-        self.key, self.pcm, self.task, self.dropped = key, pcm, None, False
-
-
-class _ProfileCache:
-    """A bounded LRU of cloned voices' decoded profiles, keyed by ``(key scope, voice, sha256 of the audio)``
-    (issue 13: a ``session.update`` with a cloned voice re-read the whole stored audio, on the event loop).
-    A re-enrolled or deleted voice changes the key (the store is asked for the metadata each time, off
-    the loop), so nothing stale is served."""
-
-    def __init__(self, size: int):
-        self.size = max(0, int(size))
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-        self.loads = 0  # how many times a profile was built (decoded audio or stored profile)
-
-    def get(self, key):
-        with self._lock:
-            prof = self._items.get(key)
-            if prof is not None:
-                self._items.move_to_end(key)
-            return prof
-
-    def put(self, key, prof) -> None:
-        if self.size <= 0:
-            return
-        with self._lock:
-            self._items[key] = prof
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
-
-class RealtimeState:
-    """The realtime half's state on one app (``app[REALTIME]``): open sessions, per-key session counts,
-    the cloned-voice profile cache and the speech pipeline (created once, on first use or by the warm-up)."""
-
-    def __init__(self, config):
-        self.open: set = set()  # open _Connection objects (closed with 1001 on shutdown)
-        self.active: dict[str, int] = {}  # API key -> open sessions (the caps, ServiceConfig.max_sessions*)
-        self.voice_cache = _ProfileCache(config.realtime_voice_cache_size)
-        self.speech = None  # the SpeechPipeline once created
-        self._warm_languages = tuple(getattr(config, "warm_speech_languages", ()) or ())
-        # ServiceConfig.realtime_language_candidates, validated once (a bad code fails at service start)
-        self.language_candidates = turn_language.language_candidates(config.realtime_language_candidates)
-        self._lock = threading.Lock()
-        #: issue 11, over all sessions: speculative transcriptions started / used at speech_stopped / dropped
-        #: (speech resumed, or other audio committed), and replies whose first body piece came from one
-        self.spec_stats = {"started": 0, "used": 0, "dropped": 0, "replies": 0}
-        #: manual-mode partial transcriptions running now, over all sessions (at most one, issue 11: each
-        #: re-runs Whisper on the whole buffer so far, and the ASR is one lock -- partials queued there would
-        #: delay the transcriptions that replies wait for)
-        self.partials = 0
-
-    def get_speech(self):
-        """The :class:`~qvtools.server.speech.SpeechPipeline`, created once on first use (thread-safe)."""
-        speech = self.speech
-        if speech is None:
-            with self._lock:
-                if self.speech is None:
-                    from .speech import SpeechPipeline
-
-                    self.speech = SpeechPipeline(warm_languages=self._warm_languages)
-                speech = self.speech
-        return speech
-
-
-REALTIME = web.AppKey("realtime", RealtimeState)
-
-
-def get_speech(app):
-    """The app's :class:`SpeechPipeline`, created once on first use."""
-    return app[REALTIME].get_speech()
-
-
-def voice_cache(app) -> _ProfileCache:
-    """The app's cloned-voice profile cache (``ServiceConfig.realtime_voice_cache_size`` entries)."""
-    return app[REALTIME].voice_cache
-
 
 async def handle_realtime(request: web.Request):
     """``GET /api-ws/v1/realtime?model=<m>``: auth, model check, session caps, upgrade, then the session.
@@ -277,9 +165,9 @@ class _Connection:
         self.history_tokens = 0
         self.tasks: set[asyncio.Task] = set()
         self.started = time.monotonic()
-        self.speculation: _Speculation | None = None  # issue 11: ASR started in the VAD silence window
-        self._spec_busy: asyncio.Task | None = None
-        self.spec_stats = app[REALTIME].spec_stats  # counted on the event loop only
+        # issue 11: ASR started in the VAD silence window (qvtools/server/reply_plan.py); the stats are the
+        # app's, counted on the event loop only
+        self.speculations = Speculations(app[REALTIME].spec_stats)
         self._profiles: dict = {}  # built-in voice -> profile (no executor hop on a turn's critical path)
 
     # ------------------------------------------------------------------------------- plumbing
@@ -431,7 +319,7 @@ class _Connection:
             await self.error(f"Invalid text in '{bad}': it contains a lone UTF-16 surrogate, which is not a "
                              "Unicode character.", param=bad, event_id=event_id)
             return
-        too_long = self._too_long(event)
+        too_long = rt_limits.too_long(event, self.cfg)
         if too_long is not None:
             param, limit = too_long
             event_id = event.event_id if param != "event_id" else None
@@ -450,52 +338,6 @@ class _Connection:
             await self.error(f"Internal error while handling '{event.type}'.", code="internal_error",
                              event_id=event.event_id if isinstance(event.event_id, str) else None,
                              type="server_error")
-
-    def _too_long(self, event) -> tuple[str, int] | None:
-        """``(param, limit)`` of the first free-text field over its ``ServiceConfig.realtime_max_*_chars``
-        limit (constants in qvtools/server/config.py), else None."""
-        cfg = self.cfg
-        names, text, ins = int(cfg.realtime_max_name_chars), int(cfg.realtime_max_text_chars), \
-            int(cfg.realtime_max_instructions_chars)
-
-        def over(value, limit):
-            return isinstance(value, str) and len(value) > limit
-
-        if over(event.get("event_id"), names):
-            return "event_id", names
-        typ = event.type
-        if typ == "session.update" and isinstance(event.get("session"), dict):
-            sess = event["session"]
-            if over(sess.get("instructions"), ins):
-                return "session.instructions", ins
-            if over(sess.get("voice"), names):
-                return "session.voice", names
-            tr = sess.get("input_audio_transcription")
-            if isinstance(tr, dict) and over(tr.get("model"), names):
-                return "session.input_audio_transcription.model", names
-            if sess.get("tools") is not None:
-                tools_len = len(json.dumps(sess["tools"], ensure_ascii=False, separators=(",", ":")))
-                if tools_len > int(cfg.realtime_max_tools_chars):
-                    return "session.tools", int(cfg.realtime_max_tools_chars)
-        elif typ == "response.create" and isinstance(event.get("response"), dict):
-            if over(event["response"].get("instructions"), ins):
-                return "response.instructions", ins
-        elif typ == "conversation.item.create" and isinstance(event.get("item"), dict):
-            item = event["item"]
-            for key in ("id", "call_id"):
-                if over(item.get(key), names):
-                    return f"item.{key}", names
-            if over(item.get("output"), text):
-                return "item.output", text
-            content = item.get("content")
-            if isinstance(content, list):
-                total = 0
-                for i, part in enumerate(content):
-                    if isinstance(part, dict) and isinstance(part.get("text"), str):
-                        total += len(part["text"])
-                        if total > text:
-                            return f"item.content[{i}].text", text
-        return None
 
     # ------------------------------------------------------------------------------- handlers
     async def _voice_meta(self, voice):
@@ -599,31 +441,15 @@ class _Connection:
         """Server VAD (issue 11): when the speech has been followed by :data:`SPECULATE_AFTER_MS` of
         silence, transcribe the utterance so far in the executor; :meth:`_commit` reuses the result when
         ``speech_stopped`` commits exactly that audio. Speech that resumes drops it (the executor job
-        runs out, its text is never used); one job per session at a time."""
-        pend = self.input.pending_stop()
-        spec = self.speculation
-        key = pend[:3] if pend is not None else None
-        if spec is not None and spec.key != key:
-            self._drop_speculation()
-            spec = None
-        if pend is None or spec is not None or pend[3] < SPECULATE_AFTER_MS:
+        runs out, its text is never used); one job per session at a time (:class:`Speculations`)."""
+        key = self.speculations.due(self.input.pending_stop())
+        if key is None:
             return
-        if self._spec_busy is not None and not self._spec_busy.done():
-            return  # a dropped job still runs: the next append tries again
-        pcm = self.input.slice_ms(pend[1], pend[2])
+        pcm = self.input.slice_ms(key[1], key[2])
         if not pcm:
             return
-        spec = _Speculation(key, pcm)
+        spec = self.speculations.begin(key, pcm)
         spec.task = self.spawn(self._speculation_job(spec, from_pcm16(pcm), self.in_rate, self._speculative_inputs()))
-        self._spec_busy = spec.task
-        self.speculation = spec
-        self.spec_stats["started"] += 1
-
-    def _drop_speculation(self) -> None:
-        spec, self.speculation = self.speculation, None
-        if spec is not None:
-            spec.dropped = True
-            self.spec_stats["dropped"] += 1
 
     def _speculative_inputs(self):
         """``(reply params, voice profile)`` when the turn's reply can be made ahead too (server VAD makes
@@ -631,7 +457,10 @@ class _Connection:
         td = self.session.get("turn_detection") or {}
         if not td.get("create_response", True) or "audio" not in self.session["modalities"]:
             return None
-        if self.voice_error is not None or self._expected_language() is None:
+        if self.voice_error is not None:
+            return None
+        params = self._reply_params(self.turn_index, self.session.get("instructions") or None, audio=True)
+        if params.language is None:  # known only after ASR: no reply ahead
             return None
         voice = self.session.get("voice")
         meta = self.voice_record
@@ -641,61 +470,24 @@ class _Connection:
             profile = self._profiles.get(voice)
         if profile is None:
             return None
-        return self._reply_params(self.turn_index, self.session.get("instructions") or None), profile
+        return params, profile
 
-    async def _speculation_job(self, spec: _Speculation, x, rate: int, inputs) -> SpeculativeReply:
+    async def _speculation_job(self, spec: Speculation, x, rate: int, inputs) -> SpeculativeReply:
         """The transcript of the utterance so far (executor) -- what the turn's transcription events and
         reply wait for -- and then, with ``inputs`` and unless speech resumed meanwhile, the reply's first
         synthesized piece after its opener, as a second executor job (``SpeculativeReply.body``)."""
         rec = await self.run_cpu(self._recognize, x, rate, self._asr_language())
         made = SpeculativeReply(rec.text, language=rec.language)
-        text = rec.text
         if inputs is None or spec.dropped:
             return made
-        params, profile = inputs
-        turn_index, seed, mode, instructions, language, _voice_key, _rate = params
-        speech = get_speech(self.app)
-        # deterministic and sub-millisecond (qvtools/server/responder.py): on the loop
-        reply = speech.reply_text(text, mode=mode, seed=seed, turn_index=turn_index, instructions=instructions,
-                                  language=language)
-        opener = speech.opener_text(mode=mode, seed=seed, turn_index=turn_index, instructions=instructions,
-                                    language=language)
-        if opener is None:
-            rest = reply
-        elif split_opener(reply, opener) is not None:
-            rest = split_opener(reply, opener)[1]
-        else:
+        params, profile = inputs  # params.language is known (else no inputs): the reply is planned on the loop
+        plan = ReplyPlanner(get_speech(self.app), params)
+        plan.hear(rec.text)
+        if plan.opener_mismatch:
             return made
-
-        def first_piece():
-            gen = self._synthesize(speech, rest, profile, params, text, language)
-            return gen, next(gen, None)
-
-        made.params, made.text, made.opener = params, reply, opener
-        made.body = self.spawn(self.run_cpu(first_piece))
+        made.params, made.text, made.opener = params, plan.text, plan.opener
+        made.body = self.spawn(self.run_cpu(plan.first_piece, profile))
         return made
-
-    @staticmethod
-    def _synthesize(speech, text: str, profile, params, user_text: str, language: str | None):
-        """The reply's ``text`` in ``language`` as ``(sentence, audio)`` pieces; in English, sentences that
-        do not depend on the user's words come from the sentence cache (the rule is English-only)."""
-        voice_key, rate = params[5], params[6]
-        if language is None or not language.lower().startswith("en"):
-            return speech.stream_synthesize(text, profile, sample_rate=rate, language=language)
-        return speech.stream_synthesize_reusing(text, profile, rate, voice_key=voice_key, language=language,
-                                                reusable=_independent_of(user_text))
-
-    def _take_speculation(self, item_id: str, start_ms, end_ms, pcm: bytes):
-        """The speculative transcription task for exactly this committed audio, else None."""
-        spec = self.speculation
-        if spec is None:
-            return None
-        if spec.key == (item_id, start_ms, end_ms) and spec.pcm == pcm:
-            self.speculation = None
-            self.spec_stats["used"] += 1
-            return spec.task
-        self._drop_speculation()
-        return None
 
     async def _manual_progress(self) -> None:
         """Manual mode as observed (§7.4): the user item is created at the first append of a turn, and the
@@ -752,11 +544,11 @@ class _Connection:
     def _drop_buffer(self) -> None:
         self.input.clear()
         self.manual_item = None
-        self._drop_speculation()
+        self.speculations.drop()
 
     async def _commit(self, item_id: str, start_ms=None, end_ms=None, *, auto: bool) -> None:
         pcm = self.input.take(start_ms, end_ms)
-        spec = self._take_speculation(item_id, start_ms, end_ms, pcm) if auto else None
+        spec = self.speculations.take((item_id, start_ms, end_ms), pcm) if auto else None
         x = from_pcm16(pcm)
         del pcm
         user = UserTurn(item_id, x, self.in_rate)
@@ -792,21 +584,9 @@ class _Connection:
         await self.send(ev.cleared())
 
     async def on_image(self, event) -> None:
-        image = event.get("image")
-        if not self.audio_started:
-            await self.error("Error append image before append audio.", param="image", event_id=event.event_id)
-            return
-        if not isinstance(image, str) or len(image) > _MAX_IMAGE_B64:
-            await self.error("'image' must be base64 JPEG of at most 256 KB.", param="image",
-                             event_id=event.event_id)
-            return
-        try:
-            raw = base64.b64decode(image, validate=True)
-        except (binascii.Error, ValueError):
-            await self.error("'image' is not valid base64.", param="image", event_id=event.event_id)
-            return
-        if not raw.startswith(b"\xff\xd8\xff"):
-            await self.error("'image' must be a JPEG.", param="image", event_id=event.event_id)
+        problem = image_problem(event.get("image"), self.audio_started)  # qvtools/server/rt_input.py
+        if problem is not None:
+            await self.error(problem, param="image", event_id=event.event_id)
 
     async def on_response_create(self, event) -> None:
         if self.response is not None:
@@ -838,36 +618,15 @@ class _Connection:
         await self._wait_response_end()
 
     async def on_item_create(self, event) -> None:
-        item = event.get("item")
-        if not isinstance(item, dict):
-            await self.error("'item' must be an object.", param="item", event_id=event.event_id)
+        try:  # qvtools/server/rt_items.py
+            item = client_item(event.get("item"), keep_client_id=self.cfg.realtime_item_ids == "client")
+        except ItemError as exc:
+            await self.error(exc.message, param=exc.param, event_id=event.event_id)
             return
-        itype = item.get("type")
-        # §7.13 (observed): the ack carries a server-made id, a client-chosen id is not kept ("client": kept)
-        keep = self.cfg.realtime_item_ids == "client" and isinstance(item.get("id"), str) and item["id"]
-        item_id = item["id"] if keep else ev.new_id("item")
-        if itype == "message" and item.get("role", "user") == "user":
-            content = item.get("content")
-            texts = [c.get("text") for c in content if isinstance(c, dict) and c.get("type") == "input_text"] \
-                if isinstance(content, list) else []
-            if not texts or not all(isinstance(t, str) for t in texts):
-                await self.error("A user message needs 'input_text' content with a 'text' string.",
-                                 param="item.content", event_id=event.event_id)
-                return
-            text = " ".join(texts)
-            self.pending_user = UserTurn(item_id, None, self.in_rate, text=text)
-            out = ev.user_item(item_id, text=text)  # status "completed" (§7.13)
-        elif itype == "function_call_output":
-            if not isinstance(item.get("call_id"), str) or not item["call_id"] or not isinstance(item.get("output"), str):
-                await self.error("function_call_output needs 'call_id' and 'output' strings.", param="item",
-                                 event_id=event.event_id)
-                return
-            out = dict(item, id=item_id, object="realtime.item", status="completed")
-        else:
-            await self.error(f"Unsupported item type {itype!r}.", param="item.type", event_id=event.event_id)
-            return
-        prev, self.last_item_id = self.last_item_id, item_id
-        await self.send(ev.item_created(out, prev))  # previous_item_id on every item after the first
+        if item.text is not None:  # a user message: the turn a response.create answers
+            self.pending_user = UserTurn(item.item_id, None, self.in_rate, text=item.text)
+        prev, self.last_item_id = self.last_item_id, item.item_id
+        await self.send(ev.item_created(item.out, prev))  # previous_item_id on every item after the first
 
     async def on_finish(self, event) -> None:
         if self.cfg.realtime_finish_error:
@@ -1040,35 +799,28 @@ class _Connection:
             if self.response is resp:
                 self.response = None
 
-    def _expected_language(self) -> str | None:
+    def _expected_language(self, *, audio: bool | None = None, typed_text: str | None = None) -> str | None:
         """The language this turn's reply will be in, when it is known before the user's words are
         transcribed (then the opener is spoken at once, issue 11); None: only after ASR, and the response
-        waits for the transcript. The one place that decides it: the session's language, else the voice's
-        enrollment language, else the previous turn's (:func:`turn_language.expected_language`, issue 10),
-        mapped to a language the responder and TTS speak (:meth:`SpeechPipeline.reply_language`)."""
+        waits for the transcript. The session's language, else the voice's enrollment language, else the
+        previous turn's (:func:`turn_language.expected_language`, issue 10) -- or the script of a typed
+        turn -- mapped to a language the responder and TTS speak (:func:`reply_plan.language_before_asr`).
+        ``audio``: whether the reply is spoken (default: the session's modalities)."""
         lang = turn_language.expected_language(self.session, self.voice_record, self.last_language,
                                                self.app[REALTIME].language_candidates)
-        if lang is None:
-            return None
-        return get_speech(self.app).reply_language(lang, audio="audio" in self.session["modalities"])[0]
+        if audio is None:
+            audio = "audio" in self.session["modalities"]
+        return language_before_asr(get_speech(self.app), lang, audio=audio, typed_text=typed_text)
 
-    def _seed(self) -> int:
-        seed = self.session.get("seed", -1)
-        return int(seed) if seed is not None and seed >= 0 else 0
-
-    def _voice_key(self, voice: str):
-        """What identifies the session voice's *audio* in the opener cache: a built-in name, or a cloned
-        voice's (key scope, name, enrollment audio hash) -- re-enrolled voices never get stale audio."""
-        meta = self.voice_record
-        if meta is not None and ev.is_cloned_voice(voice):
-            return ("clone", self.key, voice, meta.sha256)
-        return ("builtin", voice)
-
-    def _reply_params(self, turn_index: int, instructions: str | None) -> tuple:
-        """What a reply depends on besides the user's words (a speculative reply is valid for these)."""
-        voice = self.session.get("voice")
-        return (turn_index, self._seed(), self.cfg.realtime_reply_mode, instructions, self._expected_language(),
-                self._voice_key(voice), self.out_rate)
+    def _reply_params(self, turn_index: int, instructions: str | None, *, audio: bool,
+                      typed_text: str | None = None) -> ReplyParams:
+        """What a reply depends on besides the user's words (a speculative reply is valid for these), the
+        language decided here once when it is known before ASR (:meth:`_expected_language`)."""
+        return ReplyParams(turn_index=turn_index, seed=session_seed(self.session), mode=self.cfg.realtime_reply_mode,
+                           instructions=instructions, language=self._expected_language(audio=audio,
+                                                                                       typed_text=typed_text),
+                           voice_key=voice_key(self.key, self.session.get("voice"), self.voice_record),
+                           rate=self.out_rate, audio=audio)
 
     async def _respond_inner(self, resp: ResponseStream) -> None:
         chunk_ms = int(self.cfg.realtime_audio_chunk_ms)
@@ -1080,27 +832,17 @@ class _Connection:
         # then created/item/part go out together (§7.5)
         speech = get_speech(self.app)
         instructions = resp.instructions or self.session.get("instructions") or None
-        seed = self._seed()
-        mode = self.cfg.realtime_reply_mode
         voice = self.session.get("voice")
-        audio_on = "audio" in resp.modalities
-        language = self._expected_language()
+        audio_on = resp.audio_on
         user = resp.user
-        if user is not None and user.audio is None and user.text_future.done():
-            # a text turn: a CJK script says which language it is (issue 10); Latin text does not
-            from ..lang import script_language
-
-            typed = script_language(user.text_future.result() or "")
-            if typed is not None:
-                language = speech.reply_language(typed, audio=audio_on)[0]
-        params = self._reply_params(turn_index, instructions)
-        # issue 11: the reply's first sentence (the opener, chosen from seed and turn only) is spoken at once,
-        # while the user's words may still be being transcribed -- the omni model answers from the audio and
-        # response.created may precede the user's transcription (§7.14) -- and the body follows
-        opener = None
-        if audio_on and language is not None:
-            opener = speech.opener_text(mode=mode, seed=seed, turn_index=turn_index, instructions=instructions,
-                                        language=language)
+        # a text turn: a CJK script says which language it is (issue 10); Latin text does not
+        typed = user.text_future.result() if user is not None and user.audio is None and user.text_future.done() \
+            else None
+        # the reply, planned socket-free (qvtools/server/reply_plan.py): issue 11, the reply's first sentence
+        # (the opener, chosen from seed and turn only) is spoken at once, while the user's words may still be
+        # being transcribed -- the omni model answers from the audio and response.created may precede the
+        # user's transcription (§7.14) -- and the body follows
+        plan = ReplyPlanner(speech, self._reply_params(turn_index, instructions, audio=audio_on, typed_text=typed))
         if self.voice_record is not None:
             self.spawn(self.run_cpu(self.store.touch, self.key, voice))  # last_used (§2.4 auto-cleanup)
         profile = None
@@ -1109,35 +851,26 @@ class _Connection:
             if profile is None:
                 await self._finish_cancelled(resp)
                 return
-        ctx = {"user_text": "", "text": None, "language": language}
 
-        async def reply() -> str | None:
-            """The whole reply text once the transcript is in (None when cancelled meanwhile)."""
+        async def hear() -> bool:
+            """Plan the whole reply once the transcript is in (False when cancelled meanwhile)."""
             user_text = ""
             if resp.user is not None:
                 user_text = await self._guard(resp, asyncio.shield(resp.user.text_future))
                 if user_text is None:
-                    return None
-            ctx["user_text"] = user_text
-            lang = ctx["language"]
-            if lang is None:  # issue 10: not known before ASR -- the language ASR found, else the script's
-                from ..lang import script_language
+                    return False
+            note = plan.hear(user_text, getattr(resp.user, "language", None))
+            if note:
+                log.warning("session %s: turn in %r: %s", self.session_id, plan.turn_language, note)
+            if plan.opener_mismatch:  # cannot happen with Responder (reply = opener + " " + body); speak it all
+                log.warning("session %s: the reply does not start with its opener %r", self.session_id,
+                            plan.opener)
+            return True
 
-                turn_lang = getattr(resp.user, "language", None) or script_language(user_text)
-                lang, note = speech.reply_language(turn_lang, audio=audio_on)
-                if note:
-                    log.warning("session %s: turn in %r: %s", self.session_id, turn_lang, note)
-                ctx["language"] = lang
-            # deterministic and sub-millisecond (qvtools/server/responder.py): no executor hop
-            ctx["text"] = speech.reply_text(user_text, mode=mode, seed=seed, turn_index=turn_index,
-                                            instructions=instructions, language=lang)
-            return ctx["text"]
-
-        async def synthesis(rest: str, text: str):
-            """``(generator, first piece or None)`` for ``rest`` (the reply after the opener): the one made
-            in the VAD silence window when it was made for this very reply, else a new generator."""
-            spec = resp.user.speculative if resp.user is not None else None
-            body = spec.body_for(params, text, opener) if spec is not None else None
+        async def first_body_piece():
+            """``(generator, first piece or None)`` of the body: the one made in the VAD silence window when
+            it was made for this very reply, else a new generator."""
+            body = plan.speculative_body(resp.user.speculative if resp.user is not None else None)
             if body is not None:
                 try:
                     made = await self._guard(resp, asyncio.shield(body))
@@ -1145,57 +878,44 @@ class _Connection:
                     log.info("session %s: the speculative synthesis failed; again", self.session_id)
                     made = None
                 if made is not None:
-                    self.spec_stats["replies"] += 1
+                    self.speculations.stats["replies"] += 1
                     return made
                 if resp.cancelled.is_set():
                     return None, None
-            return self._synthesize(speech, rest, profile, params, ctx["user_text"], ctx["language"]), None
+            return plan.synthesize(profile), None
 
-        gen_state = {"gen": None}
+        gen = None
+
+        async def next_piece():
+            """The next ``(sentence, audio)`` after the ones sent (the body's first once heard); None at the end."""
+            nonlocal gen
+            if gen is None:
+                if not plan.heard and not await hear():
+                    return None
+                gen, first = await first_body_piece()
+                if first is not None or gen is None:
+                    return first
+            return await self._next_piece(resp, gen)
+
         pieces = None
-        if opener is not None:
-            key = self._voice_key(voice)
-            x = speech.cached_opener_audio(opener, voice_key=key, sample_rate=self.out_rate, language=language)
+        if plan.opener is not None:
+            p = plan.params
+            x = speech.cached_opener_audio(plan.opener, voice_key=p.voice_key, sample_rate=p.rate,
+                                           language=p.language)
             if x is None:  # not prepared (a new voice or rate): made now, once
-                x = await self._guard(resp, self.run_cpu(speech.opener_audio, opener, profile, self.out_rate,
-                                                         voice_key=key, language=language))
+                x = await self._guard(resp, self.run_cpu(speech.opener_audio, plan.opener, profile, p.rate,
+                                                         voice_key=p.voice_key, language=p.language))
                 if x is None:
                     await self._finish_cancelled(resp)
                     return
-            # reply = opener + joiner + body (responder.opener_head): these tokens are the reply's first ones
-            toks = tokens(opener_head(opener, language))
-            pieces = (opener, x)
-
-            async def next_piece():
-                if gen_state["gen"] is None:
-                    text = await reply()
-                    if text is None:
-                        return None
-                    parts = split_opener(text, opener)
-                    if parts is not None:
-                        body = parts[1]
-                    else:  # cannot happen with Responder (reply = opener + " " + body); say so, speak it all
-                        log.warning("session %s: the reply does not start with its opener %r", self.session_id,
-                                    opener)
-                        body = text
-                    toks[:] = tokens(parts[0] if parts is not None else opener_head(opener, language)) + tokens(body)
-                    gen_state["gen"], first = await synthesis(body, text)
-                    if first is not None or gen_state["gen"] is None:
-                        return first
-                return await self._next_piece(resp, gen_state["gen"])
+            pieces = (plan.opener, x)
         else:
-            text = await reply()
-            if text is None:
+            if not await hear():
                 await self._finish_cancelled(resp)
                 return
-            toks = tokens(text)
             if audio_on:
-                gen_state["gen"], pieces = await synthesis(text, text)
-                if pieces is None and gen_state["gen"] is not None:
-                    pieces = await self._next_piece(resp, gen_state["gen"])
-
-            async def next_piece():
-                return await self._next_piece(resp, gen_state["gen"])
+                pieces = await next_piece()
+        toks = plan.tokens  # updated in place when the reply is heard after the opener
         self._prepare_next_opener(speech, turn_index + 1)
         if resp.cancelled.is_set() or not await self._until(resp, t0 + delays.created_s):
             await self._finish_cancelled(resp)
@@ -1223,7 +943,7 @@ class _Connection:
             await self._finish_cancelled(resp)
             return
         await self._send_dones(resp, "completed")
-        text, user_text = ctx["text"] or "", ctx["user_text"]
+        text, user_text = plan.text or "", plan.user_text
         out_s = resp.audio_samples / float(self.out_rate)
         usage = sr.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
                                  output_audio_s=out_s, input_text=(instructions or "") + " " + user_text,
@@ -1238,19 +958,18 @@ class _Connection:
         ready: after ``session.update`` and at each response. Skipped when the reply language is only
         known after ASR, in text-only sessions, in echo mode (no opener) and before the speech engines
         are loaded (the warm-up, ServiceConfig.warm_speech; a turn meanwhile makes its opener itself)."""
-        language = self._expected_language()
-        if language is None or "audio" not in self.session["modalities"] or self.voice_error is not None:
+        if "audio" not in self.session["modalities"] or self.voice_error is not None:
             return
-        if self.cfg.realtime_reply_mode == "echo" or not speech.ready.is_set():
+        p = self._reply_params(turns[0], self.session.get("instructions") or None, audio=True)
+        if p.language is None or p.mode == "echo" or not speech.ready.is_set():
             return  # echo has no opener; engines still loading: never load them from here
-        voice, rate = self.session.get("voice"), self.out_rate
-        instructions, seed, key = self.session.get("instructions") or None, self._seed(), self._voice_key(voice)
+        voice = self.session.get("voice")
 
         async def job():
             try:
                 profile = await self._voice_profile(speech, voice)
-                await self.run_cpu(speech.prepare_openers, profile, rate, voice_key=key, turns=turns, seed=seed,
-                                   instructions=instructions, language=language)
+                await self.run_cpu(speech.prepare_openers, profile, p.rate, voice_key=p.voice_key, turns=turns,
+                                   mode=p.mode, seed=p.seed, instructions=p.instructions, language=p.language)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # best effort: the response makes the opener itself

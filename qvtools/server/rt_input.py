@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from .. import audio as _audio
 from ..realtime import events as ev
 
-__all__ = ["InputBuffer", "SpeechEvent", "AppendError", "BufferFull", "decode_append", "strip_wav", "VAD_KEEP_MS"]
+__all__ = ["InputBuffer", "SpeechEvent", "AppendError", "BufferFull", "decode_append", "strip_wav", "VAD_KEEP_MS",
+           "image_problem", "MAX_IMAGE_B64"]
 
 VAD_KEEP_MS = 500  # audio kept before the prefix padding while no speech is detected (VAD look-ahead)
+MAX_IMAGE_B64 = 256 * 1024  # §4.3 "≤ 256 KB after base64"
 
 
 class AppendError(ValueError):
@@ -61,6 +63,22 @@ def decode_append(audio, fmt: str) -> bytes:
     if len(data) % 2:
         raise AppendError(f"PCM16 audio must have an even number of bytes, got {len(data)}.")
     return data
+
+
+def image_problem(image, audio_started: bool) -> str | None:
+    """The ``error`` event's message for an unusable ``input_image_buffer.append`` (§4.3: after audio,
+    base64 JPEG of at most :data:`MAX_IMAGE_B64` characters), else None."""
+    if not audio_started:
+        return "Error append image before append audio."
+    if not isinstance(image, str) or len(image) > MAX_IMAGE_B64:
+        return "'image' must be base64 JPEG of at most 256 KB."
+    try:
+        raw = base64.b64decode(image, validate=True)
+    except (binascii.Error, ValueError):
+        return "'image' is not valid base64."
+    if not raw.startswith(b"\xff\xd8\xff"):
+        return "'image' must be a JPEG."
+    return None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import re
 
 from ..realtime import events as ev
 
-__all__ = ["ResponseStream", "UserTurn", "SpeculativeReply", "plan_sentence", "tokens"]
+__all__ = ["ResponseStream", "UserTurn", "plan_sentence", "tokens"]
 
 _TOKEN = re.compile(r"\S+\s*")
 
@@ -36,29 +36,9 @@ class UserTurn:
         self.text_future: asyncio.Future = asyncio.get_running_loop().create_future()
         if text is not None:
             self.text_future.set_result(text)
-        #: A :class:`SpeculativeReply` made in the VAD silence window for exactly this audio (issue 11).
+        #: A :class:`~qvtools.server.reply_plan.SpeculativeReply` made in the VAD silence window for exactly
+        #: this audio (issue 11).
         self.speculative: "SpeculativeReply | None" = None
-
-
-class SpeculativeReply:
-    """The reply to a turn begun before its ``speech_stopped`` (issue 11): the transcript; with the reply
-    parameters known (``params``: turn index, seed, mode, instructions, language, voice, rate) also the
-    reply text, its opener and ``body``, a task giving ``(generator, first piece)`` of the part after the
-    opener. A response uses the body only when its own parameters, reply text and opener are the same."""
-
-    __slots__ = ("transcript", "params", "text", "opener", "body", "language")
-
-    def __init__(self, transcript: str, params=None, text=None, opener=None, body=None, language=None):
-        self.transcript, self.params, self.text, self.opener, self.body = transcript, params, text, opener, body
-        self.language = language  # what ASR found (issue 10)
-
-    def body_for(self, params, text: str, opener: str | None):
-        """The body task when this was made for the same params, reply text and opener, else None (the
-        caller synthesizes). Usable once."""
-        if self.body is None or self.params != params or self.text != text or self.opener != opener:
-            return None
-        body, self.body = self.body, None
-        return body
 
 
 class ResponseStream:
