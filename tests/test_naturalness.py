@@ -75,3 +75,17 @@ def test_same_scores_as_speechmos_itself(speech_data, seconds):
     for mine, key in (("mos_sig", "sig_mos"), ("mos_bak", "bak_mos"), ("mos_ovrl", "ovrl_mos"),
                       ("mos_p808", "p808_mos")):
         assert ours[mine] == pytest.approx(float(theirs[key]), abs=1e-4), mine
+
+
+def test_concurrent_calls_give_the_sequential_scores(speech_data):
+    """Two threads score at once (qvtools compare's two workers) and get what one thread gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, sr = load(speech_data / "clean/de_M_thorsten_6utts.wav", mono=True)
+    clips = [x[: int(4.0 * sr)], x[int(4.0 * sr): int(16.5 * sr)], x[: int(3.2 * sr)], x[int(5 * sr):]]
+    alone = [naturalness.dnsmos(c, sr) for c in clips]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda c: naturalness.dnsmos(c, sr), clips))
+    for a, b in zip(alone, together):
+        for key in naturalness.MOS_COLUMNS:
+            assert b[key] == pytest.approx(a[key], abs=1e-6), key
