@@ -43,8 +43,15 @@ def speech_clips(max_clips: int = 4):
 
 def reply_clips(run_dir, max_clips: int = 8):
     """The first ``max_clips`` reply WAVs of a ``qvtools compare`` run (what a turn really scores)."""
-    paths = sorted((Path(run_dir) / "audio").glob("*.wav"))[:max_clips]
-    return [(*load(p, mono=True), None, f"reply {p.stem}") for p in paths] or None
+    clips = []
+    for p in sorted((Path(run_dir) / "audio").glob("*.wav")):
+        if p.stat().st_size <= 44:  # a header only: a failed turn's reply, nothing to score
+            print(f"skipped {p.name}: no samples (a failed turn)")
+            continue
+        clips.append((*load(p, mono=True), None, f"reply {p.stem}"))
+        if len(clips) == max_clips:
+            break
+    return clips or None
 
 
 def synthetic_clips():
