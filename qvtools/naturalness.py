@@ -106,8 +106,13 @@ def _load():
             model.primary_model_path = "dnsmos_models/sig_bak_ovr.onnx"
             with as_file(files("speechmos").joinpath("dnsmos_models", "sig_bak_ovr.onnx")) as path:
                 model.onnx_sess = session(str(path))
-                front, back = _split_sig_bak_ovr(str(path))
-            model.sig_front_sess, model.sig_back_sess = session(front), session(back)
+                try:
+                    front, back = _split_sig_bak_ovr(str(path))
+                    model.sig_front_sess, model.sig_back_sess = session(front), session(back)
+                except Exception as exc:  # another speechmos model, or no onnx: same scores, window by window
+                    log.warning("DNSMOS P.835 model not split (%s: %s); scoring each window whole (slower)",
+                                type(exc).__name__, exc)
+                    model.sig_front_sess = model.sig_back_sess = None
             with as_file(files("speechmos").joinpath("dnsmos_models", "model_v8.onnx")) as path:
                 model.p808_onnx_sess = session(str(path))
             _model = model
@@ -176,7 +181,9 @@ def _split_sig_bak_ovr(path: str) -> tuple[bytes, bytes]:
     m = onnx.load(path)
     g = m.graph
     nodes = list(g.node)
-    cut_at = next(i for i, n in enumerate(nodes) if _CUT in n.output)
+    cut_at = next((i for i, n in enumerate(nodes) if _CUT in n.output), None)
+    if cut_at is None or not {"shape_tensor", "shape_tensor1", "input_1:01_cropping_end"} <= {i.name for i in g.initializer}:
+        raise ValueError(f"{path}: not the DNSMOS P.835 graph this split was written for")
     front_nodes, back_nodes = nodes[:cut_at + 1], nodes[cut_at + 1:]
     inits = {i.name: i for i in g.initializer}
     # any number of frames: crop end -160 (not 144000) and reshape to (batch, -1, 160) (not 900 frames)
@@ -202,8 +209,9 @@ def _sig_bak_ovr_raw(model, segments: list) -> np.ndarray:
     """Raw P.835 outputs ``(windows, 3)`` of the consecutive DNSMOS ``segments`` of one clip (window ``i``
     starts ``i`` s in, :func:`_windows`), each as the whole model would give it, with the convolution
     front run once over the audio the windows cover (:func:`_split_sig_bak_ovr`)."""
-    if len(segments) == 1:
-        return model.onnx_sess.run(None, {"input_1": segments[0][None]})[0]
+    if len(segments) == 1 or model.sig_front_sess is None:
+        return np.concatenate([model.onnx_sess.run(None, {"input_1": np.stack(segments[i:i + _BATCH])})[0]
+                               for i in range(0, len(segments), _BATCH)])
     hop, frame = SAMPLE_RATE // _FRAMES_PER_S, _WINDOW_FRAMES  # 160 samples a frame, 900 frames a window
     step = _FRAMES_PER_S  # windows start every 100 frames (1 s)
     total = step * (len(segments) - 1) + frame

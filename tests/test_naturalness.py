@@ -89,3 +89,19 @@ def test_concurrent_calls_give_the_sequential_scores(speech_data):
     for a, b in zip(alone, together):
         for key in naturalness.MOS_COLUMNS:
             assert b[key] == pytest.approx(a[key], abs=1e-6), key
+
+
+def test_without_the_split_the_scores_are_the_same(speech_data, monkeypatch):
+    """The fallback (a P.835 model the split does not recognise: every window run whole) gives the same scores."""
+    x, sr = load(speech_data / "clean/de_M_thorsten_6utts.wav", mono=True)
+    clip = x[: int(4.0 * sr)]  # doubled to 16 s: 7 overlapping windows
+    split = naturalness.dnsmos(clip, sr)
+    model = naturalness._load()
+    monkeypatch.setattr(model, "sig_front_sess", None)
+    whole = naturalness.dnsmos(clip, sr)
+    for key in naturalness.MOS_COLUMNS:
+        assert whole[key] == pytest.approx(split[key], abs=1e-5), key
+    with pytest.raises(ValueError, match="not the DNSMOS P.835 graph"):
+        from importlib.resources import files
+
+        naturalness._split_sig_bak_ovr(str(files("speechmos").joinpath("dnsmos_models", "model_v8.onnx")))
