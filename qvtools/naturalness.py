@@ -181,11 +181,11 @@ def _split_sig_bak_ovr(path: str) -> tuple[bytes, bytes]:
     m = onnx.load(path)
     g = m.graph
     nodes = list(g.node)
+    inits = {i.name: i for i in g.initializer}
     cut_at = next((i for i, n in enumerate(nodes) if _CUT in n.output), None)
-    if cut_at is None or not {"shape_tensor", "shape_tensor1", "input_1:01_cropping_end"} <= {i.name for i in g.initializer}:
+    if cut_at is None or not {"shape_tensor", "shape_tensor1", "input_1:01_cropping_end"} <= set(inits):
         raise ValueError(f"{path}: not the DNSMOS P.835 graph this split was written for")
     front_nodes, back_nodes = nodes[:cut_at + 1], nodes[cut_at + 1:]
-    inits = {i.name: i for i in g.initializer}
     # any number of frames: crop end -160 (not 144000) and reshape to (batch, -1, 160) (not 900 frames)
     patched = {"shape_tensor": np.array([0, -1, 160], np.int64), "shape_tensor1": np.array([0, -1, 160], np.int64),
                "input_1:01_cropping_end": np.array([np.iinfo(np.int64).max, -160], np.int64)}

@@ -518,7 +518,8 @@ def test_a_failed_turn_without_reply_audio_is_kept_and_the_replay_succeeds(tmp_p
     frame = ex.replay(run)
     assert frame.attrs["replay_failures"] == []
     row = frame.set_index("turn_id").loc[ids[1]]
-    assert row["status"] == "failed" and (row.get("metrics_error") is None or bool(np.all(pd_isna(row["metrics_error"]))))
+    assert row["status"] == "failed"
+    assert row.get("metrics_error") is None or bool(np.all(pd_isna(row["metrics_error"])))
     assert main(["replay", str(run), "--no-report"]) == 0
     # a COMPLETED turn with no samples is still an error the replay names
     _rewrite(run / ex.TURNS_FILE, lambda rows: rows.__setitem__(1, dict(rows[1], status="completed")))
