@@ -729,31 +729,13 @@ def load_run(run_dir, *, quick: bool = False, prices=None) -> RunView:
         prices = run_dir / PRICES_FILE
     from .metrics import by_error_metric
 
-    from .similarity import unpooled
+    from .similarity import medians_by_encoder, unpooled
 
     frame = by_error_metric(results.to_frame(frame))
     pooled, encoders = unpooled(frame)  # two encoders' similarity scores are never pooled
     return RunView(run_dir, meta, pooled, quick=quick,
                    prices=results.load_prices(prices) if prices is not None else None,
-                   mixed_encoders=_by_encoder(frame) if len(encoders) > 1 else {})
-
-
-def _by_encoder(frame) -> dict:
-    """encoder -> model -> (median speaker_similarity, turns): what a run that mixes encoders shows instead
-    of pooling them."""
-    import pandas as pd
-
-    from .similarity import row_encoders
-
-    ok = frame[(frame["status"] == "completed").fillna(False).astype(bool)] if "status" in frame else frame
-    sim = pd.to_numeric(ok["speaker_similarity"], errors="coerce")
-    enc = row_encoders(ok)
-    out: dict = {}
-    for (e, m), v in sim.groupby([enc, ok["target_model"]], dropna=True):
-        v = v.dropna()
-        if len(v):
-            out.setdefault(str(e), {})[str(m)] = (float(v.median()), len(v))
-    return out
+                   mixed_encoders=medians_by_encoder(frame) if len(encoders) > 1 else {})
 
 
 def default_run() -> Path:

@@ -70,6 +70,7 @@ __all__ = [
     "SIMILARITY_COLUMNS",
     "row_encoders",
     "unpooled",
+    "medians_by_encoder",
 ]
 
 log = logging.getLogger(__name__)
@@ -418,3 +419,18 @@ def unpooled(frame):
         if col in out:
             out[col] = out[col].where(none)  # NaN / <NA> in the column's own dtype
     return out, encoders
+
+
+def medians_by_encoder(frame) -> dict:
+    """``encoder -> model -> (median speaker_similarity, turns)`` over the completed rows (:func:`row_encoders`):
+    what a report shows for a run that mixes encoders instead of pooling them."""
+    import pandas as pd
+
+    ok = frame[(frame["status"] == "completed").fillna(False).astype(bool)] if "status" in frame else frame
+    sim = pd.to_numeric(ok["speaker_similarity"], errors="coerce")
+    out: dict = {}
+    for (enc, model), v in sim.groupby([row_encoders(ok), ok["target_model"]], dropna=True):
+        v = v.dropna()
+        if len(v):
+            out.setdefault(str(enc), {})[str(model)] = (float(v.median()), len(v))
+    return out
