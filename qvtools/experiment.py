@@ -829,6 +829,8 @@ def _replay_row(run_dir: Path, row: dict, meta: dict, wanted, refs: dict, missin
     js, wav = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".wav")
     if not (js.is_file() and wav.is_file()):
         return dict(row)
+    if row.get("status") != "completed" and wav.stat().st_size <= 44:  # a PCM16 WAV header, no samples:
+        return dict(row)  # a turn that failed before any reply audio (e.g. a timeout) has nothing to rescore
     doc = read_json(js, where=f"{AUDIO_DIR}/{js.name}")
     x, sr = read_audio(wav, where=f"{AUDIO_DIR}/{wav.name}")
     if not isinstance(doc, dict):

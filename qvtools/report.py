@@ -217,6 +217,9 @@ class RunView:
     #: The user's price table (:func:`qvtools.results.load_prices`), or None: no cost estimate.
     prices: dict | None = None
     _refs: dict = field(default_factory=dict, repr=False)
+    #: encoder -> model -> (median speaker_similarity, turns) when the rows mix speaker encoders (then the
+    #: frame's similarity columns are blanked: :func:`qvtools.similarity.unpooled`); empty otherwise.
+    mixed_encoders: dict = field(default_factory=dict)
 
     # -- facts
     @property
@@ -296,10 +299,24 @@ class RunView:
         key = os.environ.get("DASHSCOPE_API_KEY")
         return pd.DataFrame([(k, redact(str(v), key, limit=None, keep_newlines=True)) for k, v in rows], columns=["field", "value"]).set_index("field")
 
+    def encoder_note(self) -> str:
+        """For a run whose rows mix speaker encoders: that the similarity columns are left out of every table
+        and each encoder's median per model instead; empty otherwise."""
+        if not self.mixed_encoders:
+            return ""
+        per = "; ".join(f"{e}: " + ", ".join(f"{m} {v:.2f} ({n} turns)" for m, (v, n) in models.items())
+                        for e, models in self.mixed_encoders.items())
+        return (f"This run's speaker similarity comes from {len(self.mixed_encoders)} different encoders, whose "
+                "scores are different quantities: the similarity columns are left out of every table and chart "
+                f"rather than pooled. Median speaker_similarity per encoder and model: {per}. To compare, rescore "
+                "the whole run with one encoder: qvtools replay RUN_DIR --similarity-encoder NAME.")
+
     def metrics_note(self) -> str:
         """Which models scored similarity and naturalness and how (issue 20); empty for a run without them."""
         ok = self.ok
         parts = []
+        if self.mixed_encoders:
+            parts.append(self.encoder_note())
         encoders = sorted(set(ok["similarity_encoder"].dropna())) if "similarity_encoder" in ok else []
         if encoders:
             parts.append(f"Speaker similarity by {' and '.join(encoders)}"
@@ -496,11 +513,10 @@ class RunView:
                  "tables." if len(models) > 2 else "")
         encoders = (sorted(set(self.ok["similarity_encoder"].dropna().astype(str)))
                     if "similarity_encoder" in self.ok else [])
-        if len(encoders) == 1:
+        if self.mixed_encoders:  # never pooled: the similarity columns were blanked (load_run), shown per encoder
+            extra += " " + self.encoder_note()
+        elif len(encoders) == 1:
             extra += f" Speaker similarity is scored by the {encoders[0]} encoder."
-        elif len(encoders) > 1:  # never pooled silently: say so (split the run by encoder to compare them)
-            extra += (f" WARNING: this run mixes speaker encoders ({', '.join(encoders)}); their similarity scores "
-                      "are not comparable and should be read per encoder.")
         return Note(f"{models[0]} against {models[1]} on the same reference voice, prompt and repeat. Differences "
                     f"are the median of the paired differences (a rate: their mean) with a 95 % interval by "
                     f"{interval}; p is a Wilcoxon signed-rank test on the per voice × prompt mean differences, "
@@ -713,8 +729,13 @@ def load_run(run_dir, *, quick: bool = False, prices=None) -> RunView:
         prices = run_dir / PRICES_FILE
     from .metrics import by_error_metric
 
-    return RunView(run_dir, meta, by_error_metric(results.to_frame(frame)), quick=quick,
-                   prices=results.load_prices(prices) if prices is not None else None)
+    from .similarity import medians_by_encoder, unpooled
+
+    frame = by_error_metric(results.to_frame(frame))
+    pooled, encoders = unpooled(frame)  # two encoders' similarity scores are never pooled
+    return RunView(run_dir, meta, pooled, quick=quick,
+                   prices=results.load_prices(prices) if prices is not None else None,
+                   mixed_encoders=medians_by_encoder(frame) if len(encoders) > 1 else {})
 
 
 def default_run() -> Path:

@@ -67,6 +67,10 @@ __all__ = [
     "Calibration",
     "calibrate_embeddings",
     "calibrate",
+    "SIMILARITY_COLUMNS",
+    "row_encoders",
+    "unpooled",
+    "medians_by_encoder",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,6 +83,9 @@ MIN_COHORT = 3
 #: The per-row columns :func:`calibrate` writes (qvtools.results schema).
 CALIBRATION_COLUMNS = ("speaker_similarity", "speaker_similarity_norm", "speaker_identified",
                        "ref_ceiling_similarity", "similarity_encoder")
+
+#: The columns whose values depend on the encoder (blanked together when a table mixes encoders: :func:`unpooled`).
+SIMILARITY_COLUMNS = ("speaker_similarity", "speaker_similarity_norm", "speaker_identified", "ref_ceiling_similarity")
 
 NAN = float("nan")
 
@@ -377,3 +384,53 @@ def calibrate(frame, references: Mapping, *, audio_root=None, encoder=None, impo
     from .results import to_frame
 
     return to_frame(df)
+
+
+def row_encoders(frame):
+    """The encoder behind each row's similarity scores: ``similarity_encoder`` (the run's calibration), else
+    ``speaker_model`` for a row with a ``speaker_similarity`` that was never calibrated (scored per turn, by the
+    d-vector); ``<NA>`` for a row without a similarity score."""
+    import pandas as pd
+
+    out = pd.Series(pd.NA, index=frame.index, dtype="object")
+    if "speaker_similarity" in frame:
+        scored = pd.to_numeric(frame["speaker_similarity"], errors="coerce").notna()
+        if "speaker_model" in frame:
+            out = out.mask(scored & frame["speaker_model"].notna(), frame["speaker_model"])
+    if "similarity_encoder" in frame:
+        out = out.mask(frame["similarity_encoder"].notna(), frame["similarity_encoder"])
+    return out
+
+
+def unpooled(frame):
+    """``(frame, encoders)``: ``encoders`` lists the encoders behind the table's similarity scores
+    (:func:`row_encoders`). With one (or none) the frame is returned as is; with two or more their scores are
+    different quantities, so the returned copy has :data:`SIMILARITY_COLUMNS` blanked on every row, and tables
+    built from it cannot pool them (read them per encoder, or rescore the run with one:
+    ``qvtools replay RUN_DIR --similarity-encoder NAME``)."""
+    import pandas as pd
+
+    encoders = sorted(set(row_encoders(frame).dropna().astype(str)))
+    if len(encoders) < 2:
+        return frame, encoders
+    out = frame.copy()
+    none = pd.Series(False, index=out.index)
+    for col in SIMILARITY_COLUMNS:
+        if col in out:
+            out[col] = out[col].where(none)  # NaN / <NA> in the column's own dtype
+    return out, encoders
+
+
+def medians_by_encoder(frame) -> dict:
+    """``encoder -> model -> (median speaker_similarity, turns)`` over the completed rows (:func:`row_encoders`):
+    what a report shows for a run that mixes encoders instead of pooling them."""
+    import pandas as pd
+
+    ok = frame[(frame["status"] == "completed").fillna(False).astype(bool)] if "status" in frame else frame
+    sim = pd.to_numeric(ok["speaker_similarity"], errors="coerce")
+    out: dict = {}
+    for (enc, model), v in sim.groupby([row_encoders(ok), ok["target_model"]], dropna=True):
+        v = v.dropna()
+        if len(v):
+            out.setdefault(str(enc), {})[str(model)] = (float(v.median()), len(v))
+    return out

@@ -21,8 +21,10 @@ every caller (nothing is loaded at import time).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -30,7 +32,7 @@ from .audio import as_mono
 from .errors import InvalidAudio
 
 __all__ = ["MODEL_NAME", "EMBEDDING_DIM", "embed", "embed_windows", "similarity", "similarity_audio",
-           "log_mel"]
+           "log_mel", "clear_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ _SILENCE_DB = 40.0
 _session = None
 _basis = None
 _lock = threading.Lock()
+#: Embeddings remembered by content (:func:`embed`): 1 KB each.
+_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_CACHE_SIZE = 4096
 
 
 def _load():
@@ -74,6 +79,7 @@ def _load():
                 opts = onnxruntime.SessionOptions()
                 opts.intra_op_num_threads = 2
                 opts.inter_op_num_threads = 1
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-wait on 2 shared cores
                 _session = onnxruntime.InferenceSession(str(path), sess_options=opts,
                                                         providers=["CPUExecutionProvider"])
             log.info("loaded %s", MODEL_NAME)
@@ -141,7 +147,37 @@ def _mean_unit(emb: np.ndarray, axis: int) -> np.ndarray:
 
 
 def embed(x, sr: int) -> np.ndarray:
-    """Unit-norm 256-d speaker embedding of mono speech ``x`` at rate ``sr``."""
+    """Unit-norm 256-d speaker embedding of mono speech ``x`` at rate ``sr``.
+
+    Remembered by content (the last :data:`_CACHE_SIZE` clips): a reply is embedded once per run although
+    its turn's ``speaker_similarity`` and the run's calibration (:func:`qvtools.similarity.calibrate`,
+    which reads the saved WAV back: the same samples) both ask for it."""
+    key = _content_key(x, sr)
+    with _lock:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return hit.copy()
+    out = _embed(x, sr)
+    with _lock:
+        _CACHE[key] = out
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return out.copy()
+
+
+def clear_cache() -> None:
+    """Forget remembered embeddings (:func:`embed`)."""
+    with _lock:
+        _CACHE.clear()
+
+
+def _content_key(x, sr) -> tuple:
+    a = np.ascontiguousarray(as_mono(x, sr), dtype=np.float32)
+    return (int(sr), a.shape[0], hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest())
+
+
+def _embed(x, sr: int) -> np.ndarray:
     feat = log_mel(x, sr)
     power_db = 10.0 * np.log10(np.sum(10.0 ** feat.astype(np.float64), axis=1) + 1e-10)
     if power_db.size:

@@ -61,10 +61,11 @@ def test_empty_audio_is_refused():
         naturalness.dnsmos(np.zeros(0, np.float32), 16000)
 
 
-@pytest.mark.parametrize("seconds", [2.5, 4.0, 20.0])
+@pytest.mark.parametrize("seconds", [2.5, 4.0, 7.3, 20.0])
 def test_same_scores_as_speechmos_itself(speech_data, seconds):
-    """Batching the windows changes nothing: speechmos's own DNSMOS.__call__ agrees (2.5 s and 4 s: the
-    clip doubled to 10 / 16 s; 20 s: 11 windows)."""
+    """Batching the windows and sharing the P.835 convolutions between overlapping windows change nothing:
+    speechmos's own DNSMOS.__call__ agrees (2.5 s, 4 s and 7.3 s: the clip doubled to 10 / 16 / 14.6 s,
+    one window and 7 and 6 overlapping ones; 20 s: several windows of unlooped speech)."""
     from qvtools.audio import as_mono
 
     x, sr = load(speech_data / "clean/de_M_thorsten_6utts.wav", mono=True)  # 31.8 s
@@ -74,3 +75,33 @@ def test_same_scores_as_speechmos_itself(speech_data, seconds):
     for mine, key in (("mos_sig", "sig_mos"), ("mos_bak", "bak_mos"), ("mos_ovrl", "ovrl_mos"),
                       ("mos_p808", "p808_mos")):
         assert ours[mine] == pytest.approx(float(theirs[key]), abs=1e-4), mine
+
+
+def test_concurrent_calls_give_the_sequential_scores(speech_data):
+    """Two threads score at once (qvtools compare's two workers) and get what one thread gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, sr = load(speech_data / "clean/de_M_thorsten_6utts.wav", mono=True)
+    clips = [x[: int(4.0 * sr)], x[int(4.0 * sr): int(16.5 * sr)], x[: int(3.2 * sr)], x[int(5 * sr):]]
+    alone = [naturalness.dnsmos(c, sr) for c in clips]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda c: naturalness.dnsmos(c, sr), clips))
+    for a, b in zip(alone, together):
+        for key in naturalness.MOS_COLUMNS:
+            assert b[key] == pytest.approx(a[key], abs=1e-6), key
+
+
+def test_without_the_split_the_scores_are_the_same(speech_data, monkeypatch):
+    """The fallback (a P.835 model the split does not recognise: every window run whole) gives the same scores."""
+    x, sr = load(speech_data / "clean/de_M_thorsten_6utts.wav", mono=True)
+    clip = x[: int(4.0 * sr)]  # doubled to 16 s: 7 overlapping windows
+    split = naturalness.dnsmos(clip, sr)
+    model = naturalness._load()
+    monkeypatch.setattr(model, "sig_front_sess", None)
+    whole = naturalness.dnsmos(clip, sr)
+    for key in naturalness.MOS_COLUMNS:
+        assert whole[key] == pytest.approx(split[key], abs=1e-5), key
+    with pytest.raises(ValueError, match="not the DNSMOS P.835 graph"):
+        from importlib.resources import files
+
+        naturalness._split_sig_bak_ovr(str(files("speechmos").joinpath("dnsmos_models", "model_v8.onnx")))

@@ -388,3 +388,38 @@ def test_headline_uses_the_naturalness_similarity_and_audible_latency_columns_wh
     assert "ttfa_audible_ms" in note and "onnx-256 encoder" in note
     per_voice = view.per_voice_table()
     assert {"identified", "mos_ovrl", "ref_ceiling_similarity"} <= set(per_voice.columns)
+
+
+def test_two_encoders_are_never_pooled(tmp_path):
+    """A run whose rows were scored by two speaker encoders (e.g. half calibrated by resemblyzer, half left with
+    the per-turn d-vector cosine): no table or headline pools their similarity; the notes give each encoder's
+    median per model instead, and how to rescore with one."""
+    run_dir = _write_run(tmp_path / "run")
+    rows = ex.read_turns(run_dir / ex.TURNS_FILE)
+    first = ex.sample_voices()[0].name
+    with open(run_dir / ex.TURNS_FILE, "w") as fh:
+        for r in rows:
+            if r.get("status") == "completed":
+                enc = "enc-A" if r["voice_ref"] == first else "enc-B"
+                r = {**r, "similarity_encoder": enc, "speaker_identified": True, "ref_ceiling_similarity": 0.9,
+                     "speaker_similarity": (0.95 if enc == "enc-A" else 0.30)}
+            ex.append_row(fh, r)
+    view = report.load_run(run_dir, quick=True)
+    assert set(view.mixed_encoders) == {"enc-A", "enc-B"}
+    assert view.mixed_encoders["enc-A"][MODELS[0]] == (pytest.approx(0.95), 2)
+    assert view.mixed_encoders["enc-B"][MODELS[1]] == (pytest.approx(0.30), 4)
+    head = view.headline()
+    assert not [m for m in head.index if "similarity" in m or "identification" in m]
+    assert "speaker_similarity" not in set(view.summary_table().index.get_level_values("metric"))
+    assert "speaker_similarity" not in set(view.paired_table().index)
+    per_voice = view.per_voice_table()
+    assert not {"similarity (median)", "identified", "ref_ceiling_similarity"} & set(per_voice.columns)
+    for note in (view.metrics_note(), str(view.headline_note()._repr_markdown_())):
+        assert "enc-A: " in note and "enc-B: " in note and "rather than pooled" in note
+        assert "--similarity-encoder" in note
+    # one encoder: nothing is blanked
+    with open(run_dir / ex.TURNS_FILE, "w") as fh:
+        for r in rows:
+            ex.append_row(fh, {**r, "similarity_encoder": "enc-A"} if r.get("status") == "completed" else r)
+    view = report.load_run(run_dir, quick=True)
+    assert view.mixed_encoders == {} and view.ok["speaker_similarity"].notna().all()

@@ -498,3 +498,29 @@ def test_qverror_root_is_what_the_cli_prints(tmp_path, capsys):
     assert issubclass(ConfigError, QVError)
     assert main(["replay", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_a_failed_turn_without_reply_audio_is_kept_and_the_replay_succeeds(tmp_path, capsys):
+    """A turn that timed out before any reply audio is saved with a header-only WAV: replay keeps its row as
+    journaled (nothing to rescore) instead of failing the whole replay with exit 2."""
+    import dataclasses
+
+    from pandas import isna as pd_isna
+
+    run = tmp_path / "run"
+    ids = _make_run(run)
+    empty = dataclasses.replace(_turn(1.0, 220.0), status="failed", error="no reply within 60.0 s",
+                                audio=np.zeros(0, np.float32), audio_chunks=[])
+    empty.save(run / ex.AUDIO_DIR / ids[1])
+    assert (run / ex.AUDIO_DIR / f"{ids[1]}.wav").stat().st_size == 44
+    _rewrite(run / ex.TURNS_FILE, lambda rows: rows.__setitem__(1, dict(rows[1], status="failed",
+                                                                          error="no reply within 60.0 s")))
+    frame = ex.replay(run)
+    assert frame.attrs["replay_failures"] == []
+    row = frame.set_index("turn_id").loc[ids[1]]
+    assert row["status"] == "failed"
+    assert row.get("metrics_error") is None or bool(np.all(pd_isna(row["metrics_error"])))
+    assert main(["replay", str(run), "--no-report"]) == 0
+    # a COMPLETED turn with no samples is still an error the replay names
+    _rewrite(run / ex.TURNS_FILE, lambda rows: rows.__setitem__(1, dict(rows[1], status="completed")))
+    assert ex.replay(run).attrs["replay_failures"][0][0] == ids[1]

@@ -175,9 +175,55 @@ def test_user_onnx_model_by_path_waveform_input(tmp_path):
     assert e == pytest.approx(raw / np.linalg.norm(raw), rel=1e-4)
 
 
+@pytest.mark.slow  # torch's GE2E on 20 clips: minutes on the shared machine under load
 def test_resemblyzer_encoder(halves):
-    pytest.importorskip("resemblyzer", reason="the judge extra (resemblyzer) is not installed")
+    pytest.importorskip("resemblyzer", reason="the judge extra (resemblyzer) is not installed: "
+                                              "pip install 'qvtools[judge]' (CPU torch first, see pyproject.toml)")
     enc = sim.get_encoder("resemblyzer")
+    assert enc.name.startswith("resemblyzer GE2E 256 (")
     refs = {v: enc.embed(*a) for v, (a, _) in halves.items()}
     replies = {v: enc.embed(*b) for v, (_, b) in halves.items()}
+    assert all(e.shape == (256,) and np.linalg.norm(e) == pytest.approx(1.0) for e in refs.values())
     assert sim.calibrate_embeddings(replies, {v: v for v in replies}, refs, {}, enc.name).identification_rate >= 0.9
+    rng = np.random.default_rng(3)
+    rates = [sim.calibrate_embeddings(replies, dict(zip(replies, rng.permutation(list(replies)))), refs, {},
+                                      enc.name).identification_rate for _ in range(30)]
+    assert np.mean(rates) < 0.3  # shuffled claims: near chance (0.1), so the encoder really separates speakers
+
+
+@pytest.mark.slow
+def test_resemblyzer_calibration_is_recorded_and_never_pooled_with_the_dvector(tmp_path, halves):
+    """The resemblyzer path end to end (calibrate on WAVs of a results table): every scored row names the encoder;
+    a table holding rows of both encoders is not pooled (qvtools.similarity.unpooled blanks the scores)."""
+    pytest.importorskip("resemblyzer", reason="the judge extra (resemblyzer) is not installed: "
+                                              "pip install 'qvtools[judge]' (CPU torch first, see pyproject.toml)")
+    voices = ["v0", "v1", "v4", "v6"]
+    refs = {v: halves[v][0] for v in voices}
+    frame = _run(tmp_path, {f"t_{v}": halves[v][1] for v in voices}, {f"t_{v}": v for v in voices})
+    res = sim.calibrate(frame, refs, audio_root=tmp_path, encoder="resemblyzer", impostors={})
+    dvec = sim.calibrate(frame, refs, audio_root=tmp_path, impostors={})
+    ok_r, ok_d = (t[t["status"] == "completed"] for t in (res, dvec))
+    name = sim.get_encoder("resemblyzer").name
+    assert set(ok_r["similarity_encoder"]) == {name} and set(ok_r["speaker_model"]) == {name}
+    assert ok_r["speaker_identified"].all() and ok_r["ref_ceiling_similarity"].gt(0.5).all()
+    assert set(ok_d["similarity_encoder"]) == {sim.get_encoder().name}
+    assert not np.allclose(ok_r["speaker_similarity"].to_numpy(float), ok_d["speaker_similarity"].to_numpy(float))
+    alone, encs = sim.unpooled(res)
+    assert alone is res and encs == [name]
+    mixed, encs = sim.unpooled(pd.concat([ok_r.iloc[:2], ok_d.iloc[2:]]))
+    assert encs == sorted([name, sim.get_encoder().name])
+    for col in sim.SIMILARITY_COLUMNS:
+        assert mixed[col].isna().all(), col
+    assert mixed["mos_ovrl"].dtype == res["mos_ovrl"].dtype  # other columns untouched
+
+
+def test_row_encoders_fall_back_to_the_per_turn_model():
+    """A row never calibrated keeps the per-turn cosine of speaker_model's encoder: that is its encoder."""
+    frame = to_frame([
+        {"turn_id": "a", "status": "completed", "speaker_similarity": 0.8, "speaker_model": "dvec",
+         "similarity_encoder": "resemblyzer x"},
+        {"turn_id": "b", "status": "completed", "speaker_similarity": 0.7, "speaker_model": "dvec"},
+        {"turn_id": "c", "status": "failed"}])
+    assert sim.row_encoders(frame).tolist()[:2] == ["resemblyzer x", "dvec"]
+    assert sim.row_encoders(frame).isna().tolist() == [False, False, True]
+    assert sim.unpooled(frame)[1] == ["dvec", "resemblyzer x"]

@@ -105,3 +105,23 @@ def test_embed_windows_bad_input():
         speaker.embed_windows(x, 16000, 1.5, 0.0)
     with pytest.raises(InvalidAudio):
         speaker.embed_windows(np.zeros(0, np.float32), 16000)
+
+
+def test_embed_remembers_by_content_and_returns_copies():
+    """A reply embedded for its turn is not embedded again by the run's calibration (same samples), and a
+    caller that changes the returned array does not change what the next caller gets."""
+    x = buzz(120, (600, 1200, 2500))
+    speaker.clear_cache()
+    calls = []
+    real = speaker._embed
+    speaker._embed = lambda *a: calls.append(1) or real(*a)
+    try:
+        first = speaker.embed(x, 16000)
+        first[:] = 0.0
+        again = speaker.embed(x.copy(), 16000)
+        other = speaker.embed(x[: len(x) // 2], 16000)
+    finally:
+        speaker._embed = real
+    assert len(calls) == 2  # the copy hit the cache, the half did not
+    assert np.linalg.norm(again) == pytest.approx(1.0, abs=1e-5)
+    assert not np.allclose(again, other)
