@@ -11,8 +11,9 @@ printed with one verdict:
 - ``timing, same dtype`` / ``TIMING DTYPE DIFFERS`` -- a column whose values depend on when and how fast
   the turn ran (wall-clock times, latencies; on the local service they are *simulated* delays plus this
   machine's scheduling), so only presence and dtype are compared (a dtype difference exits 1);
-- ``run-specific``     identifies the run itself (``run_id`` is the run directory's name, the timestamps of
-  each turn): compared for presence and dtype only;
+- ``run-specific``     identifies the run itself (``run_id`` is the run directory's name, ``voice`` the id of
+  the voice the run cloned, which holds its creation time; the timestamps and service ids of each turn):
+  compared for presence and dtype only;
 - ``MISSING in A/B``   a column only one table has (exits 1).
 
 Which columns are timing columns: the ``COLUMNS`` schema of :mod:`qvtools.results` (``*_ms``, ``*_s``
@@ -35,8 +36,9 @@ TIMING = frozenset({
     "e2e_ms", "ttfa_audible_ms", "response_create_sent_ms", "delivery_rtf", "gap_p95_ms", "gap_max_ms",
     "underrun_count", "underrun_ms", "session_s", "metrics_s", "turn_wall_s", "attempts",
 })
-#: Columns that name the run or the moment a turn ran.
-RUN_SPECIFIC = frozenset({"run_id", "started_at", "finished_at", "session_id", "response_id"})
+#: Columns that name the run, the voice it cloned or the moment a turn ran: a cloned voice id holds its
+#: creation time (``qwen-omni-vc-<name>-<UTC timestamp>-<hex>``), so two runs never share one.
+RUN_SPECIFIC = frozenset({"run_id", "voice", "started_at", "finished_at", "session_id", "response_id"})
 
 
 def _same(a, b) -> bool:
