@@ -1,7 +1,10 @@
 """Compare two ``qvtools compare`` runs' ``results.parquet`` column by column (issue 19 item 6: "``qvtools
 compare`` writes the same rows before and after" a refactor).
 
-    python benchmarks/compare_rows.py RUN_A RUN_B
+    python benchmarks/compare_rows.py RUN_A RUN_B [--strict]
+
+``--strict`` compares every column by value: for two replays of ONE run (``qvtools replay`` recomputes the
+latencies from the saved marks, so the timing columns must match too).
 
 Rows are paired by ``turn_id`` (both runs must hold the same turn ids). Every column of either table is
 printed with one verdict:
@@ -54,8 +57,9 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list[tuple[str, str, str]], bool]:
-    """``([(column, verdict, detail)], ok)`` for two results tables paired by ``turn_id``."""
+def compare(a: pd.DataFrame, b: pd.DataFrame, *, strict: bool = False) -> tuple[list[tuple[str, str, str]], bool]:
+    """``([(column, verdict, detail)], ok)`` for two results tables paired by ``turn_id``; ``strict``: every
+    column compared by value."""
     if set(a["turn_id"]) != set(b["turn_id"]):
         only_a, only_b = sorted(set(a["turn_id"]) - set(b["turn_id"])), sorted(set(b["turn_id"]) - set(a["turn_id"]))
         raise SystemExit(f"the runs hold different turns: only in A {only_a}, only in B {only_b}")
@@ -67,7 +71,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list[tuple[str, str, str]
             ok = False
             continue
         da, db = str(a[col].dtype), str(b[col].dtype)
-        if col in TIMING or col in RUN_SPECIFIC:
+        if not strict and (col in TIMING or col in RUN_SPECIFIC):
             kind = "timing" if col in TIMING else "run-specific"
             if da == db:
                 out.append((col, f"{kind}, same dtype", da))
@@ -103,9 +107,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_a", type=Path)
     ap.add_argument("run_b", type=Path)
+    ap.add_argument("--strict", action="store_true", help="compare every column by value (two replays of one run)")
     args = ap.parse_args(argv)
     frames = [pd.read_parquet(d / "results.parquet") for d in (args.run_a, args.run_b)]
-    rows, ok = compare(*frames)
+    rows, ok = compare(*frames, strict=args.strict)
     w = max(len(c) for c, _, _ in rows)
     for col, verdict, detail in rows:
         print(f"{col:<{w}}  {verdict:<26} {detail}")
