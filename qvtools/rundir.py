@@ -24,6 +24,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -205,16 +206,19 @@ def reference_path(run_dir, value, *, where: str) -> str | None:
     return None
 
 
-def write_atomic(path, data: bytes) -> Path:
+def write_atomic(path, data) -> Path:
     """Write ``data`` to ``path`` all or nothing: a temporary file beside it (fsync'd), then ``os.replace``.
     A failure (disk full, file too large, permission) removes the temporary file, leaves ``path`` as it
     was and raises ``OSError`` naming ``path`` (issue 23: "No space left on device" without the path, a
-    partial WAV and an empty temp file were left before)."""
+    partial WAV and an empty temp file were left before). The one atomic writer of the package (issue 19).
+
+    ``data``: the bytes, or a function ``fill(fh)`` writing to the open temporary file (a large file
+    streamed, e.g. a model joined from its parts); an exception it raises also leaves ``path`` as it was."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            data(fh) if callable(data) else fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

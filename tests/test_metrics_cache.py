@@ -11,7 +11,7 @@ from qvtools import metrics
 
 
 def test_caches_from_many_threads(monkeypatch):
-    monkeypatch.setattr(metrics, "_REF_CACHE_SIZE", 3)
+    monkeypatch.setattr(metrics.audio, "_REF_CACHE_SIZE", 3)  # the caches live in qvtools/metrics/audio.py
     metrics.clear_caches()
     sr = 16000
     t = np.arange(sr) / sr

@@ -349,7 +349,7 @@ def test_every_key_of_a_recorded_run_is_a_documented_column(tmp_path, monkeypatc
         def broken_score(*args, **kwargs):
             raise RuntimeError("scoring broke")
 
-        monkeypatch.setattr(ex, "_score", broken_score)
+        monkeypatch.setattr(ex.scoring, "_score", broken_score)  # the one scoring function (experiment/scoring.py)
         # another prompt: the two journals are framed together and turn ids are unique per table (issue 23)
         bad = ex.Experiment(ws, tmp_path / "bad", voices=ex.sample_voices()[:1],
                             prompts=ex.sample_prompts()[1:2], models=(model,), workers=1, metrics=(),

@@ -494,6 +494,22 @@ def test_write_atomic_keeps_the_old_file_on_failure(tmp_path):
         rundir.write_atomic(tmp_path / "missing" / "y.bin", b"data")
 
 
+def test_write_atomic_streams_from_a_writer_function_all_or_nothing(tmp_path):
+    """The one atomic writer (issue 19) also takes ``fill(fh)`` (modelfiles streams a model through it): what
+    fill writes lands whole; an exception inside fill leaves the old file and no temporary file."""
+    target = tmp_path / "model.bin"
+    assert rundir.write_atomic(target, lambda fh: [fh.write(b"part1 "), fh.write(b"part2")]) == target
+    assert target.read_bytes() == b"part1 part2"
+
+    def broken(fh):
+        fh.write(b"half of a file")
+        raise ConfigError("digest mismatch")
+
+    with pytest.raises(ConfigError, match="digest mismatch"):
+        rundir.write_atomic(target, broken)
+    assert target.read_bytes() == b"part1 part2" and sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+
+
 def test_qverror_root_is_what_the_cli_prints(tmp_path, capsys):
     assert issubclass(ConfigError, QVError)
     assert main(["replay", str(tmp_path)]) == 2

@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -48,6 +47,7 @@ import numpy as np
 from ..audio import load, resample
 from ..catalog import DEFAULT_OUTPUT_SAMPLE_RATE, is_cloned_voice
 from ..errors import ConfigError
+from ..rundir import write_atomic
 from .responder import Responder
 from .voice import VoiceProfile, analyze, builtin_profile, convert
 
@@ -114,9 +114,7 @@ def _write_source(path, prof: VoiceProfile) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(prof.to_dict()), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(prof.to_dict()).encode("utf-8"))  # the one atomic writer (qvtools.rundir)
     except OSError as exc:
         log.info("could not keep the source profile in %s (%s)", path, exc)
 
