@@ -229,3 +229,19 @@ def test_latency_speaks_the_metrics_vocabulary(tmp_path):
     _, js = turn.save(tmp_path / "t")
     saved = json.loads(js.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert saved["latency"]["speech_stopped_ms"] is None and saved["latency"]["ttfa_ms"] == pytest.approx(1000.0)
+
+
+def test_a_timeout_says_whether_the_reply_had_started():
+    """A turn that runs out of time while its reply streams is not reported as "no reply" (the message used to
+    blame the server VAD for a reply that had begun 50 s in)."""
+    silent = TurnTracker("m")
+    silent.mark("speech_end_sent", 3.0)
+    assert silent.no_reply_message(60.0, " (check the VAD)") == "no reply within 60.0 s (check the VAD)"
+    streaming = TurnTracker("m")
+    streaming.mark("speech_end_sent", 3.0)
+    feed_all(streaming, [e for e in VAD_SEQUENCE if '"response.done"' not in e[1]])
+    assert "first_audio_delta" in streaming.turn.marks and not streaming.done
+    msg = streaming.no_reply_message(60.0, " (check the VAD)")
+    assert msg.startswith("the reply started (its first audio came 0.5 s after the end of the input)")
+    assert msg.endswith("but did not end within 60.0 s") and "VAD" not in msg
+    assert streaming.fail(msg).status == "failed" and streaming.turn.error == msg

@@ -612,7 +612,7 @@ class RealtimeSession:
                 tracker.mark(name, t)
             self._pump(tracker, on_event, until=time.perf_counter() + wait, stop_when_done=True)
             if not tracker.done:
-                tracker.fail(f"no reply within {wait:.1f} s")
+                tracker.fail(tracker.no_reply_message(wait))
         except TransportError as exc:
             self._fail_closed(tracker, str(exc))
         return self._end(tracker.result())

@@ -162,7 +162,7 @@ class TurnHandle:
             s._pump(tr, self._collect, until=time.perf_counter() + wait, stop_when_done=True)
             if not tr.done:
                 hint = "" if self.manual else " (did the server VAD detect speech and its end?)"
-                tr.fail(f"no reply within {wait:.1f} s{hint}")
+                tr.fail(tr.no_reply_message(wait, hint))
         except TransportError as exc:
             self._closed(str(exc))
         self._result = s._end(tr.result())

@@ -383,6 +383,18 @@ class TurnTracker:
     def _join(self, text: str) -> str:
         return text if self.turn.error is None else f"{self.turn.error}; {text}"
 
+    def no_reply_message(self, wait: float, hint: str = "") -> str:
+        """Why a turn ran out of time: no reply at all (``hint`` says what to check), or a reply that
+        started streaming (its first audio, counted from the end of the input) but did not end."""
+        marks = self.turn.marks
+        first = marks.get("first_audio_delta", marks.get("response_created"))
+        if first is None:
+            return f"no reply within {wait:.1f} s{hint}"
+        end = marks.get("speech_end_sent", marks.get("commit_sent"))
+        since = f" {first - end:.1f} s after the end of the input" if end is not None and end <= first else ""
+        what = "its first audio" if "first_audio_delta" in marks else "response.created"
+        return f"the reply started ({what} came{since}) but did not end within {wait:.1f} s"
+
     def fail(self, error: str, status: str = "failed") -> Turn:
         """End the turn early (dropped connection, timeout, error event); keeps what was received."""
         if not self.done:
