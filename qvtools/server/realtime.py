@@ -65,6 +65,7 @@ from .rt_items import ItemError, client_item
 from .rt_input import AppendError, BufferFull, InputBuffer, decode_append, image_problem
 from .rt_response import ResponseStream, UserTurn, plan_sentence
 from . import turn_language
+from .rt_turns import Gate, TurnState, barge_in, commit_responds, response_gate, transcription_delta
 from .rt_state import REALTIME, RealtimeState, get_speech, voice_cache
 from .reply_plan import SPECULATE_AFTER_MS, ReplyParams, ReplyPlanner, Speculation, Speculations, SpeculativeReply, \
     language_before_asr, session_seed, voice_key
@@ -152,17 +153,12 @@ class _Connection:
         self.voice_record = None  # the cloned voice's metadata (a VoiceRecord without audio), else None
         self.voice_error: str | None = None  # §7.3: an unusable voice, answered at the next response trigger
         self.dead = False  # §7.3: after that error, session.update gets no answer
-        self.manual_item: str | None = None  # §7.4: the user item of a manual turn, created at its first append
-        self.manual_prev: str | None = None
         self.partial_task: asyncio.Task | None = None
-        self.partial_mark = 0  # buffer length (bytes) at the last partial transcription
         self.idle_since = time.monotonic()  # §7.12: reset when a response starts or ends
         self.response: ResponseStream | None = None
-        self.pending_user: UserTurn | None = None
-        self.last_item_id: str | None = None
-        self.turn_index = 0
-        self.last_language: str | None = None  # the language ASR found in the previous user turn (issue 10)
-        self.history_tokens = 0
+        # item chain, turn counter, last turn's language, history size, pending user turn and the manual
+        # turn's state, socket-free (qvtools/server/rt_turns.py)
+        self.turns = TurnState()
         self.tasks: set[asyncio.Task] = set()
         self.started = time.monotonic()
         # issue 11: ASR started in the VAD silence window (qvtools/server/reply_plan.py); the stats are the
@@ -403,7 +399,7 @@ class _Connection:
         if any(new.get(k) != old.get(k) for k in ("voice", "output_audio_format", "seed", "instructions",
                                                    "modalities")):
             # issue 11: the opener audio of the next turns, for this voice and rate, ahead of the turns
-            self._prepare_next_opener(get_speech(self.app), self.turn_index, self.turn_index + 1)
+            self._prepare_next_opener(get_speech(self.app), self.turns.turn_index, self.turns.turn_index + 1)
 
     async def on_append(self, event) -> None:
         try:
@@ -428,8 +424,7 @@ class _Connection:
         for sev in speech:
             if sev.kind == "speech_started":
                 await self.send(ev.speech_started(sev.audio_ms, sev.item_id))
-                td = self.session.get("turn_detection") or {}
-                if self.response is not None and td.get("interrupt_response", True):
+                if self.response is not None and barge_in(self.session.get("turn_detection")):
                     self._cancel_response()  # barge-in (§4.2 interrupt_response)
             else:
                 await self.send(ev.speech_stopped(sev.audio_ms, sev.item_id))
@@ -459,7 +454,7 @@ class _Connection:
             return None
         if self.voice_error is not None:
             return None
-        params = self._reply_params(self.turn_index, self.session.get("instructions") or None, audio=True)
+        params = self._reply_params(self.turns.turn_index, self.session.get("instructions") or None, audio=True)
         if params.language is None:  # known only after ASR: no reply ahead
             return None
         voice = self.session.get("voice")
@@ -496,12 +491,9 @@ class _Connection:
         buffer so far is transcribed (one job at a time, in the executor) and sent as a delta."""
         if self.cfg.realtime_manual_user_item != "early":
             return
-        if self.manual_item is None:
-            self.manual_item = ev.new_id("item")
-            self.partial_mark = 0
-            prev, self.last_item_id = self.last_item_id, self.manual_item
-            self.manual_prev = prev
-            await self.send(ev.item_created(ev.user_item(self.manual_item, status="in_progress"), prev))
+        opened = self.turns.begin_manual()  # qvtools/server/rt_turns.py
+        if opened is not None:
+            await self.send(ev.item_created(ev.user_item(opened[0], status="in_progress"), opened[1]))
         step_s = float(self.cfg.realtime_partial_transcription_s)
         if step_s <= 0 or self.session.get("input_audio_transcription") is None:
             return
@@ -509,12 +501,11 @@ class _Connection:
             return  # one partial at a time; the next append after it finishes catches up
         if self.app[REALTIME].partials > 0:
             return  # one service-wide (RealtimeState.partials); the next append after it catches up
-        if len(self.input) - self.partial_mark < 2 * int(step_s * self.in_rate):
+        if not self.turns.partial_due(len(self.input), 2 * int(step_s * self.in_rate)):
             return
-        self.partial_mark = len(self.input)
         state = self.app[REALTIME]
         state.partials += 1  # counted from now (the task starts later), released when it ends however it ends
-        self.partial_task = self.spawn(self._partial_transcription(self.manual_item, bytes(self.input.buf),
+        self.partial_task = self.spawn(self._partial_transcription(self.turns.manual_item, bytes(self.input.buf),
                                                                    self.in_rate))
         self.partial_task.add_done_callback(lambda _t: setattr(state, "partials", state.partials - 1))
 
@@ -522,7 +513,7 @@ class _Connection:
         x = from_pcm16(pcm)
         try:
             rec = await self.run_cpu(self._recognize, x, rate, turn_language.expected_language(
-                self.session, self.voice_record, self.last_language, self.app[REALTIME].language_candidates))
+                self.session, self.voice_record, self.turns.last_language, self.app[REALTIME].language_candidates))
             text = rec.text
         except asyncio.CancelledError:
             raise
@@ -530,20 +521,12 @@ class _Connection:
             log.info("session %s: partial transcription failed (%s)", self.session_id, type(exc).__name__)
             return
         log.debug("session %s: partial transcription of %.1f s: %r", self.session_id, len(x) / rate, text)
-        if text and self.manual_item == item_id:  # not after the commit (its transcription is final)
-            await self.send(self._transcription_delta(item_id, text, rec.language))
-
-    def _transcription_delta(self, item_id: str, text: str, language: str | None = None) -> ev.Event:
-        # §7.14 (observed): text empty, stash the sentence so far; "text": the earlier guess. §4.4: the delta
-        # carries the recognised language ("language":"zh")
-        lang = language or "en"
-        if self.cfg.realtime_transcription_delta == "text":
-            return ev.transcription_delta(item_id, text, "", language=lang)
-        return ev.transcription_delta(item_id, "", text, language=lang)
+        if text and self.turns.is_open(item_id):  # not after the commit (its transcription is final)
+            await self.send(transcription_delta(item_id, text, rec.language, self.cfg.realtime_transcription_delta))
 
     def _drop_buffer(self) -> None:
         self.input.clear()
-        self.manual_item = None
+        self.turns.drop_manual()
         self.speculations.drop()
 
     async def _commit(self, item_id: str, start_ms=None, end_ms=None, *, auto: bool) -> None:
@@ -552,18 +535,13 @@ class _Connection:
         x = from_pcm16(pcm)
         del pcm
         user = UserTurn(item_id, x, self.in_rate)
-        early = item_id == self.manual_item  # §7.4: the item was created at the turn's first append
-        self.manual_item = None
-        if early:
-            await self.send(ev.committed(item_id, self.manual_prev))
-        else:
-            prev, self.last_item_id = self.last_item_id, item_id
-            await self.send(ev.committed(item_id, prev))
+        early, prev = self.turns.commit(item_id)  # §7.4: early: the item was created at the turn's first append
+        await self.send(ev.committed(item_id, prev))
+        if not early:
             await self.send(ev.item_created(ev.user_item(item_id), prev))
-        self.pending_user = user
+        self.turns.pending_user = user
         self.spawn(self._transcribe(user, spec))
-        td = self.session.get("turn_detection") or {}
-        if auto and td.get("create_response", True):
+        if commit_responds(self.session.get("turn_detection"), auto=auto):
             if self.response is not None:
                 self._cancel_response()
                 await self._wait_response_end()
@@ -575,7 +553,7 @@ class _Connection:
             await self.error("Error committing input audio buffer: the buffer is empty.",
                              code="input_audio_buffer_commit_empty", event_id=event.event_id)
             return
-        item = self.input.speech_item or self.manual_item or ev.new_id("item")
+        item = self.input.speech_item or self.turns.manual_item or ev.new_id("item")
         self.input.speech_item = None
         await self._commit(item, None, None, auto=False)
 
@@ -624,9 +602,8 @@ class _Connection:
             await self.error(exc.message, param=exc.param, event_id=event.event_id)
             return
         if item.text is not None:  # a user message: the turn a response.create answers
-            self.pending_user = UserTurn(item.item_id, None, self.in_rate, text=item.text)
-        prev, self.last_item_id = self.last_item_id, item.item_id
-        await self.send(ev.item_created(item.out, prev))  # previous_item_id on every item after the first
+            self.turns.pending_user = UserTurn(item.item_id, None, self.in_rate, text=item.text)
+        await self.send(ev.item_created(item.out, self.turns.link(item.item_id)))  # previous_item_id on every item after the first
 
     async def on_finish(self, event) -> None:
         if self.cfg.realtime_finish_error:
@@ -657,7 +634,7 @@ class _Connection:
         """The language the final ASR pass is told (issue 10): the session's or the voice's, else the one
         detected on an earlier turn (``ServiceConfig.realtime_language_detection = "first_turn"``), else
         None (detected among ServiceConfig.realtime_language_candidates; qvtools/server/turn_language.py)."""
-        last = self.last_language if self.cfg.realtime_language_detection == "first_turn" else None
+        last = self.turns.last_language if self.cfg.realtime_language_detection == "first_turn" else None
         return turn_language.asr_language(self.session, self.voice_record, self.app[REALTIME].language_candidates,
                                           last)
 
@@ -693,10 +670,10 @@ class _Connection:
                 # issue 10: the turn's language (the reply's when it was not known before ASR) and the hint
                 # for the next turn's opener (turn_language.expected_language)
                 user.language = language
-                if language:
-                    self.last_language = language
+                self.turns.heard(language)
             if enabled:
-                await self.send(self._transcription_delta(user.item_id, text, language))
+                await self.send(transcription_delta(user.item_id, text, language,
+                                                    self.cfg.realtime_transcription_delta))
                 await self.send(ev.transcription_completed(user.item_id, text))
         except asyncio.CancelledError:
             raise
@@ -711,14 +688,13 @@ class _Connection:
     # ------------------------------------------------------------------------------- responses
     async def _start_response(self, modalities, instructions, event_id: str | None = None, *,
                               judged: bool = False) -> None:
-        td = self.session.get("turn_detection") or {}
-        if td.get("type") == "semantic_vad" and self.pending_user is not None and not judged \
-                and self.voice_error is None:
+        gate = response_gate(self.session.get("turn_detection"), pending_user=self.turns.pending_user,
+                             voice_error=self.voice_error, judged=judged)  # qvtools/server/rt_turns.py
+        if gate is Gate.JUDGE:
             # semantic VAD (our imitation, qvtools/server/semantic_vad.py): judged on the transcript first
-            user, self.pending_user = self.pending_user, None
-            self.spawn(self._semantic_turn(user, modalities, instructions, event_id))
+            self.spawn(self._semantic_turn(self.turns.take_pending(), modalities, instructions, event_id))
             return
-        if self.voice_error is not None:
+        if gate is Gate.VOICE_ERROR:
             # §7.3 (observed): an unusable voice is answered at the response trigger by a lone error, no
             # response.created; later session.update events get no answer (realtime_dead_after_voice_error)
             log.info("session %s: voice error at generation: %s", self.session_id, self.voice_error)
@@ -726,8 +702,7 @@ class _Connection:
             await self.send(ev.voice_error(self.session.get("voice")))
             return
         resp = ResponseStream(ev.new_id("resp"), ev.new_id("item"), modalities or self.session["modalities"],
-                         self.pending_user, instructions)
-        self.pending_user = None
+                         self.turns.take_pending(), instructions)
         self.response = resp
         self.idle_since = time.monotonic()
         resp.task = self.spawn(self._respond(resp))
@@ -742,7 +717,7 @@ class _Connection:
             return
         if self.response is not None or self.closed:
             return
-        self.pending_user = user
+        self.turns.pending_user = user
         await self._start_response(modalities, instructions, event_id, judged=True)
 
     def _cancel_response(self) -> None:
@@ -806,7 +781,7 @@ class _Connection:
         previous turn's (:func:`turn_language.expected_language`, issue 10) -- or the script of a typed
         turn -- mapped to a language the responder and TTS speak (:func:`reply_plan.language_before_asr`).
         ``audio``: whether the reply is spoken (default: the session's modalities)."""
-        lang = turn_language.expected_language(self.session, self.voice_record, self.last_language,
+        lang = turn_language.expected_language(self.session, self.voice_record, self.turns.last_language,
                                                self.app[REALTIME].language_candidates)
         if audio is None:
             audio = "audio" in self.session["modalities"]
@@ -824,9 +799,8 @@ class _Connection:
 
     async def _respond_inner(self, resp: ResponseStream) -> None:
         chunk_ms = int(self.cfg.realtime_audio_chunk_ms)
-        delays = self.latency.sample(self.turn_index, chunk_ms) if self.latency.enabled else NO_DELAYS
-        turn_index = self.turn_index
-        self.turn_index += 1
+        turn_index = self.turns.next_turn()
+        delays = self.latency.sample(turn_index, chunk_ms) if self.latency.enabled else NO_DELAYS
         t0 = time.perf_counter()
         # §7.6: most of the wait falls before response.created -- the reply's first audio is made first,
         # then created/item/part go out together (§7.5)
@@ -923,8 +897,7 @@ class _Connection:
         await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
         resp.created_sent = True
         t_created = time.perf_counter()
-        prev, self.last_item_id = self.last_item_id, resp.item_id
-        for event in resp.opening(prev):  # output_item.added, conversation.item.created, content_part.added
+        for event in resp.opening(self.turns.link(resp.item_id)):  # output_item.added, conversation.item.created, content_part.added
             await self.send(event, resp.id)
         # simulated latency: the first delta is not sent before created + first_audio_s (a floor)
         if not await self._until(resp, t_created + delays.first_audio_s):
@@ -947,9 +920,9 @@ class _Connection:
         out_s = resp.audio_samples / float(self.out_rate)
         usage = sr.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
                                  output_audio_s=out_s, input_text=(instructions or "") + " " + user_text,
-                                 output_text=text, history_tokens=self.history_tokens,
+                                 output_text=text, history_tokens=self.turns.history_tokens,
                                  text_only=not resp.audio_on)
-        self.history_tokens += sr.estimate_text_tokens(user_text) + sr.estimate_text_tokens(text)
+        self.turns.count_history(sr.estimate_text_tokens(user_text) + sr.estimate_text_tokens(text))
         await self.send(ev.response_done(self._resp_obj(resp, "completed", output=[resp.final_item("completed")],
                                                         usage=usage)), resp.id)
 
@@ -1071,5 +1044,5 @@ class _Connection:
             # §7.6: the observed response.done of a cancel carries usage (what was produced), no status_details
             usage = sr.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
                                      output_audio_s=resp.audio_samples / float(self.out_rate),
-                                     output_text="".join(resp.transcript), history_tokens=self.history_tokens)
+                                     output_text="".join(resp.transcript), history_tokens=self.turns.history_tokens)
             await self.send(ev.response_done(self._resp_obj(resp, status, output=out, usage=usage)), resp.id)
