@@ -55,12 +55,12 @@ from ..audio import from_pcm16, resample, to_pcm16
 from ..realtime import events as ev
 from ..realtime.session_model import default_session
 from . import session_rules as sr  # server-only session rules (validation, echo, usage)
-from .faults import FAULTS, client_faults
+from .faults import FAULTS
 from . import semantic_vad
 from .http import CONFIG, LATENCY, STORE, TRACE, authenticate, error_response
 from .latency import NO_DELAYS, LatencySource
 from .rt_handshake import admit, check_handshake, release
-from . import rt_limits
+from . import rt_limits, rt_session
 from .rt_items import ItemError, client_item
 from .rt_input import AppendError, BufferFull, InputBuffer, decode_append, image_problem
 from .rt_response import ResponseStream, UserTurn, plan_sentence
@@ -351,53 +351,33 @@ class _Connection:
             log.info("session %s: session.update after a voice error left unanswered (§7.3)", self.session_id)
             return
         update = event.get("session")
-        voice = update.get("voice") if isinstance(update, dict) else None
-        meta = await self._voice_meta(voice) if isinstance(voice, str) else None
-
-        def lookup(name):
-            # scoped to the caller's key (§5.6); only the prefetched metadata, no store read on the loop
-            return meta.target_model if meta is not None and meta.voice == name else None
-
-        check_now = self.cfg.realtime_voice_error_timing == "update"
-        asked, plan, err = client_faults(self.cfg, update)  # the qvtools.faults extension
-        # input_audio_transcription.language: a qvtools extension (qvtools/server/turn_language.py)
-        language, lang_err = turn_language.update_language(update)
-        if err is None and lang_err is not None:
-            err = dict(lang_err, code="invalid_value")
-        if err is None:
-            new, err = sr.merge_session(self.session, update, model=self.model, voice_lookup=lookup,
-                                        voice_locked=self.audio_output_started, audio_started=self.audio_started,
-                                        check_voice=check_now)
-        if err is not None:  # §4.5 d: a bad update gives error and no session.updated
-            await self.send(ev.error(err["message"], code=err["code"], param=err.get("param"),
+        voice = rt_session.named_voice(update)
+        meta = await self._voice_meta(voice) if voice is not None else None
+        up = rt_session.apply_update(self.session, update, model=self.model, cfg=self.cfg, meta=meta,
+                                     voice_locked=self.audio_output_started, audio_started=self.audio_started,
+                                     faults=self.faults is not None)  # qvtools/server/rt_session.py
+        if up.error is not None:  # §4.5 d: a bad update gives error and no session.updated
+            await self.send(ev.error(up.error["message"], code=up.error["code"], param=up.error["param"],
                                      event_id=event.event_id))
             return
-        if not turn_language.is_unset(language):  # kept in the session's qvtools object, not echoed (§7.2)
-            new["qvtools"] = dict(new.get("qvtools") or {}, **{turn_language.SESSION_KEY: language})
-        old = self.session
-        self.session = new
-        echo = sr.session_echo(new, "updated", self.cfg.realtime_session_keys)
-        if asked and self.faults is not None:
-            self.faults.set_plan(plan)
-            new["qvtools"] = dict(new.get("qvtools") or {}, faults=None if plan is None else plan.to_dict())
-            echo["qvtools"] = {"faults": new["qvtools"]["faults"]}  # the extension is echoed only when asked
+        new = self.session = up.session
+        if up.faults_asked:
+            self.faults.set_plan(up.faults_plan)
         if ev.is_cloned_voice(new["voice"]):
             if new["voice"] != voice:  # unchanged by this update: keep (or fetch) the current record
                 meta = await self._voice_meta(new["voice"])
             self.voice_record = meta
         else:
             self.voice_record = None
-        if not check_now:
-            # §7.3, §7.11: accepted here, refused at the next response trigger
-            self.voice_error = sr.voice_problem(new["voice"], self.model, lookup if self.voice_record is None
-                                                else (lambda name: self.voice_record.target_model))
-        if new.get("turn_detection") != old.get("turn_detection") or ev.input_format(new) != ev.input_format(old):
+        # §7.3, §7.11: accepted here, refused at the next response trigger
+        self.voice_error = rt_session.voice_error_after(self.cfg, new["voice"], self.model, record=self.voice_record,
+                                                        meta=meta, current=self.voice_error)
+        if up.input_changed:
             self.input.configure(self.in_rate, self.session.get("turn_detection"))
-        if new.get("seed") != old.get("seed"):
+        if up.seed_changed:
             self.latency = self._make_latency()
-        await self.send(ev.session_updated(echo))
-        if any(new.get(k) != old.get(k) for k in ("voice", "output_audio_format", "seed", "instructions",
-                                                   "modalities")):
+        await self.send(ev.session_updated(up.echo))
+        if up.openers_changed:
             # issue 11: the opener audio of the next turns, for this voice and rate, ahead of the turns
             self._prepare_next_opener(get_speech(self.app), self.turns.turn_index, self.turns.turn_index + 1)
 
