@@ -47,23 +47,23 @@ import json
 import logging
 import time
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
 from .. import catalog
-from ..audio import from_pcm16, resample, to_pcm16
+from ..audio import from_pcm16, resample
 from ..realtime import events as ev
 from ..realtime.session_model import default_session
 from . import session_rules as sr  # server-only session rules (validation, echo, usage)
 from .faults import FAULTS
 from . import semantic_vad
 from .http import CONFIG, LATENCY, STORE, TRACE, authenticate, error_response
-from .latency import NO_DELAYS, LatencySource
+from .latency import LatencySource
 from .rt_handshake import admit, check_handshake, release
 from . import rt_limits, rt_session
 from .rt_items import ItemError, client_item
 from .rt_input import AppendError, BufferFull, InputBuffer, decode_append, image_problem
-from .rt_response import ResponseStream, UserTurn, plan_sentence
+from .rt_respond import ResponseRun
+from .rt_response import ResponseStream, UserTurn
 from . import turn_language
 from .rt_turns import Gate, TurnState, barge_in, commit_responds, response_gate, transcription_delta
 from .rt_state import REALTIME, RealtimeState, get_speech, voice_cache
@@ -709,45 +709,17 @@ class _Connection:
         if resp is not None and resp.task is not None:
             await asyncio.wait({resp.task}, timeout=10.0)
 
-    async def _until(self, resp: ResponseStream, deadline: float) -> bool:
-        """Sleep until ``deadline`` (perf_counter) unless cancelled; False when cancelled."""
-        remaining = deadline - time.perf_counter()
-        if remaining > 0:
-            try:
-                await asyncio.wait_for(resp.cancelled.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
-        return not resp.cancelled.is_set()
-
-    async def _guard(self, resp: ResponseStream, aw):
-        """Await ``aw`` unless the response is cancelled first (then None)."""
-        fut = asyncio.ensure_future(aw)
-        stop = asyncio.ensure_future(resp.cancelled.wait())
-        try:
-            await asyncio.wait({fut, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if fut.done():
-            return fut.result()
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-        return None
-
-    def _resp_obj(self, resp: ResponseStream, status: str, *, output=None, usage=None, details=None) -> dict:
-        return ev.response_object(resp.id, self.conversation_id, status=status, modalities=resp.modalities,
-                                  voice=self.session.get("voice"), output=output, usage=usage,
-                                  status_details=details,
-                                  output_audio_format=self.session.get("output_audio_format") or "pcm")
-
     async def _respond(self, resp: ResponseStream) -> None:
+        run = ResponseRun(self, resp)  # qvtools/server/rt_respond.py
         try:
-            await self._respond_inner(resp)
+            await run.run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("session %s: response %s failed", self.session_id, resp.id)
             await self.send(ev.error(f"The response failed: {type(exc).__name__}.", code="internal_error",
                                      type="server_error"))
-            await self.send(ev.response_done(self._resp_obj(resp, "failed", details={
+            await self.send(ev.response_done(run.obj("failed", details={
                 "type": "failed", "error": {"code": "internal_error", "message": str(exc)}})))
         finally:
             self.idle_since = time.monotonic()  # §7.12: idle counts from the last generated response
@@ -776,135 +748,6 @@ class _Connection:
                                                                                        typed_text=typed_text),
                            voice_key=voice_key(self.key, self.session.get("voice"), self.voice_record),
                            rate=self.out_rate, audio=audio)
-
-    async def _respond_inner(self, resp: ResponseStream) -> None:
-        chunk_ms = int(self.cfg.realtime_audio_chunk_ms)
-        turn_index = self.turns.next_turn()
-        delays = self.latency.sample(turn_index, chunk_ms) if self.latency.enabled else NO_DELAYS
-        t0 = time.perf_counter()
-        # §7.6: most of the wait falls before response.created -- the reply's first audio is made first,
-        # then created/item/part go out together (§7.5)
-        speech = get_speech(self.app)
-        instructions = resp.instructions or self.session.get("instructions") or None
-        voice = self.session.get("voice")
-        audio_on = resp.audio_on
-        user = resp.user
-        # a text turn: a CJK script says which language it is (issue 10); Latin text does not
-        typed = user.text_future.result() if user is not None and user.audio is None and user.text_future.done() \
-            else None
-        # the reply, planned socket-free (qvtools/server/reply_plan.py): issue 11, the reply's first sentence
-        # (the opener, chosen from seed and turn only) is spoken at once, while the user's words may still be
-        # being transcribed -- the omni model answers from the audio and response.created may precede the
-        # user's transcription (§7.14) -- and the body follows
-        plan = ReplyPlanner(speech, self._reply_params(turn_index, instructions, audio=audio_on, typed_text=typed))
-        if self.voice_record is not None:
-            self.spawn(self.run_cpu(self.store.touch, self.key, voice))  # last_used (§2.4 auto-cleanup)
-        profile = None
-        if audio_on:
-            profile = await self._guard(resp, self._voice_profile(speech, voice))
-            if profile is None:
-                await self._finish_cancelled(resp)
-                return
-
-        async def hear() -> bool:
-            """Plan the whole reply once the transcript is in (False when cancelled meanwhile)."""
-            user_text = ""
-            if resp.user is not None:
-                user_text = await self._guard(resp, asyncio.shield(resp.user.text_future))
-                if user_text is None:
-                    return False
-            note = plan.hear(user_text, getattr(resp.user, "language", None))
-            if note:
-                log.warning("session %s: turn in %r: %s", self.session_id, plan.turn_language, note)
-            if plan.opener_mismatch:  # cannot happen with Responder (reply = opener + " " + body); speak it all
-                log.warning("session %s: the reply does not start with its opener %r", self.session_id,
-                            plan.opener)
-            return True
-
-        async def first_body_piece():
-            """``(generator, first piece or None)`` of the body: the one made in the VAD silence window when
-            it was made for this very reply, else a new generator."""
-            body = plan.speculative_body(resp.user.speculative if resp.user is not None else None)
-            if body is not None:
-                try:
-                    made = await self._guard(resp, asyncio.shield(body))
-                except Exception:  # noqa: BLE001 -- synthesized again below; a real failure shows there
-                    log.info("session %s: the speculative synthesis failed; again", self.session_id)
-                    made = None
-                if made is not None:
-                    self.speculations.stats["replies"] += 1
-                    return made
-                if resp.cancelled.is_set():
-                    return None, None
-            return plan.synthesize(profile), None
-
-        gen = None
-
-        async def next_piece():
-            """The next ``(sentence, audio)`` after the ones sent (the body's first once heard); None at the end."""
-            nonlocal gen
-            if gen is None:
-                if not plan.heard and not await hear():
-                    return None
-                gen, first = await first_body_piece()
-                if first is not None or gen is None:
-                    return first
-            return await self._next_piece(resp, gen)
-
-        pieces = None
-        if plan.opener is not None:
-            p = plan.params
-            x = speech.cached_opener_audio(plan.opener, voice_key=p.voice_key, sample_rate=p.rate,
-                                           language=p.language)
-            if x is None:  # not prepared (a new voice or rate): made now, once
-                x = await self._guard(resp, self.run_cpu(speech.opener_audio, plan.opener, profile, p.rate,
-                                                         voice_key=p.voice_key, language=p.language))
-                if x is None:
-                    await self._finish_cancelled(resp)
-                    return
-            pieces = (plan.opener, x)
-        else:
-            if not await hear():
-                await self._finish_cancelled(resp)
-                return
-            if audio_on:
-                pieces = await next_piece()
-        toks = plan.tokens  # updated in place when the reply is heard after the opener
-        self._prepare_next_opener(speech, turn_index + 1)
-        if resp.cancelled.is_set() or not await self._until(resp, t0 + delays.created_s):
-            await self._finish_cancelled(resp)
-            return
-        await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
-        resp.created_sent = True
-        t_created = time.perf_counter()
-        for event in resp.opening(self.turns.link(resp.item_id)):  # output_item.added, conversation.item.created, content_part.added
-            await self.send(event, resp.id)
-        # simulated latency: the first delta is not sent before created + first_audio_s (a floor)
-        if not await self._until(resp, t_created + delays.first_audio_s):
-            await self._finish_cancelled(resp)
-            return
-        if audio_on:
-            ok = await self._stream_audio(resp, next_piece, pieces, toks, chunk_ms, delays.chunk_interval_s)
-        else:
-            ok = True
-            for tok in toks:
-                if resp.cancelled.is_set():
-                    ok = False
-                    break
-                await self.send(resp.text_delta(tok), resp.id)
-        if not ok:
-            await self._finish_cancelled(resp)
-            return
-        await self._send_dones(resp, "completed")
-        text, user_text = plan.text or "", plan.user_text
-        out_s = resp.audio_samples / float(self.out_rate)
-        usage = sr.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
-                                 output_audio_s=out_s, input_text=(instructions or "") + " " + user_text,
-                                 output_text=text, history_tokens=self.turns.history_tokens,
-                                 text_only=not resp.audio_on)
-        self.turns.count_history(sr.estimate_text_tokens(user_text) + sr.estimate_text_tokens(text))
-        await self.send(ev.response_done(self._resp_obj(resp, "completed", output=[resp.final_item("completed")],
-                                                        usage=usage)), resp.id)
 
     def _prepare_next_opener(self, speech, *turns: int) -> None:
         """Make the opener audio of the coming turns in the background (issue 11), so a turn finds it
@@ -960,69 +803,3 @@ class _Connection:
         prof = await self.run_cpu(build)
         cache.put(key, prof)
         return prof
-
-    async def _next_piece(self, resp, gen):
-        """Next ``(sentence, audio)`` of the synthesis generator, run in the executor; None at the end."""
-        return await self._guard(resp, self.run_cpu(next, gen, None))
-
-    async def _stream_audio(self, resp, next_piece, piece, toks, chunk_ms, interval) -> bool:
-        """Send the synthesized audio in ``chunk_ms`` deltas (the remainder carried across sentences),
-        each sentence's transcript tokens spread over its chunks (§4.5 "interleaved",
-        :func:`~qvtools.server.rt_response.plan_sentence`)."""
-        step = 2 * max(1, int(round(self.out_rate * chunk_ms / 1000.0)))
-        carry = b""
-        sent_tokens = 0
-        next_due = time.perf_counter()
-
-        async def emit(chunk: bytes, text: str) -> bool:
-            nonlocal next_due
-            if resp.cancelled.is_set():
-                return False
-            if text:
-                await self.send(resp.transcript_delta(text), resp.id)
-            if chunk:
-                if interval > 0 and not await self._until(resp, next_due):
-                    return False
-                self.audio_output_started = True  # the voice is now fixed (cannot_update_voice, §5.6)
-                await self.send(resp.audio_delta(chunk), resp.id)
-                next_due = max(next_due, time.perf_counter() - interval) + interval
-            return True
-
-        while piece is not None:
-            sentence, x = piece
-            nxt_task = asyncio.ensure_future(next_piece())  # synthesize the next one meanwhile
-            head, deltas, carry, after = plan_sentence(carry, to_pcm16(np.asarray(x, dtype=np.float32)), step, toks,
-                                                       sent_tokens, len(sentence.split()))
-            if head is not None:
-                await self.send(resp.transcript_delta(head), resp.id)
-                sent_tokens = after
-            for chunk, text, sent_after in deltas:
-                if not await emit(chunk, text):
-                    nxt_task.cancel()
-                    return False
-                sent_tokens = sent_after
-            piece = await nxt_task
-            if resp.cancelled.is_set():
-                return False
-        return await emit(carry, "".join(toks[sent_tokens:]))
-
-    async def _send_dones(self, resp: ResponseStream, status: str) -> None:
-        for event in resp.dones(status):
-            await self.send(event, resp.id)
-
-    async def _finish_cancelled(self, resp: ResponseStream) -> None:
-        """§4.5 c / §5.9 / §7.6: the pending ``*.done`` events, then ``response.done`` with status
-        ``realtime_cancel_status`` ("cancelled" as observed; "incomplete" the earlier guess), by flag."""
-        if self.closed:
-            return
-        await self._send_dones(resp, "incomplete")
-        if self.cfg.realtime_response_done_on_cancel:
-            if not resp.created_sent:
-                await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
-            status = self.cfg.realtime_cancel_status
-            out = [resp.final_item("incomplete")] if resp.item_id and resp.transcript else []
-            # §7.6: the observed response.done of a cancel carries usage (what was produced), no status_details
-            usage = sr.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
-                                     output_audio_s=resp.audio_samples / float(self.out_rate),
-                                     output_text="".join(resp.transcript), history_tokens=self.turns.history_tokens)
-            await self.send(ev.response_done(self._resp_obj(resp, status, output=out, usage=usage)), resp.id)
