@@ -10,7 +10,8 @@ import pytest
 from qvtools.realtime.session_model import default_session
 from qvtools.server import ServiceConfig
 from qvtools.server.faults import FaultPlan
-from qvtools.server.rt_session import apply_update, named_voice, voice_error_after
+from qvtools.server.rt_session import OptionsError, ResponseOptions, apply_update, named_voice, response_options, \
+    voice_error_after
 
 MODEL = "qwen3-omni-flash-realtime"
 CLONE = "qwen-omni-vc-mine-0001"
@@ -93,3 +94,23 @@ def test_with_the_old_guess_an_unusable_voice_is_refused_at_the_update(cfg):
     assert apply_update(default_session(CLONING), {"voice": CLONE}, model=CLONING, cfg=old, meta=record()).error is None
     assert voice_error_after(old, "Ethan", CLONING, current=None) is None
     assert voice_error_after(old, CLONE, CLONING, current="kept") == "kept"  # checked at the update already
+
+
+def test_response_options_override_modalities_and_instructions():
+    s = default_session(MODEL)
+    assert response_options(s, None, model=MODEL) == ResponseOptions(None, None)  # the session's
+    assert response_options(s, {"modalities": ["audio", "text"], "instructions": "Be brief."}, model=MODEL) \
+        == ResponseOptions(["text", "audio"], "Be brief.")  # canonical order (the SDK sends audio first)
+    assert response_options(s, {"modalities": ["text"], "instructions": 5}, model=MODEL) \
+        == ResponseOptions(["text"], None)  # a non-string instructions is ignored
+
+
+@pytest.mark.parametrize("body, param, message", [
+    ("text please", "response", "'response' must be an object."),
+    ({"modalities": ["audio"]}, "response.modalities", "modalities"),
+    ({"modalities": "text"}, "response.modalities", "modalities"),
+])
+def test_unusable_response_options_are_refused(body, param, message):
+    with pytest.raises(OptionsError) as info:
+        response_options(default_session(MODEL), body, model=MODEL)
+    assert info.value.param == param and message in info.value.message

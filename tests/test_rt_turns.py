@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qvtools.server.rt_turns import Gate, TurnState, barge_in, commit_responds, response_gate, transcription_delta
+from qvtools.server.rt_turns import Gate, TurnState, barge_in, commit_responds, replies_ahead, response_gate, \
+    transcription_delta, transcription_events, transcription_failure
 
 SEMANTIC = {"type": "semantic_vad", "create_response": True}
 SERVER = {"type": "server_vad", "create_response": True, "interrupt_response": True}
@@ -117,3 +118,25 @@ def test_the_transcription_delta_shapes():
     assert (stash["item_id"], stash["text"], stash["stash"], stash["language"]) == ("item_1", "", "hello there", "zh")
     text = transcription_delta("item_1", "hello there", None, "text")  # the earlier guess
     assert (text["text"], text["stash"], text["language"]) == ("hello there", "", "en")  # en when unknown
+
+
+def test_a_heard_turn_gives_delta_then_completed_only_when_the_session_transcribes():
+    on = {"input_audio_transcription": {"model": "gummy-realtime-v1"}}
+    events = transcription_events("item_1", "ni hao", "zh", session=on, shape="stash")
+    assert [e["type"] for e in events] == ["conversation.item.input_audio_transcription.delta",
+                                           "conversation.item.input_audio_transcription.completed"]
+    assert events[0]["stash"] == "ni hao" and events[1]["transcript"] == "ni hao"
+    assert transcription_events("item_1", "ni hao", "zh", session={"input_audio_transcription": None},
+                                shape="stash") == []
+    failed = transcription_failure("item_1", "boom", session=on)
+    assert [e["type"] for e in failed] == ["conversation.item.input_audio_transcription.failed"]
+    assert transcription_failure("item_1", "boom", session={}) == []  # §4.5 d: never an error event
+
+
+def test_a_reply_is_made_ahead_only_for_a_spoken_vad_response_with_a_usable_voice():
+    spoken = {"turn_detection": SERVER, "modalities": ["text", "audio"]}
+    assert replies_ahead(spoken, None)
+    assert not replies_ahead(spoken, "bad voice")
+    assert not replies_ahead(dict(spoken, modalities=["text"]), None)
+    assert not replies_ahead(dict(spoken, turn_detection=dict(SERVER, create_response=False)), None)
+    assert replies_ahead(dict(spoken, turn_detection=None), None)  # no VAD: no speculation is started anyway

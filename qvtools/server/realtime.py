@@ -49,7 +49,6 @@ import time
 
 from aiohttp import WSMsgType, web
 
-from .. import catalog
 from ..audio import from_pcm16, resample
 from ..realtime import events as ev
 from ..realtime.session_model import default_session
@@ -65,7 +64,8 @@ from .rt_input import AppendError, BufferFull, InputBuffer, decode_append, image
 from .rt_respond import ResponseRun
 from .rt_response import ResponseStream, UserTurn
 from . import turn_language
-from .rt_turns import Gate, TurnState, barge_in, commit_responds, response_gate, transcription_delta
+from .rt_turns import Gate, TurnState, barge_in, commit_responds, replies_ahead, response_gate, transcription_delta, \
+    transcription_events, transcription_failure
 from .rt_state import REALTIME, RealtimeState, get_speech, voice_cache
 from .reply_plan import SPECULATE_AFTER_MS, ReplyParams, ReplyPlanner, Speculation, Speculations, SpeculativeReply, \
     language_before_asr, session_seed, voice_key
@@ -137,7 +137,6 @@ class _Connection:
         self.session = default_session(model)
         self.session_id = self.session["id"]
         self.conversation_id = ev.new_id("conv")
-        self.family = catalog.family(model)
         # qvtools/server/latency.py: simulated profile (catalog family), a replayed run, or none
         self.latency_source = app[LATENCY] if LATENCY in app else LatencySource.from_config(self.cfg)
         if self.cfg.realtime_metadata:
@@ -429,10 +428,7 @@ class _Connection:
     def _speculative_inputs(self):
         """``(reply params, voice profile)`` when the turn's reply can be made ahead too (server VAD makes
         the response, audio out, the voice's profile at hand); else None (transcription only)."""
-        td = self.session.get("turn_detection") or {}
-        if not td.get("create_response", True) or "audio" not in self.session["modalities"]:
-            return None
-        if self.voice_error is not None:
+        if not replies_ahead(self.session, self.voice_error):  # qvtools/server/rt_turns.py
             return None
         params = self._reply_params(self.turns.turn_index, self.session.get("instructions") or None, audio=True)
         if params.language is None:  # known only after ASR: no reply ahead
@@ -551,20 +547,12 @@ class _Connection:
             await self.error("Conversation already has an active response.",
                              code="conversation_already_has_active_response", event_id=event.event_id)
             return
-        resp = event.get("response") or {}
-        if not isinstance(resp, dict):
-            await self.error("'response' must be an object.", param="response", event_id=event.event_id)
+        try:  # qvtools/server/rt_session.py
+            opts = rt_session.response_options(self.session, event.get("response"), model=self.model)
+        except rt_session.OptionsError as exc:
+            await self.error(exc.message, param=exc.param, event_id=event.event_id)
             return
-        modalities = resp.get("modalities")
-        if modalities is not None:
-            _, err = sr.merge_session(self.session, {"modalities": modalities}, model=self.model)
-            if err is not None:
-                await self.error(err["message"], param="response.modalities", event_id=event.event_id)
-                return
-            modalities = ["text"] if modalities == ["text"] else ["text", "audio"]
-        instructions = resp.get("instructions")
-        await self._start_response(modalities, instructions if isinstance(instructions, str) else None,
-                                   event_id=event.event_id)
+        await self._start_response(opts.modalities, opts.instructions, event_id=event.event_id)
 
     async def on_response_cancel(self, event) -> None:
         if self.response is None:
@@ -627,7 +615,7 @@ class _Connection:
         return rec._replace(text=rec.text.strip())
 
     async def _transcribe(self, user: UserTurn, speculative: asyncio.Task | None = None) -> None:
-        enabled = self.session.get("input_audio_transcription") is not None
+        session = self.session  # whether the turn is transcribed is the session's at the commit
         text = ""
         language = None
         try:
@@ -651,16 +639,15 @@ class _Connection:
                 # for the next turn's opener (turn_language.expected_language)
                 user.language = language
                 self.turns.heard(language)
-            if enabled:
-                await self.send(transcription_delta(user.item_id, text, language,
-                                                    self.cfg.realtime_transcription_delta))
-                await self.send(ev.transcription_completed(user.item_id, text))
+            for event in transcription_events(user.item_id, text, language, session=session,
+                                              shape=self.cfg.realtime_transcription_delta):
+                await self.send(event)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("session %s: transcription failed", self.session_id)
-            if enabled:  # §4.5 d: transcription failures are .failed, not error
-                await self.send(ev.transcription_failed(user.item_id, "transcription_failed", str(exc)))
+            for event in transcription_failure(user.item_id, str(exc), session=session):
+                await self.send(event)
         finally:
             if not user.text_future.done():
                 user.text_future.set_result(text)

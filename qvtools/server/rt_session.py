@@ -4,7 +4,8 @@
 error to send (then nothing else happens, §4.5 d) or the new session, its ``session.updated`` echo (§7.2),
 the fault-plan request (the ``qvtools.faults`` extension) and what the change asks of the connection (a
 fresh VAD, a new latency sampler, the next openers). :func:`voice_error_after` decides whether the voice
-is refused later, at the next response trigger (§7.3, §7.11). The connection (:mod:`qvtools.server.realtime`)
+is refused later, at the next response trigger (§7.3, §7.11); :func:`response_options` checks a
+``response.create``'s per-response overrides against the session rules. The connection (:mod:`qvtools.server.realtime`)
 only prefetches the cloned voice's stored record off the event loop (:func:`named_voice` says which) and
 sends. Tests drive both with dicts (``tests/test_rt_session.py``). § numbers refer to
 ``../shared/reference/dashscope-protocol.md``.
@@ -19,7 +20,8 @@ from . import session_rules as sr
 from . import turn_language
 from .faults import client_faults
 
-__all__ = ["SessionUpdate", "apply_update", "named_voice", "voice_error_after", "OPENER_KEYS"]
+__all__ = ["SessionUpdate", "apply_update", "named_voice", "voice_error_after", "OPENER_KEYS", "ResponseOptions",
+           "OptionsError", "response_options"]
 
 #: session keys an opener's audio depends on (voice, rate, seed, instructions, whether it is spoken): a
 #: change prepares the next turns' openers again (issue 11)
@@ -101,3 +103,38 @@ def voice_error_after(cfg, voice: str, model: str, *, record=None, meta=None, cu
         return current
     lookup = _lookup(meta) if record is None else (lambda name: record.target_model)
     return sr.voice_problem(voice, model, lookup)
+
+
+class OptionsError(ValueError):
+    """An unusable ``response.create`` body: ``message`` and ``param`` of the ``error`` event."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.message, self.param = message, param
+
+
+@dataclass(frozen=True)
+class ResponseOptions:
+    """A ``response.create``'s overrides: ``modalities`` (None: the session's) and ``instructions``
+    (None: the session's)."""
+
+    modalities: list | None = None
+    instructions: str | None = None
+
+
+def response_options(session: dict, body, *, model: str) -> ResponseOptions:
+    """The overrides of a ``response.create`` ``response`` object (absent: none); :class:`OptionsError`
+    for a body that is not an object or modalities the session rules refuse (``["audio"]``, §4.2). The
+    accepted modalities are the canonical ``["text"]`` or ``["text", "audio"]``; a non-string
+    ``instructions`` is ignored."""
+    body = body or {}
+    if not isinstance(body, dict):
+        raise OptionsError("'response' must be an object.", "response")
+    modalities = body.get("modalities")
+    if modalities is not None:
+        _, err = sr.merge_session(session, {"modalities": modalities}, model=model)
+        if err is not None:
+            raise OptionsError(err["message"], "response.modalities")
+        modalities = ["text"] if modalities == ["text"] else ["text", "audio"]
+    instructions = body.get("instructions")
+    return ResponseOptions(modalities, instructions if isinstance(instructions, str) else None)

@@ -5,8 +5,9 @@ attributes: the conversation's item chain (``previous_item_id``), the turn count
 the last turn (issue 10), the history size for usage, the user turn a response will answer, and a manual
 turn's early user item and partial-transcription mark (§7.4). The functions decide, from the session and
 that state, what a commit, a speech start or a response trigger leads to (:func:`response_gate`,
-:func:`commit_responds`, :func:`barge_in`) and which shape a transcription delta has
-(:func:`transcription_delta`). Tests drive them with dicts (``tests/test_rt_turns.py``). § numbers refer
+:func:`commit_responds`, :func:`barge_in`), whether a turn's reply may be made ahead in the VAD silence
+window (:func:`replies_ahead`) and which transcription events a heard turn gives
+(:func:`transcription_events`, :func:`transcription_failure`, :func:`transcription_delta`). Tests drive them with dicts (``tests/test_rt_turns.py``). § numbers refer
 to ``../shared/reference/dashscope-protocol.md``.
 """
 
@@ -16,7 +17,8 @@ import enum
 
 from ..realtime import events as ev
 
-__all__ = ["TurnState", "Gate", "response_gate", "commit_responds", "barge_in", "transcription_delta"]
+__all__ = ["TurnState", "Gate", "response_gate", "commit_responds", "barge_in", "transcription_delta",
+           "transcription_events", "transcription_failure", "replies_ahead"]
 
 
 class Gate(enum.Enum):
@@ -60,6 +62,31 @@ def transcription_delta(item_id: str, text: str, language: str | None, shape: st
     if shape == "text":
         return ev.transcription_delta(item_id, text, "", language=lang)
     return ev.transcription_delta(item_id, "", text, language=lang)
+
+
+def transcription_events(item_id: str, text: str, language: str | None, *, session: dict, shape: str) -> list:
+    """The events of a transcribed user turn (§4.5 b): the delta (:func:`transcription_delta`) and
+    ``…transcription.completed``, when the session transcribes (``input_audio_transcription`` not null);
+    none otherwise."""
+    if session.get("input_audio_transcription") is None:
+        return []
+    return [transcription_delta(item_id, text, language, shape), ev.transcription_completed(item_id, text)]
+
+
+def transcription_failure(item_id: str, message: str, *, session: dict) -> list:
+    """§4.5 d: a transcription failure is ``…transcription.failed`` (not ``error``), when the session
+    transcribes; none otherwise."""
+    if session.get("input_audio_transcription") is None:
+        return []
+    return [ev.transcription_failed(item_id, "transcription_failed", message)]
+
+
+def replies_ahead(session: dict, voice_error: str | None) -> bool:
+    """Whether a server-VAD turn's reply may be begun in the silence window (issue 11), besides its
+    transcript: only when the VAD makes the response (``create_response``), the reply is spoken and the
+    voice is usable (§7.3: else the trigger answers with the voice error)."""
+    td = session.get("turn_detection") or {}
+    return bool(td.get("create_response", True)) and "audio" in session["modalities"] and voice_error is None
 
 
 class TurnState:
