@@ -10,7 +10,7 @@ import pytest
 from qvtools.realtime.session_model import default_session
 from qvtools.server import ServiceConfig
 from qvtools.server.faults import FaultPlan
-from qvtools.server.rt_session import OptionsError, ResponseOptions, apply_update, named_voice, response_options, \
+from qvtools.server.rt_session import OptionsError, ResponseOptions, SessionState, apply_update, named_voice, response_options, \
     voice_error_after
 
 MODEL = "qwen3-omni-flash-realtime"
@@ -114,3 +114,19 @@ def test_unusable_response_options_are_refused(body, param, message):
     with pytest.raises(OptionsError) as info:
         response_options(default_session(MODEL), body, model=MODEL)
     assert info.value.param == param and message in info.value.message
+
+
+def test_the_session_state_keeps_the_voice_standing(cfg):
+    state = SessionState(default_session(CLONING))
+    assert state.voice_record is None and state.voice_error is None and not state.dead
+    up = apply_update(state.session, {"voice": CLONE}, model=CLONING, cfg=cfg, meta=None)
+    state.session = up.session
+    state.accept_voice(None, cfg=cfg, model=CLONING, meta=None)  # §7.3: accepted, refused at the trigger
+    assert state.voice_error == f"Voice '{CLONE}' not found."
+    state.refuse_voice(cfg)
+    assert state.dead  # realtime_dead_after_voice_error (observed): later updates go unanswered
+    state.refuse_voice(replace(cfg, realtime_dead_after_voice_error=False))
+    assert not state.dead
+    state.session = apply_update(state.session, {"voice": "Ethan"}, model=CLONING, cfg=cfg).session
+    state.accept_voice(None, cfg=cfg, model=CLONING)
+    assert state.voice_error is None and state.voice_record is None

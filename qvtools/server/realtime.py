@@ -134,7 +134,8 @@ class _Connection:
         self.trace = app[TRACE]
         self.faults = None  # SessionFaults (qvtools/server/faults.py), set by handle_realtime
         self.loop = asyncio.get_running_loop()
-        self.session = default_session(model)
+        # the session's configuration and its voice's standing, socket-free (qvtools/server/rt_session.py)
+        self.state = rt_session.SessionState(default_session(model))
         self.session_id = self.session["id"]
         self.conversation_id = ev.new_id("conv")
         # qvtools/server/latency.py: simulated profile (catalog family), a replayed run, or none
@@ -147,11 +148,6 @@ class _Connection:
         self.closed = False
         # the input audio buffer and server VAD, socket-free (qvtools/server/rt_input.py)
         self.input = InputBuffer(self.in_rate, self.cfg.realtime_max_buffer_s, self.session.get("turn_detection"))
-        self.audio_started = False
-        self.audio_output_started = False
-        self.voice_record = None  # the cloned voice's metadata (a VoiceRecord without audio), else None
-        self.voice_error: str | None = None  # §7.3: an unusable voice, answered at the next response trigger
-        self.dead = False  # §7.3: after that error, session.update gets no answer
         self.partial_task: asyncio.Task | None = None
         self.idle_since = time.monotonic()  # §7.12: reset when a response starts or ends
         self.response: ResponseStream | None = None
@@ -215,6 +211,11 @@ class _Connection:
 
     async def run_cpu(self, fn, *args, **kwargs):
         return await self.loop.run_in_executor(None, lambda: fn(*args, **kwargs))
+
+    @property
+    def session(self) -> dict:
+        """The session's configuration (:attr:`SessionState.session`)."""
+        return self.state.session
 
     @property
     def in_rate(self) -> int:
@@ -339,12 +340,12 @@ class _Connection:
         """The stored record of a cloned voice *without* its audio (off the event loop), else None."""
         if not ev.is_cloned_voice(voice):
             return None
-        if self.voice_record is not None and self.voice_record.voice == voice:
-            return self.voice_record
+        if self.state.voice_record is not None and self.state.voice_record.voice == voice:
+            return self.state.voice_record
         return await self.run_cpu(self.store.get, self.key, voice, with_audio=False)
 
     async def on_session_update(self, event) -> None:
-        if self.dead:
+        if self.state.dead:
             # §7.3: after a generation-time voice error "a later session.update on that connection got no
             # answer: the client must open a new connection"
             log.info("session %s: session.update after a voice error left unanswered (§7.3)", self.session_id)
@@ -353,24 +354,21 @@ class _Connection:
         voice = rt_session.named_voice(update)
         meta = await self._voice_meta(voice) if voice is not None else None
         up = rt_session.apply_update(self.session, update, model=self.model, cfg=self.cfg, meta=meta,
-                                     voice_locked=self.audio_output_started, audio_started=self.audio_started,
+                                     voice_locked=self.state.audio_output_started,
+                                     audio_started=self.state.audio_started,
                                      faults=self.faults is not None)  # qvtools/server/rt_session.py
         if up.error is not None:  # §4.5 d: a bad update gives error and no session.updated
             await self.send(ev.error(up.error["message"], code=up.error["code"], param=up.error["param"],
                                      event_id=event.event_id))
             return
-        new = self.session = up.session
+        new = self.state.session = up.session
         if up.faults_asked:
             self.faults.set_plan(up.faults_plan)
-        if ev.is_cloned_voice(new["voice"]):
-            if new["voice"] != voice:  # unchanged by this update: keep (or fetch) the current record
-                meta = await self._voice_meta(new["voice"])
-            self.voice_record = meta
-        else:
-            self.voice_record = None
-        # §7.3, §7.11: accepted here, refused at the next response trigger
-        self.voice_error = rt_session.voice_error_after(self.cfg, new["voice"], self.model, record=self.voice_record,
-                                                        meta=meta, current=self.voice_error)
+        cloned = ev.is_cloned_voice(new["voice"])
+        if cloned and new["voice"] != voice:  # unchanged by this update: keep (or fetch) the current record
+            meta = await self._voice_meta(new["voice"])
+        # the record, and the voice error answered at the next response trigger (§7.3, §7.11)
+        self.state.accept_voice(meta if cloned else None, cfg=self.cfg, model=self.model, meta=meta)
         if up.input_changed:
             self.input.configure(self.in_rate, self.session.get("turn_detection"))
         if up.seed_changed:
@@ -388,7 +386,7 @@ class _Connection:
             return
         if not data:
             return
-        self.audio_started = True
+        self.state.audio_started = True
         try:
             speech = self.input.append(data)
         except BufferFull as exc:
@@ -428,13 +426,13 @@ class _Connection:
     def _speculative_inputs(self):
         """``(reply params, voice profile)`` when the turn's reply can be made ahead too (server VAD makes
         the response, audio out, the voice's profile at hand); else None (transcription only)."""
-        if not replies_ahead(self.session, self.voice_error):  # qvtools/server/rt_turns.py
+        if not replies_ahead(self.session, self.state.voice_error):  # qvtools/server/rt_turns.py
             return None
         params = self._reply_params(self.turns.turn_index, self.session.get("instructions") or None, audio=True)
         if params.language is None:  # known only after ASR: no reply ahead
             return None
         voice = self.session.get("voice")
-        meta = self.voice_record
+        meta = self.state.voice_record
         if meta is not None and ev.is_cloned_voice(voice):
             profile = voice_cache(self.app).get((self.key, voice, meta.sha256))
         else:
@@ -489,7 +487,8 @@ class _Connection:
         x = from_pcm16(pcm)
         try:
             rec = await self.run_cpu(self._recognize, x, rate, turn_language.expected_language(
-                self.session, self.voice_record, self.turns.last_language, self.app[REALTIME].language_candidates))
+                self.session, self.state.voice_record, self.turns.last_language,
+                self.app[REALTIME].language_candidates))
             text = rec.text
         except asyncio.CancelledError:
             raise
@@ -538,7 +537,7 @@ class _Connection:
         await self.send(ev.cleared())
 
     async def on_image(self, event) -> None:
-        problem = image_problem(event.get("image"), self.audio_started)  # qvtools/server/rt_input.py
+        problem = image_problem(event.get("image"), self.state.audio_started)  # qvtools/server/rt_input.py
         if problem is not None:
             await self.error(problem, param="image", event_id=event.event_id)
 
@@ -571,7 +570,8 @@ class _Connection:
             return
         if item.text is not None:  # a user message: the turn a response.create answers
             self.turns.pending_user = UserTurn(item.item_id, None, self.in_rate, text=item.text)
-        await self.send(ev.item_created(item.out, self.turns.link(item.item_id)))  # previous_item_id on every item after the first
+        # previous_item_id on every item after the first
+        await self.send(ev.item_created(item.out, self.turns.link(item.item_id)))
 
     async def on_finish(self, event) -> None:
         if self.cfg.realtime_finish_error:
@@ -603,8 +603,8 @@ class _Connection:
         detected on an earlier turn (``ServiceConfig.realtime_language_detection = "first_turn"``), else
         None (detected among ServiceConfig.realtime_language_candidates; qvtools/server/turn_language.py)."""
         last = self.turns.last_language if self.cfg.realtime_language_detection == "first_turn" else None
-        return turn_language.asr_language(self.session, self.voice_record, self.app[REALTIME].language_candidates,
-                                          last)
+        return turn_language.asr_language(self.session, self.state.voice_record,
+                                          self.app[REALTIME].language_candidates, last)
 
     def _recognize(self, x, rate: int, language: str | None):
         """The :class:`qvtools.asr.Transcription` of user audio ``x`` at ``rate`` Hz in ``language`` (None:
@@ -656,7 +656,7 @@ class _Connection:
     async def _start_response(self, modalities, instructions, event_id: str | None = None, *,
                               judged: bool = False) -> None:
         gate = response_gate(self.session.get("turn_detection"), pending_user=self.turns.pending_user,
-                             voice_error=self.voice_error, judged=judged)  # qvtools/server/rt_turns.py
+                             voice_error=self.state.voice_error, judged=judged)  # qvtools/server/rt_turns.py
         if gate is Gate.JUDGE:
             # semantic VAD (our imitation, qvtools/server/semantic_vad.py): judged on the transcript first
             self.spawn(self._semantic_turn(self.turns.take_pending(), modalities, instructions, event_id))
@@ -664,8 +664,8 @@ class _Connection:
         if gate is Gate.VOICE_ERROR:
             # §7.3 (observed): an unusable voice is answered at the response trigger by a lone error, no
             # response.created; later session.update events get no answer (realtime_dead_after_voice_error)
-            log.info("session %s: voice error at generation: %s", self.session_id, self.voice_error)
-            self.dead = bool(self.cfg.realtime_dead_after_voice_error)
+            log.info("session %s: voice error at generation: %s", self.session_id, self.state.voice_error)
+            self.state.refuse_voice(self.cfg)
             await self.send(ev.voice_error(self.session.get("voice")))
             return
         resp = ResponseStream(ev.new_id("resp"), ev.new_id("item"), modalities or self.session["modalities"],
@@ -720,7 +720,7 @@ class _Connection:
         previous turn's (:func:`turn_language.expected_language`, issue 10) -- or the script of a typed
         turn -- mapped to a language the responder and TTS speak (:func:`reply_plan.language_before_asr`).
         ``audio``: whether the reply is spoken (default: the session's modalities)."""
-        lang = turn_language.expected_language(self.session, self.voice_record, self.turns.last_language,
+        lang = turn_language.expected_language(self.session, self.state.voice_record, self.turns.last_language,
                                                self.app[REALTIME].language_candidates)
         if audio is None:
             audio = "audio" in self.session["modalities"]
@@ -733,7 +733,7 @@ class _Connection:
         return ReplyParams(turn_index=turn_index, seed=session_seed(self.session), mode=self.cfg.realtime_reply_mode,
                            instructions=instructions, language=self._expected_language(audio=audio,
                                                                                        typed_text=typed_text),
-                           voice_key=voice_key(self.key, self.session.get("voice"), self.voice_record),
+                           voice_key=voice_key(self.key, self.session.get("voice"), self.state.voice_record),
                            rate=self.out_rate, audio=audio)
 
     def _prepare_next_opener(self, speech, *turns: int) -> None:
@@ -741,7 +741,7 @@ class _Connection:
         ready: after ``session.update`` and at each response. Skipped when the reply language is only
         known after ASR, in text-only sessions, in echo mode (no opener) and before the speech engines
         are loaded (the warm-up, ServiceConfig.warm_speech; a turn meanwhile makes its opener itself)."""
-        if "audio" not in self.session["modalities"] or self.voice_error is not None:
+        if "audio" not in self.session["modalities"] or self.state.voice_error is not None:
             return
         p = self._reply_params(turns[0], self.session.get("instructions") or None, audio=True)
         if p.language is None or p.mode == "echo" or not speech.ready.is_set():
@@ -765,7 +765,7 @@ class _Connection:
         voice's profile is built once per (key, voice, audio hash) and kept in the app's bounded LRU
         (:func:`voice_cache`): the stored profile when it is current, else the enrollment audio, read and
         analyzed in the executor (issue 13)."""
-        meta = self.voice_record
+        meta = self.state.voice_record
         if meta is None or not ev.is_cloned_voice(voice):
             prof = self._profiles.get(voice)
             if prof is None:  # a built-in voice: made once per session, then no executor hop per turn

@@ -99,7 +99,7 @@ class ResponseRun:
         # user's transcription (§7.14) -- and the body follows
         plan = self.plan = ReplyPlanner(speech, conn._reply_params(turn_index, instructions, audio=audio_on,
                                                                    typed_text=typed))
-        if conn.voice_record is not None:
+        if conn.state.voice_record is not None:
             conn.spawn(conn.run_cpu(conn.store.touch, conn.key, voice))  # last_used (§2.4 auto-cleanup)
         if audio_on:
             self.profile = await guard(resp, conn._voice_profile(speech, voice))
@@ -225,7 +225,7 @@ class ResponseRun:
             if chunk:
                 if interval > 0 and not await until(resp, next_due):
                     return False
-                conn.audio_output_started = True  # the voice is now fixed (cannot_update_voice, §5.6)
+                conn.state.audio_output_started = True  # the voice is now fixed (cannot_update_voice, §5.6)
                 await conn.send(resp.audio_delta(chunk), resp.id)
                 next_due = max(next_due, time.perf_counter() - interval) + interval
             return True

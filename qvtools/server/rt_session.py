@@ -3,11 +3,12 @@
 :func:`apply_update` turns the current session and a client's update into a :class:`SessionUpdate`: the
 error to send (then nothing else happens, §4.5 d) or the new session, its ``session.updated`` echo (§7.2),
 the fault-plan request (the ``qvtools.faults`` extension) and what the change asks of the connection (a
-fresh VAD, a new latency sampler, the next openers). :func:`voice_error_after` decides whether the voice
-is refused later, at the next response trigger (§7.3, §7.11); :func:`response_options` checks a
-``response.create``'s per-response overrides against the session rules. The connection (:mod:`qvtools.server.realtime`)
-only prefetches the cloned voice's stored record off the event loop (:func:`named_voice` says which) and
-sends. Tests drive both with dicts (``tests/test_rt_session.py``). § numbers refer to
+fresh VAD, a new latency sampler, the next openers). :class:`SessionState` holds the session's
+configuration and its voice's standing; :func:`voice_error_after` decides whether the voice is refused
+later, at the next response trigger (§7.3, §7.11); :func:`response_options` checks a ``response.create``'s
+per-response overrides against the session rules. The connection (:mod:`qvtools.server.realtime`) only
+prefetches the cloned voice's stored record off the event loop (:func:`named_voice` says which) and
+sends. Tests drive these with dicts (``tests/test_rt_session.py``). § numbers refer to
 ``../shared/reference/dashscope-protocol.md``.
 """
 
@@ -20,8 +21,8 @@ from . import session_rules as sr
 from . import turn_language
 from .faults import client_faults
 
-__all__ = ["SessionUpdate", "apply_update", "named_voice", "voice_error_after", "OPENER_KEYS", "ResponseOptions",
-           "OptionsError", "response_options"]
+__all__ = ["SessionState", "SessionUpdate", "apply_update", "named_voice", "voice_error_after", "OPENER_KEYS",
+           "ResponseOptions", "OptionsError", "response_options"]
 
 #: session keys an opener's audio depends on (voice, rate, seed, instructions, whether it is spoken): a
 #: change prepares the next turns' openers again (issue 11)
@@ -47,6 +48,34 @@ class SessionUpdate:
     input_changed: bool = False
     seed_changed: bool = False
     openers_changed: bool = False
+
+
+class SessionState:
+    """One realtime session's configuration (``session``, the merged dict, §4.2) and its voice's standing:
+    the cloned voice's stored record (without audio), the §7.3 voice error answered at the next response
+    trigger, whether the session is dead after it (later ``session.update`` events get no answer), and
+    whether audio input / output have started (which fixes the input format / the voice, §5.6)."""
+
+    def __init__(self, session: dict):
+        self.session = session
+        self.voice_record = None  # the cloned voice's metadata (a VoiceRecord without audio), else None
+        self.voice_error: str | None = None  # §7.3: an unusable voice, answered at the next response trigger
+        self.dead = False  # §7.3: after that error, session.update gets no answer
+        self.audio_started = False
+        self.audio_output_started = False
+
+    def accept_voice(self, record, *, cfg, model: str, meta=None) -> None:
+        """After an accepted update (the new ``session`` set): the session voice's stored ``record`` (None
+        for a built-in voice) and the voice error it leaves (:func:`voice_error_after`, §7.3, §7.11:
+        accepted here, refused at the next response trigger)."""
+        self.voice_record = record
+        self.voice_error = voice_error_after(cfg, self.session["voice"], model, record=record, meta=meta,
+                                             current=self.voice_error)
+
+    def refuse_voice(self, cfg) -> None:
+        """A response trigger met the voice error (§7.3): later updates go unanswered when
+        ``ServiceConfig.realtime_dead_after_voice_error``."""
+        self.dead = bool(cfg.realtime_dead_after_voice_error)
 
 
 def named_voice(update) -> str | None:

@@ -7,8 +7,8 @@ turn's early user item and partial-transcription mark (§7.4). The functions dec
 that state, what a commit, a speech start or a response trigger leads to (:func:`response_gate`,
 :func:`commit_responds`, :func:`barge_in`), whether a turn's reply may be made ahead in the VAD silence
 window (:func:`replies_ahead`) and which transcription events a heard turn gives
-(:func:`transcription_events`, :func:`transcription_failure`, :func:`transcription_delta`). Tests drive them with dicts (``tests/test_rt_turns.py``). § numbers refer
-to ``../shared/reference/dashscope-protocol.md``.
+(:func:`transcription_events`, :func:`transcription_failure`, :func:`transcription_delta`). Tests drive
+them with dicts (``tests/test_rt_turns.py``). § numbers refer to ``../shared/reference/dashscope-protocol.md``.
 """
 
 from __future__ import annotations
