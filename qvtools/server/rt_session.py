@@ -20,6 +20,7 @@ from ..realtime import events as ev
 from . import session_rules as sr
 from . import turn_language
 from .faults import client_faults
+from .rt_items import ClientEventError
 
 __all__ = ["SessionState", "SessionUpdate", "apply_update", "named_voice", "voice_error_after", "OPENER_KEYS",
            "ResponseOptions", "OptionsError", "response_options"]
@@ -134,12 +135,8 @@ def voice_error_after(cfg, voice: str, model: str, *, record=None, meta=None, cu
     return sr.voice_problem(voice, model, lookup)
 
 
-class OptionsError(ValueError):
+class OptionsError(ClientEventError):
     """An unusable ``response.create`` body: ``message`` and ``param`` of the ``error`` event."""
-
-    def __init__(self, message: str, param: str):
-        super().__init__(message)
-        self.message, self.param = message, param
 
 
 @dataclass(frozen=True)
