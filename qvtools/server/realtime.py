@@ -1,11 +1,14 @@
 """The local service's Qwen-Omni-Realtime WebSocket: ``handle_realtime(request)`` and the connection.
 
-One :class:`_Connection` per socket. It moves frames and awaits (speech work in the executor, the
-simulated delays, the sends); the protocol state lives in socket-free modules that tests drive with
-bytes and dicts: :mod:`.rt_handshake` (model and session caps before the upgrade), :mod:`.rt_input`
-(the input buffer and server-VAD feed), :mod:`.rt_response` (one response's ordered events),
-:mod:`.reply_plan` (what a reply says, in which language -- decided once --, opener or body, whether a
-speculation is still valid) and :mod:`.rt_state` (the app's realtime state). It speaks
+One :class:`_Connection` per socket. It reads and parses frames, dispatches, keeps timers and awaits
+(speech work in the executor, the simulated delays, the sends); the protocol state and decisions live in
+socket-free modules that tests drive with bytes and dicts: :mod:`.rt_handshake` (model and session caps
+before the upgrade), :mod:`.rt_session` (``session.update`` -> the events and the new state; the session's
+voice standing; ``response.create`` options), :mod:`.rt_turns` (turn bookkeeping, the response gate, the
+transcription events), :mod:`.rt_input` (the input buffer and server-VAD feed), :mod:`.rt_response` (one
+response's ordered events), :mod:`.reply_plan` (what a reply says, in which language -- decided once --,
+opener or body, whether a speculation is still valid) and :mod:`.rt_state` (the app's realtime state); one
+response's run is :class:`~.rt_respond.ResponseRun`. It speaks
 the wire protocol through the shared event model (:mod:`qvtools.realtime.events`), so the client and the
 server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.md``):
 
@@ -15,7 +18,7 @@ server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.
 - ``session.created`` is sent at once in the family's observed shape (§7.1, :mod:`qvtools.catalog`) plus
   a ``qvtools`` metadata field that says where the latencies come from (``latency_source``: SIMULATED
   profile, REPLAYED run or none; :mod:`qvtools.server.latency`);
-- ``session.update`` is merged and validated by :func:`~qvtools.server.session_rules.merge_session` and echoed
+- ``session.update`` is merged and validated by :func:`~qvtools.server.rt_session.apply_update` and echoed
   with the observed key set (§7.2); an unusable voice is accepted and answered at the next response
   trigger by a lone ``error`` (§7.3); cloned voices are looked up in the caller's key scope (§5.6), off the
   event loop, their decoded profile cached (bounded LRU);
