@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qvtools.server.rt_turns import Gate, TurnState, barge_in, commit_responds, replies_ahead, response_gate, \
-    transcription_delta, transcription_events, transcription_failure
+from qvtools.server.rt_turns import Gate, TurnState, barge_in, commit_responds, partial_step_bytes, replies_ahead, \
+    response_gate, transcription_delta, transcription_events, transcription_failure
 
 SEMANTIC = {"type": "semantic_vad", "create_response": True}
 SERVER = {"type": "server_vad", "create_response": True, "interrupt_response": True}
@@ -140,3 +140,16 @@ def test_a_reply_is_made_ahead_only_for_a_spoken_vad_response_with_a_usable_voic
     assert not replies_ahead(dict(spoken, modalities=["text"]), None)
     assert not replies_ahead(dict(spoken, turn_detection=dict(SERVER, create_response=False)), None)
     assert replies_ahead(dict(spoken, turn_detection=None), None)  # no VAD: no speculation is started anyway
+
+
+def test_partials_wait_while_one_runs_and_are_off_without_transcription():
+    on = {"input_audio_transcription": {"model": "gummy-realtime-v1"}}
+    assert partial_step_bytes(on, 1.0, 16000) == 32000  # PCM16: 2 bytes a sample
+    assert partial_step_bytes(on, 0, 16000) == 0  # realtime_partial_transcription_s = 0: deltas at commit only
+    assert partial_step_bytes({"input_audio_transcription": None}, 1.0, 16000) == 0
+    turns = TurnState()
+    turns.begin_manual()
+    assert not turns.partial_due(40000, 32000, busy=True)  # one at a time: the mark stays
+    assert turns.partial_mark == 0
+    assert turns.partial_due(40000, 32000)
+    assert not turns.partial_due(90000, 0)  # partials off

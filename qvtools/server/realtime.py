@@ -67,8 +67,8 @@ from .rt_input import AppendError, BufferFull, InputBuffer, decode_append, image
 from .rt_respond import ResponseRun
 from .rt_response import ResponseStream, UserTurn
 from . import turn_language
-from .rt_turns import Gate, TurnState, barge_in, commit_responds, replies_ahead, response_gate, transcription_delta, \
-    transcription_events, transcription_failure
+from .rt_turns import Gate, TurnState, barge_in, commit_responds, partial_step_bytes, replies_ahead, response_gate, \
+    transcription_delta, transcription_events, transcription_failure
 from .rt_state import REALTIME, RealtimeState, get_speech, voice_cache
 from .reply_plan import SPECULATE_AFTER_MS, ReplyParams, ReplyPlanner, Speculation, Speculations, SpeculativeReply, \
     language_before_asr, session_seed, voice_key
@@ -471,16 +471,12 @@ class _Connection:
         opened = self.turns.begin_manual()  # qvtools/server/rt_turns.py
         if opened is not None:
             await self.send(ev.item_created(ev.user_item(opened[0], status="in_progress"), opened[1]))
-        step_s = float(self.cfg.realtime_partial_transcription_s)
-        if step_s <= 0 or self.session.get("input_audio_transcription") is None:
-            return
-        if self.partial_task is not None and not self.partial_task.done():
-            return  # one partial at a time; the next append after it finishes catches up
-        if self.app[REALTIME].partials > 0:
-            return  # one service-wide (RealtimeState.partials); the next append after it catches up
-        if not self.turns.partial_due(len(self.input), 2 * int(step_s * self.in_rate)):
-            return
         state = self.app[REALTIME]
+        step = partial_step_bytes(self.session, self.cfg.realtime_partial_transcription_s, self.in_rate)
+        # one partial at a time per session and service-wide (RealtimeState.partials)
+        busy = (self.partial_task is not None and not self.partial_task.done()) or state.partials > 0
+        if not self.turns.partial_due(len(self.input), step, busy=busy):
+            return
         state.partials += 1  # counted from now (the task starts later), released when it ends however it ends
         self.partial_task = self.spawn(self._partial_transcription(self.turns.manual_item, bytes(self.input.buf),
                                                                    self.in_rate))

@@ -18,7 +18,7 @@ import enum
 from ..realtime import events as ev
 
 __all__ = ["TurnState", "Gate", "response_gate", "commit_responds", "barge_in", "transcription_delta",
-           "transcription_events", "transcription_failure", "replies_ahead"]
+           "transcription_events", "transcription_failure", "replies_ahead", "partial_step_bytes"]
 
 
 class Gate(enum.Enum):
@@ -89,6 +89,17 @@ def replies_ahead(session: dict, voice_error: str | None) -> bool:
     return bool(td.get("create_response", True)) and "audio" in session["modalities"] and voice_error is None
 
 
+def partial_step_bytes(session: dict, step_s: float, rate: int) -> int:
+    """Bytes of newly appended PCM16 audio between a manual turn's partial transcriptions (§7.4 emulated:
+    the local ASR is whole-utterance, so the buffer so far is transcribed again every ``step_s`` seconds,
+    ``ServiceConfig.realtime_partial_transcription_s``); 0: no partials (``step_s`` ≤ 0 or the session does
+    not transcribe)."""
+    step_s = float(step_s)
+    if step_s <= 0 or session.get("input_audio_transcription") is None:
+        return 0
+    return 2 * int(step_s * rate)
+
+
 class TurnState:
     """One session's conversation and turn bookkeeping (no socket)."""
 
@@ -137,10 +148,12 @@ class TurnState:
         self.manual_prev = self.link(self.manual_item)
         return self.manual_item, self.manual_prev
 
-    def partial_due(self, buffered: int, step_bytes: int) -> bool:
-        """Whether ``buffered`` bytes are at least ``step_bytes`` past the last partial transcription; when
-        they are, the mark moves to ``buffered`` (the caller starts one)."""
-        if buffered - self.partial_mark < step_bytes:
+    def partial_due(self, buffered: int, step_bytes: int, *, busy: bool = False) -> bool:
+        """Whether a partial transcription starts now: partials are on (``step_bytes`` > 0,
+        :func:`partial_step_bytes`), none is running (``busy``: this session's or, one at a time, any
+        session's; the next append after it catches up) and ``buffered`` bytes are at least ``step_bytes``
+        past the last one. When it starts, the mark moves to ``buffered``."""
+        if busy or step_bytes <= 0 or buffered - self.partial_mark < step_bytes:
             return False
         self.partial_mark = buffered
         return True
