@@ -232,7 +232,7 @@ class _Connection:
     async def run(self) -> None:
         shape = self.cfg.realtime_session_keys
         await self.send(ev.session_created(sr.session_echo(self.session, "created", shape)))
-        self._prepare_next_opener(get_speech(self.app), 0, 1)  # the default voice (issue 11)
+        self.prepare_next_opener(get_speech(self.app), 0, 1)  # the default voice (issue 11)
         idle = float(self.cfg.realtime_idle_timeout_s)
         observed_idle = self.cfg.realtime_idle_close != "legacy"
         cap_deadline = self.started + float(self.cfg.realtime_max_session_s)
@@ -379,7 +379,7 @@ class _Connection:
         await self.send(ev.session_updated(up.echo))
         if up.openers_changed:
             # issue 11: the opener audio of the next turns, for this voice and rate, ahead of the turns
-            self._prepare_next_opener(get_speech(self.app), self.turns.turn_index, self.turns.turn_index + 1)
+            self.prepare_next_opener(get_speech(self.app), self.turns.turn_index, self.turns.turn_index + 1)
 
     async def on_append(self, event) -> None:
         try:
@@ -431,7 +431,7 @@ class _Connection:
         the response, audio out, the voice's profile at hand); else None (transcription only)."""
         if not replies_ahead(self.session, self.state.voice_error):  # qvtools/server/rt_turns.py
             return None
-        params = self._reply_params(self.turns.turn_index, self.session.get("instructions") or None, audio=True)
+        params = self.reply_params(self.turns.turn_index, self.session.get("instructions") or None, audio=True)
         if params.language is None:  # known only after ASR: no reply ahead
             return None
         voice = self.session.get("voice")
@@ -725,7 +725,7 @@ class _Connection:
             audio = "audio" in self.session["modalities"]
         return language_before_asr(get_speech(self.app), lang, audio=audio, typed_text=typed_text)
 
-    def _reply_params(self, turn_index: int, instructions: str | None, *, audio: bool,
+    def reply_params(self, turn_index: int, instructions: str | None, *, audio: bool,
                       typed_text: str | None = None) -> ReplyParams:
         """What a reply depends on besides the user's words (a speculative reply is valid for these), the
         language decided here once when it is known before ASR (:meth:`_expected_language`)."""
@@ -735,21 +735,21 @@ class _Connection:
                            voice_key=voice_key(self.key, self.session.get("voice"), self.state.voice_record),
                            rate=self.out_rate, audio=audio)
 
-    def _prepare_next_opener(self, speech, *turns: int) -> None:
+    def prepare_next_opener(self, speech, *turns: int) -> None:
         """Make the opener audio of the coming turns in the background (issue 11), so a turn finds it
         ready: after ``session.update`` and at each response. Skipped when the reply language is only
         known after ASR, in text-only sessions, in echo mode (no opener) and before the speech engines
         are loaded (the warm-up, ServiceConfig.warm_speech; a turn meanwhile makes its opener itself)."""
         if "audio" not in self.session["modalities"] or self.state.voice_error is not None:
             return
-        p = self._reply_params(turns[0], self.session.get("instructions") or None, audio=True)
+        p = self.reply_params(turns[0], self.session.get("instructions") or None, audio=True)
         if p.language is None or p.mode == "echo" or not speech.ready.is_set():
             return  # echo has no opener; engines still loading: never load them from here
         voice = self.session.get("voice")
 
         async def job():
             try:
-                profile = await self._voice_profile(speech, voice)
+                profile = await self.voice_profile(speech, voice)
                 await self.run_cpu(speech.prepare_openers, profile, p.rate, voice_key=p.voice_key, turns=turns,
                                    mode=p.mode, seed=p.seed, instructions=p.instructions, language=p.language)
             except asyncio.CancelledError:
@@ -759,7 +759,7 @@ class _Connection:
 
         self.spawn(job())
 
-    async def _voice_profile(self, speech, voice: str):
+    async def voice_profile(self, speech, voice: str):
         """The session voice's :class:`~qvtools.server.voice.VoiceProfile`, off the event loop. A cloned
         voice's profile is built once per (key, voice, audio hash) and kept in the app's bounded LRU
         (:func:`voice_cache`): the stored profile when it is current, else the enrollment audio, read and

@@ -97,12 +97,12 @@ class ResponseRun:
         # (the opener, chosen from seed and turn only) is spoken at once, while the user's words may still be
         # being transcribed -- the omni model answers from the audio and response.created may precede the
         # user's transcription (§7.14) -- and the body follows
-        plan = self.plan = ReplyPlanner(speech, conn._reply_params(turn_index, instructions, audio=audio_on,
+        plan = self.plan = ReplyPlanner(speech, conn.reply_params(turn_index, instructions, audio=audio_on,
                                                                    typed_text=typed))
         if conn.state.voice_record is not None:
             conn.spawn(conn.run_cpu(conn.store.touch, conn.key, voice))  # last_used (§2.4 auto-cleanup)
         if audio_on:
-            self.profile = await guard(resp, conn._voice_profile(speech, voice))
+            self.profile = await guard(resp, conn.voice_profile(speech, voice))
             if self.profile is None:
                 await self.finish_cancelled()
                 return
@@ -125,7 +125,7 @@ class ResponseRun:
             if audio_on:
                 pieces = await self.next_piece()
         toks = plan.tokens  # updated in place when the reply is heard after the opener
-        conn._prepare_next_opener(speech, turn_index + 1)
+        conn.prepare_next_opener(speech, turn_index + 1)
         if resp.cancelled.is_set() or not await until(resp, t0 + delays.created_s):
             await self.finish_cancelled()
             return
