@@ -1,11 +1,14 @@
 """The local service's Qwen-Omni-Realtime WebSocket: ``handle_realtime(request)`` and the connection.
 
-One :class:`_Connection` per socket. It moves frames and awaits (speech work in the executor, the
-simulated delays, the sends); the protocol state lives in socket-free modules that tests drive with
-bytes and dicts: :mod:`.rt_handshake` (model and session caps before the upgrade), :mod:`.rt_input`
-(the input buffer and server-VAD feed), :mod:`.rt_response` (one response's ordered events),
-:mod:`.reply_plan` (what a reply says, in which language -- decided once --, opener or body, whether a
-speculation is still valid) and :mod:`.rt_state` (the app's realtime state). It speaks
+One :class:`_Connection` per socket. It reads and parses frames, dispatches, keeps timers and awaits
+(speech work in the executor, the simulated delays, the sends); the protocol state and decisions live in
+socket-free modules that tests drive with bytes and dicts: :mod:`.rt_handshake` (model and session caps
+before the upgrade), :mod:`.rt_session` (``session.update`` -> the events and the new state; the session's
+voice standing; ``response.create`` options), :mod:`.rt_turns` (turn bookkeeping, the response gate, the
+transcription events), :mod:`.rt_input` (the input buffer and server-VAD feed), :mod:`.rt_response` (one
+response's ordered events), :mod:`.reply_plan` (what a reply says, in which language -- decided once --,
+opener or body, whether a speculation is still valid) and :mod:`.rt_state` (the app's realtime state); one
+response's run is :class:`~.rt_respond.ResponseRun`. It speaks
 the wire protocol through the shared event model (:mod:`qvtools.realtime.events`), so the client and the
 server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.md``):
 
@@ -15,7 +18,7 @@ server cannot drift apart (§ numbers: ``../shared/reference/dashscope-protocol.
 - ``session.created`` is sent at once in the family's observed shape (§7.1, :mod:`qvtools.catalog`) plus
   a ``qvtools`` metadata field that says where the latencies come from (``latency_source``: SIMULATED
   profile, REPLAYED run or none; :mod:`qvtools.server.latency`);
-- ``session.update`` is merged and validated by :func:`~qvtools.server.session_rules.merge_session` and echoed
+- ``session.update`` is merged and validated by :func:`~qvtools.server.rt_session.apply_update` and echoed
   with the observed key set (§7.2); an unusable voice is accepted and answered at the next response
   trigger by a lone ``error`` (§7.3); cloned voices are looked up in the caller's key scope (§5.6), off the
   event loop, their decoded profile cached (bounded LRU);
@@ -47,24 +50,25 @@ import json
 import logging
 import time
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
-from .. import catalog
-from ..audio import from_pcm16, resample, to_pcm16
+from ..audio import from_pcm16, resample
 from ..realtime import events as ev
 from ..realtime.session_model import default_session
 from . import session_rules as sr  # server-only session rules (validation, echo, usage)
-from .faults import FAULTS, client_faults
+from .faults import FAULTS
 from . import semantic_vad
 from .http import CONFIG, LATENCY, STORE, TRACE, authenticate, error_response
-from .latency import NO_DELAYS, LatencySource
+from .latency import LatencySource
 from .rt_handshake import admit, check_handshake, release
-from . import rt_limits
+from . import rt_limits, rt_session
 from .rt_items import ItemError, client_item
 from .rt_input import AppendError, BufferFull, InputBuffer, decode_append, image_problem
-from .rt_response import ResponseStream, UserTurn, plan_sentence
+from .rt_respond import ResponseRun
+from .rt_response import ResponseStream, UserTurn
 from . import turn_language
+from .rt_turns import Gate, TurnState, barge_in, commit_responds, partial_step_bytes, replies_ahead, response_gate, \
+    transcription_delta, transcription_events, transcription_failure
 from .rt_state import REALTIME, RealtimeState, get_speech, voice_cache
 from .reply_plan import SPECULATE_AFTER_MS, ReplyParams, ReplyPlanner, Speculation, Speculations, SpeculativeReply, \
     language_before_asr, session_seed, voice_key
@@ -133,10 +137,10 @@ class _Connection:
         self.trace = app[TRACE]
         self.faults = None  # SessionFaults (qvtools/server/faults.py), set by handle_realtime
         self.loop = asyncio.get_running_loop()
-        self.session = default_session(model)
+        # the session's configuration and its voice's standing, socket-free (qvtools/server/rt_session.py)
+        self.state = rt_session.SessionState(default_session(model))
         self.session_id = self.session["id"]
         self.conversation_id = ev.new_id("conv")
-        self.family = catalog.family(model)
         # qvtools/server/latency.py: simulated profile (catalog family), a replayed run, or none
         self.latency_source = app[LATENCY] if LATENCY in app else LatencySource.from_config(self.cfg)
         if self.cfg.realtime_metadata:
@@ -147,22 +151,12 @@ class _Connection:
         self.closed = False
         # the input audio buffer and server VAD, socket-free (qvtools/server/rt_input.py)
         self.input = InputBuffer(self.in_rate, self.cfg.realtime_max_buffer_s, self.session.get("turn_detection"))
-        self.audio_started = False
-        self.audio_output_started = False
-        self.voice_record = None  # the cloned voice's metadata (a VoiceRecord without audio), else None
-        self.voice_error: str | None = None  # §7.3: an unusable voice, answered at the next response trigger
-        self.dead = False  # §7.3: after that error, session.update gets no answer
-        self.manual_item: str | None = None  # §7.4: the user item of a manual turn, created at its first append
-        self.manual_prev: str | None = None
         self.partial_task: asyncio.Task | None = None
-        self.partial_mark = 0  # buffer length (bytes) at the last partial transcription
         self.idle_since = time.monotonic()  # §7.12: reset when a response starts or ends
         self.response: ResponseStream | None = None
-        self.pending_user: UserTurn | None = None
-        self.last_item_id: str | None = None
-        self.turn_index = 0
-        self.last_language: str | None = None  # the language ASR found in the previous user turn (issue 10)
-        self.history_tokens = 0
+        # item chain, turn counter, last turn's language, history size, pending user turn and the manual
+        # turn's state, socket-free (qvtools/server/rt_turns.py)
+        self.turns = TurnState()
         self.tasks: set[asyncio.Task] = set()
         self.started = time.monotonic()
         # issue 11: ASR started in the VAD silence window (qvtools/server/reply_plan.py); the stats are the
@@ -222,6 +216,11 @@ class _Connection:
         return await self.loop.run_in_executor(None, lambda: fn(*args, **kwargs))
 
     @property
+    def session(self) -> dict:
+        """The session's configuration (:attr:`SessionState.session`)."""
+        return self.state.session
+
+    @property
     def in_rate(self) -> int:
         return ev.input_format(self.session)[1]
 
@@ -233,7 +232,7 @@ class _Connection:
     async def run(self) -> None:
         shape = self.cfg.realtime_session_keys
         await self.send(ev.session_created(sr.session_echo(self.session, "created", shape)))
-        self._prepare_next_opener(get_speech(self.app), 0, 1)  # the default voice (issue 11)
+        self.prepare_next_opener(get_speech(self.app), 0, 1)  # the default voice (issue 11)
         idle = float(self.cfg.realtime_idle_timeout_s)
         observed_idle = self.cfg.realtime_idle_close != "legacy"
         cap_deadline = self.started + float(self.cfg.realtime_max_session_s)
@@ -344,66 +343,43 @@ class _Connection:
         """The stored record of a cloned voice *without* its audio (off the event loop), else None."""
         if not ev.is_cloned_voice(voice):
             return None
-        if self.voice_record is not None and self.voice_record.voice == voice:
-            return self.voice_record
+        if self.state.voice_record is not None and self.state.voice_record.voice == voice:
+            return self.state.voice_record
         return await self.run_cpu(self.store.get, self.key, voice, with_audio=False)
 
     async def on_session_update(self, event) -> None:
-        if self.dead:
+        if self.state.dead:
             # §7.3: after a generation-time voice error "a later session.update on that connection got no
             # answer: the client must open a new connection"
             log.info("session %s: session.update after a voice error left unanswered (§7.3)", self.session_id)
             return
         update = event.get("session")
-        voice = update.get("voice") if isinstance(update, dict) else None
-        meta = await self._voice_meta(voice) if isinstance(voice, str) else None
-
-        def lookup(name):
-            # scoped to the caller's key (§5.6); only the prefetched metadata, no store read on the loop
-            return meta.target_model if meta is not None and meta.voice == name else None
-
-        check_now = self.cfg.realtime_voice_error_timing == "update"
-        asked, plan, err = client_faults(self.cfg, update)  # the qvtools.faults extension
-        # input_audio_transcription.language: a qvtools extension (qvtools/server/turn_language.py)
-        language, lang_err = turn_language.update_language(update)
-        if err is None and lang_err is not None:
-            err = dict(lang_err, code="invalid_value")
-        if err is None:
-            new, err = sr.merge_session(self.session, update, model=self.model, voice_lookup=lookup,
-                                        voice_locked=self.audio_output_started, audio_started=self.audio_started,
-                                        check_voice=check_now)
-        if err is not None:  # §4.5 d: a bad update gives error and no session.updated
-            await self.send(ev.error(err["message"], code=err["code"], param=err.get("param"),
+        voice = rt_session.named_voice(update)
+        meta = await self._voice_meta(voice) if voice is not None else None
+        up = rt_session.apply_update(self.session, update, model=self.model, cfg=self.cfg, meta=meta,
+                                     voice_locked=self.state.audio_output_started,
+                                     audio_started=self.state.audio_started,
+                                     faults=self.faults is not None)  # qvtools/server/rt_session.py
+        if up.error is not None:  # §4.5 d: a bad update gives error and no session.updated
+            await self.send(ev.error(up.error["message"], code=up.error["code"], param=up.error["param"],
                                      event_id=event.event_id))
             return
-        if not turn_language.is_unset(language):  # kept in the session's qvtools object, not echoed (§7.2)
-            new["qvtools"] = dict(new.get("qvtools") or {}, **{turn_language.SESSION_KEY: language})
-        old = self.session
-        self.session = new
-        echo = sr.session_echo(new, "updated", self.cfg.realtime_session_keys)
-        if asked and self.faults is not None:
-            self.faults.set_plan(plan)
-            new["qvtools"] = dict(new.get("qvtools") or {}, faults=None if plan is None else plan.to_dict())
-            echo["qvtools"] = {"faults": new["qvtools"]["faults"]}  # the extension is echoed only when asked
-        if ev.is_cloned_voice(new["voice"]):
-            if new["voice"] != voice:  # unchanged by this update: keep (or fetch) the current record
-                meta = await self._voice_meta(new["voice"])
-            self.voice_record = meta
-        else:
-            self.voice_record = None
-        if not check_now:
-            # §7.3, §7.11: accepted here, refused at the next response trigger
-            self.voice_error = sr.voice_problem(new["voice"], self.model, lookup if self.voice_record is None
-                                                else (lambda name: self.voice_record.target_model))
-        if new.get("turn_detection") != old.get("turn_detection") or ev.input_format(new) != ev.input_format(old):
+        new = self.state.session = up.session
+        if up.faults_asked:
+            self.faults.set_plan(up.faults_plan)
+        cloned = ev.is_cloned_voice(new["voice"])
+        if cloned and new["voice"] != voice:  # unchanged by this update: keep (or fetch) the current record
+            meta = await self._voice_meta(new["voice"])
+        # the record, and the voice error answered at the next response trigger (§7.3, §7.11)
+        self.state.accept_voice(meta if cloned else None, cfg=self.cfg, model=self.model, meta=meta)
+        if up.input_changed:
             self.input.configure(self.in_rate, self.session.get("turn_detection"))
-        if new.get("seed") != old.get("seed"):
+        if up.seed_changed:
             self.latency = self._make_latency()
-        await self.send(ev.session_updated(echo))
-        if any(new.get(k) != old.get(k) for k in ("voice", "output_audio_format", "seed", "instructions",
-                                                   "modalities")):
+        await self.send(ev.session_updated(up.echo))
+        if up.openers_changed:
             # issue 11: the opener audio of the next turns, for this voice and rate, ahead of the turns
-            self._prepare_next_opener(get_speech(self.app), self.turn_index, self.turn_index + 1)
+            self.prepare_next_opener(get_speech(self.app), self.turns.turn_index, self.turns.turn_index + 1)
 
     async def on_append(self, event) -> None:
         try:
@@ -413,7 +389,7 @@ class _Connection:
             return
         if not data:
             return
-        self.audio_started = True
+        self.state.audio_started = True
         try:
             speech = self.input.append(data)
         except BufferFull as exc:
@@ -428,8 +404,7 @@ class _Connection:
         for sev in speech:
             if sev.kind == "speech_started":
                 await self.send(ev.speech_started(sev.audio_ms, sev.item_id))
-                td = self.session.get("turn_detection") or {}
-                if self.response is not None and td.get("interrupt_response", True):
+                if self.response is not None and barge_in(self.session.get("turn_detection")):
                     self._cancel_response()  # barge-in (§4.2 interrupt_response)
             else:
                 await self.send(ev.speech_stopped(sev.audio_ms, sev.item_id))
@@ -454,16 +429,13 @@ class _Connection:
     def _speculative_inputs(self):
         """``(reply params, voice profile)`` when the turn's reply can be made ahead too (server VAD makes
         the response, audio out, the voice's profile at hand); else None (transcription only)."""
-        td = self.session.get("turn_detection") or {}
-        if not td.get("create_response", True) or "audio" not in self.session["modalities"]:
+        if not replies_ahead(self.session, self.state.voice_error):  # qvtools/server/rt_turns.py
             return None
-        if self.voice_error is not None:
-            return None
-        params = self._reply_params(self.turn_index, self.session.get("instructions") or None, audio=True)
+        params = self.reply_params(self.turns.turn_index, self.session.get("instructions") or None, audio=True)
         if params.language is None:  # known only after ASR: no reply ahead
             return None
         voice = self.session.get("voice")
-        meta = self.voice_record
+        meta = self.state.voice_record
         if meta is not None and ev.is_cloned_voice(voice):
             profile = voice_cache(self.app).get((self.key, voice, meta.sha256))
         else:
@@ -496,25 +468,17 @@ class _Connection:
         buffer so far is transcribed (one job at a time, in the executor) and sent as a delta."""
         if self.cfg.realtime_manual_user_item != "early":
             return
-        if self.manual_item is None:
-            self.manual_item = ev.new_id("item")
-            self.partial_mark = 0
-            prev, self.last_item_id = self.last_item_id, self.manual_item
-            self.manual_prev = prev
-            await self.send(ev.item_created(ev.user_item(self.manual_item, status="in_progress"), prev))
-        step_s = float(self.cfg.realtime_partial_transcription_s)
-        if step_s <= 0 or self.session.get("input_audio_transcription") is None:
-            return
-        if self.partial_task is not None and not self.partial_task.done():
-            return  # one partial at a time; the next append after it finishes catches up
-        if self.app[REALTIME].partials > 0:
-            return  # one service-wide (RealtimeState.partials); the next append after it catches up
-        if len(self.input) - self.partial_mark < 2 * int(step_s * self.in_rate):
-            return
-        self.partial_mark = len(self.input)
+        opened = self.turns.begin_manual()  # qvtools/server/rt_turns.py
+        if opened is not None:
+            await self.send(ev.item_created(ev.user_item(opened[0], status="in_progress"), opened[1]))
         state = self.app[REALTIME]
+        step = partial_step_bytes(self.session, self.cfg.realtime_partial_transcription_s, self.in_rate)
+        # one partial at a time per session and service-wide (RealtimeState.partials)
+        busy = (self.partial_task is not None and not self.partial_task.done()) or state.partials > 0
+        if not self.turns.partial_due(len(self.input), step, busy=busy):
+            return
         state.partials += 1  # counted from now (the task starts later), released when it ends however it ends
-        self.partial_task = self.spawn(self._partial_transcription(self.manual_item, bytes(self.input.buf),
+        self.partial_task = self.spawn(self._partial_transcription(self.turns.manual_item, bytes(self.input.buf),
                                                                    self.in_rate))
         self.partial_task.add_done_callback(lambda _t: setattr(state, "partials", state.partials - 1))
 
@@ -522,7 +486,8 @@ class _Connection:
         x = from_pcm16(pcm)
         try:
             rec = await self.run_cpu(self._recognize, x, rate, turn_language.expected_language(
-                self.session, self.voice_record, self.last_language, self.app[REALTIME].language_candidates))
+                self.session, self.state.voice_record, self.turns.last_language,
+                self.app[REALTIME].language_candidates))
             text = rec.text
         except asyncio.CancelledError:
             raise
@@ -530,20 +495,12 @@ class _Connection:
             log.info("session %s: partial transcription failed (%s)", self.session_id, type(exc).__name__)
             return
         log.debug("session %s: partial transcription of %.1f s: %r", self.session_id, len(x) / rate, text)
-        if text and self.manual_item == item_id:  # not after the commit (its transcription is final)
-            await self.send(self._transcription_delta(item_id, text, rec.language))
-
-    def _transcription_delta(self, item_id: str, text: str, language: str | None = None) -> ev.Event:
-        # §7.14 (observed): text empty, stash the sentence so far; "text": the earlier guess. §4.4: the delta
-        # carries the recognised language ("language":"zh")
-        lang = language or "en"
-        if self.cfg.realtime_transcription_delta == "text":
-            return ev.transcription_delta(item_id, text, "", language=lang)
-        return ev.transcription_delta(item_id, "", text, language=lang)
+        if text and self.turns.is_open(item_id):  # not after the commit (its transcription is final)
+            await self.send(transcription_delta(item_id, text, rec.language, self.cfg.realtime_transcription_delta))
 
     def _drop_buffer(self) -> None:
         self.input.clear()
-        self.manual_item = None
+        self.turns.drop_manual()
         self.speculations.drop()
 
     async def _commit(self, item_id: str, start_ms=None, end_ms=None, *, auto: bool) -> None:
@@ -552,18 +509,13 @@ class _Connection:
         x = from_pcm16(pcm)
         del pcm
         user = UserTurn(item_id, x, self.in_rate)
-        early = item_id == self.manual_item  # §7.4: the item was created at the turn's first append
-        self.manual_item = None
-        if early:
-            await self.send(ev.committed(item_id, self.manual_prev))
-        else:
-            prev, self.last_item_id = self.last_item_id, item_id
-            await self.send(ev.committed(item_id, prev))
+        early, prev = self.turns.commit(item_id)  # §7.4: early: the item was created at the turn's first append
+        await self.send(ev.committed(item_id, prev))
+        if not early:
             await self.send(ev.item_created(ev.user_item(item_id), prev))
-        self.pending_user = user
+        self.turns.pending_user = user
         self.spawn(self._transcribe(user, spec))
-        td = self.session.get("turn_detection") or {}
-        if auto and td.get("create_response", True):
+        if commit_responds(self.session.get("turn_detection"), auto=auto):
             if self.response is not None:
                 self._cancel_response()
                 await self._wait_response_end()
@@ -575,7 +527,7 @@ class _Connection:
             await self.error("Error committing input audio buffer: the buffer is empty.",
                              code="input_audio_buffer_commit_empty", event_id=event.event_id)
             return
-        item = self.input.speech_item or self.manual_item or ev.new_id("item")
+        item = self.input.speech_item or self.turns.manual_item or ev.new_id("item")
         self.input.speech_item = None
         await self._commit(item, None, None, auto=False)
 
@@ -584,7 +536,7 @@ class _Connection:
         await self.send(ev.cleared())
 
     async def on_image(self, event) -> None:
-        problem = image_problem(event.get("image"), self.audio_started)  # qvtools/server/rt_input.py
+        problem = image_problem(event.get("image"), self.state.audio_started)  # qvtools/server/rt_input.py
         if problem is not None:
             await self.error(problem, param="image", event_id=event.event_id)
 
@@ -593,20 +545,12 @@ class _Connection:
             await self.error("Conversation already has an active response.",
                              code="conversation_already_has_active_response", event_id=event.event_id)
             return
-        resp = event.get("response") or {}
-        if not isinstance(resp, dict):
-            await self.error("'response' must be an object.", param="response", event_id=event.event_id)
+        try:  # qvtools/server/rt_session.py
+            opts = rt_session.response_options(self.session, event.get("response"), model=self.model)
+        except rt_session.OptionsError as exc:
+            await self.error(exc.message, param=exc.param, event_id=event.event_id)
             return
-        modalities = resp.get("modalities")
-        if modalities is not None:
-            _, err = sr.merge_session(self.session, {"modalities": modalities}, model=self.model)
-            if err is not None:
-                await self.error(err["message"], param="response.modalities", event_id=event.event_id)
-                return
-            modalities = ["text"] if modalities == ["text"] else ["text", "audio"]
-        instructions = resp.get("instructions")
-        await self._start_response(modalities, instructions if isinstance(instructions, str) else None,
-                                   event_id=event.event_id)
+        await self._start_response(opts.modalities, opts.instructions, event_id=event.event_id)
 
     async def on_response_cancel(self, event) -> None:
         if self.response is None:
@@ -624,9 +568,9 @@ class _Connection:
             await self.error(exc.message, param=exc.param, event_id=event.event_id)
             return
         if item.text is not None:  # a user message: the turn a response.create answers
-            self.pending_user = UserTurn(item.item_id, None, self.in_rate, text=item.text)
-        prev, self.last_item_id = self.last_item_id, item.item_id
-        await self.send(ev.item_created(item.out, prev))  # previous_item_id on every item after the first
+            self.turns.pending_user = UserTurn(item.item_id, None, self.in_rate, text=item.text)
+        # previous_item_id on every item after the first
+        await self.send(ev.item_created(item.out, self.turns.link(item.item_id)))
 
     async def on_finish(self, event) -> None:
         if self.cfg.realtime_finish_error:
@@ -657,9 +601,9 @@ class _Connection:
         """The language the final ASR pass is told (issue 10): the session's or the voice's, else the one
         detected on an earlier turn (``ServiceConfig.realtime_language_detection = "first_turn"``), else
         None (detected among ServiceConfig.realtime_language_candidates; qvtools/server/turn_language.py)."""
-        last = self.last_language if self.cfg.realtime_language_detection == "first_turn" else None
-        return turn_language.asr_language(self.session, self.voice_record, self.app[REALTIME].language_candidates,
-                                          last)
+        last = self.turns.last_language if self.cfg.realtime_language_detection == "first_turn" else None
+        return turn_language.asr_language(self.session, self.state.voice_record,
+                                          self.app[REALTIME].language_candidates, last)
 
     def _recognize(self, x, rate: int, language: str | None):
         """The :class:`qvtools.asr.Transcription` of user audio ``x`` at ``rate`` Hz in ``language`` (None:
@@ -670,7 +614,7 @@ class _Connection:
         return rec._replace(text=rec.text.strip())
 
     async def _transcribe(self, user: UserTurn, speculative: asyncio.Task | None = None) -> None:
-        enabled = self.session.get("input_audio_transcription") is not None
+        session = self.session  # whether the turn is transcribed is the session's at the commit
         text = ""
         language = None
         try:
@@ -693,17 +637,16 @@ class _Connection:
                 # issue 10: the turn's language (the reply's when it was not known before ASR) and the hint
                 # for the next turn's opener (turn_language.expected_language)
                 user.language = language
-                if language:
-                    self.last_language = language
-            if enabled:
-                await self.send(self._transcription_delta(user.item_id, text, language))
-                await self.send(ev.transcription_completed(user.item_id, text))
+                self.turns.heard(language)
+            for event in transcription_events(user.item_id, text, language, session=session,
+                                              shape=self.cfg.realtime_transcription_delta):
+                await self.send(event)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("session %s: transcription failed", self.session_id)
-            if enabled:  # §4.5 d: transcription failures are .failed, not error
-                await self.send(ev.transcription_failed(user.item_id, "transcription_failed", str(exc)))
+            for event in transcription_failure(user.item_id, str(exc), session=session):
+                await self.send(event)
         finally:
             if not user.text_future.done():
                 user.text_future.set_result(text)
@@ -711,23 +654,21 @@ class _Connection:
     # ------------------------------------------------------------------------------- responses
     async def _start_response(self, modalities, instructions, event_id: str | None = None, *,
                               judged: bool = False) -> None:
-        td = self.session.get("turn_detection") or {}
-        if td.get("type") == "semantic_vad" and self.pending_user is not None and not judged \
-                and self.voice_error is None:
+        gate = response_gate(self.session.get("turn_detection"), pending_user=self.turns.pending_user,
+                             voice_error=self.state.voice_error, judged=judged)  # qvtools/server/rt_turns.py
+        if gate is Gate.JUDGE:
             # semantic VAD (our imitation, qvtools/server/semantic_vad.py): judged on the transcript first
-            user, self.pending_user = self.pending_user, None
-            self.spawn(self._semantic_turn(user, modalities, instructions, event_id))
+            self.spawn(self._semantic_turn(self.turns.take_pending(), modalities, instructions, event_id))
             return
-        if self.voice_error is not None:
+        if gate is Gate.VOICE_ERROR:
             # §7.3 (observed): an unusable voice is answered at the response trigger by a lone error, no
             # response.created; later session.update events get no answer (realtime_dead_after_voice_error)
-            log.info("session %s: voice error at generation: %s", self.session_id, self.voice_error)
-            self.dead = bool(self.cfg.realtime_dead_after_voice_error)
+            log.info("session %s: voice error at generation: %s", self.session_id, self.state.voice_error)
+            self.state.refuse_voice(self.cfg)
             await self.send(ev.voice_error(self.session.get("voice")))
             return
         resp = ResponseStream(ev.new_id("resp"), ev.new_id("item"), modalities or self.session["modalities"],
-                         self.pending_user, instructions)
-        self.pending_user = None
+                         self.turns.take_pending(), instructions)
         self.response = resp
         self.idle_since = time.monotonic()
         resp.task = self.spawn(self._respond(resp))
@@ -742,7 +683,7 @@ class _Connection:
             return
         if self.response is not None or self.closed:
             return
-        self.pending_user = user
+        self.turns.pending_user = user
         await self._start_response(modalities, instructions, event_id, judged=True)
 
     def _cancel_response(self) -> None:
@@ -754,45 +695,17 @@ class _Connection:
         if resp is not None and resp.task is not None:
             await asyncio.wait({resp.task}, timeout=10.0)
 
-    async def _until(self, resp: ResponseStream, deadline: float) -> bool:
-        """Sleep until ``deadline`` (perf_counter) unless cancelled; False when cancelled."""
-        remaining = deadline - time.perf_counter()
-        if remaining > 0:
-            try:
-                await asyncio.wait_for(resp.cancelled.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
-        return not resp.cancelled.is_set()
-
-    async def _guard(self, resp: ResponseStream, aw):
-        """Await ``aw`` unless the response is cancelled first (then None)."""
-        fut = asyncio.ensure_future(aw)
-        stop = asyncio.ensure_future(resp.cancelled.wait())
-        try:
-            await asyncio.wait({fut, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if fut.done():
-            return fut.result()
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-        return None
-
-    def _resp_obj(self, resp: ResponseStream, status: str, *, output=None, usage=None, details=None) -> dict:
-        return ev.response_object(resp.id, self.conversation_id, status=status, modalities=resp.modalities,
-                                  voice=self.session.get("voice"), output=output, usage=usage,
-                                  status_details=details,
-                                  output_audio_format=self.session.get("output_audio_format") or "pcm")
-
     async def _respond(self, resp: ResponseStream) -> None:
+        run = ResponseRun(self, resp)  # qvtools/server/rt_respond.py
         try:
-            await self._respond_inner(resp)
+            await run.run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("session %s: response %s failed", self.session_id, resp.id)
             await self.send(ev.error(f"The response failed: {type(exc).__name__}.", code="internal_error",
                                      type="server_error"))
-            await self.send(ev.response_done(self._resp_obj(resp, "failed", details={
+            await self.send(ev.response_done(run.obj("failed", details={
                 "type": "failed", "error": {"code": "internal_error", "message": str(exc)}})))
         finally:
             self.idle_since = time.monotonic()  # §7.12: idle counts from the last generated response
@@ -806,168 +719,37 @@ class _Connection:
         previous turn's (:func:`turn_language.expected_language`, issue 10) -- or the script of a typed
         turn -- mapped to a language the responder and TTS speak (:func:`reply_plan.language_before_asr`).
         ``audio``: whether the reply is spoken (default: the session's modalities)."""
-        lang = turn_language.expected_language(self.session, self.voice_record, self.last_language,
+        lang = turn_language.expected_language(self.session, self.state.voice_record, self.turns.last_language,
                                                self.app[REALTIME].language_candidates)
         if audio is None:
             audio = "audio" in self.session["modalities"]
         return language_before_asr(get_speech(self.app), lang, audio=audio, typed_text=typed_text)
 
-    def _reply_params(self, turn_index: int, instructions: str | None, *, audio: bool,
+    def reply_params(self, turn_index: int, instructions: str | None, *, audio: bool,
                       typed_text: str | None = None) -> ReplyParams:
         """What a reply depends on besides the user's words (a speculative reply is valid for these), the
         language decided here once when it is known before ASR (:meth:`_expected_language`)."""
         return ReplyParams(turn_index=turn_index, seed=session_seed(self.session), mode=self.cfg.realtime_reply_mode,
                            instructions=instructions, language=self._expected_language(audio=audio,
                                                                                        typed_text=typed_text),
-                           voice_key=voice_key(self.key, self.session.get("voice"), self.voice_record),
+                           voice_key=voice_key(self.key, self.session.get("voice"), self.state.voice_record),
                            rate=self.out_rate, audio=audio)
 
-    async def _respond_inner(self, resp: ResponseStream) -> None:
-        chunk_ms = int(self.cfg.realtime_audio_chunk_ms)
-        delays = self.latency.sample(self.turn_index, chunk_ms) if self.latency.enabled else NO_DELAYS
-        turn_index = self.turn_index
-        self.turn_index += 1
-        t0 = time.perf_counter()
-        # §7.6: most of the wait falls before response.created -- the reply's first audio is made first,
-        # then created/item/part go out together (§7.5)
-        speech = get_speech(self.app)
-        instructions = resp.instructions or self.session.get("instructions") or None
-        voice = self.session.get("voice")
-        audio_on = resp.audio_on
-        user = resp.user
-        # a text turn: a CJK script says which language it is (issue 10); Latin text does not
-        typed = user.text_future.result() if user is not None and user.audio is None and user.text_future.done() \
-            else None
-        # the reply, planned socket-free (qvtools/server/reply_plan.py): issue 11, the reply's first sentence
-        # (the opener, chosen from seed and turn only) is spoken at once, while the user's words may still be
-        # being transcribed -- the omni model answers from the audio and response.created may precede the
-        # user's transcription (§7.14) -- and the body follows
-        plan = ReplyPlanner(speech, self._reply_params(turn_index, instructions, audio=audio_on, typed_text=typed))
-        if self.voice_record is not None:
-            self.spawn(self.run_cpu(self.store.touch, self.key, voice))  # last_used (§2.4 auto-cleanup)
-        profile = None
-        if audio_on:
-            profile = await self._guard(resp, self._voice_profile(speech, voice))
-            if profile is None:
-                await self._finish_cancelled(resp)
-                return
-
-        async def hear() -> bool:
-            """Plan the whole reply once the transcript is in (False when cancelled meanwhile)."""
-            user_text = ""
-            if resp.user is not None:
-                user_text = await self._guard(resp, asyncio.shield(resp.user.text_future))
-                if user_text is None:
-                    return False
-            note = plan.hear(user_text, getattr(resp.user, "language", None))
-            if note:
-                log.warning("session %s: turn in %r: %s", self.session_id, plan.turn_language, note)
-            if plan.opener_mismatch:  # cannot happen with Responder (reply = opener + " " + body); speak it all
-                log.warning("session %s: the reply does not start with its opener %r", self.session_id,
-                            plan.opener)
-            return True
-
-        async def first_body_piece():
-            """``(generator, first piece or None)`` of the body: the one made in the VAD silence window when
-            it was made for this very reply, else a new generator."""
-            body = plan.speculative_body(resp.user.speculative if resp.user is not None else None)
-            if body is not None:
-                try:
-                    made = await self._guard(resp, asyncio.shield(body))
-                except Exception:  # noqa: BLE001 -- synthesized again below; a real failure shows there
-                    log.info("session %s: the speculative synthesis failed; again", self.session_id)
-                    made = None
-                if made is not None:
-                    self.speculations.stats["replies"] += 1
-                    return made
-                if resp.cancelled.is_set():
-                    return None, None
-            return plan.synthesize(profile), None
-
-        gen = None
-
-        async def next_piece():
-            """The next ``(sentence, audio)`` after the ones sent (the body's first once heard); None at the end."""
-            nonlocal gen
-            if gen is None:
-                if not plan.heard and not await hear():
-                    return None
-                gen, first = await first_body_piece()
-                if first is not None or gen is None:
-                    return first
-            return await self._next_piece(resp, gen)
-
-        pieces = None
-        if plan.opener is not None:
-            p = plan.params
-            x = speech.cached_opener_audio(plan.opener, voice_key=p.voice_key, sample_rate=p.rate,
-                                           language=p.language)
-            if x is None:  # not prepared (a new voice or rate): made now, once
-                x = await self._guard(resp, self.run_cpu(speech.opener_audio, plan.opener, profile, p.rate,
-                                                         voice_key=p.voice_key, language=p.language))
-                if x is None:
-                    await self._finish_cancelled(resp)
-                    return
-            pieces = (plan.opener, x)
-        else:
-            if not await hear():
-                await self._finish_cancelled(resp)
-                return
-            if audio_on:
-                pieces = await next_piece()
-        toks = plan.tokens  # updated in place when the reply is heard after the opener
-        self._prepare_next_opener(speech, turn_index + 1)
-        if resp.cancelled.is_set() or not await self._until(resp, t0 + delays.created_s):
-            await self._finish_cancelled(resp)
-            return
-        await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
-        resp.created_sent = True
-        t_created = time.perf_counter()
-        prev, self.last_item_id = self.last_item_id, resp.item_id
-        for event in resp.opening(prev):  # output_item.added, conversation.item.created, content_part.added
-            await self.send(event, resp.id)
-        # simulated latency: the first delta is not sent before created + first_audio_s (a floor)
-        if not await self._until(resp, t_created + delays.first_audio_s):
-            await self._finish_cancelled(resp)
-            return
-        if audio_on:
-            ok = await self._stream_audio(resp, next_piece, pieces, toks, chunk_ms, delays.chunk_interval_s)
-        else:
-            ok = True
-            for tok in toks:
-                if resp.cancelled.is_set():
-                    ok = False
-                    break
-                await self.send(resp.text_delta(tok), resp.id)
-        if not ok:
-            await self._finish_cancelled(resp)
-            return
-        await self._send_dones(resp, "completed")
-        text, user_text = plan.text or "", plan.user_text
-        out_s = resp.audio_samples / float(self.out_rate)
-        usage = sr.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
-                                 output_audio_s=out_s, input_text=(instructions or "") + " " + user_text,
-                                 output_text=text, history_tokens=self.history_tokens,
-                                 text_only=not resp.audio_on)
-        self.history_tokens += sr.estimate_text_tokens(user_text) + sr.estimate_text_tokens(text)
-        await self.send(ev.response_done(self._resp_obj(resp, "completed", output=[resp.final_item("completed")],
-                                                        usage=usage)), resp.id)
-
-    def _prepare_next_opener(self, speech, *turns: int) -> None:
+    def prepare_next_opener(self, speech, *turns: int) -> None:
         """Make the opener audio of the coming turns in the background (issue 11), so a turn finds it
         ready: after ``session.update`` and at each response. Skipped when the reply language is only
         known after ASR, in text-only sessions, in echo mode (no opener) and before the speech engines
         are loaded (the warm-up, ServiceConfig.warm_speech; a turn meanwhile makes its opener itself)."""
-        if "audio" not in self.session["modalities"] or self.voice_error is not None:
+        if "audio" not in self.session["modalities"] or self.state.voice_error is not None:
             return
-        p = self._reply_params(turns[0], self.session.get("instructions") or None, audio=True)
+        p = self.reply_params(turns[0], self.session.get("instructions") or None, audio=True)
         if p.language is None or p.mode == "echo" or not speech.ready.is_set():
             return  # echo has no opener; engines still loading: never load them from here
         voice = self.session.get("voice")
 
         async def job():
             try:
-                profile = await self._voice_profile(speech, voice)
+                profile = await self.voice_profile(speech, voice)
                 await self.run_cpu(speech.prepare_openers, profile, p.rate, voice_key=p.voice_key, turns=turns,
                                    mode=p.mode, seed=p.seed, instructions=p.instructions, language=p.language)
             except asyncio.CancelledError:
@@ -977,12 +759,12 @@ class _Connection:
 
         self.spawn(job())
 
-    async def _voice_profile(self, speech, voice: str):
+    async def voice_profile(self, speech, voice: str):
         """The session voice's :class:`~qvtools.server.voice.VoiceProfile`, off the event loop. A cloned
         voice's profile is built once per (key, voice, audio hash) and kept in the app's bounded LRU
         (:func:`voice_cache`): the stored profile when it is current, else the enrollment audio, read and
         analyzed in the executor (issue 13)."""
-        meta = self.voice_record
+        meta = self.state.voice_record
         if meta is None or not ev.is_cloned_voice(voice):
             prof = self._profiles.get(voice)
             if prof is None:  # a built-in voice: made once per session, then no executor hop per turn
@@ -1007,69 +789,3 @@ class _Connection:
         prof = await self.run_cpu(build)
         cache.put(key, prof)
         return prof
-
-    async def _next_piece(self, resp, gen):
-        """Next ``(sentence, audio)`` of the synthesis generator, run in the executor; None at the end."""
-        return await self._guard(resp, self.run_cpu(next, gen, None))
-
-    async def _stream_audio(self, resp, next_piece, piece, toks, chunk_ms, interval) -> bool:
-        """Send the synthesized audio in ``chunk_ms`` deltas (the remainder carried across sentences),
-        each sentence's transcript tokens spread over its chunks (§4.5 "interleaved",
-        :func:`~qvtools.server.rt_response.plan_sentence`)."""
-        step = 2 * max(1, int(round(self.out_rate * chunk_ms / 1000.0)))
-        carry = b""
-        sent_tokens = 0
-        next_due = time.perf_counter()
-
-        async def emit(chunk: bytes, text: str) -> bool:
-            nonlocal next_due
-            if resp.cancelled.is_set():
-                return False
-            if text:
-                await self.send(resp.transcript_delta(text), resp.id)
-            if chunk:
-                if interval > 0 and not await self._until(resp, next_due):
-                    return False
-                self.audio_output_started = True  # the voice is now fixed (cannot_update_voice, §5.6)
-                await self.send(resp.audio_delta(chunk), resp.id)
-                next_due = max(next_due, time.perf_counter() - interval) + interval
-            return True
-
-        while piece is not None:
-            sentence, x = piece
-            nxt_task = asyncio.ensure_future(next_piece())  # synthesize the next one meanwhile
-            head, deltas, carry, after = plan_sentence(carry, to_pcm16(np.asarray(x, dtype=np.float32)), step, toks,
-                                                       sent_tokens, len(sentence.split()))
-            if head is not None:
-                await self.send(resp.transcript_delta(head), resp.id)
-                sent_tokens = after
-            for chunk, text, sent_after in deltas:
-                if not await emit(chunk, text):
-                    nxt_task.cancel()
-                    return False
-                sent_tokens = sent_after
-            piece = await nxt_task
-            if resp.cancelled.is_set():
-                return False
-        return await emit(carry, "".join(toks[sent_tokens:]))
-
-    async def _send_dones(self, resp: ResponseStream, status: str) -> None:
-        for event in resp.dones(status):
-            await self.send(event, resp.id)
-
-    async def _finish_cancelled(self, resp: ResponseStream) -> None:
-        """§4.5 c / §5.9 / §7.6: the pending ``*.done`` events, then ``response.done`` with status
-        ``realtime_cancel_status`` ("cancelled" as observed; "incomplete" the earlier guess), by flag."""
-        if self.closed:
-            return
-        await self._send_dones(resp, "incomplete")
-        if self.cfg.realtime_response_done_on_cancel:
-            if not resp.created_sent:
-                await self.send(ev.response_created(self._resp_obj(resp, "in_progress")), resp.id)
-            status = self.cfg.realtime_cancel_status
-            out = [resp.final_item("incomplete")] if resp.item_id and resp.transcript else []
-            # §7.6: the observed response.done of a cancel carries usage (what was produced), no status_details
-            usage = sr.compute_usage(self.model, input_audio_s=resp.user.audio_s if resp.user else 0.0,
-                                     output_audio_s=resp.audio_samples / float(self.out_rate),
-                                     output_text="".join(resp.transcript), history_tokens=self.history_tokens)
-            await self.send(ev.response_done(self._resp_obj(resp, status, output=out, usage=usage)), resp.id)

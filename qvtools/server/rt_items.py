@@ -12,15 +12,20 @@ from dataclasses import dataclass
 
 from ..realtime import events as ev
 
-__all__ = ["ClientItem", "ItemError", "client_item"]
+__all__ = ["ClientItem", "ClientEventError", "ItemError", "client_item"]
 
 
-class ItemError(ValueError):
-    """An unusable ``conversation.item.create``: ``message`` and ``param`` of the ``error`` event."""
+class ClientEventError(ValueError):
+    """An unusable field of a client event: ``message`` and ``param`` of the ``error`` event (the session
+    goes on)."""
 
     def __init__(self, message: str, param: str):
         super().__init__(message)
         self.message, self.param = message, param
+
+
+class ItemError(ClientEventError):
+    """An unusable ``conversation.item.create``: ``message`` and ``param`` of the ``error`` event."""
 
 
 @dataclass(frozen=True)
