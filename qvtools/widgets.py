@@ -6,7 +6,7 @@ it by leaving it as the last expression of a cell.
 - :func:`audio_player` plays audio exactly as recorded. ``IPython.display.Audio``
   rescales every clip to full scale by default, which would hide the loudness
   differences we measure, so the player embeds the unmodified clip as a base64
-  data URL inside an ``<audio controls>`` element (:func:`qvtools.report.audio_tag`,
+  data URL inside an ``<audio controls>`` element (:func:`qvtools.audio_html.audio_tag`,
   the one builder, shared with the HTML report).
 - :class:`ComparisonGrid` lays out voice x prompt rows against the reference
   recording and each target model's reply, with metric badges.
@@ -33,7 +33,7 @@ from .config import TARGET_MODELS
 from .errors import ConfigError, InvalidAudio, QVError
 from .mic import LiveTalk, LiveTurn, Recorder  # microphone widgets (issue 14), anywidget-based
 from .results import is_simulated_metric
-from .report import audio_tag
+from .audio_html import audio_tag
 
 __all__ = [
     "audio_player",
