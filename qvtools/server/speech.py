@@ -51,7 +51,7 @@ from ..errors import ConfigError
 from .responder import Responder
 from .voice import VoiceProfile, analyze, builtin_profile, convert
 
-__all__ = ["SpeechPipeline", "CALIBRATION_TEXT", "ENGLISH", "OPENER_CACHE_SIZE"]
+__all__ = ["SpeechPipeline", "CALIBRATION_TEXT", "ENGLISH", "OPENER_CACHE_SIZE", "ASR_MEMO_SIZE", "ASR_WAIT_S"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,12 @@ _PROFILE_CACHE_SIZE = 32
 #: at most ~50 MB.
 OPENER_CACHE_SIZE = 192
 
+#: Recognitions kept per pipeline (:meth:`SpeechPipeline.recognize`): the last few utterances' transcripts, so the
+#: same audio is not decoded twice (issue 22). Each entry is a short text.
+ASR_MEMO_SIZE = 16
+#: Longest wait for a decode of the same audio running in another thread before decoding it here too.
+ASR_WAIT_S = 60.0
+
 
 class SpeechPipeline:
     """ASR, reply text, TTS and voice conversion for the local realtime service."""
@@ -145,6 +151,11 @@ class SpeechPipeline:
         self._openers: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._openers_lock = threading.Lock()
         self._building: dict[tuple, threading.Event] = {}  # opener keys being made now (made once)
+        self._heard: OrderedDict[tuple, object] = OrderedDict()  # recognize() results (ASR_MEMO_SIZE)
+        self._decoding: dict[tuple, threading.Event] = {}  # recognize() keys being decoded now
+        self._heard_lock = threading.Lock()
+        #: How many recognize() calls reused a decode of the same audio (issue 22), for tests and benchmarks.
+        self.asr_reuses = 0
         #: How many opener sentences were synthesized (cache misses), for tests and benchmarks.
         self.opener_builds = 0
         #: Set once :meth:`warm` has loaded ASR, TTS and the source profile.
@@ -247,10 +258,46 @@ class SpeechPipeline:
         goes to Whisper tiny.en (better and faster there, :data:`qvtools.asr.ENGLISH_MODEL`), any other
         language to Whisper base. ``None`` detects it per utterance among ``candidates`` (None: all
         documented languages) by ``detector`` (:data:`qvtools.asr.DETECTORS`: tiny.en's English gate first,
-        else Whisper base). Mandarin text is in Simplified characters."""
+        else Whisper base). Mandarin text is in Simplified characters.
+
+        The same audio with the same arguments is decoded once (issue 22: a manual-mode partial transcription
+        of the whole buffer and the commit's final pass, a speculative pass and a final one): the result is
+        kept in a bounded LRU (:data:`ASR_MEMO_SIZE`), and a request for audio being decoded right now waits for
+        that decode. Whisper here is deterministic (greedy, temperature 0), so the text is the one a second
+        decode would give. :attr:`asr_reuses` counts the decodes saved."""
         from .. import asr
 
-        return asr.recognize(x16k, 16000, language, candidates=candidates, detector=detector)
+        x16k = np.ascontiguousarray(x16k, dtype=np.float32)
+        cands = None if candidates is None else tuple(sorted({candidates} if isinstance(candidates, str)
+                                                             else set(candidates)))
+        key = (hashlib.blake2b(x16k.tobytes(), digest_size=16).digest(), x16k.size, language, cands, detector,
+               asr.ENGLISH_MODEL, asr.ENGLISH_GATE)
+        for _attempt in range(2):
+            with self._heard_lock:
+                rec = self._heard.get(key)
+                if rec is not None:
+                    self._heard.move_to_end(key)
+                    self.asr_reuses += 1
+                    return rec
+                decoding = self._decoding.get(key)
+                if decoding is None:
+                    decoding = self._decoding[key] = threading.Event()
+                    break
+            decoding.wait(ASR_WAIT_S)  # the same audio is being decoded by another thread: wait, never twice
+        else:
+            decoding = None  # that decode failed or took too long: decode here, uncoordinated
+        try:
+            rec = asr.recognize(x16k, 16000, language, candidates=candidates, detector=detector)
+            with self._heard_lock:
+                self._heard[key] = rec
+                while len(self._heard) > ASR_MEMO_SIZE:
+                    self._heard.popitem(last=False)
+        finally:
+            if decoding is not None:
+                with self._heard_lock:
+                    self._decoding.pop(key, None)
+                decoding.set()
+        return rec
 
     def transcribe(self, x16k, language: str | None = ENGLISH, candidates=None) -> str:
         """The text of :meth:`recognize`; English unless told otherwise (``language=None`` detects)."""
