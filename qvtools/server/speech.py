@@ -137,6 +137,39 @@ ASR_MEMO_SIZE = 16
 ASR_WAIT_S = 60.0
 
 
+def _made_once(cache: OrderedDict, building: dict, lock: threading.Lock, key, make, size: int, wait_s: float):
+    """``(value, made here)``: ``cache[key]`` (a bounded LRU of ``size`` entries, guarded by ``lock``), made by
+    ``make()`` when absent. A key being made by another thread right now (``building``: key -> Event) is waited
+    for up to ``wait_s`` seconds, never made twice; when that build failed or took too long it is made here,
+    uncoordinated."""
+    for _attempt in range(2):
+        with lock:
+            value = cache.get(key)
+            if value is not None:
+                cache.move_to_end(key)
+                return value, False
+            event = building.get(key)
+            if event is None:
+                event = building[key] = threading.Event()
+                break
+        event.wait(wait_s)
+    else:
+        event = None
+    try:
+        value = make()
+        with lock:
+            cache[key] = value
+            cache.move_to_end(key)
+            while len(cache) > size:
+                cache.popitem(last=False)
+    finally:
+        if event is not None:
+            with lock:
+                building.pop(key, None)
+            event.set()
+    return value, True
+
+
 class SpeechPipeline:
     """ASR, reply text, TTS and voice conversion for the local realtime service."""
 
@@ -272,31 +305,12 @@ class SpeechPipeline:
                                                              else set(candidates)))
         key = (hashlib.blake2b(x16k.tobytes(), digest_size=16).digest(), x16k.size, language, cands, detector,
                asr.ENGLISH_MODEL, asr.ENGLISH_GATE)
-        for _attempt in range(2):
+        rec, made = _made_once(self._heard, self._decoding, self._heard_lock, key,
+                               lambda: asr.recognize(x16k, 16000, language, candidates=candidates, detector=detector),
+                               ASR_MEMO_SIZE, ASR_WAIT_S)
+        if not made:
             with self._heard_lock:
-                rec = self._heard.get(key)
-                if rec is not None:
-                    self._heard.move_to_end(key)
-                    self.asr_reuses += 1
-                    return rec
-                decoding = self._decoding.get(key)
-                if decoding is None:
-                    decoding = self._decoding[key] = threading.Event()
-                    break
-            decoding.wait(ASR_WAIT_S)  # the same audio is being decoded by another thread: wait, never twice
-        else:
-            decoding = None  # that decode failed or took too long: decode here, uncoordinated
-        try:
-            rec = asr.recognize(x16k, 16000, language, candidates=candidates, detector=detector)
-            with self._heard_lock:
-                self._heard[key] = rec
-                while len(self._heard) > ASR_MEMO_SIZE:
-                    self._heard.popitem(last=False)
-        finally:
-            if decoding is not None:
-                with self._heard_lock:
-                    self._decoding.pop(key, None)
-                decoding.set()
+                self.asr_reuses += 1
         return rec
 
     def transcribe(self, x16k, language: str | None = ENGLISH, candidates=None) -> str:
@@ -369,33 +383,16 @@ class SpeechPipeline:
         audio hash), so a re-enrolled voice never gets stale audio."""
         self._check(profile, sample_rate)
         key = self._opener_key(text, voice_key, sample_rate, language, gap)
-        for _attempt in range(2):
-            cached = self.cached_opener_audio(text, voice_key=voice_key, sample_rate=sample_rate,
-                                              language=language, gap=gap)
-            if cached is not None:
-                return cached
-            with self._openers_lock:
-                building = self._building.get(key)
-                if building is None:
-                    building = self._building[key] = threading.Event()
-                    break
-            building.wait(60.0)  # made by another thread right now (e.g. prepare_openers): wait, never twice
-        else:
-            building = None  # the other build failed or took too long: make it here, uncoordinated
-        try:
+
+        def make():
             x = self._speak(text, profile, sample_rate, gap, language)
             x.setflags(write=False)  # shared between sessions
+            return x
+
+        x, made = _made_once(self._openers, self._building, self._openers_lock, key, make, OPENER_CACHE_SIZE, 60.0)
+        if made:
             with self._openers_lock:
                 self.opener_builds += 1
-                self._openers[key] = x
-                self._openers.move_to_end(key)
-                while len(self._openers) > OPENER_CACHE_SIZE:
-                    self._openers.popitem(last=False)
-        finally:
-            if building is not None:
-                with self._openers_lock:
-                    self._building.pop(key, None)
-                building.set()
         return x
 
     def stream_synthesize_reusing(self, text: str, profile: VoiceProfile, sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE, *,
