@@ -202,8 +202,9 @@ def pipeline(args, d, rows, mem):
     sp = SpeechPipeline()
     print(f"\nReply speech through SpeechPipeline ({args.pipeline_turns} replies per language; TTFA = first "
           "converted piece out of stream_synthesize)")
-    print(f"{'lang':>4s} {'target':34s} {'source s':>8s} {'metric':>6s} {'value':>6s} {'RTF':>6s} "
-          f"{'TTFA ms':>8s} {'(max)':>7s} {'audio s':>7s}")
+    print(f"{'lang':>4s} {'target':34s} {'source s':>8s} {'metric':>6s} {'value':>6s} {'RTF':>6s} {'CPU RTF':>7s} "
+          f"{'TTFA ms':>8s} {'(max)':>7s} {'audio s':>7s}   (RTF: wall; CPU RTF: process CPU s, all threads, "
+          f"per audio s; load average {os.getloadavg()[0]:.1f})")
     for lang in [s.strip() for s in args.languages.split(",") if s.strip()]:
         reply_lang, note = sp.reply_language(lang)
         if note:
@@ -217,25 +218,25 @@ def pipeline(args, d, rows, mem):
         _, t_src, _ = timed(lambda: sp.source_profile_for(lang))
         mem.append((f"+ {lang} engine and source profile ({t_src:.1f} s)", rss_mb()))
         users = sentences(rows, lang, args.pipeline_turns) or OWN_TEXTS.get(lang, ["hello"])
-        errs, rtfs, ttfas, total = [], [], [], 0.0
+        errs, rtfs, cpus, ttfas, total = [], [], [], [], 0.0
         for i in range(args.pipeline_turns):
             text = sp.reply_text(users[i % len(users)], turn_index=i, language=lang)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             parts, first = [], None
             for _piece, a in sp.stream_synthesize(text, target, 24000, language=lang):
                 if first is None:
                     first = time.perf_counter() - t0
                 parts.append(a)
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             y = np.concatenate(parts)
             dur = len(y) / 24000
             total += dur
             back = asr.recognize(y, 24000, lang)
             metric, value = metrics.error_rate(text, back.text, lang)
-            errs.append(value), rtfs.append(wall / dur), ttfas.append(first * 1000)
+            errs.append(value), rtfs.append(wall / dur), cpus.append(cpu / dur), ttfas.append(first * 1000)
             print(f"     {text[:60]!r} -> {back.text[:60]!r} {metric} {value:.3f}")
         print(f"{lang:>4s} {tname[:34]:34s} {t_src:8.1f} {metric:>6s} {statistics.fmean(errs):6.3f} "
-              f"{statistics.median(rtfs):6.3f} {statistics.median(ttfas):8.0f} {max(ttfas):7.0f} {total:7.1f}")
+              f"{statistics.median(rtfs):6.3f} {statistics.median(cpus):7.3f} {statistics.median(ttfas):8.0f} {max(ttfas):7.0f} {total:7.1f}")
 
 
 if __name__ == "__main__":

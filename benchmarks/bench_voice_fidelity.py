@@ -207,7 +207,13 @@ def main(argv=None) -> int:
                          "where the speech pipeline takes one")
     ap.add_argument("--no-wer", action="store_true", help="skip the ASR intelligibility check")
     ap.add_argument("--seed", type=int, default=1234, help="onnxruntime seed for Piper's noise")
+    ap.add_argument("--aperiodicity-step", type=int, default=None,
+                    help="convert's D4C frame step (default: voice.APERIODICITY_STEP; 1 = every frame, before issue 22)")
     args = ap.parse_args(argv)
+    if args.aperiodicity_step is not None:
+        voice.APERIODICITY_STEP = args.aperiodicity_step
+    print(f"# convert: aperiodicity on every {voice.APERIODICITY_STEP}. WORLD frame; load average "
+          f"{os.getloadavg()[0]:.1f}")
 
     import onnxruntime
 

@@ -268,3 +268,30 @@ def test_an_opener_being_made_is_waited_for_never_made_twice(pipeline):
         t.join(120)
     assert len(out) == 3 and out[0] is out[1] is out[2]
     assert pipeline.opener_builds == builds + 1
+
+
+def test_the_same_audio_is_decoded_once(speech_data, monkeypatch):
+    # issue 22: a manual-mode partial of the whole buffer and the commit's final pass (or a speculative and a final
+    # pass) over the same audio decode it once; other audio, or other arguments, decode again
+    from qvtools import asr
+    from qvtools.audio import resample
+
+    decodes = []
+    real = asr.recognize
+    monkeypatch.setattr(asr, "recognize", lambda *a, **k: decodes.append(a[2]) or real(*a, **k))
+    pipe = SpeechPipeline()
+    x, sr = load(speech_data / "clean/en_F_ljspeech_LJ001-0001.wav", mono=True)
+    x16 = resample(x[: 4 * sr], sr, 16000)
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(pipe.recognize(x16, "en"))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(out) == 3 and out[0] == out[1] == out[2] and "printing" in out[0].text.lower()
+    assert decodes == ["en"] and pipe.asr_reuses == 2
+    assert pipe.recognize(x16.copy(), "en") == out[0] and decodes == ["en"]  # equal samples, another array
+    shorter = pipe.recognize(x16[:-1600], "en")  # speech appended since: decoded again
+    assert len(decodes) == 2 and shorter.text
+    assert pipe.recognize(x16, None, ("en", "zh")).language == "en" and decodes == ["en", "en", None]
+    assert pipe.asr_reuses == 3

@@ -244,3 +244,36 @@ def test_ltas_equalizer_moves_the_reply_spectrum_onto_the_target(low_voice):
     full = convert(x, SR, target, src, ltas_strength=1.0, **kw)
     assert dist(full) < dist(half) < 0.8 * dist(off)
     assert len(half) == len(off) and np.max(np.abs(half)) <= 0.99  # an equaliser: timing and peak limit kept
+
+
+def test_aperiodicity_on_every_other_frame_follows_the_full_analysis(monkeypatch):
+    # issue 22: D4C on every APERIODICITY_STEP-th frame, linearly interpolated between; a voiced-unvoiced-voiced
+    # signal so the aperiodicity moves in time, and the interpolated one must follow it
+    import pyworld as pw
+
+    x = np.concatenate([harmonic(150.0, 0.6), 0.05 * np.random.default_rng(1).standard_normal(int(0.3 * SR)),
+                        harmonic(190.0, 0.6)]).astype(np.float64)
+    f0, t = voice._world_f0(pw, x, SR, 5.0)
+    full = pw.d4c(x, f0, t, SR)
+    monkeypatch.setattr(voice, "APERIODICITY_STEP", 1)
+    assert np.array_equal(voice._aperiodicity(pw, x, f0, t, SR), full)
+    monkeypatch.setattr(voice, "APERIODICITY_STEP", 2)
+    half = voice._aperiodicity(pw, x, f0, t, SR)
+    assert half.shape == full.shape and np.all((half >= 0) & (half <= 1))
+    assert np.abs(half - full).mean() < 0.05 * np.abs(full - full.mean(axis=0)).mean() + 0.01
+    noise = slice(len(t) * 62 // 150, len(t) * 88 // 150)  # the noise burst: aperiodic in both
+    assert half[noise].mean() > 0.5 and abs(half[noise].mean() - full[noise].mean()) < 0.05
+
+
+def test_the_warp_search_runs_once_per_voice_pair(low_voice, high_profile, monkeypatch):
+    # issue 22: convert's formant-warp search depends on the two profiles only: once per (source, target) pair
+    src = analyze(low_voice, SR)
+    calls = []
+    real = voice.estimate_warp
+    monkeypatch.setattr(voice, "estimate_warp", lambda *a: calls.append(a) or real(*a))
+    y1 = convert(low_voice[: SR], SR, high_profile, src)
+    y2 = convert(low_voice[: SR], SR, high_profile, src)
+    assert len(calls) == 1 and np.array_equal(y1, y2)
+    other = analyze(harmonic(180.0, vibrato=0.04, formants=(800, 1400, 2900)), SR)
+    convert(low_voice[: SR], SR, other, src)
+    assert len(calls) == 2

