@@ -107,6 +107,15 @@ def error_kind(text: str | None) -> str:
     return text.split(":")[0][:60]
 
 
+def distinct(prompt, idx: int, k: int):
+    """The prompt with a seeded dither at about -80 dBFS: inaudible and harmless to ASR, but a different PCM16
+    stream for every session and turn, so the service's transcript cache (keyed by the audio bytes) cannot skip
+    ASR on another session's identical prompt (a real caller never sends the same bytes twice)."""
+    x, sr = prompt
+    rng = np.random.default_rng((idx, k))
+    return (x + 1e-4 * rng.standard_normal(len(x))).astype(np.float32), sr
+
+
 def session_worker(settings, prompts, stats: Stats, deadline: float, args, idx: int) -> None:
     k = idx
     while time.monotonic() < deadline:
@@ -132,6 +141,8 @@ def session_worker(settings, prompts, stats: Stats, deadline: float, args, idx: 
                     if stats.turns >= args.max_turns:
                         return
                 prompt = prompts[k % len(prompts)]
+                if not args.same_audio:
+                    prompt = distinct(prompt, idx, k)
                 k += 1
                 turn = sess.send_audio(prompt, realtime=True, timeout=args.turn_timeout)
                 lat = turn.latency()
@@ -236,6 +247,9 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=0, help="the service's max_sessions_per_key (0: no limit)")
     p.add_argument("--stop-after-saturation", type=int, default=1, help="steps to run past the first saturated one")
     p.add_argument("--json", help="write the step results here")
+    p.add_argument("--same-audio", action="store_true",
+                   help="send the prompts' identical bytes from every session (the transcript cache then skips ASR "
+                        "across sessions; default: a distinct inaudible dither per session and turn)")
     p.add_argument("--languages", nargs="+", default=["en"],
                    help="prompt languages the sessions speak, one per session, cycling (default: en)")
     p.add_argument("--candidates", nargs="+", default=None,
@@ -259,6 +273,7 @@ def main(argv=None) -> int:
     print(f"load test: {os.cpu_count()} cores, steps N={args.sessions}, {args.minutes:g} min each, "
           f"latency={args.latency}, limit={args.limit or 'none'}, sessions speak {'/'.join(args.languages)}, "
           f"language candidates {args.candidates or 'service default (detected on each session first turn)'}, "
+          f"{'identical prompt bytes in every session' if args.same_audio else 'a distinct dither per session and turn'}, "
           f"load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     results = []
