@@ -157,3 +157,15 @@ def test_kokoro_cuts_only_a_long_first_sentence_for_time_to_first_audio():
     no_clause = ["今天早上天气很好我们一起去公园散步湖边有很多人在跑步。"]
     assert split(no_clause, "zh") == no_clause
     assert split([], "zh") == []
+
+
+def test_a_synthesis_leaves_the_threads_floating_point_mode_alone(synth, zh):
+    """onnxruntime's `session.set_denormal_as_zero` set flush-to-zero on the thread that ran a speech engine and
+    left it set: afterwards the caller's own numpy treated subnormal numbers as zero (hypothesis refused to run).
+    Neither engine may change the calling thread's floating-point mode."""
+    tiny = np.finfo(np.float64).smallest_subnormal
+    assert np.array([tiny]) * 1.0 > 0
+    synth.synthesize("Hello there.")
+    assert np.array([tiny]) * 1.0 > 0, "the Piper engine set flush-to-zero on this thread"
+    zh.synthesize("你好。")
+    assert np.array([tiny]) * 1.0 > 0, "the Kokoro engine set flush-to-zero on this thread"

@@ -6,9 +6,13 @@ one inter-op thread with sequential execution (the graphs are chains; a second p
 graph optimisation, and no busy-waiting between ops. Spinning threads burn CPU that other sessions' turns
 need: Kokoro spent 35% more CPU for the same audio with it (benchmarks/bench_languages.py, 2026-11-27) and
 Piper 50% more (CPU s per second of speech 0.108 with spinning, 0.072 without, same bytes out; 2026-12-03,
-load average 6.7, README "Local service CPU per turn"). Denormal floats (the tails of decaying signals in the
-vocoders) are flushed to zero: Kokoro 0.530 vs 0.556 CPU s per second of Mandarin speech (alternated in one
-process, load average 9-12), the same samples. None of these options changes the samples.
+load average 6.7, README "Local service CPU per turn"). None of these options changes the samples.
+
+Denormal floats are NOT flushed to zero (``session.set_denormal_as_zero``), although it saved 5 % of Kokoro's CPU
+(0.530 vs 0.556 CPU s per second of speech): onnxruntime sets the flush-to-zero / denormals-are-zero flags of the
+thread that runs the session and leaves them set, so after one reply every float computation of that thread --
+the user's numpy in a notebook, hypothesis in the tests -- treated subnormal numbers as zero
+(tests/test_tts.py checks that a synthesis leaves them alone).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ __all__ = ["speech_session_options"]
 
 def speech_session_options(threads: int = 2):
     """``onnxruntime.SessionOptions`` for a speech engine: ``threads`` intra-op threads, sequential, fully
-    optimised graph, no spinning, denormal floats flushed to zero."""
+    optimised graph, no spinning (denormals left alone: see the module docstring)."""
     import onnxruntime
 
     opts = onnxruntime.SessionOptions()
@@ -27,5 +31,4 @@ def speech_session_options(threads: int = 2):
     opts.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.set_denormal_as_zero", "1")
     return opts
