@@ -372,6 +372,11 @@ def _confirm(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+#: The one help text of --similarity-encoder (compare, replay).
+_ENCODER_HELP = ("speaker encoder of the similarity columns: dvector, resemblyzer (the judge extra) or the path of an "
+                 "ONNX speaker-verification model (e.g. a WavLM-SV, ECAPA or CAM++ export)")
+
+
 @command("compare")
 def _build_compare(sub):
     from .catalog import DEFAULT_COMPARE_MODELS
@@ -410,8 +415,7 @@ def _build_compare(sub):
     p.add_argument("--yes", action="store_true",
                    help="do not ask before creating voices and running turns on the billed cloud service")
     p.add_argument("--no-report", action="store_true", help="do not build report.html at the end")
-    p.add_argument("--similarity-encoder", metavar="NAME|MODEL.onnx", help="speaker encoder of the similarity columns: dvector (default), resemblyzer (the judge extra) or "
-                   "the path of an ONNX speaker-verification model (e.g. a WavLM-SV, ECAPA or CAM++ export)")
+    p.add_argument("--similarity-encoder", metavar="NAME|MODEL.onnx", help=_ENCODER_HELP + " (default: dvector)")
     p.set_defaults(func=_compare)
 
 
@@ -485,8 +489,8 @@ def _build_replay(sub):
     p.add_argument("--sample-turns", type=int, default=6, help="turns with audio players (default 6)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per notebook cell (default 600)")
     p.add_argument("--no-report", action="store_true", help="only recompute results.parquet")
-    p.add_argument("--similarity-encoder", metavar="NAME|MODEL.onnx", help="speaker encoder of the similarity columns: dvector (default), resemblyzer (the judge extra) or "
-                   "the path of an ONNX speaker-verification model (e.g. a WavLM-SV, ECAPA or CAM++ export)" + " (default: the run's)")
+    p.add_argument("--similarity-encoder", metavar="NAME|MODEL.onnx",
+                   help=_ENCODER_HELP + " (default: the run's)")
     p.set_defaults(func=_replay)
 
 
