@@ -23,15 +23,18 @@ and greedy decoding (``beam_size=1``, temperature 0 without fallback: determinis
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from typing import NamedTuple
+
+import numpy as np
 
 from .audio import as_mono
 from .errors import ConfigError
 from .lang import LANGUAGE_CODES, base_language
 
-__all__ = ["MODEL_NAME", "MODEL_NAMES", "ENGLISH_MODEL", "DETECTORS", "EnglishGate", "ENGLISH_GATE", "GateStats",
-           "Transcription", "model_name", "transcribe", "recognize", "detect_language", "english_gate_stats",
+__all__ = ["MODEL_NAME", "MODEL_NAMES", "ENGLISH_MODEL", "DETECTORS", "EnglishGate", "ENGLISH_GATE", "check_detector", "GateStats",
+           "Transcription", "WINDOWS", "FIT_PAD_S", "model_name", "transcribe", "recognize", "detect_language", "english_gate_stats",
            "load_model", "to_simplified"]
 
 log = logging.getLogger(__name__)
@@ -65,11 +68,30 @@ _run_lock = threading.Lock()
 
 
 #: How the language of an utterance nobody named is found (``recognize(detector=...)``, the local service's
-#: ``ServiceConfig.realtime_language_detector``): ``"english_gate"`` (default) decodes with tiny.en first and
-#: keeps that transcript when :data:`ENGLISH_GATE` accepts it, running Whisper base's detection only on the
-#: turns it is unsure of; ``"whisper_base"`` always runs Whisper base's detection first (the behaviour before
-#: issue 22).
-DETECTORS = ("english_gate", "whisper_base")
+#: ``ServiceConfig.realtime_language_detector``): ``"whisper_base"`` runs Whisper base's detection (the
+#: service's default; with the ``"fit"`` window it shares the decode's encoder pass); ``"english_gate"``
+#: (``recognize``'s default) decodes with tiny.en first and keeps that transcript when
+#: :data:`ENGLISH_GATE` accepts it, running Whisper base's detection only on the turns it is unsure of.
+DETECTORS = ("whisper_base", "english_gate")
+
+
+#: How much audio Whisper's encoder sees per decode (``recognize(window=...)``, the local service's
+#: ``ServiceConfig.realtime_asr_window``, issue 22): ``"full"`` pads every utterance to the full 30 s window Whisper
+#: was trained on (faster-whisper's ``transcribe`` with timestamps: the published recipe, kept for every metric
+#: qvtools reports); ``"fit"`` pads a short utterance only to its own length plus :data:`FIT_PAD_S`, rounded up
+#: to a whole second, decodes without timestamps and, when the language must be detected, detects and decodes
+#: from one encoder pass. The encoder's cost grows with the window, so a 3 s turn costs a fraction of the 30 s
+#: pass (figures: benchmarks/bench_asr_window.py and the README "ASR window" entry). An utterance longer than
+#: 30 s - FIT_PAD_S is decoded as with ``"full"``.
+WINDOWS = ("fit", "full")
+#: Silence (zero features, as faster-whisper pads) after the utterance in a ``"fit"`` window, in seconds. With
+#: less, Whisper writes past the end of the speech: on the English clips of ../shared/data/speech and the
+#: packaged prompts (10 clips, language given) WER was 0.173 with 1 s and 2 s (a spoken-digits clip repeated
+#: its 20 digits once more), 0.060 with 3 s, 0.064 with 5 s and 8 s, 0.034 with the whole 30 s window; Mandarin,
+#: German: 0.242 with 3 s and with 30 s (benchmarks/bench_asr_window.py).
+FIT_PAD_S = 3.0
+_WHISPER_FRAMES = 3000  # Whisper's 30 s window, in 10 ms feature frames
+_FRAMES_PER_S = 100
 
 
 class GateStats(NamedTuple):
@@ -102,7 +124,11 @@ class EnglishGate(NamedTuple):
                 and stats.no_speech <= self.max_no_speech)
 
 
-#: The gate the local service uses (see :class:`EnglishGate`).
+#: The gate (see :class:`EnglishGate`), calibrated for the 30 s window only: with the ``"fit"`` window tiny.en is
+#: more confident on everything, and on the held-out clips this gate took a 24 s Mandarin recording for English
+#: (log-probability -0.36, compression 2.05; benchmarks/calibrate_language_gate.py --window fit). There, Whisper
+#: base's own detection costs about as little (one fitted encoder pass, shared with the decode), so the gate's
+#: tiny.en pass always uses the full window, whatever the ``window`` of :func:`recognize`.
 ENGLISH_GATE = EnglishGate()
 
 
@@ -229,8 +255,87 @@ def _decode(model, x, language: str) -> str:
     return _join(_segments(model, x, language), language)
 
 
-def _gate_stats(model, x) -> GateStats:
+class _Decoded(NamedTuple):
+    """One fitted-window decode: the text and faster-whisper's per-segment statistics for it."""
+
+    text: str
+    logprob: float
+    compression: float
+    no_speech: float
+    tokens: int
+
+
+def _fits(x) -> bool:
+    return x.size <= (_WHISPER_FRAMES / _FRAMES_PER_S - FIT_PAD_S) * _SR
+
+
+def _encode_fit(model, x):
+    """Whisper's encoder output for ``x`` in a window of its own length plus :data:`FIT_PAD_S` (rounded up to
+    a whole second, at most 30 s). Features as faster-whisper computes them; the window is padded with zero
+    features, as faster-whisper pads the 30 s window."""
+    feats = model.feature_extractor(x)  # (n_mels, frames + 1): the last frame is the extractor's padding
+    content = feats.shape[-1] - 1
+    n = min(_WHISPER_FRAMES, int(math.ceil((content + FIT_PAD_S * _FRAMES_PER_S) / _FRAMES_PER_S)) * _FRAMES_PER_S)
+    window = np.zeros((feats.shape[0], n), np.float32)
+    window[:, :min(content, n)] = feats[:, :min(content, n)]
+    return model.encode(window)
+
+
+def _detect_encoded(model, encoded, allowed: frozenset) -> tuple[str, float]:
+    probs = [(tok[2:-2], p) for tok, p in model.model.detect_language(encoded)[0]]
+    kept = [(c, p) for c, p in probs if c in allowed]
+    total = sum(p for _c, p in kept)
+    code, p = max(kept, key=lambda cp: cp[1])
+    return code, (p / total if total > 0 else 0.0)
+
+
+_setups: dict = {}
+
+
+def _decoder_setup(model, language: str):
+    """(tokenizer, prompt, suppressed tokens) for ``model`` in ``language``, built once: the tokenizer's list
+    of non-speech tokens costs about 0.1 CPU s to build, more than decoding a short turn."""
+    key = (id(model), language)
+    setup = _setups.get(key)
+    if setup is None:
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        multilingual = model.model.is_multilingual
+        tok = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe",
+                        language=language if multilingual else None)
+        prompt = [tok.sot_prev, *tok.encode(" " + _ZH_PROMPT)] if language == "zh" else []
+        prompt += [*tok.sot_sequence, tok.no_timestamps]
+        setup = _setups[key] = (tok, prompt, get_suppressed_tokens(tok, [-1]))
+    return setup
+
+
+def _generate_encoded(model, encoded, language: str, max_new_tokens: int | None = None) -> _Decoded:
+    """Greedy decode without timestamps from an encoder output, with the prompt, suppressed tokens, scores and
+    no-speech rule of faster-whisper's ``transcribe`` at temperature 0 (see :func:`_segments`)."""
+    from faster_whisper.transcribe import get_compression_ratio
+
+    tok, prompt, suppress = _decoder_setup(model, language)
+    limit = model.max_length if max_new_tokens is None else min(model.max_length, len(prompt) + max_new_tokens)
+    result = model.model.generate(encoded, [prompt], beam_size=1, max_length=limit, return_scores=True,
+                                  return_no_speech_prob=True, suppress_blank=True, suppress_tokens=suppress)[0]
+    ids = result.sequences_ids[0]
+    logprob = result.scores[0] * len(ids) / (len(ids) + 1)
+    text = tok.decode(ids).strip()
+    no_speech = float(result.no_speech_prob)
+    if no_speech > 0.6 and logprob < -1.0:  # faster-whisper's default no-speech rule drops such a segment
+        text = ""
+    if language == "zh":
+        text = to_simplified(text).strip()
+    return _Decoded(text, float(logprob), float(get_compression_ratio(text)) if text else 0.0, no_speech, len(ids))
+
+
+def _gate_stats(model, x, window: str = "full") -> GateStats:
     cap = _GATE_TOKENS_MIN + int(_GATE_TOKENS_PER_S * x.size / _SR)
+    if window == "fit" and _fits(x):
+        d = _generate_encoded(model, _encode_fit(model, x), "en", max_new_tokens=cap)
+        compression = float("inf") if d.tokens >= cap else d.compression
+        return GateStats(d.logprob if d.tokens else float("-inf"), compression, d.no_speech, d.text)
     segments = _segments(model, x, "en", max_new_tokens=cap)
     weights = [max(1, len(s.tokens)) for s in segments]
     total = sum(weights)
@@ -242,13 +347,27 @@ def _gate_stats(model, x) -> GateStats:
                      _join(segments, "en"))
 
 
-def english_gate_stats(x, sr: int) -> GateStats:
+def english_gate_stats(x, sr: int, *, window: str = "full") -> GateStats:
     """tiny.en's confidence on mono speech ``x`` at ``sr`` (:class:`GateStats`; what :data:`ENGLISH_GATE`
-    judges)."""
+    judges) in a :data:`WINDOWS` encoder window."""
+    _check_window(window)
     x = as_mono(x, sr, _SR)
     model = load_model(ENGLISH_MODEL)
     with _run_lock:
-        return _gate_stats(model, x)
+        return _gate_stats(model, x, window)
+
+
+def _check_window(window: str) -> None:
+    if window not in WINDOWS:
+        raise ConfigError(f"window must be one of {', '.join(WINDOWS)}, not {window!r}")
+
+
+def check_detector(detector: str, window: str = "full") -> None:
+    """:class:`~qvtools.errors.ConfigError` unless ``detector`` (:data:`DETECTORS`) and ``window``
+    (:data:`WINDOWS`) are known values."""
+    if detector not in DETECTORS:
+        raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, not {detector!r}")
+    _check_window(window)
 
 
 def detect_language(x, sr: int, candidates=None) -> tuple[str | None, float]:
@@ -264,7 +383,7 @@ def detect_language(x, sr: int, candidates=None) -> tuple[str | None, float]:
 
 
 def recognize(x, sr: int, language: str | None = None, *, candidates=None,
-              detector: str = "english_gate") -> Transcription:
+              detector: str = "english_gate", window: str = "full") -> Transcription:
     """Transcribe mono speech ``x`` at rate ``sr``: a :class:`Transcription`.
 
     ``language`` (a documented code or Chinese dialect, see :func:`qvtools.lang.base_language`)
@@ -273,10 +392,12 @@ def recognize(x, sr: int, language: str | None = None, *, candidates=None,
     caller that knows which languages to expect should say so). ``detector`` (:data:`DETECTORS`):
     ``"english_gate"`` tries tiny.en first when English is a candidate and keeps its transcript when
     :data:`ENGLISH_GATE` accepts it (one decode, no detection pass); otherwise, and with
-    ``"whisper_base"``, Whisper base detects the language. Text is stripped, ``''`` for no samples.
+    ``"whisper_base"``, Whisper base detects the language. ``window`` (:data:`WINDOWS`): the encoder
+    window, ``"full"`` (Whisper's, the default) or ``"fit"`` (the utterance's own length, the local
+    service's choice; the English gate's own tiny.en pass always uses the full window it was calibrated for).
+    Text is stripped, ``''`` for no samples.
     """
-    if detector not in DETECTORS:
-        raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, not {detector!r}")
+    check_detector(detector, window)
     lang = base_language(language)
     allowed = _candidates(candidates)
     x = as_mono(x, sr, _SR)
@@ -285,20 +406,32 @@ def recognize(x, sr: int, language: str | None = None, *, candidates=None,
     gate = lang is None and detector == "english_gate" and ENGLISH_MODEL == "tiny.en" and "en" in allowed
     english = load_model(ENGLISH_MODEL) if gate else None
     base = load_model("base")
+    fit = window == "fit" and _fits(x)
     with _run_lock:
         if gate:
-            stats = _gate_stats(english, x)
+            stats = _gate_stats(english, x, "full")  # the window the gate was calibrated for (ENGLISH_GATE)
             if ENGLISH_GATE.accepts(stats):
                 return Transcription(stats.text, "en", 1.0, MODEL_NAMES[ENGLISH_MODEL], "english_gate")
+        encoded = None
         prob, found_by = 1.0, "given"
         if lang is None:
-            lang, prob = _detect(base, x, allowed)
+            if fit:  # one encoder pass for detection and decoding
+                encoded = _encode_fit(base, x)
+                lang, prob = _detect_encoded(base, encoded, allowed)
+            else:
+                lang, prob = _detect(base, x, allowed)
             found_by = "whisper_base"
         kind = ENGLISH_MODEL if lang == "en" else "base"
         if gate and kind == ENGLISH_MODEL:
             text = stats.text  # the gate was unsure but base says English: tiny.en's decode is already done
         else:
-            text = _decode(base if kind == "base" else load_model(kind), x, lang)
+            model = base if kind == "base" else load_model(kind)
+            if fit:
+                if encoded is None or model is not base:
+                    encoded = _encode_fit(model, x)
+                text = _generate_encoded(model, encoded, lang).text
+            else:
+                text = _decode(model, x, lang)
     return Transcription(text, lang, float(prob), MODEL_NAMES[kind], found_by)
 
 

@@ -236,5 +236,85 @@ def test_english_gate_rules_and_detector_names():
     assert not gate.accepts(ok._replace(compression=17.0))     # tiny.en looping on Mandarin
     assert not gate.accepts(ok._replace(no_speech=0.7))
     assert not gate.accepts(ok._replace(text=""))
-    with pytest.raises(ConfigError, match="english_gate, whisper_base"):
+    with pytest.raises(ConfigError, match="whisper_base, english_gate"):
         asr.recognize(np.zeros(160, np.float32), 16000, detector="tiny")
+
+
+# --- the fitted encoder window (issue 22: the local service's ASR cost) --------------------------------------
+
+
+def test_fit_window_is_the_utterance_plus_its_pad_and_never_more_than_30s():
+    model = asr.load_model(asr.ENGLISH_MODEL)
+    for seconds, frames in ((3.0, 300 + 300), (2.35, 600), (7.0, 1000)):
+        encoded = asr._encode_fit(model, np.zeros(int(seconds * 16000), np.float32))
+        assert encoded.shape[1] == frames // 2  # the encoder halves the frame rate
+    assert asr.FIT_PAD_S == 3.0 and asr._fits(np.zeros(27 * 16000)) and not asr._fits(np.zeros(28 * 16000))
+
+
+@pytest.mark.parametrize("path, words", [
+    ("clean/en_F_ljspeech_LJ001-0001.wav", ("printing", "only sense", "arts and crafts", "exhibition")),
+    ("clean/de_M_thorsten_6utts.wav", ()),
+    ("clean/zh_F_aishell3_SSB0005_SSB00050001.wav", ("广州", "大学生")),
+])
+def test_fit_window_transcribes_as_well_as_the_30s_window(clip, path, words):
+    x, sr, row = clip(path)
+    x = x[: 26 * sr]
+    lang = row["language"]
+    fit = asr.recognize(x, sr, lang, window="fit")
+    full = asr.recognize(x, sr, lang)
+    assert fit.model == full.model and fit.language == lang
+    for word in words:
+        assert word in fit.text.lower()
+    if lang == "zh":
+        assert asr.to_simplified(fit.text) == fit.text
+    if row["transcript"] and x.size == int(float(row["duration_s"]) * sr):
+        # the measured cost of the fit window (benchmarks/bench_asr_window.py): at most a word or two more
+        _m, e_fit = metrics.error_rate(row["transcript"], fit.text, lang)
+        _m, e_full = metrics.error_rate(row["transcript"], full.text, lang)
+        assert e_fit <= e_full + 0.1, (fit.text, full.text)
+
+
+def test_fit_window_detects_and_decodes_from_one_encoder_pass(clip, monkeypatch):
+    calls = []
+    real = asr._encode_fit
+    monkeypatch.setattr(asr, "_encode_fit", lambda model, x: calls.append(model) or real(model, x))
+    x, sr, _row = clip("clean/zh_F_aishell3_SSB0005_SSB00050007.wav")
+    rec = asr.recognize(x[: 3 * sr], sr, candidates=("zh", "en", "ja", "es", "de"), detector="whisper_base",
+                        window="fit")
+    assert (rec.language, rec.detector) == ("zh", "whisper_base") and rec.text
+    assert calls == [asr.load_model("base")]
+    # English found by base is decoded by tiny.en (the English model): a second, tiny.en pass
+    calls.clear()
+    x, sr, _row = clip("clean/en_F_ljspeech_LJ001-0003.wav")
+    rec = asr.recognize(x[: 3 * sr], sr, detector="whisper_base", window="fit")
+    assert (rec.language, rec.model) == ("en", asr.MODEL_NAMES[asr.ENGLISH_MODEL]) and "chinese" in rec.text.lower()
+    assert calls == [asr.load_model("base"), asr.load_model(asr.ENGLISH_MODEL)]
+    # an utterance longer than the fitted window allows goes the 30 s way (no fitted encoder pass)
+    calls.clear()
+    long = np.concatenate([x] * 3)[: 28 * sr]
+    assert asr.recognize(long, sr, "en", window="fit").text
+    assert calls == []
+
+
+@pytest.mark.parametrize("path", [p for p in HELD_OUT_CLIPS + CALIBRATION_CLIPS if "too_short" not in p])
+def test_fit_window_detection_on_short_turns(clip, path):
+    # first 2 s and 3 s of each clip, among the service's default candidates: the bench's 71/71 (both windows)
+    x, sr, row = clip(path)
+    for cut in (2, 3):
+        rec = asr.recognize(x[: cut * sr], sr, candidates=("zh", "en", "ja", "es", "de"), detector="whisper_base",
+                            window="fit")
+        assert rec.language == row["language"], (path, cut, rec)
+
+
+def test_english_gate_always_decodes_in_the_window_it_was_calibrated_for(clip, monkeypatch):
+    calls = []
+    real = asr._encode_fit
+    monkeypatch.setattr(asr, "_encode_fit", lambda model, x: calls.append(model) or real(model, x))
+    x, sr, _row = clip("clean/en_F_ljspeech_LJ001-0001.wav")
+    rec = asr.recognize(x[: 3 * sr], sr, detector="english_gate", window="fit")
+    assert (rec.language, rec.detector) == ("en", "english_gate") and "printing" in rec.text.lower()
+    assert calls == []  # the gate's tiny.en pass ran in the full window
+    with pytest.raises(ConfigError, match="fit, full"):
+        asr.recognize(np.zeros(1600, np.float32), 16000, detector="whisper_base", window="10s")
+    with pytest.raises(ConfigError, match="whisper_base, english_gate"):
+        asr.check_detector("gate", "fit")

@@ -831,16 +831,16 @@ def test_manual_partial_transcriptions_run_one_at_a_time_over_all_sessions(svc, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, second, detector", [("first_turn", "en", "english_gate"),
-                                                   ("every_turn", None, "whisper_base")])
-def test_language_is_detected_once_per_session_unless_every_turn(tmp_path, pcm16k, mode, second, detector):
+@pytest.mark.parametrize("mode, second, detector, window", [("first_turn", "en", "english_gate", "full"),
+                                                           ("every_turn", None, "whisper_base", "fit")])
+def test_language_is_detected_once_per_session_unless_every_turn(tmp_path, pcm16k, mode, second, detector, window):
     # ServiceConfig.realtime_language_detection: with no session or voice language the first turn is
     # detected; "first_turn" then tells ASR that language (tiny.en for English), "every_turn" detects again;
     # ServiceConfig.realtime_language_detector reaches the ASR call (issue 22 item 4)
     from qvtools.server.realtime import REALTIME
 
     cfg = ServiceConfig(realtime_language_detection=mode, realtime_language_detector=detector,
-                        realtime_partial_transcription_s=0)
+                        realtime_asr_window=window, realtime_partial_transcription_s=0)
     with LocalService(tmp_path, config=cfg) as local:
         speech = local.app[REALTIME].get_speech()
         told = []
@@ -848,10 +848,10 @@ def test_language_is_detected_once_per_session_unless_every_turn(tmp_path, pcm16
 
         found = []
 
-        def recording(x16, language=None, candidates=None, detector="english_gate"):
+        def recording(x16, language=None, candidates=None, detector="english_gate", window="full"):
             told.append(language)
-            rec = inner(x16, language, candidates, detector)
-            found.append((detector, rec.detector))
+            rec = inner(x16, language, candidates, detector, window)
+            found.append((detector, rec.detector, window))
             return rec
 
         speech.recognize = recording
@@ -870,5 +870,6 @@ def test_language_is_detected_once_per_session_unless_every_turn(tmp_path, pcm16
             c.close()
     assert told == [None, second]
     # the first turn was detected by the configured detector (English speech: the gate takes it cheaply)
-    assert found[0] == (detector, detector)
-    assert found[1] == (detector, "given" if second else detector)
+    # in the configured encoder window (ServiceConfig.realtime_asr_window)
+    assert found[0] == (detector, detector, window)
+    assert found[1] == (detector, "given" if second else detector, window)

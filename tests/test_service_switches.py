@@ -16,7 +16,8 @@ SWITCHES = service_config._switch_choices()
 def test_every_string_switch_is_typed_and_checked():
     # the switches the service reads with == (qvtools/server/realtime.py, enrollment.py, latency.py)
     assert set(SWITCHES) == {"enroll_text_check", "realtime_latency", "realtime_reply_mode",
-                             "realtime_language_detection", "realtime_language_detector", "realtime_cancel_status",
+                             "realtime_language_detection", "realtime_language_detector", "realtime_asr_window",
+                             "realtime_cancel_status",
                              "realtime_voice_error_timing",
                              "realtime_session_keys", "realtime_item_ids", "realtime_transcription_delta",
                              "realtime_manual_user_item", "realtime_idle_close", "semantic_vad_reject"}

@@ -105,6 +105,11 @@ def test_language_detection_mode_is_validated():
     assert ServiceConfig().realtime_language_detection == "first_turn" in LANGUAGE_DETECTION_MODES
     with pytest.raises(ConfigError, match="realtime_language_detection"):
         ServiceConfig(realtime_language_detection="sometimes")
-    assert ServiceConfig().realtime_language_detector == "english_gate"
-    with pytest.raises(ConfigError, match="english_gate, whisper_base"):
+    cfg = ServiceConfig()
+    assert (cfg.realtime_language_detector, cfg.realtime_asr_window) == ("whisper_base", "fit")
+    with pytest.raises(ConfigError, match="whisper_base, english_gate"):
         ServiceConfig(realtime_language_detector="tiny")
+    with pytest.raises(ConfigError, match="realtime_asr_window"):
+        ServiceConfig(realtime_asr_window="10s")
+    assert ServiceConfig(realtime_language_detector="english_gate",
+                         realtime_asr_window="full").realtime_language_detector == "english_gate"

@@ -73,7 +73,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Literal, get_args, get_type_hints
 
 from .. import spec
-from ..asr import DETECTORS
+from ..asr import DETECTORS, WINDOWS
 from ..catalog import ENROLLMENT_TARGET_MODELS
 from .semantic_vad import REJECT_MODES
 
@@ -107,6 +107,8 @@ __all__ += ["TEXT_CHECK_MODES"]
 LanguageDetectionMode = Literal["first_turn", "every_turn"]
 #: Values of :attr:`ServiceConfig.realtime_language_detector` (issue 22): the detectors :mod:`qvtools.asr` defines.
 LanguageDetector = Literal[DETECTORS]
+#: Values of :attr:`ServiceConfig.realtime_asr_window` (issue 22): Whisper's encoder windows :mod:`qvtools.asr` defines.
+AsrWindow = Literal[WINDOWS]
 LANGUAGE_DETECTION_MODES = get_args(LanguageDetectionMode)
 __all__ += ["LANGUAGE_DETECTION_MODES"]
 #: Values of :attr:`ServiceConfig.semantic_vad_reject` (issue 18): the modes :mod:`qvtools.server.semantic_vad` defines.
@@ -267,12 +269,23 @@ class ServiceConfig:
     #: 9 ms), which the latency and capacity figures of issue 11 cannot afford. A guess-free setting for a
     #: mixed-language study: name the language per session (the extension above) or use "every_turn".
     realtime_language_detection: LanguageDetectionMode = "first_turn"
+    #: Whisper's encoder window for the user's turns (:data:`qvtools.asr.WINDOWS`, issue 22): "fit" (the
+    #: utterance plus :data:`qvtools.asr.FIT_PAD_S`; detection and decoding share one encoder pass) or "full"
+    #: (the published recipe, which the metrics keep). On the ../shared clips and packaged prompts
+    #: (benchmarks/bench_asr_window.py, language given) "fit" costs 0.21 CPU s for a 3.3 s English prompt
+    #: against 0.51, and 0.22 against 0.90 for a 2.3 s Mandarin one; English WER 0.060 against 0.034 (10 clips),
+    #: Mandarin/German error unchanged; detection among the default candidates 71/71 right either way, at a
+    #: median 0.26 CPU s against 1.2.
+    realtime_asr_window: AsrWindow = "fit"
     #: How a turn's language is detected when it must be (:data:`qvtools.asr.DETECTORS`, issue 22 item 4):
+    #: "whisper_base" (default) detects with Whisper base, from the same fitted encoder pass as the decode;
     #: "english_gate" decodes with Whisper tiny.en first and keeps it when tiny.en's own confidence passes
-    #: :data:`qvtools.asr.ENGLISH_GATE` (calibrated on the packaged samples, tested on ../shared/data/speech:
-    #: benchmarks/calibrate_language_gate.py), so English turns pay no detection pass and only the turns the
-    #: gate is unsure of wait for Whisper base; "whisper_base" always detects with Whisper base first.
-    realtime_language_detector: LanguageDetector = "english_gate"
+    #: :data:`qvtools.asr.ENGLISH_GATE` (calibrated for, and so always run in, the full 30 s window), sending only
+    #: the turns it is unsure of on to Whisper base. With the full window the gate saves a detection pass (1.1 CPU
+    #: s) on English turns; with "fit" Whisper base's whole detection costs less than the gate (median 0.26 CPU s
+    #: against 0.45 on the ../shared cuts), and the gate, calibrated on the full window, does not carry over to
+    #: the fitted one (benchmarks/calibrate_language_gate.py --window fit: a 24 s Mandarin clip taken as English).
+    realtime_language_detector: LanguageDetector = "whisper_base"
     #: Milliseconds of audio per ``response.audio.delta`` (§5.8 [guess] 100-200 ms).
     realtime_audio_chunk_ms: int = 100
     #: Send ``response.done`` after ``response.cancel`` (§4.5 c [obs 2026]; the v2 SDK needs it). False: the

@@ -610,7 +610,7 @@ class _Connection:
         detected among the candidates), text stripped (runs in the executor)."""
         x16 = resample(x, rate, 16000) if rate != 16000 else x
         rec = get_speech(self.app).recognize(x16, language, self.app[REALTIME].language_candidates,
-                                             self.cfg.realtime_language_detector)
+                                             self.cfg.realtime_language_detector, self.cfg.realtime_asr_window)
         return rec._replace(text=rec.text.strip())
 
     async def _transcribe(self, user: UserTurn, speculative: asyncio.Task | None = None) -> None:

@@ -283,13 +283,15 @@ class SpeechPipeline:
 
     # ---------------------------------------------------------------- steps
 
-    def recognize(self, x16k, language: str | None = None, candidates=None, detector: str = "english_gate"):
+    def recognize(self, x16k, language: str | None = None, candidates=None, detector: str = "english_gate",
+                  window: str = "full"):
         """Recognise 16 kHz mono user audio: a :class:`qvtools.asr.Transcription` (text, language,
         probability, model). ``language`` (a documented code or Chinese dialect) skips detection: English
         goes to Whisper tiny.en (better and faster there, :data:`qvtools.asr.ENGLISH_MODEL`), any other
         language to Whisper base. ``None`` detects it per utterance among ``candidates`` (None: all
         documented languages) by ``detector`` (:data:`qvtools.asr.DETECTORS`: tiny.en's English gate first,
-        else Whisper base). Mandarin text is in Simplified characters.
+        else Whisper base) in Whisper's ``window`` (:data:`qvtools.asr.WINDOWS`; the service passes
+        ``ServiceConfig.realtime_asr_window``). Mandarin text is in Simplified characters.
 
         The same audio with the same arguments is decoded once (issue 22: a manual-mode partial transcription
         of the whole buffer and the commit's final pass, a speculative pass and a final one): the result is
@@ -302,9 +304,10 @@ class SpeechPipeline:
         cands = None if candidates is None else tuple(sorted({candidates} if isinstance(candidates, str)
                                                              else set(candidates)))
         key = (hashlib.blake2b(x16k.tobytes(), digest_size=16).digest(), x16k.size, language, cands, detector,
-               asr.ENGLISH_MODEL, asr.ENGLISH_GATE)
+               window, asr.ENGLISH_MODEL, asr.ENGLISH_GATE, asr.FIT_PAD_S)
         rec, made = _made_once(self._heard, self._decoding, self._heard_lock, key,
-                               lambda: asr.recognize(x16k, 16000, language, candidates=candidates, detector=detector),
+                               lambda: asr.recognize(x16k, 16000, language, candidates=candidates, detector=detector,
+                                                     window=window),
                                ASR_MEMO_SIZE, ASR_WAIT_S)
         if not made:
             with self._heard_lock:
