@@ -51,16 +51,49 @@ def timed(fn):
     return out, time.process_time() - c
 
 
+def pads(speech_dir: Path, candidates) -> int:
+    clips = [(language, as_mono(*load(path), SR)) for _n, language, path, _t in _all_clips(speech_dir)]
+    print(f"# detection only (qvtools.asr.detect_language, window 'fit') among {', '.join(candidates)}; "
+          f"shipped pad {asr.DETECT_PAD_S} s; load average {os.getloadavg()[0]:.1f}")
+    shipped = asr.DETECT_PAD_S
+    try:
+        for pad in (0.5, 1.0, 2.0, 3.0):
+            asr.DETECT_PAD_S = pad
+            for cut in (1.0, 1.5, 2.0):
+                kept = [x[: int(cut * SR)] for _l, x in clips if x.size >= cut * SR]
+                langs = [lang for lang, x in clips if x.size >= cut * SR]
+                found, cpu = [], 0.0
+                for x in kept:
+                    (code, _p), c = timed(lambda: asr.detect_language(x, SR, candidates, window="fit"))
+                    found.append(code)
+                    cpu += c
+                ok = sum(f == lang for f, lang in zip(found, langs))
+                print(f"pad {pad:.1f} s, first {cut:.1f} s: {ok}/{len(kept)} right, {cpu / len(kept):.3f} CPU s each")
+    finally:
+        asr.DETECT_PAD_S = shipped
+    return 0
+
+
+def _all_clips(speech_dir: Path):
+    return list(clips(speech_dir))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--speech-dir", type=Path, default=Path(os.environ.get("QVTOOLS_SPEECH_DIR") or
                                                             Path(__file__).resolve().parents[2] / "shared/data/speech"))
     ap.add_argument("--no-detect", action="store_true", help="skip the detection part")
+    ap.add_argument("--pads", action="store_true",
+                    help="only the detection-only fitted window (qvtools.asr.detect_language, the service's early "
+                         "detection): right answers and CPU on the first 1, 1.5 and 2 s of every clip for several "
+                         "pads (qvtools.asr.DETECT_PAD_S)")
     ap.add_argument("--detector", choices=asr.DETECTORS, default="whisper_base",
                     help="how the language is found in the detection part (qvtools.asr.DETECTORS)")
     args = ap.parse_args(argv)
     candidates = ServiceConfig().realtime_language_candidates
     asr.load_model("base"), asr.load_model(asr.ENGLISH_MODEL)
+    if args.pads:
+        return pads(args.speech_dir, candidates)
     warm = as_mono(*load(samples_dir() / "prompts/weather.wav"), SR)
     for w in asr.WINDOWS:
         asr.recognize(warm, SR, window=w)

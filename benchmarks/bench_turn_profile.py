@@ -5,7 +5,8 @@ median CPU seconds (process CPU time, every thread of the engines included) and 
 ``--repeats`` runs after one warm-up:
 
 * ``vad``: Silero VAD over the user's audio in 100 ms frames (qvtools.vad.StreamingVAD, the server-VAD feed);
-* ``asr (language given)``: Whisper in the turn's language (tiny.en for English, base otherwise);
+* ``asr (language given)``: Whisper in the turn's language (tiny.en for English, base otherwise), in the encoder
+  window ``--window`` (default: the service's, ServiceConfig.realtime_asr_window);
 * ``asr (detected, english_gate)`` / ``asr (detected, whisper_base)``: the same turn when nobody named the
   language (qvtools.asr.DETECTORS);
 * ``reply text``: the deterministic responder;
@@ -35,6 +36,7 @@ import numpy as np
 from qvtools import asr
 from qvtools.audio import as_mono, load, resample
 from qvtools.resources import samples_dir
+from qvtools.server.config import ServiceConfig
 from qvtools.server.speech import SpeechPipeline
 from qvtools.server.voice import analyze, convert
 from qvtools.vad import StreamingVAD
@@ -64,7 +66,7 @@ def vad_pass(x16):
         vad.feed(x16[i:i + step])
 
 
-def profile_language(pipe: SpeechPipeline, lang: str, repeats: int) -> dict:
+def profile_language(pipe: SpeechPipeline, lang: str, repeats: int, window: str) -> dict:
     if lang in PROMPTS:
         x, sr = _item("prompts", PROMPTS[lang])
     else:
@@ -78,9 +80,11 @@ def profile_language(pipe: SpeechPipeline, lang: str, repeats: int) -> dict:
     reply = pipe.reply_text(user_text, language=lang)
     stages = {
         "vad": lambda: vad_pass(x16),
-        "asr (language given)": lambda: asr.recognize(x16, 16000, lang),
-        "asr (detected, english_gate)": lambda: asr.recognize(x16, 16000, None, detector="english_gate"),
-        "asr (detected, whisper_base)": lambda: asr.recognize(x16, 16000, None, detector="whisper_base"),
+        "asr (language given)": lambda: asr.recognize(x16, 16000, lang, window=window),
+        "asr (detected, english_gate)": lambda: asr.recognize(x16, 16000, None, detector="english_gate",
+                                                              window=window),
+        "asr (detected, whisper_base)": lambda: asr.recognize(x16, 16000, None, detector="whisper_base",
+                                                              window=window),
         "reply text": lambda: pipe.reply_text(user_text, language=lang),
         "synthesis": lambda: eng.synthesize(reply),
     }
@@ -98,7 +102,7 @@ def profile_language(pipe: SpeechPipeline, lang: str, repeats: int) -> dict:
             continue  # warm-up
         for name, (_o, cpu, wall) in results.items():
             out[name].append((cpu, wall))
-    det = asr.recognize(x16, 16000, None)
+    det = asr.recognize(x16, 16000, None, detector=ServiceConfig().realtime_language_detector, window=window)
     return {"stages": {k: (statistics.median(c for c, _w in v), statistics.median(w for _c, w in v))
                        for k, v in out.items()},
             "audio_s": audio_s, "user_s": x16.size / 16000, "reply": reply, "detected_by": det.detector,
@@ -109,12 +113,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--languages", nargs="+", default=["en", "zh", "ja"])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--window", choices=asr.WINDOWS, default=ServiceConfig().realtime_asr_window,
+                    help="Whisper's encoder window for the ASR stages (default: the service's, "
+                         "ServiceConfig.realtime_asr_window)")
     args = ap.parse_args(argv)
     pipe = SpeechPipeline()
     print(f"# bench_turn_profile: median of {args.repeats} runs after a warm-up; CPU = process CPU s (all "
-          f"threads), wall = s; load average at start {os.getloadavg()[0]:.1f}")
+          f"threads), wall = s; ASR window {args.window!r} (the English gate's own pass: always 'full'); service "
+          f"detector {ServiceConfig().realtime_language_detector!r}; load average at start {os.getloadavg()[0]:.1f}")
     for lang in args.languages:
-        r = profile_language(pipe, lang, args.repeats)
+        r = profile_language(pipe, lang, args.repeats, args.window)
         st = r["stages"]
         print(f"\n## {lang}: user turn {r['user_s']:.2f} s, reply {r['audio_s']:.2f} s of audio; detected "
               f"{r['detected']!s} by {r['detected_by']}; reply: {r['reply'][:60]}")

@@ -34,7 +34,7 @@ from .errors import ConfigError
 from .lang import LANGUAGE_CODES, base_language
 
 __all__ = ["MODEL_NAME", "MODEL_NAMES", "ENGLISH_MODEL", "DETECTORS", "EnglishGate", "ENGLISH_GATE", "check_detector", "GateStats",
-           "Transcription", "WINDOWS", "FIT_PAD_S", "model_name", "transcribe", "recognize", "detect_language", "english_gate_stats",
+           "Transcription", "WINDOWS", "FIT_PAD_S", "DETECT_PAD_S", "model_name", "transcribe", "recognize", "detect_language", "english_gate_stats",
            "load_model", "to_simplified"]
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,11 @@ WINDOWS = ("fit", "full")
 #: its 20 digits once more), 0.060 with 3 s, 0.064 with 5 s and 8 s, 0.034 with the whole 30 s window; Mandarin,
 #: German: 0.242 with 3 s and with 30 s (benchmarks/bench_asr_window.py).
 FIT_PAD_S = 3.0
+#: The pad of a detection-only ``"fit"`` window (:func:`detect_language`; no text is written, so the decoder's
+#: need for silence after the speech does not apply). On the first 1.5 s of the ../shared clips and the packaged
+#: prompts, among the service's default candidates: 26/26 right with 0.5, 1, 2 or 3 s, at 0.056, 0.066, 0.078
+#: and 0.089 CPU s per detection; first 1 s: 25/26 with each (benchmarks/bench_asr_window.py --pads).
+DETECT_PAD_S = 1.0
 _WHISPER_FRAMES = 3000  # Whisper's 30 s window, in 10 ms feature frames
 _FRAMES_PER_S = 100
 
@@ -269,13 +274,14 @@ def _fits(x) -> bool:
     return x.size <= (_WHISPER_FRAMES / _FRAMES_PER_S - FIT_PAD_S) * _SR
 
 
-def _encode_fit(model, x):
-    """Whisper's encoder output for ``x`` in a window of its own length plus :data:`FIT_PAD_S` (rounded up to
-    a whole second, at most 30 s). Features as faster-whisper computes them; the window is padded with zero
+def _encode_fit(model, x, pad_s: float | None = None):
+    """Whisper's encoder output for ``x`` in a window of its own length plus ``pad_s`` (default
+    :data:`FIT_PAD_S`; rounded up to a whole second, at most 30 s). Features as faster-whisper computes them; the window is padded with zero
     features, as faster-whisper pads the 30 s window."""
     feats = model.feature_extractor(x)  # (n_mels, frames + 1): the last frame is the extractor's padding
     content = feats.shape[-1] - 1
-    n = min(_WHISPER_FRAMES, int(math.ceil((content + FIT_PAD_S * _FRAMES_PER_S) / _FRAMES_PER_S)) * _FRAMES_PER_S)
+    pad = FIT_PAD_S if pad_s is None else pad_s
+    n = min(_WHISPER_FRAMES, int(math.ceil((content + pad * _FRAMES_PER_S) / _FRAMES_PER_S)) * _FRAMES_PER_S)
     window = np.zeros((feats.shape[0], n), np.float32)
     window[:, :min(content, n)] = feats[:, :min(content, n)]
     return model.encode(window)
@@ -370,15 +376,19 @@ def check_detector(detector: str, window: str = "full") -> None:
     _check_window(window)
 
 
-def detect_language(x, sr: int, candidates=None) -> tuple[str | None, float]:
+def detect_language(x, sr: int, candidates=None, *, window: str = "full") -> tuple[str | None, float]:
     """``(language code, probability)`` of mono speech ``x`` at ``sr``; ``(None, 0.0)`` for no samples.
-    ``candidates`` (language codes) limits the answer to those, e.g. the languages a service speaks."""
+    ``candidates`` (language codes) limits the answer to those, e.g. the languages a service speaks.
+    ``window`` (:data:`WINDOWS`): Whisper base's encoder window."""
+    _check_window(window)
     allowed = _candidates(candidates)
     x = as_mono(x, sr, _SR)
     if x.size == 0:
         return None, 0.0
     model = load_model("base")
     with _run_lock:
+        if window == "fit" and _fits(x):
+            return _detect_encoded(model, _encode_fit(model, x, DETECT_PAD_S), allowed)
         return _detect(model, x, allowed)
 
 

@@ -266,4 +266,11 @@ def create_app(config: ServiceConfig | None = None, data_dir=None) -> web.Applic
         app[FAULTS].add_routes(app)
     app.router.add_get(REALTIME_PATH, handle_realtime)
     app.on_shutdown.append(close_sessions)
+    app.on_cleanup.append(_stop_asr_lane)
     return app
+
+
+async def _stop_asr_lane(app: web.Application) -> None:
+    """``on_cleanup``: the realtime ASR lane's waiting jobs cancelled, the running one finished (in a thread,
+    so the loop is not held)."""
+    await asyncio.get_running_loop().run_in_executor(None, app[REALTIME].asr_lane.shutdown)

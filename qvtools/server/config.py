@@ -286,6 +286,15 @@ class ServiceConfig:
     #: against 0.45 on the ../shared cuts), and the gate, calibrated on the full window, does not carry over to
     #: the fitted one (benchmarks/calibrate_language_gate.py --window fit: a 24 s Mandarin clip taken as English).
     realtime_language_detector: LanguageDetector = "whisper_base"
+    #: Seconds of a session's first utterance after which, when nobody named its language (session, voice,
+    #: a single candidate) and no earlier turn found one, Whisper base detects the language of that much
+    #: audio while the user is still speaking (a shorter utterance: all of it, once the silence after it
+    #: begins; server VAD; issue 22 item 4, qvtools/server/rt_early.py). The reply's opener is then ready in
+    #: that language at ``speech_stopped``, as for a named language, instead of waiting for the turn's whole
+    #: transcription; the final ASR pass still detects on the whole utterance for its transcript and later
+    #: turns. 1.5 s: on the first 1.5 s of ../shared/data/speech and the packaged prompts detection among
+    #: the default candidates was 26/26 right (benchmarks/bench_asr_window.py --pads). 0: off.
+    realtime_early_language_s: float = 1.5
     #: Milliseconds of audio per ``response.audio.delta`` (§5.8 [guess] 100-200 ms).
     realtime_audio_chunk_ms: int = 100
     #: Send ``response.done`` after ``response.cancel`` (§4.5 c [obs 2026]; the v2 SDK needs it). False: the

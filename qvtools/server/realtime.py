@@ -57,7 +57,8 @@ from ..realtime import events as ev
 from ..realtime.session_model import default_session
 from . import session_rules as sr  # server-only session rules (validation, echo, usage)
 from .faults import FAULTS
-from . import semantic_vad
+from . import asr_lane as lane
+from . import rt_early, semantic_vad
 from .http import CONFIG, LATENCY, STORE, TRACE, authenticate, error_response
 from .latency import LatencySource
 from .rt_handshake import admit, check_handshake, release
@@ -214,6 +215,10 @@ class _Connection:
 
     async def run_cpu(self, fn, *args, **kwargs):
         return await self.loop.run_in_executor(None, lambda: fn(*args, **kwargs))
+
+    async def run_asr(self, priority: int, fn, *args):
+        """``fn(*args)`` on the app's ASR lane at ``priority`` (:mod:`qvtools.server.asr_lane`)."""
+        return await asyncio.wrap_future(self.app[REALTIME].asr_lane.submit(priority, fn, *args))
 
     @property
     def session(self) -> dict:
@@ -410,6 +415,7 @@ class _Connection:
                 await self.send(ev.speech_stopped(sev.audio_ms, sev.item_id))
                 await self._commit(sev.item_id, sev.start_ms, int(sev.audio_ms), auto=True)
         self.input.settle()
+        rt_early.start(self)  # issue 22 item 4: a first utterance's language, detected while it is spoken
         self._speculate()
 
     def _speculate(self) -> None:
@@ -424,7 +430,7 @@ class _Connection:
         if not pcm:
             return
         spec = self.speculations.begin(key, pcm)
-        spec.task = self.spawn(self._speculation_job(spec, from_pcm16(pcm), self.in_rate, self._speculative_inputs()))
+        spec.task = self.spawn(self._speculation_job(spec, from_pcm16(pcm), self.in_rate))
 
     def _speculative_inputs(self):
         """``(reply params, voice profile)`` when the turn's reply can be made ahead too (server VAD makes
@@ -444,11 +450,13 @@ class _Connection:
             return None
         return params, profile
 
-    async def _speculation_job(self, spec: Speculation, x, rate: int, inputs) -> SpeculativeReply:
+    async def _speculation_job(self, spec: Speculation, x, rate: int) -> SpeculativeReply:
         """The transcript of the utterance so far (executor) -- what the turn's transcription events and
         reply wait for -- and then, with ``inputs`` and unless speech resumed meanwhile, the reply's first
         synthesized piece after its opener, as a second executor job (``SpeculativeReply.body``)."""
-        rec = await self.run_cpu(self._recognize, x, rate, self._asr_language())
+        await rt_early.settled(self)  # the reply ahead needs its language (issue 22 item 4)
+        inputs = self._speculative_inputs()
+        rec = await self.run_asr(lane.SPECULATIVE, self._recognize, x, rate, self._asr_language())
         made = SpeculativeReply(rec.text, language=rec.language)
         if inputs is None or spec.dropped:
             return made
@@ -485,7 +493,7 @@ class _Connection:
     async def _partial_transcription(self, item_id: str, pcm: bytes, rate: int) -> None:
         x = from_pcm16(pcm)
         try:
-            rec = await self.run_cpu(self._recognize, x, rate, turn_language.expected_language(
+            rec = await self.run_asr(lane.PARTIAL, self._recognize, x, rate, turn_language.expected_language(
                 self.session, self.state.voice_record, self.turns.last_language,
                 self.app[REALTIME].language_candidates))
             text = rec.text
@@ -631,7 +639,7 @@ class _Connection:
                     except Exception:  # noqa: BLE001 -- transcribed again below, failures reported there
                         log.info("session %s: the speculative transcription failed; again", self.session_id)
                 if heard is None:
-                    rec = await self.run_cpu(self._recognize, x, user.rate, self._asr_language())
+                    rec = await self.run_asr(lane.FINAL, self._recognize, x, user.rate, self._asr_language())
                     heard, language = rec.text, rec.language
                 text = heard
                 # issue 10: the turn's language (the reply's when it was not known before ASR) and the hint
@@ -720,7 +728,7 @@ class _Connection:
         turn -- mapped to a language the responder and TTS speak (:func:`reply_plan.language_before_asr`).
         ``audio``: whether the reply is spoken (default: the session's modalities)."""
         lang = turn_language.expected_language(self.session, self.state.voice_record, self.turns.last_language,
-                                               self.app[REALTIME].language_candidates)
+                                               self.app[REALTIME].language_candidates, self.turns.early_language)
         if audio is None:
             audio = "audio" in self.session["modalities"]
         return language_before_asr(get_speech(self.app), lang, audio=audio, typed_text=typed_text)

@@ -165,6 +165,15 @@ class InputBuffer:
             return None
         return self.speech_item, self.speech_start_ms, int(since), max(0, vad.processed_ms - int(since))
 
+    def speech_so_far(self) -> tuple[str, int, int, int | None] | None:
+        """Server VAD in an utterance (speech, or the silence before its ``speech_stopped``):
+        ``(item_id, start_ms, processed_ms, silence_since_ms)`` (the last None while speech goes on); None
+        otherwise."""
+        if self.vad is None or self.speech_item is None:
+            return None
+        since = self.vad.silence_since_ms
+        return self.speech_item, self.speech_start_ms, int(self.vad.processed_ms), None if since is None else int(since)
+
     def settle(self) -> None:
         """Server VAD outside speech: keep only what a next ``speech_started`` can reach back to
         (prefix_padding_ms, §4.2, plus the VAD look-ahead), so silence never fills the buffer."""

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..audio import to_pcm16
 from ..realtime import events as ev
+from . import rt_early
 from . import session_rules as sr
 from .latency import NO_DELAYS
 from .reply_plan import ReplyPlanner
@@ -97,6 +98,7 @@ class ResponseRun:
         # (the opener, chosen from seed and turn only) is spoken at once, while the user's words may still be
         # being transcribed -- the omni model answers from the audio and response.created may precede the
         # user's transcription (§7.14) -- and the body follows
+        await rt_early.settled(conn)  # issue 22 item 4: a first turn's language, detected while it was spoken
         plan = self.plan = ReplyPlanner(speech, conn.reply_params(turn_index, instructions, audio=audio_on,
                                                                    typed_text=typed))
         if conn.state.voice_record is not None:

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from aiohttp import web
 
 from . import turn_language
+from .asr_lane import AsrLane
 
 __all__ = ["RealtimeState", "REALTIME", "ProfileCache", "get_speech", "voice_cache"]
 
@@ -69,6 +70,8 @@ class RealtimeState:
         #: re-runs Whisper on the whole buffer so far, and the ASR is one lock -- partials queued there would
         #: delay the transcriptions that replies wait for)
         self.partials = 0
+        #: the speech recognition of every session, on one thread by priority (qvtools/server/asr_lane.py)
+        self.asr_lane = AsrLane()
 
     def get_speech(self):
         """The :class:`~qvtools.server.speech.SpeechPipeline`, created once on first use (thread-safe)."""

@@ -17,7 +17,7 @@ import enum
 
 from ..realtime import events as ev
 
-__all__ = ["TurnState", "Gate", "response_gate", "commit_responds", "barge_in", "transcription_delta",
+__all__ = ["TurnState", "EARLY_MIN_MS", "Gate", "response_gate", "commit_responds", "barge_in", "transcription_delta",
            "transcription_events", "transcription_failure", "replies_ahead", "partial_step_bytes"]
 
 
@@ -100,6 +100,11 @@ def partial_step_bytes(session: dict, step_s: float, rate: int) -> int:
     return 2 * int(step_s * rate)
 
 
+#: The least speech (ms) an utterance shorter than ``ServiceConfig.realtime_early_language_s`` needs for its
+#: language to be detected early, at the start of the silence after it (:meth:`TurnState.early_due`).
+EARLY_MIN_MS = 1000
+
+
 class TurnState:
     """One session's conversation and turn bookkeeping (no socket)."""
 
@@ -107,6 +112,9 @@ class TurnState:
         self.last_item_id: str | None = None  # the conversation's last item (the next one's previous_item_id)
         self.turn_index = 0  # responses started so far (the responder's and the latency sampler's turn)
         self.last_language: str | None = None  # the language ASR found in the previous user turn (issue 10)
+        self.early_language: str | None = None  # detected while the first utterance was spoken (issue 22)
+        self.early_item: str | None = None  # the utterance (server-VAD item) that early detection ran on
+        self.early_task = None  # that detection while it runs (an asyncio.Task, rt_early.settled awaits it)
         self.history_tokens = 0  # text tokens of the conversation so far (usage, session_rules.compute_usage)
         self.pending_user = None  # the UserTurn the next response answers (rt_response.UserTurn)
         self.manual_item: str | None = None  # §7.4: the user item of a manual turn, created at its first append
@@ -128,6 +136,35 @@ class TurnState:
         """ASR found ``language`` in a user turn (kept as the next turn's hint when not None, issue 10)."""
         if language:
             self.last_language = language
+
+    def early_due(self, speech, seconds: float, known) -> tuple[str, int, int] | None:
+        """Server VAD, ``speech``: :meth:`InputBuffer.speech_so_far` now. ``(item_id, start_ms, end_ms)`` of the
+        audio of the current utterance whose language should now be detected (issue 22 item 4): its first
+        ``seconds``, once it has lasted that long, or, for a shorter utterance, all of its speech (at least
+        :data:`EARLY_MIN_MS`) once the silence after it began -- when no earlier turn found a language, the
+        utterance was not detected yet (one detection per utterance) and ``known()`` says no language is known
+        before ASR; else None. Then counted as started."""
+        if seconds <= 0 or self.last_language or speech is None:
+            return None
+        item, start_ms, now_ms, silence_ms = speech
+        if item == self.early_item:
+            return None
+        limit = start_ms + seconds * 1000.0
+        if now_ms >= limit and (silence_ms is None or silence_ms >= limit):
+            end = limit
+        elif silence_ms is not None and silence_ms - start_ms >= EARLY_MIN_MS:
+            end = min(silence_ms, limit)
+        else:
+            return None
+        if known():
+            return None
+        self.early_item = item
+        return item, start_ms, int(end)
+
+    def detected_early(self, item_id: str, language: str | None) -> None:
+        """The early detection of utterance ``item_id`` found ``language`` (kept until ASR finds one)."""
+        if language and item_id == self.early_item:
+            self.early_language = language
 
     def count_history(self, tokens: int) -> None:
         self.history_tokens += int(tokens)

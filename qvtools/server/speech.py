@@ -314,6 +314,14 @@ class SpeechPipeline:
                 self.asr_reuses += 1
         return rec
 
+    def detect_language(self, x16k, candidates=None, window: str = "fit") -> str | None:
+        """The language of 16 kHz mono speech (Whisper base among ``candidates``, in Whisper's ``window``;
+        :func:`qvtools.asr.detect_language`): the realtime service's early detection (issue 22 item 4)."""
+        from .. import asr
+
+        return asr.detect_language(np.ascontiguousarray(x16k, dtype=np.float32), 16000, candidates,
+                                   window=window)[0]
+
     def transcribe(self, x16k, language: str | None = ENGLISH, candidates=None) -> str:
         """The text of :meth:`recognize`; English unless told otherwise (``language=None`` detects)."""
         return self.recognize(x16k, language, candidates).text

@@ -13,6 +13,9 @@ The local service decides a user turn's language in this order (:func:`expected_
 2. else the session voice's enrollment ``language`` (the stored voice record's ``language``, §2.1
    ``input.language``; read defensively, a record without one counts as none);
 3. else the language detected on the previous turn of the connection (people rarely switch mid-call);
+3b. else, on a session's first turn, the language Whisper base detected on the first
+   ``ServiceConfig.realtime_early_language_s`` seconds of the utterance *while the user was still speaking*
+   (issue 22 item 4: the detection no longer waits, and queues, behind the end of the turn);
 4. else ``None``: wait for ASR, which detects it per utterance among
    :attr:`~qvtools.server.config.ServiceConfig.realtime_language_candidates` (a single candidate is taken
    as the language: ``("en",)`` gives the English-only service of before, without the detection pass).
@@ -103,16 +106,21 @@ def asr_language(session, record, candidates=None, last_detected: str | None = N
     return firm
 
 
-def expected_language(session, record, last_detected: str | None = None, candidates=None) -> str | None:
+def expected_language(session, record, last_detected: str | None = None, candidates=None,
+                      early: str | None = None) -> str | None:
     """The turn's language as known *before* ASR: session language -> the voice's enrollment language
-    (-> the only candidate) -> the previous turn's detected language -> None (wait for ASR)."""
+    (-> the only candidate) -> the previous turn's detected language -> the language detected early in this
+    utterance (``early``, step 3b) -> None (wait for ASR)."""
     firm = asr_language(session, record, candidates)
     if firm:
         return firm
-    try:
-        return base_language(last_detected) if last_detected else None
-    except ConfigError:
-        return None
+    for guess in (last_detected, early):
+        if guess:
+            try:
+                return base_language(guess)
+            except ConfigError:
+                continue
+    return None
 
 
 def language_candidates(candidates) -> tuple[str, ...] | None:
