@@ -8,7 +8,7 @@ Its CPU kernel builds an im2col buffer and multiplies unsigned by unsigned 8-bit
 
 :func:`rewrite_convs` computes the same int32 ``ConvInteger`` output another way, for the generator's
 convolutions (resblocks, noise_res: stride 1, one group, length-preserving padding; nearly all of that time):
-``Transpose(xq) -> Pad(with x_zp) -> one Slice per kernel tap -> Concat`` (the im2col buffer, 8 bits) ->
+``Transpose(xq) -> Pad(with x_zp) -> Gather`` of every kernel tap's frames (the im2col buffer, 8 bits) ->
 ``MatMulInteger(col, W, x_zp, w_zp) -> Transpose``. ``W`` is the shipped weights shifted to signed 8 bits
 (``w - 128``, zero point likewise: ``w - zp`` is unchanged) laid out once as a ``[kernel * in, out]`` matrix,
 which onnxruntime prepacks for its signed 8-bit kernels. Integer sums are exact, and everything after the
@@ -42,7 +42,7 @@ __all__ = ["rewrite_convs", "fast_model", "REWRITE_VERSION"]
 log = logging.getLogger(__name__)
 
 #: Bumped whenever :func:`rewrite_convs` changes its output (a new cache file name).
-REWRITE_VERSION = 1
+REWRITE_VERSION = 2
 _PREFIX = "qvtools_mm_"
 _lock = threading.Lock()
 
@@ -91,12 +91,9 @@ def rewrite_convs(model, *, prefix: str = "/decoder/decoder/generator/") -> int:
             numpy_helper.from_array(np.array([0, pads[0], 0, 0, pads[1], 0], np.int64), p + "_pads"),
             numpy_helper.from_array(np.array([1], np.int64), p + "_axis"),
         ]
-        taps = [f"{p}_tap{t}" for t in range(k)]
         nodes = [helper.make_node("Transpose", [xq], [p + "_xt"], perm=[0, 2, 1]),  # [1, T, C] uint8
                  helper.make_node("Pad", [p + "_xt", p + "_pads", xzp], [p + "_xp"])]  # padded with x's zero
-        nodes += _tap_slices(p, k, dil, helper, new_inits, numpy_helper)
-        nodes.append(helper.make_node("Concat", taps, [p + "_col"], axis=2) if k > 1
-                     else helper.make_node("Identity", taps, [p + "_col"]))
+        nodes += _im2col(p, k, in_ch, dil, helper, new_inits, numpy_helper)
         nodes.append(helper.make_node("MatMulInteger", [p + "_col", p + "_w", xzp, p + "_wzp"], [p + "_yt"],
                                       name=p))  # [1, T, out] int32
         nodes.append(helper.make_node("Transpose", [p + "_yt"], [conv.output[0]], perm=[0, 2, 1]))
@@ -114,18 +111,25 @@ def rewrite_convs(model, *, prefix: str = "/decoder/decoder/generator/") -> int:
     return len(replace)
 
 
-def _tap_slices(p, k, dil, helper, new_inits, numpy_helper) -> list:
-    """One ``Slice`` per kernel tap ``t`` of the padded ``[1, T + pads, C]`` tensor: frames ``t*dil ..
-    t*dil + T`` (``T`` the unpadded length, read from the graph at run time)."""
-    new_inits.append(numpy_helper.from_array(np.array([2], np.int64), p + "_axis2"))
-    nodes = [helper.make_node("Shape", [p + "_xt"], [p + "_shape"]),
-             helper.make_node("Slice", [p + "_shape", p + "_axis", p + "_axis2"], [p + "_len"])]
-    for t in range(k):
-        off = f"{p}_off{t}"
-        new_inits.append(numpy_helper.from_array(np.array([t * dil], np.int64), off))
-        nodes.append(helper.make_node("Add", [p + "_len", off], [f"{p}_end{t}"]))
-        nodes.append(helper.make_node("Slice", [p + "_xp", off, f"{p}_end{t}", p + "_axis"], [f"{p}_tap{t}"]))
-    return nodes
+def _im2col(p, k, in_ch, dil, helper, new_inits, numpy_helper) -> list:
+    """``{p}_col`` = ``[1, T, k * in_ch]``: row ``j`` holds padded frames ``j, j + dil, .., j + (k-1)*dil`` of
+    ``{p}_xp`` (``[1, T + pads, in_ch]``), one ``Gather`` (``T`` the unpadded length, read at run time)."""
+    new_inits += [numpy_helper.from_array(np.array([2], np.int64), p + "_axis2"),
+                  numpy_helper.from_array(np.array(0, np.int64), p + "_zero"),
+                  numpy_helper.from_array(np.array(1, np.int64), p + "_one"),
+                  numpy_helper.from_array(np.array([0], np.int64), p + "_axis0"),
+                  numpy_helper.from_array(np.arange(k, dtype=np.int64)[None, :] * dil, p + "_taps"),
+                  numpy_helper.from_array(np.array([-1], np.int64), p + "_flat"),
+                  numpy_helper.from_array(np.array([1, -1, k * in_ch], np.int64), p + "_rows")]
+    return [helper.make_node("Shape", [p + "_xt"], [p + "_shape"]),
+            helper.make_node("Slice", [p + "_shape", p + "_axis", p + "_axis2"], [p + "_len"]),
+            helper.make_node("Squeeze", [p + "_len", p + "_axis0"], [p + "_n"]),
+            helper.make_node("Range", [p + "_zero", p + "_n", p + "_one"], [p + "_frames"]),
+            helper.make_node("Unsqueeze", [p + "_frames", p + "_axis"], [p + "_col_frames"]),  # [T, 1]
+            helper.make_node("Add", [p + "_col_frames", p + "_taps"], [p + "_idx2"]),  # [T, k]
+            helper.make_node("Reshape", [p + "_idx2", p + "_flat"], [p + "_idx"]),
+            helper.make_node("Gather", [p + "_xp", p + "_idx"], [p + "_g"], axis=1),  # [1, T * k, in_ch]
+            helper.make_node("Reshape", [p + "_g", p + "_rows"], [p + "_col"])]
 
 
 def _sha256(path: Path) -> str:

@@ -242,9 +242,12 @@ class KokoroSynthesizer:
     Issue 22 (2026-12-03, load average 4-5, one process, the two variants alternated): CPU s per second of
     Mandarin speech 0.567 with one thread, 0.554 with two (wall RTF 0.68 / 0.60), so two stay. The model
     loaded is the int8 one (SHA-256 checked; 87 ``ConvInteger`` and 148 ``MatMulInteger`` nodes), and its
-    int8 convolutions are 64% of its time (onnxruntime profile); rewriting them as float ``Conv`` with the
-    dequantized weights was *slower* (0.636 vs 0.558 CPU s per audio s, separate processes at load 4.6) and
-    peaked at twice the memory (1.3 vs 0.7 GB), so the int8 graph stays as shipped.
+    int8 convolutions are 55-64% of its time (onnxruntime profile); rewriting them as float ``Conv`` with the
+    dequantized weights was *slower* (0.636 vs 0.558 CPU s per audio s, separate processes at load 4.6; again
+    0.418 vs 0.397 zh in one process at load 4.5, issue 22 item 3) and peaked at twice the memory (1.3 vs 0.7 GB).
+    Instead the generator's int8 convolutions run as im2col + prepacked ``MatMulInteger``
+    (:mod:`qvtools.server.kokoro_graph`, :data:`MODEL_GRAPHS`): the same samples, about a quarter less CPU
+    (benchmarks/bench_kokoro_graph.py).
     """
 
     def __init__(self, language: str = "zh", *, voice: str = DEFAULT_VOICE, threads: int = 2):
