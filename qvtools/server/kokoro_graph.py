@@ -16,9 +16,8 @@ convolution (bias, scale) is left as shipped, so the audio is the same samples (
 
 Tried and not kept (one-off comparisons in one process, runs alternated, 2026-12-03, load average 3.5-4.5): the convolutions as float ``Conv`` with
 weights dequantized offline (1-D: 5-11 % *more* CPU; as 2-D convolutions in onnxruntime's blocked NCHWc layout:
-1-3 % less, within noise), and fusing the scale and bias into ``MatMulIntegerToFloat`` (rounds differently, so
-not the same samples; the difference is re-quantized at every later layer and grows to the model's own
-quantization noise).
+1-3 % less, within noise), and signed weights fed to ``ConvInteger`` itself (4 times slower). Fusing the scale
+and bias into ``MatMulIntegerToFloat`` would round differently from the shipped graph (not the same samples).
 
 :func:`fast_model` writes the rewritten model once into the model cache beside the source, named by the
 source's SHA-256 and :data:`REWRITE_VERSION`, and records the SHA-256 of what it wrote beside it; every load
