@@ -271,6 +271,6 @@ def create_app(config: ServiceConfig | None = None, data_dir=None) -> web.Applic
 
 
 async def _stop_asr_lane(app: web.Application) -> None:
-    """``on_cleanup``: the realtime ASR lane's waiting jobs cancelled, the running one finished (in a thread,
-    so the loop is not held)."""
-    await asyncio.get_running_loop().run_in_executor(None, app[REALTIME].asr_lane.shutdown)
+    """``on_cleanup``: the realtime ASR lane's waiting jobs cancelled; the running one (if any) ends on its own
+    thread, not awaited, so a stop is never held by a decode (the default executor may be gone by now)."""
+    app[REALTIME].asr_lane.shutdown(wait=False)
