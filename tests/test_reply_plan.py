@@ -68,9 +68,10 @@ def test_a_typed_turn_decides_the_language_once_for_cache_key_reply_and_synthesi
     assert speech.named("reply_language") == [("reply_language", "zh", True)]  # decided before, never again
     assert speech.named("opener_text") == [("opener_text", 0, "zh")]
     assert speech.named("reply_text") == [("reply_text", "今天天气怎么样", 0, "zh")]
-    # the synthesis speaks the params' language: the speculation key and the spoken language agree
-    assert speech.named("stream_synthesize") == [("stream_synthesize", "You said 今天天气怎么样. Tell me more.",
-                                                  24000, "zh")]
+    # the synthesis speaks the params' language: the speculation key and the spoken language agree (every
+    # language may reuse cached sentences since issue 22)
+    (call,) = speech.named("stream_synthesize_reusing")
+    assert call[1:3] == ("You said 今天天气怎么样. Tell me more.", 24000) and call[4] == "zh"
     assert plan.params.language == "zh"
 
 
@@ -92,7 +93,7 @@ def test_without_a_known_language_the_detected_one_is_decided_at_hear():
     assert plan.params.language == "ja" and plan.turn_language == "ja"
     plan.first_piece(profile=object())
     assert speech.named("reply_text")[0][-1] == "ja"
-    assert speech.named("stream_synthesize")[0][-1] == "ja"
+    assert speech.named("stream_synthesize_reusing")[0][4] == "ja"
     with pytest.raises(RuntimeError, match="already heard"):
         plan.hear("again", "en")  # decided once
 
@@ -255,8 +256,19 @@ def test_reply_sentences_sharing_the_users_words_are_never_reused():
     assert check("Let me think it through with you.")
     assert not check("That's a good question about lisbon.")  # case-insensitive
     assert not check("You mentioned weather.")
-    assert not check("天气很好。")  # not English: never from the cache
+    assert check("天气很好。")  # nothing of the user's words (issue 22: every language may be reused)
     assert independent_of("")("How can I help you today?")
+    # scripts without spaces: no two consecutive characters of the user's text
+    zh = independent_of("明天北京会下雨吗？")
+    assert zh("能再多说一点吗？")
+    assert not zh("你提到了北京。")  # "北京" is the user's
+    assert not zh("下雨的时候记得带伞。")
+    ja = independent_of("明日の東京の天気はどうですか？")
+    assert ja("まず何を知りたいですか？") is False  # "すか" is the user's too: kept out (conservative)
+    assert ja("なるほど。") and not ja("東京のことならお手伝いできます。")
+    es = independent_of("¿Qué tiempo hará mañana en Sevilla?")
+    assert not es("Sevilla es preciosa.") and es("Dime algo más.")
+    assert not es("Cuéntame algo.")  # "ué" stands in the user's "Qué": kept out (conservative)
 
 
 def test_the_seed_and_the_voice_key_of_a_session():
