@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["AsrLane", "EARLY", "FINAL", "SPECULATIVE", "PARTIAL"]
 
@@ -25,60 +25,52 @@ SPECULATIVE = FINAL
 
 
 class AsrLane:
-    """A single worker thread running submitted callables by priority; thread-safe. Started on first submit."""
+    """Submitted callables run one at a time by priority; thread-safe. The thread is a one-worker
+    :class:`~concurrent.futures.ThreadPoolExecutor` (so interpreter exit waits for a decode in progress instead
+    of tearing the speech engines down under it); each submit queues one "run the best waiting job" step on it."""
 
     def __init__(self, name: str = "qv-asr"):
-        self._name = name
         self._heap: list = []
         self._seq = itertools.count()
-        self._cv = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._closed = False
 
     def submit(self, priority: int, fn, *args, **kwargs) -> Future:
         """Run ``fn(*args, **kwargs)`` on the lane; a :class:`concurrent.futures.Future` of its result. A
         future cancelled before its job starts is skipped. After :meth:`shutdown`: RuntimeError."""
         fut: Future = Future()
-        with self._cv:
+        with self._lock:
             if self._closed:
                 raise RuntimeError("the ASR lane is shut down")
             heapq.heappush(self._heap, (int(priority), next(self._seq), fut, fn, args, kwargs))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            self._cv.notify()
+            self._pool.submit(self._run_best)
         return fut
 
     def pending(self) -> int:
         """Jobs waiting (not the one running)."""
-        with self._cv:
+        with self._lock:
             return len(self._heap)
 
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._heap and not self._closed:
-                    self._cv.wait()
-                if not self._heap:
-                    return
-                _p, _s, fut, fn, args, kwargs = heapq.heappop(self._heap)
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:  # handed to the waiter, as an executor does
-                fut.set_exception(exc)
-            else:
-                fut.set_result(result)
+    def _run_best(self) -> None:
+        with self._lock:
+            if not self._heap:
+                return
+            _p, _s, fut, fn, args, kwargs = heapq.heappop(self._heap)
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the waiter, as an executor does
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
 
     def shutdown(self, wait: bool = True) -> None:
         """Cancel the waiting jobs, let the running one finish (joined when ``wait``); no more submits."""
-        with self._cv:
+        with self._lock:
             self._closed = True
             for _p, _s, fut, *_rest in self._heap:
                 fut.cancel()
             self._heap.clear()
-            self._cv.notify_all()
-            thread = self._thread
-        if wait and thread is not None and thread is not threading.current_thread():
-            thread.join()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
