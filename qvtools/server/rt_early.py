@@ -5,8 +5,8 @@ candidate) used to learn it only from the ASR of its first turn, after ``speech_
 waited for that ASR, and sessions that started together queued their detections one behind the other (the
 capacity criterion of ``benchmarks/bench_load.py`` failed at 8 such sessions). Here, once the first utterance has
 lasted ``ServiceConfig.realtime_early_language_s`` (a shorter one: once the silence after it began), Whisper
-base detects the language of that audio in the executor while the user goes on speaking (or the VAD waits out
-its silence window); the result is the turn's expected language
+base detects the language of that audio, first in the ASR lane (:mod:`qvtools.server.asr_lane`), while the user
+goes on speaking (or the VAD waits out its silence window); the result is the turn's expected language
 (:func:`qvtools.server.turn_language.expected_language` step 3b), so the opener is made ahead in it, as for a
 named language. The turn's own ASR still detects on the whole utterance for its transcript; what it finds is
 the language of the later turns (:meth:`TurnState.heard`). When-to-run is decided by
